@@ -1,0 +1,46 @@
+"""Item feature views: content, stock and trailing popularity."""
+
+from datetime import timedelta
+
+from entities import DATA, item
+from feast import FeatureView, Field, FileSource
+from feast.types import Array, Float64, Int64, String
+
+item_content_source = FileSource(
+    name="item_content_source", path=str(DATA / "item_content.parquet"),
+    timestamp_field="event_timestamp",
+    description="One row per item, stamped 1970-01-01: content attributes have no history.")
+
+item_content_fv = FeatureView(
+    name="item_content", entities=[item], ttl=timedelta(0), source=item_content_source,
+    schema=[
+        Field(name="title", dtype=String, description="Display title."),
+        Field(name="categories", dtype=Array(String), description="Categories or genres."),
+        Field(name="price", dtype=Float64, description="Price in the shop's currency."),
+        Field(name="created_at_s", dtype=Int64, description="Release time, Unix seconds."),
+    ],
+    description="What the item is: the item tower's content input, so new items embed.")
+
+item_stock_source = FileSource(
+    name="item_stock_source", path=str(DATA / "item_stock.parquet"),
+    timestamp_field="event_timestamp",
+    description="The stock log, each change stamped 1 microsecond after it happened.")
+
+item_stock_fv = FeatureView(
+    name="item_stock", entities=[item], ttl=timedelta(0), source=item_stock_source,
+    schema=[Field(name="quantity", dtype=Int64, description="Units in stock.")],
+    description="Stock as known strictly before the lookup time.")
+
+item_popularity_source = FileSource(
+    name="item_popularity_source", path=str(DATA / "item_popularity.parquet"),
+    timestamp_field="event_timestamp",
+    description="Daily rows stamped at midnight UTC, counting interactions on earlier days.")
+
+item_popularity_fv = FeatureView(
+    name="item_popularity", entities=[item], ttl=timedelta(0), source=item_popularity_source,
+    schema=[
+        Field(name="count_1d", dtype=Int64, description="Interactions on the previous day."),
+        Field(name="count_7d", dtype=Int64, description="Interactions in the previous 7 days."),
+        Field(name="count_30d", dtype=Int64, description="Interactions in the previous 30 days."),
+    ],
+    description="Trailing popularity, complete days before the lookup time only.")

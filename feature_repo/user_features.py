@@ -1,0 +1,38 @@
+"""User feature views: the static profile and the point-in-time recent history."""
+
+from datetime import timedelta
+
+from entities import DATA, user
+from feast import FeatureView, Field, FileSource
+from feast.types import Array, Int64, String
+
+user_profile_source = FileSource(
+    name="user_profile_source", path=str(DATA / "user_profile.parquet"),
+    timestamp_field="event_timestamp",
+    description="One row per user, stamped 1970-01-01: a profile has no history.")
+
+user_profile_fv = FeatureView(
+    name="user_profile", entities=[user], ttl=timedelta(0), source=user_profile_source,
+    schema=[
+        Field(name="age", dtype=Int64, description="Age in years; null when unknown."),
+        Field(name="profile_tokens", dtype=Array(String),
+              description="Categorical attributes as 'name=value' tokens, e.g. 'gender=F'."),
+    ],
+    description="What the user told us about themselves.")
+
+user_history_source = FileSource(
+    name="user_history_source", path=str(DATA / "user_history.parquet"),
+    timestamp_field="event_timestamp",
+    description="A snapshot after each instant with events, stamped 1 microsecond after it, so a "
+                "lookup at t sees exactly the events strictly before t.")
+
+user_history_fv = FeatureView(
+    name="user_history", entities=[user], ttl=timedelta(0), source=user_history_source,
+    schema=[
+        Field(name="recent_item_ids", dtype=Array(Int64),
+              description="The last N items the user interacted with, oldest first."),
+        Field(name="recent_timestamps", dtype=Array(Int64),
+              description="Unix seconds of those interactions, aligned with recent_item_ids."),
+        Field(name="event_count", dtype=Int64, description="All interactions so far."),
+    ],
+    description="The user's recent interactions as known strictly before the lookup time.")

@@ -1,0 +1,84 @@
+"""The `twotower` command: the front door for everything a user runs by hand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import runpy
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = "synthetic:shop-small"
+DEFAULT_HOME = Path(".twotower")  # the data directory: feature repository, registry, indexes
+
+
+def _features(args: argparse.Namespace) -> None:
+    from feature_repo.datasets import load
+    from feature_repo.store import FeatureStoreConfig, build_store, materialize
+
+    dataset = load(args.data)
+    print(f"{dataset.name}: {len(dataset.interactions):,} interactions, {len(dataset.items):,} "
+          f"items, {len(dataset.users):,} users, {len(dataset.stock):,} stock changes")
+    config = FeatureStoreConfig(repo_dir=args.home / "feature_repo")
+    store = build_store(dataset, config)
+    end = dataset.interactions["event_timestamp"].max().to_pydatetime()
+    materialize(store, datetime(1970, 1, 1, tzinfo=UTC), end)
+    print(f"feature repository ready at {config.repo_dir} (online store materialized to {end})")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from feature_repo.store import FeatureStoreConfig, online_user_features, open_store
+
+    _features(args)
+    store = open_store(FeatureStoreConfig(repo_dir=args.home / "feature_repo"))
+    users = online_user_features(store, [1, 2, 3])
+    for row in users.itertuples():
+        print(f"user {row.user_id}: {row.event_count} interactions, "
+              f"latest items {list(row.recent_item_ids)[-5:]}")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    script = ROOT / "bench" / f"{args.name}.py"
+    if not script.is_file():
+        names = sorted(p.stem for p in (ROOT / "bench").glob("*.py"))
+        raise SystemExit(f"twotower bench: no benchmark {args.name!r}; choose from {names}")
+    sys.argv = [str(script), *args.overrides]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twotower", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_data(name: str, help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.add_argument("--data", default=DEFAULT_DATA,
+                         help="dataset spec: movielens-100k:PATH, movielens-1m:PATH, generic:PATH, "
+                              f"synthetic:PRESET or synthetic:key=value,... (default {DEFAULT_DATA})")
+        sub.add_argument("--home", type=Path, default=DEFAULT_HOME,
+                         help=f"data directory (default {DEFAULT_HOME})")
+        return sub
+
+    with_data("features", "build the Feast repository for a dataset and materialize it").set_defaults(
+        run=_features)
+    with_data("demo", "run the platform end to end on a dataset and print results").set_defaults(
+        run=_demo)
+    bench = commands.add_parser("bench", help="run a benchmark from bench/ (bench NAME --key=value)")
+    bench.add_argument("name", help="benchmark script in bench/, e.g. features")
+    bench.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

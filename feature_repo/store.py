@@ -143,7 +143,7 @@ def _fill_absent(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = [list(v) if v is not None else [] for v in frame[column]]
     for column in ("event_count", "count_1d", "count_7d", "count_30d"):
         if column in frame:
-            frame[column] = frame[column].fillna(0).astype("int64")
+            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
     return frame
 
 

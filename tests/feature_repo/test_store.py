@@ -1,0 +1,66 @@
+"""The Feast repository works as Feast users expect: `feast apply`, `feast materialize`, online reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from feature_repo.datasets import DataError
+from feature_repo.store import FeatureStoreConfig, online_user_features, open_store, render_repo
+from feature_repo.tables import write_feature_tables
+from tests.utils.tables import make_dataset
+
+FEAST = str(Path(sys.executable).parent / "feast")
+
+
+def test_feast_cli_apply_materialize_then_online_history_is_the_latest(ml100k_dataset, tmp_path):
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    write_feature_tables(ml100k_dataset, repo / "data")
+    for command in (["apply"], ["materialize", "1970-01-01T00:00:00", "1998-05-01T00:00:00"]):
+        done = subprocess.run([FEAST, *command], cwd=repo, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    store = open_store(FeatureStoreConfig(repo_dir=repo))
+    online = online_user_features(store, [1, 405]).set_index("user_id")
+    events = ml100k_dataset.interactions
+    for user in (1, 405):
+        mine = events[events["user_id"] == user].sort_values("event_timestamp", kind="stable")
+        assert list(online.loc[user, "recent_item_ids"]) == mine["item_id"].tolist()[-50:]
+        assert online.loc[user, "event_count"] == len(mine)
+    assert online.loc[1, "age"] == 24 and "occupation=technician" in online.loc[1, "profile_tokens"]
+
+
+def test_unknown_user_online_has_empty_history(ml100k_store):
+    from feature_repo.store import materialize
+
+    materialize(ml100k_store, pd.Timestamp("1970-01-01", tz="UTC").to_pydatetime(),
+                pd.Timestamp("1998-05-01", tz="UTC").to_pydatetime())
+    online = online_user_features(ml100k_store, [999_999])
+    assert online.loc[0, "recent_item_ids"] == [] and online.loc[0, "event_count"] == 0
+
+
+def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):
+    config = FeatureStoreConfig(repo_dir=tmp_path, online_store="redis", redis_url="127.0.0.1:6390",
+                                registry_url="postgresql+psycopg://u@127.0.0.1/feast")
+    settings = yaml.safe_load((render_repo(config) / "feature_store.yaml").read_text())
+    assert settings["online_store"] == {"type": "redis", "connection_string": "127.0.0.1:6390"}
+    assert settings["registry"]["registry_type"] == "sql"
+    assert settings["registry"]["path"] == "postgresql+psycopg://u@127.0.0.1/feast"
+    assert settings["offline_store"] == {"type": "duckdb"}
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == [
+        "entities.py", "feature_services.py", "item_features.py", "user_features.py"]
+
+
+def test_failed_table_write_leaves_previous_tables_intact(tmp_path):
+    good = make_dataset([(1, 2, "2024-01-01 10:00:00")])
+    paths = write_feature_tables(good, tmp_path)
+    before = {name: path.read_bytes() for name, path in paths.items()}
+    bad = make_dataset([(1, 99, "2024-01-01 10:00:00")])  # item 99 is not in the catalogue
+    with pytest.raises(DataError, match="unknown item_id 99"):
+        write_feature_tables(bad, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+        p.name: before[name] for name, p in paths.items()}, "no scratch files, no changed tables"

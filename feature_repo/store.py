@@ -19,6 +19,7 @@ from typing import Literal
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
 from feature_repo.datasets import Dataset
 from feature_repo.tables import HISTORY_LENGTH, write_feature_tables
@@ -29,6 +30,7 @@ DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
 ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
+CHUNK_ROWS = 25_000  # entity rows per as-of join: Feast's join fans out over each user's rows
 
 
 class FeatureStoreConfig(BaseModel):
@@ -115,11 +117,12 @@ def materialize(store, start: datetime, end: datetime) -> None:
     store.materialize(start_date=start, end_date=end)
 
 
-def training_frame(store, entities: pd.DataFrame, *,
-                   feature_service: str = TRAINING_SERVICE) -> pd.DataFrame:
+def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAINING_SERVICE,
+                   chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """Features for each (user_id, item_id, event_timestamp) row, as known strictly before it.
 
-    Rows come back in the entity frame's order with its other columns kept.
+    Rows come back in the entity frame's order with its other columns kept. Feast joins each chunk
+    of chunk_rows entity rows separately, which bounds the memory its as-of join needs.
     """
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
     if missing:
@@ -129,9 +132,13 @@ def training_frame(store, entities: pd.DataFrame, *,
         raise ValueError("entity frame: column 'event_timestamp' must be tz-aware (UTC)")
     frame = entities.assign(event_timestamp=timestamps.astype("datetime64[us, UTC]"),
                             _row=range(len(entities)))
-    result = store.get_historical_features(
-        entity_df=frame, features=store.get_feature_service(feature_service)).to_df()
-    result = result.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+    features = store.get_feature_service(feature_service)
+    chunks = [frame.iloc[start:start + chunk_rows] for start in range(0, len(frame), chunk_rows)]
+    parts = [store.get_historical_features(entity_df=chunk, features=features).to_df()
+             for chunk in tqdm(chunks, desc="training frame", unit="chunk",
+                               disable=len(chunks) < 2 or not sys.stderr.isatty())]
+    result = pd.concat(parts, ignore_index=True).sort_values("_row")
+    result = result.drop(columns="_row").reset_index(drop=True)
     result["event_timestamp"] = result["event_timestamp"].astype("datetime64[us, UTC]")
     return _fill_absent(result)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.store import FeatureStoreConfig, build_store, training_frame
-from tests.utils.tables import make_dataset, ts
+from tests.utils.tables import make_dataset, utc
 
 T = "2024-03-10 12:00:00"
 
@@ -31,7 +31,7 @@ def adversarial_store(tmp_path_factory):
 
 def _lookup(store, rows: list[tuple[int, int, str]]) -> pd.DataFrame:
     entities = pd.DataFrame(rows, columns=["user_id", "item_id", "event_timestamp"])
-    entities["event_timestamp"] = pd.to_datetime(entities["event_timestamp"], utc=True, format="mixed")
+    entities["event_timestamp"] = utc(entities["event_timestamp"])
     return training_frame(store, entities)
 
 

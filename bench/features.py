@@ -1,0 +1,65 @@
+"""Benchmark: time and peak memory to build the feature tables and a training frame.
+
+    twotower bench features --data=movielens-100k:../shared/datasets/ml-100k
+    twotower bench features --data=synthetic:shop-1m --frame_rows=1000000
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULTS = {"data": "synthetic:shop-small", "frame_rows": 0, "seed": 0}  # frame_rows 0: every row
+
+
+def parse(argv: list[str]) -> dict:
+    config = dict(DEFAULTS)
+    for arg in argv:
+        key, _, value = arg.removeprefix("--").partition("=")
+        if key not in config:
+            raise SystemExit(f"unknown option --{key}; choose from {sorted(config)}")
+        config[key] = type(DEFAULTS[key])(value)
+    return config
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse(sys.argv[1:] if argv is None else argv)
+    from feature_repo.datasets import load
+    from feature_repo.store import FeatureStoreConfig, apply, render_repo, training_frame
+    from feature_repo.tables import write_feature_tables
+
+    timings = {}
+    started = time.perf_counter()
+    dataset = load(config["data"])
+    timings["load_s"] = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = render_repo(FeatureStoreConfig(repo_dir=Path(tmp)))
+        started = time.perf_counter()
+        write_feature_tables(dataset, repo / "data")
+        timings["tables_s"] = time.perf_counter() - started
+        rss_tables = peak_rss_mb()
+        started = time.perf_counter()
+        store = apply(repo)
+        timings["apply_s"] = time.perf_counter() - started
+        entities = dataset.interactions[["user_id", "item_id", "event_timestamp"]]
+        if config["frame_rows"]:
+            entities = entities.sample(config["frame_rows"], random_state=config["seed"])
+        started = time.perf_counter()
+        frame = training_frame(store, entities)
+        timings["frame_s"] = time.perf_counter() - started
+    result = {"data": config["data"], "events": len(dataset.interactions),
+              "frame_rows": len(frame), **{k: round(v, 1) for k, v in timings.items()},
+              "peak_rss_mb_after_tables": round(rss_tables), "peak_rss_mb": round(peak_rss_mb())}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

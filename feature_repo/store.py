@@ -121,8 +121,8 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
                    chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """Features for each (user_id, item_id, event_timestamp) row, as known strictly before it.
 
-    Rows come back in the entity frame's order with its other columns kept. Feast joins each chunk
-    of chunk_rows entity rows separately, which bounds the memory its as-of join needs.
+    Rows come back in the entity frame's order with its other columns kept. Feast joins chunks of
+    chunk_rows entity rows, each a range of users, which bounds the memory its as-of join needs.
     """
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
     if missing:
@@ -132,6 +132,7 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
         raise ValueError("entity frame: column 'event_timestamp' must be tz-aware (UTC)")
     frame = entities.assign(event_timestamp=timestamps.astype("datetime64[us, UTC]"),
                             _row=range(len(entities)))
+    frame = frame.sort_values(["user_id", "event_timestamp"], kind="stable")  # chunks: user ranges
     features = store.get_feature_service(feature_service)
     chunks = [frame.iloc[start:start + chunk_rows] for start in range(0, len(frame), chunk_rows)]
     parts = [store.get_historical_features(entity_df=chunk, features=features).to_df()

@@ -6,6 +6,7 @@ import argparse
 import logging
 import runpy
 import sys
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("feast").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise
     args.run(args)
 
 

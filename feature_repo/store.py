@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
@@ -30,6 +33,8 @@ DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
 ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
+EMPTY_WHEN_ABSENT = ("recent_item_ids", "recent_timestamps")
+ZERO_WHEN_ABSENT = ("event_count", "count_1d", "count_7d", "count_30d")
 CHUNK_ROWS = 25_000  # entity rows per as-of join: Feast's join fans out over each user's rows
 
 
@@ -121,8 +126,46 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
                    chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """Features for each (user_id, item_id, event_timestamp) row, as known strictly before it.
 
-    Rows come back in the entity frame's order with its other columns kept. Feast joins chunks of
-    chunk_rows entity rows, each a range of users, which bounds the memory its as-of join needs.
+    Rows come back in the entity frame's order with its other columns kept; list features are
+    numpy arrays. For more rows than fit in memory, use `write_training_frame`.
+    """
+    table = pa.concat_tables(_feature_chunks(store, entities, feature_service, chunk_rows))
+    table = table.sort_by("_row").drop_columns("_row")
+    return table.to_pandas(timestamp_as_object=False)
+
+
+def write_training_frame(store, entities: pd.DataFrame, path: str | Path, *,
+                         feature_service: str = TRAINING_SERVICE,
+                         chunk_rows: int = CHUNK_ROWS) -> int:
+    """Stream the training frame to a parquet file, ordered by user and time; returns its rows.
+
+    Memory stays bounded by one chunk; the file appears only once complete.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    rows, writer = 0, None
+    try:
+        for chunk in _feature_chunks(store, entities, feature_service, chunk_rows):
+            chunk = chunk.sort_by([("user_id", "ascending"), ("event_timestamp", "ascending")])
+            chunk = chunk.drop_columns("_row")
+            writer = writer or pq.ParquetWriter(tmp, chunk.schema)
+            writer.write_table(chunk)
+            rows += chunk.num_rows
+        if writer is None:
+            raise ValueError("entity frame: no rows")
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _feature_chunks(store, entities: pd.DataFrame, feature_service: str,
+                    chunk_rows: int) -> Iterator[pa.Table]:
+    """Feast's as-of join over chunks of entity rows, each a range of users.
+
+    Chunking bounds the memory of Feast's join, which fans out over each user's earlier rows, and
+    user ranges let DuckDB skip the row groups of the (entity-sorted) feature tables it cannot need.
     """
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
     if missing:
@@ -132,31 +175,30 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
         raise ValueError("entity frame: column 'event_timestamp' must be tz-aware (UTC)")
     frame = entities.assign(event_timestamp=timestamps.astype("datetime64[us, UTC]"),
                             _row=range(len(entities)))
-    frame = frame.sort_values(["user_id", "event_timestamp"], kind="stable")  # chunks: user ranges
+    frame = frame.sort_values(["user_id", "event_timestamp"], kind="stable")
     features = store.get_feature_service(feature_service)
-    chunks = [frame.iloc[start:start + chunk_rows] for start in range(0, len(frame), chunk_rows)]
-    parts = [store.get_historical_features(entity_df=chunk, features=features).to_df()
-             for chunk in tqdm(chunks, desc="training frame", unit="chunk",
-                               disable=len(chunks) < 2 or not sys.stderr.isatty())]
-    result = pd.concat(parts, ignore_index=True).sort_values("_row")
-    result = result.drop(columns="_row").reset_index(drop=True)
-    result["event_timestamp"] = result["event_timestamp"].astype("datetime64[us, UTC]")
-    return _fill_absent(result)
+    starts = range(0, len(frame), chunk_rows)
+    for start in tqdm(starts, desc="training frame", unit="chunk",
+                      disable=len(starts) < 2 or not sys.stderr.isatty()):
+        chunk = frame.iloc[start:start + chunk_rows]
+        table = store.get_historical_features(entity_df=chunk, features=features).to_arrow()
+        yield _fill_absent_arrow(table)
 
 
-def _fill_absent(frame: pd.DataFrame) -> pd.DataFrame:
+def _fill_absent_arrow(table: pa.Table) -> pa.Table:
     """No row before t means no history and no sales yet: empty lists and zero counts, not nulls."""
-    for column in ("recent_item_ids", "recent_timestamps"):
-        if column in frame:
-            frame[column] = [list(v) if v is not None else [] for v in frame[column]]
-    for column in ("event_count", "count_1d", "count_7d", "count_30d"):
-        if column in frame:
-            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
-    return frame
+    for name in table.column_names:
+        column = table[name]
+        if name in EMPTY_WHEN_ABSENT:  # both are lists of int64 (all-null columns come untyped)
+            column = pc.coalesce(column.cast(pa.list_(pa.int64())), pa.scalar([], pa.list_(pa.int64())))
+        elif name in ZERO_WHEN_ABSENT:
+            column = pc.coalesce(column.cast(pa.int64()), 0)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
 
 
 def online_user_features(store, user_ids: list[int]) -> pd.DataFrame:
     """The latest profile and history of each user from the online store."""
-    return _fill_absent(store.get_online_features(
-        features=store.get_feature_service(ONLINE_SERVICE),
-        entity_rows=[{"user_id": int(u)} for u in user_ids]).to_df())
+    response = store.get_online_features(features=store.get_feature_service(ONLINE_SERVICE),
+                                         entity_rows=[{"user_id": int(u)} for u in user_ids])
+    return _fill_absent_arrow(response.to_arrow()).to_pandas()

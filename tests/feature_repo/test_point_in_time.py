@@ -37,7 +37,7 @@ def _lookup(store, rows: list[tuple[int, int, str]]) -> pd.DataFrame:
 
 def test_same_second_events_do_not_see_each_other(adversarial_store):
     frame = _lookup(adversarial_store, [(1, 10, T), (1, 11, T), (1, 12, "2024-03-10 12:00:01")])
-    assert frame["recent_item_ids"].tolist() == [[], [], [10, 11]]
+    assert [list(h) for h in frame["recent_item_ids"]] == [[], [], [10, 11]]
     assert frame["event_count"].tolist() == [0, 0, 2]
 
 
@@ -59,7 +59,7 @@ def test_popularity_burst_after_t_is_not_seen(adversarial_store):
 
 def test_user_whose_first_event_is_the_example_has_no_history(adversarial_store):
     frame = _lookup(adversarial_store, [(10, 5, "2024-03-12 10:00:00")])
-    assert frame.loc[0, "recent_item_ids"] == [] and frame.loc[0, "event_count"] == 0
+    assert len(frame.loc[0, "recent_item_ids"]) == 0 and frame.loc[0, "event_count"] == 0
     assert frame.loc[0, "age"] == 30, "the static profile is visible from the start"
 
 
@@ -97,3 +97,19 @@ def test_ml100k_histories_match_a_recomputation_strictly_before_t(ml100k_store, 
         known = stock[(stock["item_id"] == row.item_id) & (stock["event_timestamp"] < row.event_timestamp)]
         expected = known["quantity"].iloc[-1] if len(known) else None
         assert (row.quantity if not np.isnan(row.quantity) else None) == expected
+
+
+def test_streamed_training_frame_equals_the_in_memory_one(adversarial_store, tmp_path):
+    from feature_repo.store import write_training_frame
+
+    rows = [(1, 12, "2024-03-10 12:00:01"), (10, 5, "2024-03-12 10:00:00"), (1, 10, T)]
+    entities = pd.DataFrame(rows, columns=["user_id", "item_id", "event_timestamp"])
+    entities["event_timestamp"] = utc(entities["event_timestamp"])
+    path = tmp_path / "frame.parquet"
+    assert write_training_frame(adversarial_store, entities, path, chunk_rows=2) == 3
+    streamed = pd.read_parquet(path)
+    in_memory = training_frame(adversarial_store, entities).sort_values(
+        ["user_id", "event_timestamp"]).reset_index(drop=True)
+    assert streamed["item_id"].tolist() == in_memory["item_id"].tolist() == [10, 12, 5]
+    assert [list(h) for h in streamed["recent_item_ids"]] == [[], [10, 11], []]
+    assert not list(tmp_path.glob(".*")), "no scratch file left behind"

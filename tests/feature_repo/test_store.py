@@ -40,7 +40,7 @@ def test_unknown_user_online_has_empty_history(ml100k_store):
     materialize(ml100k_store, pd.Timestamp("1970-01-01", tz="UTC").to_pydatetime(),
                 pd.Timestamp("1998-05-01", tz="UTC").to_pydatetime())
     online = online_user_features(ml100k_store, [999_999])
-    assert online.loc[0, "recent_item_ids"] == [] and online.loc[0, "event_count"] == 0
+    assert len(online.loc[0, "recent_item_ids"]) == 0 and online.loc[0, "event_count"] == 0
 
 
 def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):

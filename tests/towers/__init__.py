@@ -1,0 +1,1 @@
+"""Tests of the towers package: model, training data and loop, evaluation."""

@@ -1,0 +1,115 @@
+"""Evaluation: metrics on hand-computed rankings, exclusion, splits and baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from towers import baselines
+from towers.evaluate import (
+    Queries,
+    dense_retrieval,
+    evaluate,
+    loo_split,
+    ranking_metrics,
+    temporal_split,
+    top_k,
+)
+
+
+def _events(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                         "event_timestamp": pd.to_datetime([r[2] for r in rows], unit="s",
+                                                           utc=True).astype("datetime64[us, UTC]")})
+
+
+def _users(ids) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": list(ids), "age": [30] * len(ids), "gender": ["F"] * len(ids)})
+
+
+def test_loo_metrics_match_hand_computed_ranks():
+    ranked = np.array([[5, 1, 2, 3], [1, 2, 3, 4], [9, 8, 7, 6]])
+    metrics = ranking_metrics(ranked, [np.array([5]), np.array([3]), np.array([42])], "loo")
+    assert metrics["hr@10"] == pytest.approx(2 / 3)
+    assert metrics["ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(4)) / 3)
+    assert metrics["hr@100"] == pytest.approx(2 / 3)
+
+
+def test_set_metrics_normalise_by_ideal_dcg_of_min_targets_and_ten():
+    ranked = np.array([[1, 7, 2] + list(range(100, 197))])
+    metrics = ranking_metrics(ranked, [np.array([2, 1, 50])], "temporal")
+    dcg = 1.0 + 1 / math.log2(4)
+    idcg = 1.0 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert metrics["ndcg@10"] == pytest.approx(dcg / idcg)
+    assert metrics["recall@10"] == pytest.approx(2 / 3)
+    assert metrics["recall@100"] == pytest.approx(2 / 3)
+
+
+def test_hit_beyond_rank_ten_counts_only_at_hundred():
+    ranked = np.array([list(range(20, 120))])
+    metrics = ranking_metrics(ranked, [np.array([45])], "loo")
+    assert metrics["hr@10"] == 0 and metrics["ndcg@10"] == 0 and metrics["hr@100"] == 1
+
+
+def test_retrieval_never_returns_excluded_items():
+    ids = np.array([10, 20, 30, 40])
+    vectors = np.eye(4, dtype=np.float32)
+    user = np.array([[4.0, 3.0, 2.0, 1.0]], dtype=np.float32)
+    retrieve = dense_retrieval(ids, vectors)
+    assert retrieve(user, 2, [np.array([])]).tolist() == [[10, 20]]
+    assert retrieve(user, 2, [np.array([10, 99])]).tolist() == [[20, 30]]
+
+
+def test_loo_split_holds_out_last_two_events_by_time_then_file_order():
+    events = _events([(1, 1, 10), (1, 2, 20), (1, 4, 30), (1, 3, 30), (2, 1, 5), (2, 2, 6)])
+    split = loo_split(events, _users([1, 2]))
+    assert split.train.query("user_id == 1")["item_id"].tolist() == [1, 2]
+    assert [t.tolist() for t in split.validation.targets] == [[4]]
+    assert [t.tolist() for t in split.test.targets] == [[3]]
+    assert split.test.frame["recent_item_ids"].tolist() == [[1, 2, 4]]  # validation joins history
+    assert split.notes["users_skipped_under_3_events"] == 2
+
+
+def test_temporal_split_drops_and_counts_items_first_seen_after_cut():
+    rows = [(u, i, 10 * u + i) for u in range(1, 5) for i in range(1, 5)]  # times 11..44
+    rows += [(1, 99, 1000), (1, 3, 1001), (2, 2, 1002), (5, 1, 1003)]
+    split = temporal_split(_events(rows), _users(range(1, 6)), quantile=0.8)
+    assert split.notes["target_events_dropped_new_items"] == 1
+    assert split.notes["new_items_after_cut"] == 1
+    # user 1 re-saw item 3 and user 2 item 2 (already seen); user 5 has no history: no queries
+    assert split.test.frame["user_id"].tolist() == []
+
+
+def test_popularity_ranks_by_training_counts_and_skips_seen():
+    train = _events([(1, 1, 1), (2, 1, 2), (3, 1, 3), (1, 2, 4), (2, 2, 5), (3, 3, 6)])
+    items = pd.DataFrame({"item_id": [1, 2, 3, 4]})
+    recommend = baselines.popularity(train, items)
+    frame = pd.DataFrame({"recent_item_ids": [[], [1]]})
+    assert recommend(frame, 2, [np.array([]), np.array([1])]).tolist() == [[1, 2], [2, 3]]
+
+
+def test_ease_recommends_the_item_that_co_occurs_with_the_history():
+    rows = [(u, i, u * 10 + i) for u in range(20) for i in ((1, 2) if u % 2 else (3, 4))]
+    items = pd.DataFrame({"item_id": [1, 2, 3, 4]})
+    recommend = baselines.ease(_events(rows), items, lam=1.0)
+    frame = pd.DataFrame({"recent_item_ids": [[1], [4]]})
+    top = recommend(frame, 1, [np.array([1]), np.array([4])])
+    assert top.tolist() == [[2], [3]]
+
+
+def test_harness_accepts_any_retrieval_function_and_checks_its_shape():
+    frame = pd.DataFrame({"recent_item_ids": [[1], [2]]})
+    queries = Queries("loo", frame, [np.array([1]), np.array([2])], [np.array([3]), np.array([500])])
+    result = evaluate(lambda f, k, ex: np.tile(np.arange(3, 3 + k), (len(f), 1)), queries, k=100)
+    assert result["hr@10"] == 0.5 and result["ndcg@10"] == 0.5
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(lambda f, k, ex: np.zeros((1, k), dtype=int), queries)
+
+
+def test_top_k_handles_excluded_ids_missing_from_catalogue():
+    import torch
+    top = top_k(torch.tensor([[1.0, 2.0, 3.0]]), np.array([7, 8, 9]), 3, [np.array([9, 1234])])
+    assert top[0, :2].tolist() == [8, 7]

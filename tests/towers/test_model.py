@@ -1,0 +1,85 @@
+"""Towers: output shapes and norms, cold items, the artifact round trip, configuration errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from feature_repo.datasets import load
+from towers.artifact import Artifact
+from towers.data import training_frame
+from towers.model import TowerConfig
+from towers.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def slice_ds(ml100k_dir):
+    ds = load(f"movielens-100k:{ml100k_dir}")
+    return ds, ds.interactions[ds.interactions["user_id"] <= 40]
+
+
+@pytest.fixture(scope="module")
+def artifact(slice_ds) -> Artifact:
+    torch.set_num_threads(1)
+    ds, interactions = slice_ds
+    return fit(interactions, ds.items, ds.users,
+               tower=TowerConfig(dim=16, max_len=20, use_user_id=True),
+               train=TrainConfig(epochs=1, batch_size=16))
+
+
+def test_user_and_item_vectors_have_config_dim_and_unit_norm(artifact, slice_ds):
+    ds, interactions = slice_ds
+    frame = training_frame(interactions.head(50), ds.users, max_len=20)
+    users = artifact.embed_users(frame)
+    items = artifact.embed_items(ds.items)
+    assert users.shape == (50, 16) and items.shape == (len(ds.items), 16)
+    np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, rtol=1e-5)
+
+
+def test_user_without_history_or_profile_still_gets_a_unit_vector(artifact):
+    frame = pd.DataFrame({"user_id": [10**9], "event_timestamp": pd.to_datetime(
+        [0], unit="s", utc=True), "age": pd.array([pd.NA], dtype="Int64"),
+        "profile_tokens": [[]], "recent_item_ids": [[]], "recent_timestamps": [[]]})
+    vector = artifact.embed_users(frame)
+    assert np.isfinite(vector).all()
+    np.testing.assert_allclose(np.linalg.norm(vector), 1.0, rtol=1e-5)
+
+
+def test_cold_item_gets_finite_content_dependent_embedding(artifact, slice_ds):
+    ds, _ = slice_ds
+    cold = pd.DataFrame({
+        "item_id": [10**7, 10**7 + 1, 10**7 + 2],
+        "title": pd.array(["Space Robots (1997)", "Space Robots (1997)", "Quiet Romance (1950)"],
+                          dtype="string"),
+        "categories": [["Sci-Fi", "Action"], ["Sci-Fi", "Action"], ["Romance", "Drama"]],
+        "price": [9.99, 9.99, 3.5],
+        "created_at": pd.to_datetime(["1997-05-01", "1997-05-01", "1950-01-01"], utc=True)})
+    vectors = artifact.embed_items(cold)
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)  # the id alone adds nothing
+    assert np.abs(vectors[0] - vectors[2]).max() > 1e-3  # content changes the vector
+    known = artifact.embed_items(ds.items.head(1))
+    assert np.abs(known[0] - vectors[0]).max() > 1e-3
+
+
+def test_saved_artifact_reloads_and_gives_identical_embeddings(artifact, slice_ds, tmp_path):
+    ds, interactions = slice_ds
+    frame = training_frame(interactions.head(30), ds.users, max_len=20)
+    loaded = Artifact.load(artifact.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.embed_users(frame), artifact.embed_users(frame))
+    np.testing.assert_array_equal(loaded.embed_items(ds.items), artifact.embed_items(ds.items))
+    assert loaded.config == artifact.config
+    assert loaded.fingerprint == artifact.fingerprint and len(loaded.fingerprint) == 64
+
+
+def test_loading_a_folder_without_artifact_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="artifact.json"):
+        Artifact.load(tmp_path)
+
+
+def test_config_rejects_unknown_encoder_by_name():
+    with pytest.raises(ValueError, match="encoder"):
+        TowerConfig(encoder="lstm")

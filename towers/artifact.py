@@ -1,0 +1,93 @@
+"""The trained-model artifact: weights, configs, vocabularies, metrics and a data fingerprint.
+
+An artifact is a directory with `artifact.json` and `weights.pt`. Loading it needs only
+`model.py` and `data.py`, never the training loop: `Artifact.load(path).embed_users(frame)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from towers.data import Vocab, encode_items, encode_users
+from towers.model import TowerConfig, TwoTower
+
+ARTIFACT_VERSION = 1  # bump when the saved layout or the meaning of a field changes
+EMBED_BATCH = 1024  # rows per forward pass when embedding
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(interactions: pd.DataFrame, items: pd.DataFrame) -> str:
+    """sha256 over the training events and the catalogue ids, to tie an artifact to its data."""
+    digest = hashlib.sha256()
+    digest.update(interactions[["user_id", "item_id"]].to_numpy(dtype=np.int64).tobytes())
+    digest.update(interactions["event_timestamp"].astype("int64").to_numpy().tobytes())
+    digest.update(np.sort(items["item_id"].to_numpy(dtype=np.int64)).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Artifact:
+    model: TwoTower
+    metrics: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    train_config: dict = field(default_factory=dict)
+    version: int = ARTIFACT_VERSION
+
+    @property
+    def config(self) -> TowerConfig:
+        return self.model.config
+
+    @torch.no_grad()
+    def embed_users(self, frame: pd.DataFrame) -> np.ndarray:
+        """(U, D) vectors for a Feast-shaped user frame (see `data.USER_COLUMNS`)."""
+        self.model.eval()
+        out = [self.model.users(encode_users(self.model.vocab, frame.iloc[i:i + EMBED_BATCH],
+                                             self.config.max_len))
+               for i in range(0, len(frame), EMBED_BATCH)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+
+    @torch.no_grad()
+    def embed_items(self, items: pd.DataFrame) -> np.ndarray:
+        """(N, D) vectors for an items frame; unseen items are embedded from content alone."""
+        self.model.eval()
+        out = [self.model.item_tower(encode_items(self.model.vocab, items.iloc[i:i + EMBED_BATCH]))
+               for i in range(0, len(items), EMBED_BATCH)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), path / "weights.pt")
+        meta = {"version": self.version, "tower_config": asdict(self.config),
+                "train_config": self.train_config, "vocab": self.model.vocab.to_dict(),
+                "metrics": self.metrics, "fingerprint": self.fingerprint}
+        (path / "artifact.json").write_text(json.dumps(meta, indent=1))
+        log.info("saved artifact to %s", path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Artifact:
+        path = Path(path)
+        meta_path = path / "artifact.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: not an artifact (no artifact.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") != ARTIFACT_VERSION:
+            raise ValueError(f"{meta_path}: artifact version {meta.get('version')}, this code "
+                             f"reads version {ARTIFACT_VERSION}")
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        content = {k.removeprefix("item_tower.known_"): v for k, v in state.items()
+                   if k.startswith("item_tower.known_")}
+        model = TwoTower(TowerConfig(**meta["tower_config"]), Vocab(**meta["vocab"]), content)
+        model.load_state_dict(state)
+        model.eval()
+        return cls(model, meta["metrics"], meta["fingerprint"], meta["train_config"])

@@ -1,0 +1,67 @@
+"""Baselines for the evaluation harness: Popularity and EASE (Steck 2019, closed form).
+
+Both return a `Recommend(frame, k, exclude)` over the whole catalogue, so they run on exactly the
+splits and metrics the two-tower model does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from towers.evaluate import Queries, Recommend, evaluate, top_k
+
+log = logging.getLogger(__name__)
+
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)  # spans the optimum on ML/shop
+
+
+def popularity(train: pd.DataFrame, items: pd.DataFrame) -> Recommend:
+    """Every user gets the most interacted-with items of `train`."""
+    catalogue = items["item_id"].to_numpy()
+    counts = train["item_id"].value_counts().reindex(catalogue, fill_value=0).to_numpy()
+    scores = torch.from_numpy(counts.astype(np.float32))  # (N,)
+
+    def recommend(frame: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
+        return top_k(scores.expand(len(frame), -1), catalogue, k, exclude)  # (U, N)
+
+    return recommend
+
+
+def _user_rows(histories: pd.Series, catalogue: np.ndarray) -> torch.Tensor:
+    """Binary user x item matrix (U, N) of the histories."""
+    index = pd.Index(catalogue)
+    x = torch.zeros(len(histories), len(catalogue))
+    for i, h in enumerate(histories):
+        cols = index.get_indexer(np.asarray(h, dtype=np.int64))
+        x[i, torch.from_numpy(cols[cols >= 0])] = 1.0
+    return x
+
+
+def ease(train: pd.DataFrame, items: pd.DataFrame, lam: float) -> Recommend:
+    """EASE item-item weights B = I - P / diag(P), P = (X'X + lam I)^-1; scores = x_u B."""
+    catalogue = items["item_id"].to_numpy()
+    x = _user_rows(train.groupby("user_id")["item_id"].agg(list), catalogue)  # (U, N)
+    gram = (x.T @ x).double()  # (N, N)
+    gram += lam * torch.eye(len(catalogue), dtype=torch.float64)
+    p = torch.linalg.inv(gram)  # (N, N)
+    b = (-p / p.diagonal()).float()  # (N, N)
+    b.fill_diagonal_(0.0)
+
+    def recommend(frame: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
+        scores = _user_rows(frame["recent_item_ids"], catalogue) @ b  # (U, N)
+        return top_k(scores, catalogue, k, exclude)
+
+    return recommend
+
+
+def tune_ease(train: pd.DataFrame, validation: Queries, items: pd.DataFrame,
+              lambdas: tuple[float, ...] = EASE_LAMBDAS) -> tuple[float, Recommend]:
+    """The lambda with the best validation NDCG@10, and EASE fitted with it on `train`."""
+    results = {lam: evaluate(ease(train, items, lam), validation)["ndcg@10"] for lam in lambdas}
+    log.info("EASE validation NDCG@10 by lambda: %s", results)
+    best = max(results, key=results.__getitem__)
+    return best, ease(train, items, best)

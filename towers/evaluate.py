@@ -1,0 +1,238 @@
+"""Offline evaluation: LOO and TEMPORAL splits, full-catalogue ranking metrics, one harness for all.
+
+A recommender is any `Recommend(frame, k, exclude) -> (U, k) item ids`, where `frame` holds one
+Feast-shaped user row per query (history = everything visible, oldest first) and `exclude[i]` are
+the ids query i has already seen. The two-tower recommender embeds users and hands the vectors to
+a pluggable `Retrieve(user_vectors, k, exclude) -> ids`: dense dot products here, the Qdrant index
+later. Baselines (`baselines.py`) plug into the same harness and splits.
+
+CLI: `python -m towers.evaluate --dataset=SPEC --protocol=loo|temporal [--artifact=DIR]` prints
+one line per recommender (Popularity, EASE, and the artifact if given).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from towers.artifact import Artifact
+from towers.data import sort_events, unix_seconds, user_profiles
+
+log = logging.getLogger(__name__)
+
+Retrieve = Callable[[np.ndarray, int, list[np.ndarray]], np.ndarray]
+Recommend = Callable[[pd.DataFrame, int, list[np.ndarray]], np.ndarray]
+TOP_K = 100  # the deepest cut any metric reads
+TEMPORAL_QUANTILE = 0.8  # the global cut: train before, test at or after
+
+
+@dataclass(frozen=True)
+class Queries:
+    """What a recommender is asked (`frame`, `exclude`) and what counts as a hit (`targets`)."""
+
+    protocol: str  # "loo" (one target: HR) or "temporal" (a set: recall)
+    frame: pd.DataFrame
+    exclude: list[np.ndarray]
+    targets: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Split:
+    protocol: str
+    train: pd.DataFrame  # events to fit on while validating (and for the final model)
+    validation: Queries
+    test: Queries
+    test_train: pd.DataFrame  # events a closed-form baseline refits on before the test pass
+    notes: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- splits
+
+def _frame(users: pd.DataFrame, rows: list[tuple[int, int, list[int], list[int]]]) -> pd.DataFrame:
+    """Feast-shaped query rows from (user_id, query time s, history ids, history times)."""
+    frame = pd.DataFrame({
+        "user_id": np.array([r[0] for r in rows], dtype=np.int64),
+        "event_timestamp": pd.to_datetime([r[1] for r in rows], unit="s", utc=True)
+        .astype("datetime64[us, UTC]"),
+        "recent_item_ids": [r[2] for r in rows], "recent_timestamps": [r[3] for r in rows]})
+    frame = frame.merge(user_profiles(users), on="user_id", how="left")
+    frame["profile_tokens"] = [t if isinstance(t, list) else [] for t in frame["profile_tokens"]]
+    return frame
+
+
+def loo_split(interactions: pd.DataFrame, users: pd.DataFrame) -> Split:
+    """Per user by time (ties in file order): last = test, second-to-last = validation."""
+    events = sort_events(interactions)
+    position = events.groupby("user_id").cumcount(ascending=False)  # 0 = last
+    size = events.groupby("user_id")["item_id"].transform("size")
+    evaluated = size >= 3
+    train = events[(position >= 2) | ~evaluated]
+    val_rows, test_rows, val_t, test_t = [], [], [], []
+    kept = events[evaluated]
+    all_items, all_seconds = kept["item_id"].to_numpy(), unix_seconds(kept["event_timestamp"])
+    for user, idx in kept.groupby("user_id").indices.items():
+        items, times = all_items[idx].tolist(), all_seconds[idx].tolist()
+        val_rows.append((user, times[-2], items[:-2], times[:-2]))
+        test_rows.append((user, times[-1], items[:-1], times[:-1]))
+        val_t.append(np.array([items[-2]]))
+        test_t.append(np.array([items[-1]]))
+    val_frame, test_frame = _frame(users, val_rows), _frame(users, test_rows)
+    return Split("loo", train,
+                 Queries("loo", val_frame, [np.asarray(h) for h in val_frame.recent_item_ids],
+                         val_t),
+                 Queries("loo", test_frame, [np.asarray(h) for h in test_frame.recent_item_ids],
+                         test_t),
+                 test_train=train, notes={"users": len(test_rows),
+                                          "users_skipped_under_3_events": int((~evaluated).sum())})
+
+
+def _temporal_queries(events: pd.DataFrame, users: pd.DataFrame, cut: int
+                      ) -> tuple[pd.DataFrame, Queries, dict]:
+    seconds = unix_seconds(events["event_timestamp"])
+    before = events[seconds < cut]
+    after = events[seconds >= cut]
+    known = set(before["item_id"].tolist())
+    cold = ~after["item_id"].isin(known)
+    histories = before.groupby("user_id")
+    rows, targets = [], []
+    for user, group in after[~cold].groupby("user_id"):
+        if user not in histories.groups:
+            continue
+        hist = histories.get_group(user)
+        target = np.setdiff1d(group["item_id"].unique(), hist["item_id"].to_numpy())
+        if len(target):
+            rows.append((user, cut, hist["item_id"].tolist(),
+                         unix_seconds(hist["event_timestamp"]).tolist()))
+            targets.append(target)
+    frame = _frame(users, rows)
+    notes = {"cut": pd.Timestamp(cut, unit="s", tz="UTC").isoformat(), "users": len(rows),
+             "targets": int(sum(len(t) for t in targets)),
+             "target_events_dropped_new_items": int(cold.sum()),
+             "new_items_after_cut": int(after.loc[cold, "item_id"].nunique())}
+    return before, Queries("temporal", frame, [np.asarray(h) for h in frame.recent_item_ids],
+                           targets), notes
+
+
+def temporal_split(interactions: pd.DataFrame, users: pd.DataFrame,
+                   quantile: float = TEMPORAL_QUANTILE) -> Split:
+    """Global cut at the `quantile` of timestamps; validation repeats the cut inside the train part.
+
+    Test targets are each user's distinct items at or after the cut, minus items first seen after
+    the cut (counted in `notes`) and items the user had already seen.
+    """
+    events = sort_events(interactions)
+    seconds = unix_seconds(events["event_timestamp"])
+    cut = int(np.quantile(seconds, quantile))
+    before, test, notes = _temporal_queries(events, users, cut)
+    inner_cut = int(np.quantile(unix_seconds(before["event_timestamp"]), quantile))
+    train, validation, val_notes = _temporal_queries(before, users, inner_cut)
+    return Split("temporal", train, validation, test, test_train=before,
+                 notes={**notes, "validation": val_notes})
+
+
+def make_split(ds, protocol: str) -> Split:
+    if protocol == "loo":
+        return loo_split(ds.interactions, ds.users)
+    if protocol == "temporal":
+        return temporal_split(ds.interactions, ds.users)
+    raise ValueError(f"protocol {protocol!r}: expected 'loo' or 'temporal'")
+
+
+# ---------------------------------------------------------------- metrics and harness
+
+def ranking_metrics(ranked: np.ndarray, targets: list[np.ndarray], protocol: str) -> dict:
+    """Mean recall@10/@100 (HR for one target) and NDCG@10 with IDCG over min(|targets|, 10)."""
+    name = "hr" if protocol == "loo" else "recall"
+    discounts = 1.0 / np.log2(np.arange(2, 12))  # ranks 1..10
+    r10, r100, ndcg = [], [], []
+    for row, target in zip(ranked, targets, strict=True):
+        hit = np.isin(row, target)  # (k,)
+        r10.append(hit[:10].sum() / len(target))
+        r100.append(hit[:100].sum() / len(target))
+        ndcg.append((hit[:10] * discounts[:len(hit[:10])]).sum()
+                    / discounts[:min(len(target), 10)].sum())
+    return {f"{name}@10": float(np.mean(r10)), "ndcg@10": float(np.mean(ndcg)),
+            f"{name}@100": float(np.mean(r100)), "users": len(targets)}
+
+
+def evaluate(recommend: Recommend, queries: Queries, k: int = TOP_K) -> dict:
+    """Rank the whole catalogue for every query (seen items excluded) and average the metrics."""
+    ranked = recommend(queries.frame, k, queries.exclude)
+    if ranked.shape != (len(queries.frame), k):
+        raise ValueError(f"recommender returned shape {ranked.shape}, expected "
+                         f"({len(queries.frame)}, {k})")
+    return ranking_metrics(ranked, queries.targets, queries.protocol)
+
+
+def top_k(scores: torch.Tensor, columns: np.ndarray, k: int, exclude: list[np.ndarray]
+          ) -> np.ndarray:
+    """Item ids of the k best columns per row of `scores` (U, N), excluded ids never returned."""
+    scores = scores.clone()
+    order = np.argsort(columns)
+    for i, seen in enumerate(exclude):
+        pos = np.searchsorted(columns, seen, sorter=order).clip(0, len(columns) - 1)
+        cols = order[pos][columns[order[pos]] == seen]
+        scores[i, torch.from_numpy(cols)] = -torch.inf
+    return columns[scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()]  # (U, k)
+
+
+def dense_retrieval(item_ids: np.ndarray, item_vectors: np.ndarray) -> Retrieve:
+    """Exact maximum inner product over all items."""
+    ids, vectors = np.asarray(item_ids), torch.from_numpy(np.asarray(item_vectors))
+
+    def retrieve(user_vectors: np.ndarray, k: int, exclude: list[np.ndarray]) -> np.ndarray:
+        return top_k(torch.from_numpy(user_vectors) @ vectors.T, ids, k, exclude)  # (U, N)
+
+    return retrieve
+
+
+def two_tower(artifact: Artifact, items: pd.DataFrame, retrieve: Retrieve | None = None
+              ) -> Recommend:
+    """Embed users with the artifact and retrieve (dense over `items` unless given)."""
+    retrieve = retrieve or dense_retrieval(items["item_id"].to_numpy(),
+                                           artifact.embed_items(items))
+
+    def recommend(frame: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
+        return retrieve(artifact.embed_users(frame), k, exclude)
+
+    return recommend
+
+
+def validator(queries: Queries, items: pd.DataFrame) -> Callable[[Artifact], float]:
+    """Validation NDCG@10 of a model in training, for early stopping."""
+    return lambda artifact: evaluate(two_tower(artifact, items), queries)["ndcg@10"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from feature_repo.datasets import load
+    from towers import baselines
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
+    args = dict(dataset="movielens-100k:../shared/datasets/ml-100k", protocol="loo", artifact="")
+    for arg in sys.argv[1:] if argv is None else argv:
+        key, _, value = arg.removeprefix("--").partition("=")
+        if key not in args:
+            raise ValueError(f"unknown option {arg!r}; expected one of {sorted(args)}")
+        args[key] = value
+    ds = load(args["dataset"])
+    split = make_split(ds, args["protocol"])
+    print(f"split {split.protocol} {split.notes}")  # noqa: T201 (CLI entry point)
+    recommenders = {"popularity": baselines.popularity(split.test_train, ds.items)}
+    lam, _ = baselines.tune_ease(split.train, split.validation, ds.items)
+    recommenders[f"ease(lambda={lam:g})"] = baselines.ease(split.test_train, ds.items, lam)
+    if args["artifact"]:
+        recommenders["two-tower"] = two_tower(Artifact.load(args["artifact"]), ds.items)
+    for name, recommend in recommenders.items():
+        result = {k: round(v, 4) for k, v in evaluate(recommend, split.test).items()}
+        print(f"{name} {split.protocol} {result}")  # noqa: T201 (CLI entry point)
+
+
+if __name__ == "__main__":
+    main()

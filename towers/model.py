@@ -1,0 +1,195 @@
+"""The two towers: `TowerConfig`, `ItemTower`, `UserTower` and the scoring function.
+
+Both towers output L2-normalised vectors of size `dim`; a user and an item score by their dot
+product divided by the temperature. The user tower reads a history of item indices through the
+item tower's own representation (one shared table), so history items that are cold still carry
+their content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from towers.data import AGE_EDGES, GAP_BUCKETS, UserBatch, Vocab
+
+ENCODERS = ("mean", "gru", "transformer")
+
+
+@dataclass
+class TowerConfig:
+    """Architecture; saved with every artifact."""
+
+    dim: int = 64  # SASRec's hidden size on MovieLens; wider overfits 100K ratings
+    max_len: int = 200  # history window; whole history for 3 in 4 MovieLens-100K users
+    encoder: str = "transformer"  # mean | gru | transformer (causal self-attention)
+    layers: int = 2  # SASRec's depth
+    heads: int = 1  # SASRec uses one head at dim 64
+    dropout: float = 0.2  # SASRec's setting for dense MovieLens data
+    use_user_id: bool = False  # off: unseen users get the same path as known ones
+    use_time_gaps: bool = True  # time since the previous history event marks sessions
+    item_id_dropout: float = 0.1  # share of training lookups that see content only (cold start)
+    title_buckets: int = 4096  # hashed title words; collisions are harmless at this catalogue size
+    profile_buckets: int = 1024  # hashed "column=value" profile tokens
+    embedding_std: float = 0.05  # init of every table; torch's N(0, 1) let content drown the IDs
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"TowerConfig.encoder: {self.encoder!r} is not one of {ENCODERS}")
+        if self.dim % self.heads:
+            raise ValueError(f"TowerConfig.heads: {self.heads} does not divide dim {self.dim}")
+
+
+class ItemTower(nn.Module):
+    """Item-ID embedding plus content (categories, price, year, title words) -> residual MLP."""
+
+    def __init__(self, config: TowerConfig, vocab: Vocab, content: dict[str, torch.Tensor]):
+        super().__init__()
+        d = config.dim
+        self.id_dropout = config.item_id_dropout
+        self.ids = nn.Embedding(len(vocab.item_ids) + 1, d, padding_idx=0)
+        self.categories = nn.EmbeddingBag(len(vocab.categories) + 1, d, mode="mean", padding_idx=0)
+        self.price = nn.Embedding(len(vocab.price_edges) + 2, d)
+        self.year = nn.Embedding(len(vocab.year_edges) + 2, d)
+        self.title = nn.EmbeddingBag(vocab.title_buckets, d, mode="mean", padding_idx=0)
+        self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(),
+                                 nn.Linear(2 * d, d))
+        # Content of the training catalogue, row = item index (row 0 = unknown item).
+        for name, value in content.items():
+            self.register_buffer(f"known_{name}", value, persistent=True)
+
+    def represent(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unnormalised representation (..., D), shared with the user tower's history encoder."""
+        ids = inputs["id"]
+        if self.training and self.id_dropout > 0:
+            ids = ids.masked_fill(torch.rand(ids.shape) < self.id_dropout, 0)
+        shape = ids.shape
+        h = (self.ids(ids) + self.price(inputs["price"]) + self.year(inputs["year"])
+             + self.categories(inputs["categories"].reshape(-1, inputs["categories"].shape[-1]))
+             .reshape(*shape, -1)
+             + self.title(inputs["title"].reshape(-1, inputs["title"].shape[-1]))
+             .reshape(*shape, -1))  # (..., D)
+        return h + self.mlp(h)  # (..., D)
+
+    def known(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inputs of catalogue items by model index (any shape)."""
+        return {"id": index, "categories": self.known_categories[index],  # (..., C)
+                "price": self.known_price[index], "year": self.known_year[index],
+                "title": self.known_title[index]}  # (..., T)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.normalize(self.represent(inputs), dim=-1)  # (N, D)
+
+
+class CausalTransformer(nn.Module):
+    """SASRec-style pre-norm blocks: position i attends to positions <= i only."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        self.positions = nn.Embedding(config.max_len, config.dim)
+        layer = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.dim,
+                                           dropout=config.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        L = tokens.shape[1]
+        x = self.dropout(tokens + self.positions.weight[:L])  # (B, L, D)
+        causal = nn.Transformer.generate_square_subsequent_mask(L)  # (L, L)
+        # Right padding plus the causal mask: a real position never attends to padding.
+        return self.norm(self.blocks(x, mask=causal, is_causal=True))  # (B, L, D)
+
+
+class MeanPool(nn.Module):
+    """Running mean over the history: state i is the mean of positions <= i."""
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(tokens.dtype)  # (B, L, 1)
+        return (tokens * m).cumsum(1) / m.cumsum(1).clamp(min=1)  # (B, L, D)
+
+
+class GRUEncoder(nn.Module):
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        self.gru = nn.GRU(config.dim, config.dim, num_layers=config.layers, batch_first=True,
+                          dropout=config.dropout if config.layers > 1 else 0.0)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.gru(tokens)[0]  # (B, L, D); causal, so right padding never leaks back
+
+
+class UserTower(nn.Module):
+    """History encoder + profile (age bucket, hashed tokens) + context (hour, weekday) + optional
+    user-ID embedding -> MLP head with a residual from the history state."""
+
+    def __init__(self, config: TowerConfig, vocab: Vocab):
+        super().__init__()
+        d = config.dim
+        self.config = config
+        self.encoder: nn.Module = {"mean": lambda: MeanPool(), "gru": lambda: GRUEncoder(config),
+                                   "transformer": lambda: CausalTransformer(config)}[
+            config.encoder]()
+        self.empty = nn.Parameter(torch.zeros(d))  # the state of a user with no history yet
+        self.gap = nn.Embedding(GAP_BUCKETS, d) if config.use_time_gaps else None
+        self.age = nn.Embedding(len(AGE_EDGES) + 2, d)
+        self.profile = nn.EmbeddingBag(vocab.profile_buckets, d, mode="mean", padding_idx=0)
+        self.hour = nn.Embedding(24, d)
+        self.weekday = nn.Embedding(7, d)
+        self.users = nn.Embedding(len(vocab.user_ids) + 1, d, padding_idx=0) \
+            if config.use_user_id else None
+        parts = 4 if config.use_user_id else 3
+        self.head = nn.Sequential(nn.Linear(parts * d, 2 * d), nn.GELU(),
+                                  nn.Dropout(config.dropout), nn.Linear(2 * d, d))
+
+    def forward(self, batch: UserBatch, items: ItemTower) -> torch.Tensor:
+        """One normalised vector per query (Q, D)."""
+        distinct, where = torch.unique(batch.seq, return_inverse=True)  # (K,), (B, L)
+        tokens = items.represent(items.known(distinct))[where]  # (B, L, D)
+        if self.gap is not None:
+            tokens = tokens + self.gap(batch.seq_gap)  # (B, L, D)
+        tokens = tokens * batch.seq_mask.unsqueeze(-1)  # (B, L, D)
+        states = self.encoder(tokens, batch.seq_mask)  # (B, L, D)
+        pos = batch.query_pos.clamp(min=0)
+        seq = states[batch.query_row, pos]  # (Q, D)
+        seq = torch.where((batch.query_pos >= 0).unsqueeze(-1), seq, self.empty)  # (Q, D)
+        profile = self.age(batch.age) + self.profile(batch.profile)  # (B, D)
+        parts = [seq, profile[batch.query_row], self.hour(batch.hour) + self.weekday(batch.weekday)]
+        if self.users is not None:
+            parts.append(self.users(batch.user)[batch.query_row])
+        return F.normalize(seq + self.head(torch.cat(parts, dim=-1)), dim=-1)  # (Q, D)
+
+
+class TwoTower(nn.Module):
+    """Both towers and the vocabulary they were built for."""
+
+    def __init__(self, config: TowerConfig, vocab: Vocab, content: dict[str, torch.Tensor]):
+        super().__init__()
+        self.config, self.vocab = config, vocab
+        self.item_tower = ItemTower(config, vocab, content)
+        self.user_tower = UserTower(config, vocab)
+        # One small scale for every table: with torch's N(0, 1) default the content and context
+        # tables drowned the item-ID table, which then took many epochs to matter.
+        for module in self.modules():
+            if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+                nn.init.normal_(module.weight, std=config.embedding_std)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+
+    def users(self, batch: UserBatch) -> torch.Tensor:
+        return self.user_tower(batch, self.item_tower)  # (Q, D)
+
+    def catalogue(self) -> torch.Tensor:
+        """Vectors of every item with an ID embedding, by model index (row 0 = content-free)."""
+        index = torch.arange(self.item_tower.known_price.shape[0])
+        return self.item_tower(self.item_tower.known(index))  # (N + 1, D)
+
+
+def score(users: torch.Tensor, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Logits (Q, N) of every user against every item: cosine over temperature."""
+    return (users / temperature) @ items.T  # (Q, N); scaling Q rows is cheaper than Q x N

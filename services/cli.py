@@ -30,14 +30,14 @@ def _features(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from feature_repo.store import FeatureStoreConfig, online_user_features, open_store
+    from pipelines.demo import run_demo
 
-    _features(args)
-    store = open_store(FeatureStoreConfig(repo_dir=args.home / "feature_repo"))
-    users = online_user_features(store, [1, 2, 3])
-    for row in users.itertuples():
-        print(f"user {row.user_id}: {row.event_count} interactions, "
-              f"latest items {list(row.recent_item_ids)[-5:]}")
+    current = None
+    for rec in run_demo(args.data, args.home):
+        if rec.user_id != current:
+            current = rec.user_id
+            print(f"\nuser {rec.user_id}:")
+        print(f"  {rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -1,0 +1,1 @@
+"""Pipelines: Dagster definitions, the item vector index and the version registry."""

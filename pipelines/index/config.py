@@ -1,0 +1,113 @@
+"""Typed configuration for the item index: where it lives, how a version is built, how to filter.
+
+Three models, one job each:
+
+- `IndexSettings` says which backend to open and where (set once per deployment).
+- `IndexSpec` says how one index version is built and searched (stored with the version).
+- `SearchFilters` is the filter of one query (stock, categories, price, excluded ids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["edge", "server"]
+Quantization = Literal["none", "int8", "binary", "product"]
+DistanceName = Literal["dot", "cosine"]
+ProductCompression = Literal["x4", "x8", "x16", "x32", "x64"]
+
+
+class IndexSettings(BaseModel):
+    """Which backend holds the item vectors; switching backend is configuration only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "edge"  # in-process Qdrant Edge needs no server; "server" for a cluster
+    path: Path = Path(".twotower/index")  # edge: shard root; server without url: local-mode dir
+    url: str | None = None  # server: "http://host:6333" or ":memory:"; None = local mode at path
+    api_key: str | None = None  # server only; never logged
+    alias: str = "items"  # server: the alias naming the live collection
+    prefix: str = "items"  # name of every version: f"{prefix}_v{version_id}"
+    timeout_s: int = 60  # server: request timeout
+    indexing_wait_s: float = 1800.0  # server: how long to wait for the HNSW build to finish
+
+
+class IndexSpec(BaseModel):
+    """How one index version is built and searched; persisted next to the version's data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(gt=0)  # item embedding dimension; every upsert is checked against it
+    distance: DistanceName = "dot"  # the towers score with a dot product
+    quantization: Quantization = "int8"  # 4x smaller vectors; recall stays >= 0.97 with rescoring
+    product_compression: ProductCompression = "x16"  # only for quantization="product"
+    scalar_quantile: float = Field(default=0.99, gt=0.5, le=1.0)  # int8 clipping; 0.99 drops outliers
+    hnsw_m: int = Field(default=16, ge=4)  # graph degree: 16 balances recall and build time
+    hnsw_ef_construct: int = Field(default=64, ge=8)  # 64 builds 1M x 64 in ~3 min on 2 cores
+    payload_m: int | None = None  # links of the per-category subgraphs; None = hnsw_m
+    full_scan_threshold_kb: int = Field(default=1000, ge=0)  # below it a filter scans exactly
+    hnsw_ef: int = Field(default=64, ge=1)  # query-time beam width
+    rescore: bool | None = None  # re-rank with full vectors; None = on iff quantized
+    oversampling: float | None = Field(default=None, ge=1.0)  # None = 2.0 iff quantized
+    acorn: bool = False  # ACORN filtered search; helps very selective unindexed filters only
+    quantized_in_ram: bool = True  # keep quantized vectors pinned in RAM (the point of them)
+
+    @model_validator(mode="after")
+    def _check_quantization(self) -> IndexSpec:
+        if self.quantization == "product" and self.dim % 2:
+            raise ValueError(f"dim={self.dim}: product quantization needs an even dimension")
+        return self
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization != "none"
+
+    @property
+    def effective_rescore(self) -> bool:
+        return self.quantized if self.rescore is None else self.rescore
+
+    @property
+    def effective_oversampling(self) -> float | None:
+        if not self.quantized:
+            return None
+        return 2.0 if self.oversampling is None else self.oversampling
+
+
+class SearchFilters(BaseModel):
+    """Filter of one query; every returned item satisfies all of it.
+
+    `in_stock_only` is a range `stock >= 1` on the integer stock field (booleans are avoided:
+    `MatchValue(True)` matches nothing in qdrant-edge-py 0.9.0).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_stock_only: bool = True
+    categories: frozenset[str] | None = None  # keep items with any of these categories
+    min_price: float | None = None
+    max_price: float | None = None
+    created_after: int | None = None  # epoch seconds, inclusive
+    exclude_ids: frozenset[int] = frozenset()  # e.g. items the user already saw
+
+    def split_categories(self) -> list[SearchFilters]:
+        """One filter per allowed category (or just this one when at most one is allowed).
+
+        The HNSW graph gets extra links per category, so a walk restricted to one category stays
+        connected; a walk restricted to "A or B" can stay stuck in A. Searching each category and
+        merging the candidates is what keeps filtered recall high.
+        """
+        if self.categories is None or len(self.categories) <= 1:
+            return [self]
+        return [self.model_copy(update={"categories": frozenset([c])}) for c in sorted(self.categories)]
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> SearchFilters:
+        if self.min_price is not None and self.max_price is not None:
+            if self.min_price > self.max_price:
+                raise ValueError(f"min_price={self.min_price} is above max_price={self.max_price}")
+        if self.categories is not None and not self.categories:
+            raise ValueError("categories is empty: pass None to allow every category")
+        return self

@@ -1,0 +1,307 @@
+"""The embedded backend: Qdrant Edge shards in-process, one shard directory per index version.
+
+Layout under `IndexSettings.path`:
+
+    LIVE                 name of the live version directory (replaced atomically)
+    items_v7/spec.json   the IndexSpec the version was built with
+    items_v7/shard/      the Edge shard (segments, WAL, HNSW graph, payload indexes)
+
+A shard is locked by the process that opens it (its WAL), so one process at a time serves or
+updates a version; builders create new versions and close them before promotion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import qdrant_edge as qe
+
+from pipelines.index.base import Hit, IndexBackend, ItemBatch, progress, query_vector
+from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
+from pipelines.index.errors import (
+    NoLiveVersionError,
+    UnknownItemError,
+    UnknownVersionError,
+    VersionStateError,
+)
+
+log = logging.getLogger(__name__)
+
+LIVE_FILE = "LIVE"
+SPEC_FILE = "spec.json"
+SHARD_DIR = "shard"
+
+
+def edge_filter(filters: SearchFilters) -> qe.Filter | None:
+    """Translate `SearchFilters` into an Edge filter (None when nothing is filtered)."""
+    must: list[qe.FieldCondition] = []
+    if filters.in_stock_only:
+        must.append(qe.FieldCondition(key="stock", range=qe.RangeFloat(gte=1)))
+    if filters.categories is not None:
+        must.append(qe.FieldCondition(key="categories", match=qe.MatchAny(sorted(filters.categories))))
+    if filters.min_price is not None or filters.max_price is not None:
+        price = qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)
+        must.append(qe.FieldCondition(key="price", range=price))
+    if filters.created_after is not None:
+        must.append(qe.FieldCondition(key="created_at", range=qe.RangeFloat(gte=filters.created_after)))
+    must_not = [qe.HasIdCondition(set(filters.exclude_ids))] if filters.exclude_ids else None
+    if not must and not must_not:
+        return None
+    return qe.Filter(must=must or None, must_not=must_not)  # type: ignore[arg-type]
+
+
+def edge_config(spec: IndexSpec) -> qe.EdgeConfig:
+    """The shard configuration for a spec (vectors, HNSW, quantization, in-RAM payload)."""
+    distance = qe.Distance.Dot if spec.distance == "dot" else qe.Distance.Cosine
+    hnsw = qe.HnswIndexConfig(
+        m=spec.hnsw_m,
+        ef_construct=spec.hnsw_ef_construct,
+        full_scan_threshold=spec.full_scan_threshold_kb,
+        max_indexing_threads=0,
+        payload_m=spec.payload_m,
+    )
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=spec.dim, distance=distance),
+        hnsw_config=hnsw,
+        quantization_config=_quantization(spec),
+        payload_memory=qe.Memory.Cached,  # filters read stock/categories on every query
+        # Every segment gets its graph at finish(), however small; Edge never optimizes on its own.
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+    )
+
+
+def _quantization(
+    spec: IndexSpec,
+) -> qe.ScalarQuantizationConfig | qe.BinaryQuantizationConfig | qe.ProductQuantizationConfig | None:
+    memory = qe.Memory.Pinned if spec.quantized_in_ram else None
+    if spec.quantization == "int8":
+        return qe.ScalarQuantizationConfig(
+            type=qe.ScalarType.Int8, quantile=spec.scalar_quantile, memory=memory
+        )
+    if spec.quantization == "binary":
+        return qe.BinaryQuantizationConfig(
+            query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits, memory=memory
+        )
+    if spec.quantization == "product":
+        ratio = getattr(qe.CompressionRatio, spec.product_compression.upper())
+        return qe.ProductQuantizationConfig(compression=ratio, memory=memory)
+    return None
+
+
+# Indexes exist before the HNSW build so the graph gets per-category links; numeric fields
+# are range-only and get no extra links (stock >= 1 keeps most items, so the main graph is fine).
+PAYLOAD_INDEXES: dict[str, object] = {
+    "stock": qe.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False),
+    "categories": qe.KeywordIndexParams(enable_hnsw=True),
+    "price": qe.FloatIndexParams(enable_hnsw=False),
+    "created_at": qe.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False),
+}
+
+
+class EdgeBackend(IndexBackend):
+    """Index versions as Qdrant Edge shard directories; the LIVE file is the live pointer."""
+
+    kind = "edge"
+
+    def __init__(self, settings: IndexSettings) -> None:
+        self.settings = settings
+        self.root = Path(settings.path).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[Path, qe.EdgeShard] = {}
+        self._specs: dict[Path, IndexSpec] = {}
+        self._lock = threading.RLock()
+
+    # -- locations -------------------------------------------------------------------------
+    def location_for(self, version_id: int) -> str:
+        return str(self.root / f"{self.settings.prefix}_v{version_id}")
+
+    def _resolve(self, location: str | None) -> Path:
+        if location is None:
+            live = self.live_location()
+            if live is None:
+                raise NoLiveVersionError(f"no live index version under {self.root}")
+            location = live
+        path = Path(location)
+        path = path if path.is_absolute() else self.root / path
+        if not (path / SPEC_FILE).is_file():
+            raise UnknownVersionError(f"index version {location}: no such version under {self.root}")
+        return path
+
+    def exists(self, location: str) -> bool:
+        return (Path(location) / SPEC_FILE).is_file()
+
+    # -- build -------------------------------------------------------------------------------
+    def create(self, location: str, spec: IndexSpec) -> None:
+        path = Path(location)
+        if path.exists():
+            raise VersionStateError(f"index version {location}: already exists")
+        path.mkdir(parents=True)
+        (path / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+        shard = qe.EdgeShard.create(str(path / SHARD_DIR), edge_config(spec))
+        for field, params in PAYLOAD_INDEXES.items():
+            shard.update(qe.UpdateOperation.create_field_index(field, params))  # type: ignore[arg-type]
+        with self._lock:
+            self._shards[path] = shard
+            self._specs[path] = spec
+        log.info("created edge index version %s (dim=%d, %s)", path.name, spec.dim, spec.quantization)
+
+    def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
+        path = self._resolve(location)
+        items.validate(dim=self._spec(path).dim, version=path.name)
+        shard = self._shard(path)
+        with progress(len(items), f"upsert {path.name}") as bar:
+            for chunk in items.chunks():
+                points = [
+                    qe.Point(id=int(item_id), vector=vector, payload=chunk.payload(row))
+                    for row, (item_id, vector) in enumerate(
+                        zip(chunk.ids, chunk.vectors.tolist(), strict=True)
+                    )
+                ]
+                shard.update(qe.UpdateOperation.upsert_points(points))
+                bar.update(len(chunk))
+        log.debug("upserted %d items into %s", len(items), path.name)
+
+    def finish(self, location: str) -> None:
+        path = self._resolve(location)
+        shard = self._shard(path)
+        shard.optimize()  # builds HNSW + quantized vectors over the already-indexed payload
+        shard.flush()
+        info = shard.info()
+        log.info(
+            "built %s: %d points, %d indexed, %d segments",
+            path.name,
+            info.points_count,
+            info.indexed_vectors_count,
+            info.segments_count,
+        )
+
+    # -- serve -------------------------------------------------------------------------------
+    def search(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        location: str | None = None,
+        hnsw_ef: int | None = None,
+        oversampling: float | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        path = self._resolve(location)
+        spec = self._spec(path)
+        query = query_vector(vector, spec.dim, path.name)
+        quant = None
+        if spec.quantized:
+            quant = qe.QuantizationSearchParams(
+                rescore=spec.effective_rescore,
+                oversampling=oversampling or spec.effective_oversampling,
+            )
+        params = qe.SearchParams(
+            hnsw_ef=hnsw_ef or spec.hnsw_ef,
+            exact=exact,
+            quantization=quant,
+            acorn=qe.AcornSearchParams(enable=True) if spec.acorn else None,
+        )
+        parts = (filters if filters is not None else SearchFilters()).split_categories()
+        prefetches = None
+        if len(parts) > 1:  # one graph walk per category, merged by score (see split_categories)
+            prefetches = [
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(query), filter=edge_filter(p), params=params)
+                for p in parts
+            ]
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(query),
+            prefetches=prefetches,
+            filter=edge_filter(parts[0]) if prefetches is None else None,
+            with_payload=True,
+            params=params,
+        )
+        return [Hit.from_payload(p.id, p.score, p.payload) for p in self._shard(path).query(request)]  # type: ignore[arg-type]
+
+    def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
+        path = self._resolve(location)
+        shard = self._shard(path)
+        ids: list[int] = [int(i) for i in stock]
+        records = shard.retrieve(cast("list[qe.PointId]", ids), with_payload=False, with_vector=False)
+        found = {int(r.id) for r in records}
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise UnknownItemError(
+                f"index version {path.name}: no item_id {missing[:10]} (stock update refused)"
+            )
+        by_value: dict[int, list[int]] = defaultdict(list)
+        for item_id, quantity in stock.items():
+            by_value[int(quantity)].append(int(item_id))
+        for quantity, group in by_value.items():
+            shard.update(qe.UpdateOperation.set_payload(group, {"stock": quantity}))  # type: ignore[arg-type]
+        log.debug("set stock of %d items in %s", len(ids), path.name)
+
+    def count(self, *, location: str | None = None) -> int:
+        return int(self._shard(self._resolve(location)).info().points_count)
+
+    def stats(self, *, location: str | None = None) -> dict[str, int]:
+        info = self._shard(self._resolve(location)).info()
+        return {
+            "points": info.points_count,
+            "indexed_vectors": info.indexed_vectors_count,
+            "segments": info.segments_count,
+        }
+
+    def spec(self, location: str | None = None) -> IndexSpec:
+        return self._spec(self._resolve(location))
+
+    # -- versions ------------------------------------------------------------------------------
+    def activate(self, location: str) -> None:
+        path = self._resolve(location)
+        tmp = self.root / f".{LIVE_FILE}.{os.getpid()}"
+        tmp.write_text(path.name)
+        os.replace(tmp, self.root / LIVE_FILE)  # atomic: readers see the old or the new name
+        log.info("edge live version is now %s", path.name)
+
+    def live_location(self) -> str | None:
+        try:
+            name = (self.root / LIVE_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return str(self.root / name) if name else None
+
+    def drop(self, location: str) -> None:
+        path = Path(location)
+        if self.live_location() == str(path):
+            raise VersionStateError(f"index version {path.name}: is live, promote another first")
+        with self._lock:
+            shard = self._shards.pop(path, None)
+            self._specs.pop(path, None)
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("dropped edge index version %s", path.name)
+
+    def close(self) -> None:
+        with self._lock:
+            shards, self._shards = self._shards, {}
+        for shard in shards.values():
+            shard.flush()
+            shard.close()
+
+    # -- handles -------------------------------------------------------------------------------
+    def _spec(self, path: Path) -> IndexSpec:
+        with self._lock:
+            if path not in self._specs:
+                self._specs[path] = IndexSpec.model_validate_json((path / SPEC_FILE).read_text())
+            return self._specs[path]
+
+    def _shard(self, path: Path) -> qe.EdgeShard:
+        with self._lock:
+            if path not in self._shards:
+                self._shards[path] = qe.EdgeShard.load(str(path / SHARD_DIR))
+            return self._shards[path]

@@ -1,0 +1,286 @@
+"""The server backend: a Qdrant server or cluster via qdrant-client, one collection per version.
+
+The collection alias `IndexSettings.alias` names the live version, so every reader of the alias
+switches at once when a version is promoted. The version's `IndexSpec` is stored as collection
+metadata. With `url=None` the same code runs against qdrant-client's local mode at
+`IndexSettings.path` (exact search, no HNSW or quantization: for tests and laptops only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from pipelines.index.base import Hit, IndexBackend, ItemBatch, progress, query_vector
+from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
+from pipelines.index.errors import (
+    NoLiveVersionError,
+    UnknownItemError,
+    UnknownVersionError,
+    VersionStateError,
+)
+
+log = logging.getLogger(__name__)
+
+SPEC_KEY = "twotower_index_spec"
+INDEXING_THRESHOLD_KB = 10_000  # Qdrant's default; 0 (set during the bulk load) defers HNSW
+POLL_S = 0.5
+LIVE_SPEC_TTL_S = 1.0  # how long a search trusts its cached copy of the live version's spec
+
+PAYLOAD_INDEXES: dict[
+    str,
+    models.PayloadSchemaType
+    | models.KeywordIndexParams
+    | models.IntegerIndexParams
+    | models.FloatIndexParams,
+] = {
+    "stock": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
+    "categories": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD),
+    "price": models.FloatIndexParams(type=models.FloatIndexType.FLOAT),
+    "created_at": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
+}
+
+
+def server_filter(filters: SearchFilters) -> models.Filter | None:
+    """Translate `SearchFilters` into a qdrant-client filter (None when nothing is filtered)."""
+    must: list[models.Condition] = []
+    if filters.in_stock_only:
+        must.append(models.FieldCondition(key="stock", range=models.Range(gte=1)))
+    if filters.categories is not None:
+        any_of = models.MatchAny(any=sorted(filters.categories))
+        must.append(models.FieldCondition(key="categories", match=any_of))
+    if filters.min_price is not None or filters.max_price is not None:
+        price = models.Range(gte=filters.min_price, lte=filters.max_price)
+        must.append(models.FieldCondition(key="price", range=price))
+    if filters.created_after is not None:
+        must.append(models.FieldCondition(key="created_at", range=models.Range(gte=filters.created_after)))
+    must_not: list[models.Condition] = []
+    if filters.exclude_ids:
+        must_not.append(models.HasIdCondition(has_id=sorted(filters.exclude_ids)))
+    if not must and not must_not:
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _quantization(spec: IndexSpec) -> models.QuantizationConfig | None:
+    if spec.quantization == "int8":
+        scalar = models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, quantile=spec.scalar_quantile, always_ram=spec.quantized_in_ram
+        )
+        return models.ScalarQuantization(scalar=scalar)
+    if spec.quantization == "binary":
+        binary = models.BinaryQuantizationConfig(
+            always_ram=spec.quantized_in_ram,
+            query_encoding=models.BinaryQuantizationQueryEncoding.SCALAR8BITS,
+        )
+        return models.BinaryQuantization(binary=binary)
+    if spec.quantization == "product":
+        product = models.ProductQuantizationConfig(
+            compression=models.CompressionRatio(spec.product_compression), always_ram=spec.quantized_in_ram
+        )
+        return models.ProductQuantization(product=product)
+    return None
+
+
+class ServerBackend(IndexBackend):
+    """Index versions as Qdrant collections; a collection alias is the live pointer."""
+
+    kind = "server"
+
+    def __init__(self, settings: IndexSettings) -> None:
+        self.settings = settings
+        if settings.url is None:  # local mode persists every point with an fsync: slow writes
+            settings.path.mkdir(parents=True, exist_ok=True)
+            self.client = QdrantClient(path=str(settings.path))
+        elif settings.url == ":memory:":
+            self.client = QdrantClient(location=":memory:")
+        else:
+            self.client = QdrantClient(url=settings.url, api_key=settings.api_key, timeout=settings.timeout_s)
+        self._specs: dict[str, IndexSpec] = {}
+        self._live_spec: tuple[float, IndexSpec] | None = None
+
+    def location_for(self, version_id: int) -> str:
+        return f"{self.settings.prefix}_v{version_id}"
+
+    def _resolve(self, location: str | None) -> str:
+        if location is None:
+            location = self.live_location()
+            if location is None:
+                raise NoLiveVersionError(f"no live index version: alias {self.settings.alias!r} is not set")
+        if not self.client.collection_exists(location):
+            raise UnknownVersionError(f"index version {location}: no such collection")
+        return location
+
+    def exists(self, location: str) -> bool:
+        return self.client.collection_exists(location)
+
+    def create(self, location: str, spec: IndexSpec) -> None:
+        if self.client.collection_exists(location):
+            raise VersionStateError(f"index version {location}: already exists")
+        distance = models.Distance.DOT if spec.distance == "dot" else models.Distance.COSINE
+        self.client.create_collection(
+            location,
+            vectors_config=models.VectorParams(size=spec.dim, distance=distance),
+            hnsw_config=models.HnswConfigDiff(
+                m=spec.hnsw_m,
+                ef_construct=spec.hnsw_ef_construct,
+                full_scan_threshold=spec.full_scan_threshold_kb,
+                payload_m=spec.payload_m,
+            ),
+            quantization_config=_quantization(spec),
+            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0),  # defer HNSW
+            metadata={SPEC_KEY: spec.model_dump(mode="json")},
+        )
+        for field, schema in PAYLOAD_INDEXES.items():
+            self.client.create_payload_index(location, field, field_schema=schema, wait=True)
+        self._specs[location] = spec
+        log.info("created collection %s (dim=%d, %s)", location, spec.dim, spec.quantization)
+
+    def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
+        name = self._resolve(location)
+        items.validate(dim=self.spec(name).dim, version=name)
+        with progress(len(items), f"upsert {name}") as bar:
+            for chunk in items.chunks():
+                batch = models.Batch(
+                    ids=[int(i) for i in chunk.ids],
+                    vectors=chunk.vectors.tolist(),
+                    payloads=[chunk.payload(row) for row in range(len(chunk))],
+                )
+                self.client.upsert(name, points=batch, wait=True)
+                bar.update(len(chunk))
+
+    def finish(self, location: str) -> None:
+        name = self._resolve(location)
+        self.client.update_collection(
+            name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=INDEXING_THRESHOLD_KB)
+        )
+        deadline = time.monotonic() + self.settings.indexing_wait_s
+        while (info := self.client.get_collection(name)).status != models.CollectionStatus.GREEN:
+            if info.status == models.CollectionStatus.RED:
+                raise VersionStateError(f"index version {name}: collection is red while indexing")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"index version {name}: HNSW build exceeded {self.settings.indexing_wait_s}s"
+                )
+            time.sleep(POLL_S)
+        log.info("built %s: %s points, %s indexed", name, info.points_count, info.indexed_vectors_count)
+
+    def search(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        location: str | None = None,
+        hnsw_ef: int | None = None,
+        oversampling: float | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        # Query the alias itself for the live version, so a promotion elsewhere is seen at once.
+        name = self.settings.alias if location is None else self._resolve(location)
+        spec = self._cached_live_spec() if location is None else self.spec(location)
+        quant = None
+        if spec.quantized:
+            quant = models.QuantizationSearchParams(
+                rescore=spec.effective_rescore, oversampling=oversampling or spec.effective_oversampling
+            )
+        params = models.SearchParams(
+            hnsw_ef=hnsw_ef or spec.hnsw_ef,
+            exact=exact,
+            quantization=quant,
+            acorn=models.AcornSearchParams(enable=True) if spec.acorn else None,
+        )
+        vector_list = query_vector(vector, spec.dim, name)
+        parts = (filters if filters is not None else SearchFilters()).split_categories()
+        prefetch = None
+        if len(parts) > 1:  # one graph walk per category, merged by score (see split_categories)
+            prefetch = [
+                models.Prefetch(query=vector_list, filter=server_filter(p), params=params, limit=k)
+                for p in parts
+            ]
+        response = self.client.query_points(
+            name,
+            query=vector_list,
+            prefetch=prefetch,
+            query_filter=server_filter(parts[0]) if prefetch is None else None,
+            search_params=params,
+            limit=k,
+            with_payload=True,
+        )
+        return [Hit.from_payload(p.id, p.score, p.payload) for p in response.points]  # type: ignore[arg-type]
+
+    def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
+        name = self._resolve(location)
+        ids = [int(i) for i in stock]
+        found = {int(r.id) for r in self.client.retrieve(name, ids, with_payload=False)}
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise UnknownItemError(f"index version {name}: no item_id {missing[:10]} (stock update refused)")
+        by_value: dict[int, list[int]] = defaultdict(list)
+        for item_id, quantity in stock.items():
+            by_value[int(quantity)].append(int(item_id))
+        operations = [
+            models.SetPayloadOperation(set_payload=models.SetPayload(payload={"stock": q}, points=group))  # type: ignore[arg-type]
+            for q, group in by_value.items()
+        ]
+        self.client.batch_update_points(name, operations, wait=True)
+
+    def count(self, *, location: str | None = None) -> int:
+        return int(self.client.count(self._resolve(location), exact=True).count)
+
+    def stats(self, *, location: str | None = None) -> dict[str, int]:
+        info = self.client.get_collection(self._resolve(location))
+        return {
+            "points": info.points_count or 0,
+            "indexed_vectors": info.indexed_vectors_count or 0,
+            "segments": info.segments_count,
+        }
+
+    def spec(self, location: str | None = None) -> IndexSpec:
+        name = self._resolve(location)
+        if location is None or name not in self._specs:  # the alias may have moved: re-read it
+            metadata = self.client.get_collection(name).config.metadata or {}
+            if SPEC_KEY not in metadata:
+                raise UnknownVersionError(f"index version {name}: collection has no {SPEC_KEY} metadata")
+            self._specs[name] = IndexSpec.model_validate(metadata[SPEC_KEY])
+        return self._specs[name]
+
+    def _cached_live_spec(self) -> IndexSpec:
+        # Saves three round trips per query; the data itself is always read through the alias.
+        now = time.monotonic()
+        if self._live_spec is None or now - self._live_spec[0] > LIVE_SPEC_TTL_S:
+            self._live_spec = (now, self.spec(None))
+        return self._live_spec[1]
+
+    def activate(self, location: str) -> None:
+        name = self._resolve(location)
+        alias = self.settings.alias
+        operations: list[models.AliasOperations] = []
+        if self.live_location() is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        create = models.CreateAlias(collection_name=name, alias_name=alias)
+        operations.append(models.CreateAliasOperation(create_alias=create))
+        self.client.update_collection_aliases(change_aliases_operations=operations)  # one atomic change
+        self._live_spec = None
+        log.info("alias %s now names %s", alias, name)
+
+    def live_location(self) -> str | None:
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.settings.alias:
+                return alias.collection_name
+        return None
+
+    def drop(self, location: str) -> None:
+        if self.live_location() == location:
+            raise VersionStateError(f"index version {location}: is live, promote another first")
+        self.client.delete_collection(location)
+        self._specs.pop(location, None)
+        log.info("dropped collection %s", location)
+
+    def close(self) -> None:
+        self.client.close()

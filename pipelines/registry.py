@@ -1,0 +1,369 @@
+"""The version registry: model and index versions in SQL, and which index version is live.
+
+SQLite under the data dir by default, PostgreSQL by URL. An index version moves through
+
+    building -> ready -> live -> retired        (or building -> failed)
+
+Promotion and rollback are one transaction each: the old live row is retired, the new one made
+live and the backend's live pointer (Edge LIVE file, server alias) switched before the commit, so
+a failure anywhere leaves the previous live version serving. A partial unique index guarantees
+at most one live row. A builder that is killed cannot mark itself failed, so every build records
+its pid, host and process start time, and `fail_stale_builds` (run on open and before each build)
+marks `building` rows whose process is gone as `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, create_engine, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from pipelines.index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(".twotower")
+SQLITE_BUSY_TIMEOUT_S = 30  # a builder and the service may write at the same moment
+
+
+class Status(StrEnum):
+    BUILDING = "building"
+    READY = "ready"
+    LIVE = "live"
+    RETIRED = "retired"
+    FAILED = "failed"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelVersion(Base):
+    """A trained tower pair whose item embeddings feed index versions."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    location: Mapped[str | None] = mapped_column(Text)  # e.g. the checkpoint path
+
+
+class IndexVersion(Base):
+    """One build of the item index from one model version's embeddings."""
+
+    __tablename__ = "index_versions"
+    __table_args__ = (
+        Index(
+            "ix_index_versions_one_live",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'live'"),
+            postgresql_where=text("status = 'live'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    status: Mapped[str] = mapped_column(String(16), default=Status.BUILDING)
+    backend: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    item_count: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    builder_pid: Mapped[int | None]
+    builder_host: Mapped[str | None] = mapped_column(String(255))
+    builder_start: Mapped[str | None] = mapped_column(String(32))  # guards against pid reuse
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class VersionStore(Protocol):
+    """What the registry needs from an index backend (`IndexBackend` satisfies it)."""
+
+    kind: str
+
+    def location_for(self, version_id: int) -> str: ...
+    def activate(self, location: str) -> None: ...
+    def drop(self, location: str) -> None: ...
+
+
+class Registry:
+    """Registers builds and moves index versions between statuses, one transaction per call."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        data_dir: Path | str = DEFAULT_DATA_DIR,
+        store: VersionStore | None = None,
+    ) -> None:
+        if url is None:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{Path(data_dir).resolve() / 'registry.db'}"
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S} if url.startswith("sqlite") else {}
+        self.engine = create_engine(url, connect_args=connect_args)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.store = store
+        self.fail_stale_builds()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- model versions ------------------------------------------------------------------------
+    def register_model(
+        self,
+        name: str,
+        *,
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        location: str | None = None,
+    ) -> ModelVersion:
+        with self._sessions.begin() as session:
+            model = ModelVersion(name=name, config=config or {}, metrics=metrics or {}, location=location)
+            session.add(model)
+        return model
+
+    def get_model(self, model_version_id: int) -> ModelVersion:
+        with self._sessions() as session:
+            model = session.get(ModelVersion, model_version_id)
+        if model is None:
+            raise UnknownVersionError(f"model version {model_version_id}: not registered")
+        return model
+
+    # -- index versions: build ------------------------------------------------------------------
+    def register_build(
+        self,
+        *,
+        model_version_id: int,
+        config: dict[str, Any],
+        backend: str | None = None,
+        location: str | None = None,
+    ) -> IndexVersion:
+        """Record a new build in status `building`, owned by this process."""
+        backend = backend or (self.store.kind if self.store else None)
+        if backend is None:
+            raise ValueError("backend: pass it or give the registry a store")
+        pid = os.getpid()
+        with self._sessions.begin() as session:
+            if session.get(ModelVersion, model_version_id) is None:
+                raise UnknownVersionError(f"model version {model_version_id}: not registered")
+            version = IndexVersion(
+                model_version_id=model_version_id,
+                backend=backend,
+                config=config,
+                status=Status.BUILDING,
+                builder_pid=pid,
+                builder_host=socket.gethostname(),
+                builder_start=_process_start(pid),
+            )
+            session.add(version)
+            session.flush()
+            if location is None and self.store is not None:
+                location = self.store.location_for(version.id)
+            version.location = location
+        log.info("registered index version %d (model version %d)", version.id, model_version_id)
+        return version
+
+    def mark_ready(
+        self, version_id: int, *, item_count: int, metrics: dict[str, Any] | None = None
+    ) -> IndexVersion:
+        with self._sessions.begin() as session:
+            version = self._get(session, version_id)
+            self._require(version, Status.BUILDING, "mark ready")
+            version.status, version.item_count = Status.READY, item_count
+            version.metrics = {**version.metrics, **(metrics or {})}
+        return version
+
+    def mark_failed(self, version_id: int, error: str) -> IndexVersion:
+        with self._sessions.begin() as session:
+            version = self._get(session, version_id)
+            self._require(version, Status.BUILDING, "mark failed")
+            version.status, version.error = Status.FAILED, error[:4000]
+        log.warning("index version %d failed: %s", version_id, error)
+        return version
+
+    def fail_stale_builds(self) -> list[int]:
+        """Mark `building` versions whose builder process (on this host) is gone as failed."""
+        host, stale = socket.gethostname(), []
+        with self._sessions.begin() as session:
+            rows = session.scalars(select(IndexVersion).where(IndexVersion.status == Status.BUILDING))
+            for version in rows:
+                if version.builder_host != host or version.builder_pid is None:
+                    continue  # another host's builder: its own registry open will judge it
+                if _process_alive(version.builder_pid, version.builder_start):
+                    continue
+                version.status = Status.FAILED
+                version.error = f"builder process {version.builder_pid} on {host} exited mid-build"
+                stale.append(version.id)
+        for version_id in stale:
+            log.warning("index version %d: builder is gone, marked failed", version_id)
+        return stale
+
+    # -- index versions: serve -------------------------------------------------------------------
+    def get(self, version_id: int) -> IndexVersion:
+        with self._sessions() as session:
+            return self._get(session, version_id)
+
+    def live(self) -> IndexVersion | None:
+        with self._sessions() as session:
+            return session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+
+    def versions(self, status: Status | None = None) -> list[IndexVersion]:
+        query = select(IndexVersion).order_by(IndexVersion.id)
+        if status is not None:
+            query = query.where(IndexVersion.status == status)
+        with self._sessions() as session:
+            return list(session.scalars(query))
+
+    def promote(self, version_id: int) -> IndexVersion:
+        """Make a `ready` version live and retire the previous live one, atomically."""
+        with self._sessions() as session:  # no commit on any error: the session rolls back
+            version = self._get(session, version_id, lock=True)
+            self._require(version, Status.READY, "promote")
+            previous = self._live(session)
+            if previous is not None:
+                previous.status = Status.RETIRED
+                session.flush()  # the one-live index must see the old row leave first
+            version.status, version.promoted_at = Status.LIVE, _now()
+            session.flush()
+            self._commit_switch(version, previous, session)
+        log.info("index version %d is live (was %s)", version_id, previous.id if previous else None)
+        return version
+
+    def rollback(self) -> IndexVersion:
+        """Make the previously live version live again; returns it."""
+        with self._sessions() as session:
+            current = self._live(session)
+            if current is None:
+                raise NoLiveVersionError("rollback: no index version is live")
+            previous = session.scalar(
+                select(IndexVersion)
+                .where(
+                    IndexVersion.status == Status.RETIRED,
+                    IndexVersion.promoted_at.is_not(None),
+                    IndexVersion.promoted_at < current.promoted_at,
+                )
+                .order_by(IndexVersion.promoted_at.desc())
+                .limit(1)
+            )
+            if previous is None:
+                raise VersionStateError(
+                    f"rollback: index version {current.id} has no earlier live version left"
+                )
+            current.status = Status.RETIRED
+            session.flush()
+            previous.status = Status.LIVE  # promoted_at kept, so a second rollback walks further back
+            session.flush()
+            self._commit_switch(previous, current, session)
+        log.info("rolled back index version %d -> %d", current.id, previous.id)
+        return previous
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete (data and row) every version except live, building and the `keep` newest others."""
+        if keep < 0:
+            raise ValueError(f"keep={keep}: must be >= 0")
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(IndexVersion)
+                .where(IndexVersion.status.not_in([Status.LIVE, Status.BUILDING]))
+                .order_by(IndexVersion.id.desc())
+            )
+            kept = 0
+            doomed: list[IndexVersion] = []
+            for version in rows:
+                if version.status in (Status.READY, Status.RETIRED) and kept < keep:
+                    kept += 1
+                else:
+                    doomed.append(version)
+        deleted = []
+        for version in doomed:
+            if self.store is not None and version.location and version.backend == self.store.kind:
+                self.store.drop(version.location)
+            with self._sessions.begin() as session:
+                row = session.get(IndexVersion, version.id)
+                if row is not None and row.status not in (Status.LIVE, Status.BUILDING):
+                    session.delete(row)
+                    deleted.append(version.id)
+        log.info("pruned index versions %s", deleted)
+        return deleted
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _commit_switch(self, new: IndexVersion, old: IndexVersion | None, session: Session) -> None:
+        """Move the backend's live pointer inside the open transaction; undo it if commit fails."""
+        if self.store is None or new.location is None:
+            session.commit()
+            return
+        if new.backend != self.store.kind:
+            raise VersionStateError(
+                f"index version {new.id}: built on {new.backend}, registry store is {self.store.kind}"
+            )
+        self.store.activate(new.location)
+        try:
+            session.commit()
+        except Exception:
+            if old is not None and old.location is not None:
+                self.store.activate(old.location)
+            raise
+
+    @staticmethod
+    def _get(session: Session, version_id: int, *, lock: bool = False) -> IndexVersion:
+        query = select(IndexVersion).where(IndexVersion.id == version_id)
+        version = session.scalar(query.with_for_update() if lock else query)
+        if version is None:
+            raise UnknownVersionError(f"index version {version_id}: not registered")
+        return version
+
+    @staticmethod
+    def _live(session: Session) -> IndexVersion | None:
+        query = select(IndexVersion).where(IndexVersion.status == Status.LIVE).with_for_update()
+        return session.scalar(query)
+
+    @staticmethod
+    def _require(version: IndexVersion, status: Status, action: str) -> None:
+        if version.status != status:
+            raise VersionStateError(
+                f"index version {version.id}: cannot {action}, "
+                f"status is '{version.status}' (needs '{status.value}')"
+            )
+
+
+def _process_start(pid: int) -> str | None:
+    """The process start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _process_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    if state == "Z":
+        return False  # killed but not yet reaped by its parent
+    return start is None or _process_start(pid) == start

@@ -1,0 +1,232 @@
+"""Behaviour of the item index on both backends: round trip, filters, stock updates, bad input, recall."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.index import (
+    IndexSettings,
+    IndexSpec,
+    InvalidItemsError,
+    InvalidQueryError,
+    ItemBatch,
+    NoLiveVersionError,
+    SearchFilters,
+    UnknownItemError,
+    UnknownVersionError,
+    open_backend,
+)
+from tests.pipelines.conftest import CATEGORIES, DIM, LiveIndex, exact_top_k, random_items
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning"),
+]
+
+
+def _queries(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(n, DIM))
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def _mask(items: ItemBatch, f: SearchFilters) -> np.ndarray:
+    mask = np.ones(len(items), dtype=bool)
+    if f.in_stock_only:
+        mask &= items.stock >= 1
+    if f.categories is not None:
+        mask &= np.array([bool(f.categories & set(c)) for c in items.categories])
+    if f.min_price is not None:
+        mask &= items.price >= f.min_price
+    if f.max_price is not None:
+        mask &= items.price <= f.max_price
+    if f.exclude_ids:
+        mask &= ~np.isin(items.ids, list(f.exclude_ids))
+    return mask
+
+
+def test_round_trip_returns_nearest_items_with_their_payload(live_index: LiveIndex) -> None:
+    items = live_index.items
+    row_of = {int(i): r for r, i in enumerate(items.ids)}
+    recalls = []
+    for query in _queries(20):
+        hits = live_index.backend.search(query, k=10, filters=SearchFilters(in_stock_only=False))
+        expected = exact_top_k(items, query, np.ones(len(items), dtype=bool))
+        recalls.append(len({h.item_id for h in hits} & set(expected)) / 10)
+        for hit in hits:
+            row = row_of[hit.item_id]
+            assert hit.stock == items.stock[row]
+            assert hit.categories == list(items.categories[row])
+            assert hit.price == pytest.approx(items.price[row])
+            assert hit.created_at == items.created_at[row]
+    assert live_index.backend.count() == len(items)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_filters_never_return_a_violating_item(live_index: LiveIndex) -> None:
+    rng = np.random.default_rng(7)
+    items = live_index.items
+    cases = [SearchFilters()]
+    for _ in range(30):
+        low = float(rng.uniform(1, 60))
+        cases.append(
+            SearchFilters(
+                in_stock_only=bool(rng.random() < 0.8),
+                categories=frozenset(
+                    rng.choice(CATEGORIES, size=int(rng.integers(1, 3)), replace=False).tolist()
+                ),
+                min_price=low if rng.random() < 0.6 else None,
+                max_price=low + float(rng.uniform(5, 40)) if rng.random() < 0.6 else None,
+                exclude_ids=frozenset(int(i) for i in rng.choice(items.ids, size=50, replace=False)),
+            )
+        )
+    for f, query in zip(cases, _queries(len(cases), seed=3), strict=True):
+        mask = _mask(items, f)
+        allowed = set(items.ids[mask].tolist())
+        hits = live_index.backend.search(query, k=10, filters=f)
+        assert {h.item_id for h in hits} <= allowed, f"violating hit for {f}"
+        assert len(hits) == min(10, len(allowed))
+        expected = exact_top_k(items, query, mask)
+        assert len({h.item_id for h in hits} & set(expected)) >= 0.8 * len(expected)
+
+
+def test_out_of_stock_items_are_skipped_by_default(live_index: LiveIndex) -> None:
+    out_of_stock = set(live_index.items.ids[live_index.items.stock == 0].tolist())
+    for query in _queries(10, seed=5):
+        hits = live_index.backend.search(query, k=20)
+        assert out_of_stock.isdisjoint(h.item_id for h in hits)
+
+
+def test_stock_update_is_visible_to_the_next_query(live_index: LiveIndex) -> None:
+    backend, query = live_index.backend, _queries(1, seed=9)[0]
+    top = backend.search(query, k=1)[0]
+    backend.set_stock({top.item_id: 0})
+    assert top.item_id not in {h.item_id for h in backend.search(query, k=10)}
+    backend.set_stock({top.item_id: 3})
+    again = backend.search(query, k=1)[0]
+    assert (again.item_id, again.stock) == (top.item_id, 3)
+
+
+def test_upserted_items_are_searchable_in_the_live_version(live_index: LiveIndex) -> None:
+    new = random_items(3, seed=11, first_id=10_000)
+    live_index.backend.upsert(new)
+    hits = live_index.backend.search(new.vectors[0], k=5, filters=SearchFilters(in_stock_only=False))
+    assert hits[0].item_id == 10_000
+    assert live_index.backend.count() == len(live_index.items) + 3
+
+
+def test_stock_update_of_an_unknown_item_names_it(live_index: LiveIndex) -> None:
+    with pytest.raises(UnknownItemError, match="987654"):
+        live_index.backend.set_stock({987654: 1})
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("dimension", "dimension 17, the version expects 16"),
+        ("nan", r"item_id 5 \(row 5\).*NaN"),
+        ("inf", r"item_id 7 \(row 7\).*infinite"),
+        ("duplicate", r"item_id 3 \(rows 3 and 9\).*duplicate"),
+        ("negative", r"item_id -1 \(row 2\).*negative"),
+    ],
+)
+def test_bad_items_are_refused_with_the_row_named(live_index: LiveIndex, breakage: str, message: str) -> None:
+    items = random_items(12, seed=2, first_id=0)
+    ids, vectors = items.ids.copy(), items.vectors.copy()
+    if breakage == "dimension":
+        vectors = np.hstack([vectors, np.zeros((12, 1), dtype=np.float32)])
+    elif breakage == "nan":
+        vectors[5, 3] = np.nan
+    elif breakage == "inf":
+        vectors[7, 0] = np.inf
+    elif breakage == "duplicate":
+        ids[9] = 3
+    elif breakage == "negative":
+        ids[2] = -1
+    bad = ItemBatch(ids, vectors, items.stock, items.categories, items.price, items.created_at)
+    before = live_index.backend.count()
+    with pytest.raises(InvalidItemsError, match=message):
+        live_index.backend.upsert(bad)
+    assert live_index.backend.count() == before  # nothing partial was written
+
+
+def test_bad_queries_are_refused(live_index: LiveIndex) -> None:
+    with pytest.raises(InvalidQueryError, match=r"shape \(3,\), expected \(16,\)"):
+        live_index.backend.search([0.1, 0.2, 0.3])
+    with pytest.raises(InvalidQueryError, match="NaN"):
+        live_index.backend.search([float("nan")] * DIM)
+
+
+def test_unknown_version_is_named(live_index: LiveIndex) -> None:
+    location = live_index.backend.location_for(999)
+    with pytest.raises(UnknownVersionError, match="999"):
+        live_index.backend.search(_queries(1)[0], location=location)
+
+
+def test_searching_with_nothing_live_says_so(backend_name: str, tmp_path: Path) -> None:
+    with open_backend(IndexSettings(backend=backend_name, path=tmp_path)) as backend:  # type: ignore[arg-type]
+        with pytest.raises(NoLiveVersionError):
+            backend.search(_queries(1)[0])
+
+
+def test_filter_with_inverted_price_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_price=5.0 is above max_price=2.0"):
+        SearchFilters(min_price=5, max_price=2)
+
+
+@pytest.mark.parametrize("quantization", ["none", "binary", "product"])
+def test_every_quantization_builds_and_answers(
+    quantization: str, make_live_index: Callable[..., LiveIndex]
+) -> None:
+    spec = IndexSpec(dim=DIM, quantization=quantization)  # type: ignore[arg-type]
+    live = make_live_index("edge", random_items(600), spec)
+    query = _queries(1)[0]
+    hits = live.backend.search(query, k=10)
+    expected = exact_top_k(live.items, query, live.items.stock >= 1)
+    assert {h.item_id for h in hits} <= set(live.items.ids[live.items.stock >= 1].tolist())
+    # one-bit codes of 16-dim vectors are coarse; rescoring still keeps most of the true top 10
+    assert len({h.item_id for h in hits} & set(expected)) >= (5 if quantization == "binary" else 7)
+    assert live.backend.spec().quantization == quantization
+
+
+def _movielens_embeddings(ml100k_dir: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item and user factors of a truncated SVD of the (mean-centred) user x item rating matrix."""
+    data = np.loadtxt(ml100k_dir / "u.data", dtype=np.int64)
+    users, items, ratings = data[:, 0] - 1, data[:, 1] - 1, data[:, 2].astype(np.float64)
+    matrix = np.zeros((users.max() + 1, items.max() + 1))
+    matrix[users, items] = ratings - ratings.mean()
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    scale = np.sqrt(s[:dim])
+    return (vt[:dim].T * scale).astype(np.float32), (u[:, :dim] * scale).astype(np.float32)
+
+
+def test_int8_hnsw_recall_on_movielens_embeddings(
+    ml100k_dir: Path, make_live_index: Callable[..., LiveIndex]
+) -> None:
+    dim = 32
+    item_vectors, user_vectors = _movielens_embeddings(ml100k_dir, dim)
+    n = item_vectors.shape[0]
+    rng = np.random.default_rng(0)
+    stock = rng.integers(1, 10, n)
+    stock[rng.random(n) < 0.15] = 0
+    items = ItemBatch.from_columns(
+        ids=np.arange(1, n + 1),  # MovieLens item ids
+        vectors=item_vectors,
+        stock=stock,
+        categories=[["movie"]] * n,
+        price=np.full(n, 9.99),
+        created_at=np.zeros(n, dtype=np.int64),
+    )
+    spec = IndexSpec(dim=dim, quantization="int8", full_scan_threshold_kb=0)  # force the HNSW path
+    live = make_live_index("edge", items, spec)
+    assert live.backend.stats()["indexed_vectors"] == n  # answered by the HNSW graph
+    recalls = []
+    for query in user_vectors[:400]:  # 400 of the 943 users keep the test fast
+        hits = live.backend.search(query, k=10)
+        expected = exact_top_k(items, query, stock >= 1)
+        recalls.append(len({h.item_id for h in hits} & set(expected)) / 10)
+    assert np.mean(recalls) >= 0.97, f"recall@10 {np.mean(recalls):.3f}"

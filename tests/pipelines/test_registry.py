@@ -1,0 +1,203 @@
+"""Behaviour of the version registry: promotion, rollback, failed and killed builds, pruning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.index import (
+    IndexSpec,
+    InvalidItemsError,
+    ItemBatch,
+    UnknownVersionError,
+    VersionStateError,
+    build_version,
+)
+from pipelines.registry import IndexVersion, Registry, Status
+from tests.pipelines.conftest import DIM, LiveIndex, random_items
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning"),
+]
+
+
+def _build(live: LiveIndex, items: ItemBatch, *, promote: bool = False) -> IndexVersion:
+    return build_version(
+        items, registry=live.registry, spec=live.spec, model_version_id=live.model_version_id, promote=promote
+    )
+
+
+def _served_ids(live: LiveIndex) -> set[int]:
+    query = np.ones(DIM) / np.sqrt(DIM)
+    return {h.item_id for h in live.backend.search(query, k=10)}
+
+
+def test_promote_makes_version_live_and_retires_the_previous_one(live_index: LiveIndex) -> None:
+    first = live_index.registry.live()
+    assert first is not None
+    second = _build(live_index, random_items(300, seed=5, first_id=50_000))
+    assert live_index.registry.get(second.id).status == Status.READY
+    assert _served_ids(live_index) < set(range(50_000))  # still the first version
+
+    promoted = live_index.registry.promote(second.id)
+
+    assert promoted.status == Status.LIVE
+    assert live_index.registry.get(first.id).status == Status.RETIRED
+    assert live_index.backend.live_location() == second.location
+    assert all(i >= 50_000 for i in _served_ids(live_index))
+
+
+def test_rollback_serves_the_previous_live_version_again(live_index: LiveIndex) -> None:
+    first = live_index.registry.live()
+    assert first is not None
+    second = _build(live_index, random_items(300, seed=5, first_id=50_000), promote=True)
+
+    restored = live_index.registry.rollback()
+
+    assert restored.id == first.id
+    assert live_index.registry.get(second.id).status == Status.RETIRED
+    assert live_index.backend.live_location() == first.location
+    assert all(i < 50_000 for i in _served_ids(live_index))
+    with pytest.raises(VersionStateError, match=f"index version {first.id} has no earlier"):
+        live_index.registry.rollback()
+
+
+def test_promoting_a_version_that_is_not_ready_is_refused(live_index: LiveIndex) -> None:
+    live = live_index.registry.live()
+    building = live_index.registry.register_build(model_version_id=live_index.model_version_id, config={})
+    with pytest.raises(
+        VersionStateError, match=f"index version {building.id}: cannot promote, status is 'building'"
+    ):
+        live_index.registry.promote(building.id)
+    live_index.registry.mark_failed(building.id, "test")
+    with pytest.raises(VersionStateError, match="status is 'failed'"):
+        live_index.registry.promote(building.id)
+    assert live_index.registry.live() is not None
+    assert live_index.registry.live().id == live.id  # type: ignore[union-attr]
+
+
+def test_unknown_versions_are_named(live_index: LiveIndex) -> None:
+    with pytest.raises(UnknownVersionError, match="index version 999"):
+        live_index.registry.promote(999)
+    with pytest.raises(UnknownVersionError, match="model version 777"):
+        live_index.registry.register_build(model_version_id=777, config={})
+
+
+def test_failed_build_is_marked_failed_and_live_keeps_serving(live_index: LiveIndex) -> None:
+    live = live_index.registry.live()
+    served = _served_ids(live_index)
+    bad = random_items(200, seed=3, first_id=70_000)
+    bad.vectors[42, 0] = np.nan
+
+    with pytest.raises(InvalidItemsError, match=r"item_id 70042 \(row 42\)"):
+        _build(live_index, bad, promote=True)
+
+    (failed,) = live_index.registry.versions(Status.FAILED)
+    assert "item_id 70042" in (failed.error or "")
+    assert live_index.registry.live().id == live.id  # type: ignore[union-attr]
+    assert _served_ids(live_index) == served
+
+
+KILLED_BUILDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from pipelines.index import IndexSettings, IndexSpec, build_version, open_backend
+    from pipelines.registry import Registry
+    from tests.pipelines.conftest import random_items
+
+    data_dir, model_id = Path(sys.argv[1]), int(sys.argv[2])
+    backend = open_backend(IndexSettings(backend="edge", path=data_dir / "index"))
+    registry = Registry(data_dir=data_dir, store=backend)
+    items = random_items(60_000, dim=32, seed=4, first_id=1_000_000)
+    build_version(items, registry=registry, spec=IndexSpec(dim=32), model_version_id=model_id, promote=True)
+    """
+)
+
+
+def _wait_for_building(registry: Registry, proc: subprocess.Popen[bytes]) -> IndexVersion:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the builder ended before it could be killed"
+        building = registry.versions(Status.BUILDING)
+        if building and building[0].location and Path(building[0].location, "shard").exists():
+            return building[0]
+        time.sleep(0.05)
+    raise AssertionError("the builder never started building")
+
+
+@pytest.mark.parametrize("backend_name", ["edge"])
+def test_killed_build_is_marked_failed_and_live_keeps_serving(live_index: LiveIndex) -> None:
+    live, served = live_index.registry.live(), _served_ids(live_index)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILDER, str(live_index.data_dir), str(live_index.model_version_id)],
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        killed = _wait_for_building(live_index.registry, proc)
+        time.sleep(0.5)  # let it write part of the version
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    reopened = Registry(data_dir=live_index.data_dir, store=live_index.backend)
+
+    version = reopened.get(killed.id)
+    assert version.status == Status.FAILED
+    assert f"builder process {proc.pid}" in (version.error or "")
+    assert reopened.live().id == live.id  # type: ignore[union-attr]
+    assert _served_ids(live_index) == served
+    reopened.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge"])
+def test_prune_keeps_live_building_and_newest_versions(live_index: LiveIndex) -> None:
+    registry = live_index.registry
+    old_live = registry.live()
+    versions = [_build(live_index, random_items(100, seed=s, first_id=10_000 * s)) for s in range(1, 4)]
+    registry.promote(versions[0].id)  # old live -> retired
+    failed = registry.register_build(model_version_id=live_index.model_version_id, config={})
+    registry.mark_failed(failed.id, "test")
+
+    deleted = registry.prune(keep=1)
+
+    assert sorted(deleted) == sorted([old_live.id, versions[1].id, failed.id])  # type: ignore[union-attr]
+    remaining = {v.id: v.status for v in registry.versions()}
+    assert remaining == {versions[0].id: Status.LIVE, versions[2].id: Status.READY}
+    assert not live_index.backend.exists(versions[1].location)  # type: ignore[arg-type]
+    assert not live_index.backend.exists(old_live.location)  # type: ignore[union-attr, arg-type]
+    assert live_index.backend.exists(versions[2].location)  # type: ignore[arg-type]
+    assert all(i >= 10_000 for i in _served_ids(live_index))
+
+
+def test_model_versions_keep_their_config_and_metrics(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    model = registry.register_model("towers-v3", config={"dim": 64}, metrics={"recall@10": 0.31})
+    assert registry.get_model(model.id).config == {"dim": 64}
+    assert registry.get_model(model.id).metrics == {"recall@10": 0.31}
+    build = registry.register_build(
+        model_version_id=model.id, config={"dim": 64}, backend="edge", location="x"
+    )
+    ready = registry.mark_ready(build.id, item_count=5, metrics={"recall": 0.99})
+    assert (ready.status, ready.item_count, ready.metrics) == (Status.READY, 5, {"recall": 0.99})
+    registry.close()
+
+
+def test_spec_refuses_product_quantization_of_odd_dimension() -> None:
+    with pytest.raises(ValueError, match="dim=15: product quantization needs an even dimension"):
+        IndexSpec(dim=15, quantization="product")

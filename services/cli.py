@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import runpy
 import sys
@@ -40,6 +41,33 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"  {rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from feature_repo.datasets import load
+    from towers import baselines, evaluate
+    from towers.artifact import Artifact
+    from towers.train import fit_split
+
+    dataset = load(args.data)
+    split = evaluate.make_split(dataset, args.protocol)
+    if args.model == "popularity":
+        recommend = baselines.popularity(split.test_train, dataset.items)
+    elif args.model == "ease":
+        lam, _ = baselines.tune_ease(split.train, split.validation, dataset.items)
+        recommend = baselines.ease(split.test_train, dataset.items, lam)
+    else:
+        artifact = Artifact.load(args.artifact) if args.artifact else fit_split(dataset, split)
+        recommend = evaluate.two_tower(artifact, dataset.items)
+    metrics = evaluate.evaluate(recommend, split.test)
+    print(f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})")
+    metrics = {name.upper() if isinstance(v, float) else name: v for name, v in metrics.items()}
+    for name, value in metrics.items():
+        print(f"  {name:>10}  {value:.4f}" if isinstance(value, float) else f"  {name:>10}  {value}")
+    if args.json:
+        result = {"data": args.data, "protocol": args.protocol, "model": args.model,
+                  "split": split.notes, **metrics}
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
 def _bench(args: argparse.Namespace) -> None:
     script = ROOT / "bench" / f"{args.name}.py"
     if not script.is_file():
@@ -67,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         run=_features)
     with_data("demo", "run the platform end to end on a dataset and print results").set_defaults(
         run=_demo)
+    evaluation = commands.add_parser("eval", help="offline evaluation on the LOO or TEMPORAL split")
+    evaluation.add_argument("--data", required=True, help="dataset spec, e.g. movielens-100k:PATH")
+    evaluation.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
+    evaluation.add_argument("--model", choices=["two-tower", "ease", "popularity"],
+                            default="two-tower")
+    evaluation.add_argument("--artifact", type=Path, help="a saved two-tower (default: train one)")
+    evaluation.add_argument("--json", type=Path, help="write the metrics here as JSON")
+    evaluation.set_defaults(run=_eval)
     bench = commands.add_parser("bench", help="run a benchmark from bench/ (bench NAME --key=value)")
     bench.add_argument("name", help="benchmark script in bench/, e.g. features")
     bench.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides")

@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,10 @@ from towers.data import (
     user_profiles,
 )
 from towers.model import TowerConfig, TwoTower, score
+
+if TYPE_CHECKING:  # evaluate imports this module's artifacts; annotations only
+    from feature_repo.datasets import Dataset
+    from towers.evaluate import Split
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +189,24 @@ def parse_overrides(args: list[str], *configs: object) -> None:
         config.__post_init__()
 
 
+def fit_split(ds: Dataset, split: Split, *, tower: TowerConfig | None = None,
+              train: TrainConfig | None = None) -> Artifact:
+    """Train with early stopping on the split's validation; TEMPORAL then refits up to the test cut."""
+    from towers import evaluate
+
+    train = train or TrainConfig()
+    artifact = fit(split.train, ds.items, ds.users, tower=tower, train=train,
+                   validate=evaluate.validator(split.validation, ds.items))
+    if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
+        first = artifact.metrics
+        refit = dataclasses.replace(train, epochs=first["best_epoch"] + 1)
+        artifact = fit(split.test_train, ds.items, ds.users, tower=tower, train=refit)
+        artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
+                                seconds_to_best=first["seconds_to_best"],
+                                refit_seconds=artifact.metrics["seconds_total"])
+    return artifact
+
+
 def main(argv: list[str] | None = None) -> None:
     from feature_repo.datasets import load
     from towers import evaluate
@@ -206,15 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parse_overrides(rest, tower, train)
     ds = load(args["dataset"])
     split = evaluate.make_split(ds, args["protocol"])
-    artifact = fit(split.train, ds.items, ds.users, tower=tower, train=train,
-                   validate=evaluate.validator(split.validation, ds.items))
-    if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
-        first = artifact.metrics
-        refit = dataclasses.replace(train, epochs=first["best_epoch"] + 1)
-        artifact = fit(split.test_train, ds.items, ds.users, tower=tower, train=refit)
-        artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
-                                seconds_to_best=first["seconds_to_best"],
-                                refit_seconds=artifact.metrics["seconds_total"])
+    artifact = fit_split(ds, split, tower=tower, train=train)
     recommend = evaluate.two_tower(artifact, ds.items)
     test = evaluate.evaluate(recommend, split.test)
     artifact.metrics.update(test=test, dataset=args["dataset"], protocol=args["protocol"],

@@ -56,16 +56,41 @@ def _eval(args: argparse.Namespace) -> None:
         recommend = baselines.ease(split.test_train, dataset.items, lam)
     else:
         artifact = Artifact.load(args.artifact) if args.artifact else fit_split(dataset, split)
-        recommend = evaluate.two_tower(artifact, dataset.items)
-    metrics = evaluate.evaluate(recommend, split.test)
+        recommend = evaluate.two_tower(artifact, dataset.items, _served(artifact, dataset))
+        dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
+    metrics = _named(evaluate.evaluate(recommend, split.test))
+    if args.model == "two-tower":  # served through the index above; also by an exact dense product
+        metrics |= {f"dense {name}": v for name, v in _named(dense).items() if name != "users"}
     print(f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})")
-    metrics = {name.upper() if isinstance(v, float) else name: v for name, v in metrics.items()}
     for name, value in metrics.items():
-        print(f"  {name:>10}  {value:.4f}" if isinstance(value, float) else f"  {name:>10}  {value}")
+        print(f"  {name:>16}  {value:.4f}" if isinstance(value, float) else f"  {name:>16}  {value}")
     if args.json:
         result = {"data": args.data, "protocol": args.protocol, "model": args.model,
                   "split": split.notes, **metrics}
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _named(metrics: dict) -> dict:
+    """The issue's metric names: HR@10, NDCG@10, Recall@100, ..."""
+    return {name.replace("hr", "HR").replace("ndcg", "NDCG").replace("recall", "Recall"): value
+            for name, value in metrics.items()}
+
+
+def _served(artifact, dataset):  # -> towers.evaluate.Retrieve
+    """Retrieval through a Qdrant Edge index version built from the artifact's item embeddings."""
+    import tempfile
+
+    from pipelines.demo import catalogue_batch
+    from pipelines.index import IndexSettings, IndexSpec, build_version, index_retrieval, open_backend
+    from pipelines.registry import Registry
+
+    home = Path(tempfile.mkdtemp(prefix="twotower-eval-"))
+    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
+    vectors = artifact.embed_items(dataset.items)
+    model = registry.register_model("two-tower", metrics=artifact.metrics)
+    build_version(catalogue_batch(dataset, vectors), registry=registry,
+                  spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id, promote=True)
+    return index_retrieval(registry.store)
 
 
 def _bench(args: argparse.Namespace) -> None:

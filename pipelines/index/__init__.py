@@ -13,6 +13,7 @@ from pipelines.index.errors import (
     VersionStateError,
 )
 from pipelines.index.factory import open_backend
+from pipelines.index.retrieval import index_retrieval
 
 __all__ = [
     "Hit",
@@ -29,5 +30,6 @@ __all__ = [
     "VectorIndexError",
     "VersionStateError",
     "build_version",
+    "index_retrieval",
     "open_backend",
 ]

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import sys
@@ -26,8 +25,6 @@ from tqdm import tqdm
 
 from feature_repo.datasets import Dataset
 from feature_repo.tables import HISTORY_LENGTH, write_feature_tables
-
-log = logging.getLogger(__name__)
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
@@ -53,11 +50,15 @@ class FeatureStoreConfig(BaseModel):
 def render_repo(config: FeatureStoreConfig) -> Path:
     """Copy the definitions to config.repo_dir (unless it is the source) and write its yaml."""
     repo = config.repo_dir.resolve()
+    if repo == DEFINITIONS:
+        if config.online_store != "sqlite" or config.registry_url:
+            raise ValueError("repo_dir: Redis or a SQL registry needs a rendered copy of the "
+                             "repository, not the source folder itself")
+        return repo
     repo.mkdir(parents=True, exist_ok=True)
-    if repo != DEFINITIONS:
-        for name in ["entities.py", "user_features.py", "item_features.py", "feature_services.py",
-                     ".feastignore"]:
-            shutil.copyfile(DEFINITIONS / name, repo / name)
+    for name in ["entities.py", "user_features.py", "item_features.py", "feature_services.py",
+                 ".feastignore"]:
+        shutil.copyfile(DEFINITIONS / name, repo / name)
     settings = yaml.safe_load((DEFINITIONS / "feature_store.yaml").read_text())
     if config.online_store == "redis":
         settings["online_store"] = {"type": "redis", "connection_string": config.redis_url}
@@ -65,8 +66,7 @@ def render_repo(config: FeatureStoreConfig) -> Path:
         settings["registry"] = {"registry_type": "sql", "path": config.registry_url,
                                 "cache_ttl_seconds": 60, "sqlalchemy_config_kwargs":
                                 {"pool_pre_ping": True}}
-    if repo != DEFINITIONS or config.online_store != "sqlite" or config.registry_url:
-        _atomic_write(repo / "feature_store.yaml", yaml.safe_dump(settings, sort_keys=False))
+    _atomic_write(repo / "feature_store.yaml", yaml.safe_dump(settings, sort_keys=False))
     return repo
 
 

@@ -53,6 +53,8 @@ def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):
     assert settings["offline_store"] == {"type": "duckdb"}
     assert sorted(p.name for p in tmp_path.glob("*.py")) == [
         "entities.py", "feature_services.py", "item_features.py", "user_features.py"]
+    with pytest.raises(ValueError, match="rendered copy"):  # never rewrite the source tree's yaml
+        render_repo(FeatureStoreConfig(online_store="redis"))
 
 
 def test_failed_table_write_leaves_previous_tables_intact(tmp_path):

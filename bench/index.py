@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "k": 10,  # top-k
     "clusters": 100,  # mixture components
     "spread": 0.8,  # within-cluster noise relative to the cluster centres
-    "categories": 20,  # distinct categories; each query allows 2 of them (~10% of items)
+    "categories": 20,  # distinct categories in the catalogue
+    "query_categories": 2,  # categories each query allows (~10% of items); 0 = stock filter only
     "out_of_stock": 0.15,  # share of items with stock 0
     "m": 16,  # HNSW degree
     "ef_construct": 64,  # HNSW build beam
@@ -145,12 +146,13 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
 
         queries, _, _ = make_data(cfg["warmup"] + cfg["queries"], dim, cfg, cfg["seed"] + 1)
         rng = np.random.default_rng(cfg["seed"] + 2)
-        allowed = [rng.choice(cfg["categories"], size=2, replace=False) for _ in queries]
+        allowed = [rng.choice(cfg["categories"], size=cfg["query_categories"], replace=False)
+                   for _ in queries]
         rows = []
         for ef in [int(e) for e in str(cfg["ef"]).split(",")]:
             latencies, answers = [], []
             for i, (query, cats) in enumerate(zip(queries, allowed, strict=True)):
-                filters = SearchFilters(categories=frozenset(names[c] for c in cats))
+                filters = SearchFilters(categories=frozenset(names[c] for c in cats) or None)
                 t0 = time.perf_counter()
                 hits = backend.search(query, k=k, filters=filters, location=location, hnsw_ef=ef)
                 elapsed = time.perf_counter() - t0
@@ -162,7 +164,7 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
     # Ground truth only after timing: numpy's BLAS threads would steal the cores mid-run.
     truths, selectivity = [], []
     for query, cats in zip(queries[cfg["warmup"] :], allowed[cfg["warmup"] :], strict=True):
-        mask = (stock >= 1) & np.isin(category, cats)
+        mask = (stock >= 1) & (np.isin(category, cats) if len(cats) else True)
         scores = vectors @ query
         scores[~mask] = -np.inf
         truths.append(set(np.argpartition(-scores, k)[:k].tolist()))

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,7 @@ ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
 EMPTY_WHEN_ABSENT = ("recent_item_ids", "recent_timestamps")
 ZERO_WHEN_ABSENT = ("event_count", "count_1d", "count_7d", "count_30d")
+STATIC_STAMP = datetime(1970, 1, 1, tzinfo=UTC)  # see tables.EPOCH
 CHUNK_ROWS = 25_000  # entity rows per as-of join: Feast's join fans out over each user's rows
 
 
@@ -117,8 +118,11 @@ def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
     return FeatureStore(repo_path=str(config.repo_dir.resolve()))
 
 
-def materialize(store, start: datetime, end: datetime) -> None:
-    """Load feature values stamped in [start, end] into the online store (`feast materialize`)."""
+def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None:
+    """Load feature values stamped in [start, end] into the online store (`feast materialize`).
+
+    The default start is where static attributes (profiles, item content) are stamped.
+    """
     store.materialize(start_date=start, end_date=end)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,23 @@ def catalogue_batch(dataset: Dataset, vectors: np.ndarray) -> ItemBatch:
         created_at=(items["created_at"].astype("int64") // 1_000_000).to_numpy())
 
 
+def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
+            config: dict | None = None) -> Registry:
+    """Save the model, build an index version of its item embeddings under `home`, make it live.
+
+    Returns the registry, whose `store` serves the live version; the caller closes it.
+    """
+    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
+    model = registry.register_model("two-tower", config=config, metrics=artifact.metrics)
+    artifact.save(home / "models" / str(model.id))
+    vectors = artifact.embed_items(dataset.items)
+    version = build_version(catalogue_batch(dataset, vectors), registry=registry,
+                            spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id,
+                            promote=True)
+    log.info("index version %s is live with %s items", version.id, version.item_count)
+    return registry
+
+
 def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
              train_minutes: float = 1.0) -> list[Recommendation]:
     """Build everything under `home` for the dataset `spec` and recommend for a few users."""
@@ -51,25 +67,16 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
     log.info("%s: %d interactions, %d items, %d users", dataset.name, len(dataset.interactions),
              len(dataset.items), len(dataset.users))
     store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
-    materialize(store, datetime(1970, 1, 1, tzinfo=UTC),
-                dataset.interactions["event_timestamp"].max().to_pydatetime())
+    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
 
     artifact = fit(dataset.interactions, dataset.items, dataset.users,
                    train=TrainConfig(max_minutes=train_minutes, epochs=3))
-    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
-    model = registry.register_model("two-tower", config={"data": spec}, metrics=artifact.metrics)
-    artifact.save(home / "models" / str(model.id))
-    vectors = artifact.embed_items(dataset.items)
-    version = build_version(catalogue_batch(dataset, vectors), registry=registry,
-                            spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id,
-                            promote=True)
-    log.info("index version %s is live with %s items", version.id, version.item_count)
+    registry = publish(artifact, dataset, home, config={"data": spec})
 
-    model_artifact = Artifact.load(home / "models" / str(model.id))
     chosen = dataset.interactions["user_id"].value_counts().index[:users].tolist()
     frame = online_user_features(store, chosen)
     frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
-    user_vectors = model_artifact.embed_users(frame)
+    user_vectors = artifact.embed_users(frame)
     titles = dataset.items.set_index("item_id")["title"]
     answers = []
     for row, vector in zip(frame.itertuples(), user_vectors, strict=True):

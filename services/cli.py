@@ -8,7 +8,6 @@ import logging
 import runpy
 import sys
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +25,7 @@ def _features(args: argparse.Namespace) -> None:
     config = FeatureStoreConfig(repo_dir=args.home / "feature_repo")
     store = build_store(dataset, config)
     end = dataset.interactions["event_timestamp"].max().to_pydatetime()
-    materialize(store, datetime(1970, 1, 1, tzinfo=UTC), end)
+    materialize(store, end)
     print(f"feature repository ready at {config.repo_dir} (online store materialized to {end})")
 
 
@@ -80,17 +79,11 @@ def _served(artifact, dataset):  # -> towers.evaluate.Retrieve
     """Retrieval through a Qdrant Edge index version built from the artifact's item embeddings."""
     import tempfile
 
-    from pipelines.demo import catalogue_batch
-    from pipelines.index import IndexSettings, IndexSpec, build_version, index_retrieval, open_backend
-    from pipelines.registry import Registry
+    from pipelines.demo import publish
+    from pipelines.index import index_retrieval
 
     home = Path(tempfile.mkdtemp(prefix="twotower-eval-"))
-    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
-    vectors = artifact.embed_items(dataset.items)
-    model = registry.register_model("two-tower", metrics=artifact.metrics)
-    build_version(catalogue_batch(dataset, vectors), registry=registry,
-                  spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id, promote=True)
-    return index_retrieval(registry.store)
+    return index_retrieval(publish(artifact, dataset, home, config={"data": dataset.name}).store)
 
 
 def _bench(args: argparse.Namespace) -> None:

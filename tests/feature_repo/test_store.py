@@ -37,8 +37,7 @@ def test_feast_cli_apply_materialize_then_online_history_is_the_latest(ml100k_da
 def test_unknown_user_online_has_empty_history(ml100k_store):
     from feature_repo.store import materialize
 
-    materialize(ml100k_store, pd.Timestamp("1970-01-01", tz="UTC").to_pydatetime(),
-                pd.Timestamp("1998-05-01", tz="UTC").to_pydatetime())
+    materialize(ml100k_store, pd.Timestamp("1998-05-01", tz="UTC").to_pydatetime())
     online = online_user_features(ml100k_store, [999_999])
     assert len(online.loc[0, "recent_item_ids"]) == 0 and online.loc[0, "event_count"] == 0
 

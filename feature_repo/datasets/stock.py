@@ -29,9 +29,13 @@ def stock_plan(item_ids: np.ndarray, *, seed: int) -> pd.DataFrame:
     return plan
 
 
-def sales_rank(interactions: pd.DataFrame, plan: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
-    """Each interaction's restock period and its rank among the item's sales in that period."""
-    events = interactions[["item_id", "event_timestamp"]].merge(plan, on="item_id", how="left")
+def _sales_rank(interactions: pd.DataFrame, plan: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
+    """Each interaction's restock period and its rank among the item's sales in that period.
+
+    The result is indexed by the interaction's position.
+    """
+    events = interactions[["item_id", "event_timestamp"]].reset_index(drop=True).merge(
+        plan, on="item_id", how="left")
     days = (events["event_timestamp"] - origin) / DAY
     events["period"] = np.floor(days / events["period_days"]).astype("int64")
     events = events.sort_values(["item_id", "event_timestamp"], kind="stable")
@@ -41,9 +45,19 @@ def sales_rank(interactions: pd.DataFrame, plan: pd.DataFrame, origin: pd.Timest
 
 def simulate_stock(interactions: pd.DataFrame, items: pd.DataFrame, *, seed: int = 7) -> pd.DataFrame:
     """The stock log (item_id, event_timestamp, quantity) implied by the interactions."""
+    return simulate_sales(interactions, items, seed=seed)[1]
+
+
+def simulate_sales(interactions: pd.DataFrame, items: pd.DataFrame, *,
+                   seed: int = 7) -> tuple[np.ndarray, pd.DataFrame]:
+    """Which interactions the stock could serve (a mask by position) and the stock log.
+
+    Every period's first sale is served, so dropping the unserved interactions leaves the log as it is.
+    """
     origin = interactions["event_timestamp"].min().floor("D")
     plan = stock_plan(items["item_id"].to_numpy(), seed=seed)
-    events = sales_rank(interactions, plan, origin)
+    events = _sales_rank(interactions, plan, origin)
+    served = (events["rank"] < events["capacity"]).sort_index().to_numpy()
     sales = events[events["rank"] < events["capacity"]]
     sold = pd.DataFrame({"item_id": sales["item_id"], "event_timestamp": sales["event_timestamp"],
                          "quantity": sales["capacity"] - sales["rank"] - 1})
@@ -65,4 +79,4 @@ def simulate_stock(interactions: pd.DataFrame, items: pd.DataFrame, *, seed: int
     # A restock and a sale can share an instant only at a period's first second: the sale is later.
     log["order"] = np.r_[np.zeros(len(restocks)), np.ones(len(sold)), np.zeros(len(idle))]
     log = log.sort_values(["item_id", "event_timestamp", "order"], kind="stable")
-    return log.drop(columns="order").astype({"quantity": "int64"}).reset_index(drop=True)
+    return served, log.drop(columns="order").astype({"quantity": "int64"}).reset_index(drop=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.datasets.contract import TIMESTAMP, Dataset
-from feature_repo.datasets.stock import sales_rank, simulate_stock, stock_plan
+from feature_repo.datasets.stock import simulate_sales
 
 START = pd.Timestamp("2025-01-01", tz="UTC")
 SPAN_DAYS = 365
@@ -47,12 +47,9 @@ def generate(config: ShopConfig) -> Dataset:
     items = _items(rng, config, n_cat)
     users, taste = _users(rng, config, n_cat)
     interactions = _events(rng, config, items, taste)
-    # Drop purchases the stock could not serve, then derive the log from the purchases that remain.
-    ranks = sales_rank(interactions, stock_plan(items["item_id"].to_numpy(), seed=config.seed),
-                       interactions["event_timestamp"].min().floor("D"))
-    served = ranks.index[ranks["rank"] < ranks["capacity"]].sort_values()
-    interactions = interactions.loc[served].reset_index(drop=True)
-    stock = simulate_stock(interactions, items, seed=config.seed)
+    # Purchases of a sold-out item do not happen.
+    served, stock = simulate_sales(interactions, items, seed=config.seed)
+    interactions = interactions[served].reset_index(drop=True)
     return Dataset("synthetic", interactions, items, users, stock).validate()
 
 

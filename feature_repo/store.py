@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from feature_repo.datasets import Dataset
-from feature_repo.tables import HISTORY_LENGTH, write_feature_tables
+from feature_repo.tables import HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
@@ -32,7 +32,6 @@ ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
 EMPTY_WHEN_ABSENT = ("recent_item_ids", "recent_timestamps")
 ZERO_WHEN_ABSENT = ("event_count", "count_1d", "count_7d", "count_30d")
-STATIC_STAMP = datetime(1970, 1, 1, tzinfo=UTC)  # see tables.EPOCH
 CHUNK_ROWS = 25_000  # entity rows per as-of join: Feast's join fans out over each user's rows
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 50  # items per history snapshot: enough for sequence encoders, bounded in size
 WINDOWS_DAYS = (1, 7, 30)  # popularity windows
-EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"  # stamp of attributes that have no history
+STATIC_STAMP = datetime(1970, 1, 1, tzinfo=UTC)  # stamp of attributes that have no history
+EPOCH = f"TIMESTAMPTZ '{STATIC_STAMP.isoformat()}'"
 TABLES = ("user_profile", "user_history", "item_content", "item_stock", "item_popularity")
 
 _QUERIES = {

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= synthetic:shop-small
 
-.PHONY: install demo test lint clean
+.PHONY: install servers demo test lint compose-config clean
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -15,11 +15,18 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+servers:  # redis-server and PostgreSQL for the tests that start them (apt, only when missing)
+	bash .ci/install-servers.sh
+
 demo: install
 	$(VENV)/bin/twotower demo --data $(DATA)
 
-test: install
+test: install servers
 	$(PY) -m pytest
+
+compose-config: install  # docker-compose.yml has its services, ports, volumes, health checks
+	$(PY) .ci/compose_check.py docker-compose.yml .env.example
+	@echo "docker-compose.yml: ok"
 
 lint: install
 	$(VENV)/bin/ruff check .

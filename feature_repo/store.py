@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from feature_repo.datasets import Dataset
-from feature_repo.tables import HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
+from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
@@ -43,6 +43,7 @@ class FeatureStoreConfig(BaseModel):
     repo_dir: Path = DEFINITIONS  # a copy elsewhere keeps the source tree clean
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "localhost:6379"  # Feast's connection string: host:port[,password=...]
+    redis_type: Literal["redis", "redis_cluster"] = "redis"  # redis_cluster: redis_url lists nodes
     registry_url: str | None = None  # a SQLAlchemy URL selects Feast's SQL registry
     history_length: int = Field(HISTORY_LENGTH, ge=1, le=1000)
 
@@ -61,7 +62,8 @@ def render_repo(config: FeatureStoreConfig) -> Path:
         shutil.copyfile(DEFINITIONS / name, repo / name)
     settings = yaml.safe_load((DEFINITIONS / "feature_store.yaml").read_text())
     if config.online_store == "redis":
-        settings["online_store"] = {"type": "redis", "connection_string": config.redis_url}
+        settings["online_store"] = {"type": "redis", "redis_type": config.redis_type,
+                                    "connection_string": config.redis_url}
     if config.registry_url:
         settings["registry"] = {"registry_type": "sql", "path": config.registry_url,
                                 "cache_ttl_seconds": 60, "sqlalchemy_config_kwargs":
@@ -118,11 +120,13 @@ def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
 
 
 def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None:
-    """Load feature values stamped in [start, end] into the online store (`feast materialize`).
+    """Load the features of every event up to and including `end` into the online store.
 
-    The default start is where static attributes (profiles, item content) are stamped.
+    Feature rows are stamped just after their event (`tables.AFTER`), so Feast materializes to
+    `end + AFTER`: an event at exactly `end` is included. The default start is where static
+    attributes (profiles, item content) are stamped.
     """
-    store.materialize(start_date=start, end_date=end)
+    store.materialize(start_date=start, end_date=end + AFTER)
 
 
 def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAINING_SERVICE,

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -27,12 +27,14 @@ HISTORY_LENGTH = 50  # items per history snapshot: enough for sequence encoders,
 WINDOWS_DAYS = (1, 7, 30)  # popularity windows
 STATIC_STAMP = datetime(1970, 1, 1, tzinfo=UTC)  # stamp of attributes that have no history
 EPOCH = f"TIMESTAMPTZ '{STATIC_STAMP.isoformat()}'"
+AFTER = timedelta(microseconds=1)  # event features are stamped this long after their event
+_AFTER_SQL = f"INTERVAL {AFTER // timedelta(microseconds=1)} MICROSECOND"
 TABLES = ("user_profile", "user_history", "item_content", "item_stock", "item_popularity")
 
 _QUERIES = {
     "user_profile": f"""
         SELECT user_id, age, profile_tokens, {EPOCH} AS event_timestamp FROM users""",
-    "user_history": """
+    "user_history": f"""
         WITH ranked AS (
             SELECT user_id, event_timestamp,
                    list(item_id) OVER recent AS recent_item_ids,
@@ -43,15 +45,15 @@ _QUERIES = {
                        AS from_last
             FROM interactions
             WINDOW recent AS (PARTITION BY user_id ORDER BY event_timestamp, seq
-                              ROWS BETWEEN {before} PRECEDING AND CURRENT ROW))
+                              ROWS BETWEEN {{before}} PRECEDING AND CURRENT ROW))
         SELECT user_id, recent_item_ids, recent_timestamps, event_count,
-               event_timestamp + INTERVAL 1 MICROSECOND AS event_timestamp
+               event_timestamp + {_AFTER_SQL} AS event_timestamp
         FROM ranked WHERE from_last = 1""",
     "item_content": f"""
         SELECT item_id, title, categories, price, epoch(created_at)::BIGINT AS created_at_s,
                {EPOCH} AS event_timestamp FROM items""",
-    "item_stock": """
-        SELECT item_id, quantity, event_timestamp + INTERVAL 1 MICROSECOND AS event_timestamp
+    "item_stock": f"""
+        SELECT item_id, quantity, event_timestamp + {_AFTER_SQL} AS event_timestamp
         FROM (SELECT *, row_number() OVER (PARTITION BY item_id, event_timestamp ORDER BY seq DESC)
                         AS from_last FROM stock)
         WHERE from_last = 1""",

@@ -1,7 +1,9 @@
-"""The end-to-end job on one machine: features, towers, a live index, and recommendations.
+"""The end-to-end demo on one machine: the whole Dagster graph in-process, then recommendations.
 
-`twotower demo` (and so `make demo`) runs it. Each step calls the library that owns it; the Dagster
-assets run the same steps with checks between them.
+`twotower demo` (and so `make demo`) runs it: every asset from raw tables to promotion, with the
+blocking checks between them, on the embedded Qdrant Edge backend under the data directory. The
+runs are recorded in `<data dir>/dagster`, so `DAGSTER_HOME=<data dir>/dagster dagster dev` shows
+them. Rerunning builds a new version and promotes it only if every check passes.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import dagster as dg
 import pandas as pd
 
-from feature_repo.datasets import Dataset, load
-from feature_repo.store import FeatureStoreConfig, build_store, materialize, online_user_features
-from pipelines.index import IndexSettings, IndexSpec, ItemBatch, SearchFilters, build_version, open_backend
+from feature_repo.store import online_user_features
+from pipelines.defs.resources import PipelineSettings, build_resources
+from pipelines.index import SearchFilters
 from pipelines.registry import Registry
 from towers.artifact import Artifact
-from towers.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
+
+DAGSTER_DIR = "dagster"  # DAGSTER_HOME inside the data directory
 
 
 @dataclass(frozen=True)
@@ -31,58 +34,60 @@ class Recommendation:
     score: float
 
 
-def catalogue_batch(dataset: Dataset, vectors: np.ndarray) -> ItemBatch:
-    """Item vectors with the payload the filters need: latest stock, categories, price, release."""
-    items = dataset.items
-    latest = dataset.stock.drop_duplicates("item_id", keep="last").set_index("item_id")["quantity"]
-    return ItemBatch.from_columns(
-        ids=items["item_id"].to_numpy(), vectors=vectors,
-        stock=items["item_id"].map(latest).fillna(0).astype("int64").to_numpy(),
-        categories=[list(c) for c in items["categories"]],
-        price=items["price"].fillna(0.0).to_numpy(),
-        created_at=(items["created_at"].astype("int64") // 1_000_000).to_numpy())
+def instance_for(home: Path) -> dg.DagsterInstance:
+    """The persistent Dagster instance in `<home>/dagster` (runs, event log, stored asset values)."""
+    folder = (home / DAGSTER_DIR).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.local_temp(tempdir=str(folder))
 
 
-def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
-            config: dict | None = None) -> Registry:
-    """Save the model, build an index version of its item embeddings under `home`, make it live.
+def materialize_graph(settings: PipelineSettings, *, instance: dg.DagsterInstance,
+                      selection: str = "*", run_config: dict | None = None,
+                      raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Materialize the selected assets and their checks in this process with `settings`' resources."""
+    from pipelines.definitions import defs
 
-    Returns the registry, whose `store` serves the live version; the caller closes it.
+    return dg.materialize([*defs.assets, *defs.asset_checks], selection=selection,
+                          resources=build_resources(settings), instance=instance,
+                          run_config=run_config, raise_on_error=raise_on_error)
+
+
+def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes: float = 1.0,
+             overrides: tuple[str, ...] = ()) -> list[Recommendation]:
+    """Build and promote everything under `home` for the dataset `spec`; recommend for a few users.
+
+    `overrides` are `key=value` settings of the towers (e.g. `encoder=mean`).
     """
-    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
-    model = registry.register_model("two-tower", config=config, metrics=artifact.metrics)
-    artifact.save(home / "models" / str(model.id))
-    vectors = artifact.embed_items(dataset.items)
-    version = build_version(catalogue_batch(dataset, vectors), registry=registry,
-                            spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id,
-                            promote=True)
-    log.info("index version %s is live with %s items", version.id, version.item_count)
-    return registry
+    settings = PipelineSettings(data_dir=home, data=spec)
+    resources = build_resources(settings)
+    towers = {"max_minutes": train_minutes, "overrides": list(overrides)}
+    with instance_for(home) as instance:
+        result = materialize_graph(settings, instance=instance, raise_on_error=False, run_config={
+            "ops": {"two_tower_model": {"config": towers}},
+            "loggers": {"console": {"config": {"log_level": "INFO"}}}})  # one line per step event
+    failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
+    if not result.success:
+        raise RuntimeError(f"the pipeline run failed (failed checks: {failed or 'none'}); the previous "
+                           f"live version, if any, keeps serving. Details: DAGSTER_HOME={home / DAGSTER_DIR}")
+    dataset, store = result.output_for_node("raw_tables"), resources["feature_store"].open()
+    with resources["registry"].open() as registry:
+        return recommend(registry, store, dataset.interactions, dataset.items, users=users, k=k)
 
 
-def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
-             train_minutes: float = 1.0) -> list[Recommendation]:
-    """Build everything under `home` for the dataset `spec` and recommend for a few users."""
-    dataset = load(spec)
-    log.info("%s: %d interactions, %d items, %d users", dataset.name, len(dataset.interactions),
-             len(dataset.items), len(dataset.users))
-    store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
-    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
-
-    artifact = fit(dataset.interactions, dataset.items, dataset.users,
-                   train=TrainConfig(max_minutes=train_minutes, epochs=3))
-    registry = publish(artifact, dataset, home, config={"data": spec})
-
-    chosen = dataset.interactions["user_id"].value_counts().index[:users].tolist()
+def recommend(registry: Registry, store, interactions: pd.DataFrame, items: pd.DataFrame, *,
+              users: int, k: int) -> list[Recommendation]:
+    """Top-k unseen in-stock items from the live version for the `users` most active users."""
+    live = registry.live()
+    if live is None:
+        raise RuntimeError("no live index version")
+    artifact = Artifact.load(registry.get_model(live.model_version_id).location)
+    chosen = interactions["user_id"].value_counts().index[:users].tolist()
     frame = online_user_features(store, chosen)
     frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
-    user_vectors = artifact.embed_users(frame)
-    titles = dataset.items.set_index("item_id")["title"]
+    titles = items.set_index("item_id")["title"]
     answers = []
-    for row, vector in zip(frame.itertuples(), user_vectors, strict=True):
+    for row, vector in zip(frame.itertuples(), artifact.embed_users(frame), strict=True):
         seen = frozenset(int(i) for i in row.recent_item_ids)
         for hit in registry.store.search(vector, k=k, filters=SearchFilters(exclude_ids=seen)):
-            answers.append(Recommendation(row.user_id, hit.item_id, str(titles[hit.item_id]),
-                                          hit.score))
-    registry.close()
+            answers.append(Recommendation(row.user_id, hit.item_id, str(titles[hit.item_id]), hit.score))
     return answers

@@ -41,31 +41,65 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    import tempfile
+
     from feature_repo.datasets import load
     from towers import baselines, evaluate
     from towers.artifact import Artifact
+    from towers.features import feature_store, with_features
+    from towers.model import TowerConfig
     from towers.train import fit_split
 
     dataset = load(args.data)
+    if args.cold_start:
+        return _cold_start(args, dataset)
     split = evaluate.make_split(dataset, args.protocol)
     if args.model == "popularity":
         recommend = baselines.popularity(split.test_train, dataset.items)
     elif args.model == "ease":
         lam, _ = baselines.tune_ease(split.train, split.validation, dataset.items)
         recommend = baselines.ease(split.test_train, dataset.items, lam)
-    else:
-        artifact = Artifact.load(args.artifact) if args.artifact else fit_split(dataset, split)
+    else:  # user features from a Feast store of the dataset, histories as long as the model's
+        artifact = Artifact.load(args.artifact) if args.artifact else None
+        max_len = artifact.config.max_len if artifact else TowerConfig().max_len
+        with tempfile.TemporaryDirectory(prefix="twotower-eval-") as home:
+            store = feature_store(dataset, max_len, home)
+            split = with_features(split, store)
+            artifact = artifact or fit_split(split, dataset.items, store)
         recommend = evaluate.two_tower(artifact, dataset.items, _served(artifact, dataset))
         dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
     metrics = _named(evaluate.evaluate(recommend, split.test))
     if args.model == "two-tower":  # served through the index above; also by an exact dense product
         metrics |= {f"dense {name}": v for name, v in _named(dense).items() if name != "users"}
-    print(f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})")
+    _report(args, f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})",
+            {"protocol": args.protocol, "model": args.model, "split": split.notes, **metrics})
+
+
+def _cold_start(args: argparse.Namespace, dataset) -> None:
+    """Two-tower vs point-in-time Popularity on held-out items (see towers/cold_start.py)."""
+    import tempfile
+
+    from towers.cold_start import report
+
+    if args.artifact:
+        raise SystemExit("twotower eval --cold-start trains its own model without the held-out "
+                         "items; drop --artifact")
+    with tempfile.TemporaryDirectory(prefix="twotower-cold-") as home:
+        result = report(dataset, home)
+    metrics = {f"{model} {name}": value for model in ("two-tower", "popularity")
+               for name, value in _named(result.pop(model)).items() if name != "users"}
+    _report(args, f"cold start on {dataset.name} ({result})", {"cold_start": result, **metrics})
+
+
+def _report(args: argparse.Namespace, title: str, metrics: dict) -> None:
+    """Print the metrics as a table; with --json also write them."""
+    print(title)
     for name, value in metrics.items():
-        print(f"  {name:>16}  {value:.4f}" if isinstance(value, float) else f"  {name:>16}  {value}")
+        if isinstance(value, int | float):
+            print(f"  {name:>22}  {value:.4f}" if isinstance(value, float) else
+                  f"  {name:>22}  {value}")
     if args.json:
-        result = {"data": args.data, "protocol": args.protocol, "model": args.model,
-                  "split": split.notes, **metrics}
+        result = {"data": args.data, **metrics}
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
@@ -79,11 +113,23 @@ def _served(artifact, dataset):  # -> towers.evaluate.Retrieve
     """Retrieval through a Qdrant Edge index version built from the artifact's item embeddings."""
     import tempfile
 
-    from pipelines.demo import publish
     from pipelines.index import index_retrieval
+    from pipelines.versions import publish
 
     home = Path(tempfile.mkdtemp(prefix="twotower-eval-"))
     return index_retrieval(publish(artifact, dataset, home, config={"data": dataset.name}).store)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    """Run the API with uvicorn: one process, since it owns the live Qdrant Edge shard."""
+    import uvicorn
+
+    from services.api.config import Settings
+    from services.api.main import create_app
+
+    settings = Settings(**({"data_dir": args.home} if args.home else {}))  # type: ignore[call-arg]
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False,
+                log_level="debug" if args.verbose else "info")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -120,7 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
                             default="two-tower")
     evaluation.add_argument("--artifact", type=Path, help="a saved two-tower (default: train one)")
     evaluation.add_argument("--json", type=Path, help="write the metrics here as JSON")
+    evaluation.add_argument("--cold-start", action="store_true",
+                            help="hold out 10%% of items from training; Recall@100 on them vs "
+                                 "Popularity over the same items")
     evaluation.set_defaults(run=_eval)
+    serve = commands.add_parser("serve", help="run the recommendation API (settings: TWOTOWER_* "
+                                "environment variables, see services/api/config.py)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--home", type=Path, help="data directory (default TWOTOWER_DATA_DIR or "
+                       f"{DEFAULT_HOME})")
+    serve.set_defaults(run=_serve)
     bench = commands.add_parser("bench", help="run a benchmark from bench/ (bench NAME --key=value)")
     bench.add_argument("name", help="benchmark script in bench/, e.g. features")
     bench.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides")

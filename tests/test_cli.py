@@ -38,12 +38,15 @@ def test_eval_writes_the_issue_metric_names_for_popularity_on_ml100k(ml100k_dir,
 def test_two_tower_eval_reports_served_and_dense_metrics(tmp_path):
     from feature_repo.datasets import load
     from towers import evaluate
+    from towers.features import examples, feature_store
+    from towers.model import TowerConfig
     from towers.train import TrainConfig, fit
 
     spec = "synthetic:items=300,users=200,events=6000,seed=2"
     dataset = load(spec)
     split = evaluate.make_split(dataset, "loo")
-    fit(split.train, dataset.items, dataset.users,
+    store = feature_store(dataset, TowerConfig().max_len, tmp_path)
+    fit(examples(store, split.train), dataset.items,
         train=TrainConfig(epochs=2, max_minutes=0.5)).save(tmp_path / "model")
     out = tmp_path / "two-tower.json"
     main(["eval", "--data", spec, "--model", "two-tower", "--artifact", str(tmp_path / "model"),
@@ -53,3 +56,17 @@ def test_two_tower_eval_reports_served_and_dense_metrics(tmp_path):
     assert result["NDCG@10"] > 0
     assert abs(result["NDCG@10"] - result["dense NDCG@10"]) < 0.01
     assert abs(result["HR@100"] - result["dense HR@100"]) < 0.02
+
+
+def test_cold_start_eval_compares_towers_and_popularity_on_held_out_items(tmp_path):
+    from feature_repo.datasets import load
+
+    spec = "synthetic:items=150,users=80,events=2000,seed=3"
+    out = tmp_path / "cold.json"
+    main(["eval", "--data", spec, "--cold-start", "--json", str(out)])
+    result = json.loads(out.read_text())
+    interacted = load(spec).interactions["item_id"].nunique()
+    assert result["cold_start"]["cold_items"] == round(0.1 * interacted)
+    for model in ("two-tower", "popularity"):
+        assert 0 <= result[f"{model} Recall@100"] <= 1
+        assert result[f"{model} Recall@10"] <= result[f"{model} Recall@100"]

@@ -1,6 +1,7 @@
 """Two-tower retrieval model: towers, batches, training loop, artifact and offline evaluation.
 
-Read in order: `model.py` (config, `UserTower`, `ItemTower`, scoring), `data.py` (frames, vocabularies,
-batches and negatives), `train.py` (the loop), `artifact.py` (save, load, embed), `evaluate.py`
-(splits, metrics, harness) and `baselines.py` (Popularity, EASE).
+Read in order: `model.py` (config, `UserTower`, `ItemTower`, scoring), `data.py` (vocabularies,
+batches and negatives from Feast frames), `features.py` (the Feast lookups that feed them),
+`train.py` (the loop), `artifact.py` (save, load, embed), `evaluate.py` (splits, metrics,
+harness), `baselines.py` (Popularity, EASE) and `cold_start.py` (the held-out-items report).
 """

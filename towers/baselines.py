@@ -31,7 +31,7 @@ def popularity(train: pd.DataFrame, items: pd.DataFrame) -> Recommend:
     return recommend
 
 
-def _user_rows(histories: pd.Series, catalogue: np.ndarray) -> torch.Tensor:
+def _user_rows(histories, catalogue: np.ndarray) -> torch.Tensor:
     """Binary user x item matrix (U, N) of the histories."""
     index = pd.Index(catalogue)
     x = torch.zeros(len(histories), len(catalogue))
@@ -52,7 +52,7 @@ def ease(train: pd.DataFrame, items: pd.DataFrame, lam: float) -> Recommend:
     b.fill_diagonal_(0.0)
 
     def recommend(frame: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
-        scores = _user_rows(frame["recent_item_ids"], catalogue) @ b  # (U, N)
+        scores = _user_rows(exclude, catalogue) @ b  # (U, N): a user's row is all they saw
         return top_k(scores, catalogue, k, exclude)
 
     return recommend

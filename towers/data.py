@@ -1,20 +1,19 @@
-"""Training data for the towers: point-in-time frames, vocabularies, encoded batches and negatives.
+"""Training data for the towers: vocabularies, encoded batches and negatives from Feast frames.
 
-The canonical input is a *training frame*, one row per (user_id, item_id, event_timestamp) with the
-columns Feast's `get_historical_features` returns (history strictly before the row's time):
-`age`, `profile_tokens`, `recent_item_ids`, `recent_timestamps`, `event_count`. `training_frame`
-builds the same frame straight from a Dataset so the towers run without a feature store.
+Every user feature the towers read comes from a Feast frame (`feature_repo.store.training_frame`):
+one row per (user_id, item_id, event_timestamp) with `age`, `profile_tokens`, `recent_item_ids`,
+`recent_timestamps` (the last N events strictly before the row's time, oldest first) and
+`event_count`. `encode_users` turns such rows into one query each (evaluation, serving).
 
-Training uses `prefix_batches`, which encodes every prefix of a user's sequence in one causal pass
-(SASRec-style). Each target's query position is the last event *strictly before* its timestamp,
-so events in the same second never see each other, exactly like the frame.
+Training uses `frame_windows`, which packs the rows into causal windows: each window *is* one
+row's Feast history, and every row whose history is a prefix of it becomes a query at that
+position, so one causal pass encodes many rows and each sees exactly its point-in-time lookup.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,13 +21,13 @@ import pandas as pd
 import torch
 
 AGE_EDGES = [18, 25, 35, 45, 50, 56]  # MovieLens-1M's own age groups; bucket 0 means unknown
-PROFILE_SKIP = {"user_id", "age", "zip_code"}  # numeric or near-unique columns are not tokens
 MAX_CATEGORIES = 8  # per item; more are truncated
 MAX_TITLE_TOKENS = 12
 MAX_PROFILE_TOKENS = 8
 GAP_BUCKETS = 34  # 0 = first event in the window, then 1 + log2(1 + seconds since the previous)
 USER_COLUMNS = ["user_id", "event_timestamp", "age", "profile_tokens", "recent_item_ids",
                 "recent_timestamps"]
+TRAINING_COLUMNS = [*USER_COLUMNS, "item_id", "event_count"]
 
 
 def _hash(token: str, buckets: int) -> int:
@@ -36,65 +35,17 @@ def _hash(token: str, buckets: int) -> int:
     return zlib.crc32(token.encode()) % (buckets - 1) + 1
 
 
+def unix_micros(values: pd.Series) -> np.ndarray:
+    return values.astype("datetime64[us, UTC]").astype("int64").to_numpy()
+
+
 def unix_seconds(values: pd.Series) -> np.ndarray:
-    return (values.astype("datetime64[us, UTC]").astype("int64") // 1_000_000).to_numpy()
-
-
-# ---------------------------------------------------------------- frames from a Dataset
-
-def user_profiles(users: pd.DataFrame) -> pd.DataFrame:
-    """user_id, age and `profile_tokens` ("column=value" for every categorical profile column)."""
-    columns = [c for c in users.columns if c not in PROFILE_SKIP]
-    values = users[columns].to_numpy(dtype=object).reshape(len(users), len(columns))
-    tokens = [[f"{c}={v}" for c, v in zip(columns, row, strict=True) if pd.notna(v)]
-              for row in values]
-    age = users["age"].astype("Int64") if "age" in users else pd.Series(pd.NA, index=users.index,
-                                                                       dtype="Int64")
-    return pd.DataFrame({"user_id": users["user_id"].to_numpy(), "age": age.to_numpy(),
-                         "profile_tokens": tokens})
+    return unix_micros(values) // 1_000_000
 
 
 def sort_events(interactions: pd.DataFrame) -> pd.DataFrame:
     """Events by user, then time, ties kept in file order (a stable sort)."""
     return interactions.sort_values(["user_id", "event_timestamp"], kind="stable")
-
-
-def histories_before(interactions: pd.DataFrame, entities: pd.DataFrame,
-                     max_len: int | None) -> pd.DataFrame:
-    """Each entity's last `max_len` items strictly before its time (same second = not before).
-
-    Returns `recent_item_ids`, `recent_timestamps` (unix s, oldest first) and `event_count` (all
-    events before t), indexed like `entities` (columns user_id, event_timestamp).
-    """
-    events = sort_events(interactions)
-    users = events["user_id"].to_numpy()
-    items = events["item_id"].to_numpy()
-    seconds = unix_seconds(events["event_timestamp"])
-    starts = np.searchsorted(users, np.unique(users))
-    bounds = dict(zip(np.unique(users).tolist(),
-                      zip(starts.tolist(), np.append(starts[1:], len(users)).tolist(),
-                          strict=True), strict=True))
-    when = unix_seconds(entities["event_timestamp"])
-    history, stamps, counts = [], [], []
-    for user, t in zip(entities["user_id"].tolist(), when.tolist(), strict=True):
-        lo, hi = bounds.get(user, (0, 0))
-        end = lo + int(np.searchsorted(seconds[lo:hi], t, side="left"))
-        begin = end - (end - lo if max_len is None else min(max_len, end - lo))
-        history.append(items[begin:end].tolist())
-        stamps.append(seconds[begin:end].tolist())
-        counts.append(end - lo)
-    return pd.DataFrame({"recent_item_ids": history, "recent_timestamps": stamps,
-                         "event_count": counts}, index=entities.index)
-
-
-def training_frame(interactions: pd.DataFrame, users: pd.DataFrame, *,
-                   entities: pd.DataFrame | None = None, max_len: int | None = 50) -> pd.DataFrame:
-    """The frame Feast would return for `entities` (default: every interaction), from raw tables."""
-    entities = interactions[["user_id", "item_id", "event_timestamp"]] if entities is None \
-        else entities
-    frame = entities.reset_index(drop=True).merge(user_profiles(users), on="user_id", how="left")
-    frame["profile_tokens"] = [t if isinstance(t, list) else [] for t in frame["profile_tokens"]]
-    return pd.concat([frame, histories_before(interactions, frame, max_len)], axis=1)
 
 
 # ---------------------------------------------------------------- vocabularies
@@ -244,91 +195,99 @@ def encode_users(vocab: Vocab, frame: pd.DataFrame, max_len: int) -> UserBatch:
 
 @dataclass
 class PrefixChunk:
-    """A window of one user's events and the targets whose query falls inside it."""
+    """One causal window (a Feast history, oldest first) and the frame rows queried inside it."""
 
     user_id: int
     items: np.ndarray  # (W,) item ids, oldest first
     item_seconds: np.ndarray  # (W,) their times
-    query_pos: np.ndarray  # (T,) position in the window of the last event strictly before t, or -1
-    targets: np.ndarray  # (T,) target item ids
-    seconds: np.ndarray  # (T,) target times
-    user_items: np.ndarray  # (n,) the user's whole sequence, for future-item targets
-    target_index: np.ndarray  # (T,) each target's position in `user_items`
+    query_pos: np.ndarray  # (T,) each row's last visible window position (-1: no history)
+    targets: np.ndarray  # (T,) the rows' item ids
+    seconds: np.ndarray  # (T,) the rows' times
+    age: object  # the user's profile, as the rows' Feast features give it
+    profile_tokens: list[str]
+    rows: np.ndarray  # (T,) the rows' positions in the frame
 
 
-def prefix_chunks(interactions: pd.DataFrame, max_len: int) -> list[PrefixChunk]:
-    """Cut each user's sequence into windows so that every prefix sees only events before its t.
+def frame_windows(frame: pd.DataFrame, max_len: int) -> list[PrefixChunk]:
+    """Pack a Feast training frame into causal windows; each row sees exactly its own history.
 
-    A target whose point-in-time history fits in `max_len` sees exactly that history. For longer
-    histories windows overlap by half, so a prefix sees at least the latest `max_len // 2` events of
-    its history (a suffix of what the lookup gives), never more and never anything at or after t.
+    A row whose history is complete (`event_count` <= max_len) is a prefix of the user's longest
+    complete history: all of them share that window. A longer history (the last max_len events)
+    starts later for every instant, so its rows (same-second ties) get a window of their own.
     """
-    events = sort_events(interactions)
-    half = max(max_len // 2, 1)
+    missing = [c for c in TRAINING_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"training frame: missing column {missing[0]!r}")
+    positions = np.lexsort((unix_micros(frame["event_timestamp"]), frame["user_id"].to_numpy()))
+    frame = frame.iloc[positions]
+    histories = frame["recent_item_ids"].tolist()
+    stamps = frame["recent_timestamps"].tolist()
+    lengths = np.array([len(h) for h in histories])
+    counts = frame["event_count"].to_numpy()
+    cut = (counts > lengths) & (lengths != max_len)
+    if (lengths > max_len).any() or cut.any():
+        row = positions[np.flatnonzero((lengths > max_len) | cut)[0]]
+        raise ValueError(f"training frame row {row}: a history of {lengths.max()} items does not "
+                         f"match TowerConfig.max_len={max_len}; build the Feast store with "
+                         f"history_length={max_len}")
+    users, items = frame["user_id"].to_numpy(), frame["item_id"].to_numpy()
+    seconds, ages = unix_seconds(frame["event_timestamp"]), frame["age"].tolist()
+    profiles = frame["profile_tokens"].tolist()
+    bounds = np.flatnonzero(np.diff(users)) + 1
+
+    def chunk(window: int, members: np.ndarray) -> PrefixChunk:
+        first = members[0]  # profiles are static: any row of the user gives them
+        return PrefixChunk(int(users[first]), np.asarray(histories[window], dtype=np.int64),
+                           np.asarray(stamps[window], dtype=np.int64), lengths[members] - 1,
+                           items[members], seconds[members], ages[first], list(profiles[first]),
+                           positions[members])
+
     chunks = []
-    for user, group in events.groupby("user_id", sort=True):
-        items = group["item_id"].to_numpy()
-        seconds = unix_seconds(group["event_timestamp"])
-        last = np.searchsorted(seconds, seconds, side="left") - 1  # (n,) last event before t
-        window = np.maximum(last // half - 1, 0)
-        for k in np.unique(window):
-            start = int(k) * half
-            sel = window == k
-            chunks.append(PrefixChunk(int(user), items[start:start + max_len],
-                                      seconds[start:start + max_len], last[sel] - start,
-                                      items[sel], seconds[sel], items, np.flatnonzero(sel)))
+    for rows in np.split(np.arange(len(frame)), bounds):
+        short = rows[counts[rows] <= max_len]
+        if len(short):
+            window = short[-1]  # counts grow with time: the last complete history is the longest
+            longest = np.asarray(histories[window])
+            for r in short:
+                if not np.array_equal(histories[r], longest[:lengths[r]]):
+                    raise ValueError(f"training frame row {positions[r]}: its history is not "
+                                     "a prefix of the user's later history")
+            chunks.append(chunk(window, short))
+        long = rows[counts[rows] > max_len]
+        for group in np.split(long, np.flatnonzero(np.diff(counts[long])) + 1) if len(long) else []:
+            chunks.append(chunk(group[0], group))
     return chunks
 
 
-@dataclass
-class PrefixBatch:
-    users: UserBatch
-    targets: torch.Tensor  # (Q,) item indices: the event at the query's time
-    future: torch.Tensor | None = None  # (Q,) a random later event within the horizon
-
-
-def batch_chunks(vocab: Vocab, chunks: list[PrefixChunk], profiles: pd.DataFrame, *,
-                 horizon: int = 0, rng: np.random.Generator | None = None) -> PrefixBatch:
-    """Stack chunks into one causal pass; `profiles` is `user_profiles(users)` indexed by user_id.
-
-    With `horizon` > 0 each query also gets a `future` label: the user's event a random 0 to
-    horizon-1 steps after its target (a label, never an input, so nothing leaks into the query).
-    """
+def batch_chunks(vocab: Vocab, chunks: list[PrefixChunk]) -> UserBatch:
+    """Stack chunks into one causal pass: the user side of every row they hold."""
     width = max(len(c.items) for c in chunks)
     seq = _padded([vocab.item_index(c.items).tolist() for c in chunks], width)  # (B, L)
     gaps = _padded([gap_buckets(c.item_seconds).tolist() for c in chunks], width)  # (B, L)
     lengths = torch.tensor([len(c.items) for c in chunks])
-    rows = profiles.reindex([c.user_id for c in chunks])
-    age, profile = _profile(vocab, rows["age"], rows["profile_tokens"])
+    age, profile = _profile(vocab, pd.Series([c.age for c in chunks], dtype="object"),
+                            pd.Series([c.profile_tokens for c in chunks], dtype="object"))
     hour, weekday = _context(np.concatenate([c.seconds for c in chunks]))
     counts = [len(c.targets) for c in chunks]
-    users = UserBatch(
+    return UserBatch(
         seq=seq, seq_mask=torch.arange(seq.shape[1]) < lengths[:, None], seq_gap=gaps,  # (B, L)
         user=torch.from_numpy(vocab.user_index(np.array([c.user_id for c in chunks]))),
         age=age, profile=profile,
         query_row=torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor(counts)),  # (Q,)
         query_pos=torch.from_numpy(np.concatenate([c.query_pos for c in chunks])),  # (Q,)
         hour=hour, weekday=weekday)
-    targets = vocab.item_index(np.concatenate([c.targets for c in chunks]))
-    future = None
-    if horizon > 0:
-        rng = rng or np.random.default_rng(0)
-        future = torch.from_numpy(vocab.item_index(np.concatenate([
-            c.user_items[np.minimum(c.target_index + rng.integers(0, horizon, len(c.targets)),
-                                    len(c.user_items) - 1)] for c in chunks])))  # (Q,)
-    return PrefixBatch(users, torch.from_numpy(targets), future)  # (Q,)
 
 
-def iterate_batches(vocab: Vocab, chunks: list[PrefixChunk], profiles: pd.DataFrame, *,
-                    batch_size: int, rng: np.random.Generator, horizon: int = 0
-                    ) -> Iterator[PrefixBatch]:
-    """One epoch of `batch_size` chunks of similar length (little padding), in random order."""
+def batch_groups(chunks: list[PrefixChunk], *, batch_size: int, rng: np.random.Generator
+                 ) -> list[list[PrefixChunk]]:
+    """One epoch of batches: chunks of similar length (little padding), ~batch_size rows each,
+    in random order."""
     noisy = np.array([len(c.items) for c in chunks]) * rng.uniform(0.8, 1.25, len(chunks))
     order = np.argsort(noisy, kind="stable")
-    starts = rng.permutation(np.arange(0, len(order), batch_size))
-    for start in starts:
-        yield batch_chunks(vocab, [chunks[i] for i in order[start:start + batch_size]], profiles,
-                           horizon=horizon, rng=rng)
+    sizes = np.array([len(chunks[i].targets) for i in order])
+    group = (np.cumsum(sizes) - sizes) // batch_size  # by the first row each chunk adds
+    groups = np.split(order, np.flatnonzero(np.diff(group)) + 1)
+    return [[chunks[i] for i in groups[g]] for g in rng.permutation(len(groups))]
 
 
 # ---------------------------------------------------------------- negatives

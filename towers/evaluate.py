@@ -1,13 +1,14 @@
 """Offline evaluation: LOO and TEMPORAL splits, full-catalogue ranking metrics, one harness for all.
 
 A recommender is any `Recommend(frame, k, exclude) -> (U, k) item ids`, where `frame` holds one
-Feast-shaped user row per query (history = everything visible, oldest first) and `exclude[i]` are
-the ids query i has already seen. The two-tower recommender embeds users and hands the vectors to
-a pluggable `Retrieve(user_vectors, k, exclude) -> ids`: dense dot products here, the Qdrant index
-later. Baselines (`baselines.py`) plug into the same harness and splits.
+query row per user (user_id, item_id, event_timestamp; `towers.features.with_features` adds the
+Feast user features the two-tower reads) and `exclude[i]` are the ids query i has already seen,
+oldest first. The two-tower recommender embeds users and hands the vectors to a pluggable
+`Retrieve(user_vectors, k, exclude) -> ids`: dense dot products here, the Qdrant index as served.
+Baselines (`baselines.py`) plug into the same harness and splits.
 
-CLI: `python -m towers.evaluate --dataset=SPEC --protocol=loo|temporal [--artifact=DIR]` prints
-one line per recommender (Popularity, EASE, and the artifact if given).
+CLI: `python -m towers.evaluate --dataset=SPEC --protocol=loo|temporal` prints one line per
+baseline (Popularity, EASE); `twotower eval --artifact=DIR` evaluates a saved two-tower.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 
 from towers.artifact import Artifact
-from towers.data import sort_events, unix_seconds, user_profiles
+from towers.data import sort_events, unix_micros, unix_seconds
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,11 @@ class Queries:
     """What a recommender is asked (`frame`, `exclude`) and what counts as a hit (`targets`)."""
 
     protocol: str  # "loo" (one target: HR) or "temporal" (a set: recall)
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # user_id, item_id, event_timestamp (+ user features once looked up)
     exclude: list[np.ndarray]
     targets: list[np.ndarray]
+    # Events each query may see when that is fewer than its lookup instant holds (LOO ties).
+    visible: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -54,93 +57,90 @@ class Split:
 
 # ---------------------------------------------------------------- splits
 
-def _frame(users: pd.DataFrame, rows: list[tuple[int, int, list[int], list[int]]]) -> pd.DataFrame:
-    """Feast-shaped query rows from (user_id, query time s, history ids, history times)."""
-    frame = pd.DataFrame({
+def _entities(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
+    """Query rows from (user_id, item_id, lookup time in microseconds)."""
+    return pd.DataFrame({
         "user_id": np.array([r[0] for r in rows], dtype=np.int64),
-        "event_timestamp": pd.to_datetime([r[1] for r in rows], unit="s", utc=True)
-        .astype("datetime64[us, UTC]"),
-        "recent_item_ids": [r[2] for r in rows], "recent_timestamps": [r[3] for r in rows]})
-    frame = frame.merge(user_profiles(users), on="user_id", how="left")
-    frame["profile_tokens"] = [t if isinstance(t, list) else [] for t in frame["profile_tokens"]]
-    return frame
+        "item_id": np.array([r[1] for r in rows], dtype=np.int64),
+        "event_timestamp": pd.to_datetime([r[2] for r in rows], unit="us", utc=True)
+        .astype("datetime64[us, UTC]")})
 
 
-def loo_split(interactions: pd.DataFrame, users: pd.DataFrame) -> Split:
-    """Per user by time (ties in file order): last = test, second-to-last = validation."""
+def loo_split(interactions: pd.DataFrame) -> Split:
+    """Per user by time (ties in file order): last = test, second-to-last = validation.
+
+    A query sees every earlier event in that order, the validation item included for the test:
+    its lookup is just after its own instant, `visible` trimming same-second events after it.
+    """
     events = sort_events(interactions)
     position = events.groupby("user_id").cumcount(ascending=False)  # 0 = last
     size = events.groupby("user_id")["item_id"].transform("size")
     evaluated = size >= 3
     train = events[(position >= 2) | ~evaluated]
-    val_rows, test_rows, val_t, test_t = [], [], [], []
     kept = events[evaluated]
-    all_items, all_seconds = kept["item_id"].to_numpy(), unix_seconds(kept["event_timestamp"])
+    all_items = kept["item_id"].to_numpy()
+    all_micros = unix_micros(kept["event_timestamp"])
+    queries = {"validation": ([], [], []), "test": ([], [], [])}
     for user, idx in kept.groupby("user_id").indices.items():
-        items, times = all_items[idx].tolist(), all_seconds[idx].tolist()
-        val_rows.append((user, times[-2], items[:-2], times[:-2]))
-        test_rows.append((user, times[-1], items[:-1], times[:-1]))
-        val_t.append(np.array([items[-2]]))
-        test_t.append(np.array([items[-1]]))
-    val_frame, test_frame = _frame(users, val_rows), _frame(users, test_rows)
-    return Split("loo", train,
-                 Queries("loo", val_frame, [np.asarray(h) for h in val_frame.recent_item_ids],
-                         val_t),
-                 Queries("loo", test_frame, [np.asarray(h) for h in test_frame.recent_item_ids],
-                         test_t),
-                 test_train=train, notes={"users": len(test_rows),
-                                          "users_skipped_under_3_events": int((~evaluated).sum())})
+        items, micros = all_items[idx], all_micros[idx]
+        for name, last in (("validation", -2), ("test", -1)):
+            rows, exclude, targets = queries[name]
+            rows.append((user, items[last], micros[last] + 1))
+            exclude.append(items[:len(items) + last])
+            targets.append(items[last:len(items) + last + 1])
+    val, test = ({"frame": _entities(rows), "exclude": exclude, "targets": targets,
+                  "visible": np.array([len(e) for e in exclude], dtype=np.int64)}
+                 for rows, exclude, targets in queries.values())
+    return Split("loo", train, Queries("loo", **val), Queries("loo", **test), test_train=train,
+                 notes={"users": len(test["targets"]),
+                        "users_skipped_under_3_events": int((~evaluated).sum())})
 
 
-def _temporal_queries(events: pd.DataFrame, users: pd.DataFrame, cut: int
-                      ) -> tuple[pd.DataFrame, Queries, dict]:
+def _temporal_queries(events: pd.DataFrame, cut: int) -> tuple[pd.DataFrame, Queries, dict]:
     seconds = unix_seconds(events["event_timestamp"])
     before = events[seconds < cut]
     after = events[seconds >= cut]
     known = set(before["item_id"].tolist())
     cold = ~after["item_id"].isin(known)
-    histories = before.groupby("user_id")
-    rows, targets = [], []
+    histories = before.groupby("user_id")["item_id"]
+    rows, exclude, targets = [], [], []
     for user, group in after[~cold].groupby("user_id"):
         if user not in histories.groups:
             continue
-        hist = histories.get_group(user)
-        target = np.setdiff1d(group["item_id"].unique(), hist["item_id"].to_numpy())
+        seen = histories.get_group(user).to_numpy()
+        target = np.setdiff1d(group["item_id"].unique(), seen)
         if len(target):
-            rows.append((user, cut, hist["item_id"].tolist(),
-                         unix_seconds(hist["event_timestamp"]).tolist()))
+            rows.append((user, target[0], cut * 1_000_000))
+            exclude.append(seen)
             targets.append(target)
-    frame = _frame(users, rows)
     notes = {"cut": pd.Timestamp(cut, unit="s", tz="UTC").isoformat(), "users": len(rows),
              "targets": int(sum(len(t) for t in targets)),
              "target_events_dropped_new_items": int(cold.sum()),
              "new_items_after_cut": int(after.loc[cold, "item_id"].nunique())}
-    return before, Queries("temporal", frame, [np.asarray(h) for h in frame.recent_item_ids],
-                           targets), notes
+    return before, Queries("temporal", _entities(rows), exclude, targets), notes
 
 
-def temporal_split(interactions: pd.DataFrame, users: pd.DataFrame,
-                   quantile: float = TEMPORAL_QUANTILE) -> Split:
+def temporal_split(interactions: pd.DataFrame, quantile: float = TEMPORAL_QUANTILE) -> Split:
     """Global cut at the `quantile` of timestamps; validation repeats the cut inside the train part.
 
     Test targets are each user's distinct items at or after the cut, minus items first seen after
-    the cut (counted in `notes`) and items the user had already seen.
+    the cut (counted in `notes`) and items the user had already seen. Queries look up at the cut.
     """
     events = sort_events(interactions)
     seconds = unix_seconds(events["event_timestamp"])
     cut = int(np.quantile(seconds, quantile))
-    before, test, notes = _temporal_queries(events, users, cut)
+    before, test, notes = _temporal_queries(events, cut)
     inner_cut = int(np.quantile(unix_seconds(before["event_timestamp"]), quantile))
-    train, validation, val_notes = _temporal_queries(before, users, inner_cut)
+    train, validation, val_notes = _temporal_queries(before, inner_cut)
     return Split("temporal", train, validation, test, test_train=before,
                  notes={**notes, "validation": val_notes})
 
 
 def make_split(ds, protocol: str) -> Split:
     if protocol == "loo":
-        return loo_split(ds.interactions, ds.users)
+        return loo_split(ds.interactions)
     if protocol == "temporal":
-        return temporal_split(ds.interactions, ds.users)
+        return temporal_split(ds.interactions)
     raise ValueError(f"protocol {protocol!r}: expected 'loo' or 'temporal'")
 
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
-    args = dict(dataset="movielens-100k:../shared/datasets/ml-100k", protocol="loo", artifact="")
+    args = dict(dataset="movielens-100k:../shared/datasets/ml-100k", protocol="loo")
     for arg in sys.argv[1:] if argv is None else argv:
         key, _, value = arg.removeprefix("--").partition("=")
         if key not in args:
@@ -227,8 +227,6 @@ def main(argv: list[str] | None = None) -> None:
     recommenders = {"popularity": baselines.popularity(split.test_train, ds.items)}
     lam, _ = baselines.tune_ease(split.train, split.validation, ds.items)
     recommenders[f"ease(lambda={lam:g})"] = baselines.ease(split.test_train, ds.items, lam)
-    if args["artifact"]:
-        recommenders["two-tower"] = two_tower(Artifact.load(args["artifact"]), ds.items)
     for name, recommend in recommenders.items():
         result = {k: round(v, 4) for k, v in evaluate(recommend, split.test).items()}
         print(f"{name} {split.protocol} {result}")  # noqa: T201 (CLI entry point)

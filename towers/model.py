@@ -24,7 +24,7 @@ class TowerConfig:
     """Architecture; saved with every artifact."""
 
     dim: int = 64  # SASRec's hidden size on MovieLens; wider overfits 100K ratings
-    max_len: int = 200  # history window; whole history for 3 in 4 MovieLens-100K users
+    max_len: int = 50  # history window = the Feast history_length (its default), as served
     encoder: str = "transformer"  # mean | gru | transformer (causal self-attention)
     layers: int = 2  # SASRec's depth
     heads: int = 1  # SASRec uses one head at dim 64

@@ -33,6 +33,23 @@ class IndexSettings(BaseModel):
     prefix: str = "items"  # name of every version: f"{prefix}_v{version_id}"
     timeout_s: int = 60  # server: request timeout
     indexing_wait_s: float = 1800.0  # server: how long to wait for the HNSW build to finish
+    # Distributed Qdrant (docs/scaling.md); None leaves each to the server's default.
+    shard_number: int | None = Field(default=None, ge=1)  # fixed at creation; 2x the nodes leaves room
+    replication_factor: int | None = Field(default=None, ge=1)  # copies of each shard; 2 survives a lost node
+    write_consistency_factor: int | None = Field(default=None, ge=1)  # replicas acking a write; <= copies
+
+    @model_validator(mode="after")
+    def _check_distribution(self) -> IndexSettings:
+        distributed = {"shard_number": self.shard_number, "replication_factor": self.replication_factor,
+                       "write_consistency_factor": self.write_consistency_factor}
+        set_fields = [name for name, value in distributed.items() if value is not None]
+        if self.backend == "edge" and set_fields:
+            raise ValueError(f"{set_fields[0]}: only the server backend shards or replicates an index")
+        copies = self.replication_factor or 1  # Qdrant's default
+        if self.write_consistency_factor is not None and self.write_consistency_factor > copies:
+            raise ValueError(f"write_consistency_factor={self.write_consistency_factor} is above "
+                             f"replication_factor={copies}: writes would wait for replicas that do not exist")
+        return self
 
 
 class IndexSpec(BaseModel):

@@ -123,9 +123,16 @@ class ServerBackend(IndexBackend):
         if self.client.collection_exists(location):
             raise VersionStateError(f"index version {location}: already exists")
         distance = models.Distance.DOT if spec.distance == "dot" else models.Distance.COSINE
+        # Quantized searches read the originals only to rescore `oversampling x k` candidates, so
+        # they stay memory-mapped; the payload is read only for returned hits (filters use the
+        # payload indexes, which stay in RAM). docs/scaling.md sizes RAM on that basis.
         self.client.create_collection(
             location,
-            vectors_config=models.VectorParams(size=spec.dim, distance=distance),
+            vectors_config=models.VectorParams(size=spec.dim, distance=distance, on_disk=spec.quantized),
+            shard_number=self.settings.shard_number,
+            replication_factor=self.settings.replication_factor,
+            write_consistency_factor=self.settings.write_consistency_factor,
+            on_disk_payload=True,
             hnsw_config=models.HnswConfigDiff(
                 m=spec.hnsw_m,
                 ef_construct=spec.hnsw_ef_construct,

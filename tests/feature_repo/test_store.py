@@ -42,11 +42,22 @@ def test_unknown_user_online_has_empty_history(ml100k_store):
     assert len(online.loc[0, "recent_item_ids"]) == 0 and online.loc[0, "event_count"] == 0
 
 
+def test_materialize_to_the_last_event_includes_it(tmp_path):
+    from feature_repo.store import build_store, materialize
+
+    events = [(1, 2, "2024-01-01 10:00:00"), (1, 3, "2024-01-02 10:00:00")]
+    store = build_store(make_dataset(events), FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    materialize(store, pd.Timestamp("2024-01-02 10:00:00", tz="UTC").to_pydatetime())
+    online = online_user_features(store, [1])
+    assert list(online.loc[0, "recent_item_ids"]) == [2, 3] and online.loc[0, "event_count"] == 2
+
+
 def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):
     config = FeatureStoreConfig(repo_dir=tmp_path, online_store="redis", redis_url="127.0.0.1:6390",
                                 registry_url="postgresql+psycopg://u@127.0.0.1/feast")
     settings = yaml.safe_load((render_repo(config) / "feature_store.yaml").read_text())
-    assert settings["online_store"] == {"type": "redis", "connection_string": "127.0.0.1:6390"}
+    assert settings["online_store"] == {"type": "redis", "redis_type": "redis",
+                                        "connection_string": "127.0.0.1:6390"}
     assert settings["registry"]["registry_type"] == "sql"
     assert settings["registry"]["path"] == "postgresql+psycopg://u@127.0.0.1/feast"
     assert settings["offline_store"] == {"type": "duckdb"}
@@ -54,6 +65,17 @@ def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):
         "entities.py", "feature_services.py", "item_features.py", "user_features.py"]
     with pytest.raises(ValueError, match="rendered copy"):  # never rewrite the source tree's yaml
         render_repo(FeatureStoreConfig(online_store="redis"))
+
+
+def test_redis_cluster_is_rendered_for_feast_to_read(tmp_path):
+    from feast.infra.online_stores.redis import RedisType
+    from feast.repo_config import load_repo_config
+
+    nodes = "node1:6379,node2:6379,node3:6379,password=hunter2"
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path, online_store="redis", redis_url=nodes,
+                                          redis_type="redis_cluster"))
+    online = load_repo_config(repo, repo / "feature_store.yaml").online_store
+    assert (online.redis_type, online.connection_string) == (RedisType.redis_cluster, nodes)
 
 
 def test_failed_table_write_leaves_previous_tables_intact(tmp_path):

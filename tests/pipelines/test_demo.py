@@ -1,24 +1,32 @@
-"""The end-to-end job `make demo` runs: features, towers, a live index, recommendations."""
+"""The demo `make demo` runs: the whole graph in-process, then recommendations from the live version."""
 
 from __future__ import annotations
 
-from feature_repo.datasets import load
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pipelines.catalogue import latest_stock
 from pipelines.demo import run_demo
-from pipelines.registry import Registry
+from pipelines.registry import ModelVersion, Registry, Status
 
-SHOP = "synthetic:items=150,users=60,events=3000,seed=5"
+FAST = ("dim=32", "encoder=mean", "epochs=2")  # as the graph fixture: the same NDCG, so it promotes
 
 
-def test_demo_recommends_unseen_in_stock_items_from_a_live_index(tmp_path):
-    recommendations = run_demo(SHOP, tmp_path, users=2, k=5, train_minutes=0.2)
-    dataset = load(SHOP)
+def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_it(graph):
+    registry = Registry(data_dir=graph.settings.data_dir)
+    live_before = registry.live().id
+
+    recommendations = run_demo(graph.settings.data, graph.settings.data_dir, users=2, k=5,
+                               train_minutes=1.0, overrides=FAST)
+
+    live = registry.live()
+    assert live.id > live_before and registry.get(live_before).status == Status.RETIRED
+    with Session(registry.engine) as session:
+        assert live.model_version_id == session.scalar(select(func.max(ModelVersion.id)))
+    registry.close()
     assert len(recommendations) == 10 and len({r.user_id for r in recommendations}) == 2
-    latest = dataset.stock.drop_duplicates("item_id", keep="last").set_index("item_id")["quantity"]
-    events = dataset.interactions
+    stock, events = latest_stock(graph.dataset.stock), graph.dataset.interactions
     for rec in recommendations:
-        assert latest[rec.item_id] > 0, "out-of-stock items are filtered"
+        assert stock[rec.item_id] > 0, "out-of-stock items are filtered"
         seen = events.loc[events["user_id"] == rec.user_id, "item_id"].tail(50)
         assert rec.item_id not in set(seen), "recently seen items are excluded"
-    registry = Registry(data_dir=tmp_path)
-    assert registry.live() is not None and registry.live().item_count == 150
-    registry.close()

@@ -230,3 +230,41 @@ def test_int8_hnsw_recall_on_movielens_embeddings(
         expected = exact_top_k(items, query, stock >= 1)
         recalls.append(len({h.item_id for h in hits} & set(expected)) / 10)
     assert np.mean(recalls) >= 0.97, f"recall@10 {np.mean(recalls):.3f}"
+
+
+@pytest.mark.parametrize("quantization", ["int8", "none"])
+def test_server_collection_takes_the_distribution_settings(quantization: str) -> None:
+    # Local mode accepts and ignores sharding and replication (a real cluster applies them); what it
+    # keeps is the vector storage: originals on disk only when quantized vectors serve the search.
+    settings = IndexSettings(backend="server", url=":memory:", shard_number=6, replication_factor=2,
+                             write_consistency_factor=2)
+    items = random_items(50)
+    with open_backend(settings) as backend:
+        location = backend.location_for(1)
+        backend.create(location, IndexSpec(dim=DIM, quantization=quantization))  # type: ignore[arg-type]
+        backend.upsert(items, location=location)
+        vectors = backend.client.get_collection(location).config.params.vectors  # type: ignore[attr-defined]
+        assert vectors.on_disk is (quantization != "none")
+        everything = SearchFilters(in_stock_only=False)
+        hits = backend.search(items.vectors[0], k=1, location=location, filters=everything)
+        assert hits[0].item_id == items.ids[0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"shard_number": 0}, "shard_number"),
+        ({"replication_factor": 0}, "replication_factor"),
+        ({"replication_factor": 2, "write_consistency_factor": 3},
+         "write_consistency_factor=3 is above replication_factor=2"),
+        ({"write_consistency_factor": 2}, "write_consistency_factor=2 is above replication_factor=1"),
+    ],
+)
+def test_invalid_distribution_settings_name_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        IndexSettings(backend="server", url=":memory:", **fields)
+
+
+def test_distribution_settings_are_refused_for_the_edge_backend() -> None:
+    with pytest.raises(ValueError, match="shard_number: only the server backend"):
+        IndexSettings(backend="edge", shard_number=2)

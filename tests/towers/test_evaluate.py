@@ -26,10 +26,6 @@ def _events(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
                                                            utc=True).astype("datetime64[us, UTC]")})
 
 
-def _users(ids) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": list(ids), "age": [30] * len(ids), "gender": ["F"] * len(ids)})
-
-
 def test_loo_metrics_match_hand_computed_ranks():
     ranked = np.array([[5, 1, 2, 3], [1, 2, 3, 4], [9, 8, 7, 6]])
     metrics = ranking_metrics(ranked, [np.array([5]), np.array([3]), np.array([42])], "loo")
@@ -65,18 +61,19 @@ def test_retrieval_never_returns_excluded_items():
 
 def test_loo_split_holds_out_last_two_events_by_time_then_file_order():
     events = _events([(1, 1, 10), (1, 2, 20), (1, 4, 30), (1, 3, 30), (2, 1, 5), (2, 2, 6)])
-    split = loo_split(events, _users([1, 2]))
+    split = loo_split(events)
     assert split.train.query("user_id == 1")["item_id"].tolist() == [1, 2]
     assert [t.tolist() for t in split.validation.targets] == [[4]]
     assert [t.tolist() for t in split.test.targets] == [[3]]
-    assert split.test.frame["recent_item_ids"].tolist() == [[1, 2, 4]]  # validation joins history
+    assert [e.tolist() for e in split.test.exclude] == [[1, 2, 4]]  # validation joins history
+    assert split.test.visible.tolist() == [3] and split.validation.visible.tolist() == [2]
     assert split.notes["users_skipped_under_3_events"] == 2
 
 
 def test_temporal_split_drops_and_counts_items_first_seen_after_cut():
     rows = [(u, i, 10 * u + i) for u in range(1, 5) for i in range(1, 5)]  # times 11..44
     rows += [(1, 99, 1000), (1, 3, 1001), (2, 2, 1002), (5, 1, 1003)]
-    split = temporal_split(_events(rows), _users(range(1, 6)), quantile=0.8)
+    split = temporal_split(_events(rows), quantile=0.8)
     assert split.notes["target_events_dropped_new_items"] == 1
     assert split.notes["new_items_after_cut"] == 1
     # user 1 re-saw item 3 and user 2 item 2 (already seen); user 5 has no history: no queries

@@ -5,34 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from feature_repo.datasets import load
+from tests.towers.conftest import MAX_LEN
 from towers.artifact import Artifact
-from towers.data import training_frame
 from towers.model import TowerConfig
 from towers.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
-def slice_ds(ml100k_dir):
-    ds = load(f"movielens-100k:{ml100k_dir}")
-    return ds, ds.interactions[ds.interactions["user_id"] <= 40]
+def slice_ds(ml, small_frame):
+    return ml, small_frame[small_frame["user_id"] <= 40].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
 def artifact(slice_ds) -> Artifact:
-    torch.set_num_threads(1)
-    ds, interactions = slice_ds
-    return fit(interactions, ds.items, ds.users,
-               tower=TowerConfig(dim=16, max_len=20, use_user_id=True),
-               train=TrainConfig(epochs=1, batch_size=16))
+    ds, frame = slice_ds
+    return fit(frame, ds.items, tower=TowerConfig(dim=16, max_len=MAX_LEN, use_user_id=True),
+               train=TrainConfig(epochs=1, batch_size=256))
 
 
 def test_user_and_item_vectors_have_config_dim_and_unit_norm(artifact, slice_ds):
-    ds, interactions = slice_ds
-    frame = training_frame(interactions.head(50), ds.users, max_len=20)
-    users = artifact.embed_users(frame)
+    ds, frame = slice_ds
+    users = artifact.embed_users(frame.head(50))
     items = artifact.embed_items(ds.items)
     assert users.shape == (50, 16) and items.shape == (len(ds.items), 16)
     np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, rtol=1e-5)
@@ -66,8 +60,8 @@ def test_cold_item_gets_finite_content_dependent_embedding(artifact, slice_ds):
 
 
 def test_saved_artifact_reloads_and_gives_identical_embeddings(artifact, slice_ds, tmp_path):
-    ds, interactions = slice_ds
-    frame = training_frame(interactions.head(30), ds.users, max_len=20)
+    ds, frame = slice_ds
+    frame = frame.head(30)
     loaded = Artifact.load(artifact.save(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.embed_users(frame), artifact.embed_users(frame))
     np.testing.assert_array_equal(loaded.embed_items(ds.items), artifact.embed_items(ds.items))

@@ -1,92 +1,60 @@
-"""Training data and loop: point-in-time histories (same-second ties), prefix windows that match the
-frame path, negatives, loss going down on real data, determinism, and config overrides."""
+"""Training on Feast frames: prefix windows equal the point-in-time lookup, negatives, the loss going
+down on real data, determinism, two-process (gloo) training, and config overrides."""
 
 from __future__ import annotations
+
+import socket
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from feature_repo.datasets import load
+from feature_repo.store import ENTITY_COLUMNS, write_training_frame
+from tests.towers.conftest import MAX_LEN
 from towers.artifact import Artifact
-from towers.data import (
-    Vocab,
-    batch_chunks,
-    catalogue_content,
-    histories_before,
-    prefix_chunks,
-    sampled_candidates,
-    training_frame,
-    user_profiles,
-)
+from towers.data import Vocab, batch_chunks, catalogue_content, frame_windows, sampled_candidates
 from towers.model import TowerConfig, TwoTower
 from towers.train import TrainConfig, fit, parse_overrides
 
 
-def _events(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
-                         "event_timestamp": pd.to_datetime([r[2] for r in rows], unit="s",
-                                                           utc=True).astype("datetime64[us, UTC]")})
-
-
-@pytest.fixture(scope="module")
-def ml(ml100k_dir):
-    torch.set_num_threads(1)
-    return load(f"movielens-100k:{ml100k_dir}")
-
-
-def test_history_holds_only_events_strictly_before_t_and_never_same_second_ties():
-    events = _events([(1, 10, 100), (1, 11, 200), (1, 12, 200), (1, 13, 300), (2, 10, 200)])
-    entities = _events([(1, 12, 200), (1, 13, 300), (1, 99, 201), (2, 10, 200), (3, 1, 5)])
-    history = histories_before(events, entities, max_len=2)
-    assert history["recent_item_ids"].tolist() == [[10], [11, 12], [11, 12], [], []]
-    assert history["recent_timestamps"].tolist() == [[100], [200, 200], [200, 200], [], []]
-    assert history["event_count"].tolist() == [1, 3, 3, 0, 0]
-
-
-def test_prefix_windows_give_each_target_only_events_before_its_second():
-    events = _events([(1, 10, 100), (1, 11, 200), (1, 12, 200), (1, 13, 200), (1, 14, 300)])
-    (chunk,) = prefix_chunks(events, max_len=8)
-    assert chunk.targets.tolist() == [10, 11, 12, 13, 14]
-    assert chunk.query_pos.tolist() == [-1, 0, 0, 0, 3]  # same-second targets share position 0
-
-
-def test_long_histories_see_a_recent_suffix_of_their_lookup_and_nothing_later():
-    rows = [(1, 100 + i, 10 * (i // 2)) for i in range(23)]  # pairs of events share a second
-    events = _events(rows)
-    chunks = prefix_chunks(events, max_len=6)
-    frame = histories_before(events, events, max_len=6).set_index(events["item_id"])
-    assert sum(len(c.targets) for c in chunks) == 23
+def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
+    chunks = frame_windows(small_frame, MAX_LEN)
+    rows = np.concatenate([c.rows for c in chunks])
+    assert sorted(rows.tolist()) == list(range(len(small_frame)))  # every row, once
+    counts = small_frame["event_count"]
+    assert (counts > MAX_LEN).sum() > 300 and (counts <= MAX_LEN).sum() > 300  # both regimes
+    assert small_frame.duplicated(["user_id", "event_timestamp"]).sum() > 50  # same-second ties
+    assert len(chunks) < len(small_frame) / 2  # windows are shared
     for chunk in chunks:
-        for pos, target in zip(chunk.query_pos, chunk.targets, strict=True):
-            visible = chunk.items[:pos + 1].tolist()
-            lookup = frame.loc[target, "recent_item_ids"]
-            assert lookup[len(lookup) - len(visible):] == visible  # a suffix, never more
-            assert len(visible) >= min(len(lookup), 3)
+        for row, pos, target in zip(chunk.rows, chunk.query_pos, chunk.targets, strict=True):
+            feast = small_frame.iloc[row]
+            np.testing.assert_array_equal(chunk.items[:pos + 1], feast["recent_item_ids"])
+            np.testing.assert_array_equal(chunk.item_seconds[:pos + 1], feast["recent_timestamps"])
+            assert target == feast["item_id"]
 
 
-def test_prefix_pass_embeds_exactly_like_the_point_in_time_frame(ml):
-    interactions = ml.interactions[ml.interactions["user_id"] <= 12]
+def test_prefix_pass_embeds_every_row_like_its_feast_frame_row(ml, small_frame):
+    vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
+    chunks = frame_windows(small_frame, MAX_LEN)
+    order = np.concatenate([c.rows for c in chunks])
     for encoder in ("transformer", "gru", "mean"):
-        config = TowerConfig(dim=16, max_len=32, encoder=encoder)
-        vocab = Vocab.build(interactions, ml.items, title_buckets=64, profile_buckets=32)
         torch.manual_seed(0)
-        model = TwoTower(config, vocab, catalogue_content(vocab, ml.items)).eval()
-        chunks = prefix_chunks(interactions, config.max_len)
-        batch = batch_chunks(vocab, chunks, user_profiles(ml.users).set_index("user_id"))
+        model = TwoTower(TowerConfig(dim=16, max_len=MAX_LEN, encoder=encoder), vocab,
+                         catalogue_content(vocab, ml.items)).eval()
         with torch.no_grad():
-            prefix = model.users(batch.users).numpy()
-        entities = pd.DataFrame({
-            "user_id": np.concatenate([[c.user_id] * len(c.targets) for c in chunks]),
-            "item_id": np.concatenate([c.targets for c in chunks]),
-            "event_timestamp": pd.to_datetime(np.concatenate([c.seconds for c in chunks]),
-                                              unit="s", utc=True)})
-        frame = training_frame(interactions, ml.users, entities=entities, max_len=config.max_len)
-        exact = (frame["event_count"] <= config.max_len).to_numpy()
-        assert exact.sum() > 300 and (~exact).sum() > 100  # both regimes are exercised
-        direct = Artifact(model).embed_users(frame)
-        np.testing.assert_allclose(prefix[exact], direct[exact], atol=2e-5, err_msg=encoder)
+            prefix = model.users(batch_chunks(vocab, chunks)).numpy()
+        direct = Artifact(model).embed_users(small_frame.iloc[order])
+        np.testing.assert_allclose(prefix, direct, atol=2e-5, err_msg=encoder)
+
+
+def test_frame_from_a_store_with_other_history_length_is_refused_naming_it(small_frame):
+    with pytest.raises(ValueError, match="history_length=10"):
+        frame_windows(small_frame, 10)
+    with pytest.raises(ValueError, match="history_length=30"):
+        frame_windows(small_frame, 30)  # truncated at 20, so not what a 30-event model expects
 
 
 def test_sampled_candidates_hold_each_batch_item_once_so_duplicates_are_not_negatives():
@@ -100,32 +68,78 @@ def test_sampled_candidates_hold_each_batch_item_once_so_duplicates_are_not_nega
     np.testing.assert_allclose(correction.exp().numpy(), 4 * 0.1 + 20 / 10, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def small(ml):
-    return ml.interactions[ml.interactions["user_id"] <= 60]
-
-
-def test_loss_decreases_on_a_small_real_slice(ml, small):
-    artifact = fit(small, ml.items, ml.users, tower=TowerConfig(dim=32, max_len=50),
-                   train=TrainConfig(epochs=4, batch_size=8, patience=10))
+def test_loss_decreases_on_a_small_real_slice(ml, small_frame):
+    artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=32, max_len=MAX_LEN),
+                   train=TrainConfig(epochs=4, batch_size=256, patience=10))
     losses = [h["loss"] for h in artifact.metrics["history"]]
     assert losses[-1] < losses[0] - 0.1, losses
 
 
-def test_sampled_softmax_with_mixed_negatives_also_learns(ml, small):
-    artifact = fit(small, ml.items, ml.users, tower=TowerConfig(dim=16, max_len=50, encoder="gru"),
-                   train=TrainConfig(epochs=3, batch_size=8, loss="sampled",
+def test_sampled_softmax_with_mixed_negatives_also_learns(ml, small_frame):
+    artifact = fit(small_frame, ml.items,
+                   tower=TowerConfig(dim=16, max_len=MAX_LEN, encoder="gru"),
+                   train=TrainConfig(epochs=3, batch_size=256, loss="sampled",
                                      uniform_negatives=128, patience=10))
     losses = [h["loss"] for h in artifact.metrics["history"]]
     assert losses[-1] < losses[0], losses
 
 
-def test_same_seed_gives_identical_models(ml):
-    tiny = ml.interactions[ml.interactions["user_id"] <= 15]
-    config, train = TowerConfig(dim=16, max_len=20), TrainConfig(epochs=1, batch_size=4)
-    first = fit(tiny, ml.items, ml.users, tower=config, train=train)
-    second = fit(tiny, ml.items, ml.users, tower=config, train=train)
+def _tiny(frame):
+    return frame[frame["user_id"] <= 15].reset_index(drop=True)
+
+
+def test_same_seed_gives_identical_models(ml, small_frame):
+    config, train = TowerConfig(dim=16, max_len=MAX_LEN), TrainConfig(epochs=1, batch_size=64)
+    first = fit(_tiny(small_frame), ml.items, tower=config, train=train)
+    second = fit(_tiny(small_frame), ml.items, tower=config, train=train)
     np.testing.assert_array_equal(first.embed_items(ml.items), second.embed_items(ml.items))
+
+
+def test_fit_reads_the_parquet_frame_feast_streams_with_the_same_windows(ml, small, small_store,
+                                                                          small_frame, tmp_path):
+    events = small.interactions[small.interactions["user_id"] <= 15]
+    path = write_training_frame(small_store, events[ENTITY_COLUMNS], tmp_path / "rows.parquet")
+    assert path == len(events)
+
+    def windows(frame):
+        return sorted((c.user_id, tuple(c.items), tuple(sorted(c.targets)))
+                      for c in frame_windows(frame, MAX_LEN))
+
+    assert windows(pd.read_parquet(tmp_path / "rows.parquet")) == windows(_tiny(small_frame))
+    artifact = fit(tmp_path / "rows.parquet", ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                   train=TrainConfig(epochs=1, batch_size=64))
+    assert np.isfinite(artifact.embed_items(ml.items)).all()
+
+
+def _train_rank(rank: int, port: int, frame, items, out: str) -> None:
+    """One torchrun-like process: gloo over loopback, a few steps, its weights saved."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        artifact = fit(frame, items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                       train=TrainConfig(epochs=2, batch_size=64))
+        torch.save({"state": artifact.model.state_dict(), "metrics": artifact.metrics},
+                   f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_train_on_shards_and_end_with_identical_weights(ml, small_frame,
+                                                                          tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_train_rank, args=(port, _tiny(small_frame), ml.items, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["metrics"]["ranks"] == 2
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    # each rank saw its own shard: the per-rank losses differ, the weights do not
+    assert ranks[0]["metrics"]["history"][0]["loss"] != ranks[1]["metrics"]["history"][0]["loss"]
+    single = fit(_tiny(small_frame), ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                 train=TrainConfig(epochs=2, batch_size=64)).model.state_dict()
+    assert any(not torch.equal(v, single[k]) for k, v in ranks[0]["state"].items())
 
 
 def test_overrides_are_typed_and_unknown_keys_are_named():
@@ -136,16 +150,3 @@ def test_overrides_are_typed_and_unknown_keys_are_named():
         parse_overrides(["--dimm=3"], tower, train)
     with pytest.raises(ValueError, match="epochs"):
         parse_overrides(["--epochs=many"], tower, train)
-
-
-def test_future_labels_are_later_events_of_the_same_user_within_the_horizon():
-    events = _events([(1, 10 + i, 100 * i) for i in range(12)])
-    (chunk,) = prefix_chunks(events, max_len=16)
-    vocab = Vocab.build(events, pd.DataFrame({"item_id": range(10, 22), "title": "x",
-                                              "categories": [[]] * 12, "price": 1.0,
-                                              "created_at": pd.Timestamp(0, tz="UTC")}),
-                        title_buckets=8, profile_buckets=8)
-    profiles = user_profiles(pd.DataFrame({"user_id": [1], "age": [30]})).set_index("user_id")
-    batch = batch_chunks(vocab, [chunk], profiles, horizon=3, rng=np.random.default_rng(0))
-    steps = (batch.future - batch.targets).numpy()  # indices follow the time order here
-    assert ((steps >= 0) & (steps < 3)).all() and steps.max() > 0

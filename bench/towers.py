@@ -1,0 +1,133 @@
+"""Benchmark: two-tower training speed on ML-100K and user-tower latency for one request.
+
+    twotower bench towers --part=train --artifact=/tmp/towers-loo   # LOO fit, saves the model
+    twotower bench towers --part=latency --artifact=/tmp/towers-loo # p50/p99 per request
+
+`train` reports the Feast store and training-frame build times, the fit's wall time to its best
+validation epoch and in total, and its examples/second; `latency` embeds one LOO test user at a
+time in eager mode (`no_grad`), under `torch.inference_mode`, and with `torch.compile`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench._args import parse  # noqa: E402 (after the path insert)
+
+# threads: torch intra-op threads (the machine has 2 cores); requests: timed single-user calls
+# after `warmup` untimed ones; max_minutes caps the fit like TrainConfig does.
+DEFAULTS = {"part": "train", "data": "movielens-100k:../shared/datasets/ml-100k", "threads": 2,
+            "artifact": "", "requests": 1000, "warmup": 50, "max_minutes": 10.0, "seed": 0}
+
+
+def train(config: dict, ds, split, store) -> dict:
+    from towers import evaluate
+    from towers.features import examples
+    from towers.train import TrainConfig, fit_split
+
+    started = time.perf_counter()
+    examples(store, split.test_train)  # timed alone; fit_split looks the frame up again
+    frame_s = time.perf_counter() - started
+    artifact = fit_split(split, ds.items, store,
+                         train=TrainConfig(max_minutes=config["max_minutes"], seed=config["seed"]))
+    if config["artifact"]:
+        artifact.save(config["artifact"])
+    history = artifact.metrics["history"]
+    test = evaluate.evaluate(evaluate.two_tower(artifact, ds.items), split.test)
+    return {"frame_s": round(frame_s, 1), "seconds_to_best": artifact.metrics["seconds_to_best"],
+            "seconds_total": artifact.metrics["seconds_total"], "epochs": len(history),
+            "best_epoch": artifact.metrics["best_epoch"],
+            "examples_per_s": round(float(np.mean([h["examples_per_s"] for h in history]))),
+            "test_ndcg@10": round(test["ndcg@10"], 4), "test_hr@10": round(test["hr@10"], 4)}
+
+
+def _percentiles(fn, requests: list, warmup: int) -> dict:
+    for request in requests[:warmup]:
+        fn(request)
+    times = []
+    for request in requests[warmup:]:
+        started = time.perf_counter()
+        fn(request)
+        times.append(1000 * (time.perf_counter() - started))
+    return {"p50_ms": round(float(np.percentile(times, 50)), 3),
+            "p99_ms": round(float(np.percentile(times, 99)), 3)}
+
+
+def latency(config: dict, split, artifact) -> dict:
+    import torch
+
+    from towers.data import encode_users
+
+    model, frame = artifact.model.eval(), split.test.frame
+    rows = [frame.iloc[[i % len(frame)]] for i in range(config["warmup"] + config["requests"])]
+    batches = [encode_users(model.vocab, row, artifact.config.max_len) for row in rows]
+
+    def no_grad(batch):
+        with torch.no_grad():
+            return model.users(batch)
+
+    def inference(batch):
+        with torch.inference_mode():
+            return model.users(batch)
+
+    result = {"end_to_end_eager": _percentiles(artifact.embed_users, rows, config["warmup"]),
+              "encode": _percentiles(lambda r: encode_users(model.vocab, r,
+                                                            artifact.config.max_len),
+                                     rows, config["warmup"]),
+              "forward_eager": _percentiles(no_grad, batches, config["warmup"]),
+              "forward_inference_mode": _percentiles(inference, batches, config["warmup"])}
+    try:
+        compiled = torch.compile(model.user_tower, dynamic=True)
+
+        def compiled_call(batch):
+            with torch.inference_mode():
+                return compiled(batch, model.item_tower)
+
+        expected = inference(batches[0])
+        torch.testing.assert_close(compiled_call(batches[0]), expected, atol=1e-5, rtol=1e-4)
+        result["forward_compiled"] = _percentiles(compiled_call, batches, config["warmup"])
+    except Exception as error:  # noqa: BLE001 (a benchmark reports what does not work)
+        result["forward_compiled"] = f"failed: {type(error).__name__}: {str(error)[:120]}"
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    import torch
+
+    from feature_repo.datasets import load
+    from towers import evaluate
+    from towers.artifact import Artifact
+    from towers.features import feature_store, with_features
+    from towers.model import TowerConfig
+
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+    ds = load(config["data"])
+    artifact = Artifact.load(config["artifact"]) if config["part"] == "latency" else None
+    max_len = artifact.config.max_len if artifact else TowerConfig().max_len
+    with tempfile.TemporaryDirectory() as home:
+        started = time.perf_counter()
+        store = feature_store(ds, max_len, home)
+        store_s = time.perf_counter() - started
+        split = with_features(evaluate.make_split(ds, "loo"), store)
+        if config["part"] == "train":
+            result = {"store_s": round(store_s, 1), **train(config, ds, split, store)}
+        elif config["part"] == "latency":
+            result = latency(config, split, artifact)
+        else:
+            raise SystemExit(f"--part={config['part']}: choose train or latency")
+    print(json.dumps({"part": config["part"], "data": config["data"],
+                      "threads": config["threads"], **result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The external systems the assets use, as `ConfigurableResource`s built once from `TWOTOWER_*` settings.
+
+Every path defaults under one data directory (`TWOTOWER_DATA_DIR`, default `.twotower`):
+
+    feature_repo/   the rendered Feast repository, its parquet tables and online store
+    registry.db     model and index versions (unless TWOTOWER_REGISTRY_URL names a database)
+    index/          Qdrant Edge shards, one directory per index version
+    models/         one directory per model version: the towers, and the re-ranker in ranker/
+    embeddings/     item embeddings per model version (parquet)
+    inbox/          files the sensors watch: stock/ (stock log rows) and items/ (new items)
+"""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feature_repo.datasets import Dataset, load
+from feature_repo.store import FeatureStoreConfig, open_store
+from pipelines.index import IndexBackend, IndexSettings, open_backend
+from pipelines.registry import Registry
+
+
+class PipelineSettings(BaseSettings):
+    """Deployment settings from the environment, under the service's names (`TWOTOWER_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TWOTOWER_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Path(".twotower")  # everything below lives here unless a URL says otherwise
+    data: str = "synthetic:shop-small"  # the dataset spec the pipeline builds from (docs/data.md)
+    registry_url: str | None = None  # SQLAlchemy URL; None = SQLite in the data dir
+    index: IndexSettings | None = None  # None = Qdrant Edge shards under data_dir/index
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "localhost:6379"
+    service_url: str | None = None  # when set, sensors write through the running service
+
+
+class DatasetResource(dg.ConfigurableResource):
+    """The raw tables: a dataset spec such as `movielens-100k:PATH` or `synthetic:shop-small`."""
+
+    spec: str
+
+    def load(self) -> Dataset:
+        return load(self.spec)
+
+
+class FeatureStoreResource(dg.ConfigurableResource):
+    """The Feast repository rendered under the data directory (DuckDB offline, SQLite/Redis online)."""
+
+    data_dir: str
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "localhost:6379"
+    registry_url: str | None = None  # a SQL Feast registry; None = a file in the repository
+
+    @property
+    def config(self) -> FeatureStoreConfig:
+        return FeatureStoreConfig(repo_dir=Path(self.data_dir) / "feature_repo",
+                                  online_store=self.online_store, redis_url=self.redis_url,
+                                  registry_url=self.registry_url)
+
+    def open(self):  # -> feast.FeatureStore of the applied repository
+        return open_store(self.config)
+
+
+class IndexResource(dg.ConfigurableResource):
+    """The vector index backend: Qdrant Edge shards under a path, or a Qdrant server by URL."""
+
+    settings: dict[str, Any]  # `IndexSettings` fields (docs/index.md) but the API key; no None values
+    api_key: str | None = None
+
+    def open(self) -> IndexBackend:
+        return open_backend(IndexSettings(**self.settings, api_key=self.api_key))
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """The version registry over the index backend, and the data directory models are saved in."""
+
+    data_dir: str
+    url: str | None = None
+    index: IndexResource
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.data_dir) / "models"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return Path(self.data_dir) / "embeddings"
+
+    @contextmanager
+    def open(self) -> Iterator[Registry]:
+        """The registry with its backend open; both are closed on exit (an Edge shard is locked)."""
+        backend = self.index.open()
+        registry = Registry(self.url, data_dir=self.data_dir, store=backend)
+        try:
+            yield registry
+        finally:
+            backend.close()
+            registry.close()
+
+
+class ServiceResource(dg.ConfigurableResource):
+    """The running recommendation service, if any: it owns the live Edge shard, so writes go through it."""
+
+    url: str | None = None
+    api_key: str | None = None  # a write-scope key
+
+
+class InboxResource(dg.ConfigurableResource):
+    """Folders the freshness sensors watch for new stock rows and new items (parquet or CSV)."""
+
+    data_dir: str
+
+    @property
+    def stock_dir(self) -> Path:
+        return Path(self.data_dir) / "inbox" / "stock"
+
+    @property
+    def items_dir(self) -> Path:
+        return Path(self.data_dir) / "inbox" / "items"
+
+
+def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableResource]:
+    """One resource per external system, all under `settings.data_dir`."""
+    data_dir = str(settings.data_dir)
+    index_settings = settings.index or IndexSettings()
+    if "path" not in index_settings.model_fields_set:  # Edge shards live in the data dir too
+        index_settings = index_settings.model_copy(update={"path": settings.data_dir / "index"})
+    fields = index_settings.model_dump(mode="json", exclude={"api_key"}, exclude_none=True)
+    index = IndexResource(settings=fields, api_key=_secret("TWOTOWER_INDEX__API_KEY"))
+    return {
+        "dataset": DatasetResource(spec=settings.data),
+        "feature_store": FeatureStoreResource(data_dir=data_dir, online_store=settings.online_store,
+                                              redis_url=settings.redis_url),
+        "registry": RegistryResource(data_dir=data_dir, url=settings.registry_url, index=index),
+        "service": ServiceResource(url=settings.service_url, api_key=_secret("TWOTOWER_SERVICE_KEY")),
+        "inbox": InboxResource(data_dir=data_dir),
+    }
+
+
+def _secret(name: str) -> dg.EnvVar | None:
+    """Secrets stay environment variables in the UI (never shown); absent ones are None."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    # Steps run one after another in the run's process: a Qdrant Edge shard admits one process.
+    return dg.Definitions(resources=build_resources(PipelineSettings()), executor=dg.in_process_executor)

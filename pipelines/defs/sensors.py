@@ -1,0 +1,143 @@
+"""Freshness without retraining: sensors on the stock log and the catalogue, and the jobs they start.
+
+Files dropped in the inbox (`<data dir>/inbox/stock/` and `<data dir>/inbox/items/`, parquet or CSV)
+reach the live version in seconds: new quantities through `push_stock`, new items embedded by the
+live item tower through `add_items`. When `TWOTOWER_SERVICE_URL` is set the running service owns
+the live Edge shard (one process only), so the jobs write through its client instead.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from feature_repo.datasets.contract import TIMESTAMP
+from pipelines.catalogue import ITEM_COLUMNS, latest_stock
+from pipelines.defs.resources import FeatureStoreResource, InboxResource, RegistryResource, ServiceResource
+from pipelines.freshness import add_items, push_stock
+from towers.artifact import Artifact
+
+STOCK_COLUMNS = ("item_id", "event_timestamp", "quantity")
+SUFFIXES = (".parquet", ".csv")
+
+
+def read_inbox_file(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """One inbox file with the required columns; timestamps as UTC microseconds."""
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column {missing[0]!r}")
+    for column in ("event_timestamp", "created_at"):
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP)
+    if "categories" in frame and path.suffix == ".csv":  # CSV holds "a|b"
+        frame["categories"] = [str(c).split("|") if pd.notna(c) and c else [] for c in frame["categories"]]
+    return frame
+
+
+def inbox_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.suffix in SUFFIXES) if folder.is_dir() else []
+
+
+# -- stock -------------------------------------------------------------------------------------------
+
+class StockPushConfig(dg.Config):
+    quantities: dict[str, int]  # item id (as text: JSON keys) -> new quantity
+    at: str  # ISO time of the newest stock row
+
+
+@dg.op
+def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfig,
+                          feature_store: FeatureStoreResource, registry: RegistryResource,
+                          service: ServiceResource) -> None:
+    """New quantities into the online store and the live index payload (no retraining)."""
+    quantities = {int(k): v for k, v in config.quantities.items()}
+    if service.url:
+        with _client(service) as client:
+            for item_id, quantity in quantities.items():
+                client.set_stock(item_id, quantity)
+    else:
+        with registry.open() as reg:
+            push_stock(feature_store.open(), reg.store, quantities, at=datetime.fromisoformat(config.at))
+    context.log.info("pushed stock of %d items (%s)", len(quantities),
+                     "through the service" if service.url else "directly")
+
+
+@dg.job(description="Push new stock quantities to the live index payload and the online store.")
+def stock_update_job() -> None:
+    push_stock_quantities()
+
+
+@dg.sensor(job=stock_update_job, minimum_interval_seconds=30)
+def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
+    """Stock rows newer than the cursor (the newest row pushed so far) become one stock update run."""
+    files = inbox_files(inbox.stock_dir)
+    if not files:
+        return dg.SkipReason(f"no stock files in {inbox.stock_dir}")
+    rows = pd.concat([read_inbox_file(p, STOCK_COLUMNS) for p in files], ignore_index=True)
+    if context.cursor:
+        rows = rows[rows["event_timestamp"] > pd.Timestamp(context.cursor)]
+    if rows.empty:
+        return dg.SkipReason("no stock rows newer than the cursor")
+    newest = rows["event_timestamp"].max().isoformat()
+    quantities = {str(k): v for k, v in latest_stock(rows).items()}
+    context.update_cursor(newest)
+    return dg.RunRequest(run_key=f"stock-{newest}", run_config={"ops": {"push_stock_quantities": {
+        "config": {"quantities": quantities, "at": newest}}}})
+
+
+# -- catalogue ---------------------------------------------------------------------------------------
+
+class NewItemsConfig(dg.Config):
+    files: list[str]  # inbox files of new items (contract item columns, optional `stock`)
+
+
+@dg.op
+def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
+                     registry: RegistryResource, service: ServiceResource) -> None:
+    """New items embedded from content by the live item tower and upserted into the live version."""
+    items = pd.concat([read_inbox_file(Path(p), ITEM_COLUMNS) for p in config.files], ignore_index=True)
+    items = items.drop_duplicates("item_id", keep="last")
+    stock = dict(zip(items["item_id"].astype(int), items["stock"].fillna(0).astype(int), strict=True)
+                 ) if "stock" in items else {}
+    if service.url:
+        with _client(service) as client:
+            for row in items.itertuples():
+                client.upsert_item(int(row.item_id), title=str(row.title), categories=list(row.categories),
+                                   price=float(row.price), created_at=row.created_at.to_pydatetime(),
+                                   stock=stock.get(int(row.item_id), 0))
+    else:
+        with registry.open() as reg:
+            live = reg.live()
+            if live is None:
+                raise RuntimeError("no live index version: run the retraining job first")
+            artifact = Artifact.load(reg.get_model(live.model_version_id).location)
+            add_items(artifact, reg.store, items, stock)
+    context.log.info("upserted %d items (%s)", len(items),
+                     "through the service" if service.url else "directly")
+
+
+@dg.job(description="Embed new catalogue items with the live item tower and upsert them into the live index.")
+def new_items_job() -> None:
+    upsert_new_items()
+
+
+@dg.sensor(job=new_items_job, minimum_interval_seconds=30)
+def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
+    """Item files not seen before (the cursor lists the files handled) become one upsert run."""
+    seen = set(json.loads(context.cursor)) if context.cursor else set()
+    new = [p for p in inbox_files(inbox.items_dir) if p.name not in seen]
+    if not new:
+        return dg.SkipReason(f"no new item files in {inbox.items_dir}")
+    context.update_cursor(json.dumps(sorted(seen | {p.name for p in new})))
+    return dg.RunRequest(run_key="items-" + ",".join(p.name for p in new),
+                         run_config={"ops": {"upsert_new_items": {"config": {
+                             "files": [str(p.resolve()) for p in new]}}}})
+
+
+def _client(service: ServiceResource):
+    from services.client import RecommenderClient  # only when a service is configured
+
+    return RecommenderClient(service.url, api_key=service.api_key)

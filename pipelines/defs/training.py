@@ -1,0 +1,125 @@
+"""Stage 2, training: the temporal split, the towers (a registered model version) and the re-ranker.
+
+The towers learn from events before the split's inner cut and stop early on the validation window;
+the re-ranker learns from the towers' candidates for queries at cuts between the inner and the test
+cut; both are measured on the test window, which neither has seen. That test NDCG@10 is the
+offline measure that gates promotion.
+"""
+
+import time
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from feature_repo.datasets import Dataset
+from pipelines.defs.features import feature_repository
+from pipelines.defs.plots import figure, markdown_image, table
+from pipelines.defs.resources import FeatureStoreResource, RegistryResource
+from pipelines.versions import save_model
+from towers import evaluate
+from towers.artifact import Artifact
+from towers.features import with_features
+from towers.model import TowerConfig
+from towers.ranker import RankerConfig, train_ranker, window_queries
+from towers.train import TrainConfig, fit, parse_overrides
+
+GROUP = "training"
+RANKER_DIR = "ranker"  # contract 1: the re-ranker lives in <model location>/ranker/
+
+
+@dg.asset(group_name=GROUP, deps=[feature_repository], kinds={"feast", "pandas"})
+def temporal_split(raw_tables: Dataset, feature_store: FeatureStoreResource) -> dg.Output[evaluate.Split]:
+    """Train events, validation queries (inner cut) and test queries (outer cut), with Feast features.
+
+    Each query carries the user's profile and history as Feast knows them at its lookup time.
+    """
+    split = with_features(evaluate.make_split(raw_tables, "temporal"), feature_store.open())
+    notes = split.notes
+    return dg.Output(split, metadata={
+        "train_events": len(split.train), "test_cut": notes["cut"],
+        "validation_cut": notes["validation"]["cut"], "validation_users": notes["validation"]["users"],
+        "test_users": notes["users"], "test_targets": notes["targets"]})
+
+
+class TowersConfig(dg.Config):
+    """Per-run training knobs; anything else as `key=value` overrides of TowerConfig/TrainConfig."""
+
+    preset: str = ""  # a TOML preset such as towers/configs/ml100k.toml
+    max_minutes: float = 5.0  # wall-clock cap of the fit; early stopping usually ends it sooner
+    overrides: list[str] = []  # e.g. ["dim=32", "epochs=5"]
+
+
+@dg.asset(group_name=GROUP, kinds={"pytorch"})
+def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, training_examples: str,
+                    raw_tables: Dataset, temporal_split: evaluate.Split,
+                    feature_store: FeatureStoreResource, registry: RegistryResource) -> dg.Output[dict]:
+    """User and item towers, saved as a model version in the registry (value: id and location).
+
+    They learn from the training examples before the validation cut (Feast rows, so the history
+    window is the feature store's `history_length`) and stop early on the validation queries.
+    """
+    tower, train = TowerConfig(), TrainConfig(max_minutes=config.max_minutes)
+    if config.preset:
+        preset = tomllib.loads(Path(config.preset).read_text())
+        parse_overrides([f"--{k}={v}" for k, v in preset.items() if k != "max_minutes"], tower, train)
+    parse_overrides([f"--{o}" for o in config.overrides], tower, train)
+    tower.max_len = feature_store.config.history_length  # the Feast rows hold this many items
+    items, split = raw_tables.items, temporal_split
+    frame = pd.read_parquet(training_examples)
+    frame = frame[frame["event_timestamp"] < pd.Timestamp(split.notes["validation"]["cut"])]
+    context.log.info("training on %d of the training examples (before %s)", len(frame),
+                     split.notes["validation"]["cut"])
+    artifact = fit(frame, items, tower=tower, train=train,
+                   validate=evaluate.validator(split.validation, items))
+    started = time.perf_counter()
+    test = evaluate.evaluate(evaluate.two_tower(artifact, items), split.test)
+    artifact.metrics["test"] = test
+    with registry.open() as reg:
+        model = save_model(reg, artifact, registry.models_dir,
+                           config={"data": raw_tables.name, "protocol": "temporal",
+                                   "tower": asdict(artifact.config), "train": artifact.train_config})
+    context.log.info("model version %d: test NDCG@10 %.4f", model.id, test["ndcg@10"])
+    history = artifact.metrics["history"]
+    return dg.Output({"model_version_id": model.id, "location": model.location}, metadata={
+        "model_version_id": model.id, "location": dg.MetadataValue.path(model.location),
+        "test_ndcg@10": test["ndcg@10"], "test_recall@10": test["recall@10"],
+        "test_recall@100": test["recall@100"], "test_users": test["users"],
+        "best_epoch": artifact.metrics["best_epoch"], "epochs": len(history),
+        "training_seconds": artifact.metrics["seconds_total"],
+        "evaluation_seconds": round(time.perf_counter() - started, 2),
+        "history": table(history), "training_curve": _curve(history)})
+
+
+def _curve(history: list[dict]) -> dg.MetadataValue:
+    fig, loss_ax = figure()
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("train loss", color="tab:blue")
+    val_ax = loss_ax.twinx()
+    val_ax.plot(epochs, [h["val"] for h in history], "s--", color="tab:orange")
+    val_ax.set_ylabel("validation NDCG@10", color="tab:orange")
+    loss_ax.set_title("training curve")
+    return markdown_image(fig, "training curve")
+
+
+@dg.asset(group_name=GROUP, kinds={"lightgbm"})
+def ranker(context: dg.AssetExecutionContext, two_tower_model: dict, raw_tables: Dataset,
+           temporal_split: evaluate.Split, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    """The LambdaMART re-ranker over the towers' candidates, saved in `<model location>/ranker/`."""
+    started = time.perf_counter()
+    artifact = Artifact.load(two_tower_model["location"])
+    model = train_ranker(artifact, raw_tables.items, store=feature_store.open(),
+                         train=window_queries(temporal_split.test_train), holdout=temporal_split.test,
+                         config=RankerConfig())
+    path = model.save(Path(two_tower_model["location"]) / RANKER_DIR)
+    if not model.improves:
+        context.log.warning("the re-ranker does not beat retrieval order on the holdout: the service "
+                            "keeps retrieval order")
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)), "improves": model.improves,
+        **{k: v for k, v in model.metrics.items() if isinstance(v, int | float)},
+        "seconds": round(time.perf_counter() - started, 2)})

@@ -1,0 +1,77 @@
+"""Measures of a new model and index version that gate promotion and feed monitoring.
+
+Pure functions over arrays and an `IndexBackend`, so checks, monitoring assets and tests share them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.index import IndexBackend, SearchFilters
+
+EVERYTHING = SearchFilters(in_stock_only=False)  # recall is measured on the graph, not the filter
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    recall: float  # mean share of the exact top k the ANN search returned
+    mean_ms: float  # mean ANN query time
+    queries: int
+
+
+def ann_recall(backend: IndexBackend, queries: np.ndarray, *, location: str | None = None,
+               k: int = 10, hnsw_ef: int | None = None) -> RecallReport:
+    """Recall@k of the approximate (HNSW, quantized) search against exact search, unfiltered."""
+    if len(queries) == 0:
+        raise ValueError("ann_recall: no queries")
+    hits, seconds = [], 0.0
+    for query in queries:
+        exact = {h.item_id for h in backend.search(query, k=k, filters=EVERYTHING, location=location,
+                                                   exact=True)}
+        started = time.perf_counter()
+        found = backend.search(query, k=k, filters=EVERYTHING, location=location, hnsw_ef=hnsw_ef)
+        seconds += time.perf_counter() - started
+        hits.append(len(exact & {h.item_id for h in found}) / max(len(exact), 1))
+    return RecallReport(float(np.mean(hits)), 1000 * seconds / len(queries), len(queries))
+
+
+def unsearchable_items(backend: IndexBackend, ids: np.ndarray, vectors: np.ndarray, *,
+                       location: str | None = None, k: int = 10) -> list[int]:
+    """Ids not found in the top k of an in-stock filtered search for their own vector."""
+    missing = []
+    for item_id, vector in zip(ids, vectors, strict=True):
+        found = backend.search(vector, k=k, filters=SearchFilters(), location=location)
+        if int(item_id) not in {h.item_id for h in found}:
+            missing.append(int(item_id))
+    return missing
+
+
+def neighbour_sets(vectors: np.ndarray, rows: np.ndarray, k: int = 10) -> np.ndarray:
+    """(R, k) row numbers of each sampled row's k nearest other rows by dot product, exactly."""
+    scores = vectors[rows] @ vectors.T  # (R, N)
+    scores[np.arange(len(rows)), rows] = -np.inf
+    return np.argsort(-scores, axis=1)[:, :k]
+
+
+def neighbour_overlap(old: np.ndarray, new: np.ndarray, *, k: int = 10, sample: int = 500,
+                      seed: int = 0) -> np.ndarray:
+    """Per sampled item, the share of its k nearest neighbours in `old` still among them in `new`.
+
+    Row i of `old` and `new` is the same item (two embeddings of one catalogue).
+    """
+    if old.shape[0] != new.shape[0]:
+        raise ValueError(f"neighbour_overlap: {old.shape[0]} old rows, {new.shape[0]} new rows")
+    rows = np.random.default_rng(seed).permutation(len(old))[:sample]
+    before, after = neighbour_sets(old, rows, k), neighbour_sets(new, rows, k)
+    return np.array([len(set(a) & set(b)) / k for a, b in zip(before, after, strict=True)])
+
+
+def pair_similarities(vectors: np.ndarray, *, pairs: int = 5000, seed: int = 0) -> np.ndarray:
+    """Dot products of random pairs of distinct rows: the spread of the embedding space."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, len(vectors), pairs), rng.integers(0, len(vectors), pairs)
+    keep = a != b
+    return np.einsum("ij,ij->i", vectors[a[keep]], vectors[b[keep]])

@@ -1,0 +1,45 @@
+"""Request dependencies: the engine, and API-key checks per scope (read, write)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+from pydantic import SecretStr
+
+from services.recommender import Recommender
+
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False,
+                       description="A read key (read endpoints) or a write key (every endpoint).")
+
+
+# Dependencies are `async def`: they do no I/O, and FastAPI would run a plain `def` in its threadpool.
+async def _engine(request: Request) -> Recommender:
+    return request.app.state.engine
+
+
+Engine = Annotated[Recommender, Depends(_engine)]
+
+
+def _known(key: str, keys: list[SecretStr]) -> bool:
+    # compare_digest against every key: the time taken says nothing about which key is near
+    return any([hmac.compare_digest(key.encode(), k.get_secret_value().encode()) for k in keys])
+
+
+async def _read(request: Request, key: Annotated[str | None, Security(API_KEY)]) -> None:
+    settings = request.app.state.settings
+    if key is None or not _known(key, settings.read_keys + settings.write_keys):
+        raise HTTPException(401, "missing or unknown API key (send it in the X-API-Key header)",
+                            headers={"WWW-Authenticate": "APIKey"})
+
+
+async def _write(request: Request, key: Annotated[str | None, Security(API_KEY)]) -> None:
+    await _read(request, key)
+    if not _known(key or "", request.app.state.settings.write_keys):
+        raise HTTPException(403, "this API key may only read; this endpoint needs a write key")
+
+
+can_read = Depends(_read)
+can_write = Depends(_write)

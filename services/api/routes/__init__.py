@@ -1,0 +1,1 @@
+"""One thin router per resource; each calls the engine and returns a shared schema."""

@@ -1,0 +1,15 @@
+"""`POST /v1/interactions`: a real-time event, written to the online store for the next request."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.api.deps import Engine, can_write
+from services.schemas import InteractionRequest, InteractionResponse
+
+router = APIRouter(prefix="/v1/interactions", tags=["interactions"], dependencies=[can_write])
+
+
+@router.post("", status_code=201, summary="Record an interaction")
+def record_interaction(body: InteractionRequest, engine: Engine) -> InteractionResponse:
+    return engine.record_interaction(body.user_id, body.item_id, body.ts)

@@ -1,0 +1,30 @@
+"""Health (open, for probes), version (read key) and Prometheus metrics (open, for scrapers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from services.api.deps import Engine, can_read
+from services.schemas import Health, VersionInfo
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/v1/health", summary="Whether the service can answer, and how it ranks",
+            responses={503: {"model": Health}})
+def health(engine: Engine, response: Response) -> Health:
+    status = engine.health()
+    if status.status != "ok":
+        response.status_code = 503
+    return status
+
+
+@router.get("/v1/version", dependencies=[can_read], summary="The live model and index version")
+def version(engine: Engine) -> VersionInfo:
+    return engine.version()
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

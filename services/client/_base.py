@@ -1,0 +1,168 @@
+"""Everything in the client that does no I/O: settings, requests, retry delays, parsing, errors.
+
+`RecommenderClient` and `AsyncRecommenderClient` differ only in how they send and sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from services.client.errors import APIConnectionError, APITimeoutError, error_for_status
+from services.schemas import (
+    Filters,
+    Health,
+    InteractionRequest,
+    InteractionResponse,
+    ItemResponse,
+    ItemUpsert,
+    RecommendationRequest,
+    RecommendationResponse,
+    SessionEvent,
+    SimilarItemsResponse,
+    StockResponse,
+    StockUpdate,
+    VersionInfo,
+)
+
+log = logging.getLogger("services.client")
+
+ENV_URL = "TWOTOWER_URL"
+ENV_API_KEY = "TWOTOWER_API_KEY"
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_S = 5.0  # a request takes milliseconds; seconds means the service is stuck
+DEFAULT_MAX_RETRIES = 2  # 0 turns retries off
+BACKOFF_INITIAL_S = 0.1  # first retry delay, doubled each attempt...
+BACKOFF_MAX_S = 2.0  # ...up to this cap, with jitter
+RETRY_AFTER_MAX_S = 10.0  # a server's Retry-After is honoured up to this
+RETRY_STATUSES = frozenset({503})  # the service is up but a dependency is not (yet)
+# The request never reached the application: safe to send again, even a write.
+RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API call: what to send and which model the answer parses into."""
+
+    method: str
+    path: str
+    result: type[T]
+    body: BaseModel | None = None
+    params: Mapping[str, Any] | None = None
+    accept: frozenset[int] = field(default=frozenset({200, 201}))
+
+    def request(self) -> dict[str, Any]:
+        """Keyword arguments of `httpx.Client.request`."""
+        json = None if self.body is None else self.body.model_dump(mode="json", exclude_none=True)
+        return {"method": self.method, "url": self.path, "json": json, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay_s: float
+
+
+def backoff(attempt: int, retry_after: str | None = None) -> float:
+    """Seconds before retry `attempt` (0-based): exponential with jitter, or the server's wish."""
+    if retry_after is not None:
+        try:
+            return min(max(float(retry_after), 0.0), RETRY_AFTER_MAX_S)
+        except ValueError:
+            pass  # an HTTP date: fall back to our own schedule
+    cap = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**attempt)
+    return cap / 2 + random.uniform(0, cap / 2)
+
+
+def _message(response: httpx.Response) -> tuple[str, object]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text or response.reason_phrase, response.text
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return (detail if isinstance(detail, str) else str(detail or body)), body
+
+
+class BaseClient:
+    """Configuration and the I/O-free half of every call."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries={max_retries}: must be >= 0")
+        self.base_url = base_url or os.environ.get(ENV_URL, DEFAULT_URL)
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        key = api_key or os.environ.get(ENV_API_KEY)
+        self.headers = {"X-API-Key": key} if key else {}
+
+    # -- calls -----------------------------------------------------------------------------------
+    @staticmethod
+    def _recommend(user_id: int, k: int, filters: Filters | Mapping[str, Any] | None,
+                   session: Iterable[SessionEvent | Mapping[str, Any] | int] | None
+                   ) -> Call[RecommendationResponse]:
+        events = [SessionEvent(item_id=e) if isinstance(e, int) else SessionEvent.model_validate(e)
+                  for e in session or []]
+        body = RecommendationRequest(user_id=user_id, k=k, session=events,
+                                     filters=Filters.model_validate(filters or {}))
+        return Call("POST", "/v1/recommendations", RecommendationResponse, body)
+
+    @staticmethod
+    def _similar_items(item_id: int, k: int, in_stock_only: bool) -> Call[SimilarItemsResponse]:
+        return Call("GET", f"/v1/items/{int(item_id)}/similar", SimilarItemsResponse,
+                    params={"k": k, "in_stock_only": str(in_stock_only).lower()})
+
+    @staticmethod
+    def _record_interaction(user_id: int, item_id: int, ts: datetime | None) -> Call[InteractionResponse]:
+        body = InteractionRequest(user_id=user_id, item_id=item_id, ts=ts)
+        return Call("POST", "/v1/interactions", InteractionResponse, body)
+
+    @staticmethod
+    def _set_stock(item_id: int, quantity: int) -> Call[StockResponse]:
+        return Call("PUT", f"/v1/items/{int(item_id)}/stock", StockResponse, StockUpdate(quantity=quantity))
+
+    @staticmethod
+    def _upsert_item(item_id: int, item: ItemUpsert) -> Call[ItemResponse]:
+        return Call("PUT", f"/v1/items/{int(item_id)}", ItemResponse, item)
+
+    @staticmethod
+    def _health() -> Call[Health]:
+        return Call("GET", "/v1/health", Health, accept=frozenset({200, 503}))  # 503 carries the reason
+
+    @staticmethod
+    def _version() -> Call[VersionInfo]:
+        return Call("GET", "/v1/version", VersionInfo)
+
+    # -- outcomes ----------------------------------------------------------------------------------
+    def _on_response(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry:
+        """The parsed answer, a retry, or the status error (raised)."""
+        log.debug("%s %s -> %d (attempt %d)", call.method, call.path, response.status_code, attempt)
+        if response.status_code in call.accept:
+            return call.result.model_validate_json(response.content)
+        if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            retry = Retry(backoff(attempt, response.headers.get("retry-after")))
+            log.debug("retrying %s %s in %.3fs", call.method, call.path, retry.delay_s)
+            return retry
+        message, body = _message(response)
+        raise error_for_status(response.status_code, message, body=body,
+                               request_id=response.headers.get("x-request-id"))
+
+    def _on_error(self, call: Call[T], error: httpx.TransportError, attempt: int) -> Retry:
+        """A retry after a connection failure, or the client's error (raised)."""
+        if isinstance(error, RETRY_ERRORS) and attempt < self.max_retries:
+            retry = Retry(backoff(attempt))
+            log.debug("%s %s failed (%s); retrying in %.3fs", call.method, call.path,
+                      type(error).__name__, retry.delay_s)
+            return retry
+        where = f"{call.method} {self.base_url}{call.path}"
+        if isinstance(error, httpx.TimeoutException):
+            raise APITimeoutError(f"{where}: no answer within {self.timeout_s}s") from error
+        raise APIConnectionError(f"{where}: {type(error).__name__}: {error}") from error

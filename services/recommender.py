@@ -1,0 +1,390 @@
+"""The request engine behind the API: one live snapshot, the recommendation path, and the writes.
+
+A `Snapshot` holds everything one live version needs (towers, re-ranker, index location, item
+cache); `Recommender` swaps it atomically when the registry's live version changes (a background
+thread polls every `reload_interval_s` and loads the new one off the request path). Each request
+takes one snapshot reference, so an answer never mixes versions.
+
+Request path: online features (Feast) -> merge session events -> user tower -> filtered ANN search
+(seen and excluded ids removed, oversampled for the re-ranker) -> re-rank -> top k. A user with no
+profile, history or session gets the tower's empty-history state, which training fits to users'
+first events (a popularity prior by time of day), then the re-ranker's popularity features:
+the cold-start answer.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipelines.freshness import add_items, push_stock
+from pipelines.index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
+from pipelines.registry import IndexVersion, Registry
+from services.encoder import UserEncoder
+from services.online import ItemFeatures, OnlineFeatures, UserFeatures
+from services.schemas import (
+    Filters,
+    Health,
+    InteractionResponse,
+    ItemResponse,
+    ItemUpsert,
+    Reasons,
+    RecommendationRequest,
+    RecommendationResponse,
+    ScoredItem,
+    SimilarItemsResponse,
+    StockResponse,
+    VersionInfo,
+)
+from towers.artifact import Artifact
+from towers.ranker import Candidates, Ranker, UserState, features
+
+log = logging.getLogger(__name__)
+
+STAGES = ("features", "tower", "ann", "rerank")
+DEFAULT_CANDIDATES = 100  # re-ranked per request when the ranker does not say how many it saw
+
+
+class ServiceUnavailable(RuntimeError):
+    """A dependency (live version, index, online store) cannot answer; the message says which."""
+
+
+class UnknownItem(LookupError):
+    """An item id the live catalogue does not hold."""
+
+
+class ItemCache:
+    """Content and popularity of items, read from the online store once per snapshot.
+
+    Filled with the whole catalogue at load (off the request path); items added later are read
+    on first use.
+    """
+
+    def __init__(self, online: OnlineFeatures, prefill: list[int]) -> None:
+        self._online = online
+        self._items: dict[int, ItemFeatures] = online.items(prefill)
+
+    def get(self, ids: list[int]) -> dict[int, ItemFeatures]:
+        """The known ones among `ids`; misses are read from the online store and kept."""
+        missing = [i for i in ids if i not in self._items]
+        if missing:
+            self._items.update(self._online.items(missing))
+        return {i: self._items[i] for i in ids if i in self._items}
+
+    def put(self, item_id: int, item: ItemFeatures) -> None:
+        self._items[item_id] = item
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One live version: what every request of that version reads."""
+
+    index_version: int
+    model_version: int
+    index_location: str
+    model_location: str
+    artifact: Artifact
+    encoder: UserEncoder
+    ranker: Ranker | None
+    ranking: str  # "ranker" or "retrieval order: <reason>"
+    candidates: int  # retrieved per request for the ranker
+    items: ItemCache
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def load_ranker(model_location: str) -> tuple[Ranker | None, str]:
+    """The version's re-ranker if it helps, with the status the service reports."""
+    path = Path(model_location) / "ranker"
+    if not path.is_dir():
+        return None, "retrieval order: no re-ranker trained for this model version"
+    ranker = Ranker.load(path)
+    if not ranker.improves:
+        m = ranker.metrics
+        return None, (f"retrieval order: the re-ranker does not improve NDCG@10 on the held-out "
+                      f"window ({m.get('ndcg10_reranked')} vs {m.get('ndcg10_retrieval')})")
+    return ranker, "ranker"
+
+
+class Recommender:
+    """Answers requests from the live snapshot and applies real-time writes."""
+
+    def __init__(self, *, store, backend: IndexBackend, registry: Registry,
+                 reload_interval_s: float = 5.0, rerank_candidates: int | None = None) -> None:
+        torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
+        self.store = store
+        self.online = OnlineFeatures(store)
+        self.backend = backend
+        self.registry = registry
+        self.reload_interval_s = reload_interval_s
+        self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
+        self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
+        self._snapshot: Snapshot | None = None
+        self._problem = "no live index version yet"
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # -- versions ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the live version (if any) and poll for promotions in the background."""
+        self.refresh()
+        self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.reload_interval_s):
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Switch to the registry's live version if it changed; True when a new one was loaded."""
+        try:
+            live = self.registry.live()
+        except Exception as exc:  # the registry database is a dependency like any other
+            log.warning("registry unreachable: %s", exc)
+            return False
+        current = self._snapshot
+        if live is None:
+            if current is None:
+                self._problem = "no live index version"
+            return False
+        if current is not None and current.index_version == live.id:
+            return False
+        try:
+            snapshot = self._load(live)
+        except Exception as exc:  # keep serving the old version; the next poll retries
+            log.exception("could not load index version %d", live.id)
+            self._problem = f"index version {live.id} could not be loaded: {exc}"
+            return False
+        self._snapshot = snapshot  # one reference swap: requests hold the old or the new one
+        # The snapshot's ~10^5-10^6 long-lived objects (item cache, model) would otherwise be
+        # traversed by every full garbage collection, a multi-millisecond pause on the hot path.
+        gc.freeze()
+        log.info("serving index version %d (model version %d, %s)", snapshot.index_version,
+                 snapshot.model_version, snapshot.ranking)
+        return True
+
+    def _load(self, live: IndexVersion) -> Snapshot:
+        model = self.registry.get_model(live.model_version_id)
+        if not model.location:
+            raise ServiceUnavailable(f"model version {model.id} has no location")
+        if not live.location or not self.backend.exists(live.location):
+            raise ServiceUnavailable(f"index version {live.id}: no data at {live.location}")
+        artifact = Artifact.load(model.location)
+        ranker, ranking = load_ranker(model.location)
+        candidates = self.rerank_candidates or int(
+            (ranker.config if ranker else {}).get("candidates", DEFAULT_CANDIDATES))
+        self.backend.count(location=live.location)  # opens the shard now, not on a request
+        return Snapshot(index_version=live.id, model_version=model.id,
+                        index_location=live.location, model_location=model.location,
+                        artifact=artifact, encoder=UserEncoder(artifact), ranker=ranker,
+                        ranking=ranking, candidates=candidates,
+                        items=ItemCache(self.online, self.online.catalogue_ids()))
+
+    def snapshot(self) -> Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise ServiceUnavailable(self._problem)
+        return snapshot
+
+    def health(self) -> Health:
+        """Ok when a version is loaded and its index answers."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return Health(status="unavailable", reason=self._problem)
+        try:
+            self.backend.count(location=snapshot.index_location)
+        except Exception as exc:  # the probe's whole point: any failure is "unavailable"
+            return Health(status="unavailable", ranking=snapshot.ranking,
+                          reason=f"index version {snapshot.index_version} unavailable: {exc}")
+        return Health(status="ok", ranking=snapshot.ranking)
+
+    def version(self) -> VersionInfo:
+        s = self.snapshot()
+        metrics = {k: float(v) for k, v in (s.ranker.metrics if s.ranker else {}).items()
+                   if isinstance(v, int | float)}
+        return VersionInfo(model_version=s.model_version, index_version=s.index_version,
+                           model_location=s.model_location, index_location=s.index_location,
+                           ranking=s.ranking, ranker_metrics=metrics, loaded_at=s.loaded_at)
+
+    # -- reads ---------------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        for hook in self.on_stage:
+            hook(name, time.perf_counter() - started)
+
+    def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
+        s = self.snapshot()
+        now = time.time()
+        warnings: list[str] = []
+        with self._stage("features"):
+            filters = request.filters
+            user = _online(self.online.user, request.user_id)
+            known = _online(s.items.get, [e.item_id for e in request.session] + filters.exclude_ids)
+            session = [(int(e.ts.timestamp()) if e.ts else int(now), e.item_id)
+                       for e in request.session if e.item_id in known]
+            warnings += [f"session item_id {e.item_id}: unknown, ignored" for e in request.session
+                         if e.item_id not in known]
+            warnings += [f"exclude_ids item_id {i}: unknown, ignored" for i in filters.exclude_ids
+                         if i not in known]
+            events = sorted([*zip(user.recent_timestamps, user.recent_item_ids, strict=True),
+                             *session], key=lambda e: e[0])
+            frame = _user_frame(request.user_id, user, events, now)
+        with self._stage("tower"):
+            vector = s.encoder(frame)
+        seen = {i for _, i in events} | {i for i in filters.exclude_ids if i in known}
+        depth = max(request.k, s.candidates) if s.ranker is not None else request.k
+        with self._stage("ann"):
+            hits = self._search(s, vector, depth, _search_filters(filters, seen))
+        with self._stage("rerank"):
+            ranked = self._rerank(s, hits, events, now) if s.ranker is not None and hits else None
+            order = np.arange(len(hits)) if ranked is None else np.argsort(-ranked, kind="stable")
+        items = [ScoredItem(item_id=hits[j].item_id,
+                            score=float(ranked[j]) if ranked is not None else hits[j].score,
+                            reasons=Reasons(retrieval_score=hits[j].score,
+                                            ranker_score=None if ranked is None else float(ranked[j])))
+                 for j in order[:request.k]]
+        return RecommendationResponse(
+            user_id=request.user_id, items=items, model_version=s.model_version,
+            index_version=s.index_version, warnings=warnings,
+            ranking="ranker" if s.ranker is not None else "retrieval",
+            cold_start=not user.known and not session)
+
+    def similar(self, item_id: int, *, k: int, in_stock_only: bool = True) -> SimilarItemsResponse:
+        """Items nearest to an item's own vector (embedded from its content by the live tower)."""
+        s = self.snapshot()
+        item = self._item(s, item_id)
+        with torch.inference_mode():
+            vector = s.artifact.embed_items(pd.DataFrame({
+                "item_id": [item_id], "title": [item.title], "categories": [list(item.categories)],
+                "price": [np.nan if item.price is None else item.price],
+                "created_at_s": [item.created_at_s]}))[0]
+        filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
+        hits = self._search(s, vector, k, filters)
+        return SimilarItemsResponse(
+            item_id=item_id, model_version=s.model_version, index_version=s.index_version,
+            items=[ScoredItem(item_id=h.item_id, score=h.score,
+                              reasons=Reasons(retrieval_score=h.score)) for h in hits])
+
+    def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters) -> list:
+        try:
+            return self.backend.search(vector, k=k, filters=filters, location=s.index_location)
+        except InvalidQueryError:
+            raise
+        except Exception as exc:  # any failure of the index is the dependency's, not the client's
+            raise ServiceUnavailable(f"index version {s.index_version} unavailable: {exc}") from exc
+
+    def _rerank(self, s: Snapshot, hits: list, events: list[tuple[int, int]], now: float) -> np.ndarray:
+        """The ranker's score of each hit (in retrieval order) for this user's history."""
+        assert s.ranker is not None
+        history = _online(s.items.get, [i for _, i in events])
+        user = UserState([list(history.get(i, _NO_ITEM).categories) for _, i in events],
+                         np.array([t for t, _ in events], dtype=np.int64),
+                         int(now) + 1)  # session events stamped with the request second count
+        return s.ranker.score(features(self._candidates(s, hits), user))
+
+    def _candidates(self, s: Snapshot, hits: list) -> Candidates:
+        ids = [h.item_id for h in hits]
+        cached = _online(s.items.get, ids)
+        return Candidates(
+            item_ids=np.array(ids, dtype=np.int64),
+            scores=np.array([h.score for h in hits], dtype=np.float32),
+            price=np.array([h.price for h in hits], dtype=np.float64),
+            stock=np.array([h.stock for h in hits], dtype=np.int64),
+            created_at=np.array([h.created_at for h in hits], dtype=np.int64),
+            categories=[h.categories for h in hits],
+            popularity=np.array([cached.get(i, _NO_ITEM).popularity for i in ids],
+                                dtype=np.float64).reshape(len(ids), 3))
+
+    @staticmethod
+    def _item(s: Snapshot, item_id: int) -> ItemFeatures:
+        item = _online(s.items.get, [item_id]).get(item_id)
+        if item is None:
+            raise UnknownItem(f"item_id {item_id}: not in the catalogue")
+        return item
+
+    # -- writes --------------------------------------------------------------------------------
+    def _writable(self) -> Snapshot:
+        """The snapshot, if it is still the live version (writes must not cross a switch)."""
+        s = self.snapshot()
+        if self.backend.live_location() != s.index_location:
+            raise ServiceUnavailable("a new index version is being loaded; retry shortly")
+        return s
+
+    def record_interaction(self, user_id: int, item_id: int, ts: datetime | None = None
+                           ) -> InteractionResponse:
+        s = self.snapshot()
+        self._item(s, item_id)
+        ts = ts or datetime.now(UTC)
+        length = _online(self.online.append_interaction, user_id, item_id, ts)
+        return InteractionResponse(user_id=user_id, item_id=item_id, ts=ts, history_length=length)
+
+    def set_stock(self, item_id: int, quantity: int) -> StockResponse:
+        self._writable()
+        try:
+            push_stock(self.store, self.backend, {item_id: quantity}, at=datetime.now(UTC))
+        except UnknownItemError as exc:
+            raise UnknownItem(f"item_id {item_id}: not in the live index") from exc
+        return StockResponse(item_id=item_id, quantity=quantity)
+
+    def upsert_item(self, item_id: int, item: ItemUpsert) -> ItemResponse:
+        """Embed the item from its content with the live item tower and make it searchable."""
+        s = self._writable()
+        created = item.created_at or datetime.now(UTC)
+        features_ = ItemFeatures(title=item.title, categories=tuple(item.categories),
+                                 price=item.price, created_at_s=int(created.timestamp()))
+        add_items(s.artifact, self.backend, pd.DataFrame({
+            "item_id": [item_id], "title": [item.title], "categories": [list(item.categories)],
+            "price": [np.nan if item.price is None else item.price],
+            "created_at": [pd.Timestamp(created).tz_convert("UTC")]}), {item_id: item.stock})
+        _online(self.online.write_item, item_id, features_)
+        push_stock(self.store, self.backend, {item_id: item.stock}, at=datetime.now(UTC))
+        s.items.put(item_id, features_)
+        return ItemResponse(item_id=item_id, model_version=s.model_version,
+                            index_version=s.index_version)
+
+
+_NO_ITEM = ItemFeatures(title="", categories=(), price=None, created_at_s=0)
+R = TypeVar("R")
+
+
+def _online(call: Callable[..., R], *args: object) -> R:
+    """Run an online-store read or write; its failure (Redis down, file gone) is a 503."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
+
+
+def _search_filters(filters: Filters, exclude: set[int]) -> SearchFilters:
+    return SearchFilters(in_stock_only=filters.in_stock_only,
+                         categories=frozenset(filters.categories) if filters.categories else None,
+                         min_price=filters.min_price, max_price=filters.max_price,
+                         exclude_ids=frozenset(exclude))
+
+
+def _user_frame(user_id: int, user: UserFeatures, events: list[tuple[int, int]],
+                now: float) -> pd.DataFrame:
+    """The one-row, Feast-shaped frame the user tower encodes (history = stored + session)."""
+    return pd.DataFrame({
+        "user_id": [user_id], "event_timestamp": pd.DatetimeIndex([pd.Timestamp(now, unit="s", tz="UTC")]),
+        "age": [user.age], "profile_tokens": [list(user.profile_tokens)],
+        "recent_item_ids": [[i for _, i in events]], "recent_timestamps": [[t for t, _ in events]]},
+        copy=False)

@@ -1,0 +1,52 @@
+"""The promotion checks fail on the defects they claim to catch (called directly on real outputs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from pipelines.defs.checks import training_examples_have_no_leakage, training_loss_is_finite_and_decreasing
+from pipelines.defs.resources import build_resources
+
+
+def model_with_history(graph, tmp_path, losses: list[float]) -> dict:
+    """A copy of the graph's model whose recorded per-epoch losses are `losses`."""
+    location = tmp_path / "model"
+    shutil.copytree(graph.result.output_for_node("two_tower_model")["location"], location)
+    meta = json.loads((location / "artifact.json").read_text())
+    meta["metrics"]["history"] = [{"epoch": i, "loss": loss, "val": 0.0, "seconds": i}
+                                  for i, loss in enumerate(losses)]
+    (location / "artifact.json").write_text(json.dumps(meta))
+    return {"location": str(location)}
+
+
+def test_loss_check_passes_a_loss_that_falls_below_chance(graph, tmp_path):
+    assert training_loss_is_finite_and_decreasing(model_with_history(graph, tmp_path, [6.0, 5.0])).passed
+
+
+def test_loss_check_fails_a_nan_or_a_rising_loss(graph, tmp_path):
+    for losses in ([6.0, float("nan")], [5.0, 5.5], [99.0]):
+        result = training_loss_is_finite_and_decreasing(model_with_history(graph, tmp_path / str(losses),
+                                                                           losses))
+        assert not result.passed, losses
+
+
+def test_leakage_check_passes_the_feast_rows(graph):
+    path = graph.result.output_for_node("training_examples")
+    result = training_examples_have_no_leakage(path, graph.dataset,
+                                               build_resources(graph.settings)["feature_store"])
+    assert result.passed and result.metadata["rows_checked"].value == 300
+
+
+def test_leakage_check_catches_a_history_that_includes_the_row_itself(graph, tmp_path):
+    frame = pd.read_parquet(graph.result.output_for_node("training_examples"))
+    frame["recent_item_ids"] = [np.append(h, i)  # the row's own item leaks into its history
+                                for h, i in zip(frame["recent_item_ids"], frame["item_id"], strict=True)]
+    leaky = tmp_path / "leaky.parquet"
+    frame.to_parquet(leaky)
+    result = training_examples_have_no_leakage(str(leaky), graph.dataset,
+                                               build_resources(graph.settings)["feature_store"])
+    assert not result.passed and result.metadata["history_mismatches"].value > 0

@@ -1,0 +1,110 @@
+"""The Dagster definitions: they load, every job resolves, the graph promotes only checked versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from dagster import build_schedule_context, validate_run_config
+
+from pipelines.definitions import defs
+from pipelines.defs.embeddings import read_embeddings, write_embeddings
+from pipelines.defs.resources import build_resources
+from pipelines.demo import materialize_graph, recommend
+from pipelines.index import SearchFilters
+from pipelines.registry import Registry, Status
+from towers.artifact import Artifact
+
+CHECKS = {"training_examples_have_no_leakage", "training_loss_is_finite_and_decreasing",
+          "ndcg_holds_against_live", "item_embeddings_are_finite", "item_index_holds_the_catalogue",
+          "item_index_recall_meets_target", "in_stock_items_are_searchable"}
+
+
+def open_registry(graph) -> Registry:
+    return build_resources(graph.settings)["registry"]
+
+
+def test_definitions_load_and_every_job_resolves():
+    names = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"retraining_job", "online_features_job", "stock_update_job", "new_items_job"} <= names
+    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == CHECKS
+    assert {s.name for s in defs.sensors} == {"stock_log_sensor", "catalogue_sensor"}
+    assert {s.name for s in defs.schedules} == {"retraining_schedule", "online_features_schedule"}
+
+
+def test_the_incremental_schedule_asks_for_a_valid_incremental_run():
+    schedule = defs.resolve_schedule_def("online_features_schedule")
+    tick = datetime(2026, 1, 1, 5, tzinfo=UTC)
+    request = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=tick)).run_requests[0]
+    config = request.run_config["ops"]["online_features"]["config"]
+    assert config["incremental"] is True and config["end"].startswith("2026-01-01T05:00")
+    validate_run_config(defs.resolve_job_def("online_features_job"), request.run_config)
+
+
+def test_the_whole_graph_ends_with_a_checked_live_version_that_answers(graph):
+    evaluations = graph.result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == CHECKS
+    assert all(e.passed for e in evaluations)
+    with open_registry(graph).open() as registry:
+        live = registry.live()
+        assert live is not None and live.item_count == len(graph.dataset.items)
+        model = registry.get_model(live.model_version_id)
+        assert Artifact.load(model.location).config.dim == 32, "the run's override was used"
+        assert Path(model.location, "ranker", "ranker.json").is_file(), "contract 1 layout"
+        answers = recommend(registry, build_resources(graph.settings)["feature_store"].open(),
+                            graph.dataset.interactions, graph.dataset.items, users=2, k=5)
+    assert len(answers) == 10 and len({a.item_id for a in answers}) > 1
+
+
+def rebuild_index_from(graph, ids, vectors, selection: str):
+    """Rerun `selection` with the model's embeddings file replaced by (ids, vectors), then restore it.
+
+    Returns the run's result and the id of the index version live before it.
+    """
+    embeddings = graph.result.output_for_node("item_embeddings")["path"]
+    original = pq.read_table(embeddings)
+    with open_registry(graph).open() as registry:
+        live_before = registry.live().id
+    write_embeddings(embeddings, ids, vectors)
+    try:
+        result = materialize_graph(graph.settings, instance=graph.instance, selection=selection,
+                                   raise_on_error=False)
+    finally:
+        pq.write_table(original, embeddings)
+    return result, live_before
+
+
+def test_a_failing_check_blocks_promotion_and_the_live_version_keeps_serving(graph):
+    ids, vectors = read_embeddings(graph.result.output_for_node("item_embeddings")["path"])
+    # One catalogue item lost its vector: the build succeeds, the item count check fails.
+    result, live_before = rebuild_index_from(graph, ids[1:], vectors[1:], "item_index*")
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert not result.success and failed == {"item_index_holds_the_catalogue"}
+    with open_registry(graph).open() as registry:
+        assert registry.live().id == live_before
+        blocked = registry.versions()[-1]
+        assert blocked.status == Status.READY and blocked.item_count == len(ids) - 1
+        assert registry.store.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
+
+
+def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(graph):
+    ids, vectors = read_embeddings(graph.result.output_for_node("item_embeddings")["path"])
+    corrupted = vectors.copy()
+    corrupted[3, 0] = np.nan
+    result, live_before = rebuild_index_from(graph, ids, corrupted, "item_index+")
+    assert not result.success
+    with open_registry(graph).open() as registry:
+        assert registry.live().id == live_before
+        failed = registry.versions()[-1]
+        assert failed.status == Status.FAILED and f"item_id {ids[3]}" in failed.error
+        assert registry.store.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_every_check_is_blocking(name):
+    spec = next(s for c in defs.asset_checks for s in c.check_specs if s.name == name)
+    assert spec.blocking

@@ -1,0 +1,92 @@
+"""The freshness sensors: new stock rows and new items reach the live version without retraining."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+from dagster import RunRequest, SkipReason, build_sensor_context
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pipelines.catalogue import latest_stock
+from pipelines.defs.resources import build_resources
+from pipelines.defs.sensors import catalogue_sensor, new_items_job, stock_log_sensor, stock_update_job
+from pipelines.index import SearchFilters
+from pipelines.registry import ModelVersion
+from towers.artifact import Artifact
+
+
+def run_sensor(sensor, graph, cursor=None):
+    resources = build_resources(graph.settings)
+    context = build_sensor_context(cursor=cursor, resources={"inbox": resources["inbox"]},
+                                   instance=graph.instance)
+    return sensor(context), context.cursor
+
+
+def live_state(graph):
+    """The live artifact and the number of model versions registered so far."""
+    with build_resources(graph.settings)["registry"].open() as registry:
+        model = registry.get_model(registry.live().model_version_id)
+        with Session(registry.engine) as session:
+            models = session.scalar(select(func.count()).select_from(ModelVersion))
+    return Artifact.load(model.location), models
+
+
+def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(graph):
+    artifact, models_before = live_state(graph)
+    items, stock = graph.dataset.items, latest_stock(graph.dataset.stock)
+    candidate = items[items["item_id"].map(lambda i: stock.get(i, 0) > 0)].iloc[[0]]
+    item_id = int(candidate["item_id"].iloc[0])
+    vector = artifact.embed_items(candidate)[0]
+    resources = build_resources(graph.settings)
+    with resources["registry"].open() as registry:
+        assert item_id in [h.item_id for h in registry.store.search(vector, k=10)]
+    inbox = resources["inbox"].stock_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"item_id": [item_id], "event_timestamp": [datetime.now(UTC).isoformat()],
+                  "quantity": [0]}).to_csv(inbox / "sold-out.csv", index=False)
+
+    request, cursor = run_sensor(stock_log_sensor, graph)
+    assert isinstance(request, RunRequest)
+    result = stock_update_job.execute_in_process(run_config=request.run_config, resources=resources,
+                                                 instance=graph.instance)
+
+    assert result.success
+    with resources["registry"].open() as registry:
+        assert item_id not in [h.item_id for h in registry.store.search(vector, k=50)]
+    online = resources["feature_store"].open().get_online_features(
+        features=["item_stock:quantity"], entity_rows=[{"item_id": item_id}]).to_dict()
+    assert online["quantity"] == [0]
+    assert live_state(graph)[1] == models_before
+    again, _ = run_sensor(stock_log_sensor, graph, cursor=cursor)
+    assert isinstance(again, SkipReason), "rows already pushed are not pushed twice"
+
+
+def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_version(graph):
+    artifact, models_before = live_state(graph)
+    items = graph.dataset.items
+    twin = items.iloc[[10]]
+    new = twin.assign(item_id=int(items["item_id"].max()) + 1, title="A Brand New Film (2026)",
+                      created_at=pd.Timestamp("2026-01-01", tz="UTC"), stock=4)
+    new = new.assign(categories=new["categories"].map("|".join))
+    resources = build_resources(graph.settings)
+    inbox = resources["inbox"].items_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    new.to_csv(inbox / "new-film.csv", index=False)
+
+    request, cursor = run_sensor(catalogue_sensor, graph)
+    assert isinstance(request, RunRequest)
+    result = new_items_job.execute_in_process(run_config=request.run_config, resources=resources,
+                                              instance=graph.instance)
+
+    assert result.success
+    content = new.assign(categories=twin["categories"].to_numpy())
+    vector = artifact.embed_items(content)[0]
+    category = frozenset(twin["categories"].iloc[0][:1])
+    with resources["registry"].open() as registry:
+        hits = registry.store.search(vector, k=5, filters=SearchFilters(categories=category))
+    assert hits[0].item_id == int(new["item_id"].iloc[0]) and hits[0].stock == 4
+    assert live_state(graph)[1] == models_before
+    again, _ = run_sensor(catalogue_sensor, graph, cursor=cursor)
+    assert isinstance(again, SkipReason), "a file is upserted once"

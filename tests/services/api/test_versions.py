@@ -1,0 +1,70 @@
+"""Versions: 503 until something is live, hot reload under load, and the re-ranker's status."""
+
+from __future__ import annotations
+
+import threading
+
+import lightgbm as lgb
+import numpy as np
+
+from tests.services.conftest import promote_version
+from towers.ranker import FEATURES, Ranker
+
+
+def test_nothing_live_is_a_503_with_the_reason_and_serving_resumes(service, client):
+    health = service.before_live["health"]
+    assert health.status_code == 503
+    assert health.json() == {"status": "unavailable", "reason": "no live index version",
+                             "ranking": None}
+    error = service.before_live["recommend"]
+    assert error.status_code == 503 and error.message == "no live index version"
+    assert client.health().status == "ok" and client.recommend(1).items
+    assert client.health().ranking == "retrieval order: no re-ranker trained for this model version"
+
+
+def _improving_ranker(candidates: int) -> Ranker:
+    """A small real LambdaMART model, recorded as having beaten retrieval on its holdout."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40 * 20, len(FEATURES))).astype(np.float32)
+    train = lgb.Dataset(x, (x[:, 3] > 0.5).astype(np.float32), group=np.full(40, 20))
+    booster = lgb.train({"objective": "lambdarank", "min_data_in_leaf": 5, "num_threads": 1,
+                         "verbosity": -1}, train, num_boost_round=10)
+    return Ranker(booster, metrics={"ndcg10_retrieval": 0.10, "ndcg10_reranked": 0.12},
+                  improves=True, config={"candidates": candidates})
+
+
+def test_promotion_during_a_request_stream_fails_no_request(service):
+    before = service.client().version()
+    answers, errors, stop = [], [], threading.Event()
+
+    def stream() -> None:
+        with service.client() as client:
+            while not stop.is_set():
+                try:
+                    answers.append(client.recommend(1, k=20))
+                except Exception as error:  # collected: the assertion below names it
+                    errors.append(error)
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    try:
+        model_version, index_version = promote_version(service, _improving_ranker(candidates=30))
+        service.wait_for_index_version(index_version)
+        count = len(answers)
+        while len(answers) < count + 20 and worker.is_alive():
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        worker.join()
+
+    assert errors == []
+    pairs = {(a.model_version, a.index_version) for a in answers}
+    assert pairs == {(before.model_version, before.index_version), (model_version, index_version)}
+    new = [a for a in answers if a.index_version == index_version]
+    assert all(a.ranking == "ranker" for a in new)
+    assert all(a.ranking == "retrieval" for a in answers if a.index_version != index_version)
+    for answer in new:
+        scores = [i.score for i in answer.items]
+        assert scores == sorted(scores, reverse=True)
+        assert all(i.reasons.ranker_score == i.score for i in answer.items)
+    assert service.client().version().ranking == "ranker"

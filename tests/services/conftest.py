@@ -1,0 +1,142 @@
+"""The real service for the tests: a tiny trained shop, Feast, Qdrant Edge, and `twotower serve`.
+
+Built once per run. The server starts before any version is live (so the tests can see the 503
+and the recovery), then version 1 (towers only) is promoted. Tests share the server: each uses
+its own users and items, and restores the stock it changes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from feature_repo.datasets import Dataset, load
+from feature_repo.store import FeatureStoreConfig, build_store, materialize
+from feature_repo.tables import HISTORY_LENGTH
+from pipelines.catalogue import item_batch, latest_stock
+from pipelines.index import IndexSettings, IndexSpec, build_version, open_backend
+from pipelines.registry import Registry
+from pipelines.versions import save_model
+from services.client import RecommenderClient, ServiceUnavailableError
+from tests.utils.servers import free_port
+from towers.artifact import Artifact
+from towers.features import examples
+from towers.model import TowerConfig
+from towers.ranker import Ranker
+from towers.train import TrainConfig, fit
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
+STARTUP_S = 120  # importing torch, Feast and FastAPI on a busy 2-core box
+
+
+@dataclass
+class Service:
+    url: str
+    home: Path
+    dataset: Dataset
+    artifact: Artifact
+    read_key: str
+    write_key: str
+    before_live: dict = field(default_factory=dict)  # answers seen while nothing was live
+
+    def client(self, key: str | None = None, **options) -> RecommenderClient:
+        return RecommenderClient(self.url, api_key=key or self.write_key, **options)
+
+    def wait_for_index_version(self, index_version: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                if client.health().status == "ok" and client.version().index_version == index_version:
+                    return
+                time.sleep(0.1)
+        raise TimeoutError(f"the service never switched to index version {index_version}")
+
+
+def promote_version(service: Service, ranker: Ranker | None = None) -> tuple[int, int]:
+    """Register the towers (and a ranker) as a new model version, build its index, make it live.
+
+    The builder closes its shard before promoting: the serving process must be able to open it.
+    """
+    home, dataset, artifact = service.home, service.dataset, service.artifact
+    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
+    model = save_model(registry, artifact, home / "models")
+    if ranker is not None:
+        ranker.save(Path(model.location) / "ranker")
+    vectors = artifact.embed_items(dataset.items)
+    version = build_version(item_batch(dataset.items, vectors, latest_stock(dataset.stock)),
+                            registry=registry, spec=IndexSpec(dim=vectors.shape[1]),
+                            model_version_id=model.id)
+    registry.store.close()
+    registry.promote(version.id)
+    registry.close()
+    return model.id, version.id
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"twotower serve exited ({process.returncode}):\n"
+                               f"{log.read_text()[-3000:]}")
+        try:
+            httpx.get(f"{url}/v1/health", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise TimeoutError(f"twotower serve did not answer in {STARTUP_S}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory) -> Iterator[Service]:
+    home = tmp_path_factory.mktemp("service")
+    dataset = load(SHOP)
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
+    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    artifact = fit(examples(store, dataset.interactions), dataset.items,
+                   tower=TowerConfig(dim=32, max_len=HISTORY_LENGTH),
+                   train=TrainConfig(epochs=1, max_minutes=0.1))
+    port = free_port()
+    svc = Service(f"http://127.0.0.1:{port}", home, dataset, artifact,
+                  read_key=secrets.token_urlsafe(16), write_key=secrets.token_urlsafe(16))
+    env = {**os.environ, "TWOTOWER_READ_KEYS": svc.read_key, "TWOTOWER_WRITE_KEYS": svc.write_key,
+           "TWOTOWER_RELOAD_INTERVAL_S": "0.2"}
+    log = home / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--home", str(home),
+                                    "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(svc.url, process, log)
+        svc.before_live["health"] = httpx.get(f"{svc.url}/v1/health")
+        with svc.client(max_retries=1) as client:
+            try:
+                client.recommend(1)
+            except ServiceUnavailableError as error:
+                svc.before_live["recommend"] = error
+        _, index_version = promote_version(svc)
+        svc.wait_for_index_version(index_version)
+        yield svc
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def client(service: Service) -> Iterator[RecommenderClient]:
+    with service.client() as c:
+        yield c
+
+
+def active_user(service: Service, rank: int) -> int:
+    """The rank-th most active user: each test takes its own, since the server's state is shared."""
+    return int(service.dataset.interactions["user_id"].value_counts().index[rank])

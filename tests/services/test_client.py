@@ -1,0 +1,81 @@
+"""The client: both flavours against the running app, retries, backoff and the error factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from services.client import (
+    APIConnectionError,
+    APIStatusError,
+    AsyncRecommenderClient,
+    AuthenticationError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RecommenderClient,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+)
+from services.client._base import BACKOFF_MAX_S, RETRY_AFTER_MAX_S, backoff
+from services.client.errors import error_for_status
+from tests.utils.servers import free_port
+
+
+def test_async_client_answers_like_the_sync_one(service, client):
+    async def run():
+        async with AsyncRecommenderClient(service.url, api_key=service.read_key) as aclient:
+            return await aclient.recommend(1, k=5), await aclient.version(), await aclient.health()
+
+    answer, version, health = asyncio.run(run())
+    assert [i.item_id for i in answer.items] == [i.item_id for i in client.recommend(1, k=5).items]
+    assert version == client.version() and health.status == "ok"
+
+
+def test_settings_fall_back_to_the_environment(service, monkeypatch):
+    monkeypatch.setenv("TWOTOWER_URL", service.url)
+    monkeypatch.setenv("TWOTOWER_API_KEY", service.read_key)
+    with RecommenderClient() as client:
+        assert client.version().index_version >= 1
+        with pytest.raises(PermissionDeniedError, match="write key") as raised:
+            client.set_stock(5, 1)
+    assert raised.value.status_code == 403 and raised.value.request_id
+
+
+def test_connection_failures_are_retried_then_raised(caplog):
+    port = free_port()  # nobody listens on it
+    caplog.set_level(logging.DEBUG, logger="services.client")
+    with RecommenderClient(f"http://127.0.0.1:{port}", max_retries=2) as client:
+        with pytest.raises(APIConnectionError, match="ConnectError"):
+            client.health()
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_client_errors_are_not_retried(service, caplog):
+    caplog.set_level(logging.DEBUG, logger="services.client")
+    with RecommenderClient(service.url, api_key="wrong-key-0123456789") as client:
+        with pytest.raises(AuthenticationError):
+            client.recommend(1)
+    assert not any("retrying" in r.getMessage() for r in caplog.records)
+
+
+def test_backoff_grows_with_jitter_up_to_a_cap_and_honours_retry_after():
+    for attempt in range(8):
+        cap = min(BACKOFF_MAX_S, 0.1 * 2**attempt)
+        assert all(cap / 2 <= backoff(attempt) <= cap for _ in range(50))
+    assert backoff(0, "3") == 3.0
+    assert backoff(0, "9999") == RETRY_AFTER_MAX_S
+    assert backoff(0, "Wed, 21 Oct 2015 07:28:00 GMT") <= 0.1
+
+
+@pytest.mark.parametrize(("status", "cls"), [
+    (401, AuthenticationError), (403, PermissionDeniedError), (404, NotFoundError),
+    (422, UnprocessableEntityError), (500, InternalServerError), (503, ServiceUnavailableError),
+    (418, APIStatusError),
+])
+def test_each_status_maps_to_one_error_carrying_the_server_message(status, cls):
+    error = error_for_status(status, "the reason", body={"detail": "the reason"}, request_id="r1")
+    assert type(error) is cls and error.message == "the reason" and error.status_code == status
+    assert "the reason" in str(error) and "r1" in str(error)

@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> None:
                 "ops": {"two_tower_model": {"config": {"max_minutes": config["max_minutes"]}}}})
             total = round(time.perf_counter() - started, 1)
             steps = step_seconds(instance, result.run_id)
+    failed = {e.check_name: {k: v.value for k, v in e.metadata.items()}
+              for e in result.get_asset_check_evaluations() if not e.passed}
     print(json.dumps({"data": config["data"], "max_minutes": config["max_minutes"],
-                      "success": result.success, "total_s": total, "steps_s": steps}))
+                      "success": result.success, "total_s": total, "steps_s": steps,
+                      "failed_checks": failed}, default=str))
 
 
 if __name__ == "__main__":

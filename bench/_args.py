@@ -6,8 +6,12 @@ from __future__ import annotations
 def parse(argv: list[str], defaults: dict) -> dict:
     config = dict(defaults)
     for arg in argv:
-        key, _, value = arg.removeprefix("--").partition("=")
-        if key not in config:
-            raise SystemExit(f"unknown option --{key}; choose from {sorted(config)}")
-        config[key] = type(defaults[key])(value)
+        key, sep, value = arg.removeprefix("--").partition("=")
+        key = key.replace("-", "_")
+        if not arg.startswith("--") or not sep or key not in defaults:
+            raise SystemExit(f"unknown argument {arg!r}; choose from {sorted(defaults)}")
+        try:
+            config[key] = type(defaults[key])(value)
+        except ValueError as exc:
+            raise SystemExit(f"--{key}={value!r}: expected {type(defaults[key]).__name__}") from exc
     return config

@@ -13,20 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench._args import parse  # noqa: E402 (after the path insert)
+
 # frame_rows 0 takes every interaction; chunk_rows is how many entity rows Feast joins at once;
 # stream=1 writes the frame to parquet chunk by chunk (write_training_frame) instead of memory.
 DEFAULTS = {"data": "synthetic:shop-small", "frame_rows": 0, "chunk_rows": 25_000, "stream": 0,
             "seed": 0}
-
-
-def parse(argv: list[str]) -> dict:
-    config = dict(DEFAULTS)
-    for arg in argv:
-        key, _, value = arg.removeprefix("--").partition("=")
-        if key not in config:
-            raise SystemExit(f"unknown option --{key}; choose from {sorted(config)}")
-        config[key] = type(DEFAULTS[key])(value)
-    return config
 
 
 def peak_rss_mb() -> float:
@@ -34,7 +28,7 @@ def peak_rss_mb() -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse(sys.argv[1:] if argv is None else argv)
+    config = parse(sys.argv[1:] if argv is None else argv, DEFAULTS)
     from feature_repo.datasets import load
     from feature_repo.store import (
         FeatureStoreConfig,

@@ -28,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from bench._args import parse  # noqa: E402 (after the path insert)
+
 DEFAULTS: dict[str, Any] = {
     "items": 100_000,  # catalogue size
     "dims": "64",  # comma list of embedding dimensions
@@ -49,21 +51,6 @@ DEFAULTS: dict[str, Any] = {
     "from_json": "",  # skip running: read results from this file (for --plot)
     "plot": "",  # draw recall vs p99 vs memory to this PNG
 }
-
-
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    """`--key=value` overrides of DEFAULTS, converted to the default's type."""
-    config = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.removeprefix("--").partition("=")
-        key = key.replace("-", "_")
-        if not arg.startswith("--") or not sep or key not in DEFAULTS:
-            raise SystemExit(f"unknown argument {arg!r}; known keys: {', '.join(DEFAULTS)}")
-        try:
-            config[key] = type(DEFAULTS[key])(value)
-        except ValueError as exc:
-            raise SystemExit(f"--{key}={value!r}: expected {type(DEFAULTS[key]).__name__}") from exc
-    return config
 
 
 def make_data(n: int, dim: int, cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,7 +221,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = parse(sys.argv[1:] if argv is None else argv, DEFAULTS)
     if cfg["from_json"]:
         results = json.loads(Path(cfg["from_json"]).read_text())
     else:

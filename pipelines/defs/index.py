@@ -19,10 +19,10 @@ GROUP = "index"
 class IndexConfig(dg.Config):
     """How the version is built and searched (stored with it as its IndexSpec)."""
 
-    quantization: str = "int8"  # none | int8 | binary | product
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 64
-    hnsw_ef: int = 64
+    quantization: str = IndexSpec.model_fields["quantization"].default  # none | int8 | binary | product
+    hnsw_m: int = IndexSpec.model_fields["hnsw_m"].default
+    hnsw_ef_construct: int = IndexSpec.model_fields["hnsw_ef_construct"].default
+    hnsw_ef: int = IndexSpec.model_fields["hnsw_ef"].default
 
 
 @dg.asset(group_name=GROUP, kinds={"qdrant"})

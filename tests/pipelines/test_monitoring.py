@@ -15,7 +15,7 @@ def materialization_metadata(graph, asset: str) -> dict:
 
 def test_index_recall_reports_a_sweep_and_a_plot(graph):
     metadata = materialization_metadata(graph, "index_recall")
-    assert metadata["recall@10_at_ef64"].value >= 0.97
+    assert metadata["recall@10_as_served"].value >= 0.97
     assert "| 256 |" in metadata["sweep"].value
     assert metadata["tradeoff"].value.startswith("![recall vs speed](data:image/png;base64,")
 

@@ -27,7 +27,7 @@ from pipelines.index import IndexSettings, IndexSpec, build_version, open_backen
 from pipelines.registry import Registry
 from pipelines.versions import save_model
 from services.client import RecommenderClient, ServiceUnavailableError
-from tests.utils.servers import free_port
+from tests.utils.servers import free_port, wait_for_port
 from towers.artifact import Artifact
 from towers.features import examples
 from towers.model import TowerConfig
@@ -82,20 +82,6 @@ def promote_version(service: Service, ranker: Ranker | None = None) -> tuple[int
     return model.id, version.id
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"twotower serve exited ({process.returncode}):\n"
-                               f"{log.read_text()[-3000:]}")
-        try:
-            httpx.get(f"{url}/v1/health", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise TimeoutError(f"twotower serve did not answer in {STARTUP_S}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def service(tmp_path_factory) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("service")
@@ -116,7 +102,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
                                     "--port", str(port)], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     try:
-        _wait_until_up(svc.url, process, log)
+        wait_for_port(port, process, log, timeout_s=STARTUP_S)
         svc.before_live["health"] = httpx.get(f"{svc.url}/v1/health")
         with svc.client(max_retries=1) as client:
             try:

@@ -35,8 +35,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_for_port(port: int, process: subprocess.Popen, log: Path,
+                  timeout_s: float = START_TIMEOUT_S) -> None:
+    """Return once `process` accepts connections on `port`; fail with its log if it exits."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerError(f"{process.args[0]} exited with {process.returncode}: "
@@ -45,7 +47,7 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise ServerError(f"{process.args[0]}: no answer on port {port} after {START_TIMEOUT_S}s")
+    raise ServerError(f"{process.args[0]}: no answer on port {port} after {timeout_s}s")
 
 
 @dataclass
@@ -109,7 +111,7 @@ def start_redis(*options: str) -> RedisServer:
         stdout=log, stderr=subprocess.STDOUT)
     server = RedisServer(process, root, port, log)
     try:
-        _wait_for_port(port, process, root / "redis.log")
+        wait_for_port(port, process, root / "redis.log")
     except ServerError:
         server.stop()
         raise
@@ -186,7 +188,7 @@ def start_postgres() -> PostgresServer:
         user=user, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     server = PostgresServer(process, root, port, log)
     try:
-        _wait_for_port(port, process, root / "postgres.log")
+        wait_for_port(port, process, root / "postgres.log")
         _wait_until_accepting(server)
     except ServerError:
         server.stop()

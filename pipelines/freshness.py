@@ -43,14 +43,16 @@ def push_stock(store, backend: IndexBackend, quantities: Mapping[int, int], *, a
     log.info("pushed stock of %d items", len(rows))
 
 
-def add_items(artifact: Artifact, backend: IndexBackend, items: pd.DataFrame,
-              stock: Mapping[int, int]) -> None:
+def add_items(store, artifact: Artifact, backend: IndexBackend, items: pd.DataFrame,
+              stock: Mapping[int, int], *, at: datetime) -> None:
     """Embed new (or changed) items from their content with the live item tower; upsert them live.
 
     `items` has the contract's item columns; items absent from `stock` are added out of stock.
+    Their quantities then go through `push_stock`, so the online store knows them too.
     """
     if items.empty:
         return
-    batch = item_batch(items, artifact.embed_items(items), stock)
+    batch = item_batch(items, artifact.embed_items(items), {})
     backend.upsert(batch)
+    push_stock(store, backend, {int(i): int(stock.get(int(i), 0)) for i in batch.ids}, at=at)
     log.info("upserted %d items into the live index version", len(batch))

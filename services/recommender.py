@@ -350,12 +350,12 @@ class Recommender:
         created = item.created_at or datetime.now(UTC)
         features_ = ItemFeatures(title=item.title, categories=tuple(item.categories),
                                  price=item.price, created_at_s=int(created.timestamp()))
-        add_items(s.artifact, self.backend, pd.DataFrame({
+        add_items(self.store, s.artifact, self.backend, pd.DataFrame({
             "item_id": [item_id], "title": [item.title], "categories": [list(item.categories)],
             "price": [np.nan if item.price is None else item.price],
-            "created_at": [pd.Timestamp(created).tz_convert("UTC")]}), {item_id: item.stock})
+            "created_at": [pd.Timestamp(created).tz_convert("UTC")]}), {item_id: item.stock},
+            at=datetime.now(UTC))
         _online(self.online.write_item, item_id, features_)
-        push_stock(self.store, self.backend, {item_id: item.stock}, at=datetime.now(UTC))
         s.items.put(item_id, features_)
         return ItemResponse(item_id=item_id, model_version=s.model_version,
                             index_version=s.index_version)

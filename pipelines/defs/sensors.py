@@ -7,7 +7,7 @@ the live Edge shard (one process only), so the jobs write through its client ins
 """
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -96,7 +96,8 @@ class NewItemsConfig(dg.Config):
 
 @dg.op
 def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
-                     registry: RegistryResource, service: ServiceResource) -> None:
+                     feature_store: FeatureStoreResource, registry: RegistryResource,
+                     service: ServiceResource) -> None:
     """New items embedded from content by the live item tower and upserted into the live version."""
     items = pd.concat([read_inbox_file(Path(p), ITEM_COLUMNS) for p in config.files], ignore_index=True)
     items = items.drop_duplicates("item_id", keep="last")
@@ -114,7 +115,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
             if live is None:
                 raise RuntimeError("no live index version: run the retraining job first")
             artifact = Artifact.load(reg.get_model(live.model_version_id).location)
-            add_items(artifact, reg.store, items, stock)
+            add_items(feature_store.open(), artifact, reg.store, items, stock, at=datetime.now(UTC))
     context.log.info("upserted %d items (%s)", len(items),
                      "through the service" if service.url else "directly")
 

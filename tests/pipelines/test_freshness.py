@@ -54,14 +54,15 @@ def test_stock_push_for_an_unknown_item_changes_nothing(live):
 
 
 def test_new_item_with_content_only_is_retrievable_by_its_content(live):
-    dataset, _, registry, artifact = live
+    dataset, store, registry, artifact = live
     twin = dataset.items.iloc[[5]]
     new = twin.assign(item_id=int(dataset.items["item_id"].max()) + 2,
                       title=twin["title"] + " (new edition)",
                       created_at=pd.Timestamp.now(tz="UTC").floor("s"))
     count_before = registry.store.count()
 
-    add_items(artifact, registry.store, new, {int(new["item_id"].iloc[0]): 7})
+    add_items(store, artifact, registry.store, new, {int(new["item_id"].iloc[0]): 7},
+              at=datetime.now(UTC))
 
     assert registry.store.count() == count_before + 1
     vector = artifact.embed_items(new)[0]
@@ -69,10 +70,11 @@ def test_new_item_with_content_only_is_retrievable_by_its_content(live):
     hits = registry.store.search(vector, k=5, filters=SearchFilters(categories=category))
     assert hits[0].item_id == int(new["item_id"].iloc[0]) and hits[0].stock == 7
     assert np.isclose(hits[0].score, float(vector @ vector), atol=0.05)
+    assert online_quantity(store, int(new["item_id"].iloc[0])) == 7
 
 
 def test_new_items_missing_a_content_column_are_refused(live):
-    dataset, _, registry, artifact = live
+    dataset, store, registry, artifact = live
     new = dataset.items.iloc[[0]].drop(columns=["created_at"]).assign(item_id=10_000)
     with pytest.raises(ValueError, match="created_at"):
-        add_items(artifact, registry.store, new, {})
+        add_items(store, artifact, registry.store, new, {}, at=datetime.now(UTC))

@@ -68,11 +68,12 @@ def render_repo(config: FeatureStoreConfig) -> Path:
         settings["registry"] = {"registry_type": "sql", "path": config.registry_url,
                                 "cache_ttl_seconds": 60, "sqlalchemy_config_kwargs":
                                 {"pool_pre_ping": True}}
-    _atomic_write(repo / "feature_store.yaml", yaml.safe_dump(settings, sort_keys=False))
+    atomic_write(repo / "feature_store.yaml", yaml.safe_dump(settings, sort_keys=False))
     return repo
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

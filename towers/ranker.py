@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.store import atomic_write
 from towers.artifact import Artifact
 from towers.data import unix_seconds
 from towers.evaluate import TEMPORAL_QUANTILE, Queries, ranking_metrics, temporal_split, top_k
@@ -194,8 +194,8 @@ class Ranker:
         path.mkdir(parents=True, exist_ok=True)
         meta = {"version": RANKER_VERSION, "features": list(FEATURES), "metrics": self.metrics,
                 "improves": self.improves, "config": self.config}
-        _atomic_write(path / "model.txt", self.booster.model_to_string())
-        _atomic_write(path / "ranker.json", json.dumps(meta, indent=1))
+        atomic_write(path / "model.txt", self.booster.model_to_string())
+        atomic_write(path / "ranker.json", json.dumps(meta, indent=1))
         log.info("saved ranker to %s", path)
         return path
 
@@ -211,12 +211,6 @@ class Ranker:
                              f"with {list(FEATURES)}")
         booster = lgb.Booster(model_str=(Path(path) / "model.txt").read_text())
         return cls(booster, meta["metrics"], meta["improves"], meta["config"])
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def fit_booster(data: RankingData, folds: np.ndarray, config: RankerConfig

@@ -3,8 +3,6 @@ down on real data, determinism, two-process (gloo) training, and config override
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +12,7 @@ import torch.multiprocessing as mp
 
 from feature_repo.store import ENTITY_COLUMNS, write_training_frame
 from tests.towers.conftest import MAX_LEN
+from tests.utils.servers import free_port
 from towers.artifact import Artifact
 from towers.data import Vocab, batch_chunks, catalogue_content, frame_windows, sampled_candidates
 from towers.model import TowerConfig, TwoTower
@@ -127,10 +126,7 @@ def _train_rank(rank: int, port: int, frame, items, out: str) -> None:
 
 def test_two_gloo_processes_train_on_shards_and_end_with_identical_weights(ml, small_frame,
                                                                           tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_train_rank, args=(port, _tiny(small_frame), ml.items, str(tmp_path)), nprocs=2)
+    mp.spawn(_train_rank, args=(free_port(), _tiny(small_frame), ml.items, str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["metrics"]["ranks"] == 2
     for name, value in ranks[0]["state"].items():

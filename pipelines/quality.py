@@ -6,6 +6,7 @@ Pure functions over arrays and an `IndexBackend`, so checks, monitoring assets a
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,25 +18,33 @@ EVERYTHING = SearchFilters(in_stock_only=False)  # recall is measured on the gra
 
 @dataclass(frozen=True)
 class RecallReport:
+    hnsw_ef: int | None  # query beam width; None = the version's own
     recall: float  # mean share of the exact top k the ANN search returned
     mean_ms: float  # mean ANN query time
     queries: int
 
 
 def ann_recall(backend: IndexBackend, queries: np.ndarray, *, location: str | None = None,
-               k: int = 10, hnsw_ef: int | None = None) -> RecallReport:
-    """Recall@k of the approximate (HNSW, quantized) search against exact search, unfiltered."""
+               k: int = 10, hnsw_efs: Sequence[int | None] = (None,)) -> list[RecallReport]:
+    """Recall@k of the approximate (HNSW, quantized) search against exact search, unfiltered.
+
+    One report per beam width in `hnsw_efs`; the exact top k of each query is searched once.
+    """
     if len(queries) == 0:
         raise ValueError("ann_recall: no queries")
-    hits, seconds = [], 0.0
-    for query in queries:
-        exact = {h.item_id for h in backend.search(query, k=k, filters=EVERYTHING, location=location,
-                                                   exact=True)}
-        started = time.perf_counter()
-        found = backend.search(query, k=k, filters=EVERYTHING, location=location, hnsw_ef=hnsw_ef)
-        seconds += time.perf_counter() - started
-        hits.append(len(exact & {h.item_id for h in found}) / max(len(exact), 1))
-    return RecallReport(float(np.mean(hits)), 1000 * seconds / len(queries), len(queries))
+    exact = [{h.item_id for h in backend.search(query, k=k, filters=EVERYTHING, location=location,
+                                                exact=True)} for query in queries]
+    reports = []
+    for ef in hnsw_efs:
+        hits, seconds = [], 0.0
+        for query, truth in zip(queries, exact, strict=True):
+            started = time.perf_counter()
+            found = backend.search(query, k=k, filters=EVERYTHING, location=location, hnsw_ef=ef)
+            seconds += time.perf_counter() - started
+            hits.append(len(truth & {h.item_id for h in found}) / max(len(truth), 1))
+        reports.append(RecallReport(ef, float(np.mean(hits)), 1000 * seconds / len(queries),
+                                    len(queries)))
+    return reports
 
 
 def unsearchable_items(backend: IndexBackend, ids: np.ndarray, vectors: np.ndarray, *,

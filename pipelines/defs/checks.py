@@ -135,7 +135,7 @@ def item_index_recall_meets_target(item_index: dict, two_tower_model: dict,
     """ANN recall@10 against exact search, for test-window users, is at least 0.97."""
     queries = query_sample(Artifact.load(two_tower_model["location"]), temporal_split, RECALL_QUERIES)
     with registry.open() as reg:
-        report = ann_recall(reg.store, queries, location=item_index["location"])
+        [report] = ann_recall(reg.store, queries, location=item_index["location"])
     return dg.AssetCheckResult(passed=report.recall >= RECALL_TARGET, metadata={
         "recall@10": report.recall, "target": RECALL_TARGET, "queries": report.queries,
         "mean_ms": report.mean_ms})

@@ -63,12 +63,11 @@ def index_recall(item_index: dict, two_tower_model: dict, temporal_split: evalua
                  registry: RegistryResource) -> dg.MaterializeResult:
     """ANN recall@10 against exact search on a fixed query sample, across query beam widths."""
     queries = query_sample(Artifact.load(two_tower_model["location"]), temporal_split, RECALL_QUERIES)
-    rows = []
     with registry.open() as reg:
         served_ef = reg.store.spec(item_index["location"]).hnsw_ef
-        for ef in sorted({*EF_SWEEP, served_ef}):
-            report = ann_recall(reg.store, queries, location=item_index["location"], hnsw_ef=ef)
-            rows.append({"hnsw_ef": ef, "recall@10": report.recall, "mean_ms": report.mean_ms})
+        reports = ann_recall(reg.store, queries, location=item_index["location"],
+                             hnsw_efs=sorted({*EF_SWEEP, served_ef}))
+    rows = [{"hnsw_ef": r.hnsw_ef, "recall@10": r.recall, "mean_ms": r.mean_ms} for r in reports]
     fig, ax = figure(5, 3.5)
     ax.plot([r["mean_ms"] for r in rows], [r["recall@10"] for r in rows], "o-")
     for r in rows:

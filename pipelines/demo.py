@@ -77,10 +77,7 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes
 def recommend(registry: Registry, store, interactions: pd.DataFrame, items: pd.DataFrame, *,
               users: int, k: int) -> list[Recommendation]:
     """Top-k unseen in-stock items from the live version for the `users` most active users."""
-    live = registry.live()
-    if live is None:
-        raise RuntimeError("no live index version")
-    artifact = Artifact.load(registry.get_model(live.model_version_id).location)
+    artifact = Artifact.load(registry.live_model().location)
     chosen = interactions["user_id"].value_counts().index[:users].tolist()
     frame = online_user_features(store, chosen)
     frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")

@@ -225,6 +225,13 @@ class Registry:
         with self._sessions() as session:
             return session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
 
+    def live_model(self) -> ModelVersion:
+        """The model version whose embeddings the live index version holds."""
+        live = self.live()
+        if live is None:
+            raise NoLiveVersionError("no index version is live: build and promote one first")
+        return self.get_model(live.model_version_id)
+
     def versions(self, status: Status | None = None) -> list[IndexVersion]:
         query = select(IndexVersion).order_by(IndexVersion.id)
         if status is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._args import parse
 from services.cli import main
 
 
@@ -23,6 +24,16 @@ def test_twotower_help_lists_commands():
 def test_unknown_benchmark_is_named(capsys):
     with pytest.raises(SystemExit, match="no benchmark 'nope'"):
         main(["bench", "nope"])
+
+
+def test_bench_overrides_take_their_defaults_types():
+    defaults = {"items": 100, "plot": True, "ef": "64,128"}
+    assert parse(["--items=5", "--plot=0", "--ef=32"], defaults) == {"items": 5, "plot": False, "ef": "32"}
+    assert parse(["--plot=yes"], defaults)["plot"] is True
+    with pytest.raises(SystemExit, match="--plot='maybe': expected bool"):
+        parse(["--plot=maybe"], defaults)
+    with pytest.raises(SystemExit, match="unknown argument '--size=3'"):
+        parse(["--size=3"], defaults)
 
 
 def test_eval_writes_the_issue_metric_names_for_popularity_on_ml100k(ml100k_dir, tmp_path, capsys):

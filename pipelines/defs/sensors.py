@@ -72,18 +72,25 @@ def stock_update_job() -> None:
 
 @dg.sensor(job=stock_update_job, minimum_interval_seconds=30)
 def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
-    """Stock rows newer than the cursor (the newest row pushed so far) become one stock update run."""
-    files = inbox_files(inbox.stock_dir)
-    if not files:
-        return dg.SkipReason(f"no stock files in {inbox.stock_dir}")
-    rows = pd.concat([read_inbox_file(p, STOCK_COLUMNS) for p in files], ignore_index=True)
-    if context.cursor:
-        rows = rows[rows["event_timestamp"] > pd.Timestamp(context.cursor)]
+    """Stock rows newer than the newest row pushed so far become one stock update run.
+
+    The cursor keeps that row's time and each file's size and mtime, so a tick reads only the files
+    that are new or have grown since, not the whole inbox.
+    """
+    cursor = json.loads(context.cursor) if context.cursor else {"newest": None, "files": {}}
+    files = {p.name: p for p in inbox_files(inbox.stock_dir)}
+    stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in files.items()}
+    changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
+    if not changed:
+        return dg.SkipReason(f"no new or changed stock files in {inbox.stock_dir}")
+    rows = pd.concat([read_inbox_file(p, STOCK_COLUMNS) for p in changed], ignore_index=True)
+    if cursor["newest"]:
+        rows = rows[rows["event_timestamp"] > pd.Timestamp(cursor["newest"])]
+    newest = rows["event_timestamp"].max().isoformat() if not rows.empty else cursor["newest"]
+    context.update_cursor(json.dumps({"newest": newest, "files": stats}))
     if rows.empty:
         return dg.SkipReason("no stock rows newer than the cursor")
-    newest = rows["event_timestamp"].max().isoformat()
     quantities = {str(k): v for k, v in latest_stock(rows).items()}
-    context.update_cursor(newest)
     return dg.RunRequest(run_key=f"stock-{newest}", run_config={"ops": {"push_stock_quantities": {
         "config": {"quantities": quantities, "at": newest}}}})
 
@@ -111,10 +118,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
                                    stock=stock.get(int(row.item_id), 0))
     else:
         with registry.open() as reg:
-            live = reg.live()
-            if live is None:
-                raise RuntimeError("no live index version: run the retraining job first")
-            artifact = Artifact.load(reg.get_model(live.model_version_id).location)
+            artifact = Artifact.load(reg.live_model().location)
             add_items(feature_store.open(), artifact, reg.store, items, stock, at=datetime.now(UTC))
     context.log.info("upserted %d items (%s)", len(items),
                      "through the service" if service.url else "directly")

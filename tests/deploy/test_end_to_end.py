@@ -113,8 +113,7 @@ def test_recommends_unseen_in_stock_items_with_the_live_model(deployment, shop):
 
 
 def test_the_live_model_is_loaded_from_its_registered_location(deployment, shop):
-    live = deployment.registry.live()
-    loaded = Artifact.load(deployment.registry.get_model(live.model_version_id).location)
+    loaded = Artifact.load(deployment.registry.live_model().location)
     assert np.allclose(loaded.embed_items(shop.items), deployment.towers.embed_items(shop.items), atol=1e-6)
 
 

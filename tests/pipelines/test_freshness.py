@@ -20,7 +20,7 @@ def live(graph):
     """The graph's feature store, registry (with the live backend open) and live towers."""
     resources = build_resources(graph.settings)
     with resources["registry"].open() as registry:
-        artifact = Artifact.load(registry.get_model(registry.live().model_version_id).location)
+        artifact = Artifact.load(registry.live_model().location)
         yield graph.dataset, resources["feature_store"].open(), registry, artifact
 
 

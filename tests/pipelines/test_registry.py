@@ -17,6 +17,7 @@ from pipelines.index import (
     IndexSpec,
     InvalidItemsError,
     ItemBatch,
+    NoLiveVersionError,
     UnknownVersionError,
     VersionStateError,
     build_version,
@@ -195,6 +196,22 @@ def test_model_versions_keep_their_config_and_metrics(tmp_path: Path) -> None:
     )
     ready = registry.mark_ready(build.id, item_count=5, metrics={"recall": 0.99})
     assert (ready.status, ready.item_count, ready.metrics) == (Status.READY, 5, {"recall": 0.99})
+    registry.close()
+
+
+def test_live_model_is_the_model_behind_the_live_index_version(live_index: LiveIndex) -> None:
+    registry = live_index.registry
+    assert registry.live_model().id == registry.live().model_version_id
+    other = registry.register_model("towers-next", location="elsewhere")
+    build = registry.register_build(model_version_id=other.id, config={}, backend="edge", location="x")
+    registry.mark_ready(build.id, item_count=0)
+    assert registry.live_model().id != other.id, "a ready version is not live yet"
+
+
+def test_live_model_without_a_live_version_says_so(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    with pytest.raises(NoLiveVersionError, match="no index version is live"):
+        registry.live_model()
     registry.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipelines.catalogue import latest_stock
-from pipelines.defs.resources import build_resources
+from pipelines.defs.resources import InboxResource, build_resources
 from pipelines.defs.sensors import catalogue_sensor, new_items_job, stock_log_sensor, stock_update_job
 from pipelines.index import SearchFilters
 from pipelines.registry import ModelVersion
@@ -27,7 +28,7 @@ def run_sensor(sensor, graph, cursor=None):
 def live_state(graph):
     """The live artifact and the number of model versions registered so far."""
     with build_resources(graph.settings)["registry"].open() as registry:
-        model = registry.get_model(registry.live().model_version_id)
+        model = registry.live_model()
         with Session(registry.engine) as session:
             models = session.scalar(select(func.count()).select_from(ModelVersion))
     return Artifact.load(model.location), models
@@ -90,3 +91,32 @@ def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_versi
     assert live_state(graph)[1] == models_before
     again, _ = run_sensor(catalogue_sensor, graph, cursor=cursor)
     assert isinstance(again, SkipReason), "a file is upserted once"
+
+
+def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
+    inbox = InboxResource(data_dir=str(tmp_path))
+    inbox.stock_dir.mkdir(parents=True)
+
+    def tick(cursor):
+        context = build_sensor_context(cursor=cursor, resources={"inbox": inbox})
+        return stock_log_sensor(context), context.cursor
+
+    def write(name, rows):
+        pd.DataFrame(rows, columns=["item_id", "event_timestamp", "quantity"]).to_csv(
+            inbox.stock_dir / name, index=False)
+
+    write("a.csv", [(1, "2026-01-01T00:00:00Z", 5)])
+    first, cursor = tick(None)
+    assert first.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"1": 5}
+
+    consumed = inbox.stock_dir / "a.csv"
+    stat = consumed.stat()
+    consumed.write_bytes(b"x" * stat.st_size)  # unreadable as stock rows, same size and mtime
+    os.utime(consumed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    unchanged, cursor = tick(cursor)
+    assert isinstance(unchanged, SkipReason), "a file already pushed is not read again"
+
+    write("b.csv", [(2, "2025-12-31T00:00:00Z", 9), (3, "2026-01-02T00:00:00Z", 0)])
+    second, _ = tick(cursor)
+    assert second.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"3": 0}, \
+        "only rows newer than the last push"

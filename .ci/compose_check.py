@@ -76,13 +76,14 @@ def _mounts(service: dict) -> dict[str, str]:
 
 
 def check(compose: dict, env_example: str, settings_fields: set[str] | None = None,
-          dagster_env: set[str] | None = None) -> list[str]:
+          dagster_env: set[str] | None = None, pipeline_fields: set[str] | None = None) -> list[str]:
     """Every way `compose` falls short of the stack, as readable problems (empty when it is fine).
 
     Args:
         env_example: the text of `.env.example`.
         settings_fields: env names the service's Settings reads; None skips that check.
         dagster_env: env names deploy/dagster.yaml reads; None skips that check.
+        pipeline_fields: env names the pipelines' PipelineSettings reads; None skips that check.
     """
     problems: list[str] = []
     services = compose.get("services") or {}
@@ -113,12 +114,13 @@ def check(compose: dict, env_example: str, settings_fields: set[str] | None = No
                      for var in missing]
     problems += _check_cluster(services)
     problems += _check_secrets(services, compose, env_example)
-    if settings_fields is not None:
-        api_env = _environment(services.get("api") or {})
-        for key in sorted(api_env):
-            if key.startswith("TWOTOWER_") and key not in settings_fields:
-                problems.append(f"services.api.environment.{key}: not a setting of "
-                                "services.api.config.Settings")
+    readers = [(("api",), settings_fields, "services.api.config.Settings"),
+               (DAGSTER, pipeline_fields, "pipelines.defs.resources.PipelineSettings")]
+    for names, fields, reader in readers:
+        for name in names if fields is not None else ():
+            problems += [f"services.{name}.environment.{key}: not a setting of {reader}"
+                         for key in sorted(_environment(services.get(name) or {}))
+                         if key.startswith("TWOTOWER_") and key not in fields]
     return problems
 
 
@@ -160,14 +162,12 @@ def _check_secrets(services: dict, compose: dict, env_example: str) -> list[str]
     return problems
 
 
-def settings_env_names() -> set[str]:
-    """The env names `services.api.config.Settings` reads (nested models as PREFIX_FIELD__SUB)."""
-    from services.api.config import Settings
-
-    prefix = Settings.model_config.get("env_prefix", "")
-    nested = Settings.model_config.get("env_nested_delimiter") or None
+def settings_env_names(settings: type[BaseModel]) -> set[str]:
+    """The env names a pydantic-settings class reads (nested models as PREFIX_FIELD__SUB)."""
+    prefix = settings.model_config.get("env_prefix", "")
+    nested = settings.model_config.get("env_nested_delimiter") or None
     names = set()
-    for name, info in Settings.model_fields.items():
+    for name, info in settings.model_fields.items():
         names.add(f"{prefix}{name}".upper())
         models = [t for t in typing.get_args(info.annotation) or (info.annotation,)
                   if isinstance(t, type) and issubclass(t, BaseModel)]
@@ -193,9 +193,13 @@ def dagster_env_names(instance_yaml: Path = ROOT / "deploy" / "dagster.yaml") ->
 
 def check_files(compose_file: Path = ROOT / "docker-compose.yml",
                 env_example: Path = ROOT / ".env.example") -> list[str]:
-    """`check` of the files, with the names the service's Settings and deploy/dagster.yaml read."""
-    return check(yaml.safe_load(compose_file.read_text()), env_example.read_text(), settings_env_names(),
-                 dagster_env_names())
+    """`check` of the files, with the names the settings classes and deploy/dagster.yaml read."""
+    from pipelines.defs.resources import SERVICE_KEY_ENV, PipelineSettings
+    from services.api.config import Settings
+
+    return check(yaml.safe_load(compose_file.read_text()), env_example.read_text(),
+                 settings_env_names(Settings), dagster_env_names(),
+                 settings_env_names(PipelineSettings) | {SERVICE_KEY_ENV})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,5 +210,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))  # a script in .ci/: import the service's Settings from this checkout
+    sys.path.insert(0, str(ROOT))  # a script in .ci/: import the settings classes from this checkout
     main()

@@ -24,6 +24,8 @@ from feature_repo.store import FeatureStoreConfig, open_store
 from pipelines.index import IndexBackend, IndexSettings, open_backend
 from pipelines.registry import Registry
 
+SERVICE_KEY_ENV = "TWOTOWER_SERVICE_KEY"  # the sensors' write key: a secret, read as a Dagster EnvVar
+
 
 class PipelineSettings(BaseSettings):
     """Deployment settings from the environment, under the service's names (`TWOTOWER_*`)."""
@@ -36,6 +38,8 @@ class PipelineSettings(BaseSettings):
     index: IndexSettings | None = None  # None = Qdrant Edge shards under data_dir/index
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "localhost:6379"
+    redis_type: Literal["redis", "redis_cluster"] = "redis"  # redis_cluster: redis_url lists the nodes
+    feast_registry_url: str | None = None  # SQLAlchemy URL of Feast's SQL registry; None = a file
     service_url: str | None = None  # when set, sensors write through the running service
 
 
@@ -54,13 +58,14 @@ class FeatureStoreResource(dg.ConfigurableResource):
     data_dir: str
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "localhost:6379"
+    redis_type: Literal["redis", "redis_cluster"] = "redis"
     registry_url: str | None = None  # a SQL Feast registry; None = a file in the repository
 
     @property
     def config(self) -> FeatureStoreConfig:
         return FeatureStoreConfig(repo_dir=Path(self.data_dir) / "feature_repo",
                                   online_store=self.online_store, redis_url=self.redis_url,
-                                  registry_url=self.registry_url)
+                                  redis_type=self.redis_type, registry_url=self.registry_url)
 
     def open(self):  # -> feast.FeatureStore of the applied repository
         return open_store(self.config)
@@ -135,9 +140,10 @@ def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableReso
     return {
         "dataset": DatasetResource(spec=settings.data),
         "feature_store": FeatureStoreResource(data_dir=data_dir, online_store=settings.online_store,
-                                              redis_url=settings.redis_url),
+                                              redis_url=settings.redis_url, redis_type=settings.redis_type,
+                                              registry_url=settings.feast_registry_url),
         "registry": RegistryResource(data_dir=data_dir, url=settings.registry_url, index=index),
-        "service": ServiceResource(url=settings.service_url, api_key=_secret("TWOTOWER_SERVICE_KEY")),
+        "service": ServiceResource(url=settings.service_url, api_key=_secret(SERVICE_KEY_ENV)),
         "inbox": InboxResource(data_dir=data_dir),
     }
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipelines.defs.resources import PipelineSettings
+from pipelines.defs.resources import SERVICE_KEY_ENV, PipelineSettings, build_resources
 from services.api.config import Settings
 
 
@@ -106,6 +106,15 @@ def test_unknown_service_setting_is_reported():
             in problems)
 
 
+def test_unknown_pipeline_setting_is_reported():
+    compose = _copy()
+    compose["services"]["dagster-daemon"]["environment"]["TWOTOWER_FEAST_REGISTRY"] = "postgresql://x"
+    problems = compose_check.check(compose, ENV_EXAMPLE, pipeline_fields=compose_check.settings_env_names(
+        PipelineSettings) | {SERVICE_KEY_ENV})
+    assert problems == ["services.dagster-daemon.environment.TWOTOWER_FEAST_REGISTRY: not a setting of "
+                        "pipelines.defs.resources.PipelineSettings"]
+
+
 def test_dagster_env_var_the_instance_yaml_reads_must_be_set():
     assert "DAGSTER_PG_PASSWORD" in compose_check.dagster_env_names()
     compose = _copy()
@@ -166,6 +175,9 @@ def test_dagster_environment_builds_the_pipelines_settings(monkeypatch, env_file
     assert settings.index is not None and settings.index.backend == "server"
     assert (settings.online_store, settings.service_url) == ("redis", "http://api:8000")
     assert settings.registry_url == environment["TWOTOWER_REGISTRY_URL"]
+    feast = build_resources(settings)["feature_store"].config
+    assert feast.registry_url == environment["TWOTOWER_FEAST_REGISTRY_URL"]
+    assert feast.registry_url.endswith("@postgres:5432/feast") and feast.online_store == "redis"
 
 
 def test_cluster_values_from_env_reach_the_index_settings(monkeypatch, env_file_values):

@@ -14,6 +14,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -202,7 +203,6 @@ class IndexBackend(ABC):
     def finish(self, location: str) -> None:
         """Build the HNSW graph (and quantized vectors) after the bulk upsert, then flush."""
 
-    @abstractmethod
     def search(
         self,
         vector: Sequence[float] | np.ndarray,
@@ -215,6 +215,45 @@ class IndexBackend(ABC):
         exact: bool = False,
     ) -> list[Hit]:
         """Top-k items by score that satisfy `filters` (default: in stock only)."""
+        points = self._query(vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
+                             oversampling=oversampling, exact=exact, with_payload=True)
+        return [Hit.from_payload(p.id, p.score, p.payload) for p in points]
+
+    def search_ids(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        location: str | None = None,
+        hnsw_ef: int | None = None,
+        oversampling: float | None = None,
+        exact: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`search` without the payload: (n,) int64 item ids and (n,) float32 scores, best first.
+
+        For callers that keep item content themselves (the service): skipping the payload roughly
+        halves the engine's time and saves building a `Hit` per result.
+        """
+        points = self._query(vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
+                             oversampling=oversampling, exact=exact, with_payload=False)
+        return (np.fromiter((p.id for p in points), np.int64, len(points)),
+                np.fromiter((p.score for p in points), np.float32, len(points)))
+
+    @abstractmethod
+    def _query(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        k: int,
+        filters: SearchFilters | None,
+        location: str | None,
+        hnsw_ef: int | None,
+        oversampling: float | None,
+        exact: bool,
+        with_payload: bool,
+    ) -> Sequence[Any]:
+        """The engine's scored points (`.id`, `.score`, `.payload`), best first."""
 
     @abstractmethod
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
@@ -247,6 +286,14 @@ class IndexBackend(ABC):
     @abstractmethod
     def drop(self, location: str) -> None:
         """Delete a version's data (missing data is not an error)."""
+
+    @abstractmethod
+    def release(self, location: str) -> None:
+        """Free what an opened non-live version holds; a later search reopens it.
+
+        Edge closes the version's cached shard (its memory maps and WAL lock); the live version
+        and a version never opened are left as they are. The server backend holds nothing.
+        """
 
     @abstractmethod
     def close(self) -> None:

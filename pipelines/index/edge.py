@@ -19,12 +19,12 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
 
-from pipelines.index.base import Hit, IndexBackend, ItemBatch, progress, query_vector
+from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
 from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
 from pipelines.index.errors import (
     NoLiveVersionError,
@@ -184,17 +184,18 @@ class EdgeBackend(IndexBackend):
         )
 
     # -- serve -------------------------------------------------------------------------------
-    def search(
+    def _query(
         self,
         vector: Sequence[float] | np.ndarray,
         *,
-        k: int = 10,
-        filters: SearchFilters | None = None,
-        location: str | None = None,
-        hnsw_ef: int | None = None,
-        oversampling: float | None = None,
-        exact: bool = False,
-    ) -> list[Hit]:
+        k: int,
+        filters: SearchFilters | None,
+        location: str | None,
+        hnsw_ef: int | None,
+        oversampling: float | None,
+        exact: bool,
+        with_payload: bool,
+    ) -> Sequence[Any]:
         path = self._resolve(location)
         spec = self._spec(path)
         query = query_vector(vector, spec.dim, path.name)
@@ -222,10 +223,10 @@ class EdgeBackend(IndexBackend):
             query=qe.Query.Nearest(query),
             prefetches=prefetches,
             filter=edge_filter(parts[0]) if prefetches is None else None,
-            with_payload=True,
+            with_payload=with_payload,
             params=params,
         )
-        return [Hit.from_payload(p.id, p.score, p.payload) for p in self._shard(path).query(request)]  # type: ignore[arg-type]
+        return self._shard(path).query(request)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         path = self._resolve(location)
@@ -285,6 +286,20 @@ class EdgeBackend(IndexBackend):
             shard.close()
         shutil.rmtree(path, ignore_errors=True)
         log.info("dropped edge index version %s", path.name)
+
+    def release(self, location: str) -> None:
+        """Close and forget the cached shard of `location`; the live version is kept open."""
+        path = Path(location)
+        path = path if path.is_absolute() else self.root / path
+        if self.live_location() == str(path):  # e.g. a rollback made it live again: still serving
+            return
+        with self._lock:
+            shard = self._shards.pop(path, None)
+            self._specs.pop(path, None)
+        if shard is not None:
+            shard.flush()  # stock updates written to the old version survive its reopening
+            shard.close()
+            log.debug("released edge index version %s", path.name)
 
     def close(self) -> None:
         with self._lock:

@@ -12,11 +12,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from pipelines.index.base import Hit, IndexBackend, ItemBatch, progress, query_vector
+from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
 from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
 from pipelines.index.errors import (
     NoLiveVersionError,
@@ -177,17 +178,18 @@ class ServerBackend(IndexBackend):
             time.sleep(POLL_S)
         log.info("built %s: %s points, %s indexed", name, info.points_count, info.indexed_vectors_count)
 
-    def search(
+    def _query(
         self,
         vector: Sequence[float] | np.ndarray,
         *,
-        k: int = 10,
-        filters: SearchFilters | None = None,
-        location: str | None = None,
-        hnsw_ef: int | None = None,
-        oversampling: float | None = None,
-        exact: bool = False,
-    ) -> list[Hit]:
+        k: int,
+        filters: SearchFilters | None,
+        location: str | None,
+        hnsw_ef: int | None,
+        oversampling: float | None,
+        exact: bool,
+        with_payload: bool,
+    ) -> Sequence[Any]:
         # Query the alias itself for the live version, so a promotion elsewhere is seen at once.
         name = self.settings.alias if location is None else self._resolve(location)
         spec = self._cached_live_spec() if location is None else self.spec(location)
@@ -217,9 +219,9 @@ class ServerBackend(IndexBackend):
             query_filter=server_filter(parts[0]) if prefetch is None else None,
             search_params=params,
             limit=k,
-            with_payload=True,
+            with_payload=with_payload,
         )
-        return [Hit.from_payload(p.id, p.score, p.payload) for p in response.points]  # type: ignore[arg-type]
+        return response.points
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         name = self._resolve(location)
@@ -288,6 +290,9 @@ class ServerBackend(IndexBackend):
         self.client.delete_collection(location)
         self._specs.pop(location, None)
         log.info("dropped collection %s", location)
+
+    def release(self, location: str) -> None:
+        """Nothing to free: the server holds the collection, this client holds no handle to it."""
 
     def close(self) -> None:
         self.client.close()

@@ -18,6 +18,7 @@ from pipelines.index import (
     SearchFilters,
     UnknownItemError,
     UnknownVersionError,
+    build_version,
     open_backend,
 )
 from tests.pipelines.conftest import CATEGORIES, DIM, LiveIndex, exact_top_k, random_items
@@ -94,6 +95,16 @@ def test_filters_never_return_a_violating_item(live_index: LiveIndex) -> None:
         assert len({h.item_id for h in hits} & set(expected)) >= 0.8 * len(expected)
 
 
+def test_search_ids_answers_like_search_without_the_payload(live_index: LiveIndex) -> None:
+    cases = [SearchFilters(), SearchFilters(categories=frozenset(CATEGORIES[:2]), max_price=50.0)]
+    for f, query in zip(cases, _queries(len(cases), seed=11), strict=True):
+        hits = live_index.backend.search(query, k=20, filters=f)
+        ids, scores = live_index.backend.search_ids(query, k=20, filters=f)
+        assert (ids.dtype, scores.dtype) == (np.int64, np.float32)
+        assert ids.tolist() == [h.item_id for h in hits]
+        assert np.allclose(scores, [h.score for h in hits], atol=1e-6)
+
+
 def test_out_of_stock_items_are_skipped_by_default(live_index: LiveIndex) -> None:
     out_of_stock = set(live_index.items.ids[live_index.items.stock == 0].tolist())
     for query in _queries(10, seed=5):
@@ -117,6 +128,41 @@ def test_upserted_items_are_searchable_in_the_live_version(live_index: LiveIndex
     hits = live_index.backend.search(new.vectors[0], k=5, filters=SearchFilters(in_stock_only=False))
     assert hits[0].item_id == 10_000
     assert live_index.backend.count() == len(live_index.items) + 3
+
+
+def test_released_version_answers_again_with_its_stock_updates(live_index: LiveIndex) -> None:
+    backend, query = live_index.backend, _queries(1, seed=13)[0]
+    old = backend.live_location()
+    assert old is not None
+    top = backend.search(query, k=1, location=old)[0]
+    backend.set_stock({top.item_id: 0}, location=old)
+    build_version(live_index.items, registry=live_index.registry, spec=live_index.spec,
+                  model_version_id=live_index.model_version_id, promote=True)
+    backend.release(old)
+    hits = backend.search(query, k=10, location=old)  # reopened on demand
+    assert hits and top.item_id not in {h.item_id for h in hits}
+
+
+def test_released_edge_shard_can_be_opened_by_another_process(
+    make_live_index: Callable[..., LiveIndex],
+) -> None:
+    live = make_live_index("edge", random_items(300))
+    old = live.backend.live_location()
+    assert old is not None
+    build_version(live.items, registry=live.registry, spec=live.spec,
+                  model_version_id=live.model_version_id, promote=True)
+    query = _queries(1)[0]
+    expected = [h.item_id for h in live.backend.search(query, k=5, location=old)]
+    with open_backend(IndexSettings(path=live.data_dir / "index")) as other:
+        with pytest.raises(Exception, match="WAL"):  # the first backend still holds the shard
+            other.search(query, k=5, location=old)
+        live.backend.release(old)
+        assert [h.item_id for h in other.search(query, k=5, location=old)] == expected
+        other.release(old)
+    live.backend.release(str(live.backend.live_location()))  # the live version stays open
+    with open_backend(IndexSettings(path=live.data_dir / "index")) as other:
+        with pytest.raises(Exception, match="WAL"):
+            other.search(query, k=5)
 
 
 def test_stock_update_of_an_unknown_item_names_it(live_index: LiveIndex) -> None:

@@ -1,10 +1,13 @@
 """Benchmark: HNSW recall@10 against exact search on real tower embeddings, by ef_construct and ef.
 
     twotower bench index_tower_recall --data=synthetic:items=10000,users=5000,events=140000,seed=0
+    twotower bench index_tower_recall --quant= --save=/tmp/bench/tower_shop.npz   # for bench/index.py
 
 Trains the towers briefly on the dataset's Feast rows (as the pipeline's `two_tower_model` does),
 embeds the catalogue, builds one Qdrant Edge version per (quantization, ef_construct) and measures
 recall@10 of unfiltered search for test-window users against the exact dot-product top 10.
+`--save` keeps the item vectors, their categories and the test users' vectors for `bench/index.py
+--data=tower:FILE`, which fits its 1M-item generator to them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ DEFAULTS = {
     "quant": "int8,none",
     "ef_construct": "64,128",
     "ef": "64,128,256",
+    "save": "",  # write item/user vectors and item categories to this .npz ("" = don't)
 }
 
 
@@ -55,10 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     ids = dataset.items["item_id"].to_numpy()
     rows = np.sort(np.random.default_rng(0).permutation(len(split.test.frame))[:config["queries"]])
     queries = artifact.embed_users(split.test.frame.iloc[rows])
+    if config["save"]:
+        users = artifact.embed_users(split.test.frame)
+        Path(config["save"]).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(config["save"], item_vectors=vectors, user_vectors=users,
+                 categories=np.array(["|".join(c) for c in dataset.items["categories"]]))
+        print(f"saved={config['save']} items={len(vectors)} users={len(users)}", flush=True)
     exact = [set(ids[np.argsort(-(vectors @ q))[:10]].tolist()) for q in queries]
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))
     everything = SearchFilters(in_stock_only=False)
-    for quant in config["quant"].split(","):
+    for quant in filter(None, config["quant"].split(",")):
         for ef_construct in map(int, config["ef_construct"].split(",")):
             spec = IndexSpec(dim=vectors.shape[1], quantization=quant, hnsw_ef_construct=ef_construct)
             with open_backend(IndexSettings(path=home / f"{quant}-{ef_construct}")) as backend:

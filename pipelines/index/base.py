@@ -163,6 +163,23 @@ class Hit:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredPoint:
+    """An engine result whose score was moved back to the dot product with the item itself."""
+
+    id: int
+    score: float
+    payload: Mapping[str, object] | None
+
+
+def uncentred(points: Sequence[Any], query: Sequence[float], spec: IndexSpec) -> Sequence[Any]:
+    """Engine results of a centred version with `query . centre` added back to every score."""
+    if spec.centre is None:
+        return points
+    offset = float(np.dot(np.asarray(query, dtype=np.float64), spec.centre))
+    return [ScoredPoint(p.id, p.score + offset, p.payload) for p in points]
+
+
 def query_vector(vector: Sequence[float] | np.ndarray, dim: int, version: str) -> list[float]:
     """Check a query vector against the version's dimension and return it as a list."""
     array = np.asarray(vector, dtype=np.float32)
@@ -215,8 +232,9 @@ class IndexBackend(ABC):
         exact: bool = False,
     ) -> list[Hit]:
         """Top-k items by score that satisfy `filters` (default: in stock only)."""
-        points = self._query(vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
-                             oversampling=oversampling, exact=exact, with_payload=True)
+        points = self._query_without_exclusions(vector, k=k, filters=filters, location=location,
+                                                hnsw_ef=hnsw_ef, oversampling=oversampling,
+                                                exact=exact, with_payload=True)
         return [Hit.from_payload(p.id, p.score, p.payload) for p in points]
 
     def search_ids(
@@ -235,10 +253,18 @@ class IndexBackend(ABC):
         For callers that keep item content themselves (the service): skipping the payload roughly
         halves the engine's time and saves building a `Hit` per result.
         """
-        points = self._query(vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
-                             oversampling=oversampling, exact=exact, with_payload=False)
+        points = self._query_without_exclusions(vector, k=k, filters=filters, location=location,
+                                                hnsw_ef=hnsw_ef, oversampling=oversampling,
+                                                exact=exact, with_payload=False)
         return (np.fromiter((p.id for p in points), np.int64, len(points)),
                 np.fromiter((p.score for p in points), np.float32, len(points)))
+
+    def _query_without_exclusions(self, vector: Sequence[float] | np.ndarray, *, k: int,
+                                  filters: SearchFilters | None, **options: Any) -> Sequence[Any]:
+        """`_query` for `k + len(excluded)` points, the few excluded ids dropped afterwards."""
+        kept, dropped = (filters if filters is not None else SearchFilters()).without_exclusions()
+        points = self._query(vector, k=k + len(dropped), filters=kept, **options)
+        return [p for p in points if p.id not in dropped][:k]
 
     @abstractmethod
     def _query(

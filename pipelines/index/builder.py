@@ -44,6 +44,8 @@ def build_version(
     started = time.perf_counter()
     try:
         items.validate(dim=spec.dim, version=f"{version.id} ({location})")
+        if spec.centre is None and spec.distance == "dot" and len(items):
+            spec = spec.model_copy(update={"centre": items.vectors.mean(axis=0).tolist()})
         backend.create(location, spec)
         backend.upsert(items, location=location)
         backend.finish(location)

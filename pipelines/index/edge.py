@@ -24,7 +24,7 @@ from typing import Any, cast
 import numpy as np
 import qdrant_edge as qe
 
-from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
+from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector, uncentred
 from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
 from pipelines.index.errors import (
     NoLiveVersionError,
@@ -155,14 +155,15 @@ class EdgeBackend(IndexBackend):
 
     def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
         path = self._resolve(location)
-        items.validate(dim=self._spec(path).dim, version=path.name)
+        spec = self._spec(path)
+        items.validate(dim=spec.dim, version=path.name)
         shard = self._shard(path)
         with progress(len(items), f"upsert {path.name}") as bar:
             for chunk in items.chunks():
                 points = [
                     qe.Point(id=int(item_id), vector=vector, payload=chunk.payload(row))
                     for row, (item_id, vector) in enumerate(
-                        zip(chunk.ids, chunk.vectors.tolist(), strict=True)
+                        zip(chunk.ids, spec.centred(chunk.vectors).tolist(), strict=True)
                     )
                 ]
                 shard.update(qe.UpdateOperation.upsert_points(points))
@@ -226,7 +227,7 @@ class EdgeBackend(IndexBackend):
             with_payload=with_payload,
             params=params,
         )
-        return self._shard(path).query(request)
+        return uncentred(self._shard(path).query(request), query, spec)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         path = self._resolve(location)

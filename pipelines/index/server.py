@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
+from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector, uncentred
 from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
 from pipelines.index.errors import (
     NoLiveVersionError,
@@ -151,12 +151,13 @@ class ServerBackend(IndexBackend):
 
     def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
         name = self._resolve(location)
-        items.validate(dim=self.spec(name).dim, version=name)
+        spec = self.spec(name)
+        items.validate(dim=spec.dim, version=name)
         with progress(len(items), f"upsert {name}") as bar:
             for chunk in items.chunks():
                 batch = models.Batch(
                     ids=[int(i) for i in chunk.ids],
-                    vectors=chunk.vectors.tolist(),
+                    vectors=spec.centred(chunk.vectors).tolist(),
                     payloads=[chunk.payload(row) for row in range(len(chunk))],
                 )
                 self.client.upsert(name, points=batch, wait=True)
@@ -221,7 +222,7 @@ class ServerBackend(IndexBackend):
             limit=k,
             with_payload=with_payload,
         )
-        return response.points
+        return uncentred(response.points, vector_list, spec)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         name = self._resolve(location)

@@ -64,6 +64,7 @@ def test_round_trip_returns_nearest_items_with_their_payload(live_index: LiveInd
             assert hit.categories == list(items.categories[row])
             assert hit.price == pytest.approx(items.price[row])
             assert hit.created_at == items.created_at[row]
+            assert hit.score == pytest.approx(float(items.vectors[row] @ query), abs=1e-4)  # not centred
     assert live_index.backend.count() == len(items)
     assert np.mean(recalls) >= 0.95
 
@@ -103,6 +104,15 @@ def test_search_ids_answers_like_search_without_the_payload(live_index: LiveInde
         assert (ids.dtype, scores.dtype) == (np.int64, np.float32)
         assert ids.tolist() == [h.item_id for h in hits]
         assert np.allclose(scores, [h.score for h in hits], atol=1e-6)
+
+
+@pytest.mark.parametrize("n_excluded", [30, 150])  # dropped after the search / filtered in it
+def test_excluding_the_nearest_items_returns_the_next_ones(live_index: LiveIndex, n_excluded: int) -> None:
+    items, query = live_index.items, _queries(1, seed=17)[0]
+    in_stock = items.stock >= 1
+    seen = frozenset(exact_top_k(items, query, in_stock, k=n_excluded))
+    hits = live_index.backend.search(query, k=10, filters=SearchFilters(exclude_ids=seen))
+    assert [h.item_id for h in hits] == exact_top_k(items, query, in_stock & ~np.isin(items.ids, list(seen)))
 
 
 def test_out_of_stock_items_are_skipped_by_default(live_index: LiveIndex) -> None:
@@ -217,6 +227,21 @@ def test_searching_with_nothing_live_says_so(backend_name: str, tmp_path: Path) 
     with open_backend(IndexSettings(backend=backend_name, path=tmp_path)) as backend:  # type: ignore[arg-type]
         with pytest.raises(NoLiveVersionError):
             backend.search(_queries(1)[0])
+
+
+def test_versions_are_built_centred_on_their_items_mean(live_index: LiveIndex) -> None:
+    centre = live_index.backend.spec().centre
+    assert centre is not None
+    assert np.allclose(centre, live_index.items.vectors.mean(axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"centre": [0.0] * 3}, "centre has 3 values, expected dim=16"),
+    ({"centre": [0.0] * 16, "distance": "cosine"}, "only dot products"),
+])
+def test_invalid_centre_is_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        IndexSpec(dim=16, **fields)
 
 
 def test_filter_with_inverted_price_range_is_refused() -> None:

@@ -6,15 +6,15 @@
 Builds (once; `--home` keeps it) the shop `data` (100k items): Feast store, towers trained
 for `train_minutes` on the Feast training frame, an int8 Qdrant Edge version of every item, and a
 re-ranker of production shape (`ranker_trees` LightGBM lambdarank trees of 15 leaves, re-ranking
-100 candidates, fitted on random rows: its quality does not change its latency, and training a
-real one here would take longer than the benchmark). Then:
+`RankerConfig.candidates` candidates, fitted on random rows: its quality does not change its
+latency, and training a real one here would take longer than the benchmark). Then:
 
 1. in-process: `Recommender.recommend` for `requests` random users (after `warmup` untimed),
    p50/p99 in total and per stage (features, tower, ANN, re-rank);
-2. over HTTP: `twotower serve` in its own process, `threads` `RecommenderClient`s sending an
-   open-loop `rps` requests per second for `seconds` (after `warmup` untimed): p50/p99 from each
-   request's due time, and errors. (The async client spends ~1.5 ms of CPU per call, against
-   ~0.8 ms for the sync one: on two shared cores it could not send 200 per second.)
+2. over HTTP: `twotower serve` in its own process (log in `home/serve.log`), one
+   `AsyncRecommenderClient` sending an open-loop `rps` requests per second for `seconds` (after
+   `warmup` untimed): p50/p99 from each request's due time, errors, and the server's CPU time per
+   request.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -39,15 +39,14 @@ DEFAULTS = {
     # 100k items; users and events only give the towers something to learn: one epoch of
     # shop-100k's 2M events takes over an hour on two cores, and latency does not depend on it
     "data": "synthetic:items=100000,users=2000,events=30000,seed=0",
-    "home": ".twotower/bench-serving",  # built once, reused while its BUILT file names `data`
+    "home": ".twotower/bench-serving",  # built once, reused while `data` and the index defaults hold
     "train_minutes": 2.0,
     "ranker_trees": 60,  # the most a cross-validated ranker kept in bench/ranker.py (7 to 61)
     "k": 10,
     "requests": 3000,  # timed in-process requests
     "warmup": 300,  # untimed requests first, in-process and over HTTP
     "rps": 200,
-    "rerank_candidates": 0,  # 0 = the ranker's own depth (100); fewer trade quality for time
-    "threads": 16,  # concurrent clients: enough that a slow answer does not hold back the next
+    "rerank_candidates": 0,  # 0 = the ranker's own depth (RankerConfig.candidates)
     "seconds": 60,
     "seed": 0,
 }
@@ -64,8 +63,10 @@ def build(config: dict, home: Path) -> None:
     from towers.train import TrainConfig, fit
 
     marker = home / "BUILT"
-    if marker.is_file() and marker.read_text() == config["data"]:
-        return
+    if marker.is_file():
+        if marker.read_text() == _build_key(config):
+            return
+        shutil.rmtree(home)  # built for other data or index defaults: start afresh
     dataset = load(config["data"])
     store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
     materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
@@ -75,7 +76,15 @@ def build(config: dict, home: Path) -> None:
     registry = publish(artifact, dataset, home, config={"data": config["data"]})
     registry.store.close()  # the Edge shard is single-process: the engine opens it next
     registry.close()
-    marker.write_text(config["data"])
+    marker.write_text(_build_key(config))
+
+
+def _build_key(config: dict) -> str:
+    """What a build depends on: the data and the index defaults (a changed default rebuilds)."""
+    from pipelines.index import IndexSpec
+
+    defaults = {name: f.default for name, f in IndexSpec.model_fields.items() if name != "dim"}
+    return json.dumps({"data": config["data"], "index": defaults}, sort_keys=True)
 
 
 def save_ranker(config: dict, home: Path) -> None:
@@ -83,7 +92,7 @@ def save_ranker(config: dict, home: Path) -> None:
     import lightgbm as lgb
 
     from pipelines.registry import Registry
-    from towers.ranker import FEATURES, Ranker
+    from towers.ranker import FEATURES, Ranker, RankerConfig
 
     registry = Registry(data_dir=home)
     location = Path(registry.get_model(registry.live().model_version_id).location)
@@ -94,7 +103,8 @@ def save_ranker(config: dict, home: Path) -> None:
     booster = lgb.train({"objective": "lambdarank", "num_leaves": 15, "min_data_in_leaf": 5,
                          "num_threads": 1, "verbosity": -1, "seed": config["seed"]}, rows,
                         num_boost_round=config["ranker_trees"])
-    Ranker(booster, metrics={}, improves=True, config={"candidates": 100}).save(location / "ranker")
+    depth = RankerConfig().candidates
+    Ranker(booster, metrics={}, improves=True, config={"candidates": depth}).save(location / "ranker")
 
 
 def requests(config: dict, home: Path, n: int, seed: int) -> list:
@@ -147,17 +157,20 @@ def _percentiles(name: str, seconds: list[float]) -> dict:
 
 
 def over_http(config: dict, home: Path) -> dict:
-    from tests.utils.servers import free_port
+    from tests.utils.servers import free_port, wait_for_port
 
     port = free_port()
     key = secrets.token_urlsafe(16)
     env = {**os.environ, "TWOTOWER_READ_KEYS": key, "TWOTOWER_WRITE_KEYS": secrets.token_urlsafe(16)}
     if config["rerank_candidates"]:
         env["TWOTOWER_RERANK_CANDIDATES"] = str(config["rerank_candidates"])
-    server = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--home", str(home),
-                               "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    log = home / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--home",
+                                   str(home), "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
     try:
+        wait_for_port(port, server, log, timeout_s=300)  # fails with the log if the server exits
         return _load(config, home, f"http://127.0.0.1:{port}", key, server.pid)
     finally:
         server.terminate()
@@ -171,11 +184,15 @@ def _cpu_s(pid: int) -> float:
 
 
 def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict:
-    """Open loop: request i is due at start + i / rps; `threads` sync clients send them.
+    """Open loop: request i is sent at start + i / rps by one asyncio client, whatever came back.
 
-    Latency runs from the due time, so a late send (every client busy) counts against it.
+    Latency runs from the due time, so a late send (a busy client) counts against it. One event
+    loop keeps the load generator cheap: threads of sync clients queue on the GIL (up to its 5 ms
+    switch interval per hand-off), which inflates the latency they measure.
     """
-    from services.client import RecommenderClient
+    import asyncio
+
+    from services.client import AsyncRecommenderClient, RecommenderClient
 
     with RecommenderClient(url, api_key=key, max_retries=0) as probe:
         for _ in range(600):  # the server imports torch and loads the version first
@@ -189,33 +206,27 @@ def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict
                      config["seed"] + 1)
     latencies: list[float] = []
     errors: list[str] = []
-    due = iter(range(len(batch)))
-    lock = threading.Lock()
-    start = time.perf_counter() + 0.5
 
-    def worker() -> None:
-        with RecommenderClient(url, api_key=key, max_retries=0) as client:
-            while True:
-                with lock:
-                    i = next(due, None)
-                if i is None:
-                    return
+    async def send(client: AsyncRecommenderClient, i: int, at: float) -> None:
+        try:
+            await client.recommend(batch[i].user_id, k=batch[i].k)
+        except Exception as error:
+            errors.append(f"{type(error).__name__}: {error}")
+            return
+        if i >= config["warmup"]:
+            latencies.append(time.perf_counter() - at)
+
+    async def run() -> None:
+        async with AsyncRecommenderClient(url, api_key=key, max_retries=0) as client:
+            start, sent = time.perf_counter() + 0.5, []
+            for i in range(len(batch)):
                 at = start + i / config["rps"]
-                time.sleep(max(0.0, at - time.perf_counter()))
-                try:
-                    client.recommend(batch[i].user_id, k=batch[i].k)
-                except Exception as error:
-                    errors.append(f"{type(error).__name__}: {error}")
-                    continue
-                if i >= config["warmup"]:
-                    latencies.append(time.perf_counter() - at)
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                sent.append(asyncio.create_task(send(client, i, at)))
+            await asyncio.gather(*sent)
 
-    threads = [threading.Thread(target=worker) for _ in range(config["threads"])]
     cpu = _cpu_s(server_pid)
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    asyncio.run(run())
     out = _percentiles("http", latencies)
     out |= {"http_requests": len(latencies), "http_errors": len(errors),
             "server_cpu_ms_per_request": round(1000 * (_cpu_s(server_pid) - cpu) / len(batch), 3)}

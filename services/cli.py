@@ -76,7 +76,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _cold_start(args: argparse.Namespace, dataset) -> None:
-    """Two-tower vs point-in-time Popularity on held-out items (see towers/cold_start.py)."""
+    """Two-tower (served through the index) vs point-in-time Popularity on held-out items (see
+    towers/cold_start.py)."""
+    import dataclasses
     import tempfile
 
     from towers.cold_start import report
@@ -84,8 +86,12 @@ def _cold_start(args: argparse.Namespace, dataset) -> None:
     if args.artifact:
         raise SystemExit("twotower eval --cold-start trains its own model without the held-out "
                          "items; drop --artifact")
+
+    def serve(artifact, cold_items):  # an index version of the held-out items only
+        return _served(artifact, dataclasses.replace(dataset, items=cold_items))
+
     with tempfile.TemporaryDirectory(prefix="twotower-cold-") as home:
-        result = report(dataset, home)
+        result = report(dataset, home, serve=serve)
     metrics = {f"{model} {name}": value for model in ("two-tower", "popularity")
                for name, value in _named(result.pop(model)).items() if name != "users"}
     _report(args, f"cold start on {dataset.name} ({result})", {"cold_start": result, **metrics})

@@ -38,7 +38,7 @@ class _Users(torch.nn.Module):
 
 
 class UserEncoder:
-    """`(frame) -> (D,)` user vector of a one-row Feast-shaped frame, equal to `embed_users`."""
+    """`(user) -> (D,)` vector of one Feast-shaped user row, equal to `embed_users`."""
 
     def __init__(self, artifact: Artifact, *, trace: bool = True) -> None:
         vocab = artifact.model.vocab
@@ -51,10 +51,9 @@ class UserEncoder:
         self._forward = {w: self._trace(eager, w) if trace else eager for w in self.widths}
 
     def _trace(self, eager: torch.nn.Module, width: int) -> torch.nn.Module:
-        example = self._cut(encode_users(self.vocab, pd.DataFrame({
-            "user_id": [0], "event_timestamp": [pd.Timestamp(0, tz="UTC")],
-            "age": pd.array([None], dtype="Int64"), "profile_tokens": [[]],
-            "recent_item_ids": [[0] * width], "recent_timestamps": [list(range(width))]}),
+        example = self._cut(encode_users(self.vocab, {
+            "user_id": [0], "event_timestamp": [0], "age": [None], "profile_tokens": [[]],
+            "recent_item_ids": [[0] * width], "recent_timestamps": [list(range(width))]},
             self.max_len), width)
         try:
             with torch.inference_mode(), warnings.catch_warnings():
@@ -71,8 +70,9 @@ class UserEncoder:
         return tuple(getattr(batch, f)[:, :width] if f in CUT else getattr(batch, f)
                      for f in FIELDS)
 
-    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
-        batch = encode_users(self.vocab, frame, self.max_len)
+    def __call__(self, user: pd.DataFrame | dict) -> np.ndarray:
+        """One user's row, as a frame or a dict of one-item columns (see `encode_users`)."""
+        batch = encode_users(self.vocab, user, self.max_len)
         length = int(batch.seq_mask.sum(dim=1).max())
         width = next(w for w in self.widths if w >= length)
         with torch.inference_mode():

@@ -20,7 +20,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.tables import HISTORY_LENGTH
 
-VIEWS = ("user_profile", "user_history", "item_content", "item_popularity")
+VIEWS = ("user_profile", "user_history", "item_content", "item_popularity", "item_stock")
 READ_CHUNK = 10_000  # keys per read: below SQLite's bound on query parameters
 
 
@@ -38,13 +38,14 @@ class UserFeatures:
 
 @dataclass(frozen=True)
 class ItemFeatures:
-    """An item's content and trailing popularity (events in the last 1, 7, 30 days)."""
+    """An item's content, trailing popularity (events in the last 1, 7, 30 days) and stock."""
 
     title: str
     categories: tuple[str, ...]
     price: float | None
     created_at_s: int
     popularity: tuple[int, int, int] = (0, 0, 0)
+    stock: int = 0
 
 
 def _value(proto: ValueProto) -> object:
@@ -94,20 +95,22 @@ class OnlineFeatures:
                             event_count=history.get("event_count") or 0)  # type: ignore[arg-type]
 
     def items(self, ids: Iterable[int]) -> dict[int, ItemFeatures]:
-        """Content and popularity of the ids the online store knows (unknown ids are left out)."""
+        """Content, popularity and stock of the ids the online store knows (unknown ids are left out)."""
         ids = [int(i) for i in ids]
         contents = self._read("item_content", "item_id", ids)
         counts = self._read("item_popularity", "item_id", ids)
+        stocks = self._read("item_stock", "item_id", ids)
         found = {}
-        for item_id, content, count in zip(ids, contents, counts, strict=True):
+        for item_id, content, count, stock in zip(ids, contents, counts, stocks, strict=True):
             if content is None:
                 continue
-            count = count or {}
+            count, stock = count or {}, stock or {}
             found[item_id] = ItemFeatures(
                 title=content.get("title") or "", categories=content.get("categories") or (),  # type: ignore[arg-type]
                 price=content.get("price"), created_at_s=content.get("created_at_s") or 0,  # type: ignore[arg-type]
                 popularity=(count.get("count_1d") or 0, count.get("count_7d") or 0,  # type: ignore[arg-type]
-                            count.get("count_30d") or 0))
+                            count.get("count_30d") or 0),
+                stock=stock.get("quantity") or 0)  # type: ignore[arg-type]
         return found
 
     def catalogue_ids(self) -> list[int]:

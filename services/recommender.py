@@ -14,6 +14,7 @@ the cold-start answer.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -66,25 +67,35 @@ class UnknownItem(LookupError):
 
 
 class ItemCache:
-    """Content and popularity of items, read from the online store once per snapshot.
+    """Content, popularity and stock of items, read from the online store once per snapshot.
 
     Filled with the whole catalogue at load (off the request path); items added later are read
-    on first use.
+    on first use. Stock then follows the service's own writes (`set_stock`, `upsert_item`): while
+    the service owns the live shard, every stock change goes through it (pipelines.freshness).
+    The index thus returns ids and scores only: reading its payload doubled the search's cost.
     """
 
     def __init__(self, online: OnlineFeatures, prefill: list[int]) -> None:
         self._online = online
         self._items: dict[int, ItemFeatures] = online.items(prefill)
 
-    def get(self, ids: list[int]) -> dict[int, ItemFeatures]:
-        """The known ones among `ids`; misses are read from the online store and kept."""
-        missing = [i for i in ids if i not in self._items]
-        if missing:
-            self._items.update(self._online.items(missing))
-        return {i: self._items[i] for i in ids if i in self._items}
+    def rows(self, ids: list[int]) -> list[ItemFeatures | None]:
+        """Each id's features (None: unknown); misses are read from the online store and kept."""
+        get = self._items.get
+        found = [get(i) for i in ids]
+        if any(f is None for f in found):
+            self._items.update(self._online.items([i for i, f in zip(ids, found, strict=True)
+                                                   if f is None]))
+            found = [get(i) for i in ids]
+        return found
 
     def put(self, item_id: int, item: ItemFeatures) -> None:
         self._items[item_id] = item
+
+    def set_stock(self, item_id: int, quantity: int) -> None:
+        item = self._items.get(item_id)
+        if item is not None:
+            self._items[item_id] = dataclasses.replace(item, stock=quantity)
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,7 @@ class Recommender:
         self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
         self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
         self._snapshot: Snapshot | None = None
+        self._retired: str | None = None  # index location the last switch replaced, released next tick
         self._problem = "no live index version yet"
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -152,7 +164,12 @@ class Recommender:
             self.refresh()
 
     def refresh(self) -> bool:
-        """Switch to the registry's live version if it changed; True when a new one was loaded."""
+        """Switch to the registry's live version if it changed; True when a new one was loaded.
+
+        First releases the version the previous switch replaced: one tick later, no request
+        still reads it (requests take milliseconds).
+        """
+        self._release_retired()
         try:
             live = self.registry.live()
         except Exception as exc:  # the registry database is a dependency like any other
@@ -172,12 +189,28 @@ class Recommender:
             self._problem = f"index version {live.id} could not be loaded: {exc}"
             return False
         self._snapshot = snapshot  # one reference swap: requests hold the old or the new one
+        if current is not None and current.index_location != snapshot.index_location:
+            self._retired = current.index_location
         # The snapshot's ~10^5-10^6 long-lived objects (item cache, model) would otherwise be
         # traversed by every full garbage collection, a multi-millisecond pause on the hot path.
         gc.freeze()
         log.info("serving index version %d (model version %d, %s)", snapshot.index_version,
                  snapshot.model_version, snapshot.ranking)
         return True
+
+    def _release_retired(self) -> None:
+        """Close the replaced index version's shard and collect its snapshot's memory."""
+        retired, self._retired = self._retired, None
+        if retired is None:
+            return
+        try:
+            self.backend.release(retired)
+        except Exception as exc:  # a cleanup: serving the live version goes on regardless
+            log.warning("could not release index version at %s: %s", retired, exc)
+        # gc.freeze() exempted the old snapshot from collection; one full pass per switch frees it.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def _load(self, live: IndexVersion) -> Snapshot:
         model = self.registry.get_model(live.model_version_id)
@@ -237,7 +270,9 @@ class Recommender:
         with self._stage("features"):
             filters = request.filters
             user = _online(self.online.user, request.user_id)
-            known = _online(s.items.get, [e.item_id for e in request.session] + filters.exclude_ids)
+            asked = [e.item_id for e in request.session] + filters.exclude_ids
+            known = {i for i, f in zip(asked, _online(s.items.rows, asked), strict=True)
+                     if f is not None}
             session = [(int(e.ts.timestamp()) if e.ts else int(now), e.item_id)
                        for e in request.session if e.item_id in known]
             warnings += [f"session item_id {e.item_id}: unknown, ignored" for e in request.session
@@ -246,21 +281,20 @@ class Recommender:
                          if i not in known]
             events = sorted([*zip(user.recent_timestamps, user.recent_item_ids, strict=True),
                              *session], key=lambda e: e[0])
-            frame = _user_frame(request.user_id, user, events, now)
+            columns = _user_columns(request.user_id, user, events, now)
         with self._stage("tower"):
-            vector = s.encoder(frame)
+            vector = s.encoder(columns)
         seen = {i for _, i in events} | {i for i in filters.exclude_ids if i in known}
         depth = max(request.k, s.candidates) if s.ranker is not None else request.k
         with self._stage("ann"):
-            hits = self._search(s, vector, depth, _search_filters(filters, seen))
+            ids, scores = self._search(s, vector, depth, _search_filters(filters, seen))
         with self._stage("rerank"):
-            ranked = self._rerank(s, hits, events, now) if s.ranker is not None and hits else None
-            order = np.arange(len(hits)) if ranked is None else np.argsort(-ranked, kind="stable")
-        items = [ScoredItem(item_id=hits[j].item_id,
-                            score=float(ranked[j]) if ranked is not None else hits[j].score,
-                            reasons=Reasons(retrieval_score=hits[j].score,
-                                            ranker_score=None if ranked is None else float(ranked[j])))
-                 for j in order[:request.k]]
+            ranked = (self._rerank(s, ids, scores, events, now)
+                      if s.ranker is not None and len(ids) else None)
+            top = (np.arange(len(ids)) if ranked is None
+                   else np.argsort(-ranked, kind="stable"))[:request.k]
+        items = _scored(ids[top].tolist(), scores[top].tolist(),
+                        None if ranked is None else ranked[top].tolist())
         return RecommendationResponse(
             user_id=request.user_id, items=items, model_version=s.model_version,
             index_version=s.index_version, warnings=warnings,
@@ -272,50 +306,48 @@ class Recommender:
         s = self.snapshot()
         item = self._item(s, item_id)
         with torch.inference_mode():
-            vector = s.artifact.embed_items(pd.DataFrame({
-                "item_id": [item_id], "title": [item.title], "categories": [list(item.categories)],
-                "price": [np.nan if item.price is None else item.price],
-                "created_at_s": [item.created_at_s]}))[0]
+            vector = s.artifact.embed_items(_item_frame(item_id, item))[0]
         filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
-        hits = self._search(s, vector, k, filters)
+        ids, scores = self._search(s, vector, k, filters)
         return SimilarItemsResponse(
             item_id=item_id, model_version=s.model_version, index_version=s.index_version,
-            items=[ScoredItem(item_id=h.item_id, score=h.score,
-                              reasons=Reasons(retrieval_score=h.score)) for h in hits])
+            items=_scored(ids.tolist(), scores.tolist()))
 
-    def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters) -> list:
+    def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and scores only: the item cache has the content, so the index skips the payload."""
         try:
-            return self.backend.search(vector, k=k, filters=filters, location=s.index_location)
+            return self.backend.search_ids(vector, k=k, filters=filters, location=s.index_location)
         except InvalidQueryError:
             raise
         except Exception as exc:  # any failure of the index is the dependency's, not the client's
             raise ServiceUnavailable(f"index version {s.index_version} unavailable: {exc}") from exc
 
-    def _rerank(self, s: Snapshot, hits: list, events: list[tuple[int, int]], now: float) -> np.ndarray:
-        """The ranker's score of each hit (in retrieval order) for this user's history."""
+    def _rerank(self, s: Snapshot, ids: np.ndarray, scores: np.ndarray,
+                events: list[tuple[int, int]], now: float) -> np.ndarray:
+        """The ranker's score of each candidate (in retrieval order) for this user's history."""
         assert s.ranker is not None
-        history = _online(s.items.get, [i for _, i in events])
-        user = UserState([list(history.get(i, _NO_ITEM).categories) for _, i in events],
+        history = _online(s.items.rows, [i for _, i in events])
+        user = UserState([(f or _NO_ITEM).categories for f in history],
                          np.array([t for t, _ in events], dtype=np.int64),
                          int(now) + 1)  # session events stamped with the request second count
-        return s.ranker.score(features(self._candidates(s, hits), user))
+        return s.ranker.score(features(self._candidates(s, ids, scores), user))
 
-    def _candidates(self, s: Snapshot, hits: list) -> Candidates:
-        ids = [h.item_id for h in hits]
-        cached = _online(s.items.get, ids)
+    @staticmethod
+    def _candidates(s: Snapshot, ids: np.ndarray, scores: np.ndarray) -> Candidates:
+        """The candidates' features from the item cache (a missing price is NaN, as in training)."""
+        rows = [f or _NO_ITEM for f in _online(s.items.rows, ids.tolist())]
         return Candidates(
-            item_ids=np.array(ids, dtype=np.int64),
-            scores=np.array([h.score for h in hits], dtype=np.float32),
-            price=np.array([h.price for h in hits], dtype=np.float64),
-            stock=np.array([h.stock for h in hits], dtype=np.int64),
-            created_at=np.array([h.created_at for h in hits], dtype=np.int64),
-            categories=[h.categories for h in hits],
-            popularity=np.array([cached.get(i, _NO_ITEM).popularity for i in ids],
-                                dtype=np.float64).reshape(len(ids), 3))
+            item_ids=ids, scores=scores,
+            price=np.array([r.price for r in rows], dtype=np.float64),  # None -> NaN
+            stock=np.array([r.stock for r in rows], dtype=np.int64),
+            created_at=np.array([r.created_at_s for r in rows], dtype=np.int64),
+            categories=[r.categories for r in rows],
+            popularity=np.array([r.popularity for r in rows], dtype=np.float64).reshape(len(rows), 3))
 
     @staticmethod
     def _item(s: Snapshot, item_id: int) -> ItemFeatures:
-        item = _online(s.items.get, [item_id]).get(item_id)
+        (item,) = _online(s.items.rows, [item_id])
         if item is None:
             raise UnknownItem(f"item_id {item_id}: not in the catalogue")
         return item
@@ -337,11 +369,12 @@ class Recommender:
         return InteractionResponse(user_id=user_id, item_id=item_id, ts=ts, history_length=length)
 
     def set_stock(self, item_id: int, quantity: int) -> StockResponse:
-        self._writable()
+        s = self._writable()
         try:
             push_stock(self.store, self.backend, {item_id: quantity}, at=datetime.now(UTC))
         except UnknownItemError as exc:
             raise UnknownItem(f"item_id {item_id}: not in the live index") from exc
+        s.items.set_stock(item_id, quantity)
         return StockResponse(item_id=item_id, quantity=quantity)
 
     def upsert_item(self, item_id: int, item: ItemUpsert) -> ItemResponse:
@@ -349,12 +382,10 @@ class Recommender:
         s = self._writable()
         created = item.created_at or datetime.now(UTC)
         features_ = ItemFeatures(title=item.title, categories=tuple(item.categories),
-                                 price=item.price, created_at_s=int(created.timestamp()))
-        add_items(self.store, s.artifact, self.backend, pd.DataFrame({
-            "item_id": [item_id], "title": [item.title], "categories": [list(item.categories)],
-            "price": [np.nan if item.price is None else item.price],
-            "created_at": [pd.Timestamp(created).tz_convert("UTC")]}), {item_id: item.stock},
-            at=datetime.now(UTC))
+                                 price=item.price, created_at_s=int(created.timestamp()),
+                                 stock=item.stock)
+        add_items(self.store, s.artifact, self.backend, _item_frame(item_id, features_),
+                  {item_id: item.stock}, at=datetime.now(UTC))
         _online(self.online.write_item, item_id, features_)
         s.items.put(item_id, features_)
         return ItemResponse(item_id=item_id, model_version=s.model_version,
@@ -373,6 +404,14 @@ def _online(call: Callable[..., R], *args: object) -> R:
         raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
 
+def _scored(ids: list[int], retrieval: list[float], ranker: list[float] | None = None
+            ) -> list[ScoredItem]:
+    """Answer items in order; each scored by the ranker when it ranked, else by retrieval."""
+    return [ScoredItem(item_id=i, score=r if x is None else x,
+                       reasons=Reasons(retrieval_score=r, ranker_score=x))
+            for i, r, x in zip(ids, retrieval, ranker or [None] * len(ids), strict=True)]
+
+
 def _search_filters(filters: Filters, exclude: set[int]) -> SearchFilters:
     return SearchFilters(in_stock_only=filters.in_stock_only,
                          categories=frozenset(filters.categories) if filters.categories else None,
@@ -380,11 +419,20 @@ def _search_filters(filters: Filters, exclude: set[int]) -> SearchFilters:
                          exclude_ids=frozenset(exclude))
 
 
-def _user_frame(user_id: int, user: UserFeatures, events: list[tuple[int, int]],
-                now: float) -> pd.DataFrame:
-    """The one-row, Feast-shaped frame the user tower encodes (history = stored + session)."""
-    return pd.DataFrame({
-        "user_id": [user_id], "event_timestamp": pd.DatetimeIndex([pd.Timestamp(now, unit="s", tz="UTC")]),
-        "age": [user.age], "profile_tokens": [list(user.profile_tokens)],
-        "recent_item_ids": [[i for _, i in events]], "recent_timestamps": [[t for t, _ in events]]},
-        copy=False)
+def _user_columns(user_id: int, user: UserFeatures, events: list[tuple[int, int]],
+                  now: float) -> dict[str, list]:
+    """The one-row, Feast-shaped columns the user tower encodes (history = stored + session).
+
+    A dict, not a DataFrame: building a one-row frame costs more than encoding it.
+    """
+    return {"user_id": [user_id], "event_timestamp": [int(now)], "age": [user.age],
+            "profile_tokens": [user.profile_tokens], "recent_item_ids": [[i for _, i in events]],
+            "recent_timestamps": [[t for t, _ in events]]}
+
+
+def _item_frame(item_id: int, item: ItemFeatures) -> pd.DataFrame:
+    """The one-row items frame (the catalogue's columns) the item tower and the index read."""
+    return pd.DataFrame({"item_id": [item_id], "title": [item.title],
+                         "categories": [list(item.categories)],
+                         "price": [np.nan if item.price is None else item.price],
+                         "created_at": [pd.Timestamp(item.created_at_s, unit="s", tz="UTC")]})

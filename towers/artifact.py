@@ -21,6 +21,8 @@ from towers.model import TowerConfig, TwoTower
 
 ARTIFACT_VERSION = 1  # bump when the saved layout or the meaning of a field changes
 EMBED_BATCH = 1024  # rows per forward pass when embedding
+# Inputs added after artifacts of this version were first written: absent from a config means off.
+ABSENT_INPUTS = {"item_popularity": False, "use_query_gap": False}
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,8 @@ class Artifact:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         content = {k.removeprefix("item_tower.known_"): v for k, v in state.items()
                    if k.startswith("item_tower.known_")}
-        model = TwoTower(TowerConfig(**meta["tower_config"]), Vocab(**meta["vocab"]), content)
+        config = TowerConfig(**{**ABSENT_INPUTS, **meta["tower_config"]})
+        model = TwoTower(config, Vocab(**meta["vocab"]), content)
         model.load_state_dict(state)
         model.eval()
         return cls(model, meta["metrics"], meta["fingerprint"], meta["train_config"])

@@ -6,13 +6,15 @@ them. Every interaction with a held-out item then becomes a query at its time (u
 that store, strictly before t) whose candidates are the held-out items only, minus those the user
 had already interacted with. The reference is Popularity over the same items, counted point in
 time: each item's interactions strictly before the query (what a since-launch popularity list
-knows, while the towers know none).
+knows, while the towers know none). `serve` plugs in the retrieval as served (`twotower eval
+--cold-start` passes an index built from the held-out items' embeddings); dense otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,18 @@ import pandas as pd
 import torch
 
 from feature_repo.datasets import Dataset
+from towers.artifact import Artifact
 from towers.data import sort_events, unix_micros
-from towers.evaluate import TOP_K, Queries, Recommend, evaluate, loo_split, top_k, two_tower
+from towers.evaluate import (
+    TOP_K,
+    Queries,
+    Recommend,
+    Retrieve,
+    evaluate,
+    loo_split,
+    top_k,
+    two_tower,
+)
 from towers.features import feature_store, query_features, with_features
 from towers.model import TowerConfig
 from towers.train import TrainConfig, fit_split
@@ -64,9 +76,12 @@ def popularity_before(interactions: pd.DataFrame, cold: np.ndarray) -> Recommend
 
 
 def report(dataset: Dataset, home: str | Path, *, tower: TowerConfig | None = None,
-           train: TrainConfig | None = None, fraction: float = COLD_FRACTION, seed: int = 0
-           ) -> dict:
-    """Train without the cold items, then Recall@100 (and @10, NDCG@10) on their interactions."""
+           train: TrainConfig | None = None, fraction: float = COLD_FRACTION, seed: int = 0,
+           serve: Callable[[Artifact, pd.DataFrame], Retrieve] | None = None) -> dict:
+    """Train without the cold items, then Recall@100 (and @10, NDCG@10) on their interactions.
+
+    `serve(artifact, cold_items)` returns the retrieval over those items (default: dense).
+    """
     tower = tower or TowerConfig()
     cold = cold_items(dataset.interactions, fraction, seed)
     warm = dataclasses.replace(
@@ -80,6 +95,8 @@ def report(dataset: Dataset, home: str | Path, *, tower: TowerConfig | None = No
     log.info("cold start: %d held-out items, %d interactions with them", len(cold),
              len(queries.targets))
     return {"cold_items": len(cold), "interactions": len(queries.targets), "k": k,
-            "two-tower": evaluate(two_tower(artifact, catalogue), queries, k),
+            "two-tower": evaluate(two_tower(artifact, catalogue,
+                                            serve(artifact, catalogue) if serve else None),
+                                  queries, k),
             "popularity": evaluate(popularity_before(dataset.interactions, cold), queries, k),
             "best_epoch": artifact.metrics["best_epoch"]}

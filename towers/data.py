@@ -20,11 +20,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.tables import WINDOWS_DAYS
+
 AGE_EDGES = [18, 25, 35, 45, 50, 56]  # MovieLens-1M's own age groups; bucket 0 means unknown
 MAX_CATEGORIES = 8  # per item; more are truncated
 MAX_TITLE_TOKENS = 12
 MAX_PROFILE_TOKENS = 8
 GAP_BUCKETS = 34  # 0 = first event in the window, then 1 + log2(1 + seconds since the previous)
+POPULARITY_BUCKETS = 16  # 0 = no interaction, then 1 + log2(count), capped (2^14 a window)
+DAY = 86_400  # seconds; Feast's item_popularity counts whole UTC days before the lookup's midnight
 USER_COLUMNS = ["user_id", "event_timestamp", "age", "profile_tokens", "recent_item_ids",
                 "recent_timestamps"]
 TRAINING_COLUMNS = [*USER_COLUMNS, "item_id", "event_count"]
@@ -105,7 +109,7 @@ def _item_seconds(items: pd.DataFrame) -> np.ndarray:
     return np.where(created.isna(), 0, created.astype("int64") // 1_000_000)
 
 
-def _padded(rows: list[list[int]], width: int) -> torch.Tensor:
+def _padded(rows: list[list[int]] | list[np.ndarray], width: int) -> torch.Tensor:
     out = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
     for i, row in enumerate(rows):
         out[i, :min(len(row), width)] = row[:width]
@@ -132,19 +136,26 @@ def encode_items(vocab: Vocab, items: pd.DataFrame) -> dict[str, torch.Tensor]:
     }
 
 
-def _profile(vocab: Vocab, ages: pd.Series, tokens: pd.Series) -> tuple[torch.Tensor, torch.Tensor]:
-    age = pd.array(ages, dtype="Int64")
-    age_bucket = np.where(age.isna(), 0, np.searchsorted(AGE_EDGES, age.fillna(0), side="right")
-                          + 1)
-    rows = [[_hash(t, vocab.profile_buckets) for t in (ts if isinstance(ts, list | np.ndarray)
+def _profile(vocab: Vocab, ages: pd.Series | list, tokens: pd.Series | list
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    # Per value, not `pd.array(ages, dtype="Int64")`: that costs ~40 us even for one serving row.
+    known = [not pd.isna(a) for a in ages]
+    age = np.array([a if k else 0 for a, k in zip(ages, known, strict=True)], dtype=np.int64)
+    age_bucket = np.where(known, np.searchsorted(AGE_EDGES, age, side="right") + 1, 0)
+    rows = [[_hash(t, vocab.profile_buckets) for t in (ts if isinstance(ts, list | tuple | np.ndarray)
                                                         else [])] for ts in tokens]
     return torch.from_numpy(age_bucket.astype(np.int64)), _padded(rows, MAX_PROFILE_TOKENS)
 
 
+def elapsed_bucket(seconds: np.ndarray) -> np.ndarray:
+    """1 + log2(1 + elapsed seconds), capped at GAP_BUCKETS - 1 (0 is left for "no event")."""
+    since = np.log2(1 + np.maximum(np.asarray(seconds, dtype=np.int64), 0)).astype(np.int64)
+    return 1 + np.minimum(since, GAP_BUCKETS - 2)
+
+
 def gap_buckets(seconds: np.ndarray) -> np.ndarray:
     """Per event, the log2 bucket of the time since the previous event of the same window."""
-    gaps = np.diff(np.asarray(seconds, dtype=np.int64), prepend=np.int64(0))
-    buckets = 1 + np.minimum(np.log2(1 + np.maximum(gaps, 0)).astype(np.int64), GAP_BUCKETS - 2)
+    buckets = elapsed_bucket(np.diff(np.asarray(seconds, dtype=np.int64), prepend=np.int64(0)))
     buckets[:1] = 0
     return buckets
 
@@ -171,13 +182,23 @@ class UserBatch:
     query_pos: torch.Tensor  # (Q,)
     hour: torch.Tensor  # (Q,)
     weekday: torch.Tensor  # (Q,)
+    # (Q,) 1 + log2(1 + seconds from the last visible event to the query), capped; 0 = no history.
+    # None where a batch does not fill it (the model then ignores it).
+    query_gap: torch.Tensor | None = None
 
 
-def encode_users(vocab: Vocab, frame: pd.DataFrame, max_len: int) -> UserBatch:
-    """One query per row of a Feast-shaped frame, using its last `max_len` history items."""
+def encode_users(vocab: Vocab, frame: pd.DataFrame | dict, max_len: int) -> UserBatch:
+    """One query per row of a Feast-shaped frame, using its last `max_len` history items.
+
+    `frame` may also be a dict of the same columns (one list each, `event_timestamp` as unix
+    seconds or numpy datetime64): serving encodes one user per request without pandas.
+    """
     missing = [c for c in USER_COLUMNS if c not in frame]
     if missing:
         raise ValueError(f"user frame: missing column {missing[0]!r}")
+    stamps = frame["event_timestamp"]
+    seconds = (unix_seconds(stamps) if isinstance(stamps, pd.Series)
+               else np.asarray(stamps, dtype="datetime64[s]").astype(np.int64))
     hist = [vocab.item_index(np.asarray(h, dtype=np.int64)[-max_len:]).tolist() if len(h) else []
             for h in frame["recent_item_ids"]]
     lengths = torch.tensor([len(h) for h in hist], dtype=torch.int64)
@@ -185,12 +206,16 @@ def encode_users(vocab: Vocab, frame: pd.DataFrame, max_len: int) -> UserBatch:
     gaps = _padded([gap_buckets(np.asarray(s, dtype=np.int64)[-max_len:]).tolist()
                     for s in frame["recent_timestamps"]], max_len)  # (B, L)
     age, profile = _profile(vocab, frame["age"], frame["profile_tokens"])
-    hour, weekday = _context(unix_seconds(frame["event_timestamp"]))
+    hour, weekday = _context(seconds)
+    last = np.array([s[-1] if len(s) else 0 for s in frame["recent_timestamps"]], dtype=np.int64)
+    since = np.log2(1 + np.maximum(seconds - last, 0)).astype(np.int64)
+    query_gap = np.where(lengths.numpy() > 0, 1 + np.minimum(since, GAP_BUCKETS - 2), 0)
     mask = torch.arange(seq.shape[1]) < lengths[:, None]  # (B, L)
     return UserBatch(seq=seq, seq_mask=mask, seq_gap=gaps,
-                     user=torch.from_numpy(vocab.user_index(frame["user_id"].to_numpy())),
-                     age=age, profile=profile, query_row=torch.arange(len(frame)),
-                     query_pos=lengths - 1, hour=hour, weekday=weekday)
+                     user=torch.from_numpy(vocab.user_index(np.asarray(frame["user_id"]))),
+                     age=age, profile=profile, query_row=torch.arange(len(seconds)),
+                     query_pos=lengths - 1, hour=hour, weekday=weekday,
+                     query_gap=torch.from_numpy(query_gap))  # (Q,)
 
 
 @dataclass
@@ -261,21 +286,26 @@ def frame_windows(frame: pd.DataFrame, max_len: int) -> list[PrefixChunk]:
 
 def batch_chunks(vocab: Vocab, chunks: list[PrefixChunk]) -> UserBatch:
     """Stack chunks into one causal pass: the user side of every row they hold."""
-    width = max(len(c.items) for c in chunks)
-    seq = _padded([vocab.item_index(c.items).tolist() for c in chunks], width)  # (B, L)
-    gaps = _padded([gap_buckets(c.item_seconds).tolist() for c in chunks], width)  # (B, L)
-    lengths = torch.tensor([len(c.items) for c in chunks])
+    sizes = np.array([len(c.items) for c in chunks])
+    index = vocab.item_index(np.concatenate([c.items for c in chunks]))  # one lookup, (sum W,)
+    seq = _padded(np.split(index, np.cumsum(sizes)[:-1]), sizes.max())  # (B, L)
+    gaps = _padded([gap_buckets(c.item_seconds) for c in chunks], sizes.max())  # (B, L)
+    lengths = torch.from_numpy(sizes)
     age, profile = _profile(vocab, pd.Series([c.age for c in chunks], dtype="object"),
                             pd.Series([c.profile_tokens for c in chunks], dtype="object"))
-    hour, weekday = _context(np.concatenate([c.seconds for c in chunks]))
+    seconds = np.concatenate([c.seconds for c in chunks])  # (Q,)
+    hour, weekday = _context(seconds)
     counts = [len(c.targets) for c in chunks]
+    pos = np.concatenate([c.query_pos for c in chunks])  # (Q,)
+    last = np.concatenate([c.item_seconds[np.maximum(c.query_pos, 0)] if len(c.items)
+                           else np.zeros(len(c.targets), np.int64) for c in chunks])  # (Q,)
     return UserBatch(
         seq=seq, seq_mask=torch.arange(seq.shape[1]) < lengths[:, None], seq_gap=gaps,  # (B, L)
         user=torch.from_numpy(vocab.user_index(np.array([c.user_id for c in chunks]))),
         age=age, profile=profile,
         query_row=torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor(counts)),  # (Q,)
-        query_pos=torch.from_numpy(np.concatenate([c.query_pos for c in chunks])),  # (Q,)
-        hour=hour, weekday=weekday)
+        query_pos=torch.from_numpy(pos), hour=hour, weekday=weekday,  # (Q,)
+        query_gap=torch.from_numpy(np.where(pos >= 0, elapsed_bucket(seconds - last), 0)))  # (Q,)
 
 
 def batch_groups(chunks: list[PrefixChunk], *, batch_size: int, rng: np.random.Generator
@@ -338,3 +368,41 @@ def seen_mask(users: UserBatch, columns: torch.Tensor, n_items: int) -> torch.Te
     index = table[torch.where(valid, seen, 0)]  # (Q, L), padding -> dummy column C
     mask = torch.zeros(len(seen), C + 1, dtype=torch.bool)
     return mask.scatter_(1, index, True)[:, :C]  # (Q, C)
+
+
+# ---------------------------------------------------------------- item popularity
+
+class Popularity:
+    """Trailing per-item counts as Feast's `item_popularity` view gives them: for a lookup on day d,
+    the interactions of the whole days d-w .. d-1, for every window w of `WINDOWS_DAYS`.
+
+    Built from training events (model item indices and unix seconds), it answers for any items on
+    any days at once, so a full softmax can score the catalogue as of each example's own day.
+    """
+
+    def __init__(self, items: np.ndarray, seconds: np.ndarray):
+        days = np.asarray(seconds, dtype=np.int64) // DAY
+        self.origin = int(days.min(initial=0)) - max(WINDOWS_DAYS)  # keeps every key positive
+        self.last_day = int(days.max(initial=0))  # the day of the newest event: "as of the build"
+        self.keys = np.sort((np.asarray(items, dtype=np.int64) << 32) + days - self.origin)
+        self._daily: dict[int, torch.Tensor] = {}  # day -> the whole catalogue's buckets
+
+    def counts(self, items: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """(K, C, W) interactions of each item over each window before each day."""
+        base = (np.asarray(items, dtype=np.int64) << 32)[None, :, None]  # (1, C, 1)
+        end = base + (np.asarray(days, dtype=np.int64) - self.origin)[:, None, None]  # (K, C, 1)
+        start = end - np.asarray(WINDOWS_DAYS, dtype=np.int64)  # (K, C, W)
+        return np.searchsorted(self.keys, end) - np.searchsorted(self.keys, start)  # (K, C, W)
+
+    def buckets(self, items: np.ndarray, days: np.ndarray) -> torch.Tensor:
+        """(K, C, W) log2 buckets of `counts`: 0 for none, 1 + floor(log2(count)) otherwise."""
+        counts = self.counts(items, days)
+        log2 = np.log2(np.maximum(counts, 1)).astype(np.int64)
+        return torch.from_numpy(np.where(counts > 0, np.minimum(1 + log2,
+                                                                POPULARITY_BUCKETS - 1), 0))
+
+    def catalogue(self, days: np.ndarray, n_items: int) -> torch.Tensor:
+        """(K, N + 1, W) `buckets` of model indices 0..N, each day computed once (full softmax)."""
+        for day in set(days.tolist()) - self._daily.keys():
+            self._daily[day] = self.buckets(np.arange(n_items + 1), [day])[0].to(torch.int8)
+        return torch.stack([self._daily[day] for day in days.tolist()]).long()  # (K, N + 1, W)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from towers.data import AGE_EDGES, GAP_BUCKETS, UserBatch, Vocab
+from feature_repo.tables import WINDOWS_DAYS
+from towers.data import AGE_EDGES, GAP_BUCKETS, POPULARITY_BUCKETS, UserBatch, Vocab
 
 ENCODERS = ("mean", "gru", "transformer")
 
@@ -35,6 +36,8 @@ class TowerConfig:
     title_buckets: int = 4096  # hashed title words; collisions are harmless at this catalogue size
     profile_buckets: int = 1024  # hashed "column=value" profile tokens
     embedding_std: float = 0.05  # init of every table; torch's N(0, 1) let content drown the IDs
+    item_popularity: bool = False  # 1/7/30-day counts; off: query_gap did better (notes, t21-t23)
+    use_query_gap: bool = True  # time since the last event: a returning user is not mid-session
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -44,7 +47,13 @@ class TowerConfig:
 
 
 class ItemTower(nn.Module):
-    """Item-ID embedding plus content (categories, price, year, title words) -> residual MLP."""
+    """Item-ID embedding plus content (categories, price, year, title words) -> residual MLP, plus
+    the item's trailing popularity (`data.Popularity` buckets) -> L2 norm.
+
+    Popularity changes daily, so it is added after the MLP: training scores the catalogue as of
+    each example's day cheaply (`logits`), and serving embeds it as of the training data's last
+    day (`known_popularity`), the day the index version is built.
+    """
 
     def __init__(self, config: TowerConfig, vocab: Vocab, content: dict[str, torch.Tensor]):
         super().__init__()
@@ -57,6 +66,8 @@ class ItemTower(nn.Module):
         self.title = nn.EmbeddingBag(vocab.title_buckets, d, mode="mean", padding_idx=0)
         self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(),
                                  nn.Linear(2 * d, d))
+        self.popularity = nn.Embedding(len(WINDOWS_DAYS) * POPULARITY_BUCKETS, d) \
+            if config.item_popularity else None
         # Content of the training catalogue, row = item index (row 0 = unknown item).
         for name, value in content.items():
             self.register_buffer(f"known_{name}", value, persistent=True)
@@ -80,8 +91,39 @@ class ItemTower(nn.Module):
                 "price": self.known_price[index], "year": self.known_year[index],
                 "title": self.known_title[index]}  # (..., T)
 
+    def trend(self, buckets: torch.Tensor) -> torch.Tensor:
+        """(..., D) vector of popularity buckets (..., W), one table slice per window."""
+        offsets = torch.arange(buckets.shape[-1]) * POPULARITY_BUCKETS  # (W,)
+        return self.popularity(buckets + offsets).sum(-2)  # (..., W, D) -> (..., D)
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.normalize(self.represent(inputs), dim=-1)  # (N, D)
+        """Served vectors (N, D): popularity as of the training data's last day."""
+        h = self.represent(inputs)  # (N, D)
+        if self.popularity is not None:
+            h = h + self.trend(self.known_popularity[inputs["id"]])  # (N, D)
+        return F.normalize(h, dim=-1)  # (N, D)
+
+    def logits(self, users: torch.Tensor, candidates: torch.Tensor, buckets: torch.Tensor | None,
+               day: torch.Tensor | None, temperature: float) -> torch.Tensor:
+        """(Q, C) cosine / temperature of each user with each candidate as of the user's day.
+
+        `buckets` (K, C, W) are the candidates' popularity on K days and `day` (Q,) picks each
+        query's. Equal to scoring normalize(h_c + trend_kc), without building K catalogues: the
+        norm expands to |h|^2 + 2 h.t + |t|^2 over the few distinct bucket combinations and
+        depends on the day, not the query.
+        """
+        h = self.represent(self.known(candidates))  # (C, D)
+        if self.popularity is None:
+            return score(users, F.normalize(h, dim=-1), temperature)  # (Q, C)
+        K, C, W = buckets.shape
+        code = (buckets * POPULARITY_BUCKETS ** torch.arange(W)).sum(-1)  # (K, C)
+        codes, combo = torch.unique(code, return_inverse=True)  # (M,), (K, C)
+        t = self.trend(codes[:, None] // POPULARITY_BUCKETS ** torch.arange(W)
+                       % POPULARITY_BUCKETS)  # (M, D)
+        norm = ((h * h).sum(-1) + 2 * (h @ t.T).gather(1, combo.T).T  # (K, C)
+                + (t * t).sum(-1)[combo]).clamp(min=1e-12).sqrt()
+        dot = users @ h.T + (users @ t.T).gather(1, combo[day])  # (Q, C)
+        return dot / norm[day] / temperature  # (Q, C)
 
 
 class CausalTransformer(nn.Module):
@@ -140,6 +182,7 @@ class UserTower(nn.Module):
         self.profile = nn.EmbeddingBag(vocab.profile_buckets, d, mode="mean", padding_idx=0)
         self.hour = nn.Embedding(24, d)
         self.weekday = nn.Embedding(7, d)
+        self.query_gap = nn.Embedding(GAP_BUCKETS, d) if config.use_query_gap else None
         self.users = nn.Embedding(len(vocab.user_ids) + 1, d, padding_idx=0) \
             if config.use_user_id else None
         parts = 4 if config.use_user_id else 3
@@ -158,7 +201,10 @@ class UserTower(nn.Module):
         seq = states[batch.query_row, pos]  # (Q, D)
         seq = torch.where((batch.query_pos >= 0).unsqueeze(-1), seq, self.empty)  # (Q, D)
         profile = self.age(batch.age) + self.profile(batch.profile)  # (B, D)
-        parts = [seq, profile[batch.query_row], self.hour(batch.hour) + self.weekday(batch.weekday)]
+        context = self.hour(batch.hour) + self.weekday(batch.weekday)  # (Q, D)
+        if self.query_gap is not None:
+            context = context + self.query_gap(batch.query_gap)  # (Q, D)
+        parts = [seq, profile[batch.query_row], context]
         if self.users is not None:
             parts.append(self.users(batch.user)[batch.query_row])
         return F.normalize(seq + self.head(torch.cat(parts, dim=-1)), dim=-1)  # (Q, D)
@@ -183,11 +229,6 @@ class TwoTower(nn.Module):
 
     def users(self, batch: UserBatch) -> torch.Tensor:
         return self.user_tower(batch, self.item_tower)  # (Q, D)
-
-    def catalogue(self) -> torch.Tensor:
-        """Vectors of every item with an ID embedding, by model index (row 0 = content-free)."""
-        index = torch.arange(self.item_tower.known_price.shape[0])
-        return self.item_tower(self.item_tower.known(index))  # (N + 1, D)
 
 
 def score(users: torch.Tensor, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

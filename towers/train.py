@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 from towers.artifact import Artifact, fingerprint
 from towers.data import (
+    DAY,
+    Popularity,
     Vocab,
     batch_chunks,
     batch_groups,
@@ -40,8 +42,9 @@ from towers.data import (
     frame_windows,
     sampled_candidates,
     seen_mask,
+    unix_seconds,
 )
-from towers.model import TowerConfig, TwoTower, score
+from towers.model import TowerConfig, TwoTower
 
 if TYPE_CHECKING:  # evaluate imports this module's artifacts; annotations only
     from towers.evaluate import Split
@@ -99,10 +102,16 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     generator = torch.Generator().manual_seed(train.seed)
     vocab = Vocab.build(frame, items, title_buckets=tower.title_buckets,
                         profile_buckets=tower.profile_buckets)
-    model = TwoTower(tower, vocab, catalogue_content(vocab, items))
     chunks = frame_windows(frame, tower.max_len)
     n_items = len(vocab.item_ids)
-    counts = np.bincount(vocab.item_index(frame["item_id"].to_numpy()), minlength=n_items + 1)
+    targets_all = vocab.item_index(frame["item_id"].to_numpy())
+    popularity = Popularity(targets_all, unix_seconds(frame["event_timestamp"]))
+    content = catalogue_content(vocab, items)
+    if tower.item_popularity:  # served as of the newest training day (the index build)
+        content["popularity"] = popularity.buckets(np.arange(n_items + 1),
+                                                   [popularity.last_day])[0]  # (N + 1, W)
+    model = TwoTower(tower, vocab, content)
+    counts = np.bincount(targets_all, minlength=n_items + 1)
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum())).float()  # (N + 1,)
     full = train.loss == "full" or (train.loss == "auto" and n_items <= train.full_softmax_max_items)
     all_items = torch.arange(1, n_items + 1)
@@ -124,14 +133,21 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             targets = torch.from_numpy(vocab.item_index(np.concatenate([c.targets for c in group])))
             u = model.users(users)  # (Q, D)
             if full:
-                candidates, labels = all_items, targets - 1
-                logits = score(u, model.catalogue()[1:], train.temperature)  # (Q, N)
+                candidates, labels, correction = all_items, targets - 1, 0.0
             else:
                 candidates, labels, correction = sampled_candidates(
                     targets, n_items=n_items, n_uniform=train.uniform_negatives,
                     log_q=log_q, generator=generator)
-                v = model.item_tower(model.item_tower.known(candidates))  # (C, D)
-                logits = score(u, v, train.temperature) - correction  # (Q, C)
+            days, day = np.unique(np.concatenate([c.seconds for c in group]) // DAY,
+                                  return_inverse=True)  # (K,), (Q,)
+            if not tower.item_popularity:
+                buckets = None
+            elif full:  # the catalogue on each day, cached
+                buckets = popularity.catalogue(days, n_items)[:, 1:]  # (K, N, W)
+            else:
+                buckets = popularity.buckets(candidates.numpy(), days)  # (K, C, W)
+            logits = model.item_tower.logits(u, candidates, buckets, torch.from_numpy(day),
+                                              train.temperature) - correction  # (Q, C)
             rows = torch.arange(len(u))
             if train.mask_seen:
                 mask = seen_mask(users, candidates, n_items)  # (Q, C)

@@ -48,6 +48,12 @@ class Service:
     read_key: str
     write_key: str
     before_live: dict = field(default_factory=dict)  # answers seen while nothing was live
+    pid: int = 0  # the server process
+
+    @property
+    def online_db(self) -> Path:
+        """The SQLite online store the server reads."""
+        return self.home / "feature_repo" / "data" / "online_store.db"
 
     def client(self, key: str | None = None, **options) -> RecommenderClient:
         return RecommenderClient(self.url, api_key=key or self.write_key, **options)
@@ -101,6 +107,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
         process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--home", str(home),
                                     "--port", str(port)], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
+    svc.pid = process.pid
     try:
         wait_for_port(port, process, log, timeout_s=STARTUP_S)
         svc.before_live["health"] = httpx.get(f"{svc.url}/v1/health")

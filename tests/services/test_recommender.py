@@ -29,6 +29,19 @@ def test_traced_user_tower_equals_the_towers_embedding(service, length):
     np.testing.assert_allclose(served, service.artifact.embed_users(frame)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize(("length", "age"), [(0, None), (5, 31), (50, None), (120, 45)])
+def test_user_as_plain_columns_encodes_like_its_feast_frame(service, length, age):
+    items = service.dataset.items["item_id"].to_numpy()
+    frame = _frame(np.resize(items, length).tolist())
+    frame["age"] = pd.array([age], dtype="Int64")
+    columns = {"user_id": [1], "event_timestamp": [int(frame["event_timestamp"][0].timestamp())],
+               "age": [age], "profile_tokens": [("country=DE",)],
+               "recent_item_ids": frame["recent_item_ids"].tolist(),
+               "recent_timestamps": frame["recent_timestamps"].tolist()}
+    served = UserEncoder(service.artifact)(columns)
+    np.testing.assert_allclose(served, service.artifact.embed_users(frame)[0], atol=1e-5)
+
+
 def test_ranker_that_does_not_improve_leaves_retrieval_order_and_says_why(tmp_path):
     ranker = _improving_ranker(candidates=10)
     ranker.improves = False
@@ -56,3 +69,6 @@ def test_online_reads_equal_feasts_own_online_features(service):
     row = service.dataset.items.set_index("item_id").loc[item]
     found = online.items([item, 10**12])
     assert list(found) == [item] and list(found[item].categories) == list(row["categories"])
+    stock = store.get_online_features(features=["item_stock:quantity"],
+                                      entity_rows=[{"item_id": item}]).to_dict()["quantity"][0]
+    assert found[item].stock == stock

@@ -38,3 +38,27 @@ def test_popularity_counts_only_interactions_strictly_before_the_query():
     # at 12 only item 5 has an event; at 20 item 7 has two and 5's same-second event does not
     # count yet; at 40 item 7 leads 3 to 2
     assert ranked.tolist() == [[5, 7, 9], [7, 5, 9], [7, 5, 9]]
+
+
+def test_report_ranks_through_the_retrieval_served_for_the_held_out_items_only(tmp_path):
+    from feature_repo.datasets import load
+    from towers.cold_start import report
+    from towers.evaluate import dense_retrieval
+    from towers.model import TowerConfig
+    from towers.train import TrainConfig
+
+    dataset = load("synthetic:items=150,users=80,events=2000,seed=3")
+    served = []
+
+    def serve(artifact, items):
+        served.append(items["item_id"].tolist())
+        ids = items["item_id"].to_numpy()
+        retrieve = dense_retrieval(ids, artifact.embed_items(items))
+        return lambda vectors, k, exclude: retrieve(vectors, k, exclude)[:, ::-1]  # worst first
+
+    result = report(dataset, tmp_path, tower=TowerConfig(dim=16), serve=serve,
+                    train=TrainConfig(epochs=1, batch_size=64))
+    assert served == [cold_items(dataset.interactions).tolist()]
+    dense = report(dataset, tmp_path / "dense", tower=TowerConfig(dim=16),
+                   train=TrainConfig(epochs=1, batch_size=64))
+    assert result["two-tower"]["ndcg@10"] != dense["two-tower"]["ndcg@10"]  # its ranking, used

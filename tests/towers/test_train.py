@@ -14,7 +14,14 @@ from feature_repo.store import ENTITY_COLUMNS, write_training_frame
 from tests.towers.conftest import MAX_LEN
 from tests.utils.servers import free_port
 from towers.artifact import Artifact
-from towers.data import Vocab, batch_chunks, catalogue_content, frame_windows, sampled_candidates
+from towers.data import (
+    Vocab,
+    batch_chunks,
+    catalogue_content,
+    encode_users,
+    frame_windows,
+    sampled_candidates,
+)
 from towers.model import TowerConfig, TwoTower
 from towers.train import TrainConfig, fit, parse_overrides
 
@@ -47,6 +54,18 @@ def test_prefix_pass_embeds_every_row_like_its_feast_frame_row(ml, small_frame):
             prefix = model.users(batch_chunks(vocab, chunks)).numpy()
         direct = Artifact(model).embed_users(small_frame.iloc[order])
         np.testing.assert_allclose(prefix, direct, atol=2e-5, err_msg=encoder)
+
+
+def test_prefix_queries_carry_the_time_since_their_last_visible_event_like_feast_rows(
+        ml, small_frame):
+    vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
+    chunks = frame_windows(small_frame, MAX_LEN)
+    order = np.concatenate([c.rows for c in chunks])
+    prefix = batch_chunks(vocab, chunks).query_gap
+    direct = encode_users(vocab, small_frame.iloc[order], MAX_LEN).query_gap
+    torch.testing.assert_close(prefix, direct)
+    assert (prefix == 0).sum() == (small_frame["event_count"] == 0).sum()  # no history: bucket 0
+    assert len(prefix.unique()) > 10  # same second to months
 
 
 def test_frame_from_a_store_with_other_history_length_is_refused_naming_it(small_frame):

@@ -1,13 +1,19 @@
-"""Versions: 503 until something is live, hot reload under load, and the re-ranker's status."""
+"""Versions and dependencies: 503 until something is live or while the online store is down, hot
+reload under load without keeping replaced versions open, and the re-ranker's status."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import pytest
 
-from tests.services.conftest import promote_version
+from services.client import ServiceUnavailableError
+from tests.services.conftest import Service, active_user, promote_version
 from towers.ranker import FEATURES, Ranker
 
 
@@ -68,3 +74,38 @@ def test_promotion_during_a_request_stream_fails_no_request(service):
         assert scores == sorted(scores, reverse=True)
         assert all(i.reasons.ranker_score == i.score for i in answer.items)
     assert service.client().version().ranking == "ranker"
+
+
+def test_online_store_outage_is_a_503_with_the_reason_and_serving_resumes(service, client):
+    user = active_user(service, 5)
+    holder = sqlite3.connect(service.online_db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a real writer holding the file: no reader gets through
+    try:
+        with service.client(max_retries=0, timeout_s=60) as waiting, \
+                pytest.raises(ServiceUnavailableError) as error:
+            waiting.recommend(user)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert error.value.status_code == 503
+    assert error.value.message == "online store unavailable: database is locked"
+    assert client.recommend(user).items
+
+
+def _open_versions(service: Service) -> set[str]:
+    """Index version directories the server has mapped (an open Edge shard maps its files)."""
+    root = f"{(service.home / 'index').resolve()}/"
+    paths = [line.split(maxsplit=5)[-1] for line in Path(f"/proc/{service.pid}/maps").read_text()
+             .splitlines()]
+    return {path[len(root):].split("/")[0] for path in paths if path.startswith(root)}
+
+
+def test_repeated_promotions_leave_only_the_live_shard_open(service):
+    for _ in range(3):
+        _, index_version = promote_version(service)
+        service.wait_for_index_version(index_version)
+    live = Path(service.client().version().index_location).name
+    deadline = time.monotonic() + 30  # the replaced version is released on the next reload tick
+    while _open_versions(service) != {live} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _open_versions(service) == {live}

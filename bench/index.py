@@ -13,12 +13,14 @@ brute force over the same filtered set. Two kinds of catalogue (`--data`):
   `tower-real:FILE` indexes the real items themselves (to check the fit at their size).
 
 `--item_queries=1` queries with further draws of the items' mixture instead of user vectors;
-`--centre=1` centres the version on the items' mean, as `build_version` does (same ranking).
+`--centre=0` does not centre the version on the items' mean (`build_version` does; same ranking).
+Latency is that of `search_ids` (ids and scores, as the service asks) unless `--payload=1`.
 
 Filters: `none` filters nothing; `stock` is the service's default (stock >= 1, minus `--exclude`
 "seen" items drawn from the query's exact top 100); `category` allows `--query_categories` random
 categories (the worst case); `liked` allows the category of the query's nearest item.
-Peak RSS is the build process's ru_maxrss (it includes the data arrays, reported as rss_data_mb).
+Peak RSS is the build process's ru_maxrss (it includes the data arrays, reported as rss_data_mb);
+rss_serving_mb is what a fresh process adds to its RSS by opening the version and querying it.
 
     python bench/index.py --items=100000 --dims=32,64,128,256 --json=docs/index_bench.json
     python bench/index.py --items=1000000 --quant=int8 --data=tower:/tmp/bench/tower_shop.npz
@@ -59,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "clusters": 100,  # mixture: components
     "spread": 0.8,  # mixture: within-cluster noise relative to the cluster centres
     "categories": 20,  # mixture: distinct categories in the catalogue
-    "centre": 0,  # 1 = centre the version on the items' mean (as build_version does; 0 = not)
+    "centre": 1,  # 1 = centre the version on the items' mean, as build_version does; 0 = not
     "item_queries": 0,  # tower: 1 = query with further draws of the items' mixture, not user vectors
     "fit_clusters": 1000,  # tower: components fitted to the real items; ~10 items each matches
     # the real items' HNSW recall at 10k (fewer, smoother components make the search easier)
@@ -71,9 +73,11 @@ DEFAULTS: dict[str, Any] = {
     "ef_construct": -1,  # HNSW build beam
     "payload_m": -1,  # links of the per-category subgraphs; 0 = none
     "full_scan_kb": -1,  # filters keeping fewer vectors than this many KB are scored exactly
+    "segments": -1,  # HNSW graphs per version (searched in parallel)
     "acorn": 0,  # 1 = ACORN filtered search
     "ef": "-1",  # comma list of HNSW query beams, all measured on the same build
     "oversampling": "0",  # comma list of query-time oversampling factors; 0 = the IndexSpec default
+    "payload": 0,  # 0 = `search_ids` (ids and scores: what the service asks for); 1 = `search` (with payload)
     "seed": 0,
     "json": "",  # append results to this JSON file
     "from_json": "",  # skip running: read results from this file (for --plot)
@@ -81,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "calibrate": 0,  # 1 = print the shape of the real and the generated vectors, then exit
 }
 SPEC_KNOBS = {"m": "hnsw_m", "ef_construct": "hnsw_ef_construct", "payload_m": "payload_m",
-              "full_scan_kb": "full_scan_threshold_kb"}
+              "full_scan_kb": "full_scan_threshold_kb", "segments": "segments"}
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,17 @@ def _disk_mb(path: Path) -> float:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def serving_rss_mb(root: str, location: str, queries: np.ndarray) -> float:
+    """RSS a fresh process adds by opening a version and answering `queries` (stock filter)."""
+    from pipelines.index import IndexSettings, SearchFilters, open_backend
+
+    before = _rss_mb()
+    with open_backend(IndexSettings(backend="edge", path=Path(root))) as backend:
+        for query in queries:
+            backend.search_ids(query, k=10, filters=SearchFilters(), location=location)
+        return _rss_mb() - before
+
+
 def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.Generator
                 ) -> list[tuple[np.ndarray, Any, set[int], float]]:
     """(query, filters, exact top-k ids, selectivity) for every query under filter `kind`."""
@@ -322,30 +337,34 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
             "rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "rss_data_mb": round(rss_data),
             "disk_mb": round(_disk_mb(Path(location)), 1),
-            "segments": backend.stats(location=location)["segments"],
+            "qdrant_segments": backend.stats(location=location)["segments"],  # + 1 appendable (empty)
             "m": spec.hnsw_m,
             "ef_construct": spec.hnsw_ef_construct,
             "payload_m": spec.payload_m,
             "full_scan_kb": spec.full_scan_threshold_kb,
+            "segments": spec.segments,
             "acorn": int(spec.acorn),
         }
         rows = []
+        search = backend.search if cfg["payload"] else backend.search_ids
         beams = [int(e) if int(e) > 0 else spec.hnsw_ef for e in str(cfg["ef"]).split(",")]
         factors = [float(o) or spec.effective_oversampling for o in str(cfg["oversampling"]).split(",")]
         for ef, oversampling, kind in itertools.product(beams, factors, kinds):
             latencies, recalls = [], []
             for i, (query, filters, truth, _) in enumerate(cases[kind]):
                 t0 = time.perf_counter()
-                hits = backend.search(query, k=k, filters=filters, location=location, hnsw_ef=ef,
-                                      oversampling=oversampling)
+                found = search(query, k=k, filters=filters, location=location, hnsw_ef=ef,
+                               oversampling=oversampling)
                 elapsed = time.perf_counter() - t0
                 if i >= cfg["warmup"]:
                     latencies.append(elapsed * 1000)
-                    recalls.append(len(truth & {h.item_id for h in hits}) / k)
+                    ids = [h.item_id for h in found] if cfg["payload"] else found[0].tolist()
+                    recalls.append(len(truth & set(ids)) / k)
             rows.append({
                 **common,
                 "ef": ef,
                 "oversampling": oversampling,
+                "payload": cfg["payload"],
                 "filter": kind,
                 "p50_ms": round(float(np.percentile(latencies, 50)), 3),
                 "p99_ms": round(float(np.percentile(latencies, 99)), 3),
@@ -353,6 +372,10 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
                 "selectivity": round(float(np.mean([c[3] for c in cases[kind]])), 3),
             })
         backend.close()
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            serving = pool.submit(serving_rss_mb, tmp, location, data.queries).result()
+    for row in rows:
+        row["rss_serving_mb"] = round(serving)
     return rows
 
 
@@ -360,7 +383,7 @@ def save(results: list[dict[str, Any]], path: Path) -> None:
     """Merge results into the JSON file, replacing rows with the same configuration and filter."""
     old = json.loads(path.read_text()) if path.exists() else []
     fields = ("data", "fit_clusters", "item_queries", "centre", "items", "dims", "quant", "m", "ef_construct",
-              "payload_m", "full_scan_kb", "acorn", "ef", "oversampling", "filter")
+              "payload_m", "full_scan_kb", "segments", "acorn", "ef", "oversampling", "payload", "filter")
     key = lambda r: tuple(str(r.get(f)) for f in fields)  # noqa: E731
     merged = {key(r): r for r in old} | {key(r): r for r in results}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,40 +391,39 @@ def save(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Recall vs p99 latency; marker area is the peak RSS minus the data arrays."""
+    """Recall vs p99 of `stock`-filtered queries, one panel per data set; marker area = serving RSS."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"none": "tab:blue", "int8": "tab:green", "binary": "tab:red", "product": "tab:orange"}
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for quant, colour in colours.items():
-        rows = [r for r in results if r["quant"] == quant]
-        if not rows:
-            continue
-        sizes = [max(r["rss_peak_mb"] - r["rss_data_mb"], 1) / 4 for r in rows]
-        ax.scatter(
-            [r["p99_ms"] for r in rows],
-            [r["recall_at_10"] for r in rows],
-            s=sizes,
-            c=colour,
-            alpha=0.6,
-            label=quant,
-            edgecolors="k",
-        )
-        for r in rows:
-            label = f"{r['dims']}d" + (f" {r['items'] // 1_000_000}M" if r["items"] >= 1_000_000 else "")
-            ax.annotate(
-                label, (r["p99_ms"], r["recall_at_10"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("filtered top-10 p99 latency (ms, log)")
-    ax.set_ylabel("recall@10 vs exact filtered search")
-    ax.set_title("Qdrant Edge index: recall vs p99 latency (marker area ~ index memory)")
-    ax.axhline(0.97, ls="--", c="grey", lw=0.8)
-    ax.legend(title="quantization")
-    ax.grid(alpha=0.3)
+    stock = [r for r in results if r["filter"] == "stock" and "rss_serving_mb" in r]
+    kinds = sorted({r["data"] for r in stock})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(7 * len(kinds), 6), squeeze=False, sharey=True)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for quant, colour in colours.items():
+            rows = [r for r in stock if r["quant"] == quant and r["data"] == kind]
+            if not rows:
+                continue
+            ax.scatter([r["p99_ms"] for r in rows], [r["recall_at_10"] for r in rows],
+                       s=[max(r["rss_serving_mb"], 1) / 2 for r in rows], c=colour, alpha=0.5,
+                       label=quant, edgecolors="k")
+            for r in rows:
+                size = f" {r['items'] // 1_000_000}M" if r["items"] >= 1_000_000 else ""
+                ax.annotate(f"{r['dims']}d{size} ef{r['ef']}", (r["p99_ms"], r["recall_at_10"]),
+                            fontsize=6, xytext=(4, 3), textcoords="offset points")
+        for mb in (200, 800):  # marker-size key
+            ax.scatter([], [], s=mb / 2, c="none", edgecolors="grey", label=f"{mb} MB RSS")
+        sizes = ", ".join(f"{n:,}" for n in sorted({r["items"] for r in stock if r["data"] == kind}))
+        ax.set_title(f"data={kind}, {sizes} items", fontsize=10)
+        ax.set_xscale("log")
+        ax.set_xlabel("top-10 p99 (ms, log): in stock, 20 seen items excluded")
+        ax.axhline(0.97, ls="--", c="grey", lw=0.8)
+        ax.legend(fontsize=7, labelspacing=1.2, loc="center")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("recall@10 vs exact search on the same filter")
+    fig.suptitle("Qdrant Edge index: recall vs p99 latency vs memory (marker area ~ serving RSS)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

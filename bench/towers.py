@@ -4,8 +4,9 @@
     twotower bench towers --part=latency --artifact=/tmp/towers-loo # p50/p99 per request
 
 `train` reports the Feast store and training-frame build times, the fit's wall time to its best
-validation epoch and in total, and its examples/second; `latency` embeds one LOO test user at a
-time in eager mode (`no_grad`), under `torch.inference_mode`, and with `torch.compile`.
+validation epoch and in total, its validation NDCG@10 per epoch, and its examples/second;
+`latency` embeds one LOO test user at a time in eager mode (`no_grad`), under
+`torch.inference_mode`, and with `torch.compile`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def train(config: dict, ds, split, store) -> dict:
     return {"frame_s": round(frame_s, 1), "seconds_to_best": artifact.metrics["seconds_to_best"],
             "seconds_total": artifact.metrics["seconds_total"], "epochs": len(history),
             "best_epoch": artifact.metrics["best_epoch"],
+            "val_ndcg@10": [round(h["val"], 4) for h in history],  # per epoch
             "examples_per_s": round(float(np.mean([h["examples_per_s"] for h in history]))),
             "test_ndcg@10": round(test["ndcg@10"], 4), "test_hr@10": round(test["hr@10"], 4)}
 

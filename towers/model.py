@@ -42,6 +42,8 @@ class TowerConfig:
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"TowerConfig.encoder: {self.encoder!r} is not one of {ENCODERS}")
+        if self.layers < 1:
+            raise ValueError(f"TowerConfig.layers: {self.layers}, need at least 1")
         if self.dim % self.heads:
             raise ValueError(f"TowerConfig.heads: {self.heads} does not divide dim {self.dim}")
 
@@ -126,8 +128,23 @@ class ItemTower(nn.Module):
         return dot / norm[day] / temperature  # (Q, C)
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with its mask drawn as uniform >= p: the same distribution, about half the
+    cost on CPU, where torch's `bernoulli_` was the largest single op of a training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
 class CausalTransformer(nn.Module):
-    """SASRec-style pre-norm blocks: position i attends to positions <= i only."""
+    """SASRec-style pre-norm blocks: position i attends to positions <= i only.
+
+    Only the query positions' states are returned, so the last block runs at those positions
+    alone (`query_block`): in training most windows are truncated histories with one query each,
+    and this skips most of the last block's work with the same result.
+    """
 
     def __init__(self, config: TowerConfig):
         super().__init__()
@@ -136,23 +153,56 @@ class CausalTransformer(nn.Module):
                                            dropout=config.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        for block in self.blocks.layers:  # the residual and feed-forward dropouts
+            block.dropout, block.dropout1, block.dropout2 = (Dropout(config.dropout)
+                                                              for _ in range(3))
         self.norm = nn.LayerNorm(config.dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+        """States (Q, D) at window `rows` (Q,), positions `pos` (Q,) of tokens (B, L, D)."""
         L = tokens.shape[1]
         x = self.dropout(tokens + self.positions.weight[:L])  # (B, L, D)
         causal = nn.Transformer.generate_square_subsequent_mask(L)  # (L, L)
-        # Right padding plus the causal mask: a real position never attends to padding.
-        return self.norm(self.blocks(x, mask=causal, is_causal=True))  # (B, L, D)
+        *lower, last = self.blocks.layers
+        for layer in lower:
+            # Right padding plus the causal mask: a real position never attends to padding.
+            x = layer(x, src_mask=causal, is_causal=True)  # (B, L, D)
+        return self.norm(query_block(last, x, rows, pos))  # (Q, D)
+
+
+def query_block(layer: nn.TransformerEncoderLayer, x: torch.Tensor, rows: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+    """`layer(x, causal mask)[rows, pos]` of a pre-norm block, computed at those positions only.
+
+    Keys and values need every position (B, L, D); the query, attention output and feed-forward
+    only the Q rows asked for. Dropout (attention and residual) is the layer's own.
+    """
+    attn = layer.self_attn
+    L, D, H = x.shape[1], x.shape[2], attn.num_heads
+    flat = rows * L + pos  # (Q,) into (B * L); index_select: its backward is a cheap index_add
+    h = layer.norm1(x)  # (B, L, D)
+    w, b = attn.in_proj_weight, attn.in_proj_bias  # (3D, D), (3D,): packed q, k, v
+    q = F.linear(h.flatten(0, 1).index_select(0, flat), w[:D], b[:D])  # (Q, D)
+    k, v = (t.index_select(0, rows).view(-1, L, H, D // H).transpose(1, 2)  # (Q, H, L, D/H)
+            for t in F.linear(h, w[D:], b[D:]).chunk(2, dim=-1))  # (B, L, D) each
+    visible = (torch.arange(L) <= pos[:, None])[:, None, None, :]  # (Q, 1, 1, L)
+    out = F.scaled_dot_product_attention(q.view(-1, H, 1, D // H), k, v, attn_mask=visible,
+                                         dropout_p=attn.dropout if layer.training else 0.0)
+    y = x.flatten(0, 1).index_select(0, flat) + layer.dropout1(
+        attn.out_proj(out.reshape(-1, D)))  # (Q, D)
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(y)))))
+    return y + layer.dropout2(ff)  # (Q, D)
 
 
 class MeanPool(nn.Module):
     """Running mean over the history: state i is the mean of positions <= i."""
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(tokens.dtype)  # (B, L, 1)
-        return (tokens * m).cumsum(1) / m.cumsum(1).clamp(min=1)  # (B, L, D)
+        return ((tokens * m).cumsum(1) / m.cumsum(1).clamp(min=1))[rows, pos]  # (Q, D)
 
 
 class GRUEncoder(nn.Module):
@@ -161,8 +211,9 @@ class GRUEncoder(nn.Module):
         self.gru = nn.GRU(config.dim, config.dim, num_layers=config.layers, batch_first=True,
                           dropout=config.dropout if config.layers > 1 else 0.0)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.gru(tokens)[0]  # (B, L, D); causal, so right padding never leaks back
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+        return self.gru(tokens)[0][rows, pos]  # (Q, D); causal, so right padding never leaks
 
 
 class UserTower(nn.Module):
@@ -192,13 +243,12 @@ class UserTower(nn.Module):
     def forward(self, batch: UserBatch, items: ItemTower) -> torch.Tensor:
         """One normalised vector per query (Q, D)."""
         distinct, where = torch.unique(batch.seq, return_inverse=True)  # (K,), (B, L)
-        tokens = items.represent(items.known(distinct))[where]  # (B, L, D)
+        tokens = F.embedding(where, items.represent(items.known(distinct)))  # (B, L, D)
         if self.gap is not None:
             tokens = tokens + self.gap(batch.seq_gap)  # (B, L, D)
         tokens = tokens * batch.seq_mask.unsqueeze(-1)  # (B, L, D)
-        states = self.encoder(tokens, batch.seq_mask)  # (B, L, D)
-        pos = batch.query_pos.clamp(min=0)
-        seq = states[batch.query_row, pos]  # (Q, D)
+        seq = self.encoder(tokens, batch.seq_mask, batch.query_row,
+                           batch.query_pos.clamp(min=0))  # (Q, D)
         seq = torch.where((batch.query_pos >= 0).unsqueeze(-1), seq, self.empty)  # (Q, D)
         profile = self.age(batch.age) + self.profile(batch.profile)  # (B, D)
         context = self.hour(batch.hour) + self.weekday(batch.weekday)  # (Q, D)

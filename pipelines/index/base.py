@@ -163,23 +163,6 @@ class Hit:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredPoint:
-    """An engine result whose score was moved back to the dot product with the item itself."""
-
-    id: int
-    score: float
-    payload: Mapping[str, object] | None
-
-
-def uncentred(points: Sequence[Any], query: Sequence[float], spec: IndexSpec) -> Sequence[Any]:
-    """Engine results of a centred version with `query . centre` added back to every score."""
-    if spec.centre is None:
-        return points
-    offset = float(np.dot(np.asarray(query, dtype=np.float64), spec.centre))
-    return [ScoredPoint(p.id, p.score + offset, p.payload) for p in points]
-
-
 def query_vector(vector: Sequence[float] | np.ndarray, dim: int, version: str) -> list[float]:
     """Check a query vector against the version's dimension and return it as a list."""
     array = np.asarray(vector, dtype=np.float32)
@@ -187,7 +170,7 @@ def query_vector(vector: Sequence[float] | np.ndarray, dim: int, version: str) -
         raise InvalidQueryError(f"index version {version}: query has shape {array.shape}, expected ({dim},)")
     if not np.isfinite(array).all():
         raise InvalidQueryError(f"index version {version}: query vector contains NaN or infinite values")
-    return [float(x) for x in array]
+    return array.tolist()  # type: ignore[no-any-return]
 
 
 def progress(total: int, desc: str) -> tqdm:
@@ -232,10 +215,11 @@ class IndexBackend(ABC):
         exact: bool = False,
     ) -> list[Hit]:
         """Top-k items by score that satisfy `filters` (default: in stock only)."""
-        points = self._query_without_exclusions(vector, k=k, filters=filters, location=location,
-                                                hnsw_ef=hnsw_ef, oversampling=oversampling,
-                                                exact=exact, with_payload=True)
-        return [Hit.from_payload(p.id, p.score, p.payload) for p in points]
+        points, offset, dropped = self._query_without_exclusions(
+            vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
+            oversampling=oversampling, exact=exact, with_payload=True)
+        hits = [Hit.from_payload(p.id, p.score + offset, p.payload) for p in points if p.id not in dropped]
+        return hits[:k]
 
     def search_ids(
         self,
@@ -253,18 +237,26 @@ class IndexBackend(ABC):
         For callers that keep item content themselves (the service): skipping the payload roughly
         halves the engine's time and saves building a `Hit` per result.
         """
-        points = self._query_without_exclusions(vector, k=k, filters=filters, location=location,
-                                                hnsw_ef=hnsw_ef, oversampling=oversampling,
-                                                exact=exact, with_payload=False)
-        return (np.fromiter((p.id for p in points), np.int64, len(points)),
-                np.fromiter((p.score for p in points), np.float32, len(points)))
+        points, offset, dropped = self._query_without_exclusions(
+            vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
+            oversampling=oversampling, exact=exact, with_payload=False)
+        ids: list[int] = []
+        scores: list[float] = []
+        for p in points:
+            if p.id not in dropped:
+                ids.append(p.id)
+                scores.append(p.score)
+                if len(ids) == k:
+                    break
+        return np.array(ids, dtype=np.int64), (np.array(scores) + offset).astype(np.float32)
 
     def _query_without_exclusions(self, vector: Sequence[float] | np.ndarray, *, k: int,
-                                  filters: SearchFilters | None, **options: Any) -> Sequence[Any]:
-        """`_query` for `k + len(excluded)` points, the few excluded ids dropped afterwards."""
+                                  filters: SearchFilters | None, **options: Any
+                                  ) -> tuple[Sequence[Any], float, frozenset[int]]:
+        """`_query` for `k + len(dropped)` points, and the few excluded ids to drop from them."""
         kept, dropped = (filters if filters is not None else SearchFilters()).without_exclusions()
-        points = self._query(vector, k=k + len(dropped), filters=kept, **options)
-        return [p for p in points if p.id not in dropped][:k]
+        points, offset = self._query(vector, k=k + len(dropped), filters=kept, **options)
+        return points, offset, dropped
 
     @abstractmethod
     def _query(
@@ -272,14 +264,15 @@ class IndexBackend(ABC):
         vector: Sequence[float] | np.ndarray,
         *,
         k: int,
-        filters: SearchFilters | None,
+        filters: SearchFilters,
         location: str | None,
         hnsw_ef: int | None,
         oversampling: float | None,
         exact: bool,
         with_payload: bool,
-    ) -> Sequence[Any]:
-        """The engine's scored points (`.id`, `.score`, `.payload`), best first."""
+    ) -> tuple[Sequence[Any], float]:
+        """The engine's scored points (`.id`, `.score`, `.payload`), best first, and the offset
+        that turns their scores into dot products with the items (`IndexSpec.score_offset`)."""
 
     @abstractmethod
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Any, cast
 import numpy as np
 import qdrant_edge as qe
 
-from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector, uncentred
+from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
 from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
 from pipelines.index.errors import (
     NoLiveVersionError,
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 LIVE_FILE = "LIVE"
 SPEC_FILE = "spec.json"
 SHARD_DIR = "shard"
+SEGMENT_MIN_ITEMS = 50_000  # a bulk load is split into IndexSpec.segments graphs of at least this many
 
 
 def edge_filter(filters: SearchFilters) -> qe.Filter | None:
@@ -74,7 +75,8 @@ def edge_config(spec: IndexSpec) -> qe.EdgeConfig:
         quantization_config=_quantization(spec),
         payload_memory=qe.Memory.Cached,  # filters read stock/categories on every query
         # Every segment gets its graph at finish(), however small; Edge never optimizes on its own.
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        # One more segment than the sealed parts (the appendable one), or optimize() merges them.
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=spec.segments + 1),
     )
 
 
@@ -117,6 +119,7 @@ class EdgeBackend(IndexBackend):
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[Path, qe.EdgeShard] = {}
         self._specs: dict[Path, IndexSpec] = {}
+        self._building: set[Path] = set()  # created here, not finished yet: upsert splits bulk loads
         self._lock = threading.RLock()
 
     # -- locations -------------------------------------------------------------------------
@@ -124,6 +127,12 @@ class EdgeBackend(IndexBackend):
         return str(self.root / f"{self.settings.prefix}_v{version_id}")
 
     def _resolve(self, location: str | None) -> Path:
+        """The directory of `location` (None = whatever LIVE names now, read on every call).
+
+        A version this backend has opened (its spec is cached) is not looked up on disk again:
+        that stat was on every query's path. `drop` and `release` forget the version, so the next
+        call checks the disk again.
+        """
         if location is None:
             live = self.live_location()
             if live is None:
@@ -131,7 +140,7 @@ class EdgeBackend(IndexBackend):
             location = live
         path = Path(location)
         path = path if path.is_absolute() else self.root / path
-        if not (path / SPEC_FILE).is_file():
+        if path not in self._specs and not (path / SPEC_FILE).is_file():
             raise UnknownVersionError(f"index version {location}: no such version under {self.root}")
         return path
 
@@ -151,30 +160,47 @@ class EdgeBackend(IndexBackend):
         with self._lock:
             self._shards[path] = shard
             self._specs[path] = spec
+            self._building.add(path)
         log.info("created edge index version %s (dim=%d, %s)", path.name, spec.dim, spec.quantization)
 
     def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
+        """Write items; a bulk load into a version being built is split into `spec.segments` graphs.
+
+        Each part but the last is sealed into its own HNSW segment as soon as it is written
+        (`finish` seals the last), so a version gets `segments` graphs that are searched in parallel.
+        Parts hold at least `SEGMENT_MIN_ITEMS` items: a small catalogue stays one graph.
+        """
         path = self._resolve(location)
         spec = self._spec(path)
         items.validate(dim=spec.dim, version=path.name)
         shard = self._shard(path)
+        parts = max(1, min(spec.segments, len(items) // SEGMENT_MIN_ITEMS)) if path in self._building else 1
+        size = max(1, -(-len(items) // parts))  # ceiling
         with progress(len(items), f"upsert {path.name}") as bar:
-            for chunk in items.chunks():
-                points = [
-                    qe.Point(id=int(item_id), vector=vector, payload=chunk.payload(row))
-                    for row, (item_id, vector) in enumerate(
-                        zip(chunk.ids, spec.centred(chunk.vectors).tolist(), strict=True)
-                    )
-                ]
-                shard.update(qe.UpdateOperation.upsert_points(points))
-                bar.update(len(chunk))
-        log.debug("upserted %d items into %s", len(items), path.name)
+            for start in range(0, len(items), size):
+                if start:
+                    shard.optimize()  # seal the previous part into its own graph
+                self._write(shard, items.slice(start, start + size), spec, bar)
+        log.debug("upserted %d items into %s (%d parts)", len(items), path.name, parts)
+
+    @staticmethod
+    def _write(shard: qe.EdgeShard, items: ItemBatch, spec: IndexSpec, bar: Any) -> None:
+        for chunk in items.chunks():
+            points = [
+                qe.Point(id=int(item_id), vector=vector, payload=chunk.payload(row))
+                for row, (item_id, vector) in enumerate(
+                    zip(chunk.ids, spec.centred(chunk.vectors).tolist(), strict=True)
+                )
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(points))
+            bar.update(len(chunk))
 
     def finish(self, location: str) -> None:
         path = self._resolve(location)
         shard = self._shard(path)
         shard.optimize()  # builds HNSW + quantized vectors over the already-indexed payload
         shard.flush()
+        self._building.discard(path)
         info = shard.info()
         log.info(
             "built %s: %d points, %d indexed, %d segments",
@@ -190,13 +216,13 @@ class EdgeBackend(IndexBackend):
         vector: Sequence[float] | np.ndarray,
         *,
         k: int,
-        filters: SearchFilters | None,
+        filters: SearchFilters,
         location: str | None,
         hnsw_ef: int | None,
         oversampling: float | None,
         exact: bool,
         with_payload: bool,
-    ) -> Sequence[Any]:
+    ) -> tuple[Sequence[Any], float]:
         path = self._resolve(location)
         spec = self._spec(path)
         query = query_vector(vector, spec.dim, path.name)
@@ -212,7 +238,7 @@ class EdgeBackend(IndexBackend):
             quantization=quant,
             acorn=qe.AcornSearchParams(enable=True) if spec.acorn else None,
         )
-        parts = (filters if filters is not None else SearchFilters()).split_categories()
+        parts = filters.split_categories()
         prefetches = None
         if len(parts) > 1:  # one graph walk per category, merged by score (see split_categories)
             prefetches = [
@@ -227,7 +253,7 @@ class EdgeBackend(IndexBackend):
             with_payload=with_payload,
             params=params,
         )
-        return uncentred(self._shard(path).query(request), query, spec)
+        return self._shard(path).query(request), spec.score_offset(query)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         path = self._resolve(location)
@@ -283,6 +309,7 @@ class EdgeBackend(IndexBackend):
         with self._lock:
             shard = self._shards.pop(path, None)
             self._specs.pop(path, None)
+            self._building.discard(path)
         if shard is not None:
             shard.close()
         shutil.rmtree(path, ignore_errors=True)

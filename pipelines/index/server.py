@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector, uncentred
+from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
 from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
 from pipelines.index.errors import (
     NoLiveVersionError,
@@ -184,13 +184,13 @@ class ServerBackend(IndexBackend):
         vector: Sequence[float] | np.ndarray,
         *,
         k: int,
-        filters: SearchFilters | None,
+        filters: SearchFilters,
         location: str | None,
         hnsw_ef: int | None,
         oversampling: float | None,
         exact: bool,
         with_payload: bool,
-    ) -> Sequence[Any]:
+    ) -> tuple[Sequence[Any], float]:
         # Query the alias itself for the live version, so a promotion elsewhere is seen at once.
         name = self.settings.alias if location is None else self._resolve(location)
         spec = self._cached_live_spec() if location is None else self.spec(location)
@@ -206,7 +206,7 @@ class ServerBackend(IndexBackend):
             acorn=models.AcornSearchParams(enable=True) if spec.acorn else None,
         )
         vector_list = query_vector(vector, spec.dim, name)
-        parts = (filters if filters is not None else SearchFilters()).split_categories()
+        parts = filters.split_categories()
         prefetch = None
         if len(parts) > 1:  # one graph walk per category, merged by score (see split_categories)
             prefetch = [
@@ -222,7 +222,7 @@ class ServerBackend(IndexBackend):
             limit=k,
             with_payload=with_payload,
         )
-        return uncentred(response.points, vector_list, spec)
+        return response.points, spec.score_offset(vector_list)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         name = self._resolve(location)

@@ -175,6 +175,34 @@ def test_released_edge_shard_can_be_opened_by_another_process(
             other.search(query, k=5)
 
 
+def test_edge_queries_skip_the_disk_lookup_yet_follow_a_promotion_made_elsewhere(
+    make_live_index: Callable[..., LiveIndex],
+) -> None:
+    live = make_live_index("edge", random_items(300))
+    backend, query = live.backend, _queries(1)[0]
+    old = backend.live_location()
+    assert old is not None
+    expected = [h.item_id for h in backend.search(query, k=5, location=old)]
+    spec_file = Path(old) / "spec.json"
+    spec_file.rename(spec_file.with_suffix(".away"))  # an opened version is not stat'ed per query
+    assert [h.item_id for h in backend.search(query, k=5, location=old)] == expected
+    assert [h.item_id for h in backend.search(query, k=5)] == expected
+    spec_file.with_suffix(".away").rename(spec_file)
+    with open_backend(IndexSettings(path=live.data_dir / "index")) as builder:  # "another process"
+        new = builder.location_for(99)
+        builder.create(new, live.spec)
+        builder.upsert(random_items(300, seed=5, first_id=10_000), location=new)
+        builder.finish(new)
+        builder.release(new)
+        builder.activate(new)
+        builder.close()
+    assert all(h.item_id >= 10_000 for h in backend.search(query, k=5))  # LIVE is read per query
+    backend.release(old)
+    spec_file.unlink()  # a released version is looked up on disk again
+    with pytest.raises(UnknownVersionError):
+        backend.search(query, k=5, location=old)
+
+
 def test_stock_update_of_an_unknown_item_names_it(live_index: LiveIndex) -> None:
     with pytest.raises(UnknownItemError, match="987654"):
         live_index.backend.set_stock({987654: 1})
@@ -262,6 +290,23 @@ def test_every_quantization_builds_and_answers(
     # one-bit codes of 16-dim vectors are coarse; rescoring still keeps most of the true top 10
     assert len({h.item_id for h in hits} & set(expected)) >= (5 if quantization == "binary" else 7)
     assert live.backend.spec().quantization == quantization
+
+
+@pytest.mark.parametrize("segments", [1, 3])
+def test_edge_bulk_build_makes_one_graph_per_segment(
+    segments: int, make_live_index: Callable[..., LiveIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipelines.index.edge.SEGMENT_MIN_ITEMS", 200)  # 900 items: 3 parts of 300
+    live = make_live_index("edge", random_items(900), IndexSpec(dim=DIM, segments=segments))
+    stats = live.backend.stats()
+    assert (stats["segments"], stats["indexed_vectors"]) == (segments + 1, 900)  # + the appendable one
+    for query, f in zip(_queries(10, seed=21), [SearchFilters(), SearchFilters(categories={"cat1"})] * 5,
+                        strict=True):
+        expected = exact_top_k(live.items, query, _mask(live.items, f))
+        assert [h.item_id for h in live.backend.search(query, k=10, filters=f, exact=True)] == expected
+        assert len({h.item_id for h in live.backend.search(query, k=10, filters=f)} & set(expected)) >= 8
+    live.backend.upsert(random_items(600, seed=3, first_id=5_000))  # the live version is not split
+    assert live.backend.stats()["segments"] == segments + 1
 
 
 def _movielens_embeddings(ml100k_dir: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from feature_repo.store import FeatureStoreConfig, online_user_features, open_store
 from services.encoder import UserEncoder
-from services.online import OnlineFeatures
-from services.recommender import load_ranker
+from services.online import ItemFeatures, OnlineFeatures
+from services.recommender import Recommender, load_ranker
 from tests.services.api.test_versions import _improving_ranker
 
 
@@ -72,3 +75,16 @@ def test_online_reads_equal_feasts_own_online_features(service):
     stock = store.get_online_features(features=["item_stock:quantity"],
                                       entity_rows=[{"item_id": item}]).to_dict()["quantity"][0]
     assert found[item].stock == stock
+
+
+def test_candidates_take_price_stock_age_and_popularity_from_the_item_cache():
+    priced = ItemFeatures(title="a", categories=("x",), price=2.5, created_at_s=100,
+                          popularity=(1, 2, 3), stock=4)
+    cache = {1: priced, 2: dataclasses.replace(priced, price=None, stock=0)}  # as set_stock does
+    snapshot = SimpleNamespace(items=SimpleNamespace(rows=lambda ids: [cache.get(i) for i in ids]))
+    got = Recommender._candidates(snapshot, np.array([1, 2, 3]), np.array([0.9, 0.5, 0.1]))
+    np.testing.assert_array_equal(got.price, [2.5, np.nan, np.nan])  # missing price: NaN
+    np.testing.assert_array_equal(got.stock, [4, 0, 0])  # unknown item 3: no stock
+    np.testing.assert_array_equal(got.created_at, [100, 100, 0])
+    np.testing.assert_array_equal(got.popularity, [[1, 2, 3], [1, 2, 3], [0, 0, 0]])
+    assert got.categories == [("x",), ("x",), ()]

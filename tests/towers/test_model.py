@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
 from tests.towers.conftest import MAX_LEN
 from towers.artifact import Artifact
-from towers.model import TowerConfig
+from towers.model import CausalTransformer, Dropout, TowerConfig
 from towers.train import TrainConfig, fit
 
 
@@ -77,3 +79,37 @@ def test_loading_a_folder_without_artifact_names_the_missing_file(tmp_path):
 def test_config_rejects_unknown_encoder_by_name():
     with pytest.raises(ValueError, match="encoder"):
         TowerConfig(encoder="lstm")
+    with pytest.raises(ValueError, match="layers"):
+        TowerConfig(layers=0)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_transformer_at_query_positions_equals_the_full_causal_pass(heads):
+    """The last block runs at the query positions only; the result is torch's full pass there."""
+    torch.manual_seed(0)
+    encoder = CausalTransformer(TowerConfig(dim=16, max_len=12, heads=heads, layers=3))
+    tokens = torch.randn(5, 12, 16)
+    rows, pos = torch.tensor([0, 0, 1, 2, 3, 4, 4, 4]), torch.tensor([0, 11, 5, 3, 11, 1, 2, 7])
+
+    def full() -> torch.Tensor:
+        causal = nn.Transformer.generate_square_subsequent_mask(12)
+        x = encoder.dropout(tokens + encoder.positions.weight)
+        return encoder.norm(encoder.blocks(x, mask=causal, is_causal=True))[rows, pos]
+
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.eval()(tokens, None, rows, pos), full())
+    for module in encoder.modules():  # training mode (the autograd path) without randomness
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, nn.MultiheadAttention):
+            module.dropout = 0.0
+    torch.testing.assert_close(encoder.train()(tokens, None, rows, pos), full())
+
+
+def test_dropout_zeroes_a_share_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x, dropout = torch.ones(200_000), Dropout(0.2)
+    out = dropout(x)
+    assert abs((out == 0).float().mean().item() - 0.2) < 0.01
+    assert abs(out.mean().item() - 1.0) < 0.01
+    assert torch.equal(dropout.eval()(x), x)

@@ -23,7 +23,7 @@ from towers.data import (
     sampled_candidates,
 )
 from towers.model import TowerConfig, TwoTower
-from towers.train import TrainConfig, fit, parse_overrides
+from towers.train import TrainConfig, fit, learning_rate, parse_overrides
 
 
 def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
@@ -100,6 +100,31 @@ def test_sampled_softmax_with_mixed_negatives_also_learns(ml, small_frame):
                                      uniform_negatives=128, patience=10))
     losses = [h["loss"] for h in artifact.metrics["history"]]
     assert losses[-1] < losses[0], losses
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_decay_epochs():
+    train = TrainConfig(lr=0.01, warmup_epochs=0.5, decay_epochs=4.5)
+    assert learning_rate(train, 0.25) == pytest.approx(0.005)
+    assert learning_rate(train, 0.5) == pytest.approx(0.01)
+    assert learning_rate(train, 2.5) == pytest.approx(0.005)  # cosine: half way, half the lr
+    assert learning_rate(train, 4.5) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(TrainConfig(lr=0.01, decay_epochs=0), 3.0) == 0.01  # constant
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(warmup_epochs=2, decay_epochs=1)
+
+
+def test_fit_follows_the_schedule_and_ends_with_it(ml, small_frame, caplog):
+    train = TrainConfig(epochs=50, batch_size=256, lr=0.01, warmup_epochs=0.5, decay_epochs=2,
+                        patience=50, log_every=1)
+    with caplog.at_level("INFO", logger="towers.train"):
+        artifact = fit(_tiny(small_frame), ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                       train=train)
+    assert len(artifact.metrics["history"]) == 2  # the schedule's end, not `epochs`
+    lrs = [float(r.getMessage().split(" lr ")[1].split()[0]) for r in caplog.records
+           if " lr " in r.getMessage()]
+    peak = int(np.argmax(lrs))
+    assert lrs[0] < 0.01 and max(lrs) == pytest.approx(0.01, rel=0.05) and lrs[-1] == 0.0
+    assert lrs[:peak + 1] == sorted(lrs[:peak + 1]) and lrs[peak:] == sorted(lrs[peak:])[::-1]
 
 
 def _tiny(frame):

@@ -215,11 +215,10 @@ class IndexBackend(ABC):
         exact: bool = False,
     ) -> list[Hit]:
         """Top-k items by score that satisfy `filters` (default: in stock only)."""
-        points, offset, dropped = self._query_without_exclusions(
+        points, offset = self._query_without_exclusions(
             vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
             oversampling=oversampling, exact=exact, with_payload=True)
-        hits = [Hit.from_payload(p.id, p.score + offset, p.payload) for p in points if p.id not in dropped]
-        return hits[:k]
+        return [Hit.from_payload(p.id, p.score + offset, p.payload) for p in points]
 
     def search_ids(
         self,
@@ -237,26 +236,20 @@ class IndexBackend(ABC):
         For callers that keep item content themselves (the service): skipping the payload roughly
         halves the engine's time and saves building a `Hit` per result.
         """
-        points, offset, dropped = self._query_without_exclusions(
+        points, offset = self._query_without_exclusions(
             vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
             oversampling=oversampling, exact=exact, with_payload=False)
-        ids: list[int] = []
-        scores: list[float] = []
-        for p in points:
-            if p.id not in dropped:
-                ids.append(p.id)
-                scores.append(p.score)
-                if len(ids) == k:
-                    break
-        return np.array(ids, dtype=np.int64), (np.array(scores) + offset).astype(np.float32)
+        return (np.fromiter((p.id for p in points), np.int64, len(points)),
+                (np.fromiter((p.score for p in points), np.float64, len(points)) + offset).astype(np.float32))
 
     def _query_without_exclusions(self, vector: Sequence[float] | np.ndarray, *, k: int,
                                   filters: SearchFilters | None, **options: Any
-                                  ) -> tuple[Sequence[Any], float, frozenset[int]]:
-        """`_query` for `k + len(dropped)` points, and the few excluded ids to drop from them."""
+                                  ) -> tuple[list[Any], float]:
+        """`_query` for `k + len(excluded)` points, the few excluded ids dropped afterwards, and
+        `_query`'s score offset."""
         kept, dropped = (filters if filters is not None else SearchFilters()).without_exclusions()
         points, offset = self._query(vector, k=k + len(dropped), filters=kept, **options)
-        return points, offset, dropped
+        return [p for p in points if p.id not in dropped][:k], offset
 
     @abstractmethod
     def _query(

@@ -46,16 +46,17 @@ def latency_us(ranker, items, config: dict) -> dict:
     import numpy as np
 
     from towers.data import unix_seconds
-    from towers.ranker import Candidates, UserState, features
+    from towers.ranker import Candidates, Categories, UserState, features
 
     rng = np.random.default_rng(config["seed"])
     n, now = config["timed"], int(unix_seconds(items["created_at"]).max())
     rows = items.iloc[rng.choice(len(items), n + 50, replace=False)]
+    offered, history = Categories.encode(rows["categories"].tolist(), {}).split(n)
     candidates = Candidates(
         rows["item_id"].to_numpy()[:n], np.sort(rng.random(n, np.float32))[::-1],
         rows["price"].to_numpy()[:n], rng.integers(0, 20, n), unix_seconds(rows["created_at"])[:n],
-        rows["categories"].tolist()[:n], rng.integers(0, 50, (n, 3)))
-    user = UserState(rows["categories"].tolist()[n:], np.sort(rng.integers(0, now, 50)), now)
+        offered, rng.integers(0, 50, (n, 3)))
+    user = UserState(history, np.sort(rng.integers(0, now, 50)), now)
     timings = {"features": [], "score": []}
     for i in range(2 * config["repeats"]):
         started = time.perf_counter()

@@ -96,7 +96,7 @@ class Vocab:
 def _lookup(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if len(known) == 0:
         return np.zeros(len(ids), dtype=np.int64)
-    pos = np.clip(np.searchsorted(known, ids), 0, len(known) - 1)
+    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
     return np.where(known[pos] == ids, pos + 1, 0)
 
 
@@ -155,8 +155,9 @@ def elapsed_bucket(seconds: np.ndarray) -> np.ndarray:
 
 def gap_buckets(seconds: np.ndarray) -> np.ndarray:
     """Per event, the log2 bucket of the time since the previous event of the same window."""
-    buckets = elapsed_bucket(np.diff(np.asarray(seconds, dtype=np.int64), prepend=np.int64(0)))
-    buckets[:1] = 0
+    seconds = np.asarray(seconds, dtype=np.int64)
+    buckets = np.zeros(len(seconds), dtype=np.int64)
+    buckets[1:] = elapsed_bucket(seconds[1:] - seconds[:-1])
     return buckets
 
 
@@ -201,7 +202,7 @@ def encode_users(vocab: Vocab, frame: pd.DataFrame | dict, max_len: int) -> User
                else np.asarray(stamps, dtype="datetime64[s]").astype(np.int64))
     hist = [vocab.item_index(np.asarray(h, dtype=np.int64)[-max_len:]).tolist() if len(h) else []
             for h in frame["recent_item_ids"]]
-    lengths = torch.tensor([len(h) for h in hist], dtype=torch.int64)
+    lengths = np.array([len(h) for h in hist], dtype=np.int64)
     seq = _padded(hist, max_len)  # (B, L)
     gaps = _padded([gap_buckets(np.asarray(s, dtype=np.int64)[-max_len:]).tolist()
                     for s in frame["recent_timestamps"]], max_len)  # (B, L)
@@ -209,12 +210,12 @@ def encode_users(vocab: Vocab, frame: pd.DataFrame | dict, max_len: int) -> User
     hour, weekday = _context(seconds)
     last = np.array([s[-1] if len(s) else 0 for s in frame["recent_timestamps"]], dtype=np.int64)
     since = np.log2(1 + np.maximum(seconds - last, 0)).astype(np.int64)
-    query_gap = np.where(lengths.numpy() > 0, 1 + np.minimum(since, GAP_BUCKETS - 2), 0)
-    mask = torch.arange(seq.shape[1]) < lengths[:, None]  # (B, L)
-    return UserBatch(seq=seq, seq_mask=mask, seq_gap=gaps,
+    query_gap = np.where(lengths > 0, 1 + np.minimum(since, GAP_BUCKETS - 2), 0)
+    mask = np.arange(seq.shape[1]) < lengths[:, None]  # (B, L)
+    return UserBatch(seq=seq, seq_mask=torch.from_numpy(mask), seq_gap=gaps,
                      user=torch.from_numpy(vocab.user_index(np.asarray(frame["user_id"]))),
                      age=age, profile=profile, query_row=torch.arange(len(seconds)),
-                     query_pos=lengths - 1, hour=hour, weekday=weekday,
+                     query_pos=torch.from_numpy(lengths - 1), hour=hour, weekday=weekday,
                      query_gap=torch.from_numpy(query_gap))  # (Q,)
 
 

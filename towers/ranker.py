@@ -14,12 +14,15 @@ See docs/ranker.md.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
+import lightgbm.basic as lgb_c  # the C API's handle: Ranker.score calls it directly
 import numpy as np
 import pandas as pd
 import torch
@@ -57,15 +60,64 @@ WINDOW_QUANTILES = tuple(TEMPORAL_QUANTILE + i * (1 - TEMPORAL_QUANTILE) / 8 for
 
 
 @dataclass(frozen=True)
+class Categories:
+    """Items' categories as integer codes, flattened: item i has codes[offsets[i]:offsets[i + 1]].
+
+    Codes come from one vocabulary (`encode`) per caller, so candidates and history compare.
+    """
+
+    codes: np.ndarray  # (M,) int64
+    offsets: np.ndarray  # (n + 1,) int64, from 0 to M
+
+    def __post_init__(self) -> None:
+        if len(self.offsets) == 0 or self.offsets[0] != 0 or self.offsets[-1] != len(self.codes):
+            raise ValueError(f"Categories.offsets: must run from 0 to {len(self.codes)} (the "
+                             f"number of codes), got {self.offsets[:1]}..{self.offsets[-1:]}")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def encode(cls, items: Sequence[Sequence[str]], vocabulary: dict[str, int]) -> Categories:
+        """The codes of each item's category names; new names get the next codes in `vocabulary`."""
+        codes = [vocabulary.setdefault(x, len(vocabulary)) for names in items for x in names]
+        return cls(np.array(codes, dtype=np.int64),
+                   np.cumsum([0, *map(len, items)], dtype=np.int64))
+
+    def item_of(self, positions: np.ndarray) -> np.ndarray:
+        """The item (0..n-1) holding each of these positions in `codes`."""
+        return np.searchsorted(self.offsets[1:], positions, side="right")
+
+    def take(self, rows: np.ndarray) -> Categories:
+        """The categories of items `rows`, in that order."""
+        starts = self.offsets[rows]
+        counts = self.offsets[1:][rows] - starts
+        offsets = np.concatenate(([0], np.cumsum(counts)))
+        return Categories(self.codes[np.arange(offsets[-1]) + np.repeat(starts - offsets[:-1],
+                                                                         counts)], offsets)
+
+    def split(self, n: int) -> tuple[Categories, Categories]:
+        """The first n items' categories, and the others'."""
+        cut = self.offsets[n]
+        return (Categories(self.codes[:cut], self.offsets[:n + 1]),
+                Categories(self.codes[cut:], self.offsets[n:] - cut))
+
+    def concat(self, more: Categories) -> Categories:
+        """These items', then `more`'s."""
+        return Categories(np.concatenate((self.codes, more.codes)),
+                          np.concatenate((self.offsets, more.offsets[1:] + self.offsets[-1])))
+
+
+@dataclass(frozen=True)
 class Candidates:
     """One query's retrieved items, in retrieval order."""
 
     item_ids: np.ndarray  # (C,) int64
     scores: np.ndarray  # (C,) float32, retrieval (dot) score
     price: np.ndarray  # (C,) float
-    stock: np.ndarray  # (C,) int
+    stock: np.ndarray  # (C,) units in stock
     created_at: np.ndarray  # (C,) unix seconds
-    categories: list[list[str]]
+    categories: Categories  # coded like the user's history_categories
     popularity: np.ndarray  # (C, 3) event counts in the last 1/7/30 days (Feast item_popularity)
 
     def __post_init__(self) -> None:
@@ -83,7 +135,7 @@ class Candidates:
 class UserState:
     """What the re-ranker knows of the user at request time."""
 
-    history_categories: list[list[str]]  # categories of the user's recent items, oldest first
+    history_categories: Categories  # of the user's recent items, oldest first
     history_timestamps: np.ndarray  # (H,) unix seconds, oldest first
     now: int  # unix seconds of the request; history after it (clock skew) is ignored
 
@@ -91,26 +143,21 @@ class UserState:
         if len(self.history_timestamps) != len(self.history_categories):
             raise ValueError(f"UserState.history_timestamps: {len(self.history_timestamps)} "
                              f"values, expected {len(self.history_categories)} (one per "
-                             f"history_categories)")
+                             f"history_categories item)")
 
 
 def features(candidates: Candidates, user: UserState) -> np.ndarray:
     """The (C, len(FEATURES)) float32 feature matrix of one query."""
-    c = candidates
+    c, history = candidates, user.history_categories
     stamps = np.asarray(user.history_timestamps, dtype=np.float64)
-    before = np.flatnonzero(stamps <= user.now)  # session events stamped this second count
-    history = [user.history_categories[i] for i in before]
-    # Only categories in the history can overlap, so they are the only columns needed.
-    column = {cat: j for j, cat in enumerate(dict.fromkeys(x for cats in history for x in cats))}
-    seen = np.zeros((len(history), len(column)), np.float32)  # (H, K)
-    seen[[i for i, cats in enumerate(history) for _ in cats],
-         [column[x] for cats in history for x in cats]] = 1.0
-    pairs = [(i, column[x]) for i, cats in enumerate(c.categories) for x in cats if x in column]
-    cand = np.zeros((len(c.item_ids), len(column)), np.float32)  # (C, K)
-    if pairs:
-        cand[tuple(np.array(pairs).T)] = 1.0
-    overlap = (cand @ seen.T) > 0  # (C, H)
-    last = np.where(overlap, stamps[before], -np.inf).max(axis=1, initial=-np.inf)  # (C,)
+    visible = stamps <= user.now  # session events stamped this second count
+    seen = int(np.count_nonzero(visible))
+    # Equal (candidate code, history code) pairs: those items share at least one category.
+    mine, theirs = np.nonzero(c.categories.codes[:, None] == history.codes)
+    overlap = np.zeros((len(c.item_ids), len(stamps)), bool)  # (C, H)
+    overlap[c.categories.item_of(mine), history.item_of(theirs)] = True
+    overlap &= visible
+    last = np.where(overlap, stamps, -np.inf).max(axis=1, initial=-np.inf)  # (C,)
     scores = np.asarray(c.scores, dtype=np.float32)
     out = np.empty((len(c.item_ids), len(FEATURES)), np.float32)
     out[:, 0] = scores
@@ -120,9 +167,9 @@ def features(candidates: Candidates, user: UserState) -> np.ndarray:
     out[:, 6] = (user.now - np.asarray(c.created_at, dtype=np.float64)) / DAY
     out[:, 7] = c.price
     out[:, 8] = c.stock
-    out[:, 9] = overlap.mean(axis=1) if len(history) else 0.0
+    out[:, 9] = overlap.sum(axis=1) / seen if seen else 0.0
     out[:, 10] = np.where(np.isfinite(last), (user.now - last) / DAY, np.nan)
-    out[:, 11] = len(history)
+    out[:, 11] = seen
     return out
 
 
@@ -133,7 +180,9 @@ def features(candidates: Candidates, user: UserState) -> np.ndarray:
 class RankerConfig:
     """Candidates and LightGBM settings; saved with every ranker."""
 
-    candidates: int = 50  # retrieved and re-ranked per query: NDCG@10 held at 50 vs 100 (benchmarks.md)
+    # Retrieved and re-ranked per query. docs/benchmarks.md "Re-rank depth vs quality" (ML-100K
+    # TEMPORAL, one seed, 107 users): NDCG@10 0.2299 at 100, 0.2353 at 50, 0.2472 at 30: no loss at 30.
+    candidates: int = 30
     learning_rate: float = 0.05  # with early stopping, lower only costs rounds
     num_leaves: int = 15  # ~50k training rows on ML-100K: small trees generalise
     min_data_in_leaf: int = 50
@@ -181,14 +230,34 @@ class Ranker:
     improves: bool = False  # reranked beat retrieval on the held-out window
     config: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.booster.num_model_per_iteration() != 1:  # `score` has room for one per row
+            raise ValueError(f"Ranker.booster: {self.booster.num_model_per_iteration()} outputs "
+                             f"per row; a ranker has one")
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """(C,) scores, higher is better, for a `features()` matrix."""
         if np.ndim(features) != 2 or np.shape(features)[1] != len(FEATURES):
             raise ValueError(f"features: shape {np.shape(features)}, expected (C, "
                              f"{len(FEATURES)}) in FEATURES order")
-        # No per-call `num_threads`: LightGBM re-reads its configuration for it (~35 of ~100 us
-        # at 50 rows). It uses the process's OpenMP threads: one in the service (set via torch).
-        return np.asarray(self.booster.predict(features))
+        # LightGBM's C predict, as `Booster.predict` calls it: its Python layer (a predictor object,
+        # type checks, three more C calls) doubled the cost at 50 rows. No per-call `num_threads`:
+        # LightGBM re-reads its configuration for it. It uses the process's OpenMP threads: one in
+        # the service (set via torch). float64 stays float64; anything else is read as float32.
+        double = np.asarray(features).dtype == np.float64
+        x = np.ascontiguousarray(features, dtype=np.float64 if double else np.float32)
+        out = np.empty(len(x), np.float64)
+        written = ctypes.c_int64(0)
+        lgb_c._safe_call(lgb_c._LIB.LGBM_BoosterPredictForMat(
+            self.booster._handle, x.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_int(lgb_c._C_API_DTYPE_FLOAT64 if double else lgb_c._C_API_DTYPE_FLOAT32),
+            ctypes.c_int32(x.shape[0]), ctypes.c_int32(x.shape[1]),
+            ctypes.c_int(lgb_c._C_API_IS_ROW_MAJOR), ctypes.c_int(lgb_c._C_API_PREDICT_NORMAL),
+            ctypes.c_int(0), ctypes.c_int(self.booster.best_iteration), ctypes.c_char_p(b""),
+            ctypes.byref(written), out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
+        if written.value != len(x):
+            raise RuntimeError(f"LightGBM wrote {written.value} scores for {len(x)} rows")
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write `model.txt` and `ranker.json` (last, so a complete json means a complete ranker)."""
@@ -294,8 +363,10 @@ def ranking_data(artifact: Artifact, items: pd.DataFrame, queries: Queries, *, s
     """
     queries = query_features(store, queries)
     ids, scores = retrieve(artifact, items, queries, k)
-    catalogue = items.set_index("item_id")
-    created = pd.Series(unix_seconds(items["created_at"]), index=items["item_id"].to_numpy())
+    position = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())  # in `items`
+    categories = Categories.encode(items["categories"].tolist(), {})
+    price = items["price"].to_numpy(dtype=np.float64)
+    created = unix_seconds(items["created_at"])
     times = queries.frame["event_timestamp"]
     popularity, stock = item_state(store, ids.ravel(), times.repeat(ids.shape[1]))
     popularity, stock = popularity.reshape(*ids.shape, 3), stock.reshape(ids.shape)
@@ -303,12 +374,11 @@ def ranking_data(artifact: Artifact, items: pd.DataFrame, queries: Queries, *, s
     rows = []
     for q, (history, stamps) in enumerate(zip(queries.frame["recent_item_ids"],
                                               queries.frame["recent_timestamps"], strict=True)):
-        user = UserState(catalogue.loc[np.asarray(history, dtype=np.int64), "categories"].tolist(),
-                         np.asarray(stamps, dtype=np.int64), int(now[q]))
-        cand = catalogue.loc[ids[q]]
-        rows.append(features(Candidates(
-            ids[q], scores[q], cand["price"].to_numpy(), stock[q], created[ids[q]].to_numpy(),
-            cand["categories"].tolist(), popularity[q]), user))
+        past = position.loc[np.asarray(history, dtype=np.int64)].to_numpy()
+        user = UserState(categories.take(past), np.asarray(stamps, dtype=np.int64), int(now[q]))
+        cand = position.loc[ids[q]].to_numpy()
+        rows.append(features(Candidates(ids[q], scores[q], price[cand], stock[q], created[cand],
+                                        categories.take(cand), popularity[q]), user))
     labels = np.concatenate([np.isin(row, target) for row, target
                              in zip(ids, queries.targets, strict=True)]).astype(np.float32)
     data = RankingData(np.concatenate(rows), labels, np.full(len(ids), ids.shape[1]))

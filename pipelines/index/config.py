@@ -40,6 +40,12 @@ class IndexSettings(BaseModel):
     shard_number: int | None = Field(default=None, ge=1)  # fixed at creation; 2x the nodes leaves room
     replication_factor: int | None = Field(default=None, ge=1)  # copies of each shard; 2 survives a lost node
     write_consistency_factor: int | None = Field(default=None, ge=1)  # replicas acking a write; <= copies
+    # Edge: threads of each opened shard's search pool. None = one per CPU (Qdrant's default): the
+    # fastest single query, but idle pool threads spin. 1 = the segments searched one after another
+    # on one thread: ~0.5 ms less CPU per query at 100k items and half the p99 under load
+    # (docs/benchmarks.md, "Serving, third pass"); what a service on few cores wants. Edge keeps
+    # the size in the shard: later opens without a setting reuse it.
+    search_threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _check_distribution(self) -> IndexSettings:
@@ -48,6 +54,8 @@ class IndexSettings(BaseModel):
         set_fields = [name for name, value in distributed.items() if value is not None]
         if self.backend == "edge" and set_fields:
             raise ValueError(f"{set_fields[0]}: only the server backend shards or replicates an index")
+        if self.backend == "server" and self.search_threads is not None:
+            raise ValueError("search_threads: only the edge backend runs searches in this process")
         copies = self.replication_factor or 1  # Qdrant's default
         if self.write_consistency_factor is not None and self.write_consistency_factor > copies:
             raise ValueError(f"write_consistency_factor={self.write_consistency_factor} is above "
@@ -79,7 +87,10 @@ class IndexSpec(BaseModel):
     # p50); a 1M catalogue needs 512 (0.985-0.989 at p99 1.4-1.5 ms; docs/index.md).
     hnsw_ef: int = Field(default=192, ge=1)
     rescore: bool | None = None  # re-rank with full vectors; None = on iff quantized
-    oversampling: float | None = Field(default=None, ge=1.0)  # None = 2.0 iff quantized
+    # Candidates rescored with the full vectors, as a multiple of k; None = 2.0 iff quantized. For
+    # int8, 1.0 lost nothing at 100k tower items (recall@30 0.9802 vs 0.9803, 0.11 ms faster) but
+    # 1.3 points at 1M (0.973 vs 0.986 at ef=512; docs/benchmarks.md, "Serving, third pass").
+    oversampling: float | None = Field(default=None, ge=1.0)
     acorn: bool = False  # ACORN filtered search; helps very selective unindexed filters only
     quantized_in_ram: bool = True  # keep quantized vectors pinned in RAM (the point of them)
     # Subtracted from every item vector; dot products shift by a per-query constant, so the ranking

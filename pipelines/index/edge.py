@@ -12,6 +12,7 @@ updates a version; builders create new versions and close them before promotion.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -59,9 +60,13 @@ def edge_filter(filters: SearchFilters) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not)  # type: ignore[arg-type]
 
 
+def edge_vectors(spec: IndexSpec) -> qe.EdgeVectorParams:
+    distance = qe.Distance.Dot if spec.distance == "dot" else qe.Distance.Cosine
+    return qe.EdgeVectorParams(size=spec.dim, distance=distance)
+
+
 def edge_config(spec: IndexSpec) -> qe.EdgeConfig:
     """The shard configuration for a spec (vectors, HNSW, quantization, in-RAM payload)."""
-    distance = qe.Distance.Dot if spec.distance == "dot" else qe.Distance.Cosine
     hnsw = qe.HnswIndexConfig(
         m=spec.hnsw_m,
         ef_construct=spec.hnsw_ef_construct,
@@ -70,7 +75,7 @@ def edge_config(spec: IndexSpec) -> qe.EdgeConfig:
         payload_m=spec.payload_m,
     )
     return qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(size=spec.dim, distance=distance),
+        vectors=edge_vectors(spec),
         hnsw_config=hnsw,
         quantization_config=_quantization(spec),
         payload_memory=qe.Memory.Cached,  # filters read stock/categories on every query
@@ -108,6 +113,14 @@ PAYLOAD_INDEXES: dict[str, object] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _version_path(root: Path, location: str) -> Path:
+    """`location` as a directory under `root` (cached: building and hashing a fresh Path cost
+    ~20 us of every query)."""
+    path = Path(location)
+    return path if path.is_absolute() else root / path
+
+
 class EdgeBackend(IndexBackend):
     """Index versions as Qdrant Edge shard directories; the LIVE file is the live pointer."""
 
@@ -138,8 +151,7 @@ class EdgeBackend(IndexBackend):
             if live is None:
                 raise NoLiveVersionError(f"no live index version under {self.root}")
             location = live
-        path = Path(location)
-        path = path if path.is_absolute() else self.root / path
+        path = _version_path(self.root, location)
         if path not in self._specs and not (path / SPEC_FILE).is_file():
             raise UnknownVersionError(f"index version {location}: no such version under {self.root}")
         return path
@@ -317,8 +329,7 @@ class EdgeBackend(IndexBackend):
 
     def release(self, location: str) -> None:
         """Close and forget the cached shard of `location`; the live version is kept open."""
-        path = Path(location)
-        path = path if path.is_absolute() else self.root / path
+        path = _version_path(self.root, location)
         if self.live_location() == str(path):  # e.g. a rollback made it live again: still serving
             return
         with self._lock:
@@ -346,5 +357,9 @@ class EdgeBackend(IndexBackend):
     def _shard(self, path: Path) -> qe.EdgeShard:
         with self._lock:
             if path not in self._shards:
-                self._shards[path] = qe.EdgeShard.load(str(path / SHARD_DIR))
+                threads = self.settings.search_threads
+                # Settings left out of a load config keep the shard's own (Edge resolves them).
+                config = None if threads is None else qe.EdgeConfig(
+                    vectors=edge_vectors(self._spec(path)), max_search_threads=threads)
+                self._shards[path] = qe.EdgeShard.load(str(path / SHARD_DIR), config)
             return self._shards[path]

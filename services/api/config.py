@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         return self
 
     def index_settings(self) -> IndexSettings:
-        return self.index or IndexSettings(path=self.data_dir / "index")
+        # One search thread per query: the service's own requests are its concurrency, and a
+        # per-CPU pool spun ~0.5 ms of CPU per query on two cores (IndexSettings.search_threads).
+        return self.index or IndexSettings(path=self.data_dir / "index", search_threads=1)
 
     def feature_store(self) -> FeatureStoreConfig:
         return FeatureStoreConfig(repo_dir=self.feature_repo_dir or self.data_dir / "feature_repo",

@@ -62,9 +62,13 @@ class Call(Generic[T]):
     accept: frozenset[int] = field(default=frozenset({200, 201}))
 
     def request(self) -> dict[str, Any]:
-        """Keyword arguments of `httpx.Client.request`."""
-        json = None if self.body is None else self.body.model_dump(mode="json", exclude_none=True)
-        return {"method": self.method, "url": self.path, "json": json, "params": self.params}
+        """Keyword arguments of `httpx.Client.request` (the body serialised by pydantic's own
+        JSON encoder: faster than a dict through the json module)."""
+        if self.body is None:
+            return {"method": self.method, "url": self.path, "params": self.params}
+        return {"method": self.method, "url": self.path, "params": self.params,
+                "content": self.body.model_dump_json(exclude_none=True),
+                "headers": {"content-type": "application/json"}}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,6 +206,44 @@ def test_edge_queries_skip_the_disk_lookup_yet_follow_a_promotion_made_elsewhere
         backend.search(query, k=5, location=old)
 
 
+SEARCH_IN_A_FRESH_PROCESS = """
+import json, os, sys
+from pathlib import Path
+import numpy as np
+from pipelines.index import IndexSettings, open_backend
+threads = None if sys.argv[2] == "default" else int(sys.argv[2])
+with open_backend(IndexSettings(path=Path(sys.argv[1]), search_threads=threads)) as backend:
+    ids = backend.search_ids(np.array(json.loads(sys.argv[3]), dtype=np.float32), k=5)[0].tolist()
+    names = [Path(f"/proc/self/task/{t}/comm").read_text() for t in os.listdir("/proc/self/task")]
+    print(json.dumps({"ids": ids, "threads": sum(n.startswith("edge-search") for n in names)}))
+"""
+
+
+def test_edge_shard_searches_on_the_configured_number_of_threads(
+    make_live_index: Callable[..., LiveIndex],
+) -> None:
+    live = make_live_index("edge", random_items(300))
+    query = _queries(1)[0]
+    expected = live.backend.search_ids(query, k=5)[0].tolist()
+    live.backend.close()  # a shard is opened by one process at a time
+
+    def search(threads: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", SEARCH_IN_A_FRESH_PROCESS, str(live.data_dir / "index"),
+                              threads, json.dumps(query.tolist())], check=True, capture_output=True,
+                             text=True, cwd=Path(__file__).parents[2])
+        return json.loads(out.stdout)
+
+    one = search("1")
+    assert one == {"ids": expected, "threads": 1}
+    assert search("default") == one  # Edge keeps the pool size in the shard for later opens
+    assert search("2") == {"ids": expected, "threads": 2}
+
+
+def test_search_threads_are_refused_for_the_server_backend() -> None:
+    with pytest.raises(ValueError, match="search_threads: only the edge backend"):
+        IndexSettings(backend="server", url=":memory:", search_threads=1)
+
+
 def test_stock_update_of_an_unknown_item_names_it(live_index: LiveIndex) -> None:
     with pytest.raises(UnknownItemError, match="987654"):
         live_index.backend.set_stock({987654: 1})
@@ -384,3 +425,4 @@ def test_invalid_distribution_settings_name_the_field(fields: dict, message: str
 def test_distribution_settings_are_refused_for_the_edge_backend() -> None:
     with pytest.raises(ValueError, match="shard_number: only the server backend"):
         IndexSettings(backend="edge", shard_number=2)
+

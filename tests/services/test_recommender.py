@@ -1,18 +1,16 @@
-"""The engine's parts: the traced user tower equals the towers' own, and the re-ranker's status."""
+"""The engine's parts: the served (ONNX) user tower equals the towers' own, and the re-ranker's status."""
 
 from __future__ import annotations
-
-import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from feature_repo.store import FeatureStoreConfig, online_user_features, open_store
-from services.encoder import UserEncoder
-from services.online import ItemFeatures, OnlineFeatures
-from services.recommender import Recommender, load_ranker
+from services.encoder import UserEncoder, _Bag
+from services.online import OnlineFeatures
+from services.recommender import load_ranker
 from tests.services.api.test_versions import _improving_ranker
 
 
@@ -25,7 +23,7 @@ def _frame(history: list[int]) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("length", [0, 1, 16, 17, 50, 199, 260])
-def test_traced_user_tower_equals_the_towers_embedding(service, length):
+def test_served_user_tower_equals_the_towers_embedding(service, length):
     items = service.dataset.items["item_id"].to_numpy()
     frame = _frame(np.resize(items, length).tolist())
     served = UserEncoder(service.artifact)(frame)
@@ -43,6 +41,32 @@ def test_user_as_plain_columns_encodes_like_its_feast_frame(service, length, age
                "recent_timestamps": frame["recent_timestamps"].tolist()}
     served = UserEncoder(service.artifact)(columns)
     np.testing.assert_allclose(served, service.artifact.embed_users(frame)[0], atol=1e-5)
+
+
+def test_user_tower_is_served_by_onnx_runtime_not_the_pytorch_fallback(service, caplog):
+    with caplog.at_level("WARNING", logger="services.encoder"):
+        UserEncoder(service.artifact)
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_user_tower_the_exporter_cannot_handle_still_serves_in_pytorch(service, caplog,
+                                                                      monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with caplog.at_level("WARNING", logger="services.encoder"):
+        encoder = UserEncoder(service.artifact)
+    assert "ONNX export failed" in caplog.text
+    frame = _frame(service.dataset.items["item_id"].to_numpy()[:20].tolist())
+    np.testing.assert_allclose(encoder(frame), service.artifact.embed_users(frame)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mean", "sum"])
+def test_exportable_bag_equals_torchs_embedding_bag_with_padding(mode):
+    bag = torch.nn.EmbeddingBag(10, 4, mode=mode, padding_idx=0)
+    tokens = torch.tensor([[3, 5, 0], [0, 0, 0], [9, 9, 2]])  # padded, all padding, repeats
+    np.testing.assert_allclose(_Bag(bag)(tokens).detach(), bag(tokens).detach(), atol=1e-6)
 
 
 def test_ranker_that_does_not_improve_leaves_retrieval_order_and_says_why(tmp_path):
@@ -75,16 +99,3 @@ def test_online_reads_equal_feasts_own_online_features(service):
     stock = store.get_online_features(features=["item_stock:quantity"],
                                       entity_rows=[{"item_id": item}]).to_dict()["quantity"][0]
     assert found[item].stock == stock
-
-
-def test_candidates_take_price_stock_age_and_popularity_from_the_item_cache():
-    priced = ItemFeatures(title="a", categories=("x",), price=2.5, created_at_s=100,
-                          popularity=(1, 2, 3), stock=4)
-    cache = {1: priced, 2: dataclasses.replace(priced, price=None, stock=0)}  # as set_stock does
-    snapshot = SimpleNamespace(items=SimpleNamespace(rows=lambda ids: [cache.get(i) for i in ids]))
-    got = Recommender._candidates(snapshot, np.array([1, 2, 3]), np.array([0.9, 0.5, 0.1]))
-    np.testing.assert_array_equal(got.price, [2.5, np.nan, np.nan])  # missing price: NaN
-    np.testing.assert_array_equal(got.stock, [4, 0, 0])  # unknown item 3: no stock
-    np.testing.assert_array_equal(got.created_at, [100, 100, 0])
-    np.testing.assert_array_equal(got.popularity, [[1, 2, 3], [1, 2, 3], [0, 0, 0]])
-    assert got.categories == [("x",), ("x",), ()]

@@ -1,0 +1,73 @@
+"""The item cache's re-ranker columns: they follow stock writes, upserts and first reads, and the
+service's candidates come from them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.online import ItemFeatures
+from services.recommender import ItemCache, Recommender
+from towers.ranker import Categories
+
+PRICED = ItemFeatures(title="a", categories=("x", "y"), price=2.5, created_at_s=100,
+                      popularity=(1, 2, 3), stock=4)
+UNPRICED = ItemFeatures(title="b", categories=(), price=None, created_at_s=200, stock=0)
+LATER = ItemFeatures(title="c", categories=("z", "x"), price=9.0, created_at_s=300,
+                     popularity=(0, 0, 7), stock=1)
+
+
+class FakeOnline:
+    """The online store's item reads: whatever `known` holds; records the ids asked for."""
+
+    def __init__(self, known: dict[int, ItemFeatures]) -> None:
+        self.known = known
+        self.asked: list[list[int]] = []
+
+    def items(self, ids):
+        ids = list(ids)
+        self.asked.append(ids)
+        return {i: self.known[i] for i in ids if i in self.known}
+
+
+def _names(cache: ItemCache, ids: list[int]) -> list[list[str]]:
+    """Each id's category names, read back through the cache's codes."""
+    names = {code: name for name, code in cache._vocabulary.items()}
+    got = cache.columns(ids).categories
+    return [[names[c] for c in got.codes[a:b]]
+            for a, b in zip(got.offsets[:-1], got.offsets[1:], strict=True)]
+
+
+def test_candidates_take_price_stock_age_popularity_and_categories_from_the_item_cache():
+    cache = ItemCache(FakeOnline({1: PRICED, 2: UNPRICED}), prefill=[1, 2])
+    ids = np.array([1, 2, 3, 1])
+    candidates, history = cache.columns([*ids.tolist(), 2, 1]).split(len(ids))  # as _rerank reads
+    got = Recommender._candidates(ids, np.array([0.9, 0.5, 0.1, 0.0]), candidates)
+    np.testing.assert_array_equal(got.price, [2.5, np.nan, np.nan, 2.5])  # missing price: NaN
+    np.testing.assert_array_equal(got.stock, [4, 0, 0, 4])  # unknown item 3: the empty item
+    np.testing.assert_array_equal(got.created_at, [100, 200, 0, 100])
+    np.testing.assert_array_equal(got.popularity, [[1, 2, 3], [0, 0, 0], [0, 0, 0], [1, 2, 3]])
+    assert isinstance(got.categories, Categories)
+    assert _names(cache, [1, 2, 3, 1]) == [["x", "y"], [], [], ["x", "y"]]
+    assert history.created_at.tolist() == [200, 100] and len(history.categories) == 2
+    np.testing.assert_array_equal(history.categories.codes, got.categories.codes[:2])  # 2: none; 1
+
+
+def test_columns_follow_set_stock_put_and_items_read_on_first_use():
+    online = FakeOnline({1: PRICED, 2: UNPRICED})
+    cache = ItemCache(online, prefill=[1])
+    cache.set_stock(1, 11)
+    cache.set_stock(99, 5)  # unknown: ignored
+    assert cache.columns([1]).stock.tolist() == [11] and cache.rows([1])[0].stock == 11
+    online.asked.clear()
+    first = cache.columns([2, 1])  # 2 was not prefilled: read from the store once, then kept
+    assert online.asked == [[2]] and first.created_at.tolist() == [200, 100]
+    assert cache.columns([2]).created_at.tolist() == [200] and online.asked == [[2]]
+    cache.put(3, LATER)  # an upserted item
+    cache.put(1, LATER)  # replaced content
+    got = cache.columns([3, 1, 2])
+    np.testing.assert_array_equal(got.price, [9.0, 9.0, np.nan])
+    np.testing.assert_array_equal(got.popularity[:, 2], [7, 7, 0])
+    assert _names(cache, [3, 1, 2]) == [["z", "x"], ["z", "x"], []]
+    cache.set_stock(1, 0)
+    assert cache.columns([1, 3]).stock.tolist() == [0, 1]  # the replaced row, not the old one
+    assert cache.rows([1, 3])[0].stock == 0

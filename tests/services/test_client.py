@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import pytest
 
@@ -32,6 +33,35 @@ def test_async_client_answers_like_the_sync_one(service, client):
     answer, version, health = asyncio.run(run())
     assert [i.item_id for i in answer.items] == [i.item_id for i in client.recommend(1, k=5).items]
     assert version == client.version() and health.status == "ok"
+
+
+class _ImportRecorder:
+    """A meta path finder that only records which modules Python searched for."""
+
+    def __init__(self) -> None:
+        self.searched: list[str] = []
+
+    def find_spec(self, name, path=None, target=None):
+        self.searched.append(name)
+        return None  # let the real finders answer
+
+
+def test_async_calls_search_for_no_module_per_request(service):
+    """httpcore imports sniffio per request; without it installed every call searched sys.path."""
+    recorder = _ImportRecorder()
+
+    async def run():
+        async with AsyncRecommenderClient(service.url, api_key=service.read_key) as aclient:
+            await aclient.recommend(1, k=5)  # warm: first calls may import lazily
+            sys.meta_path.insert(0, recorder)
+            try:
+                for user_id in (2, 3, 4):
+                    await aclient.recommend(user_id, k=5)
+            finally:
+                sys.meta_path.remove(recorder)
+
+    asyncio.run(run())
+    assert recorder.searched == []
 
 
 def test_settings_fall_back_to_the_environment(service, monkeypatch):

@@ -30,7 +30,7 @@ from towers.model import ItemTower, TwoTower
 
 log = logging.getLogger(__name__)
 
-WIDTHS = (16, 64, 256)  # history buckets: short sessions, the stored 50, long merged sessions
+WIDTHS = (16, 64, 256)  # history buckets (plus max_len): short sessions, the stored 50, long merged
 FIELDS = [f.name for f in dataclasses.fields(UserBatch)]
 CUT = {"seq", "seq_mask", "seq_gap"}  # the (B, L) fields
 TABLE_CHUNK = 4096  # items per pass when precomputing the history table
@@ -100,7 +100,7 @@ class UserEncoder:
         self.vocab = dataclasses.replace(vocab, item_ids=np.asarray(vocab.item_ids, dtype=np.int64),
                                          user_ids=np.asarray(vocab.user_ids, dtype=np.int64))
         self.max_len = artifact.config.max_len
-        self.widths = sorted({min(w, self.max_len) for w in WIDTHS})
+        self.widths = sorted({min(w, self.max_len) for w in WIDTHS} | {self.max_len})
         users = _Users(artifact.model.eval()).eval()
         self._forward = {w: self._compile(users, w) for w in self.widths}
 

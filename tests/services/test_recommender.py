@@ -12,6 +12,9 @@ from services.encoder import UserEncoder, _Bag
 from services.online import OnlineFeatures
 from services.recommender import load_ranker
 from tests.services.api.test_versions import _improving_ranker
+from towers.artifact import Artifact
+from towers.data import catalogue_content
+from towers.model import TowerConfig, TwoTower
 
 
 def _frame(history: list[int]) -> pd.DataFrame:
@@ -41,6 +44,22 @@ def test_user_as_plain_columns_encodes_like_its_feast_frame(service, length, age
                "recent_timestamps": frame["recent_timestamps"].tolist()}
     served = UserEncoder(service.artifact)(columns)
     np.testing.assert_allclose(served, service.artifact.embed_users(frame)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "max_len"), [("mean", 50), ("gru", 50), ("transformer", 300)])
+def test_every_encoder_is_served_by_onnx_runtime_equal_to_its_embedding(service, caplog, kind,
+                                                                          max_len):
+    vocab = service.artifact.model.vocab
+    torch.manual_seed(0)
+    artifact = Artifact(TwoTower(TowerConfig(dim=16, max_len=max_len, encoder=kind), vocab,
+                                 catalogue_content(vocab, service.dataset.items)).eval())
+    with caplog.at_level("WARNING", logger="services.encoder"):
+        served = UserEncoder(artifact)
+    assert caplog.text == ""  # exported, not the PyTorch fallback
+    items = service.dataset.items["item_id"].to_numpy()
+    for length in (0, 3, max_len):  # 300: longer than the widest default bucket
+        frame = _frame(np.resize(items, length).tolist())
+        np.testing.assert_allclose(served(frame), artifact.embed_users(frame)[0], atol=1e-5)
 
 
 def test_user_tower_is_served_by_onnx_runtime_not_the_pytorch_fallback(service, caplog):

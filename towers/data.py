@@ -209,8 +209,7 @@ def encode_users(vocab: Vocab, frame: pd.DataFrame | dict, max_len: int) -> User
     age, profile = _profile(vocab, frame["age"], frame["profile_tokens"])
     hour, weekday = _context(seconds)
     last = np.array([s[-1] if len(s) else 0 for s in frame["recent_timestamps"]], dtype=np.int64)
-    since = np.log2(1 + np.maximum(seconds - last, 0)).astype(np.int64)
-    query_gap = np.where(lengths > 0, 1 + np.minimum(since, GAP_BUCKETS - 2), 0)
+    query_gap = np.where(lengths > 0, elapsed_bucket(seconds - last), 0)
     mask = np.arange(seq.shape[1]) < lengths[:, None]  # (B, L)
     return UserBatch(seq=seq, seq_mask=torch.from_numpy(mask), seq_gap=gaps,
                      user=torch.from_numpy(vocab.user_index(np.asarray(frame["user_id"]))),

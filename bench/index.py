@@ -247,7 +247,7 @@ def _disk_mb(path: Path) -> float:
 
 def serving_rss_mb(root: str, location: str, queries: np.ndarray) -> float:
     """RSS a fresh process adds by opening a version and answering `queries` (stock filter)."""
-    from pipelines.index import IndexSettings, SearchFilters, open_backend
+    from index import IndexSettings, SearchFilters, open_backend
 
     before = _rss_mb()
     with open_backend(IndexSettings(backend="edge", path=Path(root))) as backend:
@@ -259,7 +259,7 @@ def serving_rss_mb(root: str, location: str, queries: np.ndarray) -> float:
 def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.Generator
                 ) -> list[tuple[np.ndarray, Any, set[int], float]]:
     """(query, filters, exact top-k ids, selectivity) for every query under filter `kind`."""
-    from pipelines.index import SearchFilters
+    from index import SearchFilters
 
     k, in_stock = cfg["k"], data.stock >= 1
     cases = []
@@ -292,7 +292,7 @@ def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.
 
 def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
     """Build and query one configuration (runs in its own process, so ru_maxrss is its own)."""
-    from pipelines.index import IndexSettings, IndexSpec, ItemBatch, open_backend
+    from index import IndexSettings, IndexSpec, ItemBatch, open_backend
 
     n, k = cfg["items"], cfg["k"]
     data = make_data(cfg, n, dim, cfg["warmup"] + cfg["queries"])

@@ -47,7 +47,7 @@ def footprint(root: Path) -> dict[str, int]:
 
 
 def measure(n: int, dim: int, quant: str, seed: int) -> dict:
-    from pipelines.index import IndexSettings, IndexSpec, ItemBatch, open_backend
+    from index import IndexSettings, IndexSpec, ItemBatch, open_backend
 
     vectors, stock, category = make_data(n, dim, ITEM_DEFAULTS, seed)
     items = ItemBatch.from_columns(ids=np.arange(n, dtype=np.int64), vectors=vectors, stock=stock,

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from feature_repo.datasets import load
-    from pipelines.catalogue import item_batch, latest_stock
-    from pipelines.index import IndexSettings, IndexSpec, SearchFilters, open_backend
+    from index import IndexSettings, IndexSpec, SearchFilters, open_backend
+    from index.catalogue import item_batch, latest_stock
     from towers import evaluate
     from towers.features import examples, feature_store, with_features
     from towers.model import TowerConfig

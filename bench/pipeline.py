@@ -3,7 +3,7 @@
     twotower bench pipeline --data=movielens-100k:../shared/datasets/ml-100k
     twotower bench pipeline --data=synthetic:items=100000,users=100000,events=1000000
 
-Runs `pipelines.demo.materialize_graph` on a fresh data directory (embedded Qdrant Edge, SQLite)
+Runs `pipelines.local.materialize_graph` on a fresh data directory (embedded Qdrant Edge, SQLite)
 and reads each step's start and end from the run's step statistics. Training is capped by max_minutes.
 """
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from pipelines.defs.resources import PipelineSettings
-    from pipelines.demo import instance_for, materialize_graph
+    from pipelines.local import instance_for, materialize_graph
 
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(config["seed"])

@@ -58,7 +58,7 @@ def build(config: dict, home: Path) -> None:
     from feature_repo.datasets import load
     from feature_repo.store import FeatureStoreConfig, build_store, materialize
     from feature_repo.tables import HISTORY_LENGTH
-    from pipelines.versions import publish
+    from index.model_store import publish
     from towers.features import examples
     from towers.model import TowerConfig
     from towers.train import TrainConfig, fit
@@ -82,7 +82,7 @@ def build(config: dict, home: Path) -> None:
 
 def _build_key(config: dict) -> str:
     """What a build depends on: the data and the index defaults (a changed default rebuilds)."""
-    from pipelines.index import IndexSpec
+    from index import IndexSpec
 
     defaults = {name: f.default for name, f in IndexSpec.model_fields.items() if name != "dim"}
     return json.dumps({"data": config["data"], "index": defaults}, sort_keys=True)
@@ -92,7 +92,7 @@ def save_ranker(config: dict, home: Path) -> None:
     """A LightGBM lambdarank model of `ranker_trees` trees in the live model version's directory."""
     import lightgbm as lgb
 
-    from pipelines.registry import Registry
+    from index.registry import Registry
     from towers.ranker import FEATURES, Ranker, RankerConfig
 
     registry = Registry(data_dir=home)
@@ -167,7 +167,7 @@ def over_http(config: dict, home: Path) -> dict:
         env["TWOTOWER_RERANK_CANDIDATES"] = str(config["rerank_candidates"])
     log = home / "serve.log"
     with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--home",
+        server = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--home",
                                    str(home), "--port", str(port)], cwd=ROOT, env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
     try:

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines.freshness import add_items, push_stock
-from pipelines.index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
-from pipelines.registry import IndexVersion, Registry
+from index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
+from index.freshness import add_items, push_stock
+from index.registry import IndexVersion, Registry
 from services.encoder import UserEncoder
 from services.online import ItemFeatures, OnlineFeatures, UserFeatures
 from services.schemas import (
@@ -117,7 +117,7 @@ class ItemCache:
 
     Filled with the whole catalogue at load (off the request path); items added later are read
     on first use. Stock then follows the service's own writes (`set_stock`, `upsert_item`): while
-    the service owns the live shard, every stock change goes through it (pipelines.freshness).
+    the service owns the live shard, every stock change goes through it (index.freshness).
     The index thus returns ids and scores only: reading its payload doubled the search's cost.
 
     Besides each item's `ItemFeatures`, it keeps the re-ranker's inputs as `ItemColumns` (row 0:

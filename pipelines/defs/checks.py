@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.datasets import Dataset
-from pipelines.catalogue import latest_stock
+from index.catalogue import latest_stock
+from index.quality import ann_recall, unsearchable_items
 from pipelines.defs.embeddings import item_embeddings, read_embeddings
 from pipelines.defs.features import training_examples
 from pipelines.defs.index import item_index
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
 from pipelines.defs.training import two_tower_model
-from pipelines.quality import ann_recall, unsearchable_items
 from towers import evaluate
 from towers.artifact import Artifact
 

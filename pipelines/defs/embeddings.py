@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_repo.datasets import Dataset
+from index.quality import pair_similarities
 from pipelines.defs.plots import figure, markdown_image
 from pipelines.defs.resources import RegistryResource
-from pipelines.quality import pair_similarities
 from towers.artifact import Artifact
 
 GROUP = "index"

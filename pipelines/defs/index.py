@@ -6,12 +6,12 @@ import dagster as dg
 import numpy as np
 
 from feature_repo.datasets import Dataset
-from pipelines.catalogue import item_batch, latest_stock
+from index import IndexSpec, build_version
+from index.catalogue import item_batch, latest_stock
 from pipelines.defs.embeddings import read_embeddings
 from pipelines.defs.features import online_features
 from pipelines.defs.resources import RegistryResource
 from pipelines.defs.training import ranker
-from pipelines.index import IndexSpec, build_version
 
 GROUP = "index"
 

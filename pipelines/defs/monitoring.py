@@ -10,11 +10,11 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from index.quality import ann_recall, neighbour_overlap, pair_similarities
 from pipelines.defs.checks import RECALL_QUERIES, query_sample
 from pipelines.defs.embeddings import embeddings_path, read_embeddings
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import RegistryResource, ServiceResource
-from pipelines.quality import ann_recall, neighbour_overlap, pair_similarities
 from towers import evaluate
 from towers.artifact import Artifact
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, open_store
-from pipelines.index import IndexBackend, IndexSettings, open_backend
-from pipelines.registry import Registry
+from index import IndexBackend, IndexSettings, open_backend
+from index.registry import Registry
 
 SERVICE_KEY_ENV = "TWOTOWER_SERVICE_KEY"  # the sensors' write key: a secret, read as a Dagster EnvVar
 
@@ -109,10 +110,33 @@ class RegistryResource(dg.ConfigurableResource):
 
 
 class ServiceResource(dg.ConfigurableResource):
-    """The running recommendation service, if any: it owns the live Edge shard, so writes go through it."""
+    """The running recommendation service, if any: it owns the live Edge shard, so writes go through it.
+
+    The writes speak the service's HTTP API (`PUT /v1/items/...`) with a write key; connection
+    failures are retried by the transport, any error status fails the op (and so the run).
+    """
 
     url: str | None = None
     api_key: str | None = None  # a write-scope key
+    timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
+
+    def set_stock(self, quantities: dict[int, int]) -> None:
+        with self._http() as http:
+            for item_id, quantity in quantities.items():
+                http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)}).raise_for_status()
+
+    def upsert_items(self, items: list[dict[str, Any]]) -> None:
+        """Each dict is an `ItemUpsert` body plus its `item_id`."""
+        with self._http() as http:
+            for item in items:
+                body = {k: v for k, v in item.items() if k != "item_id"}
+                http.put(f"/v1/items/{item['item_id']}", json=body).raise_for_status()
+
+    def _http(self) -> httpx.Client:
+        if not self.url:
+            raise ValueError("ServiceResource.url: not set (TWOTOWER_SERVICE_URL)")
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": self.api_key or ""},
+                            timeout=self.timeout_s, transport=httpx.HTTPTransport(retries=2))
 
 
 class InboxResource(dg.ConfigurableResource):

@@ -14,9 +14,9 @@ import dagster as dg
 import pandas as pd
 
 from feature_repo.datasets.contract import TIMESTAMP
-from pipelines.catalogue import ITEM_COLUMNS, latest_stock
+from index.catalogue import ITEM_COLUMNS, latest_stock
+from index.freshness import add_items, push_stock
 from pipelines.defs.resources import FeatureStoreResource, InboxResource, RegistryResource, ServiceResource
-from pipelines.freshness import add_items, push_stock
 from towers.artifact import Artifact
 
 STOCK_COLUMNS = ("item_id", "event_timestamp", "quantity")
@@ -55,9 +55,7 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
     """New quantities into the online store and the live index payload (no retraining)."""
     quantities = {int(k): v for k, v in config.quantities.items()}
     if service.url:
-        with _client(service) as client:
-            for item_id, quantity in quantities.items():
-                client.set_stock(item_id, quantity)
+        service.set_stock(quantities)
     else:
         with registry.open() as reg:
             push_stock(feature_store.open(), reg.store, quantities, at=datetime.fromisoformat(config.at))
@@ -111,11 +109,11 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
     stock = dict(zip(items["item_id"].astype(int), items["stock"].fillna(0).astype(int), strict=True)
                  ) if "stock" in items else {}
     if service.url:
-        with _client(service) as client:
-            for row in items.itertuples():
-                client.upsert_item(int(row.item_id), title=str(row.title), categories=list(row.categories),
-                                   price=float(row.price), created_at=row.created_at.to_pydatetime(),
-                                   stock=stock.get(int(row.item_id), 0))
+        service.upsert_items([{"item_id": int(row.item_id), "title": str(row.title),
+                               "categories": list(row.categories),
+                               "price": None if pd.isna(row.price) else float(row.price),
+                               "created_at": row.created_at.isoformat(),
+                               "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()])
     else:
         with registry.open() as reg:
             artifact = Artifact.load(reg.live_model().location)
@@ -141,8 +139,3 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
                          run_config={"ops": {"upsert_new_items": {"config": {
                              "files": [str(p.resolve()) for p in new]}}}})
 
-
-def _client(service: ServiceResource):
-    from services.client import RecommenderClient  # only when a service is configured
-
-    return RecommenderClient(service.url, api_key=service.api_key)

@@ -15,10 +15,10 @@ import dagster as dg
 import pandas as pd
 
 from feature_repo.datasets import Dataset
+from index.model_store import save_model
 from pipelines.defs.features import feature_repository
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
-from pipelines.versions import save_model
 from towers import evaluate
 from towers.artifact import Artifact
 from towers.features import with_features

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feature_repo.store import FeatureStoreConfig
-from pipelines.index import IndexSettings
+from index import IndexSettings
 
 PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "placeholder", "test", "dev", "key"}
 MIN_KEY_LENGTH = 16  # about 96 bits from token_urlsafe(12); shorter keys are guessable

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from feature_repo.store import open_store
-from pipelines.index import open_backend
-from pipelines.registry import Registry
+from index import open_backend
+from index.registry import Registry
 from services.api.config import Settings
 from services.api.metrics import Metrics, MetricsMiddleware
 from services.api.routes import interactions, items, recommendations, status

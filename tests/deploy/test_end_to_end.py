@@ -25,10 +25,10 @@ from feature_repo.store import (
     online_user_features,
     training_frame,
 )
-from pipelines.catalogue import item_batch, latest_stock
-from pipelines.index import IndexSettings, IndexSpec, build_version, open_backend
-from pipelines.registry import Registry
-from pipelines.versions import save_model
+from index import IndexSettings, IndexSpec, build_version, open_backend
+from index.catalogue import item_batch, latest_stock
+from index.model_store import save_model
+from index.registry import Registry
 from services.recommender import Recommender
 from services.schemas import RecommendationRequest
 from towers.artifact import Artifact

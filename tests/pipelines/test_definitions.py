@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import build_schedule_context, validate_run_config
 
+from index import SearchFilters
+from index.registry import Registry, Status
 from pipelines.definitions import defs
 from pipelines.defs.embeddings import read_embeddings, write_embeddings
 from pipelines.defs.resources import build_resources
-from pipelines.demo import materialize_graph, recommend
-from pipelines.index import SearchFilters
-from pipelines.registry import Registry, Status
+from pipelines.local import materialize_graph
 from towers.artifact import Artifact
+from twotower.demo import recommend
 
 CHECKS = {"training_examples_have_no_leakage", "training_loss_is_finite_and_decreasing",
           "ndcg_holds_against_live", "item_embeddings_are_finite", "item_index_holds_the_catalogue",
@@ -55,8 +56,9 @@ def test_the_whole_graph_ends_with_a_checked_live_version_that_answers(graph):
         model = registry.get_model(live.model_version_id)
         assert Artifact.load(model.location).config.dim == 32, "the run's override was used"
         assert Path(model.location, "ranker", "ranker.json").is_file(), "contract 1 layout"
-        answers = recommend(registry, build_resources(graph.settings)["feature_store"].open(),
-                            graph.dataset.interactions, graph.dataset.items, users=2, k=5)
+    users = graph.dataset.interactions["user_id"].value_counts().index[:2].tolist()
+    answers = recommend(graph.settings, users, titles=graph.dataset.items.set_index("item_id")["title"],
+                        k=5)
     assert len(answers) == 10 and len({a.item_id for a in answers}) > 1
 
 

@@ -10,11 +10,11 @@ from dagster import RunRequest, SkipReason, build_sensor_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipelines.catalogue import latest_stock
+from index import SearchFilters
+from index.catalogue import latest_stock
+from index.registry import ModelVersion
 from pipelines.defs.resources import InboxResource, build_resources
 from pipelines.defs.sensors import catalogue_sensor, new_items_job, stock_log_sensor, stock_update_job
-from pipelines.index import SearchFilters
-from pipelines.registry import ModelVersion
 from towers.artifact import Artifact
 
 

@@ -22,10 +22,10 @@ import pytest
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from feature_repo.tables import HISTORY_LENGTH
-from pipelines.catalogue import item_batch, latest_stock
-from pipelines.index import IndexSettings, IndexSpec, build_version, open_backend
-from pipelines.registry import Registry
-from pipelines.versions import save_model
+from index import IndexSettings, IndexSpec, build_version, open_backend
+from index.catalogue import item_batch, latest_stock
+from index.model_store import save_model
+from index.registry import Registry
 from services.client import RecommenderClient, ServiceUnavailableError
 from tests.utils.servers import free_port, wait_for_port
 from towers.artifact import Artifact
@@ -104,7 +104,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
            "TWOTOWER_RELOAD_INTERVAL_S": "0.2"}
     log = home / "serve.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--home", str(home),
+        process = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--home", str(home),
                                     "--port", str(port)], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     svc.pid = process.pid

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines.catalogue import latest_stock
+from index.catalogue import latest_stock
 from services.client import NotFoundError
 from tests.services.conftest import active_user
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.catalogue import latest_stock
+from index.catalogue import latest_stock
 from tests.services.conftest import active_user
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, create_engine, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from pipelines.index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
+from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
 
 log = logging.getLogger(__name__)
 

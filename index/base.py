@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipelines.index.config import IndexSpec, SearchFilters
-from pipelines.index.errors import InvalidItemsError, InvalidQueryError
+from index.config import IndexSpec, SearchFilters
+from index.errors import InvalidItemsError, InvalidQueryError
 
 UPSERT_BATCH = 2048  # points per write: big enough to amortise calls, small enough for gRPC limits
 MAX_POINT_ID = 2**63 - 1  # ids are non-negative int64 and used as Qdrant point ids directly

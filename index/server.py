@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
-from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
-from pipelines.index.errors import (
+from index.base import IndexBackend, ItemBatch, progress, query_vector
+from index.config import IndexSettings, IndexSpec, SearchFilters
+from index.errors import (
     NoLiveVersionError,
     UnknownItemError,
     UnknownVersionError,

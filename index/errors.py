@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class VectorIndexError(Exception):
-    """Base of every error raised by `pipelines.index` and `pipelines.registry`."""
+    """Base of every error raised by `index` and `index.registry`."""
 
 
 class InvalidItemsError(VectorIndexError, ValueError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipelines.catalogue import latest_stock
-from pipelines.demo import run_demo
-from pipelines.registry import ModelVersion, Registry, Status
+from index.catalogue import latest_stock
+from index.registry import ModelVersion, Registry, Status
+from twotower.demo import run_demo
 
 FAST = ("dim=32", "encoder=mean", "epochs=2")  # as the graph fixture: the same NDCG, so it promotes
 

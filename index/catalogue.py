@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pipelines.index import ItemBatch
+from index import ItemBatch
 
 ITEM_COLUMNS = ("item_id", "title", "categories", "price", "created_at")
 

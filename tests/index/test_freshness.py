@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.catalogue import latest_stock
+from index import SearchFilters, UnknownItemError
+from index.catalogue import latest_stock
+from index.freshness import add_items, push_stock
 from pipelines.defs.resources import build_resources
-from pipelines.freshness import add_items, push_stock
-from pipelines.index import SearchFilters, UnknownItemError
 from towers.artifact import Artifact
 
 

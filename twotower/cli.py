@@ -30,7 +30,7 @@ def _features(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from pipelines.demo import run_demo
+    from twotower.demo import run_demo
 
     current = None
     for rec in run_demo(args.data, args.home):
@@ -119,8 +119,8 @@ def _served(artifact, dataset):  # -> towers.evaluate.Retrieve
     """Retrieval through a Qdrant Edge index version built from the artifact's item embeddings."""
     import tempfile
 
-    from pipelines.index import index_retrieval
-    from pipelines.versions import publish
+    from index import index_retrieval
+    from index.model_store import publish
 
     home = Path(tempfile.mkdtemp(prefix="twotower-eval-"))
     return index_retrieval(publish(artifact, dataset, home, config={"data": dataset.name}).store)

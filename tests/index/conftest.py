@@ -1,4 +1,4 @@
-"""Fixtures: random catalogues, both index backends, a live version; the Dagster graph run once."""
+"""Fixtures: random catalogues, both index backends, a live version."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance, ExecuteInProcessResult
 
-from feature_repo.datasets import Dataset, load
-from pipelines.defs.resources import PipelineSettings
-from pipelines.demo import instance_for, materialize_graph
-from pipelines.index import (
+from index import (
     IndexBackend,
     IndexSettings,
     IndexSpec,
@@ -21,7 +17,7 @@ from pipelines.index import (
     build_version,
     open_backend,
 )
-from pipelines.registry import Registry
+from index.registry import Registry
 
 CATEGORIES = [f"cat{i}" for i in range(8)]
 DIM = 16
@@ -105,40 +101,3 @@ def exact_top_k(items: ItemBatch, query: np.ndarray, mask: np.ndarray, k: int = 
     scores[~mask] = -np.inf
     order = np.argsort(-scores, kind="stable")[:k]
     return [int(items.ids[i]) for i in order if mask[i]]
-
-
-# -- the Dagster graph, materialized once per session on a slice of MovieLens 100K ------------------
-
-GRAPH_RUN = {"ops": {"two_tower_model": {"config": {  # small and fast: 2 epochs of a mean encoder
-    "max_minutes": 1.0, "overrides": ["dim=32", "encoder=mean", "epochs=2"]}}}}
-
-
-@dataclass
-class Graph:
-    """A data dir where the whole graph ran once and promoted a live version."""
-
-    settings: PipelineSettings
-    instance: DagsterInstance
-    result: ExecuteInProcessResult
-    dataset: Dataset
-
-
-@pytest.fixture(scope="session")
-def ml100k_slice(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Every 8th MovieLens 100K user (~12k events) with the whole catalogue, as a `generic:` folder."""
-    full = load(f"movielens-100k:{ml100k_dir}")
-    folder = tmp_path_factory.mktemp("ml100k-slice")
-    events = full.interactions[full.interactions["user_id"] % 8 == 0]
-    events[["user_id", "item_id", "event_timestamp"]].to_parquet(folder / "interactions.parquet")
-    full.users[full.users["user_id"] % 8 == 0].to_parquet(folder / "users.parquet")
-    full.items.assign(categories=full.items["categories"].map("|".join)).to_parquet(
-        folder / "items.parquet")
-    return f"generic:{folder}"  # no stock file: the loader simulates one from these events
-
-
-@pytest.fixture(scope="session")
-def graph(ml100k_slice: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
-    settings = PipelineSettings(data_dir=tmp_path_factory.mktemp("graph"), data=ml100k_slice)
-    with instance_for(settings.data_dir) as instance:
-        result = materialize_graph(settings, instance=instance, run_config=GRAPH_RUN)
-        yield Graph(settings, instance, result, result.output_for_node("raw_tables"))

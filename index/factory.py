@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from pipelines.index.base import IndexBackend
-from pipelines.index.config import IndexSettings
+from index.base import IndexBackend
+from index.config import IndexSettings
 
 
 def open_backend(settings: IndexSettings | None = None) -> IndexBackend:
     """Open the backend named by `settings.backend` (imports only that backend's client)."""
     settings = settings or IndexSettings()
     if settings.backend == "edge":
-        from pipelines.index.edge import EdgeBackend
+        from index.edge import EdgeBackend
 
         return EdgeBackend(settings)
     if settings.backend == "server":
-        from pipelines.index.server import ServerBackend
+        from index.server import ServerBackend
 
         return ServerBackend(settings)
     raise ValueError(f"backend={settings.backend!r}: expected 'edge' or 'server'")

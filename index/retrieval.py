@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelines.index.base import IndexBackend
-from pipelines.index.config import SearchFilters
+from index.base import IndexBackend
+from index.config import SearchFilters
 
 MISSING = -1  # fills a row when the index returns fewer than k items
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.index import (
+from index import (
     IndexSpec,
     InvalidItemsError,
     ItemBatch,
@@ -22,8 +22,8 @@ from pipelines.index import (
     VersionStateError,
     build_version,
 )
-from pipelines.registry import IndexVersion, Registry, Status
-from tests.pipelines.conftest import DIM, LiveIndex, random_items
+from index.registry import IndexVersion, Registry, Status
+from tests.index.conftest import DIM, LiveIndex, random_items
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,9 +114,9 @@ KILLED_BUILDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pipelines.index import IndexSettings, IndexSpec, build_version, open_backend
-    from pipelines.registry import Registry
-    from tests.pipelines.conftest import random_items
+    from index import IndexSettings, IndexSpec, build_version, open_backend
+    from index.registry import Registry
+    from tests.index.conftest import random_items
 
     data_dir, model_id = Path(sys.argv[1]), int(sys.argv[2])
     backend = open_backend(IndexSettings(backend="edge", path=data_dir / "index"))

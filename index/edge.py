@@ -25,9 +25,9 @@ from typing import Any, cast
 import numpy as np
 import qdrant_edge as qe
 
-from pipelines.index.base import IndexBackend, ItemBatch, progress, query_vector
-from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
-from pipelines.index.errors import (
+from index.base import IndexBackend, ItemBatch, progress, query_vector
+from index.config import IndexSettings, IndexSpec, SearchFilters
+from index.errors import (
     NoLiveVersionError,
     UnknownItemError,
     UnknownVersionError,

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from feature_repo.datasets import Dataset
-from pipelines.catalogue import item_batch, latest_stock
-from pipelines.index import IndexSettings, IndexSpec, build_version, open_backend
-from pipelines.registry import ModelVersion, Registry
+from index import IndexSettings, IndexSpec, build_version, open_backend
+from index.catalogue import item_batch, latest_stock
+from index.registry import ModelVersion, Registry
 from towers.artifact import Artifact
 
 log = logging.getLogger(__name__)

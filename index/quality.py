@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.index import IndexBackend, SearchFilters
+from index import IndexBackend, SearchFilters
 
 EVERYTHING = SearchFilters(in_stock_only=False)  # recall is measured on the graph, not the filter
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench._args import parse
-from services.cli import main
+from twotower.cli import main
 
 
 def test_twotower_help_lists_commands():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.index import (
+from index import (
     IndexSettings,
     IndexSpec,
     InvalidItemsError,
@@ -24,7 +24,7 @@ from pipelines.index import (
     build_version,
     open_backend,
 )
-from tests.pipelines.conftest import CATEGORIES, DIM, LiveIndex, exact_top_k, random_items
+from tests.index.conftest import CATEGORIES, DIM, LiveIndex, exact_top_k, random_items
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
@@ -210,7 +210,7 @@ SEARCH_IN_A_FRESH_PROCESS = """
 import json, os, sys
 from pathlib import Path
 import numpy as np
-from pipelines.index import IndexSettings, open_backend
+from index import IndexSettings, open_backend
 threads = None if sys.argv[2] == "default" else int(sys.argv[2])
 with open_backend(IndexSettings(path=Path(sys.argv[1]), search_threads=threads)) as backend:
     ids = backend.search_ids(np.array(json.loads(sys.argv[3]), dtype=np.float32), k=5)[0].tolist()
@@ -337,7 +337,7 @@ def test_every_quantization_builds_and_answers(
 def test_edge_bulk_build_makes_one_graph_per_segment(
     segments: int, make_live_index: Callable[..., LiveIndex], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipelines.index.edge.SEGMENT_MIN_ITEMS", 200)  # 900 items: 3 parts of 300
+    monkeypatch.setattr("index.edge.SEGMENT_MIN_ITEMS", 200)  # 900 items: 3 parts of 300
     live = make_live_index("edge", random_items(900), IndexSpec(dim=DIM, segments=segments))
     stats = live.backend.stats()
     assert (stats["segments"], stats["indexed_vectors"]) == (segments + 1, 900)  # + the appendable one

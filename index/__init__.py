@@ -1,9 +1,9 @@
 """The item vector index: one interface over Qdrant Edge and a Qdrant server, opened by config."""
 
-from pipelines.index.base import Hit, IndexBackend, ItemBatch
-from pipelines.index.builder import build_version
-from pipelines.index.config import IndexSettings, IndexSpec, SearchFilters
-from pipelines.index.errors import (
+from index.base import Hit, IndexBackend, ItemBatch
+from index.builder import build_version
+from index.config import IndexSettings, IndexSpec, SearchFilters
+from index.errors import (
     InvalidItemsError,
     InvalidQueryError,
     NoLiveVersionError,
@@ -12,8 +12,8 @@ from pipelines.index.errors import (
     VectorIndexError,
     VersionStateError,
 )
-from pipelines.index.factory import open_backend
-from pipelines.index.retrieval import index_retrieval
+from index.factory import open_backend
+from index.retrieval import index_retrieval
 
 __all__ = [
     "Hit",

@@ -10,12 +10,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pipelines.index.base import IndexBackend, ItemBatch
-from pipelines.index.config import IndexSpec
-from pipelines.index.errors import VersionStateError
+from index.base import IndexBackend, ItemBatch
+from index.config import IndexSpec
+from index.errors import VersionStateError
 
-if TYPE_CHECKING:  # the registry imports pipelines.index.errors; avoid a runtime cycle
-    from pipelines.registry import IndexVersion, Registry
+if TYPE_CHECKING:  # the registry imports index.errors; avoid a runtime cycle
+    from index.registry import IndexVersion, Registry
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from pipelines.catalogue import item_batch
-from pipelines.index import IndexBackend
+from index import IndexBackend
+from index.catalogue import item_batch
 from towers.artifact import Artifact
 
 log = logging.getLogger(__name__)

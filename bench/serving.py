@@ -75,7 +75,7 @@ def build(config: dict, home: Path) -> None:
                    tower=TowerConfig(max_len=HISTORY_LENGTH),
                    train=TrainConfig(epochs=1, max_minutes=config["train_minutes"], seed=config["seed"]))
     registry = publish(artifact, dataset, home, config={"data": config["data"]})
-    registry.store.close()  # the Edge shard is single-process: the engine opens it next
+    registry.backend.close()  # the Edge shard is single-process: the engine opens it next
     registry.close()
     marker.write_text(_build_key(config))
 

@@ -29,18 +29,18 @@ def build_version(
     promote: bool = False,
     metrics: dict[str, Any] | None = None,
 ) -> IndexVersion:
-    """Build a new index version from `items` in `registry.store`; optionally promote it.
+    """Build a new index version from `items` in `registry.backend`; optionally promote it.
 
     Any error (bad items, a backend failure, Ctrl-C) marks the version `failed` and re-raises;
     a killed process is marked `failed` by the next `Registry` open.
     """
-    backend = registry.store
+    backend = registry.backend
     if not isinstance(backend, IndexBackend):
-        raise TypeError("build_version needs a Registry opened with store=<an IndexBackend>")
+        raise TypeError("build_version needs a Registry opened with backend=<an IndexBackend>")
     registry.fail_stale_builds()
     version = registry.register_build(model_version_id=model_version_id, config=spec.model_dump(mode="json"))
     location = version.location
-    assert location is not None  # the store always assigns one
+    assert location is not None  # the backend always assigns one
     started = time.perf_counter()
     try:
         items.validate(dim=spec.dim, version=f"{version.id} ({location})")

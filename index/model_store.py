@@ -21,6 +21,12 @@ from towers.artifact import Artifact
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "two-tower"
+RANKER_DIR = "ranker"  # a model version's re-ranker, when trained, lives in <location>/ranker/
+
+
+def ranker_dir(model_location: str | Path) -> Path:
+    """Where a model version's re-ranker is saved (it may not exist: not every version has one)."""
+    return Path(model_location) / RANKER_DIR
 
 
 def save_model(registry: Registry, artifact: Artifact, models_dir: Path, *,
@@ -38,7 +44,7 @@ def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
 
     Returns the registry, whose `store` serves the live version; the caller closes it.
     """
-    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
     model = save_model(registry, artifact, home / "models", config=config)
     vectors = artifact.embed_items(dataset.items)
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))

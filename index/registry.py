@@ -93,7 +93,7 @@ class IndexVersion(Base):
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class VersionStore(Protocol):
+class VersionBackend(Protocol):
     """What the registry needs from an index backend (`IndexBackend` satisfies it)."""
 
     kind: str
@@ -111,7 +111,7 @@ class Registry:
         url: str | None = None,
         *,
         data_dir: Path | str = DEFAULT_DATA_DIR,
-        store: VersionStore | None = None,
+        backend: VersionBackend | None = None,
     ) -> None:
         if url is None:
             Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ class Registry:
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.store = store
+        self.backend = backend
         self.fail_stale_builds()
 
     def close(self) -> None:
@@ -157,9 +157,9 @@ class Registry:
         location: str | None = None,
     ) -> IndexVersion:
         """Record a new build in status `building`, owned by this process."""
-        backend = backend or (self.store.kind if self.store else None)
+        backend = backend or (self.backend.kind if self.backend else None)
         if backend is None:
-            raise ValueError("backend: pass it or give the registry a store")
+            raise ValueError("backend: pass it or give the registry a backend")
         pid = os.getpid()
         with self._sessions.begin() as session:
             if session.get(ModelVersion, model_version_id) is None:
@@ -175,8 +175,8 @@ class Registry:
             )
             session.add(version)
             session.flush()
-            if location is None and self.store is not None:
-                location = self.store.location_for(version.id)
+            if location is None and self.backend is not None:
+                location = self.backend.location_for(version.id)
             version.location = location
         log.info("registered index version %d (model version %d)", version.id, model_version_id)
         return version
@@ -301,8 +301,8 @@ class Registry:
                     doomed.append(version)
         deleted = []
         for version in doomed:
-            if self.store is not None and version.location and version.backend == self.store.kind:
-                self.store.drop(version.location)
+            if self.backend is not None and version.location and version.backend == self.backend.kind:
+                self.backend.drop(version.location)
             with self._sessions.begin() as session:
                 row = session.get(IndexVersion, version.id)
                 if row is not None and row.status not in (Status.LIVE, Status.BUILDING):
@@ -314,19 +314,19 @@ class Registry:
     # -- helpers ------------------------------------------------------------------------------------
     def _commit_switch(self, new: IndexVersion, old: IndexVersion | None, session: Session) -> None:
         """Move the backend's live pointer inside the open transaction; undo it if commit fails."""
-        if self.store is None or new.location is None:
+        if self.backend is None or new.location is None:
             session.commit()
             return
-        if new.backend != self.store.kind:
+        if new.backend != self.backend.kind:
             raise VersionStateError(
-                f"index version {new.id}: built on {new.backend}, registry store is {self.store.kind}"
+                f"index version {new.id}: built on {new.backend}, registry backend is {self.backend.kind}"
             )
-        self.store.activate(new.location)
+        self.backend.activate(new.location)
         try:
             session.commit()
         except Exception:
             if old is not None and old.location is not None:
-                self.store.activate(old.location)
+                self.backend.activate(old.location)
             raise
 
     @staticmethod

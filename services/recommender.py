@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 
 from index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
 from index.freshness import add_items, push_stock
+from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry
 from services.encoder import UserEncoder
 from services.online import ItemFeatures, OnlineFeatures, UserFeatures
@@ -196,7 +196,7 @@ class Snapshot:
 
 def load_ranker(model_location: str) -> tuple[Ranker | None, str]:
     """The version's re-ranker if it helps, with the status the service reports."""
-    path = Path(model_location) / "ranker"
+    path = ranker_dir(model_location)
     if not path.is_dir():
         return None, "retrieval order: no re-ranker trained for this model version"
     ranker = Ranker.load(path)

@@ -123,7 +123,7 @@ def _served(artifact, dataset):  # -> towers.evaluate.Retrieve
     from index.model_store import publish
 
     home = Path(tempfile.mkdtemp(prefix="twotower-eval-"))
-    return index_retrieval(publish(artifact, dataset, home, config={"data": dataset.name}).store)
+    return index_retrieval(publish(artifact, dataset, home, config={"data": dataset.name}).backend)
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -55,7 +55,7 @@ def recommend(settings: PipelineSettings, user_ids: list[int], *, titles, k: int
     """The service engine's answers (default filters: in stock, seen items excluded) for `user_ids`."""
     resources = build_resources(settings)
     with resources["registry"].open() as registry:
-        engine = Recommender(store=resources["feature_store"].open(), backend=registry.store,
+        engine = Recommender(store=resources["feature_store"].open(), backend=registry.backend,
                              registry=registry)
         engine.refresh()
         answers = []

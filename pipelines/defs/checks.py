@@ -122,7 +122,7 @@ def item_index_holds_the_catalogue(item_index: dict, raw_tables: Dataset,
                                    registry: RegistryResource) -> dg.AssetCheckResult:
     """The new version holds exactly as many items as the catalogue."""
     with registry.open() as reg:
-        count = reg.store.count(location=item_index["location"])
+        count = reg.backend.count(location=item_index["location"])
     return dg.AssetCheckResult(passed=count == len(raw_tables.items),
                                metadata={"indexed": count, "catalogue": len(raw_tables.items)})
 
@@ -135,7 +135,7 @@ def item_index_recall_meets_target(item_index: dict, two_tower_model: dict,
     """ANN recall@10 against exact search, for test-window users, is at least 0.97."""
     queries = query_sample(Artifact.load(two_tower_model["location"]), temporal_split, RECALL_QUERIES)
     with registry.open() as reg:
-        [report] = ann_recall(reg.store, queries, location=item_index["location"])
+        [report] = ann_recall(reg.backend, queries, location=item_index["location"])
     return dg.AssetCheckResult(passed=report.recall >= RECALL_TARGET, metadata={
         "recall@10": report.recall, "target": RECALL_TARGET, "queries": report.queries,
         "mean_ms": report.mean_ms})
@@ -151,7 +151,7 @@ def in_stock_items_are_searchable(item_index: dict, raw_tables: Dataset, item_em
     in_stock = np.flatnonzero([stock.get(int(i), 0) > 0 for i in ids])
     rows = np.random.default_rng(0).permutation(in_stock)[:SEARCHABLE_SAMPLE]
     with registry.open() as reg:
-        missing = unsearchable_items(reg.store, ids[rows], vectors[rows], location=item_index["location"])
+        missing = unsearchable_items(reg.backend, ids[rows], vectors[rows], location=item_index["location"])
     return dg.AssetCheckResult(passed=not missing, metadata={
         "in_stock": len(in_stock), "looked_up": len(rows), "not_found": len(missing),
         "first_not_found": missing[0] if missing else "none"})

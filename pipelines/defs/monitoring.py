@@ -64,8 +64,8 @@ def index_recall(item_index: dict, two_tower_model: dict, temporal_split: evalua
     """ANN recall@10 against exact search on a fixed query sample, across query beam widths."""
     queries = query_sample(Artifact.load(two_tower_model["location"]), temporal_split, RECALL_QUERIES)
     with registry.open() as reg:
-        served_ef = reg.store.spec(item_index["location"]).hnsw_ef
-        reports = ann_recall(reg.store, queries, location=item_index["location"],
+        served_ef = reg.backend.spec(item_index["location"]).hnsw_ef
+        reports = ann_recall(reg.backend, queries, location=item_index["location"],
                              hnsw_efs=sorted({*EF_SWEEP, served_ef}))
     rows = [{"hnsw_ef": r.hnsw_ef, "recall@10": r.recall, "mean_ms": r.mean_ms} for r in reports]
     fig, ax = figure(5, 3.5)

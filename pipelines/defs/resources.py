@@ -101,7 +101,7 @@ class RegistryResource(dg.ConfigurableResource):
     def open(self) -> Iterator[Registry]:
         """The registry with its backend open; both are closed on exit (an Edge shard is locked)."""
         backend = self.index.open()
-        registry = Registry(self.url, data_dir=self.data_dir, store=backend)
+        registry = Registry(self.url, data_dir=self.data_dir, backend=backend)
         try:
             yield registry
         finally:

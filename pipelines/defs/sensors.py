@@ -58,7 +58,7 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
         service.set_stock(quantities)
     else:
         with registry.open() as reg:
-            push_stock(feature_store.open(), reg.store, quantities, at=datetime.fromisoformat(config.at))
+            push_stock(feature_store.open(), reg.backend, quantities, at=datetime.fromisoformat(config.at))
     context.log.info("pushed stock of %d items (%s)", len(quantities),
                      "through the service" if service.url else "directly")
 
@@ -117,7 +117,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
     else:
         with registry.open() as reg:
             artifact = Artifact.load(reg.live_model().location)
-            add_items(feature_store.open(), artifact, reg.store, items, stock, at=datetime.now(UTC))
+            add_items(feature_store.open(), artifact, reg.backend, items, stock, at=datetime.now(UTC))
     context.log.info("upserted %d items (%s)", len(items),
                      "through the service" if service.url else "directly")
 

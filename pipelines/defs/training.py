@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from feature_repo.datasets import Dataset
-from index.model_store import save_model
+from index.model_store import ranker_dir, save_model
 from pipelines.defs.features import feature_repository
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
@@ -27,7 +27,6 @@ from towers.ranker import RankerConfig, train_ranker, window_queries
 from towers.train import TrainConfig, fit, parse_overrides
 
 GROUP = "training"
-RANKER_DIR = "ranker"  # contract 1: the re-ranker lives in <model location>/ranker/
 
 
 @dg.asset(group_name=GROUP, deps=[feature_repository], kinds={"feast", "pandas"})
@@ -115,7 +114,7 @@ def ranker(context: dg.AssetExecutionContext, two_tower_model: dict, raw_tables:
     model = train_ranker(artifact, raw_tables.items, store=feature_store.open(),
                          train=window_queries(temporal_split.test_train), holdout=temporal_split.test,
                          config=RankerConfig())
-    path = model.save(Path(two_tower_model["location"]) / RANKER_DIR)
+    path = model.save(ranker_dir(two_tower_model["location"]))
     if not model.improves:
         context.log.warning("the re-ranker does not beat retrieval order on the holdout: the service "
                             "keeps retrieval order")

@@ -71,16 +71,16 @@ def deployment(request, shop, tmp_path_factory):
     towers = fit(training_frame(store, shop.interactions[ENTITY_COLUMNS]), shop.items,
                  train=TrainConfig(epochs=1, max_minutes=0.1))
 
-    registry = Registry(registry_url, data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(registry_url, data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
     model = save_model(registry, towers, home / "models", config={"data": SHOP})
     vectors = towers.embed_items(shop.items)
     build_version(item_batch(shop.items, vectors, latest_stock(shop.stock)), registry=registry,
                   spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id, promote=True)
-    recommender = Recommender(store=store, backend=registry.store, registry=registry)
+    recommender = Recommender(store=store, backend=registry.backend, registry=registry)
     recommender.refresh()
     yield Deployment(store, registry, towers, recommender, config.registry_url)
     recommender.close()
-    registry.store.close()
+    registry.backend.close()
     registry.close()
 
 

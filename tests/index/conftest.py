@@ -63,7 +63,7 @@ def open_live_index(
     url = ":memory:" if backend_name == "server" else None
     settings = IndexSettings(backend=backend_name, path=data_dir / "index", url=url)  # type: ignore[arg-type]
     backend = open_backend(settings)
-    registry = Registry(data_dir=data_dir, store=backend)
+    registry = Registry(data_dir=data_dir, backend=backend)
     model = registry.register_model("towers-test", config={"dim": DIM})
     spec = spec or IndexSpec(dim=items.vectors.shape[1])
     build_version(items, registry=registry, spec=spec, model_version_id=model.id, promote=True)

@@ -120,7 +120,7 @@ KILLED_BUILDER = textwrap.dedent(
 
     data_dir, model_id = Path(sys.argv[1]), int(sys.argv[2])
     backend = open_backend(IndexSettings(backend="edge", path=data_dir / "index"))
-    registry = Registry(data_dir=data_dir, store=backend)
+    registry = Registry(data_dir=data_dir, backend=backend)
     items = random_items(60_000, dim=32, seed=4, first_id=1_000_000)
     build_version(items, registry=registry, spec=IndexSpec(dim=32), model_version_id=model_id, promote=True)
     """
@@ -156,7 +156,7 @@ def test_killed_build_is_marked_failed_and_live_keeps_serving(live_index: LiveIn
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    reopened = Registry(data_dir=live_index.data_dir, store=live_index.backend)
+    reopened = Registry(data_dir=live_index.data_dir, backend=live_index.backend)
 
     version = reopened.get(killed.id)
     assert version.status == Status.FAILED

@@ -90,7 +90,7 @@ def test_a_failing_check_blocks_promotion_and_the_live_version_keeps_serving(gra
         assert registry.live().id == live_before
         blocked = registry.versions()[-1]
         assert blocked.status == Status.READY and blocked.item_count == len(ids) - 1
-        assert registry.store.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
+        assert registry.backend.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
 
 
 def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(graph):
@@ -103,7 +103,7 @@ def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(grap
         assert registry.live().id == live_before
         failed = registry.versions()[-1]
         assert failed.status == Status.FAILED and f"item_id {ids[3]}" in failed.error
-        assert registry.store.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
+        assert registry.backend.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))

@@ -42,7 +42,7 @@ def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(gr
     vector = artifact.embed_items(candidate)[0]
     resources = build_resources(graph.settings)
     with resources["registry"].open() as registry:
-        assert item_id in [h.item_id for h in registry.store.search(vector, k=10)]
+        assert item_id in [h.item_id for h in registry.backend.search(vector, k=10)]
     inbox = resources["inbox"].stock_dir
     inbox.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"item_id": [item_id], "event_timestamp": [datetime.now(UTC).isoformat()],
@@ -55,7 +55,7 @@ def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(gr
 
     assert result.success
     with resources["registry"].open() as registry:
-        assert item_id not in [h.item_id for h in registry.store.search(vector, k=50)]
+        assert item_id not in [h.item_id for h in registry.backend.search(vector, k=50)]
     online = resources["feature_store"].open().get_online_features(
         features=["item_stock:quantity"], entity_rows=[{"item_id": item_id}]).to_dict()
     assert online["quantity"] == [0]
@@ -86,7 +86,7 @@ def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_versi
     vector = artifact.embed_items(content)[0]
     category = frozenset(twin["categories"].iloc[0][:1])
     with resources["registry"].open() as registry:
-        hits = registry.store.search(vector, k=5, filters=SearchFilters(categories=category))
+        hits = registry.backend.search(vector, k=5, filters=SearchFilters(categories=category))
     assert hits[0].item_id == int(new["item_id"].iloc[0]) and hits[0].stock == 4
     assert live_state(graph)[1] == models_before
     again, _ = run_sensor(catalogue_sensor, graph, cursor=cursor)

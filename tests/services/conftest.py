@@ -74,7 +74,7 @@ def promote_version(service: Service, ranker: Ranker | None = None) -> tuple[int
     The builder closes its shard before promoting: the serving process must be able to open it.
     """
     home, dataset, artifact = service.home, service.dataset, service.artifact
-    registry = Registry(data_dir=home, store=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
     model = save_model(registry, artifact, home / "models")
     if ranker is not None:
         ranker.save(Path(model.location) / "ranker")
@@ -82,7 +82,7 @@ def promote_version(service: Service, ranker: Ranker | None = None) -> tuple[int
     version = build_version(item_batch(dataset.items, vectors, latest_stock(dataset.stock)),
                             registry=registry, spec=IndexSpec(dim=vectors.shape[1]),
                             model_version_id=model.id)
-    registry.store.close()
+    registry.backend.close()
     registry.promote(version.id)
     registry.close()
     return model.id, version.id

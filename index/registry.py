@@ -260,16 +260,7 @@ class Registry:
             current = self._live(session)
             if current is None:
                 raise NoLiveVersionError("rollback: no index version is live")
-            previous = session.scalar(
-                select(IndexVersion)
-                .where(
-                    IndexVersion.status == Status.RETIRED,
-                    IndexVersion.promoted_at.is_not(None),
-                    IndexVersion.promoted_at < current.promoted_at,
-                )
-                .order_by(IndexVersion.promoted_at.desc())
-                .limit(1)
-            )
+            previous = self._rollback_target(session, current)
             if previous is None:
                 raise VersionStateError(
                     f"rollback: index version {current.id} has no earlier live version left"
@@ -282,10 +273,18 @@ class Registry:
         log.info("rolled back index version %d -> %d", current.id, previous.id)
         return previous
 
+    def rollback_target(self) -> IndexVersion | None:
+        """The version `rollback` would make live, if any."""
+        with self._sessions() as session:
+            current = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+            return self._rollback_target(session, current) if current is not None else None
+
     def prune(self, keep: int) -> list[int]:
-        """Delete (data and row) every version except live, building and the `keep` newest others."""
+        """Delete (data and row) every version except live, building, the rollback target and the
+        `keep` newest others."""
         if keep < 0:
             raise ValueError(f"keep={keep}: must be >= 0")
+        target = self.rollback_target()
         with self._sessions() as session:
             rows = session.scalars(
                 select(IndexVersion)
@@ -295,6 +294,8 @@ class Registry:
             kept = 0
             doomed: list[IndexVersion] = []
             for version in rows:
+                if target is not None and version.id == target.id:
+                    continue
                 if version.status in (Status.READY, Status.RETIRED) and kept < keep:
                     kept += 1
                 else:
@@ -336,6 +337,20 @@ class Registry:
         if version is None:
             raise UnknownVersionError(f"index version {version_id}: not registered")
         return version
+
+    @staticmethod
+    def _rollback_target(session: Session, current: IndexVersion) -> IndexVersion | None:
+        """The retired version promoted most recently before `current`."""
+        return session.scalar(
+            select(IndexVersion)
+            .where(
+                IndexVersion.status == Status.RETIRED,
+                IndexVersion.promoted_at.is_not(None),
+                IndexVersion.promoted_at < current.promoted_at,
+            )
+            .order_by(IndexVersion.promoted_at.desc())
+            .limit(1)
+        )
 
     @staticmethod
     def _live(session: Session) -> IndexVersion | None:

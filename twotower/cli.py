@@ -138,6 +138,37 @@ def _serve(args: argparse.Namespace) -> None:
                 log_level="debug" if args.verbose else "info")
 
 
+def _versions(args: argparse.Namespace) -> None:
+    from index import VectorIndexError
+    from twotower import versions
+
+    with versions.open_registry(args.home) as registry:
+        try:
+            if args.action == "list":
+                result: object = versions.list_versions(registry)
+            elif args.action == "promote":
+                result = versions.promote(registry, args.version_id)
+            elif args.action == "rollback":
+                result = versions.rollback(registry)
+            else:
+                result = versions.prune(registry, args.keep)
+        except (VectorIndexError, ValueError) as exc:
+            raise SystemExit(f"twotower versions {args.action}: {exc}") from None
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif args.action == "list":
+        print(f"{'id':>5}  {'status':<9} {'model':>5} {'items':>9}  promoted_at")
+        for row in result:  # type: ignore[union-attr]
+            mark = "  (rollback target)" if row["rollback_target"] else ""
+            print(f"{row['id']:>5}  {row['status']:<9} {row['model_version']:>5} "
+                  f"{row['items'] if row['items'] is not None else '-':>9}  "
+                  f"{row['promoted_at'] or '-'}{mark}")
+    elif args.action == "prune":
+        print(f"deleted index versions {result['deleted'] or 'none'}; kept {result['kept']}")  # type: ignore[index]
+    else:
+        print(f"index version {result['id']} is live (model version {result['model_version']})")  # type: ignore[index]
+
+
 def _bench(args: argparse.Namespace) -> None:
     script = ROOT / "bench" / f"{args.name}.py"
     if not script.is_file():
@@ -183,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--home", type=Path, help="data directory (default TWOTOWER_DATA_DIR or "
                        f"{DEFAULT_HOME})")
     serve.set_defaults(run=_serve)
+    versions = commands.add_parser("versions", help="list, promote, roll back or prune index versions")
+    versions.add_argument("--home", type=Path, default=DEFAULT_HOME,
+                          help=f"data directory (default {DEFAULT_HOME})")
+    versions.add_argument("--json", action="store_true", help="print JSON")
+    actions = versions.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every index version with its status")
+    actions.add_parser("promote", help="make a ready version live").add_argument("version_id", type=int)
+    actions.add_parser("rollback", help="make the previously live version live again")
+    actions.add_parser("prune", help="delete old versions (never the live one or the rollback "
+                       "target)").add_argument("--keep", type=int, default=3,
+                                               help="ready or retired versions kept besides them")
+    versions.set_defaults(run=_versions)
     bench = commands.add_parser("bench", help="run a benchmark from bench/ (bench NAME --key=value)")
     bench.add_argument("name", help="benchmark script in bench/, e.g. features")
     bench.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides")

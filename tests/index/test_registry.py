@@ -167,23 +167,26 @@ def test_killed_build_is_marked_failed_and_live_keeps_serving(live_index: LiveIn
 
 
 @pytest.mark.parametrize("backend_name", ["edge"])
-def test_prune_keeps_live_building_and_newest_versions(live_index: LiveIndex) -> None:
+def test_prune_keeps_live_rollback_target_and_newest_versions(live_index: LiveIndex) -> None:
     registry = live_index.registry
     old_live = registry.live()
-    versions = [_build(live_index, random_items(100, seed=s, first_id=10_000 * s)) for s in range(1, 4)]
-    registry.promote(versions[0].id)  # old live -> retired
+    versions = [_build(live_index, random_items(100, seed=s, first_id=10_000 * s)) for s in range(1, 5)]
+    registry.promote(versions[0].id)  # old live -> retired, the rollback target
     failed = registry.register_build(model_version_id=live_index.model_version_id, config={})
     registry.mark_failed(failed.id, "test")
 
     deleted = registry.prune(keep=1)
 
-    assert sorted(deleted) == sorted([old_live.id, versions[1].id, failed.id])  # type: ignore[union-attr]
+    assert sorted(deleted) == sorted([versions[1].id, versions[2].id, failed.id])
     remaining = {v.id: v.status for v in registry.versions()}
-    assert remaining == {versions[0].id: Status.LIVE, versions[2].id: Status.READY}
+    assert remaining == {old_live.id: Status.RETIRED, versions[0].id: Status.LIVE,  # type: ignore[union-attr]
+                         versions[3].id: Status.READY}
     assert not live_index.backend.exists(versions[1].location)  # type: ignore[arg-type]
-    assert not live_index.backend.exists(old_live.location)  # type: ignore[union-attr, arg-type]
-    assert live_index.backend.exists(versions[2].location)  # type: ignore[arg-type]
+    assert live_index.backend.exists(old_live.location)  # type: ignore[union-attr, arg-type]
+    assert live_index.backend.exists(versions[3].location)  # type: ignore[arg-type]
     assert all(i >= 10_000 for i in _served_ids(live_index))
+    assert registry.prune(keep=0) == [versions[3].id], "the rollback target outlives keep=0"
+    assert registry.rollback().id == old_live.id  # type: ignore[union-attr]
 
 
 def test_model_versions_keep_their_config_and_metrics(tmp_path: Path) -> None:

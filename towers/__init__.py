@@ -3,5 +3,6 @@
 Read in order: `model.py` (config, `UserTower`, `ItemTower`, scoring), `data.py` (vocabularies,
 batches and negatives from Feast frames), `features.py` (the Feast lookups that feed them),
 `train.py` (the loop), `artifact.py` (save, load, embed), `evaluate.py` (splits, metrics,
-harness), `baselines.py` (Popularity, EASE) and `cold_start.py` (the held-out-items report).
+harness), `baselines.py` (Popularity, EASE), `cold_start.py` (the held-out-items report) and
+`ranker/` (the LambdaMART re-ranker: features, model, training).
 """

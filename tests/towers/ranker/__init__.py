@@ -1,0 +1,1 @@
+"""Tests of the re-ranker package: features, model, LightGBM predict adapter and training."""

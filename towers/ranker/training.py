@@ -1,0 +1,234 @@
+"""Re-ranker training rows from the towers and Feast, and `train_ranker`.
+
+The towers retrieve candidates for queries from a window *later* than their own training data;
+every candidate's popularity and stock come from Feast's point-in-time join at the query time
+(strictly before it), the user's history only holds events before it, and the label is whether the
+candidate is in the user's target set. The rows are built by the serving path's `features()`. The
+round count is early-stopped on validation query groups (user folds); `metrics` and `improves`
+come from a still later window. See docs/ranker.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import torch
+
+from towers.artifact import Artifact
+from towers.data import unix_seconds
+from towers.evaluate import TEMPORAL_QUANTILE, Queries, ranking_metrics, temporal_split, top_k
+from towers.features import query_features
+from towers.ranker.features import FEATURES, Candidates, Categories, UserState, features
+from towers.ranker.model import Ranker
+
+log = logging.getLogger(__name__)
+
+# The Feast features of a candidate's state at a query time, each with the value an absent row
+# stands for (no events or no stock yet): popularity over 1/7/30 days, as `Candidates.popularity`
+# orders it, then stock. Hard-coded here: the names must match feature_repo's item_popularity and
+# item_stock views.
+ITEM_STATE_FEAST_FEATURES: dict[str, int] = {
+    "item_popularity:count_1d": 0,
+    "item_popularity:count_7d": 0,
+    "item_popularity:count_30d": 0,
+    "item_stock:quantity": 0,
+}
+# Ranker queries at 8 cuts from TEMPORAL_QUANTILE of the events before the test cut (the towers'
+# end, T1) on: ~4x the users of one cut, each seen at several points of the window.
+WINDOW_QUANTILES = tuple(TEMPORAL_QUANTILE + i * (1 - TEMPORAL_QUANTILE) / 8 for i in range(8))
+
+
+@dataclass
+class RankerConfig:
+    """Candidates and LightGBM settings; saved with every ranker."""
+
+    # Retrieved and re-ranked per query: the service's re-rank depth. 30 cost no NDCG@10 against
+    # 50 or 100 on ML-100K (docs/ranker.md) and is cheaper to search and re-rank.
+    candidates: int = 30
+    learning_rate: float = 0.05  # with early stopping, lower only costs rounds
+    num_leaves: int = 15  # ~50k training rows on ML-100K: small trees generalise
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.9
+    lambda_l2: float = 1.0
+    rounds: int = 300  # upper bound; the cross-validated NDCG@10 picks the count below it
+    patience: int = 50  # a fold stops after this many rounds without validation gain
+    folds: int = 4  # user folds for choosing the round count: one small validation set is noisy
+    seed: int = 0
+    num_threads: int = 1  # fixed, so training is deterministic
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"RankerConfig.folds: {self.folds}; at least 2 (one validates)")
+
+
+@dataclass(frozen=True)
+class RankingData:
+    """Rows of (query, candidate): features, 0/1 labels, and the number of rows per query."""
+
+    features: np.ndarray  # (R, F) float32
+    labels: np.ndarray  # (R,)
+    groups: np.ndarray  # (Q,) rows per query, queries in row order
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.features):
+            raise ValueError(f"RankingData.labels: {len(self.labels)} values, expected "
+                             f"{len(self.features)} (one per features row)")
+        if int(np.sum(self.groups)) != len(self.features):
+            raise ValueError(f"RankingData.groups: sum to {int(np.sum(self.groups))}, expected "
+                             f"{len(self.features)} rows")
+
+    def select(self, queries: np.ndarray) -> RankingData:
+        """The rows of the queries whose mask is True."""
+        rows = np.repeat(queries, self.groups)
+        return RankingData(self.features[rows], self.labels[rows], self.groups[queries])
+
+
+def fit_booster(data: RankingData, folds: np.ndarray, config: RankerConfig
+                ) -> tuple[lgb.Booster, dict]:
+    """LambdaMART on `data`, stopped where the mean validation NDCG@10 over the folds peaks.
+
+    `folds` holds each query's fold (split by user, so no user is on both sides). Every fold trains
+    on the others and records its NDCG@10 per round until it stops improving; the final model
+    trains on all queries for the round count where the mean curve peaks. Deterministic for a
+    fixed config.
+    """
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10],
+              "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
+              "min_data_in_leaf": config.min_data_in_leaf,
+              "feature_fraction": config.feature_fraction, "lambda_l2": config.lambda_l2,
+              "seed": config.seed, "deterministic": True, "force_row_wise": True,
+              "num_threads": config.num_threads, "verbosity": -1}
+    curves = []
+    for fold in np.unique(folds):
+        result: dict = {}
+        lgb.train(params, _dataset(data.select(folds != fold)), config.rounds,
+                  valid_sets=[_dataset(data.select(folds == fold))],
+                  callbacks=[lgb.record_evaluation(result),
+                             lgb.early_stopping(config.patience, verbose=False)])
+        curves.append(result["valid_0"]["ndcg@10"])
+    # Each curve ends `patience` rounds after its fold's best; average the rounds all folds ran.
+    curve = np.mean([c[:min(map(len, curves))] for c in curves], axis=0)  # (rounds,)
+    rounds = int(np.argmax(curve)) + 1
+    log.info("ranker: %d rounds, cross-validated NDCG@10 %.4f (round 1: %.4f)", rounds,
+             curve[rounds - 1], curve[0])
+    booster = lgb.train(params, _dataset(data), rounds)
+    return booster, {"rounds": rounds, "cv_ndcg10": float(curve[rounds - 1])}
+
+
+def _dataset(data: RankingData) -> lgb.Dataset:
+    return lgb.Dataset(data.features, data.labels, group=data.groups,
+                       feature_name=list(FEATURES), free_raw_data=False)
+
+
+def retrieve(artifact: Artifact, items: pd.DataFrame, queries: Queries, k: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The towers' top k ids and their dot scores, (U, k) each, seen items excluded."""
+    ids = items["item_id"].to_numpy()
+    scores = torch.from_numpy(artifact.embed_users(queries.frame)
+                              @ artifact.embed_items(items).T)  # (U, N)
+    ranked = top_k(scores, ids, k, queries.exclude)  # (U, k)
+    order = np.argsort(ids)
+    columns = order[np.searchsorted(ids, ranked, sorter=order)]  # (U, k) positions in items
+    return ranked, np.take_along_axis(scores.numpy(), columns, axis=1)
+
+
+def item_state(store, item_ids: np.ndarray, times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Popularity (n, 3) and stock (n,) of each (item, time) as Feast knows them strictly before it.
+
+    Absent rows take their `ITEM_STATE_FEAST_FEATURES` value. Each distinct pair is looked up once.
+    """
+    entity = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=np.int64),
+                           "event_timestamp": pd.Series(times).astype("datetime64[us, UTC]")
+                           .to_numpy()})
+    unique = entity.drop_duplicates(ignore_index=True)
+    found = store.get_historical_features(entity_df=unique,
+                                          features=list(ITEM_STATE_FEAST_FEATURES)).to_df()
+    found["event_timestamp"] = found["event_timestamp"].astype("datetime64[us, UTC]")
+    absent = {ref.split(":")[1]: value for ref, value in ITEM_STATE_FEAST_FEATURES.items()}
+    merged = entity.merge(found, on=["item_id", "event_timestamp"], how="left")
+    values = merged[list(absent)].fillna(absent).to_numpy(dtype=np.int64)
+    return values[:, :-1], values[:, -1]
+
+
+def ranking_data(artifact: Artifact, items: pd.DataFrame, queries: Queries, *, store, k: int
+                 ) -> tuple[RankingData, np.ndarray]:
+    """Feature rows of each query's k retrieved candidates, and the (U, k) retrieved ids.
+
+    The user's history (for the towers and the category features) is Feast's at the query time,
+    as the service's online store holds it: `store`'s history_length must be the towers' max_len.
+    """
+    queries = query_features(store, queries)
+    ids, scores = retrieve(artifact, items, queries, k)
+    position = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())  # in `items`
+    categories = Categories.encode(items["categories"].tolist(), {})
+    price = items["price"].to_numpy(dtype=np.float64)
+    created = unix_seconds(items["created_at"])
+    times = queries.frame["event_timestamp"]
+    popularity, stock = item_state(store, ids.ravel(), times.repeat(ids.shape[1]))
+    popularity, stock = popularity.reshape(*ids.shape, 3), stock.reshape(ids.shape)
+    now = unix_seconds(times)
+    rows = []
+    for q, (history, stamps) in enumerate(zip(queries.frame["recent_item_ids"],
+                                              queries.frame["recent_timestamps"], strict=True)):
+        past = position.loc[np.asarray(history, dtype=np.int64)].to_numpy()
+        user = UserState(categories.take(past), np.asarray(stamps, dtype=np.int64), int(now[q]))
+        cand = position.loc[ids[q]].to_numpy()
+        rows.append(features(Candidates(ids[q], scores[q], price[cand], stock[q], created[cand],
+                                        categories.take(cand), popularity[q]), user))
+    labels = np.concatenate([np.isin(row, target) for row, target
+                             in zip(ids, queries.targets, strict=True)]).astype(np.float32)
+    data = RankingData(np.concatenate(rows), labels, np.full(len(ids), ids.shape[1]))
+    return data, ids
+
+
+def rerank(ranker: Ranker, data: RankingData, ids: np.ndarray) -> np.ndarray:
+    """The (U, k) ids of each query ordered by ranker score (ties keep retrieval order)."""
+    scores = ranker.score(data.features).reshape(ids.shape)
+    return np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+
+
+def window_queries(interactions: pd.DataFrame,
+                   quantiles: tuple[float, ...] = WINDOW_QUANTILES) -> Queries:
+    """Queries at several cuts (quantiles of the events' times): at each, every user's history
+    before it and, as targets, their new items from it to the end of `interactions`."""
+    parts = [temporal_split(interactions, quantile=q).test for q in quantiles]
+    return Queries(parts[0].protocol, pd.concat([p.frame for p in parts], ignore_index=True),
+                   [x for p in parts for x in p.exclude], [x for p in parts for x in p.targets])
+
+
+def train_ranker(artifact: Artifact, items: pd.DataFrame, *, store, train: Queries,
+                 holdout: Queries, config: RankerConfig | None = None) -> Ranker:
+    """Train on `train` queries' candidates; measure retrieval vs re-rank on `holdout`.
+
+    The towers must be trained on events before every `train` query, and `holdout` queries come
+    after the `train` targets, e.g. with `split = temporal_split(events)`: towers on `split.train`,
+    `train=window_queries(split.test_train)`, `holdout=split.test`. Queries are entity rows as the
+    splits give them; `store` is the dataset's Feast store (history_length = the towers' max_len).
+    """
+    config = config or RankerConfig()
+    data, _ = ranking_data(artifact, items, train, store=store, k=config.candidates)
+    users = train.frame["user_id"].to_numpy()
+    unique = np.unique(users)
+    folds = (np.random.default_rng(config.seed).permutation(len(unique)) % config.folds
+             )[np.searchsorted(unique, users)]  # (Q,) a random, balanced fold per user
+    # Queries without a relevant candidate have no pairs to learn from and no NDCG to measure.
+    labelled = np.add.reduceat(data.labels, np.cumsum(data.groups) - data.groups) > 0
+    if len(np.unique(folds[labelled])) < 2:
+        raise ValueError(f"train: {int(labelled.sum())} queries have a target among their "
+                         f"{config.candidates} candidates; need users in at least 2 folds")
+    booster, fitted = fit_booster(data.select(labelled), folds[labelled], config)
+    ranker = Ranker(booster, config=asdict(config))
+    held, ids = ranking_data(artifact, items, holdout, store=store, k=config.candidates)
+    before = ranking_metrics(ids, holdout.targets, holdout.protocol)
+    after = ranking_metrics(rerank(ranker, held, ids), holdout.targets, holdout.protocol)
+    ranker.metrics = {"ndcg10_retrieval": before["ndcg@10"], "ndcg10_reranked": after["ndcg@10"],
+                      "holdout_users": before["users"], "train_queries": int(labelled.sum()),
+                      "train_queries_unlabelled": int((~labelled).sum()), **fitted}
+    ranker.improves = after["ndcg@10"] > before["ndcg@10"]
+    log.info("ranker: holdout NDCG@10 retrieval %.4f -> reranked %.4f", before["ndcg@10"],
+             after["ndcg@10"])
+    return ranker

@@ -9,6 +9,7 @@ import pandas as pd
 
 from feature_repo.datasets import Dataset
 from feature_repo.item_features import item_popularity_fv, item_stock_fv
+from feature_repo.store import when_absent
 from feature_repo.tables import WINDOWS_DAYS
 from index.catalogue import latest_stock
 from index.quality import ann_recall, unsearchable_items
@@ -44,6 +45,7 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
     length = feature_store.config.history_length
     empty = events.iloc[:0]
     (quantity,) = (f.name for f in item_stock_fv.features)
+    absent = {name: fill.as_py() for name, fill in when_absent().items()}
     popularity = [f.name for f in item_popularity_fv.features]  # counts over WINDOWS_DAYS, in order
     mismatches: dict[str, list[str]] = {"history": [], "event_count": [], "stock": [], "popularity": []}
     for row in rows.itertuples():
@@ -56,7 +58,7 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
             mismatches["event_count"].append(where)
         log = stock_by_item.get(row.item_id, empty)
         log = log[log["event_timestamp"] < t]
-        expected = int(log["quantity"].iloc[-1]) if len(log) else None
+        expected = int(log["quantity"].iloc[-1]) if len(log) else absent.get(quantity)
         actual = None if pd.isna(getattr(row, quantity)) else int(getattr(row, quantity))
         if actual != expected:
             mismatches["stock"].append(where)

@@ -2,9 +2,15 @@
 
 from datetime import timedelta
 
-from entities import DATA, item
 from feast import FeatureView, Field, FileSource
 from feast.types import Array, Float64, Int64, String
+
+# `feast apply` imports each definitions file as a top-level module of the repository folder;
+# the package's own code imports it as part of `feature_repo`.
+if __package__:
+    from .entities import DATA, WHEN_ABSENT, item
+else:
+    from entities import DATA, WHEN_ABSENT, item
 
 item_content_source = FileSource(
     name="item_content_source", path=str(DATA / "item_content.parquet"),
@@ -39,8 +45,12 @@ item_popularity_source = FileSource(
 item_popularity_fv = FeatureView(
     name="item_popularity", entities=[item], ttl=timedelta(0), source=item_popularity_source,
     schema=[
-        Field(name="count_1d", dtype=Int64, description="Interactions on the previous day."),
-        Field(name="count_7d", dtype=Int64, description="Interactions in the previous 7 days."),
-        Field(name="count_30d", dtype=Int64, description="Interactions in the previous 30 days."),
+        Field(name="count_1d", dtype=Int64, tags={WHEN_ABSENT: "0"},
+              description="Interactions on the previous day."),
+        Field(name="count_7d", dtype=Int64, tags={WHEN_ABSENT: "0"},
+              description="Interactions in the previous 7 days."),
+        Field(name="count_30d", dtype=Int64, tags={WHEN_ABSENT: "0"},
+              description="Interactions in the previous 30 days."),
     ],
-    description="Trailing popularity, complete days before the lookup time only.")
+    description="Trailing popularity, complete days before the lookup time only; no row yet means "
+                "no interactions yet (zero counts).")

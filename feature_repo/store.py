@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import json
 import os
 import shutil
 import sys
@@ -27,11 +30,11 @@ from feature_repo.datasets import Dataset
 from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
+# The services of feature_services.py, named here so that importing this module does not load Feast
+# (a test keeps them equal).
 TRAINING_SERVICE = "two_tower_v1"
 ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
-EMPTY_WHEN_ABSENT = ("recent_item_ids", "recent_timestamps")
-ZERO_WHEN_ABSENT = ("event_count", "count_1d", "count_7d", "count_30d")
 CHUNK_ROWS = 25_000  # entity rows per as-of join: Feast's join fans out over each user's rows
 
 
@@ -49,7 +52,10 @@ class FeatureStoreConfig(BaseModel):
 
 
 def render_repo(config: FeatureStoreConfig) -> Path:
-    """Copy the definitions to config.repo_dir (unless it is the source) and write its yaml."""
+    """Copy the definitions to config.repo_dir (unless it is the source) and write its yaml.
+
+    The definitions are every file `feast apply` imports from the source (all but `.feastignore`).
+    """
     repo = config.repo_dir.resolve()
     if repo == DEFINITIONS:
         if config.online_store != "sqlite" or config.registry_url:
@@ -57,9 +63,10 @@ def render_repo(config: FeatureStoreConfig) -> Path:
                              "repository, not the source folder itself")
         return repo
     repo.mkdir(parents=True, exist_ok=True)
-    for name in ["entities.py", "user_features.py", "item_features.py", "feature_services.py",
-                 ".feastignore"]:
-        shutil.copyfile(DEFINITIONS / name, repo / name)
+    for path in [*definition_files(DEFINITIONS), DEFINITIONS / ".feastignore"]:
+        target = repo / path.relative_to(DEFINITIONS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
     settings = yaml.safe_load((DEFINITIONS / "feature_store.yaml").read_text())
     if config.online_store == "redis":
         settings["online_store"] = {"type": "redis", "redis_type": config.redis_type,
@@ -79,10 +86,22 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def definition_files(repo: Path) -> list[Path]:
+    """The Python files `feast apply` imports from a repository folder (absolute paths)."""
+    from feast.repo_operations import get_repo_files
+
+    return get_repo_files(repo.resolve())
+
+
+def definition_modules(repo: Path) -> list[str]:
+    """The module names Feast imports those files under (from inside the repository folder)."""
+    return [".".join(p.relative_to(repo.resolve()).with_suffix("").parts) for p in definition_files(repo)]
+
+
 @contextlib.contextmanager
 def _inside(repo: Path) -> Iterator[None]:
     """Feast imports definitions as top-level modules from the repository's folder: isolate that."""
-    cwd, names = os.getcwd(), ("entities", "user_features", "item_features", "feature_services")
+    cwd, names = os.getcwd(), definition_modules(repo)
     sys.path.insert(0, str(repo))
     try:
         yield
@@ -193,15 +212,29 @@ def _feature_chunks(store, entities: pd.DataFrame, feature_service: str,
         yield _fill_absent_arrow(table)
 
 
+@functools.cache
+def when_absent() -> dict[str, pa.Scalar]:
+    """Feature name -> its value where no feature row precedes the lookup time.
+
+    Read from the `WHEN_ABSENT` tags of the definitions' fields, typed as the field is.
+    """
+    from feast import FeatureView
+    from feast.type_map import feast_value_type_to_pa as arrow_type
+
+    from feature_repo.entities import WHEN_ABSENT
+
+    modules = [importlib.import_module(f"feature_repo.{name}") for name in definition_modules(DEFINITIONS)]
+    fields = [f for m in modules for v in vars(m).values() if isinstance(v, FeatureView) for f in v.features]
+    return {f.name: pa.scalar(json.loads(f.tags[WHEN_ABSENT]), arrow_type(f.dtype.to_value_type()))
+            for f in fields if WHEN_ABSENT in f.tags}
+
+
 def _fill_absent_arrow(table: pa.Table) -> pa.Table:
-    """No row before t means no history and no sales yet: empty lists and zero counts, not nulls."""
-    for name in table.column_names:
-        column = table[name]
-        if name in EMPTY_WHEN_ABSENT:  # both are lists of int64 (all-null columns come untyped)
-            column = pc.coalesce(column.cast(pa.list_(pa.int64())), pa.scalar([], pa.list_(pa.int64())))
-        elif name in ZERO_WHEN_ABSENT:
-            column = pc.coalesce(column.cast(pa.int64()), 0)
-        table = table.set_column(table.schema.get_field_index(name), name, column)
+    """Nulls where no row precedes the lookup time become the fields' `when_absent` values."""
+    for name, fill in when_absent().items():
+        if name in table.column_names:  # all-null columns come untyped: cast to the field's type
+            column = pc.coalesce(table[name].cast(fill.type), fill)
+            table = table.set_column(table.schema.get_field_index(name), name, column)
     return table
 
 

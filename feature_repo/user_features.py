@@ -2,9 +2,15 @@
 
 from datetime import timedelta
 
-from entities import DATA, user
 from feast import FeatureView, Field, FileSource
 from feast.types import Array, Int64, String
+
+# `feast apply` imports each definitions file as a top-level module of the repository folder;
+# the package's own code imports it as part of `feature_repo`.
+if __package__:
+    from .entities import DATA, WHEN_ABSENT, user
+else:
+    from entities import DATA, WHEN_ABSENT, user
 
 user_profile_source = FileSource(
     name="user_profile_source", path=str(DATA / "user_profile.parquet"),
@@ -29,10 +35,12 @@ user_history_source = FileSource(
 user_history_fv = FeatureView(
     name="user_history", entities=[user], ttl=timedelta(0), source=user_history_source,
     schema=[
-        Field(name="recent_item_ids", dtype=Array(Int64),
+        Field(name="recent_item_ids", dtype=Array(Int64), tags={WHEN_ABSENT: "[]"},
               description="The last N items the user interacted with, oldest first."),
-        Field(name="recent_timestamps", dtype=Array(Int64),
+        Field(name="recent_timestamps", dtype=Array(Int64), tags={WHEN_ABSENT: "[]"},
               description="Unix seconds of those interactions, aligned with recent_item_ids."),
-        Field(name="event_count", dtype=Int64, description="All interactions so far."),
+        Field(name="event_count", dtype=Int64, tags={WHEN_ABSENT: "0"},
+              description="All interactions so far."),
     ],
-    description="The user's recent interactions as known strictly before the lookup time.")
+    description="The user's recent interactions as known strictly before the lookup time; no row "
+                "before it means no interactions yet (empty history, zero count).")

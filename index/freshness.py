@@ -13,13 +13,12 @@ from datetime import datetime
 
 import pandas as pd
 
+from feature_repo.item_features import item_stock_fv
 from index import IndexBackend
 from index.catalogue import item_batch
 from towers.artifact import Artifact
 
 log = logging.getLogger(__name__)
-
-STOCK_VIEW = "item_stock"  # the Feast feature view holding the latest quantity per item
 
 
 def push_stock(store, backend: IndexBackend, quantities: Mapping[int, int], *, at: datetime) -> None:
@@ -39,7 +38,7 @@ def push_stock(store, backend: IndexBackend, quantities: Mapping[int, int], *, a
                          "quantity": [int(q) for q in quantities.values()],
                          "event_timestamp": pd.Timestamp(at).tz_convert("UTC")})
     rows["event_timestamp"] = rows["event_timestamp"].astype("datetime64[us, UTC]")
-    store.write_to_online_store(STOCK_VIEW, rows)
+    store.write_to_online_store(item_stock_fv.name, rows)
     log.info("pushed stock of %d items", len(rows))
 
 

@@ -1,16 +1,23 @@
 """Model versions on disk and in the registry: save a trained artifact, register it, publish it.
 
-A model version is one directory (contract 1): the towers artifact at `location`, the re-ranker,
-when trained, in `<location>/ranker/`. Directories are named by creation time, so a rerun never
-overwrites a version the registry already points at.
+A model version is one directory: the towers artifact at `location`, the re-ranker, when trained,
+in `<location>/ranker/`. Directories are named by creation time, so a rerun never overwrites a
+version the registry already points at. `ModelStore` also keeps each version's item embeddings.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from feature_repo.datasets import Dataset
 from index import IndexSettings, IndexSpec, build_version, open_backend
@@ -21,7 +28,8 @@ from towers.artifact import Artifact
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "two-tower"
-RANKER_DIR = "ranker"  # a model version's re-ranker, when trained, lives in <location>/ranker/
+RANKER_DIR = "ranker"
+LOADED_ARTIFACTS = 4  # a run reads the new model and the live one; a few more cover reruns
 
 
 def ranker_dir(model_location: str | Path) -> Path:
@@ -38,14 +46,78 @@ def save_model(registry: Registry, artifact: Artifact, models_dir: Path, *,
     return registry.register_model(MODEL_NAME, config=config, metrics=metrics, location=str(location))
 
 
+@lru_cache(maxsize=LOADED_ARTIFACTS)
+def _load(location: str) -> Artifact:
+    return Artifact.load(location)
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """The model versions under one data directory.
+
+        models/<created>/          the towers of a version (its registry `location`)
+        models/<created>/ranker/   its re-ranker, when trained
+        embeddings/model_<id>.parquet   its item embeddings: (item_id, vector) rows
+    """
+
+    data_dir: Path
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.data_dir / "embeddings"
+
+    def save(self, registry: Registry, artifact: Artifact, *,
+             config: dict[str, Any] | None = None) -> ModelVersion:
+        """Save and register the artifact as a new model version."""
+        return save_model(registry, artifact, self.models_dir, config=config)
+
+    @staticmethod
+    def load(location: str | Path) -> Artifact:
+        """The towers at `location`, loaded once per process and shared: callers must not modify it.
+
+        A version's directory is never rewritten (see `save_model`), so the location is the key.
+        """
+        return _load(str(Path(location).resolve()))
+
+    def embeddings_path(self, model_version_id: int) -> Path:
+        return self.embeddings_dir / f"model_{model_version_id}.parquet"
+
+    def write_embeddings(self, model_version_id: int, item_ids: np.ndarray, vectors: np.ndarray) -> Path:
+        """Write (item_id, vector) rows atomically: readers see the old file or the complete new one."""
+        path = self.embeddings_path(model_version_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"item_id": pa.array(item_ids, pa.int64()),
+                          "vector": pa.FixedSizeListArray.from_arrays(
+                              pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])})
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def read_embeddings(self, model_version_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) item ids and (N, D) float32 vectors of a model version's item embeddings."""
+        path = self.embeddings_path(model_version_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no item embeddings of model version {model_version_id}")
+        table = pq.read_table(path)
+        vectors = table["vector"].combine_chunks()
+        return (table["item_id"].to_numpy(),
+                vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, vectors.type.list_size)
+                .astype(np.float32))
+
+
 def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
             config: dict | None = None) -> Registry:
     """Save the model, build an index version of its item embeddings under `home`, make it live.
 
-    Returns the registry, whose `store` serves the live version; the caller closes it.
+    Returns the registry, whose `backend` serves the live version; the caller closes it.
     """
     registry = Registry(data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
-    model = save_model(registry, artifact, home / "models", config=config)
+    model = ModelStore(home).save(registry, artifact, config=config)
     vectors = artifact.embed_items(dataset.items)
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))
     version = build_version(batch, registry=registry, spec=IndexSpec(dim=vectors.shape[1]),

@@ -8,19 +8,21 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.datasets import Dataset
+from feature_repo.item_features import item_popularity_fv, item_stock_fv
+from feature_repo.store import when_absent
+from feature_repo.tables import WINDOWS_DAYS
 from index.catalogue import latest_stock
 from index.quality import ann_recall, unsearchable_items
-from pipelines.defs.embeddings import item_embeddings, read_embeddings
+from pipelines.defs.embeddings import item_embeddings
 from pipelines.defs.features import training_examples
 from pipelines.defs.index import item_index
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
 from pipelines.defs.training import two_tower_model
+from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
 from towers import evaluate
-from towers.artifact import Artifact
 
 LEAKAGE_SAMPLE = 300  # training rows recomputed from raw events; a leak shows in a handful
 RECALL_TARGET = 0.97  # ANN recall@10 against exact search on the new version
-RECALL_QUERIES = 200  # user vectors from the test window
 SEARCHABLE_SAMPLE = 2_000  # in-stock items looked up by their own vector (all of them below this)
 DAY = pd.Timedelta(days=1)
 
@@ -42,6 +44,9 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
     stock_by_item = dict(tuple(stock.groupby("item_id")))
     length = feature_store.config.history_length
     empty = events.iloc[:0]
+    (quantity,) = (f.name for f in item_stock_fv.features)
+    absent = {name: fill.as_py() for name, fill in when_absent().items()}
+    popularity = [f.name for f in item_popularity_fv.features]  # counts over WINDOWS_DAYS, in order
     mismatches: dict[str, list[str]] = {"history": [], "event_count": [], "stock": [], "popularity": []}
     for row in rows.itertuples():
         t, where = row.event_timestamp, f"user {row.user_id} item {row.item_id} at {row.event_timestamp}"
@@ -53,13 +58,13 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
             mismatches["event_count"].append(where)
         log = stock_by_item.get(row.item_id, empty)
         log = log[log["event_timestamp"] < t]
-        expected = int(log["quantity"].iloc[-1]) if len(log) else None
-        actual = None if pd.isna(row.quantity) else int(row.quantity)
+        expected = int(log["quantity"].iloc[-1]) if len(log) else absent.get(quantity)
+        actual = None if pd.isna(getattr(row, quantity)) else int(getattr(row, quantity))
         if actual != expected:
             mismatches["stock"].append(where)
         midnight, sales = t.floor("D"), by_item.get(row.item_id, empty)["event_timestamp"]
-        counts = [int(((sales >= midnight - days * DAY) & (sales < midnight)).sum()) for days in (1, 7, 30)]
-        if counts != [int(row.count_1d), int(row.count_7d), int(row.count_30d)]:
+        counts = [int(((sales >= midnight - days * DAY) & (sales < midnight)).sum()) for days in WINDOWS_DAYS]
+        if counts != [int(getattr(row, name)) for name in popularity]:
             mismatches["popularity"].append(where)
     return dg.AssetCheckResult(
         passed=not any(mismatches.values()),
@@ -69,13 +74,14 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
 
 
 @dg.asset_check(asset=two_tower_model, blocking=True)
-def training_loss_is_finite_and_decreasing(two_tower_model: dict) -> dg.AssetCheckResult:
+def training_loss_is_finite_and_decreasing(two_tower_model: ModelVersionRef,
+                                           registry: RegistryResource) -> dg.AssetCheckResult:
     """Every epoch's mean loss is finite, and the last ends below the first and below chance.
 
     Chance is log(catalogue size), the softmax loss of uniform scores: a model that learned
     nothing sits there. With one epoch (a short time budget) that is the only comparison.
     """
-    artifact = Artifact.load(two_tower_model["location"])
+    artifact = registry.model_store.load(two_tower_model.location)
     losses = [h["loss"] for h in artifact.metrics["history"]]
     chance = float(np.log(len(artifact.model.vocab.item_ids)))
     finite = bool(np.isfinite(losses).all())
@@ -86,12 +92,13 @@ def training_loss_is_finite_and_decreasing(two_tower_model: dict) -> dg.AssetChe
 
 
 @dg.asset_check(asset=two_tower_model, blocking=True,
-                additional_ins={"raw_tables": dg.AssetIn(), "temporal_split": dg.AssetIn()})
-def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: dict, raw_tables: Dataset,
-                            temporal_split: evaluate.Split,
+                additional_ins={"raw_tables": dg.AssetIn(), "evaluation_split": dg.AssetIn()})
+def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: ModelVersionRef, raw_tables: Dataset,
+                            evaluation_split: evaluate.Split,
                             registry: RegistryResource) -> dg.AssetCheckResult:
     """Test-window NDCG@10 of the new towers is at most `ndcg_tolerance` below the live towers' on it."""
-    new = Artifact.load(two_tower_model["location"]).metrics["test"]["ndcg@10"]
+    store = registry.model_store
+    new = store.load(two_tower_model.location).metrics["test"]["ndcg@10"]
     with registry.open() as reg:
         live = reg.live()
         location = reg.get_model(live.model_version_id).location if live else None
@@ -100,17 +107,18 @@ def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: dict, raw_
     if location is None:
         raise ValueError(f"live index version {live.id}: its model version {live.model_version_id} has "
                          "no location, so its towers cannot be evaluated")
-    recommend = evaluate.two_tower(Artifact.load(location), raw_tables.items)
-    old = evaluate.evaluate(recommend, temporal_split.test)["ndcg@10"]
+    recommend = evaluate.two_tower(store.load(location), raw_tables.items)
+    old = evaluate.evaluate(recommend, evaluation_split.test)["ndcg@10"]
     return dg.AssetCheckResult(passed=new >= old - config.ndcg_tolerance, metadata={
         "new_ndcg@10": new, "live_ndcg@10": old, "difference": new - old,
         "tolerance": config.ndcg_tolerance, "live_model_version_id": live.model_version_id})
 
 
 @dg.asset_check(asset=item_embeddings, blocking=True)
-def item_embeddings_are_finite(item_embeddings: dict) -> dg.AssetCheckResult:
+def item_embeddings_are_finite(item_embeddings: ItemEmbeddings,
+                               registry: RegistryResource) -> dg.AssetCheckResult:
     """No vector holds a NaN or an infinity."""
-    ids, vectors = read_embeddings(item_embeddings["path"])
+    ids, vectors = registry.model_store.read_embeddings(item_embeddings.model_version_id)
     bad = ~np.isfinite(vectors).all(axis=1)
     return dg.AssetCheckResult(passed=not bad.any(), metadata={
         "items": len(ids), "non_finite": int(bad.sum()),
@@ -118,24 +126,24 @@ def item_embeddings_are_finite(item_embeddings: dict) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=item_index, blocking=True, additional_ins={"raw_tables": dg.AssetIn()})
-def item_index_holds_the_catalogue(item_index: dict, raw_tables: Dataset,
+def item_index_holds_the_catalogue(item_index: IndexBuild, raw_tables: Dataset,
                                    registry: RegistryResource) -> dg.AssetCheckResult:
     """The new version holds exactly as many items as the catalogue."""
     with registry.open() as reg:
-        count = reg.backend.count(location=item_index["location"])
+        count = reg.backend.count(location=item_index.location)
     return dg.AssetCheckResult(passed=count == len(raw_tables.items),
                                metadata={"indexed": count, "catalogue": len(raw_tables.items)})
 
 
 @dg.asset_check(asset=item_index, blocking=True,
-                additional_ins={"two_tower_model": dg.AssetIn(), "temporal_split": dg.AssetIn()})
-def item_index_recall_meets_target(item_index: dict, two_tower_model: dict,
-                                   temporal_split: evaluate.Split,
+                additional_ins={"two_tower_model": dg.AssetIn(), "evaluation_split": dg.AssetIn()})
+def item_index_recall_meets_target(item_index: IndexBuild, two_tower_model: ModelVersionRef,
+                                   evaluation_split: evaluate.Split,
                                    registry: RegistryResource) -> dg.AssetCheckResult:
     """ANN recall@10 against exact search, for test-window users, is at least 0.97."""
-    queries = query_sample(Artifact.load(two_tower_model["location"]), temporal_split, RECALL_QUERIES)
+    queries = query_sample(registry.model_store.load(two_tower_model.location), evaluation_split)
     with registry.open() as reg:
-        [report] = ann_recall(reg.backend, queries, location=item_index["location"])
+        [report] = ann_recall(reg.backend, queries, location=item_index.location)
     return dg.AssetCheckResult(passed=report.recall >= RECALL_TARGET, metadata={
         "recall@10": report.recall, "target": RECALL_TARGET, "queries": report.queries,
         "mean_ms": report.mean_ms})
@@ -143,22 +151,17 @@ def item_index_recall_meets_target(item_index: dict, two_tower_model: dict,
 
 @dg.asset_check(asset=item_index, blocking=True,
                 additional_ins={"raw_tables": dg.AssetIn(), "item_embeddings": dg.AssetIn()})
-def in_stock_items_are_searchable(item_index: dict, raw_tables: Dataset, item_embeddings: dict,
+def in_stock_items_are_searchable(item_index: IndexBuild, raw_tables: Dataset,
+                                  item_embeddings: ItemEmbeddings,
                                   registry: RegistryResource) -> dg.AssetCheckResult:
     """Every in-stock item (or a sample of 2,000) comes back for its own vector under the stock filter."""
-    ids, vectors = read_embeddings(item_embeddings["path"])
+    ids, vectors = registry.model_store.read_embeddings(item_embeddings.model_version_id)
     stock = latest_stock(raw_tables.stock)
     in_stock = np.flatnonzero([stock.get(int(i), 0) > 0 for i in ids])
     rows = np.random.default_rng(0).permutation(in_stock)[:SEARCHABLE_SAMPLE]
     with registry.open() as reg:
-        missing = unsearchable_items(reg.backend, ids[rows], vectors[rows], location=item_index["location"])
+        missing = unsearchable_items(reg.backend, ids[rows], vectors[rows], location=item_index.location)
     return dg.AssetCheckResult(passed=not missing, metadata={
         "in_stock": len(in_stock), "looked_up": len(rows), "not_found": len(missing),
         "first_not_found": missing[0] if missing else "none"})
 
-
-def query_sample(artifact: Artifact, split: evaluate.Split, size: int, seed: int = 0) -> np.ndarray:
-    """(Q, D) user vectors of a fixed sample of the test window's queries."""
-    frame = split.test.frame
-    rows = np.sort(np.random.default_rng(seed).permutation(len(frame))[:size])
-    return artifact.embed_users(frame.iloc[rows])

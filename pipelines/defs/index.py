@@ -8,10 +8,10 @@ import numpy as np
 from feature_repo.datasets import Dataset
 from index import IndexSpec, build_version
 from index.catalogue import item_batch, latest_stock
-from pipelines.defs.embeddings import read_embeddings
 from pipelines.defs.features import online_features
 from pipelines.defs.resources import RegistryResource
-from pipelines.defs.training import ranker
+from pipelines.defs.training import reranker
+from pipelines.defs.values import IndexBuild, ItemEmbeddings
 
 GROUP = "index"
 
@@ -26,18 +26,18 @@ class IndexConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, kinds={"qdrant"})
-def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embeddings: dict,
-               raw_tables: Dataset, registry: RegistryResource) -> dg.Output[dict]:
+def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embeddings: ItemEmbeddings,
+               raw_tables: Dataset, registry: RegistryResource) -> dg.Output[IndexBuild]:
     """A new, not yet live, index version: quantized HNSW over the embeddings, stock/category payload.
 
-    The value names the version, its model version and the model version live when it was built.
+    The value names the version, its model version and the versions live when it was built.
     """
     started = time.perf_counter()
-    ids, vectors = read_embeddings(item_embeddings["path"])
+    ids, vectors = registry.model_store.read_embeddings(item_embeddings.model_version_id)
     catalogue = raw_tables.items.set_index("item_id", drop=False)
     unknown = ~np.isin(ids, catalogue.index)  # catalogue items without a vector are checked later
     if unknown.any():
-        raise ValueError(f"{item_embeddings['path']}: item_id {ids[unknown][0]} is not in the catalogue")
+        raise ValueError(f"{item_embeddings.path}: item_id {ids[unknown][0]} is not in the catalogue")
     batch = item_batch(catalogue.loc[ids].reset_index(drop=True), vectors,
                        latest_stock(raw_tables.stock))
     spec = IndexSpec(dim=vectors.shape[1], quantization=config.quantization,  # type: ignore[arg-type]
@@ -46,12 +46,12 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
     with registry.open() as reg:
         live = reg.live()
         version = build_version(batch, registry=reg, spec=spec,
-                                model_version_id=item_embeddings["model_version_id"])
+                                model_version_id=item_embeddings.model_version_id)
     context.log.info("index version %d ready with %d items", version.id, version.item_count)
-    value = {"index_version_id": version.id, "location": version.location,
-             "model_version_id": item_embeddings["model_version_id"],
-             "previous_model_version_id": live.model_version_id if live else None,
-             "previous_index_version_id": live.id if live else None}
+    value = IndexBuild(index_version_id=version.id, location=version.location,
+                       model_version_id=item_embeddings.model_version_id,
+                       previous_model_version_id=live.model_version_id if live else None,
+                       previous_index_version_id=live.id if live else None)
     return dg.Output(value, metadata={
         "index_version_id": version.id, "location": dg.MetadataValue.path(str(version.location)),
         "dagster/row_count": int(version.item_count or 0), "in_stock": int((batch.stock > 0).sum()),
@@ -60,8 +60,8 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
         "seconds": round(time.perf_counter() - started, 2)})
 
 
-@dg.asset(group_name=GROUP, deps=[ranker, online_features], kinds={"qdrant"})
-def live_index_version(context: dg.AssetExecutionContext, item_index: dict,
+@dg.asset(group_name=GROUP, deps=[reranker, online_features], kinds={"qdrant"})
+def live_index_version(context: dg.AssetExecutionContext, item_index: IndexBuild,
                        registry: RegistryResource) -> dg.MaterializeResult:
     """The new index version made live (one transaction); runs only after every blocking check passed.
 
@@ -71,15 +71,15 @@ def live_index_version(context: dg.AssetExecutionContext, item_index: dict,
     unchecked = [key.name for key in context.job_def.asset_layer.asset_graph.asset_check_keys
                  if not _passed(context.instance.get_latest_asset_check_evaluation_record(key))]
     if unchecked:
-        raise dg.Failure(f"index version {item_index['index_version_id']}: not promoted, checks "
+        raise dg.Failure(f"index version {item_index.index_version_id}: not promoted, checks "
                          f"failed or not run: {', '.join(sorted(unchecked))}")
     with registry.open() as reg:
-        version = reg.promote(item_index["index_version_id"])
+        version = reg.promote(item_index.index_version_id)
     context.log.info("index version %d is live (was %s)", version.id,
-                     item_index["previous_index_version_id"])
+                     item_index.previous_index_version_id)
     return dg.MaterializeResult(metadata={
         "index_version_id": version.id, "model_version_id": version.model_version_id,
-        "previous_index_version_id": item_index["previous_index_version_id"] or "none",
+        "previous_index_version_id": item_index.previous_index_version_id or "none",
         "promoted_at": str(version.promoted_at)})
 
 

@@ -11,12 +11,10 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from index.quality import ann_recall, neighbour_overlap, pair_similarities
-from pipelines.defs.checks import RECALL_QUERIES, query_sample
-from pipelines.defs.embeddings import embeddings_path, read_embeddings
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import RegistryResource, ServiceResource
+from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
 from towers import evaluate
-from towers.artifact import Artifact
 
 GROUP = "monitoring"
 EF_SWEEP = (8, 16, 32, 64, 128, 256)  # query-time beam widths of the recall/latency trade-off
@@ -24,18 +22,16 @@ LATENCY_METRIC = "twotower_request_seconds"  # the service's request latency his
 
 
 @dg.asset(group_name=GROUP, output_required=False, kinds={"numpy"})
-def embedding_drift(context: dg.AssetExecutionContext, item_embeddings: dict, item_index: dict,
-                    registry: RegistryResource):
+def embedding_drift(context: dg.AssetExecutionContext, item_embeddings: ItemEmbeddings,
+                    item_index: IndexBuild, registry: RegistryResource):
     """New item embeddings against those of the model that was live when the index was built."""
-    previous = item_index["previous_model_version_id"]
+    previous = item_index.previous_model_version_id
     if previous is None:
         context.log.info("no earlier live model: nothing to compare")
         return
-    new_ids, new = read_embeddings(item_embeddings["path"])
-    old_path = embeddings_path(registry.embeddings_dir, previous)
-    if not old_path.is_file():
-        raise FileNotFoundError(f"{old_path}: embeddings of live model version {previous} are missing")
-    old_ids, old = read_embeddings(old_path)
+    store = registry.model_store
+    new_ids, new = store.read_embeddings(item_embeddings.model_version_id)
+    old_ids, old = store.read_embeddings(previous)
     common, new_rows, old_rows = np.intersect1d(new_ids, old_ids, return_indices=True)
     new, old = new[new_rows], old[old_rows]
     overlap = neighbour_overlap(old, new)
@@ -43,7 +39,7 @@ def embedding_drift(context: dg.AssetExecutionContext, item_embeddings: dict, it
     new_sims, old_sims = pair_similarities(new), pair_similarities(old)
     fig, (sim_ax, overlap_ax) = figure(9, 3.5, cols=2)
     sim_ax.hist(old_sims, bins=50, alpha=0.6, label=f"live (model {previous})")
-    sim_ax.hist(new_sims, bins=50, alpha=0.6, label=f"new (model {item_embeddings['model_version_id']})")
+    sim_ax.hist(new_sims, bins=50, alpha=0.6, label=f"new (model {item_embeddings.model_version_id})")
     sim_ax.set_xlabel("dot product of random item pairs")
     sim_ax.legend(fontsize=7)
     overlap_ax.hist(overlap, bins=np.linspace(0, 1, 11))
@@ -59,13 +55,13 @@ def embedding_drift(context: dg.AssetExecutionContext, item_embeddings: dict, it
 
 
 @dg.asset(group_name=GROUP, kinds={"qdrant"})
-def index_recall(item_index: dict, two_tower_model: dict, temporal_split: evaluate.Split,
-                 registry: RegistryResource) -> dg.MaterializeResult:
+def index_recall(item_index: IndexBuild, two_tower_model: ModelVersionRef,
+                 evaluation_split: evaluate.Split, registry: RegistryResource) -> dg.MaterializeResult:
     """ANN recall@10 against exact search on a fixed query sample, across query beam widths."""
-    queries = query_sample(Artifact.load(two_tower_model["location"]), temporal_split, RECALL_QUERIES)
+    queries = query_sample(registry.model_store.load(two_tower_model.location), evaluation_split)
     with registry.open() as reg:
-        served_ef = reg.backend.spec(item_index["location"]).hnsw_ef
-        reports = ann_recall(reg.backend, queries, location=item_index["location"],
+        served_ef = reg.backend.spec(item_index.location).hnsw_ef
+        reports = ann_recall(reg.backend, queries, location=item_index.location,
                              hnsw_efs=sorted({*EF_SWEEP, served_ef}))
     rows = [{"hnsw_ef": r.hnsw_ef, "recall@10": r.recall, "mean_ms": r.mean_ms} for r in reports]
     fig, ax = figure(5, 3.5)
@@ -74,10 +70,10 @@ def index_recall(item_index: dict, two_tower_model: dict, temporal_split: evalua
         ax.annotate(f"ef={r['hnsw_ef']}", (r["mean_ms"], r["recall@10"]), fontsize=7)
     ax.set_xlabel("mean query time (ms)")
     ax.set_ylabel("recall@10 vs exact")
-    ax.set_title(f"index version {item_index['index_version_id']}: recall vs speed")
+    ax.set_title(f"index version {item_index.index_version_id}: recall vs speed")
     served = next(r for r in rows if r["hnsw_ef"] == served_ef)
     return dg.MaterializeResult(metadata={
-        "index_version_id": item_index["index_version_id"], "queries": len(queries),
+        "index_version_id": item_index.index_version_id, "queries": len(queries),
         "recall@10_as_served": served["recall@10"], "hnsw_ef": served_ef, "sweep": table(rows),
         "tradeoff": markdown_image(fig, "recall vs speed")})
 

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, open_store
 from index import IndexBackend, IndexSettings, open_backend
+from index.model_store import ModelStore
 from index.registry import Registry
 
 SERVICE_KEY_ENV = "TWOTOWER_SERVICE_KEY"  # the sensors' write key: a secret, read as a Dagster EnvVar
@@ -83,19 +84,16 @@ class IndexResource(dg.ConfigurableResource):
 
 
 class RegistryResource(dg.ConfigurableResource):
-    """The version registry over the index backend, and the data directory models are saved in."""
+    """The version registry over the index backend, and the model store under the data directory."""
 
     data_dir: str
     url: str | None = None
     index: IndexResource
 
     @property
-    def models_dir(self) -> Path:
-        return Path(self.data_dir) / "models"
-
-    @property
-    def embeddings_dir(self) -> Path:
-        return Path(self.data_dir) / "embeddings"
+    def model_store(self) -> ModelStore:
+        """Model versions' directories and item embeddings under the data directory."""
+        return ModelStore(Path(self.data_dir))
 
     @contextmanager
     def open(self) -> Iterator[Registry]:

@@ -17,7 +17,6 @@ from feature_repo.datasets.contract import TIMESTAMP
 from index.catalogue import ITEM_COLUMNS, latest_stock
 from index.freshness import add_items, push_stock
 from pipelines.defs.resources import FeatureStoreResource, InboxResource, RegistryResource, ServiceResource
-from towers.artifact import Artifact
 
 STOCK_COLUMNS = ("item_id", "event_timestamp", "quantity")
 SUFFIXES = (".parquet", ".csv")
@@ -116,7 +115,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
                                "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()])
     else:
         with registry.open() as reg:
-            artifact = Artifact.load(reg.live_model().location)
+            artifact = registry.model_store.load(reg.live_model().location)
             add_items(feature_store.open(), artifact, reg.backend, items, stock, at=datetime.now(UTC))
     context.log.info("upserted %d items (%s)", len(items),
                      "through the service" if service.url else "directly")

@@ -1,4 +1,4 @@
-"""Stage 2, training: the temporal split, the towers (a registered model version) and the re-ranker.
+"""Stage 2, training: the evaluation split, the towers (a registered model version) and the re-ranker.
 
 The towers learn from events before the split's inner cut and stop early on the validation window;
 the re-ranker learns from the towers' candidates for queries at cuts between the inner and the test
@@ -15,12 +15,12 @@ import dagster as dg
 import pandas as pd
 
 from feature_repo.datasets import Dataset
-from index.model_store import ranker_dir, save_model
+from index.model_store import ranker_dir
 from pipelines.defs.features import feature_repository
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
+from pipelines.defs.values import ModelVersionRef
 from towers import evaluate
-from towers.artifact import Artifact
 from towers.features import with_features
 from towers.model import TowerConfig
 from towers.ranker import RankerConfig, train_ranker, window_queries
@@ -30,7 +30,7 @@ GROUP = "training"
 
 
 @dg.asset(group_name=GROUP, deps=[feature_repository], kinds={"feast", "pandas"})
-def temporal_split(raw_tables: Dataset, feature_store: FeatureStoreResource) -> dg.Output[evaluate.Split]:
+def evaluation_split(raw_tables: Dataset, feature_store: FeatureStoreResource) -> dg.Output[evaluate.Split]:
     """Train events, validation queries (inner cut) and test queries (outer cut), with Feast features.
 
     Each query carries the user's profile and history as Feast knows them at its lookup time.
@@ -53,9 +53,10 @@ class TowersConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"pytorch"})
 def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, training_examples: str,
-                    raw_tables: Dataset, temporal_split: evaluate.Split,
-                    feature_store: FeatureStoreResource, registry: RegistryResource) -> dg.Output[dict]:
-    """User and item towers, saved as a model version in the registry (value: id and location).
+                    raw_tables: Dataset, evaluation_split: evaluate.Split,
+                    feature_store: FeatureStoreResource,
+                    registry: RegistryResource) -> dg.Output[ModelVersionRef]:
+    """User and item towers, saved as a model version in the registry.
 
     They learn from the training examples before the validation cut (Feast rows, so the history
     window is the feature store's `history_length`) and stop early on the validation queries.
@@ -66,7 +67,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
         parse_overrides([f"--{k}={v}" for k, v in preset.items() if k != "max_minutes"], tower, train)
     parse_overrides([f"--{o}" for o in config.overrides], tower, train)
     tower.max_len = feature_store.config.history_length  # the Feast rows hold this many items
-    items, split = raw_tables.items, temporal_split
+    items, split = raw_tables.items, evaluation_split
     frame = pd.read_parquet(training_examples)
     frame = frame[frame["event_timestamp"] < pd.Timestamp(split.notes["validation"]["cut"])]
     context.log.info("training on %d of the training examples (before %s)", len(frame),
@@ -77,12 +78,12 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
     test = evaluate.evaluate(evaluate.two_tower(artifact, items), split.test)
     artifact.metrics["test"] = test
     with registry.open() as reg:
-        model = save_model(reg, artifact, registry.models_dir,
-                           config={"data": raw_tables.name, "protocol": "temporal",
+        model = registry.model_store.save(
+            reg, artifact, config={"data": raw_tables.name, "protocol": "temporal",
                                    "tower": asdict(artifact.config), "train": artifact.train_config})
     context.log.info("model version %d: test NDCG@10 %.4f", model.id, test["ndcg@10"])
     history = artifact.metrics["history"]
-    return dg.Output({"model_version_id": model.id, "location": model.location}, metadata={
+    return dg.Output(ModelVersionRef(model.id, model.location), metadata={
         "model_version_id": model.id, "location": dg.MetadataValue.path(model.location),
         "test_ndcg@10": test["ndcg@10"], "test_recall@10": test["recall@10"],
         "test_recall@100": test["recall@100"], "test_users": test["users"],
@@ -106,15 +107,15 @@ def _curve(history: list[dict]) -> dg.MetadataValue:
 
 
 @dg.asset(group_name=GROUP, kinds={"lightgbm"})
-def ranker(context: dg.AssetExecutionContext, two_tower_model: dict, raw_tables: Dataset,
-           temporal_split: evaluate.Split, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
-    """The LambdaMART re-ranker over the towers' candidates, saved in `<model location>/ranker/`."""
+def reranker(context: dg.AssetExecutionContext, two_tower_model: ModelVersionRef, raw_tables: Dataset,
+             evaluation_split: evaluate.Split, feature_store: FeatureStoreResource,
+             registry: RegistryResource) -> dg.MaterializeResult:
+    """The LambdaMART re-ranker over the towers' candidates, saved in the model version's ranker dir."""
     started = time.perf_counter()
-    artifact = Artifact.load(two_tower_model["location"])
-    model = train_ranker(artifact, raw_tables.items, store=feature_store.open(),
-                         train=window_queries(temporal_split.test_train), holdout=temporal_split.test,
-                         config=RankerConfig())
-    path = model.save(ranker_dir(two_tower_model["location"]))
+    model = train_ranker(registry.model_store.load(two_tower_model.location), raw_tables.items,
+                         store=feature_store.open(), train=window_queries(evaluation_split.test_train),
+                         holdout=evaluation_split.test, config=RankerConfig())
+    path = model.save(ranker_dir(two_tower_model.location))
     if not model.improves:
         context.log.warning("the re-ranker does not beat retrieval order on the holdout: the service "
                             "keeps retrieval order")

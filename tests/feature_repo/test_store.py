@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
+import feature_repo.store
 from feature_repo.datasets import DataError
-from feature_repo.store import FeatureStoreConfig, online_user_features, open_store, render_repo
+from feature_repo.feature_services import two_tower_v1, user_online_v1
+from feature_repo.store import (
+    ONLINE_SERVICE,
+    TRAINING_SERVICE,
+    FeatureStoreConfig,
+    _fill_absent_arrow,
+    apply,
+    online_user_features,
+    open_store,
+    render_repo,
+)
 from feature_repo.tables import write_feature_tables
 from tests.utils.tables import make_dataset
 
@@ -87,3 +100,34 @@ def test_failed_table_write_leaves_previous_tables_intact(tmp_path):
         write_feature_tables(bad, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
         p.name: before[name] for name, p in paths.items()}, "no scratch files, no changed tables"
+
+
+def test_a_new_definitions_file_is_rendered_and_applied(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    shutil.copytree(feature_repo.store.DEFINITIONS, source,
+                    ignore=shutil.ignore_patterns("data", "__pycache__"))
+    (source / "shops.py").write_text(
+        'from feast import Entity, ValueType\n\n'
+        'shop = Entity(name="shop", join_keys=["shop_id"], value_type=ValueType.INT64)\n')
+    monkeypatch.setattr(feature_repo.store, "DEFINITIONS", source.resolve())
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    assert sorted(p.name for p in repo.glob("*.py")) == [
+        "entities.py", "feature_services.py", "item_features.py", "shops.py", "user_features.py"]
+    assert not (repo / "store.py").exists() and not (repo / "datasets").exists(), "not definitions"
+    write_feature_tables(make_dataset([(1, 2, "2024-01-01 10:00:00")]), repo / "data")
+    assert apply(repo).get_entity("shop").join_key == "shop_id"
+    assert "shops" not in sys.modules, "the repository's modules are not left behind"
+
+
+def test_services_named_in_the_store_are_the_definitions():
+    assert (TRAINING_SERVICE, ONLINE_SERVICE) == (two_tower_v1.name, user_online_v1.name)
+
+
+def test_absent_features_take_the_values_their_fields_declare():
+    table = pa.table({"recent_item_ids": pa.array([None, [3]], pa.list_(pa.int64())),
+                      "event_count": pa.array([None, None]),  # all-null columns come untyped
+                      "count_7d": pa.array([None, 4], pa.int64()),
+                      "quantity": pa.array([None, 1], pa.int64())})
+    filled = _fill_absent_arrow(table).to_pydict()
+    assert filled == {"recent_item_ids": [[], [3]], "event_count": [0, 0], "count_7d": [0, 4],
+                      "quantity": [None, 1]}, "stock declares no fill: unknown stays null"

@@ -10,27 +10,31 @@ import pandas as pd
 
 from pipelines.defs.checks import training_examples_have_no_leakage, training_loss_is_finite_and_decreasing
 from pipelines.defs.resources import build_resources
+from pipelines.defs.values import ModelVersionRef
 
 
-def model_with_history(graph, tmp_path, losses: list[float]) -> dict:
+def model_with_history(graph, tmp_path, losses: list[float]) -> ModelVersionRef:
     """A copy of the graph's model whose recorded per-epoch losses are `losses`."""
+    model = graph.result.output_for_node("two_tower_model")
     location = tmp_path / "model"
-    shutil.copytree(graph.result.output_for_node("two_tower_model")["location"], location)
+    shutil.copytree(model.location, location)
     meta = json.loads((location / "artifact.json").read_text())
     meta["metrics"]["history"] = [{"epoch": i, "loss": loss, "val": 0.0, "seconds": i}
                                   for i, loss in enumerate(losses)]
     (location / "artifact.json").write_text(json.dumps(meta))
-    return {"location": str(location)}
+    return ModelVersionRef(model.id, str(location))
 
 
 def test_loss_check_passes_a_loss_that_falls_below_chance(graph, tmp_path):
-    assert training_loss_is_finite_and_decreasing(model_with_history(graph, tmp_path, [6.0, 5.0])).passed
+    model = model_with_history(graph, tmp_path, [6.0, 5.0])
+    assert training_loss_is_finite_and_decreasing(model, build_resources(graph.settings)["registry"]).passed
 
 
 def test_loss_check_fails_a_nan_or_a_rising_loss(graph, tmp_path):
+    registry = build_resources(graph.settings)["registry"]
     for losses in ([6.0, float("nan")], [5.0, 5.5], [99.0]):
-        result = training_loss_is_finite_and_decreasing(model_with_history(graph, tmp_path / str(losses),
-                                                                           losses))
+        result = training_loss_is_finite_and_decreasing(
+            model_with_history(graph, tmp_path / str(losses), losses), registry)
         assert not result.passed, losses
 
 

@@ -13,8 +13,8 @@ from dagster import build_schedule_context, validate_run_config
 from index import SearchFilters
 from index.registry import Registry, Status
 from pipelines.definitions import defs
-from pipelines.defs.embeddings import read_embeddings, write_embeddings
 from pipelines.defs.resources import build_resources
+from pipelines.defs.values import ItemEmbeddings, ModelVersionRef
 from pipelines.local import materialize_graph
 from towers.artifact import Artifact
 from twotower.demo import recommend
@@ -26,6 +26,12 @@ CHECKS = {"training_examples_have_no_leakage", "training_loss_is_finite_and_decr
 
 def open_registry(graph) -> Registry:
     return build_resources(graph.settings)["registry"]
+
+
+def new_embeddings(graph) -> tuple[ItemEmbeddings, np.ndarray, np.ndarray]:
+    """The graph run's item embeddings value, and the ids and vectors the model store reads for it."""
+    value = graph.result.output_for_node("item_embeddings")
+    return value, *open_registry(graph).model_store.read_embeddings(value.model_version_id)
 
 
 def test_definitions_load_and_every_job_resolves():
@@ -55,11 +61,21 @@ def test_the_whole_graph_ends_with_a_checked_live_version_that_answers(graph):
         assert live is not None and live.item_count == len(graph.dataset.items)
         model = registry.get_model(live.model_version_id)
         assert Artifact.load(model.location).config.dim == 32, "the run's override was used"
-        assert Path(model.location, "ranker", "ranker.json").is_file(), "contract 1 layout"
+        assert Path(model.location, "ranker", "ranker.json").is_file(), "the re-ranker beside its towers"
+        assert graph.result.output_for_node("two_tower_model") == ModelVersionRef(model.id, model.location)
     users = graph.dataset.interactions["user_id"].value_counts().index[:2].tolist()
     answers = recommend(graph.settings, users, titles=graph.dataset.items.set_index("item_id")["title"],
                         k=5)
     assert len(answers) == 10 and len({a.item_id for a in answers}) > 1
+
+
+def test_the_model_store_holds_the_runs_towers_and_embeddings(graph):
+    model = graph.result.output_for_node("two_tower_model")
+    embeddings, ids, vectors = new_embeddings(graph)
+    store = open_registry(graph).model_store
+    assert embeddings == ItemEmbeddings(model.id, store.embeddings_path(model.id))
+    assert sorted(ids) == sorted(graph.dataset.items["item_id"]) and vectors.shape == (len(ids), 32)
+    assert store.load(model.location) is store.load(model.location), "loaded once, then shared"
 
 
 def rebuild_index_from(graph, ids, vectors, selection: str):
@@ -67,21 +83,21 @@ def rebuild_index_from(graph, ids, vectors, selection: str):
 
     Returns the run's result and the id of the index version live before it.
     """
-    embeddings = graph.result.output_for_node("item_embeddings")["path"]
-    original = pq.read_table(embeddings)
+    embeddings = graph.result.output_for_node("item_embeddings")
+    original = pq.read_table(embeddings.path)
     with open_registry(graph).open() as registry:
         live_before = registry.live().id
-    write_embeddings(embeddings, ids, vectors)
+    open_registry(graph).model_store.write_embeddings(embeddings.model_version_id, ids, vectors)
     try:
         result = materialize_graph(graph.settings, instance=graph.instance, selection=selection,
                                    raise_on_error=False)
     finally:
-        pq.write_table(original, embeddings)
+        pq.write_table(original, embeddings.path)
     return result, live_before
 
 
 def test_a_failing_check_blocks_promotion_and_the_live_version_keeps_serving(graph):
-    ids, vectors = read_embeddings(graph.result.output_for_node("item_embeddings")["path"])
+    _, ids, vectors = new_embeddings(graph)
     # One catalogue item lost its vector: the build succeeds, the item count check fails.
     result, live_before = rebuild_index_from(graph, ids[1:], vectors[1:], "item_index*")
     failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
@@ -94,7 +110,7 @@ def test_a_failing_check_blocks_promotion_and_the_live_version_keeps_serving(gra
 
 
 def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(graph):
-    ids, vectors = read_embeddings(graph.result.output_for_node("item_embeddings")["path"])
+    _, ids, vectors = new_embeddings(graph)
     corrupted = vectors.copy()
     corrupted[3, 0] = np.nan
     result, live_before = rebuild_index_from(graph, ids, corrupted, "item_index+")

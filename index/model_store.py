@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_repo.datasets import Dataset
-from index import IndexSettings, IndexSpec, build_version, open_backend
+from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.registry import ModelVersion, Registry
 from towers.artifact import Artifact
@@ -44,7 +44,7 @@ def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
 
     Returns the registry, whose `store` serves the live version; the caller closes it.
     """
-    registry = Registry(data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
     model = save_model(registry, artifact, home / "models", config=config)
     vectors = artifact.embed_items(dataset.items)
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))

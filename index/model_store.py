@@ -1,6 +1,6 @@
 """Model versions on disk and in the registry: save a trained artifact, register it, publish it.
 
-A model version is one directory (contract 1): the towers artifact at `location`, the re-ranker,
+A model version is one directory: the towers artifact at `location`, the re-ranker,
 when trained, in `<location>/ranker/`. Directories are named by creation time, so a rerun never
 overwrites a version the registry already points at.
 """

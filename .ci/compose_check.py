@@ -169,11 +169,18 @@ def settings_env_names(settings: type[BaseModel]) -> set[str]:
     names = set()
     for name, info in settings.model_fields.items():
         names.add(f"{prefix}{name}".upper())
-        models = [t for t in typing.get_args(info.annotation) or (info.annotation,)
-                  if isinstance(t, type) and issubclass(t, BaseModel)]
-        if nested and models:
-            names |= {f"{prefix}{name}{nested}{sub}".upper() for sub in models[0].model_fields}
+        if nested:
+            names |= {f"{prefix}{name}{nested}{sub}".upper()
+                      for model in _models(info.annotation) for sub in model.model_fields}
     return names
+
+
+def _models(annotation: object) -> list[type[BaseModel]]:
+    """The models an annotation names, through Optional, unions and Annotated (a union of
+    models, such as the index settings of each backend, reads the fields of all of them)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models(arg)]
 
 
 def dagster_env_names(instance_yaml: Path = ROOT / "deploy" / "dagster.yaml") -> set[str]:

@@ -247,10 +247,10 @@ def _disk_mb(path: Path) -> float:
 
 def serving_rss_mb(root: str, location: str, queries: np.ndarray) -> float:
     """RSS a fresh process adds by opening a version and answering `queries` (stock filter)."""
-    from index import IndexSettings, SearchFilters, open_backend
+    from index import EdgeSettings, SearchFilters, open_backend
 
     before = _rss_mb()
-    with open_backend(IndexSettings(backend="edge", path=Path(root))) as backend:
+    with open_backend(EdgeSettings(path=Path(root))) as backend:
         for query in queries:
             backend.search_ids(query, k=10, filters=SearchFilters(), location=location)
         return _rss_mb() - before
@@ -292,7 +292,7 @@ def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.
 
 def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
     """Build and query one configuration (runs in its own process, so ru_maxrss is its own)."""
-    from index import IndexSettings, IndexSpec, ItemBatch, open_backend
+    from index import EdgeSettings, IndexSpec, ItemBatch, open_backend
 
     n, k = cfg["items"], cfg["k"]
     data = make_data(cfg, n, dim, cfg["warmup"] + cfg["queries"])
@@ -314,7 +314,7 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
     kinds = str(cfg["filters"]).split(",")
     cases = {kind: query_cases(data, kind, cfg, rng) for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
-        backend = open_backend(IndexSettings(backend="edge", path=Path(tmp)))
+        backend = open_backend(EdgeSettings(path=Path(tmp)))
         location = backend.location_for(1)
         started, cpu_started = time.perf_counter(), _cpu_s()
         backend.create(location, spec)

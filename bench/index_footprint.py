@@ -47,14 +47,14 @@ def footprint(root: Path) -> dict[str, int]:
 
 
 def measure(n: int, dim: int, quant: str, seed: int) -> dict:
-    from index import IndexSettings, IndexSpec, ItemBatch, open_backend
+    from index import EdgeSettings, IndexSpec, ItemBatch, open_backend
 
     vectors, stock, category = make_data(n, dim, ITEM_DEFAULTS, seed)
     items = ItemBatch.from_columns(ids=np.arange(n, dtype=np.int64), vectors=vectors, stock=stock,
                                    categories=[[f"c{c}"] for c in category], price=np.full(n, 10.0),
                                    created_at=np.zeros(n, dtype=np.int64))
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
-        backend = open_backend(IndexSettings(backend="edge", path=Path(tmp)))
+        backend = open_backend(EdgeSettings(path=Path(tmp)))
         location = backend.location_for(1)
         backend.create(location, IndexSpec(dim=dim, quantization=quant))  # type: ignore[arg-type]
         backend.upsert(items, location=location)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from feature_repo.datasets import load
-    from index import IndexSettings, IndexSpec, SearchFilters, open_backend
+    from index import EdgeSettings, IndexSpec, SearchFilters, open_backend
     from index.catalogue import item_batch, latest_stock
     from towers import evaluate
     from towers.features import examples, feature_store, with_features
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     for quant in filter(None, config["quant"].split(",")):
         for ef_construct in map(int, config["ef_construct"].split(",")):
             spec = IndexSpec(dim=vectors.shape[1], quantization=quant, hnsw_ef_construct=ef_construct)
-            with open_backend(IndexSettings(path=home / f"{quant}-{ef_construct}")) as backend:
+            with open_backend(EdgeSettings(path=home / f"{quant}-{ef_construct}")) as backend:
                 location = backend.location_for(1)
                 backend.create(location, spec)
                 backend.upsert(batch, location=location)

@@ -2,7 +2,14 @@
 
 from index.base import Hit, IndexBackend, ItemBatch
 from index.builder import build_version
-from index.config import IndexSettings, IndexSpec, SearchFilters
+from index.config import (
+    EdgeSettings,
+    IndexSettings,
+    IndexSpec,
+    SearchFilters,
+    ServerSettings,
+    parse_index_settings,
+)
 from index.errors import (
     InvalidItemsError,
     InvalidQueryError,
@@ -16,6 +23,7 @@ from index.factory import open_backend
 from index.retrieval import index_retrieval
 
 __all__ = [
+    "EdgeSettings",
     "Hit",
     "IndexBackend",
     "IndexSettings",
@@ -25,6 +33,7 @@ __all__ = [
     "ItemBatch",
     "NoLiveVersionError",
     "SearchFilters",
+    "ServerSettings",
     "UnknownItemError",
     "UnknownVersionError",
     "VectorIndexError",
@@ -32,4 +41,5 @@ __all__ = [
     "build_version",
     "index_retrieval",
     "open_backend",
+    "parse_index_settings",
 ]

@@ -10,8 +10,10 @@ Payload per item (the same on both backends):
 
 from __future__ import annotations
 
+import logging
 import sys
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +22,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.config import IndexSpec, SearchFilters
-from index.errors import InvalidItemsError, InvalidQueryError
+from index.errors import InvalidItemsError, InvalidQueryError, UnknownItemError
+
+log = logging.getLogger(__name__)
 
 UPSERT_BATCH = 2048  # points per write: big enough to amortise calls, small enough for gRPC limits
 MAX_POINT_ID = 2**63 - 1  # ids are non-negative int64 and used as Qdrant point ids directly
+# The payload index of each field, by kind; created before the HNSW build so the graph gets
+# per-category links. Numeric fields are range-only and get no extra links (stock >= 1 keeps most
+# items, so the main graph serves it).
+PAYLOAD_FIELDS = {"stock": "integer", "categories": "keyword", "price": "float", "created_at": "integer"}
 
 
 @dataclass(frozen=True)
@@ -178,11 +186,60 @@ def progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="item", disable=not sys.stderr.isatty())
 
 
+@dataclass(frozen=True)
+class Conditions:
+    """What every point of one graph walk satisfies, in the leaf terms both clients have."""
+
+    ranges: tuple[tuple[str, float | None, float | None], ...]  # (field, gte, lte)
+    categories: tuple[str, ...] | None  # any of these
+    excluded: tuple[int, ...]  # point ids
+
+    @classmethod
+    def of(cls, filters: SearchFilters) -> Conditions | None:
+        """The conditions of `filters`; None when nothing is filtered."""
+        ranges: list[tuple[str, float | None, float | None]] = []
+        # Stock is an integer range: MatchValue(True) on a boolean matches nothing in qdrant-edge-py 0.9.0.
+        if filters.in_stock_only:
+            ranges.append(("stock", 1, None))
+        if filters.min_price is not None or filters.max_price is not None:
+            ranges.append(("price", filters.min_price, filters.max_price))
+        if filters.created_after is not None:
+            ranges.append(("created_at", filters.created_after, None))
+        categories = None if filters.categories is None else tuple(sorted(filters.categories))
+        if not ranges and categories is None and not filters.exclude_ids:
+            return None
+        return cls(tuple(ranges), categories, tuple(sorted(filters.exclude_ids)))
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """One search, decided once from the call and the version's spec; backends translate it."""
+
+    limit: int  # points asked of the engine: k plus the excluded ids dropped afterwards
+    walks: tuple[Conditions | None, ...]  # one filtered graph walk each; several are merged by score
+    hnsw_ef: int
+    exact: bool
+    acorn: bool
+    rescore: bool | None  # None: the version is not quantized
+    oversampling: float | None
+
+    @classmethod
+    def of(cls, spec: IndexSpec, filters: SearchFilters, *, limit: int, hnsw_ef: int | None,
+           oversampling: float | None, exact: bool) -> QueryPlan:
+        quantized = spec.quantized
+        return cls(limit=limit, walks=tuple(Conditions.of(part) for part in filters.split_categories()),
+                   hnsw_ef=hnsw_ef or spec.hnsw_ef, exact=exact, acorn=spec.acorn,
+                   rescore=spec.effective_rescore if quantized else None,
+                   oversampling=(oversampling or spec.effective_oversampling) if quantized else None)
+
+
 class IndexBackend(ABC):
     """One small interface over Qdrant Edge (in-process) and a Qdrant server.
 
     A *location* names one index version inside the backend (a shard directory for Edge,
-    a collection for the server). `location=None` means the live version.
+    a collection for the server). `location=None` means the live version. The flows live here;
+    a backend resolves versions (`_version`, `_spec`) and speaks its client (`_write`, `_query`,
+    `_existing`, `_set_stock`).
     """
 
     kind: str
@@ -195,9 +252,13 @@ class IndexBackend(ABC):
     def create(self, location: str, spec: IndexSpec) -> None:
         """Create an empty version with its payload indexes; fails if it already exists."""
 
-    @abstractmethod
     def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
         """Validate then write items (insert or replace); no index rebuild on the live version."""
+        target, name = self._version(location)
+        spec = self._spec(target)
+        items.validate(dim=spec.dim, version=name)
+        with progress(len(items), f"upsert {name}") as bar:
+            self._write(target, spec, items, bar)
 
     @abstractmethod
     def finish(self, location: str) -> None:
@@ -215,9 +276,8 @@ class IndexBackend(ABC):
         exact: bool = False,
     ) -> list[Hit]:
         """Top-k items by score that satisfy `filters` (default: in stock only)."""
-        points, offset = self._query_without_exclusions(
-            vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
-            oversampling=oversampling, exact=exact, with_payload=True)
+        points, offset = self._search(vector, k, filters, location, hnsw_ef, oversampling, exact,
+                                      with_payload=True)
         return [Hit.from_payload(p.id, p.score + offset, p.payload) for p in points]
 
     def search_ids(
@@ -236,40 +296,73 @@ class IndexBackend(ABC):
         For callers that keep item content themselves (the service): skipping the payload roughly
         halves the engine's time and saves building a `Hit` per result.
         """
-        points, offset = self._query_without_exclusions(
-            vector, k=k, filters=filters, location=location, hnsw_ef=hnsw_ef,
-            oversampling=oversampling, exact=exact, with_payload=False)
+        points, offset = self._search(vector, k, filters, location, hnsw_ef, oversampling, exact,
+                                      with_payload=False)
         return (np.fromiter((p.id for p in points), np.int64, len(points)),
                 (np.fromiter((p.score for p in points), np.float64, len(points)) + offset).astype(np.float32))
 
-    def _query_without_exclusions(self, vector: Sequence[float] | np.ndarray, *, k: int,
-                                  filters: SearchFilters | None, **options: Any
-                                  ) -> tuple[list[Any], float]:
-        """`_query` for `k + len(excluded)` points, the few excluded ids dropped afterwards, and
-        `_query`'s score offset."""
+    def _search(self, vector: Sequence[float] | np.ndarray, k: int, filters: SearchFilters | None,
+                location: str | None, hnsw_ef: int | None, oversampling: float | None, exact: bool, *,
+                with_payload: bool) -> tuple[list[Any], float]:
+        """The engine's top-k points and the offset that turns their scores into dot products with
+        the items (`IndexSpec.score_offset`).
+
+        A few excluded ids are not part of the graph walk's filter: the engine is asked for
+        `k + len(dropped)` points and they are dropped here (`SearchFilters.without_exclusions`).
+        """
         kept, dropped = (filters if filters is not None else SearchFilters()).without_exclusions()
-        points, offset = self._query(vector, k=k + len(dropped), filters=kept, **options)
-        return [p for p in points if p.id not in dropped][:k], offset
+        target, spec, name = self._query_target(location)
+        query = query_vector(vector, spec.dim, name)
+        plan = QueryPlan.of(spec, kept, limit=k + len(dropped), hnsw_ef=hnsw_ef,
+                            oversampling=oversampling, exact=exact)
+        points = self._query(target, query, plan, with_payload=with_payload)
+        return [p for p in points if p.id not in dropped][:k], spec.score_offset(query)
 
-    @abstractmethod
-    def _query(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        *,
-        k: int,
-        filters: SearchFilters,
-        location: str | None,
-        hnsw_ef: int | None,
-        oversampling: float | None,
-        exact: bool,
-        with_payload: bool,
-    ) -> tuple[Sequence[Any], float]:
-        """The engine's scored points (`.id`, `.score`, `.payload`), best first, and the offset
-        that turns their scores into dot products with the items (`IndexSpec.score_offset`)."""
-
-    @abstractmethod
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
-        """Change the stock payload in place (no re-index); visible to the next query."""
+        """Change the stock payload in place (no re-index); visible to the next query.
+
+        An unknown item id refuses the whole update, before anything is written.
+        """
+        target, name = self._version(location)
+        ids = [int(i) for i in stock]
+        missing = sorted(set(ids) - self._existing(target, ids))
+        if missing:
+            raise UnknownItemError(f"index version {name}: no item_id {missing[:10]} (stock update refused)")
+        by_value: dict[int, list[int]] = defaultdict(list)  # one payload write per distinct quantity
+        for item_id, quantity in stock.items():
+            by_value[int(quantity)].append(int(item_id))
+        self._set_stock(target, by_value)
+        log.debug("set stock of %d items in %s", len(ids), name)
+
+    @abstractmethod
+    def _version(self, location: str | None) -> tuple[Any, str]:
+        """The handle of an existing version (None = the live one) and its name for messages."""
+
+    @abstractmethod
+    def _spec(self, target: Any) -> IndexSpec:
+        """The spec of the version `_version` resolved."""
+
+    def _query_target(self, location: str | None) -> tuple[Any, IndexSpec, str]:
+        """What `_query` searches, its spec and its name."""
+        target, name = self._version(location)
+        return target, self._spec(target), name
+
+    @abstractmethod
+    def _write(self, target: Any, spec: IndexSpec, items: ItemBatch, bar: tqdm) -> None:
+        """Write validated items as `spec` stores them (centred), advancing `bar`."""
+
+    @abstractmethod
+    def _query(self, target: Any, query: list[float], plan: QueryPlan, *,
+               with_payload: bool) -> Sequence[Any]:
+        """The engine's scored points (`.id`, `.score`, `.payload`) for `plan`, best first."""
+
+    @abstractmethod
+    def _existing(self, target: Any, ids: list[int]) -> set[int]:
+        """Which of `ids` the version holds."""
+
+    @abstractmethod
+    def _set_stock(self, target: Any, by_value: Mapping[int, list[int]]) -> None:
+        """Set `stock` to each quantity on its item ids."""
 
     @abstractmethod
     def count(self, *, location: str | None = None) -> int:

@@ -2,65 +2,89 @@
 
 Three models, one job each:
 
-- `IndexSettings` says which backend to open and where (set once per deployment).
+- `IndexSettings` (`EdgeSettings` or `ServerSettings`) says which backend to open and where
+  (set once per deployment).
 - `IndexSpec` says how one index version is built and searched (stored with the version).
 - `SearchFilters` is the filter of one query (stock, categories, price, excluded ids).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
-Backend = Literal["edge", "server"]
 Quantization = Literal["none", "int8", "binary", "product"]
 DistanceName = Literal["dot", "cosine"]
 ProductCompression = Literal["x4", "x8", "x16", "x32", "x64"]
 
 
-class IndexSettings(BaseModel):
-    """Which backend holds the item vectors; switching backend is configuration only."""
+class _BackendSettings(BaseModel):
+    """What both backends take: where a version lives and how versions are named."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Backend = "edge"  # in-process Qdrant Edge needs no server; "server" for a cluster
     path: Path = Path(".twotower/index")  # edge: shard root; server without url: local-mode dir
-    url: str | None = None  # server: "http://host:6333" or ":memory:"; None = local mode at path
-    api_key: str | None = None  # server only; never logged
-    alias: str = "items"  # server: the alias naming the live collection
     prefix: str = "items"  # name of every version: f"{prefix}_v{version_id}"
-    timeout_s: int = 60  # server: request timeout
-    indexing_wait_s: float = 1800.0  # server: how long to wait for the HNSW build to finish
-    # Distributed Qdrant (docs/scaling.md); None leaves each to the server's default.
-    shard_number: int | None = Field(default=None, ge=1)  # fixed at creation; 2x the nodes leaves room
-    replication_factor: int | None = Field(default=None, ge=1)  # copies of each shard; 2 survives a lost node
-    write_consistency_factor: int | None = Field(default=None, ge=1)  # replicas acking a write; <= copies
-    # Edge: threads of each opened shard's search pool. None = one per CPU (Qdrant's default): the
+
+
+class EdgeSettings(_BackendSettings):
+    """In-process Qdrant Edge shards under `path`: no server to run."""
+
+    backend: Literal["edge"] = "edge"
+    # Threads of each opened shard's search pool. None = one per CPU (Qdrant's default): the
     # fastest single query, but idle pool threads spin. 1 = the segments searched one after another
     # on one thread: ~0.5 ms less CPU per query at 100k items and half the p99 under load
     # (docs/benchmarks.md, "Serving, third pass"); what a service on few cores wants. Edge keeps
     # the size in the shard: later opens without a setting reuse it.
     search_threads: int | None = Field(default=None, ge=1)
 
+
+class ServerSettings(_BackendSettings):
+    """A Qdrant server or cluster through qdrant-client (or its local mode at `path` without `url`)."""
+
+    backend: Literal["server"] = "server"
+    url: str | None = None  # "http://host:6333" or ":memory:"; None = local mode at path
+    api_key: str | None = None  # never logged
+    alias: str = "items"  # the alias naming the live collection
+    timeout_s: int = 60  # request timeout
+    indexing_wait_s: float = 1800.0  # how long to wait for the HNSW build to finish
+    # Distributed Qdrant (docs/scaling.md); None leaves each to the server's default.
+    shard_number: int | None = Field(default=None, ge=1)  # fixed at creation; 2x the nodes leaves room
+    replication_factor: int | None = Field(default=None, ge=1)  # copies of each shard; 2 survives a lost node
+    write_consistency_factor: int | None = Field(default=None, ge=1)  # replicas acking a write; <= copies
+
     @model_validator(mode="after")
-    def _check_distribution(self) -> IndexSettings:
-        distributed = {"shard_number": self.shard_number, "replication_factor": self.replication_factor,
-                       "write_consistency_factor": self.write_consistency_factor}
-        set_fields = [name for name, value in distributed.items() if value is not None]
-        if self.backend == "edge" and set_fields:
-            raise ValueError(f"{set_fields[0]}: only the server backend shards or replicates an index")
-        if self.backend == "server" and self.search_threads is not None:
-            raise ValueError("search_threads: only the edge backend runs searches in this process")
+    def _check_distribution(self) -> ServerSettings:
         copies = self.replication_factor or 1  # Qdrant's default
         if self.write_consistency_factor is not None and self.write_consistency_factor > copies:
             raise ValueError(f"write_consistency_factor={self.write_consistency_factor} is above "
                              f"replication_factor={copies}: writes would wait for replicas that do not exist")
         return self
+
+
+def _backend_of(value: object) -> object:
+    """The union's tag; a mapping without `backend` is the default, Edge."""
+    if isinstance(value, Mapping):
+        return value.get("backend", "edge")
+    return getattr(value, "backend", None)
+
+
+# Which backend holds the item vectors; switching backend is configuration only.
+IndexSettings = Annotated[
+    Annotated[EdgeSettings, Tag("edge")] | Annotated[ServerSettings, Tag("server")],
+    Discriminator(_backend_of),
+]
+_INDEX_SETTINGS: TypeAdapter[EdgeSettings | ServerSettings] = TypeAdapter(IndexSettings)
+
+
+def parse_index_settings(fields: Mapping[str, Any]) -> EdgeSettings | ServerSettings:
+    """The backend's settings from plain fields (`backend` picks the class, default edge)."""
+    return _INDEX_SETTINGS.validate_python(fields)
 
 
 class IndexSpec(BaseModel):

@@ -1,6 +1,6 @@
 """The embedded backend: Qdrant Edge shards in-process, one shard directory per index version.
 
-Layout under `IndexSettings.path`:
+Layout under `EdgeSettings.path`:
 
     LIVE                 name of the live version directory (replaced atomically)
     items_v7/spec.json   the IndexSpec the version was built with
@@ -17,22 +17,15 @@ import logging
 import os
 import shutil
 import threading
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import qdrant_edge as qe
 
-from index.base import IndexBackend, ItemBatch, progress, query_vector
-from index.config import IndexSettings, IndexSpec, SearchFilters
-from index.errors import (
-    NoLiveVersionError,
-    UnknownItemError,
-    UnknownVersionError,
-    VersionStateError,
-)
+from index.base import PAYLOAD_FIELDS, Conditions, IndexBackend, ItemBatch, QueryPlan
+from index.config import EdgeSettings, IndexSpec
+from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +35,15 @@ SHARD_DIR = "shard"
 SEGMENT_MIN_ITEMS = 50_000  # a bulk load is split into IndexSpec.segments graphs of at least this many
 
 
-def edge_filter(filters: SearchFilters) -> qe.Filter | None:
-    """Translate `SearchFilters` into an Edge filter (None when nothing is filtered)."""
-    must: list[qe.FieldCondition] = []
-    if filters.in_stock_only:
-        must.append(qe.FieldCondition(key="stock", range=qe.RangeFloat(gte=1)))
-    if filters.categories is not None:
-        must.append(qe.FieldCondition(key="categories", match=qe.MatchAny(sorted(filters.categories))))
-    if filters.min_price is not None or filters.max_price is not None:
-        price = qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)
-        must.append(qe.FieldCondition(key="price", range=price))
-    if filters.created_after is not None:
-        must.append(qe.FieldCondition(key="created_at", range=qe.RangeFloat(gte=filters.created_after)))
-    must_not = [qe.HasIdCondition(set(filters.exclude_ids))] if filters.exclude_ids else None
-    if not must and not must_not:
+def edge_filter(conditions: Conditions | None) -> qe.Filter | None:
+    """One graph walk's conditions as an Edge filter."""
+    if conditions is None:
         return None
+    must = [qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, lte=lte))
+            for key, gte, lte in conditions.ranges]
+    if conditions.categories is not None:
+        must.append(qe.FieldCondition(key="categories", match=qe.MatchAny(list(conditions.categories))))
+    must_not = [qe.HasIdCondition(set(conditions.excluded))] if conditions.excluded else None
     return qe.Filter(must=must or None, must_not=must_not)  # type: ignore[arg-type]
 
 
@@ -103,13 +90,10 @@ def _quantization(
     return None
 
 
-# Indexes exist before the HNSW build so the graph gets per-category links; numeric fields
-# are range-only and get no extra links (stock >= 1 keeps most items, so the main graph is fine).
-PAYLOAD_INDEXES: dict[str, object] = {
-    "stock": qe.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False),
-    "categories": qe.KeywordIndexParams(enable_hnsw=True),
-    "price": qe.FloatIndexParams(enable_hnsw=False),
-    "created_at": qe.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False),
+PAYLOAD_PARAMS: dict[str, object] = {  # by PAYLOAD_FIELDS kind
+    "integer": qe.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False),
+    "keyword": qe.KeywordIndexParams(enable_hnsw=True),
+    "float": qe.FloatIndexParams(enable_hnsw=False),
 }
 
 
@@ -126,7 +110,7 @@ class EdgeBackend(IndexBackend):
 
     kind = "edge"
 
-    def __init__(self, settings: IndexSettings) -> None:
+    def __init__(self, settings: EdgeSettings) -> None:
         self.settings = settings
         self.root = Path(settings.path).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -167,45 +151,34 @@ class EdgeBackend(IndexBackend):
         path.mkdir(parents=True)
         (path / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
         shard = qe.EdgeShard.create(str(path / SHARD_DIR), edge_config(spec))
-        for field, params in PAYLOAD_INDEXES.items():
-            shard.update(qe.UpdateOperation.create_field_index(field, params))  # type: ignore[arg-type]
+        for field, kind in PAYLOAD_FIELDS.items():
+            shard.update(qe.UpdateOperation.create_field_index(field, PAYLOAD_PARAMS[kind]))  # type: ignore[arg-type]
         with self._lock:
             self._shards[path] = shard
             self._specs[path] = spec
             self._building.add(path)
         log.info("created edge index version %s (dim=%d, %s)", path.name, spec.dim, spec.quantization)
 
-    def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
-        """Write items; a bulk load into a version being built is split into `spec.segments` graphs.
+    def _write(self, path: Path, spec: IndexSpec, items: ItemBatch, bar: Any) -> None:
+        """A bulk load into a version being built is split into `spec.segments` graphs.
 
         Each part but the last is sealed into its own HNSW segment as soon as it is written
         (`finish` seals the last), so a version gets `segments` graphs that are searched in parallel.
         Parts hold at least `SEGMENT_MIN_ITEMS` items: a small catalogue stays one graph.
         """
-        path = self._resolve(location)
-        spec = self._spec(path)
-        items.validate(dim=spec.dim, version=path.name)
         shard = self._shard(path)
         parts = max(1, min(spec.segments, len(items) // SEGMENT_MIN_ITEMS)) if path in self._building else 1
         size = max(1, -(-len(items) // parts))  # ceiling
-        with progress(len(items), f"upsert {path.name}") as bar:
-            for start in range(0, len(items), size):
-                if start:
-                    shard.optimize()  # seal the previous part into its own graph
-                self._write(shard, items.slice(start, start + size), spec, bar)
+        for start in range(0, len(items), size):
+            if start:
+                shard.optimize()  # seal the previous part into its own graph
+            for chunk in items.slice(start, start + size).chunks():
+                vectors = spec.centred(chunk.vectors).tolist()
+                points = [qe.Point(id=int(item_id), vector=vector, payload=chunk.payload(row))
+                          for row, (item_id, vector) in enumerate(zip(chunk.ids, vectors, strict=True))]
+                shard.update(qe.UpdateOperation.upsert_points(points))
+                bar.update(len(chunk))
         log.debug("upserted %d items into %s (%d parts)", len(items), path.name, parts)
-
-    @staticmethod
-    def _write(shard: qe.EdgeShard, items: ItemBatch, spec: IndexSpec, bar: Any) -> None:
-        for chunk in items.chunks():
-            points = [
-                qe.Point(id=int(item_id), vector=vector, payload=chunk.payload(row))
-                for row, (item_id, vector) in enumerate(
-                    zip(chunk.ids, spec.centred(chunk.vectors).tolist(), strict=True)
-                )
-            ]
-            shard.update(qe.UpdateOperation.upsert_points(points))
-            bar.update(len(chunk))
 
     def finish(self, location: str) -> None:
         path = self._resolve(location)
@@ -223,67 +196,39 @@ class EdgeBackend(IndexBackend):
         )
 
     # -- serve -------------------------------------------------------------------------------
-    def _query(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        *,
-        k: int,
-        filters: SearchFilters,
-        location: str | None,
-        hnsw_ef: int | None,
-        oversampling: float | None,
-        exact: bool,
-        with_payload: bool,
-    ) -> tuple[Sequence[Any], float]:
+    def _version(self, location: str | None) -> tuple[Path, str]:
         path = self._resolve(location)
-        spec = self._spec(path)
-        query = query_vector(vector, spec.dim, path.name)
-        quant = None
-        if spec.quantized:
-            quant = qe.QuantizationSearchParams(
-                rescore=spec.effective_rescore,
-                oversampling=oversampling or spec.effective_oversampling,
-            )
-        params = qe.SearchParams(
-            hnsw_ef=hnsw_ef or spec.hnsw_ef,
-            exact=exact,
-            quantization=quant,
-            acorn=qe.AcornSearchParams(enable=True) if spec.acorn else None,
-        )
-        parts = filters.split_categories()
+        return path, path.name
+
+    def _query(self, path: Path, query: list[float], plan: QueryPlan, *,
+               with_payload: bool) -> Sequence[Any]:
+        quantization = None if plan.rescore is None else qe.QuantizationSearchParams(
+            rescore=plan.rescore, oversampling=plan.oversampling)
+        params = qe.SearchParams(hnsw_ef=plan.hnsw_ef, exact=plan.exact, quantization=quantization,
+                                 acorn=qe.AcornSearchParams(enable=True) if plan.acorn else None)
         prefetches = None
-        if len(parts) > 1:  # one graph walk per category, merged by score (see split_categories)
-            prefetches = [
-                qe.Prefetch(limit=k, query=qe.Query.Nearest(query), filter=edge_filter(p), params=params)
-                for p in parts
-            ]
+        if len(plan.walks) > 1:  # one graph walk per category, merged by score
+            prefetches = [qe.Prefetch(limit=plan.limit, query=qe.Query.Nearest(query),
+                                      filter=edge_filter(walk), params=params) for walk in plan.walks]
         request = qe.QueryRequest(
-            limit=k,
+            limit=plan.limit,
             query=qe.Query.Nearest(query),
             prefetches=prefetches,
-            filter=edge_filter(parts[0]) if prefetches is None else None,
+            filter=edge_filter(plan.walks[0]) if prefetches is None else None,
             with_payload=with_payload,
             params=params,
         )
-        return self._shard(path).query(request), spec.score_offset(query)
+        return self._shard(path).query(request)
 
-    def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
-        path = self._resolve(location)
+    def _existing(self, path: Path, ids: list[int]) -> set[int]:
+        records = self._shard(path).retrieve(cast("list[qe.PointId]", ids), with_payload=False,
+                                             with_vector=False)
+        return {int(r.id) for r in records}
+
+    def _set_stock(self, path: Path, by_value: Mapping[int, list[int]]) -> None:
         shard = self._shard(path)
-        ids: list[int] = [int(i) for i in stock]
-        records = shard.retrieve(cast("list[qe.PointId]", ids), with_payload=False, with_vector=False)
-        found = {int(r.id) for r in records}
-        missing = sorted(set(ids) - found)
-        if missing:
-            raise UnknownItemError(
-                f"index version {path.name}: no item_id {missing[:10]} (stock update refused)"
-            )
-        by_value: dict[int, list[int]] = defaultdict(list)
-        for item_id, quantity in stock.items():
-            by_value[int(quantity)].append(int(item_id))
         for quantity, group in by_value.items():
             shard.update(qe.UpdateOperation.set_payload(group, {"stock": quantity}))  # type: ignore[arg-type]
-        log.debug("set stock of %d items in %s", len(ids), path.name)
 
     def count(self, *, location: str | None = None) -> int:
         return int(self._shard(self._resolve(location)).info().points_count)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from index.base import IndexBackend
-from index.config import IndexSettings
+from index.config import EdgeSettings, IndexSettings
 
 
 def open_backend(settings: IndexSettings | None = None) -> IndexBackend:
-    """Open the backend named by `settings.backend` (imports only that backend's client)."""
-    settings = settings or IndexSettings()
+    """Open the backend `settings` describe (imports only that backend's client); default Edge."""
+    settings = settings or EdgeSettings()
     if settings.backend == "edge":
         from index.edge import EdgeBackend
 
         return EdgeBackend(settings)
-    if settings.backend == "server":
-        from index.server import ServerBackend
+    from index.server import ServerBackend
 
-        return ServerBackend(settings)
-    raise ValueError(f"backend={settings.backend!r}: expected 'edge' or 'server'")
+    return ServerBackend(settings)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_repo.datasets import Dataset
-from index import IndexSettings, IndexSpec, build_version, open_backend
+from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.registry import ModelVersion, Registry
 from towers.artifact import Artifact
@@ -116,7 +116,7 @@ def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
 
     Returns the registry, whose `backend` serves the live version; the caller closes it.
     """
-    registry = Registry(data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
     model = ModelStore(home).save(registry, artifact, config=config)
     vectors = artifact.embed_items(dataset.items)
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))

@@ -1,30 +1,23 @@
 """The server backend: a Qdrant server or cluster via qdrant-client, one collection per version.
 
-The collection alias `IndexSettings.alias` names the live version, so every reader of the alias
+The collection alias `ServerSettings.alias` names the live version, so every reader of the alias
 switches at once when a version is promoted. The version's `IndexSpec` is stored as collection
 metadata. With `url=None` the same code runs against qdrant-client's local mode at
-`IndexSettings.path` (exact search, no HNSW or quantization: for tests and laptops only).
+`ServerSettings.path` (exact search, no HNSW or quantization: for tests and laptops only).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from qdrant_client import QdrantClient, models
 
-from index.base import IndexBackend, ItemBatch, progress, query_vector
-from index.config import IndexSettings, IndexSpec, SearchFilters
-from index.errors import (
-    NoLiveVersionError,
-    UnknownItemError,
-    UnknownVersionError,
-    VersionStateError,
-)
+from index.base import PAYLOAD_FIELDS, Conditions, IndexBackend, ItemBatch, QueryPlan
+from index.config import IndexSpec, ServerSettings
+from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
 
 log = logging.getLogger(__name__)
 
@@ -33,39 +26,27 @@ INDEXING_THRESHOLD_KB = 10_000  # Qdrant's default; 0 (set during the bulk load)
 POLL_S = 0.5
 LIVE_SPEC_TTL_S = 1.0  # how long a search trusts its cached copy of the live version's spec
 
-PAYLOAD_INDEXES: dict[
-    str,
-    models.PayloadSchemaType
-    | models.KeywordIndexParams
-    | models.IntegerIndexParams
-    | models.FloatIndexParams,
-] = {
-    "stock": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
-    "categories": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD),
-    "price": models.FloatIndexParams(type=models.FloatIndexType.FLOAT),
-    "created_at": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
-}
+PayloadSchema = models.KeywordIndexParams | models.IntegerIndexParams | models.FloatIndexParams
+PAYLOAD_SCHEMAS: dict[str, PayloadSchema] = {
+    "integer": models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=False, range=True),
+    "keyword": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD),
+    "float": models.FloatIndexParams(type=models.FloatIndexType.FLOAT),
+}  # by PAYLOAD_FIELDS kind
 
 
-def server_filter(filters: SearchFilters) -> models.Filter | None:
-    """Translate `SearchFilters` into a qdrant-client filter (None when nothing is filtered)."""
-    must: list[models.Condition] = []
-    if filters.in_stock_only:
-        must.append(models.FieldCondition(key="stock", range=models.Range(gte=1)))
-    if filters.categories is not None:
-        any_of = models.MatchAny(any=sorted(filters.categories))
-        must.append(models.FieldCondition(key="categories", match=any_of))
-    if filters.min_price is not None or filters.max_price is not None:
-        price = models.Range(gte=filters.min_price, lte=filters.max_price)
-        must.append(models.FieldCondition(key="price", range=price))
-    if filters.created_after is not None:
-        must.append(models.FieldCondition(key="created_at", range=models.Range(gte=filters.created_after)))
-    must_not: list[models.Condition] = []
-    if filters.exclude_ids:
-        must_not.append(models.HasIdCondition(has_id=sorted(filters.exclude_ids)))
-    if not must and not must_not:
+def server_filter(conditions: Conditions | None) -> models.Filter | None:
+    """One graph walk's conditions as a qdrant-client filter."""
+    if conditions is None:
         return None
-    return models.Filter(must=must or None, must_not=must_not or None)
+    must: list[models.Condition] = [models.FieldCondition(key=key, range=models.Range(gte=gte, lte=lte))
+                                    for key, gte, lte in conditions.ranges]
+    if conditions.categories is not None:
+        any_of = models.MatchAny(any=list(conditions.categories))
+        must.append(models.FieldCondition(key="categories", match=any_of))
+    must_not: list[models.Condition] | None = None
+    if conditions.excluded:
+        must_not = [models.HasIdCondition(has_id=list(conditions.excluded))]
+    return models.Filter(must=must or None, must_not=must_not)
 
 
 def _quantization(spec: IndexSpec) -> models.QuantizationConfig | None:
@@ -93,7 +74,7 @@ class ServerBackend(IndexBackend):
 
     kind = "server"
 
-    def __init__(self, settings: IndexSettings) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         if settings.url is None:  # local mode persists every point with an fsync: slow writes
             settings.path.mkdir(parents=True, exist_ok=True)
@@ -144,24 +125,20 @@ class ServerBackend(IndexBackend):
             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0),  # defer HNSW
             metadata={SPEC_KEY: spec.model_dump(mode="json")},
         )
-        for field, schema in PAYLOAD_INDEXES.items():
-            self.client.create_payload_index(location, field, field_schema=schema, wait=True)
+        for field, kind in PAYLOAD_FIELDS.items():
+            self.client.create_payload_index(location, field, field_schema=PAYLOAD_SCHEMAS[kind], wait=True)
         self._specs[location] = spec
         log.info("created collection %s (dim=%d, %s)", location, spec.dim, spec.quantization)
 
-    def upsert(self, items: ItemBatch, *, location: str | None = None) -> None:
-        name = self._resolve(location)
-        spec = self.spec(name)
-        items.validate(dim=spec.dim, version=name)
-        with progress(len(items), f"upsert {name}") as bar:
-            for chunk in items.chunks():
-                batch = models.Batch(
-                    ids=[int(i) for i in chunk.ids],
-                    vectors=spec.centred(chunk.vectors).tolist(),
-                    payloads=[chunk.payload(row) for row in range(len(chunk))],
-                )
-                self.client.upsert(name, points=batch, wait=True)
-                bar.update(len(chunk))
+    def _write(self, name: str, spec: IndexSpec, items: ItemBatch, bar: Any) -> None:
+        for chunk in items.chunks():
+            batch = models.Batch(
+                ids=[int(i) for i in chunk.ids],
+                vectors=spec.centred(chunk.vectors).tolist(),
+                payloads=[chunk.payload(row) for row in range(len(chunk))],
+            )
+            self.client.upsert(name, points=batch, wait=True)
+            bar.update(len(chunk))
 
     def finish(self, location: str) -> None:
         name = self._resolve(location)
@@ -179,61 +156,42 @@ class ServerBackend(IndexBackend):
             time.sleep(POLL_S)
         log.info("built %s: %s points, %s indexed", name, info.points_count, info.indexed_vectors_count)
 
-    def _query(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        *,
-        k: int,
-        filters: SearchFilters,
-        location: str | None,
-        hnsw_ef: int | None,
-        oversampling: float | None,
-        exact: bool,
-        with_payload: bool,
-    ) -> tuple[Sequence[Any], float]:
-        # Query the alias itself for the live version, so a promotion elsewhere is seen at once.
-        name = self.settings.alias if location is None else self._resolve(location)
-        spec = self._cached_live_spec() if location is None else self.spec(location)
-        quant = None
-        if spec.quantized:
-            quant = models.QuantizationSearchParams(
-                rescore=spec.effective_rescore, oversampling=oversampling or spec.effective_oversampling
-            )
-        params = models.SearchParams(
-            hnsw_ef=hnsw_ef or spec.hnsw_ef,
-            exact=exact,
-            quantization=quant,
-            acorn=models.AcornSearchParams(enable=True) if spec.acorn else None,
-        )
-        vector_list = query_vector(vector, spec.dim, name)
-        parts = filters.split_categories()
-        prefetch = None
-        if len(parts) > 1:  # one graph walk per category, merged by score (see split_categories)
-            prefetch = [
-                models.Prefetch(query=vector_list, filter=server_filter(p), params=params, limit=k)
-                for p in parts
-            ]
-        response = self.client.query_points(
-            name,
-            query=vector_list,
-            prefetch=prefetch,
-            query_filter=server_filter(parts[0]) if prefetch is None else None,
-            search_params=params,
-            limit=k,
-            with_payload=with_payload,
-        )
-        return response.points, spec.score_offset(vector_list)
-
-    def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
+    def _version(self, location: str | None) -> tuple[str, str]:
         name = self._resolve(location)
-        ids = [int(i) for i in stock]
-        found = {int(r.id) for r in self.client.retrieve(name, ids, with_payload=False)}
-        missing = sorted(set(ids) - found)
-        if missing:
-            raise UnknownItemError(f"index version {name}: no item_id {missing[:10]} (stock update refused)")
-        by_value: dict[int, list[int]] = defaultdict(list)
-        for item_id, quantity in stock.items():
-            by_value[int(quantity)].append(int(item_id))
+        return name, name
+
+    def _spec(self, name: str) -> IndexSpec:
+        return self.spec(name)
+
+    def _query_target(self, location: str | None) -> tuple[str, IndexSpec, str]:
+        if location is None:  # the alias itself, so a promotion elsewhere is seen at once
+            return self.settings.alias, self._cached_live_spec(), self.settings.alias
+        return super()._query_target(location)
+
+    def _query(self, name: str, query: list[float], plan: QueryPlan, *,
+               with_payload: bool) -> Sequence[Any]:
+        quantization = None if plan.rescore is None else models.QuantizationSearchParams(
+            rescore=plan.rescore, oversampling=plan.oversampling)
+        params = models.SearchParams(hnsw_ef=plan.hnsw_ef, exact=plan.exact, quantization=quantization,
+                                     acorn=models.AcornSearchParams(enable=True) if plan.acorn else None)
+        prefetch = None
+        if len(plan.walks) > 1:  # one graph walk per category, merged by score
+            prefetch = [models.Prefetch(query=query, filter=server_filter(w), params=params, limit=plan.limit)
+                        for w in plan.walks]
+        return self.client.query_points(
+            name,
+            query=query,
+            prefetch=prefetch,
+            query_filter=server_filter(plan.walks[0]) if prefetch is None else None,
+            search_params=params,
+            limit=plan.limit,
+            with_payload=with_payload,
+        ).points
+
+    def _existing(self, name: str, ids: list[int]) -> set[int]:
+        return {int(r.id) for r in self.client.retrieve(name, ids, with_payload=False)}
+
+    def _set_stock(self, name: str, by_value: Mapping[int, list[int]]) -> None:
         operations = [
             models.SetPayloadOperation(set_payload=models.SetPayload(payload={"stock": q}, points=group))  # type: ignore[arg-type]
             for q, group in by_value.items()

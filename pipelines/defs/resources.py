@@ -18,31 +18,35 @@ from typing import Any, Literal
 
 import dagster as dg
 import httpx
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, open_store
-from index import IndexBackend, IndexSettings, open_backend
+from index import IndexBackend, open_backend, parse_index_settings
 from index.model_store import ModelStore
 from index.registry import Registry
+from index.settings import PlatformSettings
 
 SERVICE_KEY_ENV = "TWOTOWER_SERVICE_KEY"  # the sensors' write key: a secret, read as a Dagster EnvVar
 
 
-class PipelineSettings(BaseSettings):
-    """Deployment settings from the environment, under the service's names (`TWOTOWER_*`)."""
+class PipelineSettings(PlatformSettings):
+    """The platform's settings plus what the pipelines alone need: the dataset, how to render the
+    Feast repository (its online store's connection and registry), and the running service."""
 
-    model_config = SettingsConfigDict(env_prefix="TWOTOWER_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore")
 
-    data_dir: Path = Path(".twotower")  # everything below lives here unless a URL says otherwise
     data: str = "synthetic:shop-small"  # the dataset spec the pipeline builds from (docs/data.md)
-    registry_url: str | None = None  # SQLAlchemy URL; None = SQLite in the data dir
-    index: IndexSettings | None = None  # None = Qdrant Edge shards under data_dir/index
-    online_store: Literal["sqlite", "redis"] = "sqlite"
-    redis_url: str = "localhost:6379"
+    redis_url: str = "localhost:6379"  # Feast's host:port[,password=...] when online_store=redis
     redis_type: Literal["redis", "redis_cluster"] = "redis"  # redis_cluster: redis_url lists the nodes
     feast_registry_url: str | None = None  # SQLAlchemy URL of Feast's SQL registry; None = a file
     service_url: str | None = None  # when set, sensors write through the running service
+
+    def feature_store(self) -> FeatureStoreConfig:
+        """The repository as the `features` asset renders it."""
+        rendering = {"redis_url": self.redis_url, "redis_type": self.redis_type,
+                     "registry_url": self.feast_registry_url}
+        return super().feature_store().model_copy(update=rendering)
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -76,11 +80,12 @@ class FeatureStoreResource(dg.ConfigurableResource):
 class IndexResource(dg.ConfigurableResource):
     """The vector index backend: Qdrant Edge shards under a path, or a Qdrant server by URL."""
 
-    settings: dict[str, Any]  # `IndexSettings` fields (docs/index.md) but the API key; no None values
-    api_key: str | None = None
+    settings: dict[str, Any]  # `EdgeSettings` or `ServerSettings` fields (docs/index.md) but the API key
+    api_key: str | None = None  # server only
 
     def open(self) -> IndexBackend:
-        return open_backend(IndexSettings(**self.settings, api_key=self.api_key))
+        key = {} if self.api_key is None else {"api_key": self.api_key}
+        return open_backend(parse_index_settings({**self.settings, **key}))
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -154,16 +159,14 @@ class InboxResource(dg.ConfigurableResource):
 def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableResource]:
     """One resource per external system, all under `settings.data_dir`."""
     data_dir = str(settings.data_dir)
-    index_settings = settings.index or IndexSettings()
-    if "path" not in index_settings.model_fields_set:  # Edge shards live in the data dir too
-        index_settings = index_settings.model_copy(update={"path": settings.data_dir / "index"})
-    fields = index_settings.model_dump(mode="json", exclude={"api_key"}, exclude_none=True)
+    fields = settings.index_settings().model_dump(mode="json", exclude={"api_key"}, exclude_none=True)
     index = IndexResource(settings=fields, api_key=_secret("TWOTOWER_INDEX__API_KEY"))
+    feast = settings.feature_store()
     return {
         "dataset": DatasetResource(spec=settings.data),
-        "feature_store": FeatureStoreResource(data_dir=data_dir, online_store=settings.online_store,
-                                              redis_url=settings.redis_url, redis_type=settings.redis_type,
-                                              registry_url=settings.feast_registry_url),
+        "feature_store": FeatureStoreResource(data_dir=data_dir, online_store=feast.online_store,
+                                              redis_url=feast.redis_url, redis_type=feast.redis_type,
+                                              registry_url=feast.registry_url),
         "registry": RegistryResource(data_dir=data_dir, url=settings.registry_url, index=index),
         "service": ServiceResource(url=settings.service_url, api_key=_secret(SERVICE_KEY_ENV)),
         "inbox": InboxResource(data_dir=data_dir),

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from index.settings import PlatformSettings
 from pipelines.defs.resources import SERVICE_KEY_ENV, PipelineSettings, build_resources
 from services.api.config import Settings
 
@@ -178,6 +179,25 @@ def test_dagster_environment_builds_the_pipelines_settings(monkeypatch, env_file
     feast = build_resources(settings)["feature_store"].config
     assert feast.registry_url == environment["TWOTOWER_FEAST_REGISTRY_URL"]
     assert feast.registry_url.endswith("@postgres:5432/feast") and feast.online_store == "redis"
+
+
+def test_shared_names_mean_the_same_to_the_service_and_the_pipelines(monkeypatch, env_file_values):
+    for name, value in _resolved_environment("dagster-daemon", env_file_values).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TWOTOWER_READ_KEYS", secrets.token_urlsafe(18))
+    monkeypatch.setenv("TWOTOWER_WRITE_KEYS", secrets.token_urlsafe(18))
+    service, pipelines = Settings(), PipelineSettings()
+    for name in PlatformSettings.model_fields:
+        assert getattr(service, name) == getattr(pipelines, name), name
+    assert service.index_settings() == pipelines.index_settings()
+    repo = Path("/data/feature_repo")
+    assert service.feature_store().repo_dir == pipelines.feature_store().repo_dir == repo
+
+
+def test_service_takes_no_redis_url_it_reads_the_rendered_repository():
+    key = secrets.token_urlsafe(18)
+    with pytest.raises(ValidationError, match=r"redis_url\n  Extra inputs are not permitted"):
+        Settings(read_keys=[key], write_keys=[key], redis_url="redis:6379")
 
 
 def test_cluster_values_from_env_reach_the_index_settings(monkeypatch, env_file_values):

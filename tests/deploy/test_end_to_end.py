@@ -25,7 +25,7 @@ from feature_repo.store import (
     online_user_features,
     training_frame,
 )
-from index import IndexSettings, IndexSpec, build_version, open_backend
+from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.model_store import save_model
 from index.registry import Registry
@@ -71,7 +71,7 @@ def deployment(request, shop, tmp_path_factory):
     towers = fit(training_frame(store, shop.interactions[ENTITY_COLUMNS]), shop.items,
                  train=TrainConfig(epochs=1, max_minutes=0.1))
 
-    registry = Registry(registry_url, data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(registry_url, data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
     model = save_model(registry, towers, home / "models", config={"data": SHOP})
     vectors = towers.embed_items(shop.items)
     build_version(item_batch(shop.items, vectors, latest_stock(shop.stock)), registry=registry,

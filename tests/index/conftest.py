@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from index import (
+    EdgeSettings,
     IndexBackend,
-    IndexSettings,
     IndexSpec,
     ItemBatch,
+    ServerSettings,
     build_version,
     open_backend,
 )
@@ -60,9 +61,9 @@ def open_live_index(
     backend_name: str, data_dir: Path, items: ItemBatch, spec: IndexSpec | None = None
 ) -> LiveIndex:
     # The server backend runs qdrant-client's local mode in memory (on disk it fsyncs every point).
-    url = ":memory:" if backend_name == "server" else None
-    settings = IndexSettings(backend=backend_name, path=data_dir / "index", url=url)  # type: ignore[arg-type]
-    backend = open_backend(settings)
+    path = data_dir / "index"
+    backend = open_backend(EdgeSettings(path=path) if backend_name == "edge"
+                           else ServerSettings(path=path, url=":memory:"))
     registry = Registry(data_dir=data_dir, backend=backend)
     model = registry.register_model("towers-test", config={"dim": DIM})
     spec = spec or IndexSpec(dim=items.vectors.shape[1])

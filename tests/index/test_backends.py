@@ -12,17 +12,19 @@ import numpy as np
 import pytest
 
 from index import (
-    IndexSettings,
+    EdgeSettings,
     IndexSpec,
     InvalidItemsError,
     InvalidQueryError,
     ItemBatch,
     NoLiveVersionError,
     SearchFilters,
+    ServerSettings,
     UnknownItemError,
     UnknownVersionError,
     build_version,
     open_backend,
+    parse_index_settings,
 )
 from tests.index.conftest import CATEGORIES, DIM, LiveIndex, exact_top_k, random_items
 
@@ -166,14 +168,14 @@ def test_released_edge_shard_can_be_opened_by_another_process(
                   model_version_id=live.model_version_id, promote=True)
     query = _queries(1)[0]
     expected = [h.item_id for h in live.backend.search(query, k=5, location=old)]
-    with open_backend(IndexSettings(path=live.data_dir / "index")) as other:
+    with open_backend(EdgeSettings(path=live.data_dir / "index")) as other:
         with pytest.raises(Exception, match="WAL"):  # the first backend still holds the shard
             other.search(query, k=5, location=old)
         live.backend.release(old)
         assert [h.item_id for h in other.search(query, k=5, location=old)] == expected
         other.release(old)
     live.backend.release(str(live.backend.live_location()))  # the live version stays open
-    with open_backend(IndexSettings(path=live.data_dir / "index")) as other:
+    with open_backend(EdgeSettings(path=live.data_dir / "index")) as other:
         with pytest.raises(Exception, match="WAL"):
             other.search(query, k=5)
 
@@ -191,7 +193,7 @@ def test_edge_queries_skip_the_disk_lookup_yet_follow_a_promotion_made_elsewhere
     assert [h.item_id for h in backend.search(query, k=5, location=old)] == expected
     assert [h.item_id for h in backend.search(query, k=5)] == expected
     spec_file.with_suffix(".away").rename(spec_file)
-    with open_backend(IndexSettings(path=live.data_dir / "index")) as builder:  # "another process"
+    with open_backend(EdgeSettings(path=live.data_dir / "index")) as builder:  # "another process"
         new = builder.location_for(99)
         builder.create(new, live.spec)
         builder.upsert(random_items(300, seed=5, first_id=10_000), location=new)
@@ -210,9 +212,9 @@ SEARCH_IN_A_FRESH_PROCESS = """
 import json, os, sys
 from pathlib import Path
 import numpy as np
-from index import IndexSettings, open_backend
+from index import EdgeSettings, open_backend
 threads = None if sys.argv[2] == "default" else int(sys.argv[2])
-with open_backend(IndexSettings(path=Path(sys.argv[1]), search_threads=threads)) as backend:
+with open_backend(EdgeSettings(path=Path(sys.argv[1]), search_threads=threads)) as backend:
     ids = backend.search_ids(np.array(json.loads(sys.argv[3]), dtype=np.float32), k=5)[0].tolist()
     names = [Path(f"/proc/self/task/{t}/comm").read_text() for t in os.listdir("/proc/self/task")]
     print(json.dumps({"ids": ids, "threads": sum(n.startswith("edge-search") for n in names)}))
@@ -240,8 +242,8 @@ def test_edge_shard_searches_on_the_configured_number_of_threads(
 
 
 def test_search_threads_are_refused_for_the_server_backend() -> None:
-    with pytest.raises(ValueError, match="search_threads: only the edge backend"):
-        IndexSettings(backend="server", url=":memory:", search_threads=1)
+    with pytest.raises(ValueError, match=r"server\.search_threads\n  Extra inputs are not permitted"):
+        parse_index_settings({"backend": "server", "url": ":memory:", "search_threads": 1})
 
 
 def test_stock_update_of_an_unknown_item_names_it(live_index: LiveIndex) -> None:
@@ -293,7 +295,7 @@ def test_unknown_version_is_named(live_index: LiveIndex) -> None:
 
 
 def test_searching_with_nothing_live_says_so(backend_name: str, tmp_path: Path) -> None:
-    with open_backend(IndexSettings(backend=backend_name, path=tmp_path)) as backend:  # type: ignore[arg-type]
+    with open_backend(parse_index_settings({"backend": backend_name, "path": tmp_path})) as backend:
         with pytest.raises(NoLiveVersionError):
             backend.search(_queries(1)[0])
 
@@ -393,8 +395,8 @@ def test_int8_hnsw_recall_on_movielens_embeddings(
 def test_server_collection_takes_the_distribution_settings(quantization: str) -> None:
     # Local mode accepts and ignores sharding and replication (a real cluster applies them); what it
     # keeps is the vector storage: originals on disk only when quantized vectors serve the search.
-    settings = IndexSettings(backend="server", url=":memory:", shard_number=6, replication_factor=2,
-                             write_consistency_factor=2)
+    settings = ServerSettings(url=":memory:", shard_number=6, replication_factor=2,
+                              write_consistency_factor=2)
     items = random_items(50)
     with open_backend(settings) as backend:
         location = backend.location_for(1)
@@ -419,10 +421,16 @@ def test_server_collection_takes_the_distribution_settings(quantization: str) ->
 )
 def test_invalid_distribution_settings_name_the_field(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        IndexSettings(backend="server", url=":memory:", **fields)
+        ServerSettings(url=":memory:", **fields)
 
 
 def test_distribution_settings_are_refused_for_the_edge_backend() -> None:
-    with pytest.raises(ValueError, match="shard_number: only the server backend"):
-        IndexSettings(backend="edge", shard_number=2)
+    with pytest.raises(ValueError, match=r"edge\.shard_number\n  Extra inputs are not permitted"):
+        parse_index_settings({"backend": "edge", "shard_number": 2})
+
+
+def test_settings_without_a_backend_are_edge_and_an_unknown_backend_is_named(tmp_path: Path) -> None:
+    assert parse_index_settings({"path": tmp_path}) == EdgeSettings(path=tmp_path)
+    with pytest.raises(ValueError, match="'cloud'.*expected tags: 'edge', 'server'"):
+        parse_index_settings({"backend": "cloud"})
 

@@ -114,12 +114,12 @@ KILLED_BUILDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from index import IndexSettings, IndexSpec, build_version, open_backend
+    from index import EdgeSettings, IndexSpec, build_version, open_backend
     from index.registry import Registry
     from tests.index.conftest import random_items
 
     data_dir, model_id = Path(sys.argv[1]), int(sys.argv[2])
-    backend = open_backend(IndexSettings(backend="edge", path=data_dir / "index"))
+    backend = open_backend(EdgeSettings(path=data_dir / "index"))
     registry = Registry(data_dir=data_dir, backend=backend)
     items = random_items(60_000, dim=32, seed=4, first_id=1_000_000)
     build_version(items, registry=registry, spec=IndexSpec(dim=32), model_version_id=model_id, promote=True)

@@ -22,7 +22,7 @@ import pytest
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from feature_repo.tables import HISTORY_LENGTH
-from index import IndexSettings, IndexSpec, build_version, open_backend
+from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.model_store import save_model
 from index.registry import Registry
@@ -74,7 +74,7 @@ def promote_version(service: Service, ranker: Ranker | None = None) -> tuple[int
     The builder closes its shard before promoting: the serving process must be able to open it.
     """
     home, dataset, artifact = service.home, service.dataset, service.artifact
-    registry = Registry(data_dir=home, backend=open_backend(IndexSettings(path=home / "index")))
+    registry = Registry(data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
     model = save_model(registry, artifact, home / "models")
     if ranker is not None:
         ranker.save(Path(model.location) / "ranker")

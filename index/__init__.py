@@ -13,7 +13,6 @@ from index.errors import (
     VersionStateError,
 )
 from index.factory import open_backend
-from index.retrieval import index_retrieval
 
 __all__ = [
     "Hit",
@@ -30,6 +29,5 @@ __all__ = [
     "VectorIndexError",
     "VersionStateError",
     "build_version",
-    "index_retrieval",
     "open_backend",
 ]

@@ -47,12 +47,17 @@ def test_rank_of_a_users_feast_row_equals_recommend_without_stock_filter(service
 def test_rank_excludes_each_rows_ids_keeps_out_of_stock_items_and_fills_missing(service, engine):
     rows = online_user_features(engine.store, [active_user(service, 33)] * 2)
     rows["event_timestamp"] = pd.Timestamp.now(tz="UTC")
-    catalogue = len(service.dataset.items)
-    first = engine.rank(rows.iloc[:1], catalogue + 5, [np.array([], dtype=np.int64)])[0]
-    assert set(first[:catalogue]) == set(service.dataset.items["item_id"]), "stock ignored"
+    catalogue, nothing = len(service.dataset.items), [np.array([], dtype=np.int64)]
+    top = int(engine.rank(rows.iloc[:1], 1, nothing)[0, 0])
+    engine.set_stock(top, 0)
+    try:
+        first = engine.rank(rows.iloc[:1], catalogue + 5, nothing)[0]
+    finally:
+        engine.set_stock(top, 1)
+    assert first[0] == top, "out of stock, still ranked: the evaluation ignores stock"
+    assert set(first[:catalogue]) == set(service.dataset.items["item_id"])
     assert (first[catalogue:] == MISSING).all()
-    excluded = first[:3]
-    ranked = engine.rank(rows, 10, [np.array([], dtype=np.int64), excluded])
+    ranked = engine.rank(rows, 10, [nothing[0], first[:3]])
     assert ranked[0].tolist() == first[:10].tolist()
     assert ranked[1].tolist() == first[3:13].tolist()
 

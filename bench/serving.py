@@ -9,7 +9,7 @@ re-ranker of production shape (`ranker_trees` LightGBM lambdarank trees of 15 le
 `RankerConfig.candidates` candidates, fitted on random rows: its quality does not change its
 latency, and training a real one here would take longer than the benchmark). Then:
 
-1. in-process: `Recommender.recommend` for `requests` random users (after `warmup` untimed),
+1. in-process: `Engine.recommend` for `requests` random users (after `warmup` untimed),
    p50/p99 in total and per stage (features, tower, ANN, re-rank);
 2. over HTTP: `twotower serve` in its own process (log in `home/serve.log`), one
    `AsyncRecommenderClient` sending an open-loop `rps` requests per second for `seconds` (after
@@ -123,7 +123,7 @@ def requests(config: dict, home: Path, n: int, seed: int) -> list:
 def in_process(config: dict, home: Path) -> dict:
     from services.api.config import Settings
     from services.api.main import open_engine
-    from services.recommender import STAGES
+    from services.engine import STAGES
 
     # The engine exactly as `twotower serve --home` opens it (its index and store settings; the
     # key only satisfies the settings' validation: nothing calls over HTTP here).

@@ -20,7 +20,6 @@ from index.errors import (
     VersionStateError,
 )
 from index.factory import open_backend
-from index.retrieval import index_retrieval
 
 __all__ = [
     "EdgeSettings",
@@ -39,7 +38,6 @@ __all__ = [
     "VectorIndexError",
     "VersionStateError",
     "build_version",
-    "index_retrieval",
     "open_backend",
     "parse_index_settings",
 ]

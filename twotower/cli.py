@@ -7,7 +7,10 @@ import json
 import logging
 import runpy
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +44,6 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    import tempfile
-
     from feature_repo.datasets import load
     from towers import baselines, evaluate
     from towers.artifact import Artifact
@@ -55,10 +56,10 @@ def _eval(args: argparse.Namespace) -> None:
         return _cold_start(args, dataset)
     split = evaluate.make_split(dataset, args.protocol)
     if args.model == "popularity":
-        recommend = baselines.popularity(split.test_train, dataset.items)
+        metrics = evaluate.evaluate(baselines.popularity(split.test_train, dataset.items), split.test)
     elif args.model == "ease":
         lam, _ = baselines.tune_ease(split.train, split.validation, dataset.items)
-        recommend = baselines.ease(split.test_train, dataset.items, lam)
+        metrics = evaluate.evaluate(baselines.ease(split.test_train, dataset.items, lam), split.test)
     else:  # user features from a Feast store of the dataset, histories as long as the model's
         artifact = Artifact.load(args.artifact) if args.artifact else None
         max_len = artifact.config.max_len if artifact else TowerConfig().max_len
@@ -66,20 +67,20 @@ def _eval(args: argparse.Namespace) -> None:
             store = feature_store(dataset, max_len, home)
             split = with_features(split, store)
             artifact = artifact or fit_split(split, dataset.items, store)
-        recommend = evaluate.two_tower(artifact, dataset.items, _served(artifact, dataset))
-        dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
-    metrics = _named(evaluate.evaluate(recommend, split.test))
-    if args.model == "two-tower":  # served through the index above; also by an exact dense product
+            dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
+            with _served(artifact, dataset, store=store) as engine:
+                metrics = evaluate.evaluate(engine.rank, split.test)
+    metrics = _named(metrics)
+    if args.model == "two-tower":  # served by the service's engine above; also by an exact dense product
         metrics |= {f"dense {name}": v for name, v in _named(dense).items() if name != "users"}
     _report(args, f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})",
             {"protocol": args.protocol, "model": args.model, "split": split.notes, **metrics})
 
 
 def _cold_start(args: argparse.Namespace, dataset) -> None:
-    """Two-tower (served through the index) vs point-in-time Popularity on held-out items (see
+    """Two-tower (served by the service's engine) vs point-in-time Popularity on held-out items (see
     towers/cold_start.py)."""
-    import dataclasses
-    import tempfile
+    from contextlib import ExitStack
 
     from towers.cold_start import report
 
@@ -87,10 +88,11 @@ def _cold_start(args: argparse.Namespace, dataset) -> None:
         raise SystemExit("twotower eval --cold-start trains its own model without the held-out "
                          "items; drop --artifact")
 
-    def serve(artifact, cold_items):  # an index version of the held-out items only
-        return _served(artifact, dataclasses.replace(dataset, items=cold_items))
+    with tempfile.TemporaryDirectory(prefix="twotower-cold-") as home, ExitStack() as engines:
+        def serve(artifact, cold_items):  # an index version of the held-out items only
+            # report() embeds the query users itself, so the engine answers the ANN step.
+            return engines.enter_context(_served(artifact, dataset, items=cold_items)).retrieve
 
-    with tempfile.TemporaryDirectory(prefix="twotower-cold-") as home:
         result = report(dataset, home, serve=serve)
     metrics = {f"{model} {name}": value for model in ("two-tower", "popularity")
                for name, value in _named(result.pop(model)).items() if name != "users"}
@@ -115,15 +117,31 @@ def _named(metrics: dict) -> dict:
             for name, value in metrics.items()}
 
 
-def _served(artifact, dataset):  # -> towers.evaluate.Retrieve
-    """Retrieval through a Qdrant Edge index version built from the artifact's item embeddings."""
-    import tempfile
+@contextmanager
+def _served(artifact, dataset, *, items=None, store=None) -> Iterator:  # -> services.engine.Engine
+    """The service's engine over a Qdrant Edge index version of `items` (default: the dataset's)
+    embedded by `artifact`, in a temporary directory. `store` is the dataset's Feast store, built
+    there if not given: the engine reads item content from it (queries bring their own features).
+    """
+    import dataclasses
 
-    from index import index_retrieval
     from index.model_store import publish
+    from services.engine import Engine
+    from towers.features import feature_store
 
-    home = Path(tempfile.mkdtemp(prefix="twotower-eval-"))
-    return index_retrieval(publish(artifact, dataset, home, config={"data": dataset.name}).backend)
+    indexed = dataset if items is None else dataclasses.replace(dataset, items=items)
+    with tempfile.TemporaryDirectory(prefix="twotower-eval-") as home:
+        registry = publish(artifact, indexed, Path(home), config={"data": dataset.name})
+        if store is None:
+            store = feature_store(dataset, artifact.config.max_len, home)
+        engine = Engine(store=store, backend=registry.backend, registry=registry)
+        try:
+            engine.refresh()
+            yield engine
+        finally:
+            engine.close()
+            registry.backend.close()
+            registry.close()
 
 
 def _serve(args: argparse.Namespace) -> None:

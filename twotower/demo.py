@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines.defs.resources import PipelineSettings, build_resources
 from pipelines.local import DAGSTER_DIR, instance_for, materialize_graph
-from services.recommender import Recommender
+from services.engine import Engine
 from services.schemas import RecommendationRequest
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def recommend(settings: PipelineSettings, user_ids: list[int], *, titles, k: int
     """The service engine's answers (default filters: in stock, seen items excluded) for `user_ids`."""
     resources = build_resources(settings)
     with resources["registry"].open() as registry:
-        engine = Recommender(store=resources["feature_store"].open(), backend=registry.backend,
+        engine = Engine(store=resources["feature_store"].open(), backend=registry.backend,
                              registry=registry)
         engine.refresh()
         answers = []

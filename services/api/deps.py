@@ -9,18 +9,18 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
-from services.recommender import Recommender
+from services.engine import Engine
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False,
                        description="A read key (read endpoints) or a write key (every endpoint).")
 
 
 # Dependencies are `async def`: they do no I/O, and FastAPI would run a plain `def` in its threadpool.
-async def _engine(request: Request) -> Recommender:
+async def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-Engine = Annotated[Recommender, Depends(_engine)]
+live_engine = Depends(_engine)  # a route's `engine: Engine = live_engine`: the app's one engine
 
 
 def _known(key: str, keys: list[SecretStr]) -> bool:

@@ -23,12 +23,12 @@ from index.registry import Registry
 from services.api.config import Settings
 from services.api.metrics import Metrics, MetricsMiddleware
 from services.api.routes import interactions, items, recommendations, status
-from services.recommender import Recommender, ServiceUnavailable, UnknownItem
+from services.engine import Engine, ServiceUnavailable, UnknownItem
 
 RETRY_AFTER_S = "1"  # a 503 is worth retrying soon: versions load and dependencies restart
 
 
-def open_engine(settings: Settings) -> Recommender:
+def open_engine(settings: Settings) -> Engine:
     """The engine over the configured Feast repository, index backend and registry."""
     store = open_store(settings.feature_store())
     configured = store.config.online_store.type
@@ -36,7 +36,7 @@ def open_engine(settings: Settings) -> Recommender:
         raise ValueError(f"online_store={settings.online_store!r}, but the feature repository at "
                          f"{settings.feature_store().repo_dir} uses {configured!r}; render it "
                          "again with `twotower features` or fix TWOTOWER_ONLINE_STORE")
-    return Recommender(store=store, backend=open_backend(settings.index_settings()),
+    return Engine(store=store, backend=open_backend(settings.index_settings()),
                        registry=Registry(settings.registry_url, data_dir=settings.data_dir),
                        reload_interval_s=settings.reload_interval_s,
                        rerank_candidates=settings.rerank_candidates)

@@ -3,7 +3,7 @@
 `local` is the embedded default (SQLite online store, file registries); `redis+postgres` is the
 scaled setup (Redis online store, Feast SQL registry and model/index registry in PostgreSQL), on
 real throwaway servers. Each trains a tiny tower on its own store's training frame and answers
-through the service's engine (`services.recommender`).
+through the service's engine (`services.engine`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.model_store import save_model
 from index.registry import Registry
-from services.recommender import Recommender
+from services.engine import Engine
 from services.schemas import RecommendationRequest
 from towers.artifact import Artifact
 from towers.train import TrainConfig, fit
@@ -45,7 +45,7 @@ class Deployment:
     store: object  # feast.FeatureStore
     registry: Registry
     towers: Artifact
-    recommender: Recommender
+    engine: Engine
     feast_registry_url: str | None
 
 
@@ -76,10 +76,10 @@ def deployment(request, shop, tmp_path_factory):
     vectors = towers.embed_items(shop.items)
     build_version(item_batch(shop.items, vectors, latest_stock(shop.stock)), registry=registry,
                   spec=IndexSpec(dim=vectors.shape[1]), model_version_id=model.id, promote=True)
-    recommender = Recommender(store=store, backend=registry.backend, registry=registry)
-    recommender.refresh()
-    yield Deployment(store, registry, towers, recommender, config.registry_url)
-    recommender.close()
+    engine = Engine(store=store, backend=registry.backend, registry=registry)
+    engine.refresh()
+    yield Deployment(store, registry, towers, engine, config.registry_url)
+    engine.close()
     registry.backend.close()
     registry.close()
 
@@ -103,7 +103,7 @@ def test_recommends_unseen_in_stock_items_with_the_live_model(deployment, shop):
     assert live is not None and live.item_count == len(shop.items)
     stock = latest_stock(shop.stock)
     for user in USERS:
-        answer = deployment.recommender.recommend(RecommendationRequest(user_id=user, k=5))
+        answer = deployment.engine.recommend(RecommendationRequest(user_id=user, k=5))
         assert (answer.model_version, answer.index_version) == (live.model_version_id, live.id)
         assert not answer.cold_start
         seen = set(_history(shop, user)[-50:])

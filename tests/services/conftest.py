@@ -7,10 +7,7 @@ its own users and items, and restores the stock it changes.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,16 +24,14 @@ from index.catalogue import item_batch, latest_stock
 from index.model_store import save_model
 from index.registry import Registry
 from services.client import RecommenderClient, ServiceUnavailableError
-from tests.utils.servers import free_port, wait_for_port
+from tests.utils.servers import twotower_service
 from towers.artifact import Artifact
 from towers.features import examples
 from towers.model import TowerConfig
 from towers.ranker import Ranker
 from towers.train import TrainConfig, fit
 
-ROOT = Path(__file__).resolve().parents[2]
 SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
-STARTUP_S = 120  # importing torch, Feast and FastAPI on a busy 2-core box
 
 
 @dataclass
@@ -97,19 +92,12 @@ def service(tmp_path_factory) -> Iterator[Service]:
     artifact = fit(examples(store, dataset.interactions), dataset.items,
                    tower=TowerConfig(dim=32, max_len=HISTORY_LENGTH),
                    train=TrainConfig(epochs=1, max_minutes=0.1))
-    port = free_port()
-    svc = Service(f"http://127.0.0.1:{port}", home, dataset, artifact,
-                  read_key=secrets.token_urlsafe(16), write_key=secrets.token_urlsafe(16))
-    env = {**os.environ, "TWOTOWER_READ_KEYS": svc.read_key, "TWOTOWER_WRITE_KEYS": svc.write_key,
+    read_key, write_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    env = {"TWOTOWER_READ_KEYS": read_key, "TWOTOWER_WRITE_KEYS": write_key,
            "TWOTOWER_RELOAD_INTERVAL_S": "0.2"}
-    log = home / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--home", str(home),
-                                    "--port", str(port)], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    svc.pid = process.pid
-    try:
-        wait_for_port(port, process, log, timeout_s=STARTUP_S)
+    with twotower_service(home, env, home / "serve.log") as server:
+        svc = Service(server.url, home, dataset, artifact, read_key=read_key, write_key=write_key,
+                      pid=server.process.pid)
         svc.before_live["health"] = httpx.get(f"{svc.url}/v1/health")
         with svc.client(max_retries=1) as client:
             try:
@@ -119,9 +107,6 @@ def service(tmp_path_factory) -> Iterator[Service]:
         _, index_version = promote_version(svc)
         svc.wait_for_index_version(index_version)
         yield svc
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

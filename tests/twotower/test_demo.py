@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from index.catalogue import latest_stock
 from index.registry import ModelVersion, Registry, Status
-from twotower.demo import run_demo
+from services.client import RecommenderClient
+from tests.utils.servers import twotower_service
+from twotower.demo import recommend, run_demo
 
 FAST = ("dim=32", "encoder=mean", "epochs=2")  # as the graph fixture: the same NDCG, so it promotes
 
@@ -30,3 +36,24 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
         assert stock[rec.item_id] > 0, "out-of-stock items are filtered"
         seen = events.loc[events["user_id"] == rec.user_id, "item_id"].tail(50)
         assert rec.item_id not in set(seen), "recently seen items are excluded"
+
+
+def test_demo_answers_are_what_the_service_answers_for_the_same_users(graph, tmp_path):
+    users = graph.dataset.interactions["user_id"].value_counts().index[:3].tolist()
+    titles = graph.dataset.items.set_index("item_id")["title"]
+    keys = {"TWOTOWER_READ_KEYS": secrets.token_urlsafe(16),
+            "TWOTOWER_WRITE_KEYS": secrets.token_urlsafe(16)}
+    for _attempt in range(2):  # the user tower reads the request's hour: both answers in one hour
+        hour = time.gmtime().tm_hour
+        # A Qdrant Edge shard has one owner process: the service answers and exits, then the demo.
+        with (twotower_service(graph.settings.data_dir, keys, tmp_path / "serve.log") as server,
+              RecommenderClient(server.url, api_key=keys["TWOTOWER_READ_KEYS"]) as client):
+            served = [(user, item.item_id, item.score)
+                      for user in users for item in client.recommend(user, k=5).items]
+        demo = [(r.user_id, r.item_id, r.score)
+                for r in recommend(graph.settings, users, titles=titles, k=5)]
+        if time.gmtime().tm_hour == hour:
+            break
+    assert len(demo) == 15
+    assert [(u, i) for u, i, _ in demo] == [(u, i) for u, i, _ in served]
+    assert [s for _, _, s in demo] == pytest.approx([s for _, _, s in served], abs=1e-5)

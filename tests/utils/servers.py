@@ -1,4 +1,4 @@
-"""Throwaway Redis and PostgreSQL servers on loopback, for tests and benchmarks.
+"""Throwaway servers on loopback, for tests and benchmarks: Redis, PostgreSQL, and the service.
 
 Each server runs from the binaries on the machine (`.ci/install-servers.sh` installs them) on a
 free port with its data in a fresh temporary directory, and is removed on `stop()`. PostgreSQL
@@ -14,13 +14,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, ClassVar
 
 START_TIMEOUT_S = 30.0
+SERVICE_START_S = 120.0  # importing torch, Feast and FastAPI on a busy 2-core box
+ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run .ci/install-servers.sh (Debian: apt-get install -y redis-server postgresql)"
 
 
@@ -209,3 +214,26 @@ def _wait_until_accepting(server: PostgresServer) -> None:
             if time.monotonic() > deadline:
                 raise ServerError(f"postgres on port {server.port}: {error}") from error
             time.sleep(0.1)
+
+
+@dataclass
+class ServiceProcess:
+    url: str
+    process: subprocess.Popen
+
+
+@contextmanager
+def twotower_service(home: Path, env: dict[str, str], log: Path) -> Iterator[ServiceProcess]:
+    """`twotower serve --home home` on a free loopback port, with `env` added to ours; stopped on
+    exit, so the live Edge shard it owns is free again afterwards."""
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--home", str(home),
+                                    "--port", str(port)], cwd=ROOT, env={**os.environ, **env},
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process, log, timeout_s=SERVICE_START_S)
+        yield ServiceProcess(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=START_TIMEOUT_S)

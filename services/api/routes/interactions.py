@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import Engine, can_write
+from services.api.deps import can_write, live_engine
+from services.engine import Engine
 from services.schemas import InteractionRequest, InteractionResponse
 
 router = APIRouter(prefix="/v1/interactions", tags=["interactions"], dependencies=[can_write])
 
 
 @router.post("", status_code=201, summary="Record an interaction")
-def record_interaction(body: InteractionRequest, engine: Engine) -> InteractionResponse:
+def record_interaction(body: InteractionRequest, engine: Engine = live_engine) -> InteractionResponse:
     return engine.record_interaction(body.user_id, body.item_id, body.ts)

@@ -10,7 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from services.api.deps import Engine, can_read, can_write
+from services.api.deps import can_read, can_write, live_engine
+from services.engine import Engine
 from services.schemas import (
     MAX_ID,
     MAX_K,
@@ -26,19 +27,20 @@ ItemPath = Annotated[int, Path(ge=0, le=MAX_ID, description="Catalogue item id."
 
 
 @router.get("/{item_id}/similar", dependencies=[can_read], summary="Items like this one")
-async def similar_items(item_id: ItemPath, engine: Engine, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-                  in_stock_only: bool = True) -> SimilarItemsResponse:
+async def similar_items(item_id: ItemPath, engine: Engine = live_engine,
+                        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+                        in_stock_only: bool = True) -> SimilarItemsResponse:
     """CPU-bound and in memory, like recommendations: it runs on the event loop."""
     return engine.similar(item_id, k=k, in_stock_only=in_stock_only)
 
 
 @router.put("/{item_id}/stock", dependencies=[can_write], summary="Set an item's stock")
-def set_stock(item_id: ItemPath, body: StockUpdate, engine: Engine) -> StockResponse:
+def set_stock(item_id: ItemPath, body: StockUpdate, engine: Engine = live_engine) -> StockResponse:
     """Updates the live index payload and the online store; the next request sees it."""
     return engine.set_stock(item_id, body.quantity)
 
 
 @router.put("/{item_id}", dependencies=[can_write], summary="Add or replace an item from content")
-def upsert_item(item_id: ItemPath, body: ItemUpsert, engine: Engine) -> ItemResponse:
+def upsert_item(item_id: ItemPath, body: ItemUpsert, engine: Engine = live_engine) -> ItemResponse:
     """Embeds the item with the live item tower (cold start) and makes it searchable at once."""
     return engine.upsert_item(item_id, body)

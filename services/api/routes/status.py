@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from services.api.deps import Engine, can_read
+from services.api.deps import can_read, live_engine
+from services.engine import Engine
 from services.schemas import Health, VersionInfo
 
 router = APIRouter(tags=["status"])
@@ -13,7 +14,7 @@ router = APIRouter(tags=["status"])
 
 @router.get("/v1/health", summary="Whether the service can answer, and how it ranks",
             responses={503: {"model": Health}})
-def health(engine: Engine, response: Response) -> Health:
+def health(response: Response, engine: Engine = live_engine) -> Health:
     status = engine.health()
     if status.status != "ok":
         response.status_code = 503
@@ -21,7 +22,7 @@ def health(engine: Engine, response: Response) -> Health:
 
 
 @router.get("/v1/version", dependencies=[can_read], summary="The live model and index version")
-def version(engine: Engine) -> VersionInfo:
+def version(engine: Engine = live_engine) -> VersionInfo:
     return engine.version()
 
 

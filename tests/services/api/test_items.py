@@ -1,4 +1,5 @@
-"""`/v1/items`: stock updates reach the next answer, new items from content, similar items."""
+"""`/v1/items`: stock updates reach the next answer, new items from content, similar items, and the
+same writes as the Dagster sensors send them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from index.catalogue import latest_stock
+from pipelines.defs.resources import ServiceResource
 from services.client import NotFoundError
 from tests.services.conftest import active_user
 
@@ -48,3 +50,22 @@ def test_similar_items_exclude_the_item_and_are_ordered(client):
 def test_unknown_item_is_a_404_naming_it(client, call):
     with pytest.raises(NotFoundError, match="item_id 999999"):
         call(client)
+
+
+def test_sensor_writes_through_service_resource_reach_the_service(service, client):
+    """The Dagster sensors' `ServiceResource` speaks the API: its stock change and upserts land."""
+    resource = ServiceResource(url=service.url, api_key=service.write_key)
+    user = active_user(service, 12)
+    top = client.recommend(user, k=5).items[0].item_id
+    try:
+        resource.set_stock({top: 0})
+        assert top not in [i.item_id for i in client.recommend(user, k=5).items]
+    finally:
+        client.set_stock(top, max(latest_stock(service.dataset.stock).get(top, 1), 1))
+    # Two unseen items with the same content get the same vector: each is the other's nearest.
+    content = {"title": "sensor lamp", "categories": ["lamps-sensor"], "price": 4.0,
+               "created_at": datetime.now(UTC).isoformat(), "stock": 2}
+    resource.upsert_items([{"item_id": 50_001, **content}, {"item_id": 50_002, **content}])
+    assert [i.item_id for i in client.similar_items(50_002, k=1).items] == [50_001]
+    answer = client.recommend(user, k=5, filters={"categories": ["lamps-sensor"]})
+    assert sorted(i.item_id for i in answer.items) == [50_001, 50_002]

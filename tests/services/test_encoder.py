@@ -1,4 +1,4 @@
-"""The engine's parts: the served (ONNX) user tower equals the towers' own, and the re-ranker's status."""
+"""The served user tower: ONNX Runtime per history width, equal to the towers' own embedding."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from feature_repo.store import FeatureStoreConfig, online_user_features, open_store
 from services.encoder import UserEncoder, _Bag
-from services.online import OnlineFeatures
-from services.recommender import load_ranker
-from tests.services.api.test_versions import _improving_ranker
 from towers.artifact import Artifact
 from towers.data import catalogue_content
 from towers.model import TowerConfig, TwoTower
@@ -86,35 +82,3 @@ def test_exportable_bag_equals_torchs_embedding_bag_with_padding(mode):
     bag = torch.nn.EmbeddingBag(10, 4, mode=mode, padding_idx=0)
     tokens = torch.tensor([[3, 5, 0], [0, 0, 0], [9, 9, 2]])  # padded, all padding, repeats
     np.testing.assert_allclose(_Bag(bag)(tokens).detach(), bag(tokens).detach(), atol=1e-6)
-
-
-def test_ranker_that_does_not_improve_leaves_retrieval_order_and_says_why(tmp_path):
-    ranker = _improving_ranker(candidates=10)
-    ranker.improves = False
-    ranker.save(tmp_path / "ranker")
-    loaded, status = load_ranker(str(tmp_path))
-    assert loaded is None
-    assert status == ("retrieval order: the re-ranker does not improve NDCG@10 on the held-out "
-                      "window (0.12 vs 0.1)")
-    assert load_ranker(str(tmp_path / "missing"))[1] == \
-        "retrieval order: no re-ranker trained for this model version"
-
-
-def test_online_reads_equal_feasts_own_online_features(service):
-    store = open_store(FeatureStoreConfig(repo_dir=service.home / "feature_repo"))
-    users = service.dataset.interactions["user_id"].value_counts().index[20:25].tolist()
-    expected = online_user_features(store, users)
-    online = OnlineFeatures(store)
-    for row in expected.itertuples():
-        user = online.user(row.user_id)
-        assert list(user.recent_item_ids) == list(row.recent_item_ids)
-        assert list(user.recent_timestamps) == list(row.recent_timestamps)
-        assert list(user.profile_tokens) == list(row.profile_tokens) and user.age == row.age
-    assert not online.user(10**12).known
-    item = int(service.dataset.items["item_id"].iloc[0])
-    row = service.dataset.items.set_index("item_id").loc[item]
-    found = online.items([item, 10**12])
-    assert list(found) == [item] and list(found[item].categories) == list(row["categories"])
-    stock = store.get_online_features(features=["item_stock:quantity"],
-                                      entity_rows=[{"item_id": item}]).to_dict()["quantity"][0]
-    assert found[item].stock == stock

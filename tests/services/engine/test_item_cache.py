@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from services.engine import Engine, ItemCache
 from services.online import ItemFeatures
-from services.recommender import ItemCache, Recommender
 from towers.ranker import Categories
 
 PRICED = ItemFeatures(title="a", categories=("x", "y"), price=2.5, created_at_s=100,
@@ -41,7 +41,7 @@ def test_candidates_take_price_stock_age_popularity_and_categories_from_the_item
     cache = ItemCache(FakeOnline({1: PRICED, 2: UNPRICED}), prefill=[1, 2])
     ids = np.array([1, 2, 3, 1])
     candidates, history = cache.columns([*ids.tolist(), 2, 1]).split(len(ids))  # as _rerank reads
-    got = Recommender._candidates(ids, np.array([0.9, 0.5, 0.1, 0.0]), candidates)
+    got = Engine._candidates(ids, np.array([0.9, 0.5, 0.1, 0.0]), candidates)
     np.testing.assert_array_equal(got.price, [2.5, np.nan, np.nan, 2.5])  # missing price: NaN
     np.testing.assert_array_equal(got.stock, [4, 0, 0, 4])  # unknown item 3: the empty item
     np.testing.assert_array_equal(got.created_at, [100, 200, 0, 100])

@@ -1,0 +1,304 @@
+"""The request engine behind the API: recommendations, similar items and real-time writes.
+
+Request path: online features (Feast) -> merge session events -> user tower -> filtered ANN search
+(seen and excluded ids removed, oversampled for the re-ranker) -> re-rank -> top k. A user with no
+profile, history or session gets the tower's empty-history state, which training fits to users'
+first events (a popularity prior by time of day), then the re-ranker's popularity features:
+the cold-start answer.
+
+The tower + ANN step is one method (`_nearest`) shared by `recommend` and `rank`, the offline
+evaluation's entry point, so `twotower eval` measures the retrieval the service runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
+from index.freshness import add_items, push_stock
+from index.registry import Registry
+from services.engine.errors import ServiceUnavailable, UnknownItem
+from services.engine.item_cache import ItemColumns
+from services.engine.live import LiveVersion, Snapshot
+from services.online import ItemFeatures, OnlineFeatures, UserFeatures
+from services.schemas import (
+    Filters,
+    Health,
+    InteractionResponse,
+    ItemResponse,
+    ItemUpsert,
+    Reasons,
+    RecommendationRequest,
+    RecommendationResponse,
+    ScoredItem,
+    SimilarItemsResponse,
+    StockResponse,
+    VersionInfo,
+)
+from towers.data import USER_COLUMNS, unix_seconds
+from towers.ranker import Candidates, UserState, features
+
+STAGES = ("features", "tower", "ann", "rerank")
+MISSING = -1  # fills an evaluation row when the index holds fewer than k items to return
+
+
+class Engine:
+    """Answers requests from the live snapshot and applies real-time writes."""
+
+    def __init__(self, *, store, backend: IndexBackend, registry: Registry,
+                 reload_interval_s: float = 5.0, rerank_candidates: int | None = None) -> None:
+        torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
+        self.store = store  # feast.FeatureStore
+        self.online = OnlineFeatures(store)
+        self.backend = backend
+        self.registry = registry
+        self.live = LiveVersion(online=self.online, backend=backend, registry=registry,
+                                reload_interval_s=reload_interval_s,
+                                rerank_candidates=rerank_candidates)
+        self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
+
+    # -- versions ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the live version (if any) and poll for promotions in the background."""
+        self.live.start()
+
+    def close(self) -> None:
+        """Stop polling (the backend and registry are the caller's to close)."""
+        self.live.close()
+
+    def refresh(self) -> bool:
+        """Switch to the registry's live version if it changed; True when a new one was loaded."""
+        return self.live.refresh()
+
+    def snapshot(self) -> Snapshot:
+        return self.live.snapshot()
+
+    def health(self) -> Health:
+        return self.live.health()
+
+    def version(self) -> VersionInfo:
+        return self.live.version()
+
+    # -- reads ---------------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        for hook in self.on_stage:
+            hook(name, time.perf_counter() - started)
+
+    def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
+        s = self.live.snapshot()
+        now = time.time()
+        warnings: list[str] = []
+        with self._stage("features"):
+            filters = request.filters
+            user = _online(self.online.user, request.user_id)
+            asked = [e.item_id for e in request.session] + filters.exclude_ids
+            known = {i for i, f in zip(asked, _online(s.items.rows, asked), strict=True)
+                     if f is not None}
+            session = [(int(e.ts.timestamp()) if e.ts else int(now), e.item_id)
+                       for e in request.session if e.item_id in known]
+            warnings += [f"session item_id {e.item_id}: unknown, ignored" for e in request.session
+                         if e.item_id not in known]
+            warnings += [f"exclude_ids item_id {i}: unknown, ignored" for i in filters.exclude_ids
+                         if i not in known]
+            events = sorted([*zip(user.recent_timestamps, user.recent_item_ids, strict=True),
+                             *session], key=lambda e: e[0])
+            columns = _user_columns(request.user_id, user, events, now)
+        seen = {i for _, i in events} | {i for i in filters.exclude_ids if i in known}
+        depth = max(request.k, s.candidates) if s.ranker is not None else request.k
+        ids, scores = self._nearest(s, columns, depth, _search_filters(filters, seen))
+        with self._stage("rerank"):
+            ranked = (self._rerank(s, ids, scores, events, now)
+                      if s.ranker is not None and len(ids) else None)
+            top = (np.arange(len(ids)) if ranked is None
+                   else np.argsort(-ranked, kind="stable"))[:request.k]
+        items = _scored(ids[top].tolist(), scores[top].tolist(),
+                        None if ranked is None else ranked[top].tolist())
+        return RecommendationResponse(
+            user_id=request.user_id, items=items, model_version=s.model_version,
+            index_version=s.index_version, warnings=warnings,
+            ranking="ranker" if s.ranker is not None else "retrieval",
+            cold_start=not user.known and not session)
+
+    def rank(self, users: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
+        """(U, k) item ids for Feast-shaped user rows (a `towers.evaluate.Recommend`).
+
+        Each row is answered by `recommend`'s tower + ANN step on the live version (same ONNX
+        user tower, same search), with the offline evaluation's semantics: the row's own
+        point-in-time features (no online read, no session), its `exclude` ids removed, the
+        stock filter off and no re-ranking, so the metric is the towers' retrieval metric.
+        Rows the index cannot fill to k end in `MISSING`.
+        """
+        s = self.live.snapshot()
+        columns = {c: users[c].tolist() for c in USER_COLUMNS}
+        columns["event_timestamp"] = unix_seconds(users["event_timestamp"]).tolist()
+        ranked = np.full((len(users), k), MISSING, dtype=np.int64)
+        for row, seen in zip(range(len(users)), exclude, strict=True):
+            user = {c: [values[row]] for c, values in columns.items()}
+            ids, _ = self._nearest(s, user, k, _everything_but(seen))
+            ranked[row, :len(ids)] = ids
+        return ranked
+
+    def retrieve(self, user_vectors: np.ndarray, k: int, exclude: list[np.ndarray]) -> np.ndarray:
+        """`rank`'s ANN step for users embedded elsewhere (a `towers.evaluate.Retrieve`)."""
+        s = self.live.snapshot()
+        ranked = np.full((len(user_vectors), k), MISSING, dtype=np.int64)
+        for row, (vector, seen) in enumerate(zip(user_vectors, exclude, strict=True)):
+            ids, _ = self._search(s, vector, k, _everything_but(seen))
+            ranked[row, :len(ids)] = ids
+        return ranked
+
+    def similar(self, item_id: int, *, k: int, in_stock_only: bool = True) -> SimilarItemsResponse:
+        """Items nearest to an item's own vector (embedded from its content by the live tower)."""
+        s = self.live.snapshot()
+        item = self._item(s, item_id)
+        with torch.inference_mode():
+            vector = s.artifact.embed_items(_item_frame(item_id, item))[0]
+        filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
+        ids, scores = self._search(s, vector, k, filters)
+        return SimilarItemsResponse(
+            item_id=item_id, model_version=s.model_version, index_version=s.index_version,
+            items=_scored(ids.tolist(), scores.tolist()))
+
+    def _nearest(self, s: Snapshot, user: dict[str, list], k: int, filters: SearchFilters
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The tower + ANN step: one user's vector (served user tower) and its k nearest items."""
+        with self._stage("tower"):
+            vector = s.encoder(user)
+        with self._stage("ann"):
+            return self._search(s, vector, k, filters)
+
+    def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and scores only: the item cache has the content, so the index skips the payload."""
+        try:
+            return self.backend.search_ids(vector, k=k, filters=filters, location=s.index_location)
+        except InvalidQueryError:
+            raise
+        except Exception as exc:  # any failure of the index is the dependency's, not the client's
+            raise ServiceUnavailable(f"index version {s.index_version} unavailable: {exc}") from exc
+
+    def _rerank(self, s: Snapshot, ids: np.ndarray, scores: np.ndarray,
+                events: list[tuple[int, int]], now: float) -> np.ndarray:
+        """The ranker's score of each candidate (in retrieval order) for this user's history."""
+        assert s.ranker is not None
+        # One read of the item cache for the candidates and the history items.
+        found = _online(s.items.columns, [*ids.tolist(), *(i for _, i in events)])
+        candidates, history = found.split(len(ids))
+        user = UserState(history.categories, np.array([t for t, _ in events], dtype=np.int64),
+                         int(now) + 1)  # session events stamped with the request second count
+        return s.ranker.score(features(self._candidates(ids, scores, candidates), user))
+
+    @staticmethod
+    def _candidates(ids: np.ndarray, scores: np.ndarray, c: ItemColumns) -> Candidates:
+        """The candidates' features from their item cache columns (a missing price is NaN, as in
+        training)."""
+        return Candidates(item_ids=ids, scores=scores, price=c.price, stock=c.stock,
+                          created_at=c.created_at, categories=c.categories,
+                          popularity=c.popularity)
+
+    @staticmethod
+    def _item(s: Snapshot, item_id: int) -> ItemFeatures:
+        (item,) = _online(s.items.rows, [item_id])
+        if item is None:
+            raise UnknownItem(f"item_id {item_id}: not in the catalogue")
+        return item
+
+    # -- writes --------------------------------------------------------------------------------
+    def _writable(self) -> Snapshot:
+        """The snapshot, if it is still the live version (writes must not cross a switch)."""
+        s = self.live.snapshot()
+        if self.backend.live_location() != s.index_location:
+            raise ServiceUnavailable("a new index version is being loaded; retry shortly")
+        return s
+
+    def record_interaction(self, user_id: int, item_id: int, ts: datetime | None = None
+                           ) -> InteractionResponse:
+        s = self.live.snapshot()
+        self._item(s, item_id)
+        ts = ts or datetime.now(UTC)
+        length = _online(self.online.append_interaction, user_id, item_id, ts)
+        return InteractionResponse(user_id=user_id, item_id=item_id, ts=ts, history_length=length)
+
+    def set_stock(self, item_id: int, quantity: int) -> StockResponse:
+        s = self._writable()
+        try:
+            push_stock(self.store, self.backend, {item_id: quantity}, at=datetime.now(UTC))
+        except UnknownItemError as exc:
+            raise UnknownItem(f"item_id {item_id}: not in the live index") from exc
+        s.items.set_stock(item_id, quantity)
+        return StockResponse(item_id=item_id, quantity=quantity)
+
+    def upsert_item(self, item_id: int, item: ItemUpsert) -> ItemResponse:
+        """Embed the item from its content with the live item tower and make it searchable."""
+        s = self._writable()
+        created = item.created_at or datetime.now(UTC)
+        features_ = ItemFeatures(title=item.title, categories=tuple(item.categories),
+                                 price=item.price, created_at_s=int(created.timestamp()),
+                                 stock=item.stock)
+        add_items(self.store, s.artifact, self.backend, _item_frame(item_id, features_),
+                  {item_id: item.stock}, at=datetime.now(UTC))
+        _online(self.online.write_item, item_id, features_)
+        s.items.put(item_id, features_)
+        return ItemResponse(item_id=item_id, model_version=s.model_version,
+                            index_version=s.index_version)
+
+
+R = TypeVar("R")
+
+
+def _online(call: Callable[..., R], *args: object) -> R:
+    """Run an online-store read or write; its failure (Redis down, file gone) is a 503."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
+
+
+def _scored(ids: list[int], retrieval: list[float], ranker: list[float] | None = None
+            ) -> list[ScoredItem]:
+    """Answer items in order; each scored by the ranker when it ranked, else by retrieval."""
+    return [ScoredItem(item_id=i, score=r if x is None else x,
+                       reasons=Reasons(retrieval_score=r, ranker_score=x))
+            for i, r, x in zip(ids, retrieval, ranker or [None] * len(ids), strict=True)]
+
+
+def _search_filters(filters: Filters, exclude: set[int]) -> SearchFilters:
+    return SearchFilters(in_stock_only=filters.in_stock_only,
+                         categories=frozenset(filters.categories) if filters.categories else None,
+                         min_price=filters.min_price, max_price=filters.max_price,
+                         exclude_ids=frozenset(exclude))
+
+
+def _everything_but(seen: np.ndarray) -> SearchFilters:
+    """The evaluation's filter: the whole index, stock ignored, minus the query's seen ids."""
+    return SearchFilters(in_stock_only=False, exclude_ids=frozenset(np.asarray(seen).tolist()))
+
+
+def _user_columns(user_id: int, user: UserFeatures, events: list[tuple[int, int]],
+                  now: float) -> dict[str, list]:
+    """The one-row, Feast-shaped columns the user tower encodes (history = stored + session).
+
+    A dict, not a DataFrame: building a one-row frame costs more than encoding it.
+    """
+    return {"user_id": [user_id], "event_timestamp": [int(now)], "age": [user.age],
+            "profile_tokens": [user.profile_tokens], "recent_item_ids": [[i for _, i in events]],
+            "recent_timestamps": [[t for t, _ in events]]}
+
+
+def _item_frame(item_id: int, item: ItemFeatures) -> pd.DataFrame:
+    """The one-row items frame (the catalogue's columns) the item tower and the index read."""
+    return pd.DataFrame({"item_id": [item_id], "title": [item.title],
+                         "categories": [list(item.categories)],
+                         "price": [np.nan if item.price is None else item.price],
+                         "created_at": [pd.Timestamp(item.created_at_s, unit="s", tz="UTC")]})

@@ -1,0 +1,126 @@
+"""Items as the request path reads them: each item's features, and the re-ranker's inputs as arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.online import ItemFeatures, OnlineFeatures
+from towers.ranker import Categories
+
+_NO_ITEM = ItemFeatures(title="", categories=(), price=None, created_at_s=0)  # unknown ids read it
+
+
+@dataclass(frozen=True)
+class ItemColumns:
+    """The re-ranker's inputs of items, one row each. The numbers share one row-major array, so a
+    request gathers its rows in one read (one cache line per item, not one per column)."""
+
+    numbers: np.ndarray  # (n, 6) float64: price (NaN if missing), stock, created_at, popularity x3
+    categories: Categories
+
+    @property
+    def price(self) -> np.ndarray:
+        return self.numbers[:, 0]
+
+    @property
+    def stock(self) -> np.ndarray:
+        return self.numbers[:, 1]
+
+    @property
+    def created_at(self) -> np.ndarray:
+        """Unix seconds."""
+        return self.numbers[:, 2]
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """(n, 3) event counts in the last 1/7/30 days."""
+        return self.numbers[:, 3:]
+
+    @classmethod
+    def of(cls, items: list[ItemFeatures], vocabulary: dict[str, int]) -> ItemColumns:
+        """The rows of `items` (new category names are added to `vocabulary`)."""
+        numbers = np.array([(f.price, f.stock, f.created_at_s, *f.popularity) for f in items],
+                           dtype=np.float64).reshape(len(items), 6)  # None -> NaN
+        return cls(numbers, Categories.encode([f.categories for f in items], vocabulary))
+
+    def take(self, rows: np.ndarray) -> ItemColumns:
+        return ItemColumns(self.numbers[rows], self.categories.take(rows))
+
+    def split(self, n: int) -> tuple[ItemColumns, ItemColumns]:
+        """The first n rows, and the others."""
+        first, rest = self.categories.split(n)
+        return ItemColumns(self.numbers[:n], first), ItemColumns(self.numbers[n:], rest)
+
+    def concat(self, more: ItemColumns) -> ItemColumns:
+        return ItemColumns(np.concatenate((self.numbers, more.numbers)),
+                           self.categories.concat(more.categories))
+
+
+class ItemCache:
+    """Content, popularity and stock of items, read from the online store once per snapshot.
+
+    Filled with the whole catalogue at load (off the request path); items added later are read
+    on first use. Stock then follows the service's own writes (`set_stock`, `upsert_item`): while
+    the service owns the live shard, every stock change goes through it (index.freshness).
+    The index thus returns ids and scores only: reading its payload doubled the search's cost.
+
+    Besides each item's `ItemFeatures`, it keeps the re-ranker's inputs as `ItemColumns` (row 0:
+    the empty item, for unknown ids), so a request gathers its candidates with a few array reads.
+    Requests read without a lock; writes hold one, add rows by publishing longer columns before
+    the ids that point into them, and change stock in place.
+    """
+
+    def __init__(self, online: OnlineFeatures, prefill: list[int]) -> None:
+        self._online = online
+        self._lock = threading.Lock()
+        self._items: dict[int, ItemFeatures] = {}
+        self._row: dict[int, int] = {}  # item id -> row of self._columns
+        self._vocabulary: dict[str, int] = {}  # category name -> code
+        self._columns = ItemColumns.of([_NO_ITEM], self._vocabulary)
+        self._add(online.items(prefill))
+
+    def rows(self, ids: list[int]) -> list[ItemFeatures | None]:
+        """Each id's features (None: unknown); misses are read from the online store and kept."""
+        get = self._items.get
+        found = [get(i) for i in ids]
+        if any(f is None for f in found):
+            self._add(self._online.items([i for i, f in zip(ids, found, strict=True)
+                                          if f is None]))
+            found = [get(i) for i in ids]
+        return found
+
+    def columns(self, ids: list[int]) -> ItemColumns:
+        """The ids' re-ranker inputs, in order (unknown ids: the empty item); misses as `rows`."""
+        get = self._row.get
+        found = [get(i) for i in ids]
+        if None in found:
+            self.rows(ids)
+            found = [get(i, 0) for i in ids]
+        # Read after the rows: the columns then hold every row the ids point to.
+        return self._columns.take(np.array(found, dtype=np.int64))
+
+    def put(self, item_id: int, item: ItemFeatures) -> None:
+        self._add({item_id: item})
+
+    def set_stock(self, item_id: int, quantity: int) -> None:
+        with self._lock:
+            item = self._items.get(item_id)
+            if item is not None:
+                self._items[item_id] = dataclasses.replace(item, stock=quantity)
+                self._columns.stock[self._row[item_id]] = quantity
+
+    def _add(self, items: dict[int, ItemFeatures]) -> None:
+        """New rows for `items` (an id already known points to its new row)."""
+        if not items:
+            return
+        with self._lock:
+            first = len(self._columns.numbers)
+            self._columns = self._columns.concat(ItemColumns.of(list(items.values()),
+                                                                self._vocabulary))
+            self._row.update(zip(items, range(first, first + len(items)), strict=True))
+            self._items.update(items)
+

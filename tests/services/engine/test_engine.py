@@ -1,0 +1,71 @@
+"""The engine's evaluation entry points answer through the request path's own tower + ANN step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_repo.store import FeatureStoreConfig, build_store, materialize, online_user_features
+from index.model_store import publish
+from services.engine import Engine
+from services.engine.engine import MISSING
+from services.schemas import RecommendationRequest
+from tests.services.conftest import Service, active_user
+
+
+@pytest.fixture(scope="module")
+def engine(service: Service, tmp_path_factory) -> Iterator[Engine]:
+    """An in-process engine over its own copy of the service's shop (the server owns its shard)."""
+    home = tmp_path_factory.mktemp("engine")
+    dataset = service.dataset
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
+    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    registry = publish(service.artifact, dataset, home)
+    engine = Engine(store=store, backend=registry.backend, registry=registry)
+    assert engine.refresh()
+    yield engine
+    engine.close()
+    registry.backend.close()
+    registry.close()
+
+
+def test_rank_of_a_users_feast_row_equals_recommend_without_stock_filter(service, engine):
+    for rank in (30, 31, 32):
+        user = active_user(service, rank)
+        row = online_user_features(engine.store, [user])
+        row["event_timestamp"] = pd.Timestamp.now(tz="UTC")  # as recommend stamps its query
+        ranked = engine.rank(row, 10, [np.asarray(row["recent_item_ids"][0])])
+        answer = engine.recommend(RecommendationRequest(user_id=user, k=10,
+                                                        filters={"in_stock_only": False}))
+        assert answer.ranking == "retrieval"
+        assert ranked.tolist() == [[i.item_id for i in answer.items]]
+
+
+def test_rank_excludes_each_rows_ids_keeps_out_of_stock_items_and_fills_missing(service, engine):
+    rows = online_user_features(engine.store, [active_user(service, 33)] * 2)
+    rows["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+    catalogue, nothing = len(service.dataset.items), [np.array([], dtype=np.int64)]
+    top = int(engine.rank(rows.iloc[:1], 1, nothing)[0, 0])
+    engine.set_stock(top, 0)
+    try:
+        first = engine.rank(rows.iloc[:1], catalogue + 5, nothing)[0]
+    finally:
+        engine.set_stock(top, 1)
+    assert first[0] == top, "out of stock, still ranked: the evaluation ignores stock"
+    assert set(first[:catalogue]) == set(service.dataset.items["item_id"])
+    assert (first[catalogue:] == MISSING).all()
+    ranked = engine.rank(rows, 10, [nothing[0], first[:3]])
+    assert ranked[0].tolist() == first[:10].tolist()
+    assert ranked[1].tolist() == first[3:13].tolist()
+
+
+def test_retrieve_answers_vectors_as_rank_answers_their_rows(service, engine):
+    rows = online_user_features(engine.store, [active_user(service, r) for r in (34, 35)])
+    rows["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+    exclude = [np.asarray(h) for h in rows["recent_item_ids"]]
+    vectors = np.stack([engine.snapshot().encoder(rows.iloc[i:i + 1]) for i in range(len(rows))])
+    np.testing.assert_array_equal(engine.retrieve(vectors, 10, exclude),
+                                  engine.rank(rows, 10, exclude))

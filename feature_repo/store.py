@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from feature_repo.datasets import Dataset
+from feature_repo.files import atomic_path, atomic_write
 from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
@@ -77,13 +78,6 @@ def render_repo(config: FeatureStoreConfig) -> Path:
                                 {"pool_pre_ping": True}}
     atomic_write(repo / "feature_store.yaml", yaml.safe_dump(settings, sort_keys=False))
     return repo
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def definition_files(repo: Path) -> list[Path]:
@@ -168,10 +162,8 @@ def write_training_frame(store, entities: pd.DataFrame, path: str | Path, *,
 
     Memory stays bounded by one chunk; the file appears only once complete.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     rows, writer = 0, None
-    try:
+    with atomic_path(path) as tmp:
         for chunk in _feature_chunks(store, entities, feature_service, chunk_rows):
             chunk = chunk.sort_by([("user_id", "ascending"), ("event_timestamp", "ascending")])
             chunk = chunk.drop_columns("_row")
@@ -181,9 +173,6 @@ def write_training_frame(store, entities: pd.DataFrame, path: str | Path, *,
         if writer is None:
             raise ValueError("entity frame: no rows")
         writer.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return rows
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any, cast
 
 import qdrant_edge as qe
 
+from feature_repo.files import atomic_write
 from index.base import PAYLOAD_FIELDS, Conditions, IndexBackend, ItemBatch, QueryPlan
 from index.config import EdgeSettings, IndexSpec
 from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
@@ -247,9 +247,7 @@ class EdgeBackend(IndexBackend):
     # -- versions ------------------------------------------------------------------------------
     def activate(self, location: str) -> None:
         path = self._resolve(location)
-        tmp = self.root / f".{LIVE_FILE}.{os.getpid()}"
-        tmp.write_text(path.name)
-        os.replace(tmp, self.root / LIVE_FILE)  # atomic: readers see the old or the new name
+        atomic_write(self.root / LIVE_FILE, path.name)  # readers see the old or the new name
         log.info("edge live version is now %s", path.name)
 
     def live_location(self) -> str | None:

@@ -8,7 +8,6 @@ version the registry already points at. `ModelStore` also keeps each version's i
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_repo.datasets import Dataset
+from feature_repo.files import atomic_path
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.registry import ModelVersion, Registry
@@ -89,13 +89,11 @@ class ModelStore:
     def write_embeddings(self, model_version_id: int, item_ids: np.ndarray, vectors: np.ndarray) -> Path:
         """Write (item_id, vector) rows atomically: readers see the old file or the complete new one."""
         path = self.embeddings_path(model_version_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table({"item_id": pa.array(item_ids, pa.int64()),
                           "vector": pa.FixedSizeListArray.from_arrays(
                               pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])})
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
         return path
 
     def read_embeddings(self, model_version_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from feature_repo.store import atomic_write
+from feature_repo.files import atomic_write
 from towers.ranker._lightgbm_predict import predict
 from towers.ranker.features import FEATURES
 

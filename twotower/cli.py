@@ -112,7 +112,7 @@ def _report(args: argparse.Namespace, title: str, metrics: dict) -> None:
 
 
 def _named(metrics: dict) -> dict:
-    """The issue's metric names: HR@10, NDCG@10, Recall@100, ..."""
+    """Metric names as reported: HR@10, NDCG@10, Recall@100, ..."""
     return {name.replace("hr", "HR").replace("ndcg", "NDCG").replace("recall", "Recall"): value
             for name, value in metrics.items()}
 

@@ -27,16 +27,6 @@ from towers.ranker.model import Ranker
 
 log = logging.getLogger(__name__)
 
-# The Feast features of a candidate's state at a query time, each with the value an absent row
-# stands for (no events or no stock yet): popularity over 1/7/30 days, as `Candidates.popularity`
-# orders it, then stock. Hard-coded here: the names must match feature_repo's item_popularity and
-# item_stock views.
-ITEM_STATE_FEAST_FEATURES: dict[str, int] = {
-    "item_popularity:count_1d": 0,
-    "item_popularity:count_7d": 0,
-    "item_popularity:count_30d": 0,
-    "item_stock:quantity": 0,
-}
 # Ranker queries at 8 cuts from TEMPORAL_QUANTILE of the events before the test cut (the towers'
 # end, T1) on: ~4x the users of one cut, each seen at several points of the window.
 WINDOW_QUANTILES = tuple(TEMPORAL_QUANTILE + i * (1 - TEMPORAL_QUANTILE) / 8 for i in range(8))
@@ -139,18 +129,24 @@ def retrieve(artifact: Artifact, items: pd.DataFrame, queries: Queries, k: int
 def item_state(store, item_ids: np.ndarray, times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Popularity (n, 3) and stock (n,) of each (item, time) as Feast knows them strictly before it.
 
-    Absent rows take their `ITEM_STATE_FEAST_FEATURES` value. Each distinct pair is looked up once.
+    Popularity is the item_popularity view's counts in its field order (1, 7, 30 days, as
+    `Candidates.popularity`), absent ones filled as the definitions say; no stock row means none in
+    stock. Each distinct pair is looked up once.
     """
+    from feature_repo.item_features import item_popularity_fv, item_stock_fv
+    from feature_repo.store import when_absent
+
+    counts = [f.name for f in item_popularity_fv.features]
+    refs = [f"{item_popularity_fv.name}:{name}" for name in counts] + [f"{item_stock_fv.name}:quantity"]
+    fill = {name: value.as_py() for name, value in when_absent().items() if name in counts}
     entity = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=np.int64),
                            "event_timestamp": pd.Series(times).astype("datetime64[us, UTC]")
                            .to_numpy()})
     unique = entity.drop_duplicates(ignore_index=True)
-    found = store.get_historical_features(entity_df=unique,
-                                          features=list(ITEM_STATE_FEAST_FEATURES)).to_df()
+    found = store.get_historical_features(entity_df=unique, features=refs).to_df()
     found["event_timestamp"] = found["event_timestamp"].astype("datetime64[us, UTC]")
-    absent = {ref.split(":")[1]: value for ref, value in ITEM_STATE_FEAST_FEATURES.items()}
     merged = entity.merge(found, on=["item_id", "event_timestamp"], how="left")
-    values = merged[list(absent)].fillna(absent).to_numpy(dtype=np.int64)
+    values = merged[[*counts, "quantity"]].fillna({**fill, "quantity": 0}).to_numpy(dtype=np.int64)
     return values[:, :-1], values[:, -1]
 
 

@@ -64,11 +64,16 @@ def override(configs: Sequence[C], values: Mapping[str, Any]) -> list[C]:
     return result
 
 
+def load_preset(path: str | Path) -> dict[str, Any]:
+    """A TOML preset: config keys and their values (towers/configs/)."""
+    return tomllib.loads(Path(path).read_text())
+
+
 def parse(argv: Sequence[str], *configs: C) -> list[C]:
-    """`configs` with a `--preset=FILE` (TOML) and then the other `--key=value` args applied."""
+    """`configs` with a `--preset=FILE` and then the other `--key=value` args applied."""
     args = split_args(argv)
-    preset = tomllib.loads(Path(args["preset"]).read_text()) if args.get("preset") else {}
-    return override(configs, {**preset, **args})
+    return override(configs, {**(load_preset(args["preset"]) if args.get("preset") else {}),
+                              **args})
 
 
 def parse_cli(argv: Sequence[str], *configs: C) -> list[C]:

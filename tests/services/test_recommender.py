@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from feature_repo.store import FeatureStoreConfig, online_user_features, open_store
-from services.encoder import UserEncoder, _Bag
+from services.encoder import UserEncoder
 from services.online import OnlineFeatures
 from services.recommender import load_ranker
 from tests.services.api.test_versions import _improving_ranker
@@ -79,13 +79,6 @@ def test_user_tower_the_exporter_cannot_handle_still_serves_in_pytorch(service, 
     assert "ONNX export failed" in caplog.text
     frame = _frame(service.dataset.items["item_id"].to_numpy()[:20].tolist())
     np.testing.assert_allclose(encoder(frame), service.artifact.embed_users(frame)[0], atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", ["mean", "sum"])
-def test_exportable_bag_equals_torchs_embedding_bag_with_padding(mode):
-    bag = torch.nn.EmbeddingBag(10, 4, mode=mode, padding_idx=0)
-    tokens = torch.tensor([[3, 5, 0], [0, 0, 0], [9, 9, 2]])  # padded, all padding, repeats
-    np.testing.assert_allclose(_Bag(bag)(tokens).detach(), bag(tokens).detach(), atol=1e-6)
 
 
 def test_ranker_that_does_not_improve_leaves_retrieval_order_and_says_why(tmp_path):

@@ -222,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     from feature_repo.datasets import load
     from towers import baselines
 
+    [run] = parse_cli(sys.argv[1:] if argv is None else argv, Run())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
-    [run] = parse_cli(sys.argv[1:] if argv is None else argv, Run())
     ds = load(run.dataset)
     split = make_split(ds, run.protocol)
     print(f"split {split.protocol} {split.notes}")  # noqa: T201 (CLI entry point)

@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> None:
     from feature_repo.datasets import load
     from towers.features import feature_store, with_features
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(1)
     run, tower, train = parse_cli(sys.argv[1:] if argv is None else argv, Run(), TowerConfig(),
                                   TrainConfig())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
     if "WORLD_SIZE" in os.environ:  # started by torchrun: CPU processes talk over gloo
         dist.init_process_group("gloo")
     rank, _ = _distributed()

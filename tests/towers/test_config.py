@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from towers.config import ConfigError, model_of, override, parse, parse_cli
+from towers.evaluate import main as evaluate_main
 from towers.model import TowerConfig
 from towers.train import Run, TrainConfig
+from towers.train import main as train_main
 
 
 def test_values_take_their_fields_types_and_land_on_the_config_that_has_the_key():
@@ -75,3 +77,10 @@ def test_a_model_built_from_a_defaults_dict_types_each_key_by_its_default():
     assert config.model_dump() == {"items": 5, "plot": False, "ef": "32"}
     with pytest.raises(ConfigError, match="plot='maybe'"):
         parse(["--plot=maybe"], model_of("Bench", {"plot": True})())
+
+
+def test_the_train_and_evaluate_commands_refuse_bad_arguments_by_name():
+    with pytest.raises(SystemExit, match="use_user_id='ture'"):
+        train_main(["--use_user_id=ture"])
+    with pytest.raises(SystemExit, match="unknown key 'dim'; valid keys: dataset, protocol"):
+        evaluate_main(["--dim=32"])

@@ -8,7 +8,7 @@ their content.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,6 @@ from towers.config import Config, Count, Share
 from towers.data import AGE_EDGES, GAP_BUCKETS, POPULARITY_BUCKETS, UserBatch, Vocab
 
 Encoder = Literal["mean", "gru", "transformer"]  # gru, transformer: causal over the history
-ENCODERS = get_args(Encoder)
 
 
 class TowerConfig(Config):
@@ -153,6 +152,7 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)  # query, key and value projections, packed
         self.proj = nn.Linear(d, d)
+        # SASRec's feed-forward keeps the width at dim
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), Dropout(p), nn.Linear(d, d))
         self.drop1, self.drop2 = Dropout(p), Dropout(p)  # on the two residual branches
         nn.init.xavier_uniform_(self.qkv.weight)  # torch's MultiheadAttention init, as SASRec's

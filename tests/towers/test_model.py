@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,6 +71,31 @@ def test_saved_artifact_reloads_and_gives_identical_embeddings(artifact, slice_d
     np.testing.assert_array_equal(loaded.embed_items(ds.items), artifact.embed_items(ds.items))
     assert loaded.config == artifact.config
     assert loaded.fingerprint == artifact.fingerprint and len(loaded.fingerprint) == 64
+
+
+def test_a_version_1_artifact_loads_with_torchs_encoder_names(artifact, slice_ds, tmp_path):
+    """Version 1 saved torch's nn.TransformerEncoder weights; they load into the own blocks."""
+    ds, frame = slice_ds
+    path = artifact.save(tmp_path / "v1")
+    v1_names = {".blocks.": ".blocks.layers.", ".qkv.weight": ".self_attn.in_proj_weight",
+                ".qkv.bias": ".self_attn.in_proj_bias", ".proj.": ".self_attn.out_proj.",
+                ".mlp.0.": ".linear1.", ".mlp.3.": ".linear2."}
+    state = {}
+    for name, value in torch.load(path / "weights.pt").items():
+        if ".encoder.blocks." in name:
+            for new, old in v1_names.items():
+                name = name.replace(new, old)
+        state[name] = value
+    assert "user_tower.encoder.blocks.layers.1.self_attn.out_proj.weight" in state
+    torch.save(state, path / "weights.pt")
+    meta = json.loads((path / "artifact.json").read_text())
+    (path / "artifact.json").write_text(json.dumps({**meta, "version": 1}))
+    loaded = Artifact.load(path)
+    np.testing.assert_array_equal(loaded.embed_users(frame.head(30)),
+                                  artifact.embed_users(frame.head(30)))
+    (path / "artifact.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(ValueError, match="artifact version 99"):
+        Artifact.load(path)
 
 
 def test_loading_a_folder_without_artifact_names_the_missing_file(tmp_path):

@@ -9,8 +9,8 @@ from index.catalogue import latest_stock
 from index.registry import ModelVersion, Registry, Status
 from twotower.demo import run_demo
 
-FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2}}  # as the graph fixture:
-# the same NDCG, so it promotes
+# As the graph fixture: the same NDCG, so it promotes.
+FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2}}
 
 
 def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_it(graph):

@@ -8,6 +8,7 @@ their content.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -149,15 +150,17 @@ class Block(nn.Module):
         super().__init__()
         d, p = config.dim, config.dropout
         self.heads, self.attn_dropout = config.heads, p
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)  # query, key and value projections, packed
+        # torch's MultiheadAttention init, in its order of random draws: a seed gives the weights
+        # the nn.TransformerEncoderLayer of version-1 artifacts had.
         self.proj = nn.Linear(d, d)
-        # SASRec's feed-forward keeps the width at dim
-        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), Dropout(p), nn.Linear(d, d))
-        self.drop1, self.drop2 = Dropout(p), Dropout(p)  # on the two residual branches
-        nn.init.xavier_uniform_(self.qkv.weight)  # torch's MultiheadAttention init, as SASRec's
+        self.qkv = nn.utils.skip_init(nn.Linear, d, 3 * d)  # query, key and value, packed
+        nn.init.xavier_uniform_(self.qkv.weight)
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.proj.bias)
+        # SASRec's feed-forward keeps the width at dim
+        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), Dropout(p), nn.Linear(d, d))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop1, self.drop2 = Dropout(p), Dropout(p)  # on the two residual branches
 
     def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None,
                 pos: torch.Tensor | None = None) -> torch.Tensor:
@@ -193,7 +196,8 @@ class CausalTransformer(nn.Module):
     def __init__(self, config: TowerConfig):
         super().__init__()
         self.positions = nn.Embedding(config.max_len, config.dim)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        block = Block(config)  # the blocks start equal, as torch's nn.TransformerEncoder's did
+        self.blocks = nn.ModuleList(copy.deepcopy(block) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
         self.dropout = Dropout(config.dropout)
 

@@ -160,6 +160,21 @@ def test_own_blocks_equal_torchs_transformer_encoder_and_the_query_path_its_full
     check()
 
 
+def test_a_seed_gives_the_blocks_the_weights_torchs_encoder_had():
+    torch.manual_seed(0)
+    nn.Embedding(12, 16)  # the positions come first in CausalTransformer
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=16, batch_first=True, norm_first=True)
+    reference = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False).state_dict()
+    torch.manual_seed(0)
+    mine = CausalTransformer(TowerConfig(dim=16, max_len=12, heads=2, layers=3)).blocks
+    prefix = "user_tower.encoder.blocks."
+    expected = {upgrade_v1(prefix + name).removeprefix(prefix): value
+                for name, value in reference.items()}
+    assert expected.keys() == mine.state_dict().keys()
+    for name, value in mine.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+
+
 def test_block_dropout_is_active_in_training_only():
     torch.manual_seed(0)
     block = Block(TowerConfig(dim=16, dropout=0.5))

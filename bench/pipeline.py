@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         with instance_for(Path(home)) as instance:
             result = materialize_graph(settings, instance=instance, raise_on_error=False, run_config={
-                "ops": {"two_tower_model": {"config": {"max_minutes": config["max_minutes"]}}}})
+                "ops": {"two_tower_model": {"config": {"max_minutes": config["max_minutes"],
+                                                       "train": {"seed": config["seed"]}}}}})
             total = round(time.perf_counter() - started, 1)
             steps = step_seconds(instance, result.run_id)
     failed = {e.check_name: {k: v.value for k, v in e.metadata.items()}

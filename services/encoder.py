@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.exportable_bag import ExportableBag
 from towers.artifact import Artifact
 from towers.data import UserBatch, encode_users
 from towers.model import ItemTower, TwoTower
@@ -59,23 +60,6 @@ class _Represented(nn.Module):
         return F.embedding(inputs["id"], self.table)  # (..., D)
 
 
-class _Bag(nn.Module):
-    """An `nn.EmbeddingBag` (sum or mean, with padding) in plain ops: the ONNX exporter refuses
-    embedding bags with a `padding_idx`."""
-
-    def __init__(self, bag: nn.EmbeddingBag) -> None:
-        super().__init__()
-        if bag.mode not in ("sum", "mean"):
-            raise ValueError(f"embedding bag mode {bag.mode!r}: only sum and mean are exportable")
-        self.weight, self.padding_idx, self.mean = bag.weight, bag.padding_idx, bag.mode == "mean"
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        keep = torch.ones_like(tokens) if self.padding_idx is None else tokens != self.padding_idx
-        keep = keep.unsqueeze(-1).to(self.weight.dtype)  # (B, T, 1)
-        total = (F.embedding(tokens, self.weight) * keep).sum(-2)  # (B, D)
-        return total / keep.sum(-2).clamp(min=1) if self.mean else total
-
-
 class _Users(nn.Module):
     """`TwoTower.users` over positional tensors (so it can be exported), history items precomputed."""
 
@@ -84,7 +68,7 @@ class _Users(nn.Module):
         self.tower = copy.deepcopy(model.user_tower)  # its bags are swapped; the artifact's are not
         for name, child in list(self.tower.named_children()):
             if isinstance(child, nn.EmbeddingBag):
-                setattr(self.tower, name, _Bag(child))
+                setattr(self.tower, name, ExportableBag(child))
         self.items = _Represented(model.item_tower)
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:

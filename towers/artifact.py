@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,14 @@ import torch
 from towers.data import Vocab, encode_items, encode_users
 from towers.model import TowerConfig, TwoTower
 
-ARTIFACT_VERSION = 1  # bump when the saved layout or the meaning of a field changes
+ARTIFACT_VERSION = 2  # bump when the saved layout or the meaning of a field changes
 EMBED_BATCH = 1024  # rows per forward pass when embedding
 # Inputs added after artifacts of this version were first written: absent from a config means off.
 ABSENT_INPUTS = {"item_popularity": False, "use_query_gap": False}
+# Version 1 held torch's nn.TransformerEncoder; version 2 its own `model.Block`: weight renames.
+V1_NAMES = {"blocks.layers.": "blocks.", "self_attn.in_proj_weight": "qkv.weight",
+            "self_attn.in_proj_bias": "qkv.bias", "self_attn.out_proj.": "proj.",
+            "linear1.": "mlp.0.", "linear2.": "mlp.3."}
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,14 @@ def fingerprint(interactions: pd.DataFrame, items: pd.DataFrame) -> str:
     digest.update(interactions["event_timestamp"].astype("int64").to_numpy().tobytes())
     digest.update(np.sort(items["item_id"].to_numpy(dtype=np.int64)).tobytes())
     return digest.hexdigest()
+
+
+def upgrade_v1(name: str) -> str:
+    """A version-1 weight's name in version 2."""
+    if ".encoder.blocks.layers." in name:
+        for old, new in V1_NAMES.items():
+            name = name.replace(old, new)
+    return name
 
 
 @dataclass
@@ -69,7 +81,7 @@ class Artifact:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), path / "weights.pt")
-        meta = {"version": self.version, "tower_config": asdict(self.config),
+        meta = {"version": self.version, "tower_config": self.config.model_dump(),
                 "train_config": self.train_config, "vocab": self.model.vocab.to_dict(),
                 "metrics": self.metrics, "fingerprint": self.fingerprint}
         (path / "artifact.json").write_text(json.dumps(meta, indent=1))
@@ -83,10 +95,12 @@ class Artifact:
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: not an artifact (no artifact.json)")
         meta = json.loads(meta_path.read_text())
-        if meta.get("version") != ARTIFACT_VERSION:
+        if meta.get("version") not in (1, ARTIFACT_VERSION):
             raise ValueError(f"{meta_path}: artifact version {meta.get('version')}, this code "
-                             f"reads version {ARTIFACT_VERSION}")
+                             f"reads versions 1 and {ARTIFACT_VERSION}")
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        if meta["version"] == 1:
+            state = {upgrade_v1(name): value for name, value in state.items()}
         content = {k.removeprefix("item_tower.known_"): v for k, v in state.items()
                    if k.startswith("item_tower.known_")}
         config = TowerConfig(**{**ABSENT_INPUTS, **meta["tower_config"]})

@@ -8,44 +8,44 @@ their content.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from feature_repo.tables import WINDOWS_DAYS
+from towers.config import Config, Count, Share
 from towers.data import AGE_EDGES, GAP_BUCKETS, POPULARITY_BUCKETS, UserBatch, Vocab
 
-ENCODERS = ("mean", "gru", "transformer")
+Encoder = Literal["mean", "gru", "transformer"]  # gru, transformer: causal over the history
 
 
-@dataclass
-class TowerConfig:
-    """Architecture; saved with every artifact."""
+class TowerConfig(Config):
+    """Architecture; saved with every artifact. Why each default: docs/towers-notes.md."""
 
-    dim: int = 64  # SASRec's hidden size on MovieLens; wider overfits 100K ratings
-    max_len: int = 50  # history window = the Feast history_length (its default), as served
-    encoder: str = "transformer"  # mean | gru | transformer (causal self-attention)
-    layers: int = 2  # SASRec's depth
-    heads: int = 1  # SASRec uses one head at dim 64
-    dropout: float = 0.2  # SASRec's setting for dense MovieLens data
+    dim: Count = 64  # SASRec's hidden size on MovieLens; wider overfits 100K ratings
+    max_len: Count = 50  # history window = the Feast history_length (its default), as served
+    encoder: Encoder = "transformer"  # SASRec's causal self-attention; the benchmarked encoder
+    layers: Count = 2  # SASRec's depth
+    heads: Count = 1  # SASRec uses one head at dim 64
+    dropout: Share = 0.2  # SASRec's setting for dense MovieLens data
     use_user_id: bool = False  # off: unseen users get the same path as known ones
     use_time_gaps: bool = True  # time since the previous history event marks sessions
-    item_id_dropout: float = 0.1  # share of training lookups that see content only (cold start)
-    title_buckets: int = 4096  # hashed title words; collisions are harmless at this catalogue size
-    profile_buckets: int = 1024  # hashed "column=value" profile tokens
-    embedding_std: float = 0.05  # init of every table; torch's N(0, 1) let content drown the IDs
-    item_popularity: bool = False  # 1/7/30-day counts; off: query_gap did better (notes, t21-t23)
+    item_id_dropout: Share = 0.1  # share of training lookups that see content only (cold start)
+    title_buckets: Count = 4096  # hashed title words; collisions are harmless at this catalogue size
+    profile_buckets: Count = 1024  # hashed "column=value" profile tokens
+    embedding_std: float = Field(0.05, gt=0)  # torch's N(0, 1) let content drown the item IDs
+    item_popularity: bool = False  # off: with query_gap it cost LOO quality (notes)
     use_query_gap: bool = True  # time since the last event: a returning user is not mid-session
 
-    def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"TowerConfig.encoder: {self.encoder!r} is not one of {ENCODERS}")
-        if self.layers < 1:
-            raise ValueError(f"TowerConfig.layers: {self.layers}, need at least 1")
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> TowerConfig:
         if self.dim % self.heads:
-            raise ValueError(f"TowerConfig.heads: {self.heads} does not divide dim {self.dim}")
+            raise ValueError(f"heads={self.heads} does not divide dim={self.dim}")
+        return self
 
 
 class ItemTower(nn.Module):
@@ -138,62 +138,80 @@ class Dropout(nn.Dropout):
         return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
 
 
-class CausalTransformer(nn.Module):
-    """SASRec-style pre-norm blocks: position i attends to positions <= i only.
+class Block(nn.Module):
+    """Pre-norm causal transformer block (SASRec, nanoGPT): y = x + attn(norm1(x)),
+    out = y + mlp(norm2(y)); position i attends to positions <= i only.
 
-    Only the query positions' states are returned, so the last block runs at those positions
-    alone (`query_block`): in training most windows are truncated histories with one query each,
-    and this skips most of the last block's work with the same result.
+    Given query positions it computes the output there alone: keys and values need every position,
+    the query, the attention output and the MLP only the positions asked for.
     """
 
     def __init__(self, config: TowerConfig):
         super().__init__()
+        d, p = config.dim, config.dropout
+        self.heads, self.attn_dropout = config.heads, p
+        # torch's MultiheadAttention init, in its order of random draws: a seed gives the weights
+        # the nn.TransformerEncoderLayer of version-1 artifacts had.
+        self.proj = nn.Linear(d, d)
+        self.qkv = nn.utils.skip_init(nn.Linear, d, 3 * d)  # query, key and value, packed
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.proj.bias)
+        # SASRec's feed-forward keeps the width at dim
+        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), Dropout(p), nn.Linear(d, d))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop1, self.drop2 = Dropout(p), Dropout(p)  # on the two residual branches
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); with window `rows` and positions `pos` (Q,), the (Q, D) there."""
+        B, L, D = x.shape
+        H, p = self.heads, self.attn_dropout if self.training else 0.0
+        h = self.norm1(x)  # (B, L, D)
+        k, v = F.linear(h, self.qkv.weight[D:], self.qkv.bias[D:]).chunk(2, dim=-1)  # (B, L, D)
+        if rows is None:
+            q = F.linear(h, self.qkv.weight[:D], self.qkv.bias[:D])  # (B, L, D)
+            q, k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D/H)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            out = out.transpose(1, 2).reshape(B, L, D)  # (B, H, L, D/H) -> (B, L, D)
+        else:
+            flat = rows * L + pos  # (Q,) into (B * L); index_select: its backward is an index_add
+            x = x.flatten(0, 1).index_select(0, flat)  # (Q, D)
+            q = F.linear(h.flatten(0, 1).index_select(0, flat), self.qkv.weight[:D],
+                         self.qkv.bias[:D]).view(-1, H, 1, D // H)  # (Q, H, 1, D/H)
+            k, v = (t.index_select(0, rows).view(-1, L, H, D // H).transpose(1, 2)  # (Q, H, L, D/H)
+                    for t in (k, v))
+            visible = (torch.arange(L) <= pos[:, None])[:, None, None, :]  # (Q, 1, 1, L)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=p)
+            out = out.reshape(-1, D)  # (Q, H, 1, D/H) -> (Q, D)
+        y = x + self.drop1(self.proj(out))
+        return y + self.drop2(self.mlp(self.norm2(y)))
+
+
+class CausalTransformer(nn.Module):
+    """Learned positions, then `layers` causal blocks and a final norm; returns the states at the
+    query positions only, so the last block runs there alone: in training most windows are
+    truncated histories with one query each."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
         self.positions = nn.Embedding(config.max_len, config.dim)
-        layer = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.dim,
-                                           dropout=config.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        for block in self.blocks.layers:  # the residual and feed-forward dropouts
-            block.dropout, block.dropout1, block.dropout2 = (Dropout(config.dropout)
-                                                              for _ in range(3))
+        block = Block(config)  # the blocks start equal, as torch's nn.TransformerEncoder's did
+        self.blocks = nn.ModuleList(copy.deepcopy(block) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
         self.dropout = Dropout(config.dropout)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
                 pos: torch.Tensor) -> torch.Tensor:
-        """States (Q, D) at window `rows` (Q,), positions `pos` (Q,) of tokens (B, L, D)."""
-        L = tokens.shape[1]
-        x = self.dropout(tokens + self.positions.weight[:L])  # (B, L, D)
-        causal = nn.Transformer.generate_square_subsequent_mask(L)  # (L, L)
-        *lower, last = self.blocks.layers
-        for layer in lower:
-            # Right padding plus the causal mask: a real position never attends to padding.
-            x = layer(x, src_mask=causal, is_causal=True)  # (B, L, D)
-        return self.norm(query_block(last, x, rows, pos))  # (Q, D)
+        """States (Q, D) at window `rows` (Q,), positions `pos` (Q,) of tokens (B, L, D).
 
-
-def query_block(layer: nn.TransformerEncoderLayer, x: torch.Tensor, rows: torch.Tensor,
-                pos: torch.Tensor) -> torch.Tensor:
-    """`layer(x, causal mask)[rows, pos]` of a pre-norm block, computed at those positions only.
-
-    Keys and values need every position (B, L, D); the query, attention output and feed-forward
-    only the Q rows asked for. Dropout (attention and residual) is the layer's own.
-    """
-    attn = layer.self_attn
-    L, D, H = x.shape[1], x.shape[2], attn.num_heads
-    flat = rows * L + pos  # (Q,) into (B * L); index_select: its backward is a cheap index_add
-    h = layer.norm1(x)  # (B, L, D)
-    w, b = attn.in_proj_weight, attn.in_proj_bias  # (3D, D), (3D,): packed q, k, v
-    q = F.linear(h.flatten(0, 1).index_select(0, flat), w[:D], b[:D])  # (Q, D)
-    k, v = (t.index_select(0, rows).view(-1, L, H, D // H).transpose(1, 2)  # (Q, H, L, D/H)
-            for t in F.linear(h, w[D:], b[D:]).chunk(2, dim=-1))  # (B, L, D) each
-    visible = (torch.arange(L) <= pos[:, None])[:, None, None, :]  # (Q, 1, 1, L)
-    out = F.scaled_dot_product_attention(q.view(-1, H, 1, D // H), k, v, attn_mask=visible,
-                                         dropout_p=attn.dropout if layer.training else 0.0)
-    y = x.flatten(0, 1).index_select(0, flat) + layer.dropout1(
-        attn.out_proj(out.reshape(-1, D)))  # (Q, D)
-    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(y)))))
-    return y + layer.dropout2(ff)  # (Q, D)
+        Histories are right-padded, so with the causal mask a real position never sees padding.
+        """
+        x = self.dropout(tokens + self.positions.weight[:tokens.shape[1]])  # (B, L, D)
+        *lower, last = self.blocks
+        for block in lower:
+            x = block(x)  # (B, L, D)
+        return self.norm(last(x, rows, pos))  # (Q, D)
 
 
 class MeanPool(nn.Module):

@@ -13,26 +13,26 @@ CLI: `python -m towers.train --dataset=movielens-100k:PATH --protocol=loo [--pre
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import os
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
 from tqdm import tqdm
 
+from towers import evaluate
 from towers.artifact import Artifact, fingerprint
+from towers.config import Config, Count, parse_cli
 from towers.data import (
     DAY,
     Popularity,
@@ -47,48 +47,41 @@ from towers.data import (
 )
 from towers.model import TowerConfig, TwoTower
 
-if TYPE_CHECKING:  # evaluate imports this module's artifacts; annotations only
-    from towers.evaluate import Split
-
 log = logging.getLogger(__name__)
 
-LOSSES = ("auto", "full", "sampled")
+Loss = Literal["auto", "full", "sampled"]
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation; saved with every artifact."""
+class TrainConfig(Config):
+    """Optimisation; saved with every artifact. Why each default: docs/towers-notes.md.
 
-    epochs: int = 200  # an upper bound: the lr schedule or early stopping ends runs far sooner
-    batch_size: int = 768  # rows (queries) per step: the old 16 windows' average
-    lr: float = 5e-3  # Adam's peak; 1e-2 (flat) learned no faster, 2e-3 needed twice the epochs
-    # Linear warmup to `lr` over the first `warmup_epochs`, then cosine decay to 0 at
-    # `decay_epochs`, where training ends (0: constant lr, `epochs` and early stopping decide).
-    # Adam's first steps on fresh embeddings are the unstable ones; a decaying lr settles the
-    # noisy validation curve instead of letting it wander, so the best epoch comes within a short,
-    # known budget. Six epochs: at a flat lr the validation curve flattened after 4-6 epochs on
-    # ML-100K LOO and 4 on the synthetic shop; ML-100K TEMPORAL (a smaller training part) kept
-    # rising and gives up ~0.02 NDCG@10 for it (docs/towers-notes.md). Counted in epochs, not
-    # steps, so the budget follows the data's size.
-    warmup_epochs: float = 0.5
-    decay_epochs: float = 6.0
-    weight_decay: float = 0.0  # dropout already regularises; decay hurt the ID tables
-    temperature: float = 0.1  # on unit vectors; 0.05 learned slower, 0.2 plateaued lower
-    loss: str = "auto"  # auto = full softmax if the catalogue has <= full_softmax_max_items
-    full_softmax_max_items: int = 20_000  # (Q, N) logits stay small on CPU below this
-    uniform_negatives: int = 0  # mixed negatives added to the in-batch ones (sampled loss only)
+    The lr warms up linearly to `lr` over `warmup_epochs`, then decays (cosine) to 0 at
+    `decay_epochs`, where training ends; `decay_epochs=0` keeps it constant and leaves the end to
+    `epochs` and early stopping. Counted in epochs, not steps, so the budget follows the data.
+    """
+
+    epochs: Count = 200  # an upper bound: the lr schedule or early stopping ends runs far sooner
+    batch_size: Count = 768  # rows (queries) per step: the old 16 windows' average
+    lr: PositiveFloat = 5e-3  # Adam's peak: the fastest of the rates tried to reach the best NDCG
+    warmup_epochs: NonNegativeFloat = 0.5  # Adam's first steps on fresh embeddings are unstable
+    decay_epochs: NonNegativeFloat = 6.0  # where validation flattens at a flat lr: a short budget
+    weight_decay: NonNegativeFloat = 0.0  # dropout already regularises; decay hurt the ID tables
+    temperature: PositiveFloat = 0.1  # on unit vectors: between slow learning and an early plateau
+    loss: Loss = "auto"  # auto = full softmax if the catalogue has <= full_softmax_max_items
+    full_softmax_max_items: Count = 20_000  # (Q, N) logits stay small on CPU below this
+    uniform_negatives: NonNegativeInt = 0  # mixed into the in-batch ones (sampled loss only)
     mask_seen: bool = True  # seen items are filtered at serving, so they are not negatives either
-    patience: int = 3  # validations without improvement before stopping
-    max_minutes: float = 10.0  # wall-clock cap on one fit
-    seed: int = 0
-    log_every: int = 50  # steps between log lines
+    patience: Count = 3  # validations without improvement before stopping
+    max_minutes: PositiveFloat = 10.0  # wall-clock cap on one fit
+    seed: int = 0  # any fixed seed: runs repeat exactly
+    log_every: Count = 50  # steps between log lines: a few per epoch on ML-100K
 
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"TrainConfig.loss: {self.loss!r} is not one of {LOSSES}")
-        if self.decay_epochs and not 0 <= self.warmup_epochs < self.decay_epochs:
-            raise ValueError(f"TrainConfig: warmup_epochs {self.warmup_epochs} must be in "
-                             f"[0, decay_epochs={self.decay_epochs})")
+    @model_validator(mode="after")
+    def _warmup_before_decay(self) -> TrainConfig:
+        if self.decay_epochs and not self.warmup_epochs < self.decay_epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be below "
+                             f"decay_epochs={self.decay_epochs}")
+        return self
 
 
 def learning_rate(train: TrainConfig, progress: float) -> float:
@@ -215,7 +208,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     metrics = {"val": best[0], "best_epoch": best[1], "seconds_to_best": round(best_seconds, 1),
                "seconds_total": round(time.perf_counter() - started, 1), "ranks": world,
                "history": history}
-    return Artifact(model, metrics, fingerprint(frame, items), dataclasses.asdict(train))
+    return Artifact(model, metrics, fingerprint(frame, items), train.model_dump())
 
 
 def _distributed() -> tuple[int, int]:
@@ -249,32 +242,13 @@ def _agreed(stop: bool, world: int) -> bool:
 
 # ---------------------------------------------------------------- CLI
 
-def parse_overrides(args: list[str], *configs: object) -> None:
-    """Apply `--key=value` to whichever config has the field, converting to the field's type."""
-    for arg in args:
-        key, sep, raw = arg.removeprefix("--").partition("=")
-        target = next((c for c in configs if key in {f.name for f in dataclasses.fields(c)}), None)
-        if not arg.startswith("--") or not sep or target is None:
-            raise ValueError(f"unknown option {arg!r}: expected --key=value with key one of "
-                             f"{sorted(f.name for c in configs for f in dataclasses.fields(c))}")
-        kind = type(getattr(target, key))
-        try:
-            value = (raw.lower() in {"1", "true", "yes"}) if kind is bool else kind(raw)
-        except ValueError:
-            raise ValueError(f"option {key}: {raw!r} is not a {kind.__name__}") from None
-        setattr(target, key, value)
-    for config in configs:
-        config.__post_init__()
-
-
-def fit_split(split: Split, items: pd.DataFrame, store, *, tower: TowerConfig | None = None,
+def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: TowerConfig | None = None,
               train: TrainConfig | None = None) -> Artifact:
     """Train with early stopping on the split's validation; TEMPORAL then refits up to the test cut.
 
     `store` is the dataset's Feast store (`towers.features.feature_store`) and `split` carries its
     user features (`towers.features.with_features`).
     """
-    from towers import evaluate
     from towers.features import examples
 
     if "recent_item_ids" not in split.validation.frame:
@@ -287,7 +261,7 @@ def fit_split(split: Split, items: pd.DataFrame, store, *, tower: TowerConfig | 
                    validate=evaluate.validator(split.validation, items))
     if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
         first = artifact.metrics
-        refit = dataclasses.replace(train, epochs=first["best_epoch"] + 1)
+        refit = train.model_copy(update={"epochs": first["best_epoch"] + 1})
         artifact = fit(frame, items, tower=tower, train=refit)
         artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
                                 seconds_to_best=first["seconds_to_best"],
@@ -295,47 +269,41 @@ def fit_split(split: Split, items: pd.DataFrame, store, *, tower: TowerConfig | 
     return artifact
 
 
+class Run(evaluate.Run):
+    """The CLI's own keys, beside TowerConfig's and TrainConfig's."""
+
+    preset: str = ""  # a TOML file of config keys (towers/configs/); --key=value overrides it
+    out: str = ""  # the artifact's directory; "" saves nothing, a CLI run only prints metrics
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train on a split and print its test metrics; under torchrun, one process per rank."""
     from feature_repo.datasets import load
-    from towers import evaluate
     from towers.features import feature_store, with_features
 
+    run, tower, train = parse_cli(sys.argv[1:] if argv is None else argv, Run(), TowerConfig(),
+                                  TrainConfig())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
-    args = dict(dataset="movielens-100k:../shared/datasets/ml-100k", protocol="loo", preset="",
-                out="")
-    rest = []
-    for arg in sys.argv[1:] if argv is None else argv:
-        key = arg.removeprefix("--").partition("=")[0]
-        if key in args:
-            args[key] = arg.partition("=")[2]
-        else:
-            rest.append(arg)
-    tower, train = TowerConfig(), TrainConfig()
-    if args["preset"]:
-        preset = tomllib.loads(Path(args["preset"]).read_text())
-        parse_overrides([f"--{k}={v}" for k, v in preset.items()], tower, train)
-    parse_overrides(rest, tower, train)
     if "WORLD_SIZE" in os.environ:  # started by torchrun: CPU processes talk over gloo
         dist.init_process_group("gloo")
     rank, _ = _distributed()
     if rank > 0:  # rank 0 speaks for all
         logging.getLogger().setLevel(logging.WARNING)
-    ds = load(args["dataset"])
+    ds = load(run.dataset)
     with tempfile.TemporaryDirectory(prefix=f"towers-rank{rank}-") as home:
         store = feature_store(ds, tower.max_len, home)
-        split = with_features(evaluate.make_split(ds, args["protocol"]), store)
+        split = with_features(evaluate.make_split(ds, run.protocol), store)
         artifact = fit_split(split, ds.items, store, tower=tower, train=train)
     if rank == 0:
         test = evaluate.evaluate(evaluate.two_tower(artifact, ds.items), split.test)
-        artifact.metrics.update(test=test, dataset=args["dataset"], protocol=args["protocol"],
+        artifact.metrics.update(test=test, dataset=run.dataset, protocol=run.protocol,
                                 split=split.notes)
-        if args["out"]:
-            artifact.save(args["out"])
+        if run.out:
+            artifact.save(run.out)
         result = {k: round(v, 4) if isinstance(v, float) else v for k, v in test.items()}
         speed = np.mean([h["examples_per_s"] for h in artifact.metrics["history"]])
-        line = (f"two-tower {args['protocol']} {result} best_epoch={artifact.metrics['best_epoch']}"
+        line = (f"two-tower {run.protocol} {result} best_epoch={artifact.metrics['best_epoch']}"
                 f" seconds_to_best={artifact.metrics['seconds_to_best']} "
                 f"examples_per_s={speed:.0f} ranks={artifact.metrics['ranks']}")
         print(line)  # noqa: T201 (CLI entry point)

@@ -30,13 +30,13 @@ class Recommendation:
 
 
 def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes: float = 1.0,
-             overrides: tuple[str, ...] = ()) -> list[Recommendation]:
+             tower: dict | None = None, train: dict | None = None) -> list[Recommendation]:
     """Build and promote everything under `home` for the dataset `spec`; recommend for a few users.
 
-    `overrides` are `key=value` settings of the towers (e.g. `encoder=mean`).
+    `tower` and `train` set TowerConfig and TrainConfig fields (e.g. `{"encoder": "mean"}`).
     """
     settings = PipelineSettings(data_dir=home, data=spec)
-    towers = {"max_minutes": train_minutes, "overrides": list(overrides)}
+    towers = {"max_minutes": train_minutes, "tower": tower or {}, "train": train or {}}
     with instance_for(home) as instance:
         result = materialize_graph(settings, instance=instance, raise_on_error=False, run_config={
             "ops": {"two_tower_model": {"config": towers}},

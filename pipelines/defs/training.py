@@ -7,12 +7,11 @@ offline measure that gates promotion.
 """
 
 import time
-import tomllib
-from dataclasses import asdict
-from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+from pydantic import field_validator
 
 from feature_repo.datasets import Dataset
 from index.model_store import ranker_dir
@@ -21,10 +20,11 @@ from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
 from pipelines.defs.values import ModelVersionRef
 from towers import evaluate
+from towers.config import load_preset, override
 from towers.features import with_features
 from towers.model import TowerConfig
 from towers.ranker import RankerConfig, train_ranker, window_queries
-from towers.train import TrainConfig, fit, parse_overrides
+from towers.train import TrainConfig, fit
 
 GROUP = "training"
 
@@ -44,11 +44,25 @@ def evaluation_split(raw_tables: Dataset, feature_store: FeatureStoreResource) -
 
 
 class TowersConfig(dg.Config):
-    """Per-run training knobs; anything else as `key=value` overrides of TowerConfig/TrainConfig."""
+    """Per-run training knobs; `tower` and `train` set TowerConfig and TrainConfig fields, validated
+    by those models when the run config is read."""
 
     preset: str = ""  # a TOML preset such as towers/configs/ml100k.toml
     max_minutes: float = 5.0  # wall-clock cap of the fit; early stopping usually ends it sooner
-    overrides: list[str] = []  # e.g. ["dim=32", "epochs=5"]
+    tower: dict[str, Any] = {}  # TowerConfig fields, e.g. {"dim": 32, "encoder": "mean"}
+    train: dict[str, Any] = {}  # TrainConfig fields, e.g. {"epochs": 2}
+
+    @field_validator("tower")
+    @classmethod
+    def _tower(cls, value: dict[str, Any]) -> dict[str, Any]:
+        override([TowerConfig()], value)
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _train(cls, value: dict[str, Any]) -> dict[str, Any]:
+        override([TrainConfig()], value)
+        return value
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch"})
@@ -63,9 +77,9 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
     """
     tower, train = TowerConfig(), TrainConfig(max_minutes=config.max_minutes)
     if config.preset:
-        preset = tomllib.loads(Path(config.preset).read_text())
-        parse_overrides([f"--{k}={v}" for k, v in preset.items() if k != "max_minutes"], tower, train)
-    parse_overrides([f"--{o}" for o in config.overrides], tower, train)
+        preset = load_preset(config.preset)
+        tower, train = override([tower, train], {k: v for k, v in preset.items() if k != "max_minutes"})
+    [tower], [train] = override([tower], config.tower), override([train], config.train)
     tower.max_len = feature_store.config.history_length  # the Feast rows hold this many items
     items, split = raw_tables.items, evaluation_split
     frame = pd.read_parquet(training_examples)
@@ -80,7 +94,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
     with registry.open() as reg:
         model = registry.model_store.save(
             reg, artifact, config={"data": raw_tables.name, "protocol": "temporal",
-                                   "tower": asdict(artifact.config), "train": artifact.train_config})
+                                   "tower": artifact.config.model_dump(), "train": artifact.train_config})
     context.log.info("model version %d: test NDCG@10 %.4f", model.id, test["ndcg@10"])
     history = artifact.metrics["history"]
     return dg.Output(ModelVersionRef(model.id, model.location), metadata={

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from services.encoder import UserEncoder, _Bag
+from services.encoder import UserEncoder
 from towers.artifact import Artifact
 from towers.data import catalogue_content
 from towers.model import TowerConfig, TwoTower
@@ -75,10 +75,3 @@ def test_user_tower_the_exporter_cannot_handle_still_serves_in_pytorch(service, 
     assert "ONNX export failed" in caplog.text
     frame = _frame(service.dataset.items["item_id"].to_numpy()[:20].tolist())
     np.testing.assert_allclose(encoder(frame), service.artifact.embed_users(frame)[0], atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", ["mean", "sum"])
-def test_exportable_bag_equals_torchs_embedding_bag_with_padding(mode):
-    bag = torch.nn.EmbeddingBag(10, 4, mode=mode, padding_idx=0)
-    tokens = torch.tensor([[3, 5, 0], [0, 0, 0], [9, 9, 2]])  # padded, all padding, repeats
-    np.testing.assert_allclose(_Bag(bag)(tokens).detach(), bag(tokens).detach(), atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +11,8 @@ import torch
 from torch import nn
 
 from tests.towers.conftest import MAX_LEN
-from towers.artifact import Artifact
-from towers.model import CausalTransformer, Dropout, TowerConfig
+from towers.artifact import Artifact, upgrade_v1
+from towers.model import Block, CausalTransformer, Dropout, TowerConfig
 from towers.train import TrainConfig, fit
 
 
@@ -71,6 +73,31 @@ def test_saved_artifact_reloads_and_gives_identical_embeddings(artifact, slice_d
     assert loaded.fingerprint == artifact.fingerprint and len(loaded.fingerprint) == 64
 
 
+def test_a_version_1_artifact_loads_with_torchs_encoder_names(artifact, slice_ds, tmp_path):
+    """Version 1 saved torch's nn.TransformerEncoder weights; they load into the own blocks."""
+    ds, frame = slice_ds
+    path = artifact.save(tmp_path / "v1")
+    v1_names = {".blocks.": ".blocks.layers.", ".qkv.weight": ".self_attn.in_proj_weight",
+                ".qkv.bias": ".self_attn.in_proj_bias", ".proj.": ".self_attn.out_proj.",
+                ".mlp.0.": ".linear1.", ".mlp.3.": ".linear2."}
+    state = {}
+    for name, value in torch.load(path / "weights.pt").items():
+        if ".encoder.blocks." in name:
+            for new, old in v1_names.items():
+                name = name.replace(new, old)
+        state[name] = value
+    assert "user_tower.encoder.blocks.layers.1.self_attn.out_proj.weight" in state
+    torch.save(state, path / "weights.pt")
+    meta = json.loads((path / "artifact.json").read_text())
+    (path / "artifact.json").write_text(json.dumps({**meta, "version": 1}))
+    loaded = Artifact.load(path)
+    np.testing.assert_array_equal(loaded.embed_users(frame.head(30)),
+                                  artifact.embed_users(frame.head(30)))
+    (path / "artifact.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(ValueError, match="artifact version 99"):
+        Artifact.load(path)
+
+
 def test_loading_a_folder_without_artifact_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="artifact.json"):
         Artifact.load(tmp_path)
@@ -83,27 +110,78 @@ def test_config_rejects_unknown_encoder_by_name():
         TowerConfig(layers=0)
 
 
+def _reference(encoder: CausalTransformer, heads: int) -> nn.TransformerEncoder:
+    """torch's pre-norm encoder (the version-1 model) with `encoder`'s weights, randomised first."""
+    with torch.no_grad():
+        for param in encoder.blocks.parameters():  # no zero biases or unit norms to hide a mix-up
+            param.normal_(0, 0.3)
+    layer = nn.TransformerEncoderLayer(16, heads, dim_feedforward=16, dropout=0.2,
+                                       activation="gelu", batch_first=True, norm_first=True)
+    reference = nn.TransformerEncoder(layer, len(encoder.blocks), enable_nested_tensor=False)
+    mine = encoder.blocks.state_dict()
+    prefix = "user_tower.encoder.blocks."
+    reference.load_state_dict({name: mine[upgrade_v1(prefix + name).removeprefix(prefix)]
+                               for name in reference.state_dict()})
+    return reference
+
+
 @pytest.mark.parametrize("heads", [1, 2])
-def test_transformer_at_query_positions_equals_the_full_causal_pass(heads):
-    """The last block runs at the query positions only; the result is torch's full pass there."""
+def test_own_blocks_equal_torchs_transformer_encoder_and_the_query_path_its_full_pass(heads):
+    """Version-1 weights (renamed as `Artifact.load` does) give torch's own encoder's outputs,
+    in the full causal pass and at the query positions only, in eval and training mode."""
     torch.manual_seed(0)
     encoder = CausalTransformer(TowerConfig(dim=16, max_len=12, heads=heads, layers=3))
+    reference = _reference(encoder, heads)
     tokens = torch.randn(5, 12, 16)
     rows, pos = torch.tensor([0, 0, 1, 2, 3, 4, 4, 4]), torch.tensor([0, 11, 5, 3, 11, 1, 2, 7])
+    causal = nn.Transformer.generate_square_subsequent_mask(12)
 
-    def full() -> torch.Tensor:
-        causal = nn.Transformer.generate_square_subsequent_mask(12)
-        x = encoder.dropout(tokens + encoder.positions.weight)
-        return encoder.norm(encoder.blocks(x, mask=causal, is_causal=True))[rows, pos]
+    def check() -> None:
+        x = tokens + encoder.positions.weight
+        expected = reference(x, mask=causal, is_causal=True)  # (B, L, D)
+        full = x
+        for block in encoder.blocks:
+            full = block(full)
+        torch.testing.assert_close(full, expected)
+        torch.testing.assert_close(encoder(tokens, None, rows, pos),
+                                   encoder.norm(expected)[rows, pos])
 
+    reference.eval(), encoder.eval()
     with torch.no_grad():
-        torch.testing.assert_close(encoder.eval()(tokens, None, rows, pos), full())
-    for module in encoder.modules():  # training mode (the autograd path) without randomness
+        check()
+    for module in [*encoder.modules(), *reference.modules()]:  # training mode, no randomness
         if isinstance(module, nn.Dropout):
             module.p = 0.0
         if isinstance(module, nn.MultiheadAttention):
             module.dropout = 0.0
-    torch.testing.assert_close(encoder.train()(tokens, None, rows, pos), full())
+    for block in encoder.blocks:
+        block.attn_dropout = 0.0
+    reference.train(), encoder.train()
+    check()
+
+
+def test_a_seed_gives_the_blocks_the_weights_torchs_encoder_had():
+    torch.manual_seed(0)
+    nn.Embedding(12, 16)  # the positions come first in CausalTransformer
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=16, batch_first=True, norm_first=True)
+    reference = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False).state_dict()
+    torch.manual_seed(0)
+    mine = CausalTransformer(TowerConfig(dim=16, max_len=12, heads=2, layers=3)).blocks
+    prefix = "user_tower.encoder.blocks."
+    expected = {upgrade_v1(prefix + name).removeprefix(prefix): value
+                for name, value in reference.items()}
+    assert expected.keys() == mine.state_dict().keys()
+    for name, value in mine.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_block_dropout_is_active_in_training_only():
+    torch.manual_seed(0)
+    block = Block(TowerConfig(dim=16, dropout=0.5))
+    x = torch.randn(4, 10, 16)
+    with torch.no_grad():
+        assert not torch.equal(block.train()(x), block(x))
+        torch.testing.assert_close(block.eval()(x), block(x))
 
 
 def test_dropout_zeroes_a_share_p_and_keeps_the_mean():

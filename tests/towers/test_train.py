@@ -1,5 +1,5 @@
 """Training on Feast frames: prefix windows equal the point-in-time lookup, negatives, the loss going
-down on real data, determinism, two-process (gloo) training, and config overrides."""
+down on real data, determinism and two-process (gloo) training."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from towers.data import (
     sampled_candidates,
 )
 from towers.model import TowerConfig, TwoTower
-from towers.train import TrainConfig, fit, learning_rate, parse_overrides
+from towers.train import TrainConfig, fit, learning_rate
 
 
 def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
@@ -180,13 +180,3 @@ def test_two_gloo_processes_train_on_shards_and_end_with_identical_weights(ml, s
     single = fit(_tiny(small_frame), ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
                  train=TrainConfig(epochs=2, batch_size=64)).model.state_dict()
     assert any(not torch.equal(v, single[k]) for k, v in ranks[0]["state"].items())
-
-
-def test_overrides_are_typed_and_unknown_keys_are_named():
-    tower, train = TowerConfig(), TrainConfig()
-    parse_overrides(["--dim=32", "--lr=0.01", "--use_user_id=true"], tower, train)
-    assert (tower.dim, train.lr, tower.use_user_id) == (32, 0.01, True)
-    with pytest.raises(ValueError, match="dimm"):
-        parse_overrides(["--dimm=3"], tower, train)
-    with pytest.raises(ValueError, match="epochs"):
-        parse_overrides(["--epochs=many"], tower, train)

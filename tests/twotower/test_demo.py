@@ -15,7 +15,8 @@ from services.client import RecommenderClient
 from tests.utils.servers import twotower_service
 from twotower.demo import recommend, run_demo
 
-FAST = ("dim=32", "encoder=mean", "epochs=2")  # as the graph fixture: the same NDCG, so it promotes
+# As the graph fixture: the same NDCG, so it promotes.
+FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2}}
 
 
 def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_it(graph):
@@ -23,7 +24,7 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
     live_before = registry.live().id
 
     recommendations = run_demo(graph.settings.data, graph.settings.data_dir, users=2, k=5,
-                               train_minutes=1.0, overrides=FAST)
+                               train_minutes=1.0, **FAST)
 
     live = registry.live()
     assert live.id > live_before and registry.get(live_before).status == Status.RETIRED

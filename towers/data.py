@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.datasets.contract import DAY
 from feature_repo.tables import WINDOWS_DAYS
 
 AGE_EDGES = [18, 25, 35, 45, 50, 56]  # MovieLens-1M's own age groups; bucket 0 means unknown
@@ -28,7 +29,6 @@ MAX_TITLE_TOKENS = 12
 MAX_PROFILE_TOKENS = 8
 GAP_BUCKETS = 34  # 0 = first event in the window, then 1 + log2(1 + seconds since the previous)
 POPULARITY_BUCKETS = 16  # 0 = no interaction, then 1 + log2(count), capped (2^14 a window)
-DAY = 86_400  # seconds; Feast's item_popularity counts whole UTC days before the lookup's midnight
 USER_COLUMNS = ["user_id", "event_timestamp", "age", "profile_tokens", "recent_item_ids",
                 "recent_timestamps"]
 TRAINING_COLUMNS = [*USER_COLUMNS, "item_id", "event_count"]

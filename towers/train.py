@@ -30,11 +30,11 @@ import torch.distributed as dist
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
 from tqdm import tqdm
 
+from feature_repo.datasets.contract import DAY
 from towers import evaluate
 from towers.artifact import Artifact, fingerprint
 from towers.config import Config, Count, parse_cli
 from towers.data import (
-    DAY,
     Popularity,
     Vocab,
     batch_chunks,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+DAY = 86_400  # seconds: the one day length every table, tower and check counts in
 TIMESTAMP = "datetime64[us, UTC]"  # microseconds: Feast's DuckDB store cannot read nanosecond tz-aware
 
 # Required columns and their dtypes; extra columns are kept as they are.

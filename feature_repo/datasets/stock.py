@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from feature_repo.datasets.contract import TIMESTAMP
+from feature_repo.datasets.contract import DAY, TIMESTAMP
 
 CAPACITY = (3, 40)  # units per restock: small enough that popular items run out
 PERIOD_DAYS = (3, 21)  # days between restocks
-DAY = pd.Timedelta(days=1)
 
 
 def stock_plan(item_ids: np.ndarray, *, seed: int) -> pd.DataFrame:
@@ -36,7 +35,7 @@ def _sales_rank(interactions: pd.DataFrame, plan: pd.DataFrame, origin: pd.Times
     """
     events = interactions[["item_id", "event_timestamp"]].reset_index(drop=True).merge(
         plan, on="item_id", how="left")
-    days = (events["event_timestamp"] - origin) / DAY
+    days = (events["event_timestamp"] - origin) / pd.Timedelta(seconds=DAY)
     events["period"] = np.floor(days / events["period_days"]).astype("int64")
     events = events.sort_values(["item_id", "event_timestamp"], kind="stable")
     events["rank"] = events.groupby(["item_id", "period"]).cumcount()

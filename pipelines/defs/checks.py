@@ -24,7 +24,6 @@ from towers import evaluate
 LEAKAGE_SAMPLE = 300  # training rows recomputed from raw events; a leak shows in a handful
 RECALL_TARGET = 0.97  # ANN recall@10 against exact search on the new version
 SEARCHABLE_SAMPLE = 2_000  # in-stock items looked up by their own vector (all of them below this)
-DAY = pd.Timedelta(days=1)
 
 
 class PromotionConfig(dg.Config):
@@ -63,7 +62,8 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
         if actual != expected:
             mismatches["stock"].append(where)
         midnight, sales = t.floor("D"), by_item.get(row.item_id, empty)["event_timestamp"]
-        counts = [int(((sales >= midnight - days * DAY) & (sales < midnight)).sum()) for days in WINDOWS_DAYS]
+        counts = [int(((sales >= midnight - pd.Timedelta(days=days)) & (sales < midnight)).sum())
+                  for days in WINDOWS_DAYS]
         if counts != [int(getattr(row, name)) for name in popularity]:
             mismatches["popularity"].append(where)
     return dg.AssetCheckResult(

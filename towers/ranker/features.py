@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DAY = 86_400.0
+from feature_repo.datasets.contract import DAY
+
 FEATURES: tuple[str, ...] = (  # the column layout of `features()`, saved with every ranker
     "retrieval_score",  # the towers' dot product
     "retrieval_rank",  # 0 = the towers' best

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from feature_repo.datasets.contract import DAY
 from towers.ranker.features import COLUMN, FEATURES, Candidates, Categories, UserState, features
 
-DAY = 86_400
 NOW = 1_700_000_000
 VOCABULARY: dict[str, int] = {}  # one coding for every test's candidates and histories
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from feature_repo.datasets import load
+from feature_repo.datasets.contract import DAY
 from tests.utils.tables import make_dataset, utc
 from towers.evaluate import Queries, temporal_split
 from towers.features import examples, feature_store
@@ -17,7 +18,6 @@ from towers.ranker.features import COLUMN, FEATURES, Candidates, Categories, Use
 from towers.ranker.training import RankerConfig, RankingData, ranking_data, train_ranker
 from towers.train import TrainConfig, fit
 
-DAY = 86_400
 TINY_TOWERS = TowerConfig(dim=16, max_len=20, encoder="mean")
 
 

@@ -14,17 +14,14 @@ baseline (Popularity, EASE); `twotower eval --artifact=DIR` evaluates a saved tw
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from towers.artifact import Artifact
-from towers.config import Config, parse_cli
 from towers.data import sort_events, unix_micros, unix_seconds
 
 log = logging.getLogger(__name__)
@@ -209,32 +206,3 @@ def two_tower(artifact: Artifact, items: pd.DataFrame, retrieve: Retrieve | None
 def validator(queries: Queries, items: pd.DataFrame) -> Callable[[Artifact], float]:
     """Validation NDCG@10 of a model in training, for early stopping."""
     return lambda artifact: evaluate(two_tower(artifact, items), queries)["ndcg@10"]
-
-
-class Run(Config):
-    """What a CLI run evaluates on."""
-
-    dataset: str = "movielens-100k:../shared/datasets/ml-100k"  # the checkouts' shared data dir
-    protocol: Literal["loo", "temporal"] = "loo"  # leave-one-out: the published baselines' split
-
-
-def main(argv: list[str] | None = None) -> None:
-    from feature_repo.datasets import load
-    from towers import baselines
-
-    [run] = parse_cli(sys.argv[1:] if argv is None else argv, Run())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(1)
-    ds = load(run.dataset)
-    split = make_split(ds, run.protocol)
-    print(f"split {split.protocol} {split.notes}")  # noqa: T201 (CLI entry point)
-    recommenders = {"popularity": baselines.popularity(split.test_train, ds.items)}
-    lam, _ = baselines.tune_ease(split.train, split.validation, ds.items)
-    recommenders[f"ease(lambda={lam:g})"] = baselines.ease(split.test_train, ds.items, lam)
-    for name, recommend in recommenders.items():
-        result = {k: round(v, 4) for k, v in evaluate(recommend, split.test).items()}
-        print(f"{name} {split.protocol} {result}")  # noqa: T201 (CLI entry point)
-
-
-if __name__ == "__main__":
-    main()

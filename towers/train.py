@@ -269,9 +269,11 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
     return artifact
 
 
-class Run(evaluate.Run):
+class Run(Config):
     """The CLI's own keys, beside TowerConfig's and TrainConfig's."""
 
+    dataset: str = "movielens-100k:../shared/datasets/ml-100k"  # the checkouts' shared data dir
+    protocol: Literal["loo", "temporal"] = "loo"  # leave-one-out: the published baselines' split
     preset: str = ""  # a TOML file of config keys (towers/configs/); --key=value overrides it
     out: str = ""  # the artifact's directory; "" saves nothing, a CLI run only prints metrics
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from towers.config import ConfigError, model_of, override, parse, parse_cli
-from towers.evaluate import main as evaluate_main
 from towers.model import TowerConfig
 from towers.train import Run, TrainConfig
 from towers.train import main as train_main
@@ -79,8 +78,8 @@ def test_a_model_built_from_a_defaults_dict_types_each_key_by_its_default():
         parse(["--plot=maybe"], model_of("Bench", {"plot": True})())
 
 
-def test_the_train_and_evaluate_commands_refuse_bad_arguments_by_name():
+def test_the_train_command_refuses_bad_arguments_by_name():
     with pytest.raises(SystemExit, match="use_user_id='ture'"):
         train_main(["--use_user_id=ture"])
-    with pytest.raises(SystemExit, match="unknown key 'dim'; valid keys: dataset, protocol"):
-        evaluate_main(["--dim=32"])
+    with pytest.raises(SystemExit, match="unknown key 'protocl'"):
+        train_main(["--protocl=loo"])

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.files import atomic_path, atomic_write
 from towers.data import Vocab, encode_items, encode_users
 from towers.model import TowerConfig, TwoTower
 
@@ -78,13 +79,14 @@ class Artifact:
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
 
     def save(self, path: str | Path) -> Path:
+        """Write the weights, then `artifact.json` (what `load` looks for), each atomically."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), path / "weights.pt")
+        with atomic_path(path / "weights.pt") as tmp:
+            torch.save(self.model.state_dict(), tmp)
         meta = {"version": self.version, "tower_config": self.config.model_dump(),
                 "train_config": self.train_config, "vocab": self.model.vocab.to_dict(),
                 "metrics": self.metrics, "fingerprint": self.fingerprint}
-        (path / "artifact.json").write_text(json.dumps(meta, indent=1))
+        atomic_write(path / "artifact.json", json.dumps(meta, indent=1))
         log.info("saved artifact to %s", path)
         return path
 

@@ -116,7 +116,7 @@ class OnlineFeatures:
 
         def append(row: Row | None, stamp: datetime | None):
             nonlocal length
-            row = self._filled(row)
+            row = {n: self._absent.get(n) if v is None else v for n, v in self._filled(row).items()}
             events = sorted([*zip(row["recent_timestamps"], row["recent_item_ids"], strict=True),  # type: ignore[call-overload]
                              (seconds, int(item_id))], key=lambda e: e[0])[-HISTORY_LENGTH:]
             length = len(events)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ def test_two_processes_and_threads_apply_every_acknowledged_write_once(redis_ser
                    tower=TowerConfig(dim=16, max_len=50), train=TrainConfig(epochs=1, max_minutes=0.1))
     promote_version(Service("", home, dataset, artifact, "", ""))
     shutil.copytree(home, tmp_path / "b")  # the second replica: its own copy of the Edge shard
+    with sqlite3.connect(tmp_path / "b" / "registry.db") as registry:  # (an Edge shard admits one process)
+        registry.execute("UPDATE index_versions SET location = replace(location, ?, ?)",
+                         (str(home), str(tmp_path / "b")))
 
     users = dataset.users["user_id"].tolist()[:5]  # few users: writers contend for each history
     online = OnlineFeatures(open_store(config))

@@ -69,7 +69,11 @@ class OnlineRows:
         online = getattr(self._local, "sqlite", None)
         if online is None:  # one connection per thread: Feast's shared one is not thread-safe
             online = self._local.sqlite = SqliteOnlineStore()
-            online._get_conn(self._config).execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            conn = online._get_conn(self._config)
+            conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            # Every write is durable in the event log first (and the tables it feeds rebuild the
+            # online store): the online store's commits need not wait for the disk too.
+            conn.execute("PRAGMA synchronous = OFF")
         conn = online._get_conn(self._config)
         conn.execute("BEGIN IMMEDIATE")
         try:

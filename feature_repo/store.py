@@ -116,7 +116,24 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
     with _inside(repo):
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
                     skip_source_validation=False)
-    return FeatureStore(repo_path=str(repo))
+    store = FeatureStore(repo_path=str(repo))
+    monotonic_online_store(store)
+    return store
+
+
+def monotonic_online_store(store) -> None:
+    """Make the SQLite online tables refuse a value older than the stored one, as Feast's Redis
+    store does itself: materializing older feature rows never replaces newer ones (a history the
+    service appended to, a quantity it set). One trigger per table; Feast writes `event_ts` as
+    ISO text, so text order is time order."""
+    if store.config.online_store.type != "sqlite":
+        return
+    conn = store._get_provider().online_store._get_conn(store.config)
+    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    with conn:
+        for table in tables:
+            conn.execute(f'CREATE TRIGGER IF NOT EXISTS "{table}_never_older" BEFORE UPDATE ON '
+                         f'"{table}" WHEN NEW.event_ts < OLD.event_ts BEGIN SELECT RAISE(IGNORE); END')
 
 
 def build_store(dataset: Dataset, config: FeatureStoreConfig):  # -> feast.FeatureStore

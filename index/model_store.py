@@ -8,6 +8,7 @@ version the registry already points at. `ModelStore` also keeps each version's i
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -106,6 +107,29 @@ class ModelStore:
         return (table["item_id"].to_numpy(),
                 vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, vectors.type.list_size)
                 .astype(np.float32))
+
+
+def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str, list[int]]:
+    """Delete old index versions (`Registry.prune`: never the live one or the rollback target),
+    then every model version no index version uses any more: its directory and embeddings.
+
+    Model versions newer than the newest one in use are kept: a run may be building from them.
+    """
+    indexes = registry.prune(keep)
+    used = {v.model_version_id for v in registry.versions()}
+    newest = max(used, default=0)
+    models = []
+    for model in registry.models():
+        if model.id in used or model.id > newest:
+            continue
+        registry.delete_model(model.id)
+        store.embeddings_path(model.id).unlink(missing_ok=True)
+        location = Path(model.location).resolve() if model.location else None
+        if location is not None and location.parent == store.models_dir.resolve():
+            shutil.rmtree(location, ignore_errors=True)
+        models.append(model.id)
+    log.info("pruned index versions %s and model versions %s", indexes, models)
+    return {"index_versions": indexes, "model_versions": models}
 
 
 def publish(artifact: Artifact, dataset: Dataset, home: Path, *,

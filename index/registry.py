@@ -116,6 +116,7 @@ class Registry:
         if url is None:
             Path(data_dir).mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{Path(data_dir).resolve() / 'registry.db'}"
+        self.url = url
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S} if url.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
@@ -146,6 +147,22 @@ class Registry:
         if model is None:
             raise UnknownVersionError(f"model version {model_version_id}: not registered")
         return model
+
+    def models(self) -> list[ModelVersion]:
+        with self._sessions() as session:
+            return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+    def delete_model(self, model_version_id: int) -> None:
+        """Remove a model version's row; refused while an index version was built from it."""
+        with self._sessions.begin() as session:
+            used = session.scalar(select(IndexVersion.id).where(
+                IndexVersion.model_version_id == model_version_id).limit(1))
+            if used is not None:
+                raise VersionStateError(f"model version {model_version_id}: index version {used} "
+                                        "was built from it")
+            model = session.get(ModelVersion, model_version_id)
+            if model is not None:
+                session.delete(model)
 
     # -- index versions: build ------------------------------------------------------------------
     def register_build(

@@ -23,7 +23,7 @@ def instance_for(home: Path) -> dg.DagsterInstance:
 
 
 def materialize_graph(settings: PipelineSettings, *, instance: dg.DagsterInstance,
-                      selection: str = "*", run_config: dict | None = None,
+                      selection: str | dg.AssetSelection = "*", run_config: dict | None = None,
                       raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     """Materialize the selected assets and their checks in this process with `settings`' resources."""
     from pipelines.definitions import defs

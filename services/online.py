@@ -6,10 +6,9 @@ View names and the values of absent features come from the Feast definitions; th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow.parquet as pq
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList
@@ -17,9 +16,10 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.item_features import item_content_fv, item_popularity_fv, item_stock_fv
 from feature_repo.store import when_absent
-from feature_repo.tables import HISTORY_LENGTH
+from feature_repo.tables import AFTER, HISTORY_LENGTH
 from feature_repo.user_features import user_history_fv, user_profile_fv
 from services.feast_provider import ProviderAccess, Row
+from services.online_rows import OnlineRows
 
 PROFILE, HISTORY = user_profile_fv.name, user_history_fv.name
 CONTENT, POPULARITY, STOCK = item_content_fv.name, item_popularity_fv.name, item_stock_fv.name
@@ -50,13 +50,14 @@ class ItemFeatures:
 
 
 class OnlineFeatures:
-    """Typed access to the four views the service reads; one lock serialises read-modify-writes."""
+    """Typed access to the views the service reads and writes; each write is atomic per key
+    (`OnlineRows`) and stamped as the offline tables stamp it (just after its event)."""
 
     def __init__(self, store) -> None:  # store: feast.FeatureStore
         self._rows = ProviderAccess(store, (PROFILE, HISTORY, CONTENT, POPULARITY, STOCK))
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
-        self._write_lock = threading.Lock()
+        self._rows_writer = OnlineRows(store)
 
     def _read(self, view: str, key: str, ids: list[int]) -> list[Row | None]:
         """Rows with absent features filled as the definitions say (a missing row stays None)."""
@@ -67,10 +68,6 @@ class OnlineFeatures:
     def _filled(self, row: Row | None) -> Row:
         """A row, or the definitions' absent values when there is none."""
         return self._absent if row is None else row
-
-    def _write(self, view: str, key: str, entity_id: int, values: dict[str, ValueProto],
-               at: datetime) -> None:
-        self._rows.write(view, key, entity_id, values, at)
 
     def user(self, user_id: int) -> UserFeatures:
         (profile,) = self._read(PROFILE, "user_id", [user_id])
@@ -113,21 +110,26 @@ class OnlineFeatures:
         return pq.read_table(path, columns=["item_id"])["item_id"].to_pylist()
 
     def append_interaction(self, user_id: int, item_id: int, ts: datetime) -> int:
-        """Add an event to the user's online history (last HISTORY_LENGTH kept); returns its length."""
-        seconds = int(ts.timestamp())
-        with self._write_lock:
-            user = self.user(user_id)
-            events = sorted([*zip(user.recent_timestamps, user.recent_item_ids, strict=True),
-                             (seconds, int(item_id))], key=lambda e: e[0])[-HISTORY_LENGTH:]
-            self._write(HISTORY, "user_id", user_id, {
-                "recent_item_ids": ValueProto(int64_list_val=Int64List(val=[i for _, i in events])),
-                "recent_timestamps": ValueProto(int64_list_val=Int64List(val=[t for t, _ in events])),
-                "event_count": ValueProto(int64_val=user.event_count + 1),
-            }, datetime.now(UTC))
-        return len(events)
+        """Add an event to the user's online history (last HISTORY_LENGTH kept), atomically; returns
+        its length. The row is stamped just after its newest event, never earlier than it was."""
+        seconds, length = int(ts.timestamp()), 0
 
-    def write_item(self, item_id: int, item: ItemFeatures) -> None:
-        """Write (or replace) an item's content row."""
+        def append(row: Row | None, stamp: datetime | None):
+            nonlocal length
+            row = {n: self._absent.get(n) if v is None else v for n, v in self._filled(row).items()}
+            events = sorted([*zip(row["recent_timestamps"], row["recent_item_ids"], strict=True),  # type: ignore[call-overload]
+                             (seconds, int(item_id))], key=lambda e: e[0])[-HISTORY_LENGTH:]
+            length = len(events)
+            at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
+            return {"recent_item_ids": ValueProto(int64_list_val=Int64List(val=[i for _, i in events])),
+                    "recent_timestamps": ValueProto(int64_list_val=Int64List(val=[t for t, _ in events])),
+                    "event_count": ValueProto(int64_val=int(row["event_count"]) + 1)}, at  # type: ignore[call-overload]
+
+        self._rows_writer.update(HISTORY, "user_id", user_id, append)
+        return length
+
+    def write_item(self, item_id: int, item: ItemFeatures, at: datetime) -> bool:
+        """Write (or replace) an item's content row as of `at`; False if a newer one is stored."""
         values = {
             "title": ValueProto(string_val=item.title),
             "categories": ValueProto(string_list_val=StringList(val=list(item.categories))),
@@ -135,4 +137,10 @@ class OnlineFeatures:
         }
         if item.price is not None:
             values["price"] = ValueProto(double_val=item.price)
-        self._write(CONTENT, "item_id", item_id, values, datetime.now(UTC))
+        return self._rows_writer.update(CONTENT, "item_id", item_id, lambda row, ts: (values, at))
+
+    def write_stock(self, item_id: int, quantity: int, at: datetime) -> bool:
+        """Set an item's quantity as of `at` (stamped just after it, as the stock table is); False
+        if a newer quantity is stored."""
+        values = {"quantity": ValueProto(int64_val=int(quantity))}
+        return self._rows_writer.update(STOCK, "item_id", item_id, lambda row, ts: (values, at + AFTER))

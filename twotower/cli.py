@@ -169,7 +169,7 @@ def _versions(args: argparse.Namespace) -> None:
             elif args.action == "rollback":
                 result = versions.rollback(registry)
             else:
-                result = versions.prune(registry, args.keep)
+                result = versions.prune(registry, args.keep, args.home)
         except (VectorIndexError, ValueError) as exc:
             raise SystemExit(f"twotower versions {args.action}: {exc}") from None
     if args.json:
@@ -182,9 +182,23 @@ def _versions(args: argparse.Namespace) -> None:
                   f"{row['items'] if row['items'] is not None else '-':>9}  "
                   f"{row['promoted_at'] or '-'}{mark}")
     elif args.action == "prune":
-        print(f"deleted index versions {result['deleted'] or 'none'}; kept {result['kept']}")  # type: ignore[index]
+        print(f"deleted index versions {result['deleted'] or 'none'} and model versions "  # type: ignore[index]
+              f"{result['deleted_models'] or 'none'}; kept {result['kept']}")  # type: ignore[index]
     else:
         print(f"index version {result['id']} is live (model version {result['model_version']})")  # type: ignore[index]
+
+
+def _retrain(args: argparse.Namespace) -> None:
+    from twotower.retrain import retrain
+
+    result = retrain(args.home, args.data)
+    for name, passed in sorted(result.checks.items()):
+        print(f"  {'pass' if passed else 'FAIL'}  {name}")
+    print(f"live index version {result.live_index_version} (model version "
+          f"{result.live_model_version})")
+    if not result.success:
+        raise SystemExit("twotower retrain: the run failed; the previous live version, if any, "
+                         f"keeps serving (runs: DAGSTER_HOME={args.home / 'dagster'})")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -244,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "target)").add_argument("--keep", type=int, default=3,
                                                help="ready or retired versions kept besides them")
     versions.set_defaults(run=_versions)
+    retrain = commands.add_parser("retrain", help="run the retraining job (dataset plus event log; "
+                                  "promotes only if every check passes, then prunes) in this process")
+    retrain.add_argument("--home", type=Path, default=DEFAULT_HOME,
+                         help=f"data directory (default {DEFAULT_HOME})")
+    retrain.add_argument("--data", help="dataset spec (default TWOTOWER_DATA or synthetic:shop-small)")
+    retrain.set_defaults(run=_retrain)
     bench = commands.add_parser("bench", help="run a benchmark from bench/ (bench NAME --key=value)")
     bench.add_argument("name", help="benchmark script in bench/, e.g. features")
     bench.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides")

@@ -1,4 +1,5 @@
 """`twotower versions`: list, promote, roll back and prune the index versions of a data directory.
+`twotower retrain` runs the retraining job (which prunes after promoting) in this process.
 
 Promotion and rollback are the registry's own transactions (the previous live version keeps
 serving on any failure); a running service picks the new live version up at its next poll.
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from index.model_store import ModelStore, prune_versions
 from index.registry import IndexVersion, Registry
 from pipelines.defs.resources import PipelineSettings, build_resources
 
@@ -45,5 +47,8 @@ def rollback(registry: Registry) -> dict[str, Any]:
     return describe(registry.rollback())
 
 
-def prune(registry: Registry, keep: int) -> dict[str, Any]:
-    return {"deleted": registry.prune(keep), "kept": [v.id for v in registry.versions()]}
+def prune(registry: Registry, keep: int, home: Path) -> dict[str, Any]:
+    """Old index versions deleted, then the model versions (directories, embeddings) none uses."""
+    pruned = prune_versions(registry, ModelStore(home), keep)
+    return {"deleted": pruned["index_versions"], "deleted_models": pruned["model_versions"],
+            "kept": [v.id for v in registry.versions()]}

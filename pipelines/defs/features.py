@@ -10,19 +10,26 @@ import pyarrow.parquet as pq
 from feature_repo.datasets import Dataset
 from feature_repo.store import ENTITY_COLUMNS, apply, materialize, render_repo, write_training_frame
 from feature_repo.tables import write_feature_tables
-from pipelines.defs.resources import DatasetResource, FeatureStoreResource
+from index.events import LOG_POSITION, log_position, with_events
+from pipelines.defs.resources import DatasetResource, EventLogResource, FeatureStoreResource
 
 GROUP = "features"
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.Output[Dataset]:
-    """The dataset's four contract tables (interactions, items, users, stock log), validated."""
+def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource,
+               event_log: EventLogResource) -> dg.Output[Dataset]:
+    """The dataset's four contract tables (interactions, items, users, stock log) plus every write
+    the service logged (`index.events.with_events`), validated."""
     started = time.perf_counter()
-    data = dataset.load().validate()
-    context.log.info("%s: %d interactions", data.name, len(data.interactions))
+    with event_log.open() as log:
+        logged = log.read()
+    data = with_events(dataset.load(), logged).validate()
+    context.log.info("%s: %d interactions (%d logged events)", data.name, len(data.interactions),
+                     len(logged))
     return dg.Output(data, metadata={
-        "dataset": dataset.spec,
+        "dataset": dataset.spec, "logged_events": len(logged),
+        LOG_POSITION: log_position(data),
         **{f"{name}_rows": len(getattr(data, name))
            for name in ("interactions", "items", "users", "stock")},
         "first_event": str(data.interactions["event_timestamp"].min()),

@@ -8,6 +8,8 @@ import numpy as np
 from feature_repo.datasets import Dataset
 from index import IndexSpec, build_version
 from index.catalogue import item_batch, latest_stock
+from index.events import LOG_POSITION, log_position
+from index.model_store import prune_versions
 from pipelines.defs.features import online_features
 from pipelines.defs.resources import RegistryResource
 from pipelines.defs.training import reranker
@@ -45,8 +47,10 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
                      hnsw_ef=config.hnsw_ef)
     with registry.open() as reg:
         live = reg.live()
+        # The service replays the stock and item writes logged after this position on promotion.
         version = build_version(batch, registry=reg, spec=spec,
-                                model_version_id=item_embeddings.model_version_id)
+                                model_version_id=item_embeddings.model_version_id,
+                                metrics={LOG_POSITION: log_position(raw_tables)})
     context.log.info("index version %d ready with %d items", version.id, version.item_count)
     value = IndexBuild(index_version_id=version.id, location=version.location,
                        model_version_id=item_embeddings.model_version_id,
@@ -85,3 +89,21 @@ def live_index_version(context: dg.AssetExecutionContext, item_index: IndexBuild
 
 def _passed(record) -> bool:  # an AssetCheckExecutionRecord or None
     return record is not None and record.status.value == "SUCCEEDED"
+
+
+class PruneConfig(dg.Config):
+    keep: int = 3  # ready or retired index versions kept besides the live one and the rollback target
+
+
+@dg.asset(group_name=GROUP, deps=[live_index_version], kinds={"qdrant"})
+def pruned_versions(context: dg.AssetExecutionContext, config: PruneConfig,
+                    registry: RegistryResource) -> dg.MaterializeResult:
+    """Old versions deleted after a promotion: their index shards, then the model directories and
+    embeddings no index version uses. Never the live version or the rollback target."""
+    with registry.open() as reg:
+        pruned = prune_versions(reg, registry.model_store, config.keep)
+        kept = [v.id for v in reg.versions()]
+    context.log.info("pruned %s; kept index versions %s", pruned, kept)
+    return dg.MaterializeResult(metadata={
+        "deleted_index_versions": str(pruned["index_versions"]),
+        "deleted_model_versions": str(pruned["model_versions"]), "kept_index_versions": str(kept)})

@@ -8,6 +8,8 @@ Every path defaults under one data directory (`TWOTOWER_DATA_DIR`, default `.two
     models/         one directory per model version: the towers, and the re-ranker in ranker/
     embeddings/     item embeddings per model version (parquet)
     inbox/          files the sensors watch: stock/ (stock log rows) and items/ (new items)
+    events.db       the event log: every write the service accepted (unless TWOTOWER_EVENT_LOG_URL
+                    or TWOTOWER_REGISTRY_URL names a database)
 """
 
 import os
@@ -23,6 +25,7 @@ from pydantic_settings import SettingsConfigDict
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, open_store
 from index import IndexBackend, open_backend, parse_index_settings
+from index.events import EventLog
 from index.model_store import ModelStore
 from index.registry import Registry
 from index.settings import PlatformSettings
@@ -56,6 +59,21 @@ class DatasetResource(dg.ConfigurableResource):
 
     def load(self) -> Dataset:
         return load(self.spec)
+
+
+class EventLogResource(dg.ConfigurableResource):
+    """The service's event log, which the pipeline reads on top of the dataset."""
+
+    data_dir: str
+    url: str | None = None  # SQLAlchemy URL; None = events.db in the data directory
+
+    @contextmanager
+    def open(self) -> Iterator[EventLog]:
+        log = EventLog(self.url, data_dir=self.data_dir)
+        try:
+            yield log
+        finally:
+            log.close()
 
 
 class FeatureStoreResource(dg.ConfigurableResource):
@@ -164,6 +182,8 @@ def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableReso
     feast = settings.feature_store()
     return {
         "dataset": DatasetResource(spec=settings.data),
+        "event_log": EventLogResource(data_dir=data_dir,
+                                      url=settings.event_log_url or settings.registry_url),
         "feature_store": FeatureStoreResource(data_dir=data_dir, online_store=feast.online_store,
                                               redis_url=feast.redis_url, redis_type=feast.redis_type,
                                               registry_url=feast.registry_url),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
@@ -40,6 +40,11 @@ async def _write(request: Request, key: Annotated[str | None, Security(API_KEY)]
     if not _known(key or "", request.app.state.settings.write_keys):
         raise HTTPException(403, "this API key may only read; this endpoint needs a write key")
 
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="One per write, reused on its retries: the write is logged and applied once, and "
+                "a retry gets the first answer. Without it every call is a new write.")]
 
 can_read = Depends(_read)
 can_write = Depends(_write)

@@ -3,8 +3,10 @@
     uvicorn --factory services.api.main:create_app     (or `twotower serve`)
 
 Errors: malformed input is a 422 whose `detail` names each bad field; an unknown item is a 404; a
-dependency that cannot answer (no live version, index or online store down) is a 503 with the
-reason, and the next request tries again, so serving resumes when the dependency returns.
+dependency that cannot answer (no live version, index, online store or event log down) is a 503
+with the reason, and the next request tries again, so serving resumes when the dependency returns.
+A write is in the event log before it answers; an `Idempotency-Key` reused for another write is a
+422 naming the header.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from feature_repo.store import open_store
+from feature_repo.store import monotonic_online_store, open_store
 from index import open_backend
 from index.registry import Registry
 from services.api.config import Settings
 from services.api.metrics import Metrics, MetricsMiddleware
 from services.api.routes import interactions, items, recommendations, status
-from services.engine import Engine, ServiceUnavailable, UnknownItem
+from services.engine import Engine, KeyConflict, ServiceUnavailable, UnknownItem
 
 RETRY_AFTER_S = "1"  # a 503 is worth retrying soon: versions load and dependencies restart
 
@@ -36,9 +38,10 @@ def open_engine(settings: Settings) -> Engine:
         raise ValueError(f"online_store={settings.online_store!r}, but the feature repository at "
                          f"{settings.feature_store().repo_dir} uses {configured!r}; render it "
                          "again with `twotower features` or fix TWOTOWER_ONLINE_STORE")
+    monotonic_online_store(store)  # a repository applied before the trigger existed gets it now
     return Engine(store=store, backend=open_backend(settings.index_settings()),
                        registry=Registry(settings.registry_url, data_dir=settings.data_dir),
-                       reload_interval_s=settings.reload_interval_s,
+                       log=settings.event_log(), reload_interval_s=settings.reload_interval_s,
                        rerank_candidates=settings.rerank_candidates)
 
 
@@ -62,6 +65,12 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unknown(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _key_conflict(request: Request, exc: Exception) -> JSONResponse:
+    field = "header.Idempotency-Key"
+    return JSONResponse({"detail": f"{field}: {exc}", "errors": [{"field": field, "message": str(exc)}]},
+                        status_code=422)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(UnknownItem, _unknown)
+    app.add_exception_handler(KeyConflict, _key_conflict)
     for module in (recommendations, items, interactions, status):
         app.include_router(module.router)
     return app

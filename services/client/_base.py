@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,15 +61,23 @@ class Call(Generic[T]):
     body: BaseModel | None = None
     params: Mapping[str, Any] | None = None
     accept: frozenset[int] = field(default=frozenset({200, 201}))
+    key: str | None = None  # a write's Idempotency-Key: one per call, the same on every retry
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments of `httpx.Client.request` (the body serialised by pydantic's own
         JSON encoder: faster than a dict through the json module)."""
         if self.body is None:
             return {"method": self.method, "url": self.path, "params": self.params}
+        headers = {"content-type": "application/json"}
+        if self.key is not None:
+            headers["Idempotency-Key"] = self.key
         return {"method": self.method, "url": self.path, "params": self.params,
-                "content": self.body.model_dump_json(exclude_none=True),
-                "headers": {"content-type": "application/json"}}
+                "content": self.body.model_dump_json(exclude_none=True), "headers": headers}
+
+
+def write_key(key: str | None) -> str:
+    """The caller's idempotency key, or a new one for this call."""
+    return key or uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -125,17 +134,19 @@ class BaseClient:
                     params={"k": k, "in_stock_only": str(in_stock_only).lower()})
 
     @staticmethod
-    def _record_interaction(user_id: int, item_id: int, ts: datetime | None) -> Call[InteractionResponse]:
+    def _record_interaction(user_id: int, item_id: int, ts: datetime | None,
+                            key: str | None) -> Call[InteractionResponse]:
         body = InteractionRequest(user_id=user_id, item_id=item_id, ts=ts)
-        return Call("POST", "/v1/interactions", InteractionResponse, body)
+        return Call("POST", "/v1/interactions", InteractionResponse, body, key=write_key(key))
 
     @staticmethod
-    def _set_stock(item_id: int, quantity: int) -> Call[StockResponse]:
-        return Call("PUT", f"/v1/items/{int(item_id)}/stock", StockResponse, StockUpdate(quantity=quantity))
+    def _set_stock(item_id: int, quantity: int, key: str | None) -> Call[StockResponse]:
+        return Call("PUT", f"/v1/items/{int(item_id)}/stock", StockResponse,
+                    StockUpdate(quantity=quantity), key=write_key(key))
 
     @staticmethod
-    def _upsert_item(item_id: int, item: ItemUpsert) -> Call[ItemResponse]:
-        return Call("PUT", f"/v1/items/{int(item_id)}", ItemResponse, item)
+    def _upsert_item(item_id: int, item: ItemUpsert, key: str | None) -> Call[ItemResponse]:
+        return Call("PUT", f"/v1/items/{int(item_id)}", ItemResponse, item, key=write_key(key))
 
     @staticmethod
     def _health() -> Call[Health]:

@@ -5,6 +5,8 @@
 
 Arguments fall back to `TWOTOWER_URL` and `TWOTOWER_API_KEY`. Calls retry on 503 and on connection
 failures (exponential backoff with jitter, `Retry-After` honoured); other errors raise at once.
+Each write sends an `Idempotency-Key` (new per call unless `idempotency_key` is given) and reuses
+it on retries, so a retried write is applied once and answers as the first attempt did.
 """
 
 from __future__ import annotations
@@ -62,19 +64,21 @@ class RecommenderClient(BaseClient):
         return self._send(self._similar_items(item_id, k, in_stock_only))
 
     def record_interaction(self, user_id: int, item_id: int,
-                           ts: datetime | None = None) -> InteractionResponse:
-        return self._send(self._record_interaction(user_id, item_id, ts))
+                           ts: datetime | None = None, *,
+                           idempotency_key: str | None = None) -> InteractionResponse:
+        return self._send(self._record_interaction(user_id, item_id, ts, idempotency_key))
 
-    def set_stock(self, item_id: int, quantity: int) -> StockResponse:
-        return self._send(self._set_stock(item_id, quantity))
+    def set_stock(self, item_id: int, quantity: int, *,
+                  idempotency_key: str | None = None) -> StockResponse:
+        return self._send(self._set_stock(item_id, quantity, idempotency_key))
 
     def upsert_item(self, item_id: int, *, title: str, categories: Sequence[str] = (),
                     price: float | None = None, created_at: datetime | None = None,
-                    stock: int = 0) -> ItemResponse:
+                    stock: int = 0, idempotency_key: str | None = None) -> ItemResponse:
         """Add (or replace) an item from its content; it is searchable on return."""
         item = ItemUpsert(title=title, categories=list(categories), price=price, created_at=created_at,
                           stock=stock)
-        return self._send(self._upsert_item(item_id, item))
+        return self._send(self._upsert_item(item_id, item, idempotency_key))
 
     def health(self) -> Health:
         return self._send(self._health())
@@ -122,19 +126,21 @@ class AsyncRecommenderClient(BaseClient):
         return await self._send(self._similar_items(item_id, k, in_stock_only))
 
     async def record_interaction(self, user_id: int, item_id: int,
-                                 ts: datetime | None = None) -> InteractionResponse:
-        return await self._send(self._record_interaction(user_id, item_id, ts))
+                                 ts: datetime | None = None, *,
+                           idempotency_key: str | None = None) -> InteractionResponse:
+        return await self._send(self._record_interaction(user_id, item_id, ts, idempotency_key))
 
-    async def set_stock(self, item_id: int, quantity: int) -> StockResponse:
-        return await self._send(self._set_stock(item_id, quantity))
+    async def set_stock(self, item_id: int, quantity: int, *,
+                        idempotency_key: str | None = None) -> StockResponse:
+        return await self._send(self._set_stock(item_id, quantity, idempotency_key))
 
     async def upsert_item(self, item_id: int, *, title: str, categories: Sequence[str] = (),
                           price: float | None = None, created_at: datetime | None = None,
-                          stock: int = 0) -> ItemResponse:
+                          stock: int = 0, idempotency_key: str | None = None) -> ItemResponse:
         """Add (or replace) an item from its content; it is searchable on return."""
         item = ItemUpsert(title=title, categories=list(categories), price=price, created_at=created_at,
                           stock=stock)
-        return await self._send(self._upsert_item(item_id, item))
+        return await self._send(self._upsert_item(item_id, item, idempotency_key))
 
     async def health(self) -> Health:
         return await self._send(self._health())

@@ -2,7 +2,7 @@
 writes the API serves (`engine`)."""
 
 from services.engine.engine import STAGES, Engine
-from services.engine.errors import ServiceUnavailable, UnknownItem
+from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem
 from services.engine.item_cache import ItemCache, ItemColumns
 from services.engine.live import LiveVersion, Snapshot, load_ranker
 
@@ -11,6 +11,7 @@ __all__ = [
     "Engine",
     "ItemCache",
     "ItemColumns",
+    "KeyConflict",
     "LiveVersion",
     "ServiceUnavailable",
     "Snapshot",

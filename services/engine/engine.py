@@ -12,10 +12,12 @@ evaluation's entry point, so `twotower eval` measures the retrieval the service 
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import numpy as np
@@ -23,11 +25,12 @@ import pandas as pd
 import torch
 
 from index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
-from index.freshness import add_items, push_stock
+from index.events import Event, EventLog, KeyReused, effective
 from index.registry import Registry
-from services.engine.errors import ServiceUnavailable, UnknownItem
+from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem
 from services.engine.item_cache import ItemColumns
 from services.engine.live import LiveVersion, Snapshot
+from services.engine.writes import apply_item, apply_stock, item_frame, logged_item
 from services.online import ItemFeatures, OnlineFeatures, UserFeatures
 from services.schemas import (
     Filters,
@@ -46,6 +49,9 @@ from services.schemas import (
 from towers.data import USER_COLUMNS, unix_seconds
 from towers.ranker import Candidates, UserState, features
 
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 STAGES = ("features", "tower", "ann", "rerank")
 MISSING = -1  # fills an evaluation row when the index holds fewer than k items to return
 
@@ -54,13 +60,16 @@ class Engine:
     """Answers requests from the live snapshot and applies real-time writes."""
 
     def __init__(self, *, store, backend: IndexBackend, registry: Registry,
-                 reload_interval_s: float = 5.0, rerank_candidates: int | None = None) -> None:
+                 log: EventLog | None = None, reload_interval_s: float = 5.0,
+                 rerank_candidates: int | None = None) -> None:
+        """`log`: where accepted writes are logged (default: beside the registry)."""
         torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
         self.store = store  # feast.FeatureStore
         self.online = OnlineFeatures(store)
         self.backend = backend
         self.registry = registry
-        self.live = LiveVersion(online=self.online, backend=backend, registry=registry,
+        self.log = log or EventLog.beside(registry.url)
+        self.live = LiveVersion(online=self.online, backend=backend, registry=registry, log=self.log,
                                 reload_interval_s=reload_interval_s,
                                 rerank_candidates=rerank_candidates)
         self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
@@ -71,8 +80,9 @@ class Engine:
         self.live.start()
 
     def close(self) -> None:
-        """Stop polling (the backend and registry are the caller's to close)."""
+        """Stop polling and close the event log (the backend and registry are the caller's)."""
         self.live.close()
+        self.log.close()
 
     def refresh(self) -> bool:
         """Switch to the registry's live version if it changed; True when a new one was loaded."""
@@ -163,7 +173,7 @@ class Engine:
         s = self.live.snapshot()
         item = self._item(s, item_id)
         with torch.inference_mode():
-            vector = s.artifact.embed_items(_item_frame(item_id, item))[0]
+            vector = s.artifact.embed_items(item_frame(item_id, item))[0]
         filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
         ids, scores = self._search(s, vector, k, filters)
         return SimilarItemsResponse(
@@ -215,52 +225,71 @@ class Engine:
         return item
 
     # -- writes --------------------------------------------------------------------------------
-    def _writable(self) -> Snapshot:
-        """The snapshot, if it is still the live version (writes must not cross a switch)."""
-        s = self.live.snapshot()
-        if self.backend.live_location() != s.index_location:
-            raise ServiceUnavailable("a new index version is being loaded; retry shortly")
-        return s
+    # Each write is logged (durably) before it is applied, under the client's idempotency key: a
+    # retry of an applied write gets the first answer back; one whose first attempt failed half
+    # way is applied again (applying is idempotent, but for an interaction whose first attempt
+    # reached the online store and then lost its answer).
 
-    def record_interaction(self, user_id: int, item_id: int, ts: datetime | None = None
-                           ) -> InteractionResponse:
+    def _record(self, key: str | None, kind: str, body: dict) -> Event:
+        try:
+            return self.log.record(key or uuid.uuid4().hex, kind, body)
+        except KeyReused as exc:
+            raise KeyConflict(str(exc)) from exc
+        except Exception as exc:
+            raise ServiceUnavailable(f"event log unavailable: {exc}") from exc
+
+    def _answered(self, event: Event, response: R) -> R:
+        try:
+            self.log.answer(event.seq, response.model_dump(mode="json"))  # type: ignore[attr-defined]
+        except Exception as exc:  # applied and logged: the write stands; only a retry's answer is lost
+            log.warning("event %d: could not store its answer: %s", event.seq, exc)
+        return response
+
+    def record_interaction(self, user_id: int, item_id: int, ts: datetime | None = None, *,
+                           key: str | None = None) -> InteractionResponse:
         s = self.live.snapshot()
         self._item(s, item_id)
-        ts = ts or datetime.now(UTC)
+        event = self._record(key, "interaction", {"user_id": user_id, "item_id": item_id,
+                                                  "ts": ts.isoformat() if ts else None})
+        if event.answer is not None:
+            return InteractionResponse.model_validate(event.answer)
+        ts = datetime.fromisoformat(effective(event, "ts"))
         length = _online(self.online.append_interaction, user_id, item_id, ts)
-        return InteractionResponse(user_id=user_id, item_id=item_id, ts=ts, history_length=length)
+        return self._answered(event, InteractionResponse(user_id=user_id, item_id=item_id, ts=ts,
+                                                         history_length=length))
 
-    def set_stock(self, item_id: int, quantity: int) -> StockResponse:
-        s = self._writable()
-        try:
-            push_stock(self.store, self.backend, {item_id: quantity}, at=datetime.now(UTC))
-        except UnknownItemError as exc:
-            raise UnknownItem(f"item_id {item_id}: not in the live index") from exc
-        s.items.set_stock(item_id, quantity)
-        return StockResponse(item_id=item_id, quantity=quantity)
+    def set_stock(self, item_id: int, quantity: int, *, key: str | None = None) -> StockResponse:
+        with self.live.writing() as s:
+            self._item(s, item_id)
+            event = self._record(key, "stock", {"item_id": item_id, "quantity": quantity})
+            if event.answer is not None:
+                return StockResponse.model_validate(event.answer)
+            try:
+                _online(apply_stock, s, self.online, self.backend, item_id, quantity, event.logged_at)
+            except UnknownItemError as exc:
+                raise UnknownItem(f"item_id {item_id}: not in the live index") from exc
+            self.live.applied(event.seq)
+        return self._answered(event, StockResponse(item_id=item_id, quantity=quantity))
 
-    def upsert_item(self, item_id: int, item: ItemUpsert) -> ItemResponse:
+    def upsert_item(self, item_id: int, item: ItemUpsert, *, key: str | None = None) -> ItemResponse:
         """Embed the item from its content with the live item tower and make it searchable."""
-        s = self._writable()
-        created = item.created_at or datetime.now(UTC)
-        features_ = ItemFeatures(title=item.title, categories=tuple(item.categories),
-                                 price=item.price, created_at_s=int(created.timestamp()),
-                                 stock=item.stock)
-        add_items(self.store, s.artifact, self.backend, _item_frame(item_id, features_),
-                  {item_id: item.stock}, at=datetime.now(UTC))
-        _online(self.online.write_item, item_id, features_)
-        s.items.put(item_id, features_)
-        return ItemResponse(item_id=item_id, model_version=s.model_version,
-                            index_version=s.index_version)
-
-
-R = TypeVar("R")
+        with self.live.writing() as s:
+            event = self._record(key, "item", {"item_id": item_id, **item.model_dump(mode="json")})
+            if event.answer is not None:
+                return ItemResponse.model_validate(event.answer)
+            _online(apply_item, s, self.online, self.backend, item_id, logged_item(event),
+                    event.logged_at)
+            self.live.applied(event.seq)
+        return self._answered(event, ItemResponse(item_id=item_id, model_version=s.model_version,
+                                                  index_version=s.index_version))
 
 
 def _online(call: Callable[..., R], *args: object) -> R:
     """Run an online-store read or write; its failure (Redis down, file gone) is a 503."""
     try:
         return call(*args)
+    except UnknownItemError:
+        raise
     except Exception as exc:
         raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
@@ -296,9 +325,4 @@ def _user_columns(user_id: int, user: UserFeatures, events: list[tuple[int, int]
             "recent_timestamps": [[t for t, _ in events]]}
 
 
-def _item_frame(item_id: int, item: ItemFeatures) -> pd.DataFrame:
-    """The one-row items frame (the catalogue's columns) the item tower and the index read."""
-    return pd.DataFrame({"item_id": [item_id], "title": [item.title],
-                         "categories": [list(item.categories)],
-                         "price": [np.nan if item.price is None else item.price],
-                         "created_at": [pd.Timestamp(item.created_at_s, unit="s", tz="UTC")]})
+

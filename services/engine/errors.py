@@ -1,4 +1,4 @@
-"""The engine's two failures the API maps to status codes (503 and 404)."""
+"""The engine's failures the API maps to status codes (503, 404 and 422)."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class ServiceUnavailable(RuntimeError):
 
 class UnknownItem(LookupError):
     """An item id the live catalogue does not hold."""
+
+
+class KeyConflict(ValueError):
+    """An idempotency key already used for a different write."""

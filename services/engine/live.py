@@ -4,6 +4,10 @@
 it (a background thread polls every `reload_interval_s` and loads the new one off the request
 path), and releases the replaced version's shard one tick later. Each request takes one snapshot
 reference, so an answer never mixes versions.
+
+The event log keeps versions current: a version switched to (promotion or rollback) first gets the
+logged stock and item changes newer than its build, the last of them under the write lock, so
+what was set stays set; every poll then applies the changes other processes logged.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from index import IndexBackend
+from index.events import LOG_POSITION, EventLog
 from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry
 from services.encoder import UserEncoder
 from services.engine.errors import ServiceUnavailable
 from services.engine.item_cache import ItemCache
+from services.engine.writes import replay
 from services.online import OnlineFeatures
 from services.schemas import Health, VersionInfo
 from towers.artifact import Artifact
@@ -28,6 +36,7 @@ from towers.ranker import Ranker
 log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = 100  # re-ranked per request when the ranker does not say how many it saw
+CHANGES = ("stock", "item")
 
 
 @dataclass(frozen=True)
@@ -64,10 +73,14 @@ class LiveVersion:
     """The registry's live version as a `Snapshot`: loaded, polled, switched and released."""
 
     def __init__(self, *, online: OnlineFeatures, backend: IndexBackend, registry: Registry,
-                 reload_interval_s: float, rerank_candidates: int | None) -> None:
+                 log: EventLog, reload_interval_s: float, rerank_candidates: int | None) -> None:
         self.online = online
         self.backend = backend
         self.registry = registry
+        self.log = log
+        self.write_lock = threading.Lock()  # stock and item writes, replays and the switch
+        self._applied = 0  # log seq up to which the live snapshot has every stock and item change
+        self._own: set[int] = set()  # seqs this process applied since, skipped by the next replay
         self.reload_interval_s = reload_interval_s
         self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
         self._snapshot: Snapshot | None = None
@@ -109,14 +122,19 @@ class LiveVersion:
                 self._problem = "no live index version"
             return False
         if current is not None and current.index_version == live.id:
+            self._catch_up_live(current)
             return False
         try:
             snapshot = self._load(live)
+            applied = self._catch_up(snapshot, int(live.metrics.get(LOG_POSITION, 0)))
+            with self.write_lock:  # the changes logged meanwhile, then the swap
+                self._applied = self._catch_up(snapshot, applied)
+                self._own.clear()
+                self._snapshot = snapshot  # one reference swap: requests hold the old or new one
         except Exception as exc:  # keep serving the old version; the next poll retries
             log.exception("could not load index version %d", live.id)
             self._problem = f"index version {live.id} could not be loaded: {exc}"
             return False
-        self._snapshot = snapshot  # one reference swap: requests hold the old or the new one
         if current is not None and current.index_location != snapshot.index_location:
             self._retired = current.index_location
         # The snapshot's ~10^5-10^6 long-lived objects (item cache, model) would otherwise be
@@ -125,6 +143,36 @@ class LiveVersion:
         log.info("serving index version %d (model version %d, %s)", snapshot.index_version,
                  snapshot.model_version, snapshot.ranking)
         return True
+
+    def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> int:
+        """Replay the stock and item changes logged after `after` into `s`; the last seq read."""
+        events = self.log.read(after=after, kinds=CHANGES)
+        replay(s, self.online, self.backend, events, skip or frozenset())
+        return events[-1].seq if events else after
+
+    def _catch_up_live(self, s: Snapshot) -> None:
+        """The changes other processes logged since the last poll, into the live version."""
+        try:
+            with self.write_lock:
+                self._applied = self._catch_up(s, self._applied, self._own)
+                self._own.clear()
+        except Exception as exc:  # the next poll tries again
+            log.warning("could not replay the event log into index version %d: %s",
+                        s.index_version, exc)
+
+    @contextmanager
+    def writing(self) -> Iterator[Snapshot]:
+        """The live snapshot for a stock or item write, under the write lock (no switch or replay
+        runs meanwhile); a 503 while a new version is being loaded."""
+        with self.write_lock:
+            s = self.snapshot()
+            if self.backend.live_location() != s.index_location:
+                raise ServiceUnavailable("a new index version is being loaded; retry shortly")
+            yield s
+
+    def applied(self, seq: int) -> None:
+        """A stock or item event this process applied itself (call under `writing`)."""
+        self._own.add(seq)
 
     def _release_retired(self) -> None:
         """Close the replaced index version's shard and collect its snapshot's memory."""

@@ -1,7 +1,7 @@
 """`/v1/items/{item_id}`: similar items (read), stock and content updates (write).
 
-The writes are plain `def`: they wait on the online store and the index's disk, so FastAPI runs
-them in its threadpool.
+The writes are plain `def`: they wait on the event log, the online store and the index's disk, so
+FastAPI runs them in its threadpool.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from services.api.deps import can_read, can_write, live_engine
+from services.api.deps import IdempotencyKey, can_read, can_write, live_engine
 from services.engine import Engine
 from services.schemas import (
     MAX_ID,
@@ -35,12 +35,14 @@ async def similar_items(item_id: ItemPath, engine: Engine = live_engine,
 
 
 @router.put("/{item_id}/stock", dependencies=[can_write], summary="Set an item's stock")
-def set_stock(item_id: ItemPath, body: StockUpdate, engine: Engine = live_engine) -> StockResponse:
-    """Updates the live index payload and the online store; the next request sees it."""
-    return engine.set_stock(item_id, body.quantity)
+def set_stock(item_id: ItemPath, body: StockUpdate, key: IdempotencyKey = None,
+              engine: Engine = live_engine) -> StockResponse:
+    """Logged, then set in the online store and the live index payload; the next request sees it."""
+    return engine.set_stock(item_id, body.quantity, key=key)
 
 
 @router.put("/{item_id}", dependencies=[can_write], summary="Add or replace an item from content")
-def upsert_item(item_id: ItemPath, body: ItemUpsert, engine: Engine = live_engine) -> ItemResponse:
-    """Embeds the item with the live item tower (cold start) and makes it searchable at once."""
-    return engine.upsert_item(item_id, body)
+def upsert_item(item_id: ItemPath, body: ItemUpsert, key: IdempotencyKey = None,
+                engine: Engine = live_engine) -> ItemResponse:
+    """Logged, then embedded with the live item tower (cold start) and searchable at once."""
+    return engine.upsert_item(item_id, body, key=key)

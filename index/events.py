@@ -1,0 +1,247 @@
+"""The event log: every write the service accepts, durable before it answers, and read by the pipeline.
+
+One SQL table: SQLite `events.db` in the data directory by default (WAL, a full fsync per commit), or
+PostgreSQL by URL (the compose stack: the registry's database). A row per accepted write:
+
+    seq        the log's order (the pipeline and the version switch read "everything after seq")
+    key        the client's Idempotency-Key: unique, so a retried write is logged once
+    kind       interaction | stock | item
+    body       the write (JSON)
+    logged_at  when it was logged (UTC): stock and item changes take effect then
+    answer     the response once applied: a retry with the same key gets it back
+
+`with_events` turns the log into rows of the data contract and adds them to a dataset: the
+interactions to train on, the items upserted (last upsert wins), the stock changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from feature_repo.datasets import Dataset
+from feature_repo.datasets.contract import TIMESTAMP
+
+log = logging.getLogger(__name__)
+
+KINDS = ("interaction", "stock", "item")
+LOG_FILE = "events.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+SEQ = "log_seq"  # column of the dataset rows that came from the log
+LOG_POSITION = "event_log_position"  # an index version's metric: the last seq its build read
+
+_metadata = MetaData()
+events = Table(
+    "events", _metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Column("answer", JSON),
+)
+
+
+class KeyReused(ValueError):
+    """An idempotency key already logged with a different write."""
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    key: str
+    kind: str
+    body: dict[str, Any]
+    logged_at: datetime
+    answer: dict[str, Any] | None = None
+    new: bool = True  # False: the key was logged before (a retry)
+
+
+class EventLog:
+    """The log in SQL; every method is one transaction, safe across threads and processes."""
+
+    def __init__(self, url: str | None = None, *, data_dir: Path | str = ".twotower") -> None:
+        if url is None:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{Path(data_dir).resolve() / LOG_FILE}"
+        self.url = url
+        self.engine = create_engine(url)
+        # Answers are only what a retry gets back: written without waiting for the disk (WAL:
+        # safe from a process crash, not from a power loss), so a write costs one fsync.
+        self._answers = create_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_durable)
+            event.listen(self._answers, "connect", _sqlite_lazy)
+        _metadata.create_all(self.engine)
+
+    @classmethod
+    def beside(cls, registry_url: str) -> EventLog:
+        """The log next to a registry: its folder's `events.db` for SQLite, else its database."""
+        if registry_url.startswith("sqlite:///"):
+            return cls(data_dir=Path(registry_url.removeprefix("sqlite:///")).parent)
+        return cls(registry_url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self._answers.dispose()
+
+    def record(self, key: str, kind: str, body: dict[str, Any]) -> Event:
+        """Log a write under `key`, durably; a key seen before returns its first event (`new=False`).
+
+        Raises KeyReused when the key was logged with another kind or body.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}: one of {KINDS}")
+        body = json.loads(json.dumps(body, default=str))  # as it will read back
+        at = datetime.now(UTC)
+        try:
+            with self.engine.begin() as db:
+                seq = db.execute(insert(events).values(key=key, kind=kind, body=body, logged_at=at)
+                                 ).inserted_primary_key[0]
+            return Event(int(seq), key, kind, body, at)
+        except IntegrityError:
+            first = self.get(key)
+            if first is None:  # not the key's constraint that failed
+                raise
+            if first.kind != kind or first.body != body:
+                raise KeyReused(f"Idempotency-Key {key!r}: already used for another {first.kind} "
+                                "write; send a new key for a new write") from None
+            return dataclasses.replace(first, new=False)
+
+    def answer(self, seq: int, answer: dict[str, Any]) -> None:
+        """Store the response of an applied write (what a retry of its key gets back)."""
+        with self._answers.begin() as db:
+            db.execute(update(events).where(events.c.seq == seq).values(answer=answer))
+
+    def get(self, key: str) -> Event | None:
+        with self.engine.connect() as db:
+            row = db.execute(select(events).where(events.c.key == key)).first()
+        return None if row is None else _event(row)
+
+    def position(self) -> int:
+        """The last seq logged (0: none)."""
+        with self.engine.connect() as db:
+            return int(db.execute(select(func.max(events.c.seq))).scalar() or 0)
+
+    def read(self, *, after: int = 0, upto: int | None = None,
+             kinds: Iterable[str] = KINDS) -> list[Event]:
+        """Events with after < seq <= upto, in log order."""
+        query = select(events).where(events.c.seq > after, events.c.kind.in_(list(kinds)))
+        if upto is not None:
+            query = query.where(events.c.seq <= upto)
+        with self.engine.connect() as db:
+            return [_event(row) for row in db.execute(query.order_by(events.c.seq))]
+
+
+def _sqlite_durable(connection, _record) -> None:
+    """WAL with a full fsync per commit: a logged event survives a crash or power loss."""
+    cursor = connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.close()
+
+
+def _sqlite_lazy(connection, _record) -> None:
+    """WAL without an fsync per commit (the WAL is synced at checkpoints)."""
+    cursor = connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _event(row) -> Event:
+    at = row.logged_at if row.logged_at.tzinfo else row.logged_at.replace(tzinfo=UTC)
+    return Event(int(row.seq), row.key, row.kind, row.body, at, row.answer, new=False)
+
+
+# -- the log as rows of the data contract ---------------------------------------------------------
+
+def effective(event: Event, field: str) -> str:
+    """A time the client may leave out (an interaction's `ts`, an item's `created_at`): sent, or the
+    log time (so a retry without it is the same write)."""
+    return event.body.get(field) or event.logged_at.isoformat()
+
+
+def _timestamps(values: list) -> pd.Series:
+    return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).astype(TIMESTAMP)
+
+
+def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
+    """The dataset plus the logged writes: interactions appended, items upserted (the last upsert of
+    an id wins), stock changes appended at their log time, unknown users added without attributes.
+
+    Rows from the log carry their `log_seq`; `log_position` reads the newest back.
+    """
+    if not logged:
+        return dataset
+    by_kind = {kind: [e for e in logged if e.kind == kind] for kind in KINDS}
+    interactions = pd.DataFrame({
+        "user_id": pd.Series([e.body["user_id"] for e in by_kind["interaction"]], dtype="int64"),
+        "item_id": pd.Series([e.body["item_id"] for e in by_kind["interaction"]], dtype="int64"),
+        "event_timestamp": _timestamps([effective(e, "ts") for e in by_kind["interaction"]]),
+        SEQ: pd.Series([e.seq for e in by_kind["interaction"]], dtype="int64")})
+    upserts = {e.body["item_id"]: e for e in by_kind["item"]}  # last upsert of an id wins
+    items = pd.DataFrame({
+        "item_id": pd.Series(list(upserts), dtype="int64"),
+        "title": pd.Series([e.body["title"] for e in upserts.values()], dtype="string"),
+        "categories": pd.Series([list(e.body["categories"]) for e in upserts.values()], dtype=object),
+        "price": pd.Series([e.body.get("price") for e in upserts.values()], dtype="float64"),
+        "created_at": _timestamps([effective(e, "created_at") for e in upserts.values()]),
+        SEQ: pd.Series([e.seq for e in upserts.values()], dtype="int64")})
+    changes = by_kind["stock"] + by_kind["item"]
+    stock = pd.DataFrame({
+        "item_id": pd.Series([e.body["item_id"] for e in changes], dtype="int64"),
+        "event_timestamp": _timestamps([e.logged_at.isoformat() for e in changes]),
+        "quantity": pd.Series([e.body.get("quantity", e.body.get("stock", 0)) for e in changes],
+                              dtype="int64"),
+        SEQ: pd.Series([e.seq for e in changes], dtype="int64")})
+    known_users = set(dataset.users["user_id"].tolist())
+    new_users = sorted(set(interactions["user_id"].tolist()) - known_users)
+    kept_items = dataset.items[~dataset.items["item_id"].isin(list(upserts))]
+    return dataclasses.replace(
+        dataset,
+        interactions=_concat(dataset.interactions, interactions),
+        items=_concat(kept_items, items),
+        users=_concat(dataset.users, pd.DataFrame({"user_id": pd.Series(new_users, dtype="int64")})),
+        stock=_concat(dataset.stock, stock))
+
+
+def _concat(base: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
+    if more.empty:
+        return base
+    frame = pd.concat([base, more], ignore_index=True)
+    frame.attrs = base.attrs
+    return frame
+
+
+def log_position(dataset: Dataset) -> int:
+    """The newest log seq a dataset holds (0: none of its rows came from the log)."""
+    seqs = [frame[SEQ].max() for frame in (dataset.interactions, dataset.items, dataset.stock)
+            if SEQ in frame and frame[SEQ].notna().any()]
+    return int(max(seqs)) if seqs else 0

@@ -1,0 +1,90 @@
+"""Stock and item writes applied to a version: its index, the online store and its item cache.
+
+The service applies each write as it logs it, and replays the log's stock and item changes into a
+version it switches to (those newer than the version's build) and, every poll, the changes other
+processes logged. Applying is idempotent (a quantity is set, an item replaced), so a write that
+failed half way is completed by its replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from index import IndexBackend, UnknownItemError
+from index.catalogue import item_batch
+from index.events import Event, effective
+from services.online import ItemFeatures, OnlineFeatures
+
+if TYPE_CHECKING:  # live.py replays through this module
+    from services.engine.live import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def item_frame(item_id: int, item: ItemFeatures) -> pd.DataFrame:
+    """The one-row items frame (the catalogue's columns) the item tower and the index read."""
+    return pd.DataFrame({"item_id": [item_id], "title": [item.title],
+                         "categories": [list(item.categories)],
+                         "price": [np.nan if item.price is None else item.price],
+                         "created_at": [pd.Timestamp(item.created_at_s, unit="s", tz="UTC")]})
+
+
+def logged_item(event: Event) -> ItemFeatures:
+    """The item an `item` event upserted."""
+    body = event.body
+    created = datetime.fromisoformat(effective(event, "created_at"))
+    return ItemFeatures(title=body["title"], categories=tuple(body["categories"]),
+                        price=body.get("price"), created_at_s=int(created.timestamp()),
+                        stock=int(body.get("stock", 0)))
+
+
+def apply_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
+                quantity: int, at: datetime) -> None:
+    """Online store first, then the index payload (which refuses unknown items), then the cache."""
+    online.write_stock(item_id, quantity, at)
+    backend.set_stock({item_id: quantity}, location=s.index_location)
+    s.items.set_stock(item_id, quantity)
+
+
+def apply_item(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
+               item: ItemFeatures, at: datetime) -> None:
+    """Content and stock online, then the vector (embedded by the version's item tower) in its
+    index: an item is never searchable before its content can be read."""
+    online.write_item(item_id, item, at)
+    online.write_stock(item_id, item.stock, at)
+    frame = item_frame(item_id, item)
+    backend.upsert(item_batch(frame, s.artifact.embed_items(frame), {item_id: item.stock}),
+                   location=s.index_location)
+    s.items.put(item_id, item)
+
+
+def replay(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: list[Event],
+           skip: frozenset[int] | set[int] = frozenset()) -> None:
+    """Apply logged stock and item events to a version: per item, its last upsert and its last
+    quantity (whichever event set it last). Events in `skip` were applied already; items the
+    version does not hold are skipped."""
+    upserts = {e.body["item_id"]: e for e in events if e.kind == "item"}
+    quantities = {e.body["item_id"]: e for e in events if e.kind == "stock"}
+    for item_id in {**upserts, **quantities}:
+        upsert, stock = upserts.get(item_id), quantities.get(item_id)
+        last = max((e for e in (upsert, stock) if e is not None), key=lambda e: e.seq)
+        quantity = int(last.body["quantity"] if last is stock else last.body.get("stock", 0))
+        try:
+            if upsert is not None and upsert.seq not in skip:
+                item = logged_item(upsert)
+                apply_item(s, online, backend, item_id, ItemFeatures(
+                    item.title, item.categories, item.price, item.created_at_s, stock=quantity),
+                    upsert.logged_at)
+            if last is stock and stock.seq not in skip:
+                apply_stock(s, online, backend, item_id, quantity, stock.logged_at)
+        except UnknownItemError:
+            log.warning("index version %d: item %d is not in it; its logged stock is skipped",
+                        s.index_version, item_id)
+    if events:
+        log.info("index version %d: replayed %d logged stock and item changes", s.index_version,
+                 len(events))

@@ -1,0 +1,126 @@
+"""Atomic read-modify-writes of one online row, across threads and processes, never going backwards.
+
+SQLite: a connection per thread; each write is one `BEGIN IMMEDIATE` transaction (the database's
+write lock orders writers of every process) through Feast's own SQLite read and write. Redis: one
+WATCH/MULTI/EXEC transaction on the entity's hash (Feast's key and field hashing), retried when
+another writer changed the hash first. Either way a value stamped older than the stored one is
+refused, as Feast's materialization refuses it (Redis natively; SQLite by the trigger
+`feature_repo.store.monotonic_online_store` installs). Depends on `feast==0.67.0` internals, like
+`services.feast_provider`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.redis import _versioned_fv_name
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import WatchError
+
+from services.feast_provider import Row, _key, _value
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# (current row or None, its timestamp or None) -> (new values, their timestamp), or None: no write
+Change = Callable[[Row | None, datetime | None], tuple[dict[str, ValueProto], datetime] | None]
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+class OnlineRows:
+    """`update(view, join_key, id, change)`: one atomic, monotonic write of a row."""
+
+    def __init__(self, store) -> None:  # store: feast.FeatureStore
+        self._config = store.config
+        self._views = {}
+        self._store = store
+        kind = store.config.online_store.type
+        self._update = self._sqlite if kind == "sqlite" else self._redis
+        self._local = threading.local()
+
+    def _view(self, name: str):
+        if name not in self._views:
+            self._views[name] = self._store.get_feature_view(name)
+        return self._views[name]
+
+    def update(self, view: str, join_key: str, entity_id: int, change: Change) -> bool:
+        """Apply `change` to the current row atomically; False when nothing was written (the
+        change declined, or its timestamp is older than the stored row's)."""
+        return self._update(self._view(view), _key(join_key, entity_id), change)
+
+    @staticmethod
+    def _decide(change: Change, row: Row | None, ts: datetime | None
+                ) -> tuple[dict[str, ValueProto], datetime] | None:
+        out = change(row, ts)
+        if out is None or (ts is not None and _aware(out[1]) < ts):  # type: ignore[operator]
+            return None
+        return out
+
+    def _sqlite(self, fv, key, change: Change) -> bool:
+        online = getattr(self._local, "sqlite", None)
+        if online is None:  # one connection per thread: Feast's shared one is not thread-safe
+            online = self._local.sqlite = SqliteOnlineStore()
+            conn = online._get_conn(self._config)
+            conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            # Every write is durable in the event log first (and the tables it feeds rebuild the
+            # online store): the online store's commits need not wait for the disk too.
+            conn.execute("PRAGMA synchronous = OFF")
+        conn = online._get_conn(self._config)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ((ts, values),) = online.online_read(self._config, fv, [key])
+            row = None if values is None else {n: _value(v) for n, v in values.items()}
+            out = self._decide(change, row, _aware(ts))
+            if out is None:
+                conn.rollback()
+                return False
+            online.online_write_batch(self._config, fv, [(key, out[0], out[1], out[1])], None)
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return True  # online_write_batch committed
+
+    def _redis(self, fv, key, change: Change) -> bool:
+        client = self._store._get_provider().online_store._get_client(self._config.online_store)
+        name = _versioned_fv_name(fv, self._config)
+        redis_key = _redis_key(self._config.project, key,
+                               entity_key_serialization_version=self._config.entity_key_serialization_version)
+        names = [f.name for f in fv.features]
+        fields = [_mmh3(f"{name}:{n}") for n in names]
+        ts_field = f"_ts:{name}"
+        with client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(redis_key)
+                    *raw, raw_ts = pipe.hmget(redis_key, [*fields, ts_field])
+                    row = None if all(v is None for v in raw) else {
+                        n: None if v is None else _value(ValueProto.FromString(v))
+                        for n, v in zip(names, raw, strict=True)}
+                    ts = None
+                    if raw_ts:
+                        stamp = Timestamp()
+                        stamp.ParseFromString(raw_ts)
+                        ts = stamp.ToDatetime(tzinfo=UTC)
+                    out = self._decide(change, row, ts)
+                    if out is None:
+                        pipe.unwatch()
+                        return False
+                    stamp = Timestamp()
+                    stamp.FromDatetime(_aware(out[1]))  # type: ignore[arg-type]
+                    mapping = {_mmh3(f"{name}:{n}"): v.SerializeToString() for n, v in out[0].items()}
+                    pipe.multi()
+                    pipe.hset(redis_key, mapping={**mapping, ts_field: stamp.SerializeToString()})
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue  # another writer changed the row between our read and write: again

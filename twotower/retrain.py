@@ -1,0 +1,39 @@
+"""`twotower retrain`: the scheduled retraining job, run in this process on a data directory.
+
+Reads the dataset plus the event log, trains, builds and checks a new index version, promotes it
+only if every blocking check passed, then prunes old versions (keep 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from index.registry import Registry
+from pipelines.defs.resources import PipelineSettings
+from pipelines.defs.schedules import retraining_job
+from pipelines.local import instance_for, materialize_graph
+
+
+@dataclass(frozen=True)
+class Retrained:
+    success: bool
+    checks: dict[str, bool]  # check name -> passed
+    live_index_version: int | None
+    live_model_version: int | None
+
+
+def retrain(home: Path, data: str | None = None, *, run_config: dict | None = None) -> Retrained:
+    """Run the retraining job on `home` (dataset spec `data`, default TWOTOWER_DATA)."""
+    settings = PipelineSettings(data_dir=home, **({"data": data} if data else {}))
+    with instance_for(home) as instance:
+        result = materialize_graph(settings, instance=instance, selection=retraining_job.selection,
+                                   run_config=run_config, raise_on_error=False)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    registry = Registry(settings.registry_url, data_dir=home)
+    try:
+        live = registry.live()
+    finally:
+        registry.close()
+    return Retrained(result.success, checks, live.id if live else None,
+                     live.model_version_id if live else None)

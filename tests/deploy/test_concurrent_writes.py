@@ -9,7 +9,10 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from feature_repo.datasets import load
 from feature_repo.store import FeatureStoreConfig, build_store, materialize, open_store
@@ -17,7 +20,7 @@ from index.events import EventLog
 from services.client import RecommenderClient
 from services.online import OnlineFeatures
 from tests.services.conftest import Service, promote_version
-from tests.utils.servers import twotower_service
+from tests.utils.servers import RedisServer, start_redis, twotower_service
 from towers.features import examples
 from towers.model import TowerConfig
 from towers.train import TrainConfig, fit
@@ -26,7 +29,16 @@ SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
 THREADS, WRITES = 4, 40
 
 
-def test_two_processes_and_threads_apply_every_acknowledged_write_once(redis_server, tmp_path: Path):
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own: the session's is shared by tests that count its keys."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+def test_two_processes_and_threads_apply_every_acknowledged_write_once(own_redis, tmp_path: Path):
+    redis_server = own_redis
     home = tmp_path / "a"
     dataset = load(SHOP)
     config = FeatureStoreConfig(repo_dir=home / "feature_repo", online_store="redis",

@@ -1,11 +1,14 @@
-"""The model store's embeddings files: written whole, read back exactly, missing ones named."""
+"""The model store: embeddings written whole, read back exactly, missing ones named; pruning
+reclaims the directories and embeddings of models no index version uses."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from index.model_store import ModelStore
+from index import IndexSpec, build_version
+from index.model_store import ModelStore, prune_versions
+from tests.index.conftest import DIM, open_live_index, random_items
 
 
 def test_embeddings_round_trip_and_leave_no_scratch_file(tmp_path):
@@ -23,3 +26,31 @@ def test_embeddings_round_trip_and_leave_no_scratch_file(tmp_path):
 def test_missing_embeddings_name_their_model_version(tmp_path):
     with pytest.raises(FileNotFoundError, match="model version 9"):
         ModelStore(tmp_path).read_embeddings(9)
+
+
+def test_pruning_reclaims_unused_model_directories_and_embeddings(tmp_path):
+    live = open_live_index("edge", tmp_path, random_items(40))
+    registry, store = live.registry, ModelStore(tmp_path)
+    models = []
+    for n in range(4):  # model n: a directory, an embeddings file and one index version
+        location = store.models_dir / f"m{n}"
+        location.mkdir(parents=True)
+        model = registry.register_model("towers", location=str(location))
+        store.write_embeddings(model.id, np.arange(3), np.ones((3, DIM)))
+        version = build_version(random_items(40, seed=n + 1, first_id=1000 * (n + 1)),
+                                registry=registry, spec=IndexSpec(dim=DIM), model_version_id=model.id)
+        models.append((model, version))
+    registry.promote(models[1][1].id)  # model 1 live, the first live version its rollback target
+    registry.promote(models[3][1].id)  # model 3 live, model 1's version the rollback target
+
+    pruned = prune_versions(registry, store, keep=0)
+
+    unused = [live.model_version_id, models[0][0].id, models[2][0].id]  # the first live one too
+    assert sorted(pruned["model_versions"]) == sorted(unused)
+    for n, (model, _) in enumerate(models):
+        kept = n in (1, 3)
+        assert (store.models_dir / f"m{n}").is_dir() == kept
+        assert store.embeddings_path(model.id).is_file() == kept
+    assert {m.id for m in registry.models()} == {models[1][0].id, models[3][0].id}
+    live.backend.close()
+    registry.close()

@@ -134,24 +134,28 @@ class ServiceResource(dg.ConfigurableResource):
     """The running recommendation service, if any: it owns the live Edge shard, so writes go through it.
 
     The writes speak the service's HTTP API (`PUT /v1/items/...`) with a write key; connection
-    failures are retried by the transport, any error status fails the op (and so the run).
+    failures are retried by the transport, any error status fails the op (and so the run). Each
+    write's `Idempotency-Key` is derived from `batch` (the run's key), so a re-executed run
+    records nothing twice in the service's event log.
     """
 
     url: str | None = None
     api_key: str | None = None  # a write-scope key
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
 
-    def set_stock(self, quantities: dict[int, int]) -> None:
+    def set_stock(self, quantities: dict[int, int], *, batch: str) -> None:
         with self._http() as http:
             for item_id, quantity in quantities.items():
-                http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)}).raise_for_status()
+                http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)},
+                         headers={"Idempotency-Key": f"{batch}:stock:{item_id}"}).raise_for_status()
 
-    def upsert_items(self, items: list[dict[str, Any]]) -> None:
+    def upsert_items(self, items: list[dict[str, Any]], *, batch: str) -> None:
         """Each dict is an `ItemUpsert` body plus its `item_id`."""
         with self._http() as http:
             for item in items:
                 body = {k: v for k, v in item.items() if k != "item_id"}
-                http.put(f"/v1/items/{item['item_id']}", json=body).raise_for_status()
+                http.put(f"/v1/items/{item['item_id']}", json=body,
+                         headers={"Idempotency-Key": f"{batch}:item:{item['item_id']}"}).raise_for_status()
 
     def _http(self) -> httpx.Client:
         if not self.url:

@@ -54,7 +54,7 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
     """New quantities into the online store and the live index payload (no retraining)."""
     quantities = {int(k): v for k, v in config.quantities.items()}
     if service.url:
-        service.set_stock(quantities)
+        service.set_stock(quantities, batch=_batch(context))
     else:
         with registry.open() as reg:
             push_stock(feature_store.open(), reg.backend, quantities, at=datetime.fromisoformat(config.at))
@@ -112,7 +112,8 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
                                "categories": list(row.categories),
                                "price": None if pd.isna(row.price) else float(row.price),
                                "created_at": row.created_at.isoformat(),
-                               "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()])
+                               "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()],
+                             batch=_batch(context))
     else:
         with registry.open() as reg:
             artifact = registry.model_store.load(reg.live_model().location)
@@ -138,3 +139,7 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
                          run_config={"ops": {"upsert_new_items": {"config": {
                              "files": [str(p.resolve()) for p in new]}}}})
 
+
+def _batch(context: dg.OpExecutionContext) -> str:
+    """The run's key (the sensor's, kept by a re-execution), else its id: one write id per item."""
+    return context.run.tags.get("dagster/run_key") or context.run_id

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from index.catalogue import latest_stock
+from index.events import EventLog
 from pipelines.defs.resources import ServiceResource
 from services.client import NotFoundError
 from tests.services.conftest import active_user
@@ -58,14 +59,21 @@ def test_sensor_writes_through_service_resource_reach_the_service(service, clien
     user = active_user(service, 12)
     top = client.recommend(user, k=5).items[0].item_id
     try:
-        resource.set_stock({top: 0})
+        resource.set_stock({top: 0}, batch="stock-run-1")
+        logged = EventLog.beside(f"sqlite:///{service.home / 'registry.db'}")
+        position = logged.position()
+        resource.set_stock({top: 0}, batch="stock-run-1")  # a re-executed run: the same write ids
+        assert logged.position() == position, "the retried batch logged nothing new"
+        assert logged.get(f"stock-run-1:stock:{top}") is not None
+        logged.close()
         assert top not in [i.item_id for i in client.recommend(user, k=5).items]
     finally:
         client.set_stock(top, max(latest_stock(service.dataset.stock).get(top, 1), 1))
     # Two unseen items with the same content get the same vector: each is the other's nearest.
     content = {"title": "sensor lamp", "categories": ["lamps-sensor"], "price": 4.0,
                "created_at": datetime.now(UTC).isoformat(), "stock": 2}
-    resource.upsert_items([{"item_id": 50_001, **content}, {"item_id": 50_002, **content}])
+    resource.upsert_items([{"item_id": 50_001, **content}, {"item_id": 50_002, **content}],
+                          batch="items-run-1")
     assert [i.item_id for i in client.similar_items(50_002, k=1).items] == [50_001]
     answer = client.recommend(user, k=5, filters={"categories": ["lamps-sensor"]})
     assert sorted(i.item_id for i in answer.items) == [50_001, 50_002]

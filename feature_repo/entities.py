@@ -6,6 +6,10 @@ from feast import Entity, ValueType
 
 # Feature tables live beside the definitions; absolute so retrieval works from any directory.
 DATA = Path(__file__).resolve().parent / "data"
+if not __package__ and not any(DATA.glob("*.parquet")):  # `feast apply` here, before any tables
+    raise SystemExit(f"{DATA}: no feature tables yet. Write a small synthetic shop's with "
+                     "`python -m feature_repo.tables` (or `... tables SPEC`), or build a copy "
+                     "of this repository with its data: `twotower features --data SPEC`.")
 # The Field tag holding, as JSON, a feature's value when no feature row precedes the lookup time
 # (Feast returns null there); fields without it stay null.
 WHEN_ABSENT = "when_absent"

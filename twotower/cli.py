@@ -21,11 +21,19 @@ DEFAULT_HOME = Path(".twotower")  # the data directory: feature repository, regi
 def _features(args: argparse.Namespace) -> None:
     from feature_repo.datasets import load
     from feature_repo.store import FeatureStoreConfig, build_store, materialize
+    from index.home import check_home
+    from index.registry import Registry
+    from pipelines.defs.resources import PipelineSettings
 
     dataset = load(args.data)
     print(f"{dataset.name}: {len(dataset.interactions):,} interactions, {len(dataset.items):,} "
           f"items, {len(dataset.users):,} users, {len(dataset.stock):,} stock changes")
     config = FeatureStoreConfig(repo_dir=args.home / "feature_repo")
+    registry = Registry(PipelineSettings(data_dir=args.home).registry_url, data_dir=args.home)
+    try:
+        check_home(registry, config.repo_dir / "data", dataset, replace=args.replace)
+    finally:
+        registry.close()
     store = build_store(dataset, config)
     end = dataset.interactions["event_timestamp"].max().to_pydatetime()
     materialize(store, end)
@@ -35,12 +43,45 @@ def _features(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from twotower.demo import run_demo
 
+    demo = run_demo(args.data, args.home, replace=args.replace, verbose=args.verbose)
+    print(f"\nchecks: {sum(c.passed for c in demo.checks)} passed, "
+          f"{sum(not c.passed for c in demo.checks)} failed")
+    for check in demo.checks:
+        figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in check.figures.items() if isinstance(v, int | float | str))
+        print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {figures}")
+    print("test window: " + ", ".join(f"{_named({m: v}).popitem()[0]} {v:.4f}"
+                                      for m, v in demo.test.items()))
+    print(f"live: model version {demo.model_version}, index version {demo.index_version}; "
+          f"training: {demo.training}")
     current = None
-    for rec in run_demo(args.data, args.home):
+    for rec in demo.recommendations:
         if rec.user_id != current:
             current = rec.user_id
-            print(f"\nuser {rec.user_id}:")
-        print(f"  {rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
+            print(f"\nuser {rec.user_id}:   {'item':>7}  {'score':>6}  title")
+        print(f"  {'':>10}{rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
+    home = args.home
+    print(f"""
+next:
+  twotower serve --home {home}                       # the API at http://127.0.0.1:8000/docs
+  DAGSTER_HOME=$PWD/{home}/dagster dagster dev        # the runs and assets at http://localhost:3000
+  twotower versions list --home {home}               # index versions; promote, rollback, prune""")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from feature_repo.datasets import check
+
+    problems = check(args.data)
+    if not problems:
+        print(f"{args.data}: no problems found")
+        return
+    rows = [(p.source, p.column or "", "" if p.row is None else str(p.row), p.problem)
+            for p in problems]
+    widths = [max(len(r[i]) for r in [("file", "column", "row", "problem"), *rows])
+              for i in range(3)]
+    for row in [("file", "column", "row", "problem"), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+    raise SystemExit(f"{len(problems)} problem{'s' * (len(problems) > 1)} in {args.data}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -210,10 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"data directory (default {DEFAULT_HOME})")
         return sub
 
-    with_data("features", "build the Feast repository for a dataset and materialize it").set_defaults(
-        run=_features)
-    with_data("demo", "run the platform end to end on a dataset and print results").set_defaults(
-        run=_demo)
+    for name, help_, run in (
+            ("features", "build the Feast repository for a dataset and materialize it", _features),
+            ("demo", "run the platform end to end on a dataset and print results", _demo)):
+        sub = with_data(name, help_)
+        sub.add_argument("--replace", action="store_true",
+                         help="overwrite the features of another dataset that the home's live "
+                              "model serves (default: refuse; or use a new --home)")
+        sub.set_defaults(run=run)
+    data = commands.add_parser("data", help="check a dataset against the data contract")
+    checks = data.add_subparsers(dest="action", required=True)
+    check = checks.add_parser("check", help="read everything and list every problem (file, "
+                              "column, row); exit 1 if any")
+    check.add_argument("--data", required=True, help="dataset spec, e.g. generic:PATH")
+    check.set_defaults(run=_data_check)
     evaluation = commands.add_parser("eval", help="offline evaluation on the LOO or TEMPORAL split")
     evaluation.add_argument("--data", required=True, help="dataset spec, e.g. movielens-100k:PATH")
     evaluation.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
@@ -252,12 +303,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command. Bad input (a `DataError`, a home of another dataset, a failed pipeline run)
+    ends as one line on stderr and exit status 1; `-v` shows the traceback and the full log."""
+    from feature_repo.datasets import DataError
+    from index.home import HomeError
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("feast").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise
-    args.run(args)
+    if not args.verbose:  # third-party deprecation notices and progress chatter
+        warnings.filterwarnings("ignore")
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        args.run(args)
+    except (DataError, HomeError, _pipeline_failed()) as error:
+        if args.verbose:
+            raise
+        raise SystemExit(f"twotower {args.command}: {error}") from None
+
+
+QUIET_LOGGERS = ("feast", "dagster", "alembic", "httpx", "urllib3")
+
+
+def _pipeline_failed() -> type[Exception]:
+    from twotower.demo import PipelineFailed
+
+    return PipelineFailed
 
 
 if __name__ == "__main__":

@@ -149,7 +149,10 @@ def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None
     `end + AFTER`: an event at exactly `end` is included. The default start is where static
     attributes (profiles, item content) are stamped.
     """
-    store.materialize(start_date=start, end_date=end + AFTER)
+    printed = io.StringIO()  # Feast prints each view (logged at INFO instead)
+    with contextlib.redirect_stdout(printed):
+        store.materialize(start_date=start, end_date=end + AFTER)
+    log.info("feast materialize:\n%s", printed.getvalue().strip())
 
 
 def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAINING_SERVICE,

@@ -39,7 +39,7 @@ def materialize_graph(settings: PipelineSettings, *, instance: dg.DagsterInstanc
         return dg.materialize([*defs.assets, *defs.asset_checks], selection=selection,
                               resources=build_resources(settings), instance=instance,
                               run_config=run_config, raise_on_error=raise_on_error)
-    job = "__twotower_graph"
+    job = "twotower_graph"
     graph = dg.Definitions(jobs=[dg.define_asset_job(job, selection=selection)],
                            assets=[*defs.assets, *defs.asset_checks],
                            resources=build_resources(settings),

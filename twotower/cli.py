@@ -8,7 +8,6 @@ import logging
 import runpy
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,9 +62,9 @@ def _demo(args: argparse.Namespace) -> None:
     home = args.home
     print(f"""
 next:
-  twotower serve --home {home}                       # the API at http://127.0.0.1:8000/docs
-  DAGSTER_HOME=$PWD/{home}/dagster dagster dev        # the runs and assets at http://localhost:3000
-  twotower versions list --home {home}               # index versions; promote, rollback, prune""")
+  twotower serve --home {home}    # the API at http://127.0.0.1:8000/docs (TWOTOWER_*_KEYS: README)
+  DAGSTER_HOME={(home / "dagster").resolve()} dagster dev    # these runs at http://localhost:3000
+  twotower versions list --home {home}    # index versions: promote, rollback, prune""")
 
 
 def _data_check(args: argparse.Namespace) -> None:
@@ -311,10 +310,13 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # third-party deprecation notices and progress chatter
-        warnings.filterwarnings("ignore")
+    # Warnings go to the log (libraries such as Feast reset the warning filters when imported):
+    # shown with -v, dropped otherwise, with the INFO chatter of the libraries.
+    logging.captureWarnings(True)
+    if not args.verbose:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
     try:
         args.run(args)
     except (DataError, HomeError, _pipeline_failed()) as error:

@@ -75,7 +75,8 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes
     towers = {"max_minutes": train_minutes, "tower": tower or {}, "train": train or {}}
     run_config = {"ops": {"two_tower_model": {"config": towers},
                           "feature_tables": {"config": {"replace": replace}}},
-                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}}}
+                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}},
+                              "progress": {}}}  # Dagster starts only the loggers named here
     with instance_for(home) as instance, _StepBar(enabled=not verbose) as bar:
         result = materialize_graph(settings, instance=instance, raise_on_error=False,
                                    run_config=run_config, loggers={"progress": bar.logger()})

@@ -26,15 +26,17 @@ def load(spec: str) -> Dataset:
         try:
             fields = dict(part.split("=", 1) for part in arg.split(",") if part)
         except ValueError:
-            raise ValueError(f"dataset spec {spec!r}: expected a preset "
-                             f"({', '.join(synthetic.PRESETS)}) or key=value pairs") from None
+            raise DataError(spec, f"expected a preset ({', '.join(synthetic.PRESETS)}) or "
+                            "key=value pairs") from None
         return replace(synthetic.generate(synthetic.ShopConfig(**fields)), identity=spec)
     path, _, query = arg.partition("?")
     options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    kcore = options.pop("kcore", "0") if kind == "amazon-reviews" else "0"
+    if options:
+        raise DataError(spec, f"unknown option {sorted(options)[0]!r}")
+    if not kcore.isdigit():
+        raise DataError(spec, f"kcore={kcore!r} is not a whole number")
     if kind == "amazon-reviews":
-        kcore = options.pop("kcore", "0")
-        if not kcore.isdigit():
-            raise ValueError(f"dataset spec {spec!r}: kcore={kcore!r} is not a whole number")
         dataset = amazon.load(path, kcore=int(kcore))
     elif kind == "movielens-100k":
         dataset = movielens.load_100k(path)
@@ -43,10 +45,7 @@ def load(spec: str) -> Dataset:
     elif kind == "generic":
         dataset = generic.load(path)
     else:
-        raise ValueError(f"dataset spec {spec!r}: unknown kind {kind!r}; expected "
-                         f"{', '.join(KINDS)}")
-    if options:
-        raise ValueError(f"dataset spec {spec!r}: unknown option {sorted(options)[0]!r}")
+        raise DataError(spec, f"unknown kind {kind!r}; expected {', '.join(KINDS)}")
     return replace(dataset, identity=f"{kind}:{Path(path).resolve()}" + (f"?{query}" if query else ""))
 
 

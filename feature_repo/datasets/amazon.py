@@ -61,7 +61,9 @@ def _open(path: Path):
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    """(1-based row, record) of a JSON lines file; bad lines are reported and skipped."""
+    """(1-based row, record) of a JSON lines file; bad lines are skipped, then reported (the
+    first and how many)."""
+    bad: list[tuple[int, str]] = []
     with _open(path) as lines:
         for row, line in enumerate(lines, start=1):
             if not line.strip():
@@ -69,9 +71,12 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                report(DataError(str(path), f"not a JSON record: {exc.msg}", row=row))
+                bad.append((row, exc.msg))
                 continue
             yield row, record
+    if bad:
+        report(DataError(str(path), f"not a JSON record: {bad[0][1]}", row=bad[0][0],
+                         rows=len(bad)))
 
 
 def _kind(path: Path) -> str:
@@ -103,6 +108,7 @@ def read_reviews(path: Path) -> tuple[pd.DataFrame, str]:
                             dtype={"item": str, "user": str})
         return frame[["user", "item", "rating", "timestamp"]], "csv"
     rows, values, version = [], [], None
+    missing: dict[str, list[int]] = {}  # field -> rows without it
     for row, record in _records(path):
         if version is None:
             version = next((v for v, (fields, _) in FORMATS.items()
@@ -112,12 +118,14 @@ def read_reviews(path: Path) -> tuple[pd.DataFrame, str]:
                                 "(reviewerID, asin, overall, unixReviewTime) or 2023 (user_id, "
                                 f"parent_asin, rating, timestamp); found {sorted(record)}", row=row)
         fields = FORMATS[version][0]
-        missing = [f for f in fields if record.get(f) is None]
-        if missing:
-            report(DataError(str(path), "missing", column=missing[0], row=row))
+        absent = [f for f in fields if record.get(f) is None]
+        if absent:
+            missing.setdefault(absent[0], []).append(row)
             continue
         rows.append(row - 1)
         values.append([record[f] for f in fields])
+    for field, where in missing.items():
+        report(DataError(str(path), "missing", column=field, row=where[0], rows=len(where)))
     if version is None:
         raise DataError(str(path), "no rows")
     frame = pd.DataFrame(values, columns=["user", "item", "rating", "timestamp"], index=rows)

@@ -99,3 +99,26 @@ def test_titles_and_prices_are_cleaned():
     assert clean_title("Tea &amp; <b>Coffee</b>\n Mug") == "Tea & Coffee Mug"
     assert parse_price("$1,234.56") == 1234.56 and parse_price(12) == 12.0
     assert pd.isna(parse_price("")) and pd.isna(parse_price(None))
+
+
+def test_check_counts_bad_amazon_lines_per_problem(tmp_path):
+    from feature_repo.datasets import check
+
+    good = {"reviewerID": "A1", "asin": "B1", "overall": 5, "unixReviewTime": 1_500_000_000}
+    lines = [json.dumps(good), "{bad", json.dumps({**good, "asin": None}), "{worse",
+             json.dumps({**good, "overall": "five"})]
+    (tmp_path / "Home.json").write_text("\n".join(lines) + "\n")
+    found = [(p.column, p.row, p.problem) for p in check(f"amazon-reviews:{tmp_path}")]
+    assert found == [
+        (None, 2, "not a JSON record: Expecting property name enclosed in double quotes "
+                  "(and 1 more rows)"),
+        ("asin", 3, "missing"),
+        ("rating", 5, "not a number: 'five'"),
+    ]
+
+
+def test_a_bad_spec_is_a_data_error():
+    with pytest.raises(DataError, match=r"amazon-reviews:x\?kcore=five: kcore='five' is not a whole"):
+        load("amazon-reviews:x?kcore=five")
+    with pytest.raises(DataError, match="unknown option 'colour'"):
+        load("generic:x?colour=red")

@@ -74,12 +74,12 @@ def _data_check(args: argparse.Namespace) -> None:
     if not problems:
         print(f"{args.data}: no problems found")
         return
-    rows = [(p.source, p.column or "", "" if p.row is None else str(p.row), p.problem)
-            for p in problems]
-    widths = [max(len(r[i]) for r in [("file", "column", "row", "problem"), *rows])
-              for i in range(3)]
-    for row in [("file", "column", "row", "problem"), *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+    table = [("file", "column", "row", "problem"), *(
+        (p.source, p.column or "", "" if p.row is None else str(p.row), p.problem) for p in problems)]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for *cells, problem in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)),
+              problem, sep="  ")
     raise SystemExit(f"{len(problems)} problem{'s' * (len(problems) > 1)} in {args.data}")
 
 

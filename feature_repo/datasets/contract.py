@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -88,8 +89,6 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """A short, stable hash of the dataset's identity (its name when it has none)."""
-        import hashlib
-
         return hashlib.sha256((self.identity or self.name).encode()).hexdigest()[:16]
 
     def validate(self) -> Dataset:
@@ -122,9 +121,11 @@ class Dataset:
 
 
 def _first_row(frame: pd.DataFrame, mask: pd.Series) -> int:
-    """The 1-based data row of the first marked row: its index label (loaders number rows from 0
-    and keep the labels when they drop bad rows)."""
-    return int(frame.index[np.flatnonzero(mask.to_numpy())[0]]) + 1
+    """The 1-based data row of the first marked row: its index label when integer (loaders number
+    rows from 0 and keep the labels when they drop bad rows), else its position."""
+    position = int(np.flatnonzero(mask.to_numpy())[0])
+    label = frame.index[position]
+    return (int(label) if pd.api.types.is_integer_dtype(frame.index) else position) + 1
 
 
 def _check(frame: pd.DataFrame, bad: pd.Series, column: str, problem: str,

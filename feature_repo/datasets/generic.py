@@ -14,6 +14,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from feature_repo.datasets.contract import (
@@ -34,7 +35,7 @@ from feature_repo.datasets.stock import simulate_stock
 
 TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "stock": STOCK}
 REQUIRED = ("interactions", "items")
-OPTIONAL_ITEM_COLUMNS = ("categories", "price", "created_at")  # [], null, the first event
+OPTIONAL = {"items": ("categories", "price", "created_at")}  # [], null, the item's first event
 
 
 def _find(folder: Path, table: str) -> Path | None:
@@ -70,12 +71,10 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
     if raw.empty:
         raise DataError(source, "no rows")
     raw = raw.rename(columns={theirs: ours for ours, theirs in names.items()})
-    if table == "items":
-        raw = raw.assign(**{c: None for c in OPTIONAL_ITEM_COLUMNS[:2] if c not in raw.columns})
     missing = [DataError(source, "missing" + (f" (mapped from {theirs!r})" if theirs != ours
                                               else ""), column=theirs)
                for ours, theirs in ((c, names.get(c, c)) for c in TABLES[table])
-               if ours not in raw.columns and (table, ours) != ("items", "created_at")]
+               if ours not in raw.columns and ours not in OPTIONAL.get(table, ())]
     for error in missing:
         report(error)
     if missing:
@@ -95,12 +94,18 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
         parsed.append(column)
     raw = drop_unparsed(raw, parsed)
     if table == "items":
-        raw["categories"] = [c if isinstance(c, list) else [] if pd.isna(c) else str(c).split("|")
-                             for c in raw["categories"]]
+        raw["categories"] = [_categories(c) for c in raw.get("categories", [None] * len(raw))]
         raw["title"] = raw["title"].astype("string")
-        raw["price"] = pd.to_numeric(raw["price"], errors="coerce")
+        raw["price"] = pd.to_numeric(raw.get("price", np.nan), errors="coerce")
     raw.attrs["source"] = source
     return raw
+
+
+def _categories(value: object) -> list[str]:
+    """A list (Parquet) as it is, `|`-separated text (CSV) split, nothing as []."""
+    if isinstance(value, list | np.ndarray):
+        return [str(c) for c in value]
+    return [] if pd.isna(value) else str(value).split("|")
 
 
 def load(folder: str | Path) -> Dataset:

@@ -123,3 +123,16 @@ def test_check_names_every_missing_column_and_file(tmp_path):
     assert any("column 'user': missing (mapped from 'user')" in p for p in problems)
     assert any("column 'ts': missing (mapped from 'ts')" in p for p in problems)
     assert any("items.csv: file not found" in p for p in problems)
+
+
+def test_parquet_list_categories_and_epoch_seconds(tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    pd.DataFrame({"user_id": [1, 2], "item_id": [10, 11],
+                  "event_timestamp": [1_700_000_000, 1_700_000_060]}).to_parquet(
+        folder / "interactions.parquet")
+    pd.DataFrame({"item_id": [10, 11], "title": ["A", "B"], "categories": [["x", "y"], []],
+                  "price": [1.5, None]}).to_parquet(folder / "items.parquet")
+    data = load(f"generic:{folder}")
+    assert data.items["categories"].tolist() == [["x", "y"], []]
+    assert data.items["created_at"].tolist() == data.interactions["event_timestamp"].tolist()

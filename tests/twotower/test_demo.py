@@ -37,7 +37,8 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
     assert set(demo.test) == {"ndcg@10", "recall@10", "recall@100"}
     assert demo.training.startswith("2 epochs (best ")
     assert len(recommendations) == 10 and len({r.user_id for r in recommendations}) == 2
-    stock, events = latest_stock(graph.dataset.stock), graph.dataset.interactions
+    stock = latest_stock(graph.dataset.stock)
+    events = graph.dataset.interactions.sort_values("event_timestamp", kind="stable")  # as histories
     for rec in recommendations:
         assert stock[rec.item_id] > 0, "out-of-stock items are filtered"
         seen = events.loc[events["user_id"] == rec.user_id, "item_id"].tail(50)

@@ -52,7 +52,9 @@ def _demo(args: argparse.Namespace) -> None:
     print("test window: " + ", ".join(f"{_named({m: v}).popitem()[0]} {v:.4f}"
                                       for m, v in demo.test.items()))
     print(f"live: model version {demo.model_version}, index version {demo.index_version}; "
-          f"training: {demo.training}")
+          f"training: {demo.training}; ranking: {demo.ranking}")
+    if not demo.recommendations:
+        print("\nno recommendations: these users have seen every item in stock")
     current = None
     for rec in demo.recommendations:
         if rec.user_id != current:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pipelines.defs.resources import PipelineSettings, build_resources
 from pipelines.local import DAGSTER_DIR, instance_for, materialize_graph
-from services.engine import Engine
+from services.engine import Engine, load_ranker
 from services.schemas import RecommendationRequest
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Demo:
     model_version: int | None = None
     index_version: int | None = None
     training: str = ""  # how training ended, e.g. "3 epochs (best 2), stopped by max_minutes"
+    ranking: str = ""  # "ranker" or "retrieval order: <why>", as the service reports it
 
 
 class PipelineFailed(RuntimeError):
@@ -75,7 +76,8 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes
     towers = {"max_minutes": train_minutes, "tower": tower or {}, "train": train or {}}
     run_config = {"ops": {"two_tower_model": {"config": towers},
                           "feature_tables": {"config": {"replace": replace}}},
-                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}},
+                  # quiet: a failure ends as PipelineFailed's one line, the summary says the rest
+                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}},
                               "progress": {}}}  # Dagster starts only the loggers named here
     with instance_for(home) as instance, _StepBar(enabled=not verbose) as bar:
         result = materialize_graph(settings, instance=instance, raise_on_error=False,
@@ -119,7 +121,8 @@ def _summary(settings: PipelineSettings, checks: list[Check]) -> Demo:
         f", stopped by {ended}" if ended else "")
     test = metrics.get("test", {})
     return Demo(checks=checks, test={m: float(test[m]) for m in METRICS if m in test},
-                model_version=model.id, index_version=live.id, training=training)
+                model_version=model.id, index_version=live.id, training=training,
+                ranking=load_ranker(model.location)[1])
 
 
 def recommend(settings: PipelineSettings, user_ids: list[int], *, titles, k: int

@@ -75,7 +75,7 @@ def test_the_demo_runs_on_twenty_items_and_prints_a_summary_and_the_next_command
     out = capsys.readouterr().out
     assert "checks: " in out and " 0 failed" in out
     assert "test window: NDCG@10 " in out and "Recall@100 " in out
-    assert "live: model version 1, index version 1; training: " in out
+    assert "live: model version 1, index version 1; training: " in out and "; ranking: " in out
     assert f"twotower serve --home {tmp_path / 'home'}" in out and "dagster dev" in out
     assert out.count("\nuser ") == 3
 

@@ -1,9 +1,10 @@
 """Validate docker-compose.yml without a Docker engine: `python .ci/compose_check.py [FILE] [ENV_EXAMPLE]`.
 
-Checks what the stack promises: every service with its ports, volumes and a health check; the
-service and Dagster started only once their stores are healthy; a three-node Qdrant cluster
-profile; secrets only as `${VAR}` references that `.env.example` lists; `TWOTOWER_*` names that
-the service's `Settings` knows; and every env var deploy/dagster.yaml reads set for Dagster.
+Checks what the stack promises: every service with its ports, volumes and a health check; image
+tags pinned to exact versions; the service and Dagster started only once their stores are
+healthy; a three-node Qdrant cluster profile; secrets only as `${VAR}` references that
+`.env.example` lists; `TWOTOWER_*` names that the service's `Settings` knows; and every env var
+deploy/dagster.yaml reads set for Dagster.
 `make compose-config` runs it; tests/deploy/test_compose.py imports it from its path.
 """
 
@@ -23,6 +24,10 @@ SECRET_KEY = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN", re.IGNORECASE)
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@\s]+)@")  # scheme://user:PASSWORD@host
 INLINE_PASSWORD = re.compile(r"password=([^,\s]+)", re.IGNORECASE)  # Feast's redis string
+DEFAULT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")  # ${VAR:-default}
+# An exact release: major.minor.patch (redis:7.4.5, qdrant:v1.19.0), or major.minor for PostgreSQL,
+# whose releases have two parts (postgres:16.9); a suffix such as -slim may follow.
+EXACT_TAG = re.compile(r"(:v?\d+\.\d+\.\d+|^postgres:\d+\.\d+)(-[A-Za-z0-9.]+)?$")
 STORES = ("postgres", "redis", "qdrant")
 CLUSTER = ("qdrant-node1", "qdrant-node2", "qdrant-node3")
 DAGSTER = ("dagster-webserver", "dagster-daemon")
@@ -113,6 +118,7 @@ def check(compose: dict, env_example: str, settings_fields: set[str] | None = No
         problems += [f"services.{name}.environment: {var} (read by deploy/dagster.yaml) is not set"
                      for var in missing]
     problems += _check_cluster(services)
+    problems += _check_images(services)
     problems += _check_secrets(services, compose, env_example)
     readers = [(("api",), settings_fields, "services.api.config.Settings"),
                (DAGSTER, pipeline_fields, "pipelines.defs.resources.PipelineSettings")]
@@ -121,6 +127,18 @@ def check(compose: dict, env_example: str, settings_fields: set[str] | None = No
             problems += [f"services.{name}.environment.{key}: not a setting of {reader}"
                          for key in sorted(_environment(services.get(name) or {}))
                          if key.startswith("TWOTOWER_") and key not in fields]
+    return problems
+
+
+def _check_images(services: dict) -> list[str]:
+    """Every image tag is an exact version (`${VAR:-default}` by its default): no `latest`, no
+    moving `7.4` or `16` that changes under the same compose file."""
+    problems = []
+    for name, service in services.items():
+        image = DEFAULT.sub(r"\1", str(service.get("image", "")))
+        if image and not EXACT_TAG.search(image):
+            problems.append(f"services.{name}.image: {image!r} is not pinned to an exact version "
+                            "(e.g. redis:7.4.5)")
     return problems
 
 

@@ -2,20 +2,19 @@
 
 from datetime import timedelta
 
-from feast import FeatureView, Field, FileSource
+from feast import FeatureView, Field
 from feast.types import Array, Float64, Int64, String
 
 # `feast apply` imports each definitions file as a top-level module of the repository folder;
 # the package's own code imports it as part of `feature_repo`.
 if __package__:
-    from .entities import DATA, WHEN_ABSENT, item
+    from .entities import WHEN_ABSENT, file_source, item
 else:
-    from entities import DATA, WHEN_ABSENT, item
+    from entities import WHEN_ABSENT, file_source, item
 
-item_content_source = FileSource(
-    name="item_content_source", path=str(DATA / "item_content.parquet"),
-    timestamp_field="event_timestamp",
-    description="One row per item, stamped 1970-01-01: content attributes have no history.")
+item_content_source = file_source(
+    "item_content",
+    "One row per item, stamped 1970-01-01: content attributes have no history.")
 
 item_content_fv = FeatureView(
     name="item_content", entities=[item], ttl=timedelta(0), source=item_content_source,
@@ -27,20 +26,18 @@ item_content_fv = FeatureView(
     ],
     description="What the item is: the item tower's content input, so new items embed.")
 
-item_stock_source = FileSource(
-    name="item_stock_source", path=str(DATA / "item_stock.parquet"),
-    timestamp_field="event_timestamp",
-    description="The stock log, each change stamped 1 microsecond after it happened.")
+item_stock_source = file_source(
+    "item_stock",
+    "The stock log, each change stamped 1 microsecond after it happened.")
 
 item_stock_fv = FeatureView(
     name="item_stock", entities=[item], ttl=timedelta(0), source=item_stock_source,
     schema=[Field(name="quantity", dtype=Int64, description="Units in stock.")],
     description="Stock as known strictly before the lookup time.")
 
-item_popularity_source = FileSource(
-    name="item_popularity_source", path=str(DATA / "item_popularity.parquet"),
-    timestamp_field="event_timestamp",
-    description="Daily rows stamped at midnight UTC, counting interactions on earlier days.")
+item_popularity_source = file_source(
+    "item_popularity",
+    "Daily rows stamped at midnight UTC, counting interactions on earlier days.")
 
 item_popularity_fv = FeatureView(
     name="item_popularity", entities=[item], ttl=timedelta(0), source=item_popularity_source,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -29,6 +31,8 @@ from tqdm import tqdm
 from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path, atomic_write
 from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
+
+log = logging.getLogger(__name__)
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 # The services of feature_services.py, named here so that importing this module does not load Feast
@@ -107,15 +111,20 @@ def _inside(repo: Path) -> Iterator[None]:
 
 
 def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it takes seconds)
-    """Run `feast apply` on the repository, in-process, and return its FeatureStore."""
+    """Run `feast apply` on the repository, in-process, and return its FeatureStore.
+
+    What `feast apply` prints (each change, with proto dumps) is logged at INFO instead.
+    """
     from feast import FeatureStore
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
     repo = repo.resolve()
-    with _inside(repo):
+    printed = io.StringIO()
+    with _inside(repo), contextlib.redirect_stdout(printed):
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
                     skip_source_validation=False)
+    log.info("feast apply %s:\n%s", repo, printed.getvalue().strip())
     store = FeatureStore(repo_path=str(repo))
     monotonic_online_store(store)
     return store
@@ -157,7 +166,10 @@ def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None
     `end + AFTER`: an event at exactly `end` is included. The default start is where static
     attributes (profiles, item content) are stamped.
     """
-    store.materialize(start_date=start, end_date=end + AFTER)
+    printed = io.StringIO()  # Feast prints each view (logged at INFO instead)
+    with contextlib.redirect_stdout(printed):
+        store.materialize(start_date=start, end_date=end + AFTER)
+    log.info("feast materialize:\n%s", printed.getvalue().strip())
 
 
 def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAINING_SERVICE,

@@ -8,6 +8,7 @@ same-second events included), and popularity is counted over whole days before a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import duckdb
 import pandas as pd
 
 from feature_repo.datasets import Dataset
+from feature_repo.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,14 @@ STATIC_STAMP = datetime(1970, 1, 1, tzinfo=UTC)  # stamp of attributes that have
 EPOCH = f"TIMESTAMPTZ '{STATIC_STAMP.isoformat()}'"
 AFTER = timedelta(microseconds=1)  # event features are stamped this long after their event
 _AFTER_SQL = f"INTERVAL {AFTER // timedelta(microseconds=1)} MICROSECOND"
+DATASET_FILE = "dataset.json"  # beside the tables: the name and fingerprint of their dataset
 TABLES = ("user_profile", "user_history", "item_content", "item_stock", "item_popularity")
 
+# Columns are cast to the views' types: an all-empty or all-null column has none to infer.
 _QUERIES = {
     "user_profile": f"""
-        SELECT user_id, age, profile_tokens, {EPOCH} AS event_timestamp FROM users""",
+        SELECT user_id, age::BIGINT AS age, profile_tokens::VARCHAR[] AS profile_tokens,
+               {EPOCH} AS event_timestamp FROM users""",
     "user_history": f"""
         WITH ranked AS (
             SELECT user_id, event_timestamp,
@@ -50,7 +55,8 @@ _QUERIES = {
                event_timestamp + {_AFTER_SQL} AS event_timestamp
         FROM ranked WHERE from_last = 1""",
     "item_content": f"""
-        SELECT item_id, title, categories, price, epoch(created_at)::BIGINT AS created_at_s,
+        SELECT item_id, title::VARCHAR AS title, categories::VARCHAR[] AS categories,
+               price::DOUBLE AS price, epoch(created_at)::BIGINT AS created_at_s,
                {EPOCH} AS event_timestamp FROM items""",
     "item_stock": f"""
         SELECT item_id, quantity, event_timestamp + {_AFTER_SQL} AS event_timestamp
@@ -88,13 +94,13 @@ def _profile(users: pd.DataFrame) -> pd.DataFrame:
         "age": pd.to_numeric(users["age"], errors="coerce").astype("Int64")
         if "age" in users else pd.array([None] * len(users), dtype="Int64"),
         "profile_tokens": [[f"{name}={value}" for name, value in zip(attributes, row, strict=True)
-                            if value] for row in tokens.itertuples(index=False)],
+                            if value] for row in tokens.to_numpy()],
     })
 
 
 def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
                          history_length: int = HISTORY_LENGTH) -> dict[str, Path]:
-    """Write the five Feast source tables as parquet under out_dir.
+    """Write the five Feast source tables as parquet under out_dir, and its `dataset.json`.
 
     The dataset is validated first and every table is written to a scratch folder before any file in
     out_dir is replaced, so a failure leaves the previous tables as they were.
@@ -111,7 +117,15 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
             os.replace(path, paths[table])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    atomic_write(out_dir / DATASET_FILE, json.dumps(
+        {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
     return paths
+
+
+def dataset_record(data_dir: str | Path) -> dict | None:
+    """The `name` and `fingerprint` of the dataset whose tables `data_dir` holds (None: none)."""
+    path = Path(data_dir) / DATASET_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _write_all(dataset: Dataset, out_dir: Path, history_length: int) -> dict[str, Path]:
@@ -139,3 +153,14 @@ def _write_all(dataset: Dataset, out_dir: Path, history_length: int) -> dict[str
         paths[table] = path
     con.close()
     return paths
+
+
+if __name__ == "__main__":  # python -m feature_repo.tables [SPEC]: this folder's own data/
+    import sys
+
+    from feature_repo.datasets import load
+
+    spec = sys.argv[1] if len(sys.argv) > 1 else "synthetic:items=200,users=100,events=3000,seed=0"
+    out = Path(__file__).resolve().parent / "data"
+    written = write_feature_tables(load(spec), out)
+    print(f"{spec}: {', '.join(written)} written to {out}")  # noqa: T201 (command line)

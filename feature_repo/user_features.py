@@ -2,20 +2,19 @@
 
 from datetime import timedelta
 
-from feast import FeatureView, Field, FileSource
+from feast import FeatureView, Field
 from feast.types import Array, Int64, String
 
 # `feast apply` imports each definitions file as a top-level module of the repository folder;
 # the package's own code imports it as part of `feature_repo`.
 if __package__:
-    from .entities import DATA, WHEN_ABSENT, user
+    from .entities import WHEN_ABSENT, file_source, user
 else:
-    from entities import DATA, WHEN_ABSENT, user
+    from entities import WHEN_ABSENT, file_source, user
 
-user_profile_source = FileSource(
-    name="user_profile_source", path=str(DATA / "user_profile.parquet"),
-    timestamp_field="event_timestamp",
-    description="One row per user, stamped 1970-01-01: a profile has no history.")
+user_profile_source = file_source(
+    "user_profile",
+    "One row per user, stamped 1970-01-01: a profile has no history.")
 
 user_profile_fv = FeatureView(
     name="user_profile", entities=[user], ttl=timedelta(0), source=user_profile_source,
@@ -26,10 +25,9 @@ user_profile_fv = FeatureView(
     ],
     description="What the user told us about themselves.")
 
-user_history_source = FileSource(
-    name="user_history_source", path=str(DATA / "user_history.parquet"),
-    timestamp_field="event_timestamp",
-    description="A snapshot after each instant with events, stamped 1 microsecond after it, so a "
+user_history_source = file_source(
+    "user_history",
+    "A snapshot after each instant with events, stamped 1 microsecond after it, so a "
                 "lookup at t sees exactly the events strictly before t.")
 
 user_history_fv = FeatureView(

@@ -130,8 +130,11 @@ class ItemResponse(Versioned):
 
 
 class Health(_Model):
-    status: Literal["ok", "unavailable"]
-    reason: str | None = Field(None, description="Why the service cannot answer, when it cannot.")
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="'degraded': answers, but the live model and the online features come from "
+                    "different datasets.")
+    reason: str | None = Field(None, description="Why the service cannot answer, or answers "
+                                                 "degraded.")
     ranking: str | None = Field(None, description="'ranker' or 'retrieval order: <reason>'.")
 
 

@@ -161,11 +161,15 @@ def ranking_metrics(ranked: np.ndarray, targets: list[np.ndarray], protocol: str
 
 
 def evaluate(recommend: Recommend, queries: Queries, k: int = TOP_K) -> dict:
-    """Rank the whole catalogue for every query (seen items excluded) and average the metrics."""
+    """Rank the whole catalogue for every query (seen items excluded) and average the metrics.
+
+    A catalogue smaller than k caps every cut-off at its size: the recommender returns all of its
+    items, fewer than k columns (recall@100 of 50 items is recall over all 50).
+    """
     ranked = recommend(queries.frame, k, queries.exclude)
-    if ranked.shape != (len(queries.frame), k):
+    if ranked.ndim != 2 or ranked.shape[0] != len(queries.frame) or not 0 < ranked.shape[1] <= k:
         raise ValueError(f"recommender returned shape {ranked.shape}, expected "
-                         f"({len(queries.frame)}, {k})")
+                         f"({len(queries.frame)}, {k}), or fewer columns for a smaller catalogue")
     return ranking_metrics(ranked, queries.targets, queries.protocol)
 
 

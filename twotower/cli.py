@@ -8,7 +8,6 @@ import logging
 import runpy
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +20,19 @@ DEFAULT_HOME = Path(".twotower")  # the data directory: feature repository, regi
 def _features(args: argparse.Namespace) -> None:
     from feature_repo.datasets import load
     from feature_repo.store import FeatureStoreConfig, build_store, materialize
+    from index.home import check_home
+    from index.registry import Registry
+    from pipelines.defs.resources import PipelineSettings
 
     dataset = load(args.data)
     print(f"{dataset.name}: {len(dataset.interactions):,} interactions, {len(dataset.items):,} "
           f"items, {len(dataset.users):,} users, {len(dataset.stock):,} stock changes")
     config = FeatureStoreConfig(repo_dir=args.home / "feature_repo")
+    registry = Registry(PipelineSettings(data_dir=args.home).registry_url, data_dir=args.home)
+    try:
+        check_home(registry, config.repo_dir / "data", dataset, replace=args.replace)
+    finally:
+        registry.close()
     store = build_store(dataset, config)
     end = dataset.interactions["event_timestamp"].max().to_pydatetime()
     materialize(store, end)
@@ -35,12 +42,47 @@ def _features(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from twotower.demo import run_demo
 
+    demo = run_demo(args.data, args.home, replace=args.replace, verbose=args.verbose)
+    print(f"\nchecks: {sum(c.passed for c in demo.checks)} passed, "
+          f"{sum(not c.passed for c in demo.checks)} failed")
+    for check in demo.checks:
+        figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in check.figures.items() if isinstance(v, int | float | str))
+        print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {figures}")
+    print("test window: " + ", ".join(f"{_named({m: v}).popitem()[0]} {v:.4f}"
+                                      for m, v in demo.test.items()))
+    print(f"live: model version {demo.model_version}, index version {demo.index_version}; "
+          f"training: {demo.training}; ranking: {demo.ranking}")
+    if not demo.recommendations:
+        print("\nno recommendations: these users have seen every item in stock")
     current = None
-    for rec in run_demo(args.data, args.home):
+    for rec in demo.recommendations:
         if rec.user_id != current:
             current = rec.user_id
-            print(f"\nuser {rec.user_id}:")
-        print(f"  {rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
+            print(f"\nuser {rec.user_id}:   {'item':>7}  {'score':>6}  title")
+        print(f"  {'':>10}{rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
+    home = args.home
+    print(f"""
+next:
+  twotower serve --home {home}    # the API at http://127.0.0.1:8000/docs (TWOTOWER_*_KEYS: README)
+  DAGSTER_HOME={(home / "dagster").resolve()} dagster dev    # these runs at http://localhost:3000
+  twotower versions list --home {home}    # index versions: promote, rollback, prune""")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from feature_repo.datasets import check
+
+    problems = check(args.data)
+    if not problems:
+        print(f"{args.data}: no problems found")
+        return
+    table = [("file", "column", "row", "problem"), *(
+        (p.source, p.column or "", "" if p.row is None else str(p.row), p.problem) for p in problems)]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for *cells, problem in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)),
+              problem, sep="  ")
+    raise SystemExit(f"{len(problems)} problem{'s' * (len(problems) > 1)} in {args.data}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -224,10 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"data directory (default {DEFAULT_HOME})")
         return sub
 
-    with_data("features", "build the Feast repository for a dataset and materialize it").set_defaults(
-        run=_features)
-    with_data("demo", "run the platform end to end on a dataset and print results").set_defaults(
-        run=_demo)
+    for name, help_, run in (
+            ("features", "build the Feast repository for a dataset and materialize it", _features),
+            ("demo", "run the platform end to end on a dataset and print results", _demo)):
+        sub = with_data(name, help_)
+        sub.add_argument("--replace", action="store_true",
+                         help="overwrite the features of another dataset that the home's live "
+                              "model serves (default: refuse; or use a new --home)")
+        sub.set_defaults(run=run)
+    data = commands.add_parser("data", help="check a dataset against the data contract")
+    checks = data.add_subparsers(dest="action", required=True)
+    check = checks.add_parser("check", help="read everything and list every problem (file, "
+                              "column, row); exit 1 if any")
+    check.add_argument("--data", required=True, help="dataset spec, e.g. generic:PATH")
+    check.set_defaults(run=_data_check)
     evaluation = commands.add_parser("eval", help="offline evaluation on the LOO or TEMPORAL split")
     evaluation.add_argument("--data", required=True, help="dataset spec, e.g. movielens-100k:PATH")
     evaluation.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
@@ -272,12 +324,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command. Bad input (a `DataError`, a home of another dataset, a failed pipeline run)
+    ends as one line on stderr and exit status 1; `-v` shows the traceback and the full log."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("feast").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise
-    args.run(args)
+    # Warnings go to the log (libraries such as Feast reset the warning filters when imported):
+    # shown with -v, dropped otherwise, with the INFO chatter of the libraries.
+    logging.captureWarnings(True)
+    if not args.verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
+    try:
+        args.run(args)
+    except Exception as error:
+        if args.verbose or not _user_error(error):
+            raise
+        raise SystemExit(f"twotower {args.command}: {error}") from None
+
+
+QUIET_LOGGERS = ("feast", "dagster", "alembic", "httpx", "urllib3")
+# Errors that are the user's input, not a bug: (module, class). A module not yet imported raised
+# none of them, so none is imported here only to be checked.
+USER_ERRORS = (("feature_repo.datasets.contract", "DataError"), ("index.home", "HomeError"),
+               ("twotower.demo", "PipelineFailed"))
+
+
+def _user_error(error: Exception) -> bool:
+    return any(isinstance(error, kind) for module, name in USER_ERRORS
+               if isinstance(kind := getattr(sys.modules.get(module), name, None), type))
 
 
 if __name__ == "__main__":

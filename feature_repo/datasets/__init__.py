@@ -1,34 +1,60 @@
 """Datasets: load any supported source into the contract's four tables, chosen by a spec string.
 
-Specs: `movielens-100k:PATH`, `movielens-1m:PATH`, `generic:PATH`, `synthetic:PRESET` or
-`synthetic:items=1000,users=2000,events=50000,seed=0`.
+Specs: `movielens-100k:PATH`, `movielens-1m:PATH`, `generic:PATH`, `amazon-reviews:PATH[?kcore=N]`,
+`synthetic:PRESET` or `synthetic:items=1000,users=2000,events=50000,seed=0`.
 """
 
 from __future__ import annotations
 
-from feature_repo.datasets import generic, movielens, synthetic
-from feature_repo.datasets.contract import DataError, Dataset
+from dataclasses import replace
+from pathlib import Path
 
-__all__ = ["DataError", "Dataset", "load"]
+from feature_repo.datasets import amazon, generic, movielens, synthetic
+from feature_repo.datasets.contract import DataError, Dataset, collecting
+
+__all__ = ["DataError", "Dataset", "check", "load"]
+
+KINDS = ("movielens-100k", "movielens-1m", "generic", "amazon-reviews", "synthetic")
 
 
 def load(spec: str) -> Dataset:
-    """Load the dataset a spec names."""
+    """Load the dataset a spec names; its `identity` is the spec with the path resolved."""
     kind, _, arg = spec.partition(":")
-    if kind == "movielens-100k":
-        return movielens.load_100k(arg)
-    if kind == "movielens-1m":
-        return movielens.load_1m(arg)
-    if kind == "generic":
-        return generic.load(arg)
     if kind == "synthetic":
         if arg in synthetic.PRESETS:
-            return synthetic.generate(synthetic.PRESETS[arg])
+            return replace(synthetic.generate(synthetic.PRESETS[arg]), identity=spec)
         try:
             fields = dict(part.split("=", 1) for part in arg.split(",") if part)
         except ValueError:
-            raise ValueError(f"dataset spec {spec!r}: expected a preset "
-                             f"({', '.join(synthetic.PRESETS)}) or key=value pairs") from None
-        return synthetic.generate(synthetic.ShopConfig(**fields))
-    raise ValueError(f"dataset spec {spec!r}: unknown kind {kind!r}; expected movielens-100k, "
-                     "movielens-1m, generic or synthetic")
+            raise DataError(spec, f"expected a preset ({', '.join(synthetic.PRESETS)}) or "
+                            "key=value pairs") from None
+        return replace(synthetic.generate(synthetic.ShopConfig(**fields)), identity=spec)
+    path, _, query = arg.partition("?")
+    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    kcore = options.pop("kcore", "0") if kind == "amazon-reviews" else "0"
+    if options:
+        raise DataError(spec, f"unknown option {sorted(options)[0]!r}")
+    if not kcore.isdigit():
+        raise DataError(spec, f"kcore={kcore!r} is not a whole number")
+    if kind == "amazon-reviews":
+        dataset = amazon.load(path, kcore=int(kcore))
+    elif kind == "movielens-100k":
+        dataset = movielens.load_100k(path)
+    elif kind == "movielens-1m":
+        dataset = movielens.load_1m(path)
+    elif kind == "generic":
+        dataset = generic.load(path)
+    else:
+        raise DataError(spec, f"unknown kind {kind!r}; expected {', '.join(KINDS)}")
+    return replace(dataset, identity=f"{kind}:{Path(path).resolve()}" + (f"?{query}" if query else ""))
+
+
+def check(spec: str) -> list[DataError]:
+    """Every problem loading `spec` finds, instead of the first: `twotower data check`."""
+    with collecting() as problems:
+        try:
+            load(spec)
+        except DataError as error:  # a problem past which nothing more can be checked
+            if error not in problems:
+                problems.append(error)
+    return problems

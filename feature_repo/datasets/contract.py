@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 DAY = 86_400  # seconds: the one day length every table, tower and check counts in
@@ -16,97 +21,181 @@ ITEMS = {"item_id": "int64", "title": "string", "categories": "object", "price":
 USERS = {"user_id": "int64"}
 STOCK = {"item_id": "int64", "event_timestamp": TIMESTAMP, "quantity": "int64"}
 OPTIONAL_INTERACTIONS = {"event_type": "string", "weight": "float64"}
+# Numbers in a timestamp column count this unit since 1970-01-01 UTC (settable per column).
+UNITS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+_NANOS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+# Timestamps outside these years are refused: almost always a number read in the wrong unit.
+EARLIEST, LATEST = pd.Timestamp("1990-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC")
 
 
 class DataError(ValueError):
     """Input that breaks the contract; the message names the file, column and row."""
 
     def __init__(self, source: str, message: str, *, column: str | None = None,
-                 row: int | None = None) -> None:
+                 row: int | None = None, rows: int = 1) -> None:
         where = [source] + ([f"column {column!r}"] if column else []) + (
             [f"row {row}"] if row is not None else [])
-        super().__init__(f"{', '.join(where)}: {message}")
-        self.source, self.column, self.row = source, column, row
+        more = f" (and {rows - 1:,} more rows)" if rows > 1 else ""
+        super().__init__(f"{', '.join(where)}: {message}{more}")
+        self.source, self.column, self.row, self.problem = source, column, row, message + more
+
+
+_problems: ContextVar[list[DataError] | None] = ContextVar("data_problems", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[list[DataError]]:
+    """Within the block, `report` records problems instead of raising them (`twotower data check`).
+
+    Loaders then go on past a bad value (its row is dropped) or a bad table (skipped) and raise
+    only where nothing more can be checked.
+    """
+    token = _problems.set([])
+    try:
+        yield _problems.get()  # type: ignore[misc]
+    finally:
+        _problems.reset(token)
+
+
+def report(error: DataError) -> None:
+    """Raise `error`, or record it when inside `collecting()`."""
+    problems = _problems.get()
+    if problems is None:
+        raise error
+    if error not in problems:
+        problems.append(error)
+
+
+def has_problems() -> bool:
+    """Whether `collecting()` has recorded a problem so far."""
+    return bool(_problems.get())
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """The contract's tables. Row numbers in errors are 1-based data rows of the named file."""
+    """The contract's tables. Row numbers in errors are 1-based data rows of the named file.
+
+    `identity` names where the data came from (a loader's spec, resolved); a home's fingerprint
+    is derived from it, so the same source grown by new events keeps its fingerprint.
+    """
 
     name: str
     interactions: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
     stock: pd.DataFrame
+    identity: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, stable hash of the dataset's identity (its name when it has none)."""
+        return hashlib.sha256((self.identity or self.name).encode()).hexdigest()[:16]
 
     def validate(self) -> Dataset:
-        """Check every rule of docs/data.md and return self, or raise DataError."""
+        """Check every rule of docs/data.md and return self, or raise (`report`) DataError."""
+        complete = True
         for table, schema in (("interactions", INTERACTIONS), ("items", ITEMS),
                               ("users", USERS), ("stock", STOCK)):
             frame = getattr(self, table)
             source = frame.attrs.get("source", f"{self.name}/{table}")
             if frame.empty and table != "stock":
-                raise DataError(source, "no rows")
+                report(DataError(source, "no rows"))
             missing = [c for c in schema if c not in frame.columns]
-            if missing:
-                raise DataError(source, "missing", column=missing[0])
+            for column in missing:
+                report(DataError(source, "missing", column=column))
+            complete = complete and not missing
             for column in ("user_id", "item_id"):
-                if column in schema and (frame[column] < 0).any():
-                    raise DataError(source, "ids must be non-negative integers", column=column,
-                                    row=_first_row(frame, frame[column] < 0))
-        _check_unique(self.items, "item_id")
-        _check_unique(self.users, "user_id")
+                if column in schema and column in frame.columns:
+                    _check(frame, frame[column] < 0, column, "ids must be non-negative integers")
+        if not complete:
+            return self
+        for frame, column in ((self.items, "item_id"), (self.users, "user_id")):
+            _check(frame, frame[column].duplicated(), column, f"duplicate {column} {{value}}")
         known = set(self.items["item_id"].tolist())
-        for table in ("interactions", "stock"):
-            frame = getattr(self, table)
-            unknown = ~frame["item_id"].isin(known)
-            if unknown.any():
-                row = _first_row(frame, unknown)
-                raise DataError(frame.attrs.get("source", table),
-                                f"unknown item_id {frame['item_id'][unknown].iloc[0]}",
-                                column="item_id", row=row)
-        unknown_users = ~self.interactions["user_id"].isin(set(self.users["user_id"].tolist()))
-        if unknown_users.any():
-            raise DataError(self.interactions.attrs.get("source", "interactions"),
-                            f"unknown user_id {self.interactions['user_id'][unknown_users].iloc[0]}",
-                            column="user_id", row=_first_row(self.interactions, unknown_users))
+        for frame in (self.interactions, self.stock):
+            _check(frame, ~frame["item_id"].isin(known), "item_id", "unknown item_id {value}")
+        users = set(self.users["user_id"].tolist())
+        _check(self.interactions, ~self.interactions["user_id"].isin(users), "user_id",
+               "unknown user_id {value}")
         return self
 
 
 def _first_row(frame: pd.DataFrame, mask: pd.Series) -> int:
-    return int(mask.to_numpy().nonzero()[0][0]) + 1
+    """The 1-based data row of the first marked row: its index label when integer (loaders number
+    rows from 0 and keep the labels when they drop bad rows), else its position."""
+    position = int(np.flatnonzero(mask.to_numpy())[0])
+    label = frame.index[position]
+    return (int(label) if pd.api.types.is_integer_dtype(frame.index) else position) + 1
 
 
-def _check_unique(frame: pd.DataFrame, column: str) -> None:
-    duplicated = frame[column].duplicated()
-    if duplicated.any():
-        raise DataError(frame.attrs.get("source", column), f"duplicate {column} "
-                        f"{frame[column][duplicated].iloc[0]}", column=column,
-                        row=_first_row(frame, duplicated))
-
-
-def parse_timestamps(values: pd.Series, *, source: str, column: str,
-                     unit: str | None = None) -> pd.Series:
-    """Parse to tz-aware UTC microseconds; naive values are taken as UTC. Names the first bad row."""
-    if unit is not None:
-        numeric = pd.to_numeric(values, errors="coerce")
-        bad = numeric.isna()
-        parsed = pd.to_datetime(numeric, unit=unit, utc=True)
-    else:
-        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-        bad = parsed.isna()
+def _check(frame: pd.DataFrame, bad: pd.Series, column: str, problem: str,
+           values: pd.Series | None = None) -> None:
+    """Report the first bad row and how many there are; `{value}` in `problem` is the first bad
+    value (of `values`, default the frame's column)."""
     if bad.any():
-        row = _first_row(values.to_frame(), bad)
-        raise DataError(source, f"cannot parse timestamp {values[bad].iloc[0]!r}", column=column,
-                        row=row)
-    return parsed.astype(TIMESTAMP)
+        first = (frame[column] if values is None else values)[bad].iloc[0]
+        first = first.item() if isinstance(first, np.generic) else first  # 7, not np.int64(7)
+        report(DataError(frame.attrs.get("source", column), problem.format(value=first),
+                         column=column, row=_first_row(frame, bad), rows=int(bad.sum())))
+
+
+def _frame(values: pd.Series, source: str) -> pd.DataFrame:
+    frame = values.to_frame()
+    frame.attrs["source"] = source
+    return frame
+
+
+def parse_timestamps(values: pd.Series, *, source: str, column: str, unit: str = "s",
+                     any_year: bool = False) -> pd.Series:
+    """Parse to tz-aware UTC microseconds; naive values are taken as UTC.
+
+    Numbers (and numeric strings) count `unit`s since 1970-01-01 UTC; other strings are dates.
+    A value before 1990 or from 2100 on is refused: numbers always (a wrong unit lands there),
+    dates unless `any_year` allows early ones (a film's release). Bad rows are reported, the first
+    and their count; under `collecting()` they come back as NaT.
+    """
+    if unit not in UNITS:
+        raise DataError(source, f"unknown timestamp unit {unit!r}; expected one of "
+                        f"{', '.join(UNITS)}", column=column)
+    frame = _frame(values, source)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    numeric = pd.Series(False, index=values.index)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed[:] = pd.to_datetime(values, utc=True)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce")
+        lo, hi = (bound.value / _NANOS[unit] for bound in (EARLIEST, LATEST))
+        outside = numbers.notna() & ((numbers < lo) | (numbers >= hi))
+        _check(frame, outside, column, f"{{value!r}} read as Unix {UNITS[unit]} is outside "
+               f"{EARLIEST.year}-{LATEST.year}; set the column's unit in mapping.json "
+               f"({', '.join(UNITS)})", values)
+        numeric = numbers.notna() & ~outside
+        if numeric.any():
+            parsed[numeric] = pd.to_datetime(numbers[numeric], unit=unit, utc=True)
+        text = numbers.isna() & values.notna()
+        if text.any():
+            parsed[text] = pd.to_datetime(values[text].astype(str), errors="coerce", utc=True,
+                                          format="mixed")
+        _check(frame, numbers.isna() & parsed.isna(), column, "cannot parse timestamp {value!r}",
+               values)
+    dates = parsed.notna() & ~numeric
+    outside = dates & ((parsed >= LATEST) | (not any_year and (parsed < EARLIEST)))
+    _check(frame, outside, column, f"{{value!r}} is outside {'' if any_year else EARLIEST.year}-"
+           f"{LATEST.year}", values)
+    return parsed.mask(outside).astype(TIMESTAMP)
 
 
 def parse_ints(values: pd.Series, *, source: str, column: str) -> pd.Series:
-    """Parse integer ids or quantities; names the first row that is not an integer."""
+    """Parse integer ids or quantities, reporting rows that are not integers (<NA> under
+    `collecting()`, so the result is Int64 then)."""
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna() | (numeric != numeric.round())
-    if bad.any():
-        raise DataError(source, f"not an integer: {values[bad].iloc[0]!r}", column=column,
-                        row=_first_row(values.to_frame(), bad))
-    return numeric.astype("int64")
+    _check(_frame(values, source), bad, column, "not an integer: {value!r}", values)
+    return numeric.mask(bad).astype("Int64") if bad.any() else numeric.astype("int64")
+
+
+def drop_unparsed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows whose `columns` all parsed (bad ones were reported under `collecting()`), with
+    integer columns as int64. Index labels are kept, so later problems still name the file's rows."""
+    kept = frame.dropna(subset=columns)
+    return kept.astype({c: "int64" for c in columns if str(kept[c].dtype) == "Int64"})

@@ -18,8 +18,11 @@ from feature_repo.datasets.contract import (
     TIMESTAMP,
     DataError,
     Dataset,
+    drop_unparsed,
+    has_problems,
     parse_ints,
     parse_timestamps,
+    report,
 )
 from feature_repo.datasets.stock import simulate_stock
 
@@ -53,6 +56,7 @@ def _interactions(raw: pd.DataFrame) -> pd.DataFrame:
         "event_type": pd.Series("rating", index=raw.index, dtype="string"),
         "weight": parse_ints(raw["rating"], source=source, column="rating").astype("float64"),
     })
+    frame = drop_unparsed(frame, ["user_id", "item_id", "event_timestamp", "weight"])
     frame.attrs["source"] = source
     return frame
 
@@ -73,6 +77,8 @@ def _finish(name: str, interactions: pd.DataFrame, items: pd.DataFrame,
     items["price"] = _pseudo_price(items["item_id"])
     dataset = Dataset(name, interactions, items, users, stock=pd.DataFrame(
         columns=["item_id", "event_timestamp", "quantity"])).validate()
+    if has_problems():  # collecting: stop before the simulation
+        return dataset
     return replace(dataset, stock=simulate_stock(interactions, items))
 
 
@@ -88,8 +94,9 @@ def load_100k(path: str | Path) -> Dataset:
     released = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce", utc=True)
     bad_date = released.isna() & (raw["release_date"] != "")
     if bad_date.any():
-        raise DataError(source, f"cannot parse date {raw['release_date'][bad_date].iloc[0]!r}",
-                        column="release_date", row=int(bad_date.to_numpy().argmax()) + 1)
+        report(DataError(source, f"cannot parse date {raw['release_date'][bad_date].iloc[0]!r}",
+                         column="release_date", row=int(bad_date.to_numpy().argmax()) + 1,
+                         rows=int(bad_date.sum())))
     items = pd.DataFrame({
         "item_id": parse_ints(raw["item_id"], source=source, column="item_id"),
         "title": raw["title"].astype("string"),
@@ -97,6 +104,7 @@ def load_100k(path: str | Path) -> Dataset:
                        for row in flags.to_numpy()],
         "created_at": released,
     })
+    items = drop_unparsed(items, ["item_id"])
     items.attrs["source"] = source
     raw = _read(path / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip_code"])
     users = pd.DataFrame({
@@ -106,6 +114,7 @@ def load_100k(path: str | Path) -> Dataset:
         "occupation": raw["occupation"].astype("string"),
         "zip_code": raw["zip_code"].astype("string"),
     })
+    users = drop_unparsed(users, ["user_id", "age"])
     users.attrs["source"] = raw.attrs["source"]
     return _finish("movielens-100k", interactions, items, users)
 
@@ -124,6 +133,7 @@ def load_1m(path: str | Path) -> Dataset:
         "categories": [g.split("|") if g else [] for g in raw["genres"]],
         "created_at": pd.to_datetime(years, format="%Y", errors="coerce", utc=True),
     })
+    items = drop_unparsed(items, ["item_id"])
     items.attrs["source"] = source
     raw = _read(path / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip_code"])
     source = raw.attrs["source"]
@@ -134,5 +144,6 @@ def load_1m(path: str | Path) -> Dataset:
         "occupation": raw["occupation"].astype("string"),
         "zip_code": raw["zip_code"].astype("string"),
     })
+    users = drop_unparsed(users, ["user_id", "age"])
     users.attrs["source"] = source
     return _finish("movielens-1m", interactions, items, users)

@@ -11,7 +11,9 @@ from feature_repo.datasets import Dataset
 from feature_repo.store import ENTITY_COLUMNS, apply, materialize, render_repo, write_training_frame
 from feature_repo.tables import write_feature_tables
 from index.events import LOG_POSITION, log_position, with_events
-from pipelines.defs.resources import DatasetResource, EventLogResource, FeatureStoreResource
+from index.home import check_home
+from index.registry import Registry
+from pipelines.defs.resources import DatasetResource, EventLogResource, FeatureStoreResource, RegistryResource
 
 GROUP = "features"
 
@@ -37,11 +39,25 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource,
         "seconds": round(time.perf_counter() - started, 2)})
 
 
+class FeatureTablesConfig(dg.Config):
+    replace: bool = False  # True: overwrite another dataset's features that a live model serves
+
+
 @dg.asset(group_name=GROUP, kinds={"duckdb", "parquet"})
-def feature_tables(raw_tables: Dataset, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
-    """The five point-in-time Feast source tables, written by DuckDB into the rendered repository."""
+def feature_tables(config: FeatureTablesConfig, raw_tables: Dataset,
+                   feature_store: FeatureStoreResource,
+                   registry: RegistryResource) -> dg.MaterializeResult:
+    """The five point-in-time Feast source tables, written by DuckDB into the rendered repository.
+
+    Refused when the home's live model serves another dataset (`index.home`), unless `replace`.
+    """
     started = time.perf_counter()
     repo = render_repo(feature_store.config)
+    versions = Registry(registry.url, data_dir=registry.data_dir)  # the database alone, no shard
+    try:
+        check_home(versions, repo / "data", raw_tables, replace=config.replace)
+    finally:
+        versions.close()
     paths = write_feature_tables(raw_tables, repo / "data",
                                  history_length=feature_store.config.history_length)
     return dg.MaterializeResult(metadata={

@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import field_validator
 
 from feature_repo.datasets import Dataset
+from index.home import FINGERPRINT
 from index.model_store import ranker_dir
 from pipelines.defs.features import feature_repository
 from pipelines.defs.plots import figure, markdown_image, table
@@ -93,8 +94,9 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
     artifact.metrics["test"] = test
     with registry.open() as reg:
         model = registry.model_store.save(
-            reg, artifact, config={"data": raw_tables.name, "protocol": "temporal",
-                                   "tower": artifact.config.model_dump(), "train": artifact.train_config})
+            reg, artifact, config={"data": raw_tables.name, FINGERPRINT: raw_tables.fingerprint,
+                                   "protocol": "temporal", "tower": artifact.config.model_dump(),
+                                   "train": artifact.train_config})
     context.log.info("model version %d: test NDCG@10 %.4f", model.id, test["ndcg@10"])
     history = artifact.metrics["history"]
     return dg.Output(ModelVersionRef(model.id, model.location), metadata={

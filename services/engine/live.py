@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from index import IndexBackend
 from index.events import LOG_POSITION, EventLog
+from index.home import FINGERPRINT
 from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry
 from services.encoder import UserEncoder
@@ -53,6 +54,7 @@ class Snapshot:
     ranking: str  # "ranker" or "retrieval order: <reason>"
     candidates: int  # retrieved per request for the ranker
     items: ItemCache
+    dataset: str | None = None  # fingerprint of the model's training data (None: not recorded)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -203,7 +205,8 @@ class LiveVersion:
                         index_location=live.location, model_location=model.location,
                         artifact=artifact, encoder=UserEncoder(artifact), ranker=ranker,
                         ranking=ranking, candidates=candidates,
-                        items=ItemCache(self.online, self.online.catalogue_ids()))
+                        items=ItemCache(self.online, self.online.catalogue_ids()),
+                        dataset=(model.config or {}).get(FINGERPRINT))
 
     def snapshot(self) -> Snapshot:
         snapshot = self._snapshot
@@ -211,8 +214,9 @@ class LiveVersion:
             raise ServiceUnavailable(self._problem)
         return snapshot
 
-    def health(self) -> Health:
-        """Ok when a version is loaded and its index answers."""
+    def health(self, features: dict | None = None) -> Health:
+        """Ok when a version is loaded and its index answers; degraded when `features` (the
+        online features' dataset record: name, fingerprint) is of another dataset than the model."""
         snapshot = self._snapshot
         if snapshot is None:
             return Health(status="unavailable", reason=self._problem)
@@ -221,6 +225,11 @@ class LiveVersion:
         except Exception as exc:  # the probe's whole point: any failure is "unavailable"
             return Health(status="unavailable", ranking=snapshot.ranking,
                           reason=f"index version {snapshot.index_version} unavailable: {exc}")
+        if features and snapshot.dataset and features.get(FINGERPRINT) != snapshot.dataset:
+            return Health(status="degraded", ranking=snapshot.ranking, reason=(
+                f"model version {snapshot.model_version} was trained on another dataset than the "
+                f"online features ({features.get('name')}); run the pipeline on this dataset to "
+                "promote a model of it"))
         return Health(status="ok", ranking=snapshot.ranking)
 
     def version(self) -> VersionInfo:

@@ -211,3 +211,27 @@ def test_cluster_values_from_env_reach_the_index_settings(monkeypatch, env_file_
     monkeypatch.setenv("TWOTOWER_INDEX__WRITE_CONSISTENCY_FACTOR", "3")
     with pytest.raises(ValidationError, match="write_consistency_factor=3 is above replication_factor=2"):
         PipelineSettings()
+
+
+@pytest.mark.parametrize(("image", "pinned"), [
+    ("redis:7.4", False), ("redis:latest", False), ("postgres:16", False), ("twotower", False),
+    ("twotower:${TWOTOWER_IMAGE_TAG:-latest}", False), ("redis:7.4.5", True),
+    ("postgres:16.9", True), ("qdrant/qdrant:v1.19.0", True),
+    ("twotower:${TWOTOWER_IMAGE_TAG:-0.1.0}", True)])
+def test_image_tags_must_be_exact_versions(image, pinned):
+    problems = _broken(lambda s: s["redis"].update(image=image))
+    assert (problems == []) == pinned
+    resolved = compose_check.DEFAULT.sub(r"\1", image)
+    if not pinned:
+        assert problems == [f"services.redis.image: {resolved!r} is not pinned to an exact version "
+                            "(e.g. redis:7.4.5)"]
+
+
+def test_the_bootstrap_service_materializes_and_turns_schedules_and_sensors_on():
+    bootstrap = COMPOSE["services"]["bootstrap"]
+    assert bootstrap["profiles"] == ["bootstrap"], "runs only when asked, on the first start"
+    command = " ".join(bootstrap["command"])
+    for step in ("dagster asset materialize --select '*'", "dagster schedule start --start-all",
+                 "dagster sensor start --start-all"):
+        assert step in command
+    assert bootstrap["environment"] == COMPOSE["services"]["dagster-daemon"]["environment"]

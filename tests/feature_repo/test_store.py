@@ -93,13 +93,14 @@ def test_redis_cluster_is_rendered_for_feast_to_read(tmp_path):
 
 def test_failed_table_write_leaves_previous_tables_intact(tmp_path):
     good = make_dataset([(1, 2, "2024-01-01 10:00:00")])
-    paths = write_feature_tables(good, tmp_path)
-    before = {name: path.read_bytes() for name, path in paths.items()}
+    write_feature_tables(good, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert "dataset.json" in before and len(before) == 6, "five tables and their dataset's record"
     bad = make_dataset([(1, 99, "2024-01-01 10:00:00")])  # item 99 is not in the catalogue
     with pytest.raises(DataError, match="unknown item_id 99"):
         write_feature_tables(bad, tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
-        p.name: before[name] for name, p in paths.items()}, "no scratch files, no changed tables"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, \
+        "no scratch files, no changed tables"
 
 
 def test_a_new_definitions_file_is_rendered_and_applied(tmp_path, monkeypatch):
@@ -131,3 +132,40 @@ def test_absent_features_take_the_values_their_fields_declare():
     filled = _fill_absent_arrow(table).to_pydict()
     assert filled == {"recent_item_ids": [[], [3]], "event_count": [0, 0], "count_7d": [0, 4],
                       "quantity": [None, 1]}, "stock declares no fill: unknown stays null"
+
+
+def test_a_second_feast_apply_changes_nothing_after_materialization(tmp_path, caplog):
+    """Feast stamps sources when they are built; fixed stamps keep a re-apply from "updating"
+    every materialized view (after at most one apply that replaces the first apply's stamps)."""
+    import logging
+
+    from feature_repo.datasets import load
+    from feature_repo.store import apply, build_store, materialize
+
+    data = load("synthetic:items=50,users=30,events=500,seed=1")
+    store = build_store(data, FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    materialize(store, data.interactions["event_timestamp"].max().to_pydatetime())
+    repo = Path(store.repo_path)
+    with caplog.at_level(logging.INFO, logger="feature_repo.store"):
+        apply(repo)
+        caplog.clear()
+        apply(repo)
+    assert "No changes to registry" in caplog.text and "Updated" not in caplog.text
+
+
+def test_the_checked_in_repository_without_tables_names_the_command_that_writes_them(tmp_path):
+    from feature_repo.store import DEFINITIONS
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(DEFINITIONS, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    done = subprocess.run([sys.executable, "-c", "import entities"], cwd=repo, capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and "python -m feature_repo.tables" in done.stderr
+
+
+def test_feast_ui_imports():
+    """`feast ui` serves the registry through Feast's gRPC registry server (grpcio-reflection)."""
+    from feast.registry_server import RegistryServer
+    from feast.ui_server import get_app
+
+    assert callable(get_app) and RegistryServer.__name__ == "RegistryServer"

@@ -53,24 +53,27 @@ class Service:
     def client(self, key: str | None = None, **options) -> RecommenderClient:
         return RecommenderClient(self.url, api_key=key or self.write_key, **options)
 
-    def wait_for_index_version(self, index_version: int, timeout_s: float = 60) -> None:
+    def wait_for_index_version(self, index_version: int, timeout_s: float = 60, *,
+                               status: str = "ok") -> None:
         deadline = time.monotonic() + timeout_s
         with self.client() as client:
             while time.monotonic() < deadline:
-                if client.health().status == "ok" and client.version().index_version == index_version:
+                if client.health().status == status and client.version().index_version == index_version:
                     return
                 time.sleep(0.1)
         raise TimeoutError(f"the service never switched to index version {index_version}")
 
 
-def promote_version(service: Service, ranker: Ranker | None = None) -> tuple[int, int]:
-    """Register the towers (and a ranker) as a new model version, build its index, make it live.
+def promote_version(service: Service, ranker: Ranker | None = None, *,
+                    config: dict | None = None) -> tuple[int, int]:
+    """Register the towers (and a ranker) as a new model version with `config`, build its index,
+    make it live.
 
     The builder closes its shard before promoting: the serving process must be able to open it.
     """
     home, dataset, artifact = service.home, service.dataset, service.artifact
     registry = Registry(data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
-    model = save_model(registry, artifact, home / "models")
+    model = save_model(registry, artifact, home / "models", config=config)
     if ranker is not None:
         ranker.save(Path(model.location) / "ranker")
     vectors = artifact.embed_items(dataset.items)

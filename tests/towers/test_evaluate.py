@@ -110,3 +110,14 @@ def test_top_k_handles_excluded_ids_missing_from_catalogue():
     import torch
     top = top_k(torch.tensor([[1.0, 2.0, 3.0]]), np.array([7, 8, 9]), 3, [np.array([9, 1234])])
     assert top[0, :2].tolist() == [8, 7]
+
+
+def test_a_catalogue_smaller_than_the_cut_off_caps_it():
+    frame = pd.DataFrame({"recent_item_ids": [[1], [2]]})
+    queries = Queries("temporal", frame, [np.array([1]), np.array([2])],
+                      [np.array([3, 4]), np.array([9])])
+    catalogue = np.array([2, 3, 4])  # three items: every metric reads at most three
+    result = evaluate(lambda f, k, ex: np.tile(catalogue, (len(f), 1))[:, :k], queries, k=100)
+    assert result["recall@100"] == 0.5 and result["recall@10"] == 0.5
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(lambda f, k, ex: np.zeros((2, k + 1), dtype=int), queries, k=10)

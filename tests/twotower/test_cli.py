@@ -81,3 +81,59 @@ def test_cold_start_eval_compares_towers_and_popularity_on_held_out_items(tmp_pa
     for model in ("two-tower", "popularity"):
         assert 0 <= result[f"{model} Recall@100"] <= 1
         assert result[f"{model} Recall@10"] <= result[f"{model} Recall@100"]
+
+
+def _shop(folder, interactions):
+    folder.mkdir()
+    (folder / "interactions.csv").write_text(interactions)
+    (folder / "items.csv").write_text("item_id,title\n10,A\n11,B\n")
+    return f"generic:{folder}"
+
+
+def test_data_check_prints_every_problem_as_a_table_and_exits_1(tmp_path, capsys):
+    spec = _shop(tmp_path / "shop", "user_id,item_id,event_timestamp\nx,10,1700000000\n"
+                                    "2,11,1700000000000\n3,12,1700000000\n")
+    with pytest.raises(SystemExit, match=f"3 problems in {spec}"):
+        main(["data", "check", "--data", spec])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["file", "column", "row", "problem"]
+    assert [line.split()[1:3] for line in lines[1:]] == [
+        ["user_id", "1"], ["event_timestamp", "2"], ["item_id", "3"]]
+    assert "read as Unix seconds is outside 1990-2100" in lines[2]
+
+
+def test_data_check_of_good_data_says_so(tmp_path, capsys):
+    spec = _shop(tmp_path / "shop", "user_id,item_id,event_timestamp\n1,10,1700000000\n")
+    main(["data", "check", "--data", spec])
+    assert capsys.readouterr().out == f"{spec}: no problems found\n"
+
+
+def test_a_data_error_is_one_line_without_traceback_and_v_shows_it(tmp_path):
+    spec = _shop(tmp_path / "shop", "user_id,item_id,event_timestamp\n1,10,yesterday\n")
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "twotower.cli", "features", "--data", spec,
+               "--home", str(tmp_path / "home")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=root)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"twotower features: {tmp_path}/shop/interactions.csv, column 'event_timestamp', row 1: "
+        "cannot parse timestamp 'yesterday'"]
+    verbose = subprocess.run([*command[:3], "-v", *command[3:]], capture_output=True, text=True,
+                             cwd=root)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_a_home_with_a_live_model_refuses_another_datasets_features(graph, tmp_path, capsys):
+    """The home's live model serves the MovieLens slice: another dataset's features are refused
+    with the fix in the message; the home's features stay as they were."""
+    from feature_repo.tables import dataset_record
+
+    data = graph.settings.data_dir / "feature_repo" / "data"
+    before = dataset_record(data)
+    with pytest.raises(SystemExit, match=r"twotower features: .* serves model version \d+ trained "
+                       r"on another dataset .*Use a new --home for .*, or --replace"):
+        main(["features", "--data", "synthetic:items=40,users=20,events=300,seed=1",
+              "--home", str(graph.settings.data_dir)])
+    assert dataset_record(data) == before
+    main(["features", "--data", graph.settings.data, "--home", str(graph.settings.data_dir)])
+    assert dataset_record(data) == before, "the same dataset again is fine"

@@ -13,7 +13,7 @@ from index.catalogue import latest_stock
 from index.registry import ModelVersion, Registry, Status
 from services.client import RecommenderClient
 from tests.utils.servers import twotower_service
-from twotower.demo import recommend, run_demo
+from twotower.demo import PipelineFailed, recommend, run_demo
 
 # As the graph fixture: the same NDCG, so it promotes.
 FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2}}
@@ -23,16 +23,22 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
     registry = Registry(data_dir=graph.settings.data_dir)
     live_before = registry.live().id
 
-    recommendations = run_demo(graph.settings.data, graph.settings.data_dir, users=2, k=5,
-                               train_minutes=1.0, **FAST)
+    demo = run_demo(graph.settings.data, graph.settings.data_dir, users=2, k=5, train_minutes=1.0,
+                    **FAST)
+    recommendations = demo.recommendations
 
     live = registry.live()
     assert live.id > live_before and registry.get(live_before).status == Status.RETIRED
     with Session(registry.engine) as session:
         assert live.model_version_id == session.scalar(select(func.max(ModelVersion.id)))
     registry.close()
+    assert (demo.model_version, demo.index_version) == (live.model_version_id, live.id)
+    assert demo.checks and all(c.passed for c in demo.checks)
+    assert set(demo.test) == {"ndcg@10", "recall@10", "recall@100"}
+    assert demo.training.startswith("2 epochs (best ")
     assert len(recommendations) == 10 and len({r.user_id for r in recommendations}) == 2
-    stock, events = latest_stock(graph.dataset.stock), graph.dataset.interactions
+    stock = latest_stock(graph.dataset.stock)
+    events = graph.dataset.interactions.sort_values("event_timestamp", kind="stable")  # as histories
     for rec in recommendations:
         assert stock[rec.item_id] > 0, "out-of-stock items are filtered"
         seen = events.loc[events["user_id"] == rec.user_id, "item_id"].tail(50)
@@ -58,3 +64,27 @@ def test_demo_answers_are_what_the_service_answers_for_the_same_users(graph, tmp
     assert len(demo) == 15
     assert [(u, i) for u, i, _ in demo] == [(u, i) for u, i, _ in served]
     assert [s for _, _, s in demo] == pytest.approx([s for _, _, s in served], abs=1e-5)
+
+
+def test_the_demo_runs_on_twenty_items_and_prints_a_summary_and_the_next_commands(tmp_path, capsys):
+    """Cut-offs (Recall@100) and the re-ranker's candidates (30) are deeper than the catalogue."""
+    from twotower.cli import main
+
+    main(["demo", "--data", "synthetic:items=20,users=40,events=800,seed=5",
+          "--home", str(tmp_path / "home")])
+    out = capsys.readouterr().out
+    assert "checks: " in out and " 0 failed" in out
+    assert "test window: NDCG@10 " in out and "Recall@100 " in out
+    assert "live: model version 1, index version 1; training: " in out and "; ranking: " in out
+    assert f"twotower serve --home {tmp_path / 'home'}" in out and "dagster dev" in out
+    assert out.count("\nuser ") == 3
+
+
+def test_a_failed_run_names_the_step_and_its_cause_in_one_line(tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "interactions.csv").write_text("user_id,item_id,event_timestamp\n1,10,1700000000\n")
+    (folder / "items.csv").write_text("item_id,title\n11,B\n")
+    with pytest.raises(PipelineFailed, match=r"the pipeline run failed: step raw_tables: DataError: "
+                       r".*interactions.csv, column 'item_id', row 1: unknown item_id 10"):
+        run_demo(f"generic:{folder}", tmp_path / "home")

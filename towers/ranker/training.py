@@ -11,7 +11,7 @@ come from a still later window. See docs/ranker.md.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -206,6 +206,7 @@ def train_ranker(artifact: Artifact, items: pd.DataFrame, *, store, train: Queri
     splits give them; `store` is the dataset's Feast store (history_length = the towers' max_len).
     """
     config = config or RankerConfig()
+    config = replace(config, candidates=min(config.candidates, len(items)))  # a small catalogue
     data, _ = ranking_data(artifact, items, train, store=store, k=config.candidates)
     users = train.frame["user_id"].to_numpy()
     unique = np.unique(users)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from feature_repo.tables import dataset_record
 from services.api.deps import can_read, live_engine
 from services.engine import Engine
 from services.schemas import Health, VersionInfo
@@ -15,8 +18,8 @@ router = APIRouter(tags=["status"])
 @router.get("/v1/health", summary="Whether the service can answer, and how it ranks",
             responses={503: {"model": Health}})
 def health(response: Response, engine: Engine = live_engine) -> Health:
-    status = engine.health()
-    if status.status != "ok":
+    status = engine.live.health(features=dataset_record(Path(engine.store.repo_path) / "data"))
+    if status.status == "unavailable":
         response.status_code = 503
     return status
 

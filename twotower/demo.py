@@ -13,12 +13,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
+
 from pipelines.defs.resources import PipelineSettings, build_resources
 from pipelines.local import DAGSTER_DIR, instance_for, materialize_graph
 from services.engine import Engine
 from services.schemas import RecommendationRequest
 
 log = logging.getLogger(__name__)
+# What the demo's summary shows of the towers' training (metadata of the two_tower_model asset).
+TRAINING_SUMMARY = ("model_version_id", "stopped_by", "improving_at_stop", "best_epoch", "steps",
+                    "training_seconds", "val_ndcg@10", "popularity_val_ndcg@10",
+                    "ease_val_ndcg@10", "margin_over_popularity", "margin_over_ease",
+                    "test_ndcg@10")
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,14 @@ class Recommendation:
     score: float
 
 
-def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes: float = 1.0,
-             tower: dict | None = None, train: dict | None = None) -> list[Recommendation]:
+def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
+             train_minutes: float | None = None, tower: dict | None = None,
+             train: dict | None = None) -> list[Recommendation]:
     """Build and promote everything under `home` for the dataset `spec`; recommend for a few users.
 
-    `tower` and `train` set TowerConfig and TrainConfig fields (e.g. `{"encoder": "mean"}`).
+    `tower` and `train` set TowerConfig and TrainConfig fields (e.g. `{"encoder": "mean"}`);
+    `train_minutes` caps the towers' training (none by default). `training_summary(home)` then
+    says how that training ended and how it compares with Popularity and EASE.
     """
     settings = PipelineSettings(data_dir=home, data=spec)
     towers = {"max_minutes": train_minutes, "tower": tower or {}, "train": train or {}}
@@ -64,3 +74,14 @@ def recommend(settings: PipelineSettings, user_ids: list[int], *, titles, k: int
                 answers.append(Recommendation(int(user_id), item.item_id, str(titles[item.item_id]),
                                               item.score))
     return answers
+
+
+def training_summary(home: Path) -> dict:
+    """The latest towers' training under `home`: what ended it, validation NDCG@10 beside
+    Popularity's and EASE's with the margins, and test NDCG@10 (`TRAINING_SUMMARY` keys)."""
+    with instance_for(home) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("two_tower_model"))
+    if event is None or event.asset_materialization is None:
+        raise ValueError(f"{home}: no two_tower_model has been materialized there; run the demo first")
+    metadata = event.asset_materialization.metadata
+    return {key: metadata[key].value for key in TRAINING_SUMMARY if key in metadata}

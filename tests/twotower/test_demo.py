@@ -13,7 +13,7 @@ from index.catalogue import latest_stock
 from index.registry import ModelVersion, Registry, Status
 from services.client import RecommenderClient
 from tests.utils.servers import twotower_service
-from twotower.demo import recommend, run_demo
+from twotower.demo import recommend, run_demo, training_summary
 
 # As the graph fixture: the same NDCG, so it promotes.
 FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2}}
@@ -32,6 +32,10 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
         assert live.model_version_id == session.scalar(select(func.max(ModelVersion.id)))
     registry.close()
     assert len(recommendations) == 10 and len({r.user_id for r in recommendations}) == 2
+    summary = training_summary(graph.settings.data_dir)  # the towers just promoted
+    assert summary["model_version_id"] == live.model_version_id
+    assert summary["stopped_by"] in {"early_stopping", "budget", "cap"}
+    assert summary["margin_over_popularity"] > 0 and "margin_over_ease" in summary
     stock, events = latest_stock(graph.dataset.stock), graph.dataset.interactions
     for rec in recommendations:
         assert stock[rec.item_id] > 0, "out-of-stock items are filtered"

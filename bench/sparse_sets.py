@@ -48,8 +48,9 @@ def main() -> None:
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     events.to_parquet(out / "interactions.parquet", index=False)
-    ds.items[ds.items["item_id"].isin(events["item_id"])].to_parquet(out / "items.parquet",
-                                                                     index=False)
+    items = ds.items[ds.items["item_id"].isin(events["item_id"])]
+    items.assign(categories=items["categories"].map("|".join)).to_parquet(  # the loader's form
+        out / "items.parquet", index=False)
     ds.users[ds.users["user_id"].isin(events["user_id"])].to_parquet(out / "users.parquet",
                                                                      index=False)
     ds.stock[ds.stock["item_id"].isin(events["item_id"])].to_parquet(out / "stock.parquet",

@@ -17,7 +17,7 @@ from towers.evaluate import Queries, Recommend, Split, evaluate, top_k
 log = logging.getLogger(__name__)
 
 # Validation picks lambda; the grid reaches far enough that the pick is not stuck on an edge.
-EASE_LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
+EASE_LAMBDAS = (10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
 EASE_MAX_ITEMS = 5_000  # one (N, N) inverse per lambda: larger catalogues are compared without EASE
 
 

@@ -38,18 +38,22 @@ class Recommendation:
 
 def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
              train_minutes: float | None = None, tower: dict | None = None,
-             train: dict | None = None) -> list[Recommendation]:
+             train: dict | None = None, min_margin_over_popularity: float = 0.0
+             ) -> list[Recommendation]:
     """Build and promote everything under `home` for the dataset `spec`; recommend for a few users.
 
     `tower` and `train` set TowerConfig and TrainConfig fields (e.g. `{"encoder": "mean"}`);
-    `train_minutes` caps the towers' training (none by default). `training_summary(home)` then
-    says how that training ended and how it compares with Popularity and EASE.
+    `train_minutes` caps the towers' training (none by default); the towers are promoted only if
+    they beat Popularity on validation by more than `min_margin_over_popularity`.
+    `training_summary(home)` then says how that training ended and how it compared.
     """
     settings = PipelineSettings(data_dir=home, data=spec)
     towers = {"max_minutes": train_minutes, "tower": tower or {}, "train": train or {}}
     with instance_for(home) as instance:
         result = materialize_graph(settings, instance=instance, raise_on_error=False, run_config={
-            "ops": {"two_tower_model": {"config": towers}},
+            "ops": {"two_tower_model": {"config": towers},
+                    "two_tower_model_towers_beat_popularity_on_validation": {
+                        "config": {"min_margin_over_popularity": min_margin_over_popularity}}},
             "loggers": {"console": {"config": {"log_level": "INFO"}}}})  # one line per step event
     failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     if not result.success:

@@ -30,6 +30,10 @@ class PromotionConfig(dg.Config):
     ndcg_tolerance: float = 0.01  # absolute NDCG@10 the new model may lose against the live one
 
 
+class BaselineGateConfig(dg.Config):
+    min_margin_over_popularity: float = 0.0  # towers no better than Popularity are not served
+
+
 @dg.asset_check(asset=training_examples, blocking=True, additional_ins={"raw_tables": dg.AssetIn()})
 def training_examples_have_no_leakage(training_examples: str, raw_tables: Dataset,
                                       feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
@@ -116,10 +120,11 @@ def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: ModelVersi
 
 @dg.asset_check(asset=two_tower_model, blocking=True,
                 additional_ins={"raw_tables": dg.AssetIn(), "evaluation_split": dg.AssetIn()})
-def towers_beat_popularity_on_validation(two_tower_model: ModelVersionRef, raw_tables: Dataset,
-                                         evaluation_split: evaluate.Split,
+def towers_beat_popularity_on_validation(config: BaselineGateConfig, two_tower_model: ModelVersionRef,
+                                         raw_tables: Dataset, evaluation_split: evaluate.Split,
                                          registry: RegistryResource) -> dg.AssetCheckResult:
-    """The saved towers' validation NDCG@10 is above Popularity's on the same split.
+    """The saved towers' validation NDCG@10 is above Popularity's on the same split (by more than
+    `min_margin_over_popularity`).
 
     Popularity and EASE were scored by the training stage (the model's `baselines` metrics); the
     margin over EASE is reported, not required.
@@ -131,7 +136,8 @@ def towers_beat_popularity_on_validation(two_tower_model: ModelVersionRef, raw_t
     towers = evaluate.evaluate(evaluate.two_tower(artifact, raw_tables.items),
                                evaluation_split.validation)["ndcg@10"]
     metadata = validation_metadata({**artifact.metrics, "val": towers})
-    return dg.AssetCheckResult(passed=metadata["margin_over_popularity"] > 0, metadata=metadata)
+    return dg.AssetCheckResult(passed=metadata["margin_over_popularity"] > config.min_margin_over_popularity,
+                               metadata={**metadata, "min_margin": config.min_margin_over_popularity})
 
 
 @dg.asset_check(asset=item_embeddings, blocking=True)

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from pipelines.defs.checks import (
+    BaselineGateConfig,
     towers_beat_popularity_on_validation,
     training_examples_have_no_leakage,
     training_loss_is_finite_and_decreasing,
@@ -62,18 +63,20 @@ def test_leakage_check_catches_a_history_that_includes_the_row_itself(graph, tmp
     assert not result.passed and result.metadata["history_mismatches"].value > 0
 
 
-def popularity_gate(graph, model: ModelVersionRef):
-    return towers_beat_popularity_on_validation(model, graph.dataset,
-                                                graph.result.output_for_node("evaluation_split"),
-                                                build_resources(graph.settings)["registry"])
+def popularity_gate(graph, model: ModelVersionRef, margin: float = 0.0):
+    return towers_beat_popularity_on_validation(
+        BaselineGateConfig(min_margin_over_popularity=margin), model, graph.dataset,
+        graph.result.output_for_node("evaluation_split"), build_resources(graph.settings)["registry"])
 
 
-def test_popularity_gate_passes_the_trained_towers_and_reports_the_margin_over_ease(graph):
+def test_popularity_gate_compares_on_validation_and_reports_the_margin_over_ease(graph):
     result = popularity_gate(graph, graph.result.output_for_node("two_tower_model"))
     metadata = {k: v.value for k, v in result.metadata.items()}
-    assert result.passed and metadata["margin_over_popularity"] > 0
+    assert result.passed == (metadata["val_ndcg@10"] > metadata["popularity_val_ndcg@10"])
     assert metadata["margin_over_ease"] == metadata["val_ndcg@10"] - metadata["ease_val_ndcg@10"]
     assert metadata["ease_lambda"] > 0
+    margin = metadata["margin_over_popularity"]
+    assert popularity_gate(graph, graph.result.output_for_node("two_tower_model"), margin - 0.01).passed
 
 
 def test_popularity_gate_fails_towers_that_do_not_beat_popularity(graph, tmp_path):

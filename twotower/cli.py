@@ -83,7 +83,8 @@ def _eval(args: argparse.Namespace) -> None:
         metrics |= {f"dense {name}": v for name, v in _named(dense).items() if name != "users"}
     title = f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})"
     if training:
-        title += "\n  training: " + " ".join(f"{k}={v}" for k, v in training.items())
+        title += "\n  training: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in training.items())
     _report(args, title, {"protocol": args.protocol, "model": args.model, "split": split.notes,
                           **({"training": training} if training else {}), **metrics})
 

@@ -68,8 +68,10 @@ def _entities(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
 def loo_split(interactions: pd.DataFrame) -> Split:
     """Per user by time (ties in file order): last = test, second-to-last = validation.
 
-    A query sees every earlier event in that order, the validation item included for the test:
-    its lookup is just after its own instant, `visible` trimming same-second events after it.
+    A query sees every earlier event in that order, the validation item included for the test.
+    It looks up just after its last visible event, as a request made then would: the held-out
+    event's own time (its hour, the gap to it) is never an input. `visible` trims same-second
+    events after the last visible one.
     """
     events = sort_events(interactions)
     position = events.groupby("user_id").cumcount(ascending=False)  # 0 = last
@@ -84,7 +86,7 @@ def loo_split(interactions: pd.DataFrame) -> Split:
         items, micros = all_items[idx], all_micros[idx]
         for name, last in (("validation", -2), ("test", -1)):
             rows, exclude, targets = queries[name]
-            rows.append((user, items[last], micros[last] + 1))
+            rows.append((user, items[last], micros[last - 1] + 1))  # >= 3 events: one visible
             exclude.append(items[:len(items) + last])
             targets.append(items[last:len(items) + last + 1])
     val, test = ({"frame": _entities(rows), "exclude": exclude, "targets": targets,

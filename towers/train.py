@@ -4,6 +4,9 @@
 once (see `data.frame_windows`), and returns an `Artifact`. Loss: full softmax over the catalogue
 when it is small, otherwise in-batch sampled softmax with logQ correction, optionally mixed with
 uniform negatives. Under torchrun each rank trains on a share of the batches (gloo all-reduce).
+The budget is counted in optimizer steps (`plan`), the same defaults for 150 items or a million
+events; what ended a fit (`stopped_by`) is in its metrics, and a warning says when a budget or a
+cap cut it while validation was still improving.
 
 CLI: `python -m towers.train --dataset=movielens-100k:PATH --protocol=loo [--preset=FILE]
 [--key=value ...] [--out=DIR]` trains, evaluates the test split and prints one result line;
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -50,29 +54,36 @@ from towers.model import TowerConfig, TwoTower
 log = logging.getLogger(__name__)
 
 Loss = Literal["auto", "full", "sampled"]
+StopReason = Literal["early_stopping", "budget", "cap"]
+STOP_REASONS: tuple[StopReason, ...] = ("early_stopping", "budget", "cap")
 
 
 class TrainConfig(Config):
     """Optimisation; saved with every artifact. Why each default: docs/towers-notes.md.
 
     The lr warms up linearly to `lr` over `warmup_epochs`, then decays (cosine) to 0 at
-    `decay_epochs`, where training ends; `decay_epochs=0` keeps it constant and leaves the end to
-    `epochs` and early stopping. Counted in epochs, not steps, so the budget follows the data.
+    `decay_epochs`, where training ends. These are schedule epochs: one pass over the data, or
+    as many steps as make the whole schedule `min_steps` long when a pass has fewer than
+    `min_steps / decay_epochs`; a schedule longer than `epochs` passes is squeezed into them.
+    `decay_epochs=0` keeps the lr constant and leaves the end to `epochs` and early stopping.
+    Validation runs every pass, or every few passes so that `validate_steps` steps lie between.
     """
 
-    epochs: Count = 200  # an upper bound: the lr schedule or early stopping ends runs far sooner
+    epochs: Count = 1000  # passes at most, a safety bound: the schedule ends runs far sooner
     batch_size: Count = 768  # rows (queries) per step: the old 16 windows' average
     lr: PositiveFloat = 5e-3  # Adam's peak: the fastest of the rates tried to reach the best NDCG
     warmup_epochs: NonNegativeFloat = 0.5  # Adam's first steps on fresh embeddings are unstable
     decay_epochs: NonNegativeFloat = 6.0  # where validation flattens at a flat lr: a short budget
+    min_steps: Count = 1000  # the schedule's least optimizer steps: small data gets enough updates
+    validate_steps: Count = 100  # steps between validations at least: patience counts real progress
     weight_decay: NonNegativeFloat = 0.0  # dropout already regularises; decay hurt the ID tables
     temperature: PositiveFloat = 0.1  # on unit vectors: between slow learning and an early plateau
     loss: Loss = "auto"  # auto = full softmax if the catalogue has <= full_softmax_max_items
     full_softmax_max_items: Count = 20_000  # (Q, N) logits stay small on CPU below this
     uniform_negatives: NonNegativeInt = 0  # mixed into the in-batch ones (sampled loss only)
     mask_seen: bool = True  # seen items are filtered at serving, so they are not negatives either
-    patience: Count = 3  # validations without improvement before stopping
-    max_minutes: PositiveFloat = 10.0  # wall-clock cap on one fit
+    patience: Count = 3  # validations without improvement before stopping (after min_steps)
+    max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
     seed: int = 0  # any fixed seed: runs repeat exactly
     log_every: Count = 50  # steps between log lines: a few per epoch on ML-100K
 
@@ -94,6 +105,23 @@ def learning_rate(train: TrainConfig, progress: float) -> float:
     return train.lr * 0.5 * (1 + math.cos(math.pi * done))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A fit's schedule in optimizer steps, fixed once the steps per pass are known."""
+
+    steps: int  # where the schedule (and training) ends
+    steps_per_epoch: float  # per schedule epoch: one pass, or more on small data
+
+
+def plan(train: TrainConfig, steps_per_pass: int) -> Plan:
+    """`decay_epochs` passes, stretched to `min_steps` steps and cut at `epochs` passes."""
+    budget = train.epochs * steps_per_pass
+    if not train.decay_epochs:  # a flat lr: `epochs` and early stopping end the run
+        return Plan(budget, steps_per_pass)
+    steps = min(max(math.ceil(train.decay_epochs * steps_per_pass), train.min_steps), budget)
+    return Plan(steps, steps / train.decay_epochs)
+
+
 Validate = Callable[[Artifact], float]  # higher is better, e.g. validation NDCG@10
 
 
@@ -109,6 +137,10 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
 
     Under `torchrun` (an initialised process group) every rank trains on its share of each
     epoch's batches and gradients are averaged, so all ranks hold the same weights.
+
+    The metrics say what ended the run (`stopped_by`: the schedule's end or `epochs` is
+    "budget", `max_minutes` is "cap") and whether validation was still improving then
+    (`improving_at_stop`); a budget or cap that cuts an improving run, or a cap, logs a warning.
     """
     tower, train = tower or TowerConfig(), train or TrainConfig()
     if not isinstance(frame, pd.DataFrame):
@@ -137,18 +169,26 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
              len(frame), len(vocab.user_ids), n_items, len(chunks), "full" if full else "sampled",
              world)
 
-    started, step, bad, best_seconds = time.perf_counter(), 0, 0, 0.0
-    best: tuple[float, int, dict] = (-np.inf, -1, copy.deepcopy(model.state_dict()))
-    history = []
+    started, step, bad, best_seconds, lr = time.perf_counter(), 0, 0, 0.0, 0.0
+    best: tuple[float, int, int, dict] = (-np.inf, -1, 0, copy.deepcopy(model.state_dict()))
+    history: list[dict] = []
+    schedule: Plan | None = None  # set once the first pass's batches are known
+    stop: StopReason | None = None
+    validated = 0  # the step of the last validation
+    tick, seen, losses = time.perf_counter(), 0, []
     quiet = not sys.stderr.isatty() or rank > 0
-    epochs = min(train.epochs, math.ceil(train.decay_epochs) or train.epochs)
-    for epoch in tqdm(range(epochs), desc="epochs", disable=quiet):
+    for epoch in tqdm(range(train.epochs), desc="epochs", disable=quiet):
         model.train()
-        tick, seen, losses = time.perf_counter(), 0, []
         groups = batch_groups(chunks, batch_size=train.batch_size, rng=rng)
         mine = groups[rank:len(groups) // world * world:world]
-        for i, group in enumerate(mine):
-            lr = learning_rate(train, epoch + (i + 1) / len(mine))
+        if schedule is None:
+            schedule = plan(train, len(mine))
+            log.info("schedule: %d steps (%g schedule epochs of %.0f steps; %d steps a pass)",
+                     schedule.steps, train.decay_epochs, schedule.steps_per_epoch, len(mine))
+        for group in mine:
+            if step >= schedule.steps:
+                break
+            lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             users = batch_chunks(vocab, group)
@@ -191,21 +231,43 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                 log.info("step %d loss %.4f lr %.1e %.0f ms/step %.0f examples/s", step,
                          losses[-1], lr, ms, world * seen / (time.perf_counter() - tick))
         elapsed = time.perf_counter() - started
+        ended = step >= schedule.steps or epoch == train.epochs - 1
+        capped = train.max_minutes is not None and elapsed > 60 * train.max_minutes
+        if not (ended or capped or step - validated >= train.validate_steps):
+            continue
+        validated = step
         metric = validate(Artifact(model)) if validate else -float(np.mean(losses))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": metric,
-                        "seconds": round(elapsed, 1),
+        history.append({"epoch": epoch, "step": step, "lr": lr, "loss": float(np.mean(losses)),
+                        "val": metric, "seconds": round(elapsed, 1),
                         "examples_per_s": round(world * seen / (time.perf_counter() - tick))})
-        log.info("epoch %d loss %.4f val %.4f (%.0f s)", epoch, np.mean(losses), metric, elapsed)
+        log.info("epoch %d step %d loss %.4f val %.4f (%.0f s)", epoch, step, np.mean(losses),
+                 metric, elapsed)
         if validate is None or metric > best[0]:  # without validation keep the last epoch
-            best, bad = (metric, epoch, copy.deepcopy(model.state_dict())), 0
+            best, bad = (metric, epoch, step, copy.deepcopy(model.state_dict())), 0
             best_seconds = elapsed
         else:
             bad += 1
-        if _agreed(bad >= train.patience or elapsed > 60 * train.max_minutes, world):
+        tick, seen, losses = time.perf_counter(), 0, []
+        patient = bad >= train.patience and step >= min(train.min_steps, schedule.steps)
+        stop = _agreed("budget" if ended else "early_stopping" if patient else
+                       "cap" if capped else None, world)
+        if stop:
             break
-    model.load_state_dict(best[2])
+    assert stop is not None and schedule is not None  # the last pass always ends the run
+    improving = validate is not None and bad == 0
+    if stop == "cap":
+        log.warning("max_minutes=%g ended training at step %d of the schedule's %d (epoch %d)%s",
+                    train.max_minutes, step, schedule.steps, epoch,
+                    ", validation still improving" if improving else "")
+    elif stop == "budget" and improving:
+        log.warning("the budget ended training at step %d (epoch %d) with validation still "
+                    "improving (%.4f): more min_steps, decay_epochs or epochs may help", step,
+                    epoch, best[0])
+    model.load_state_dict(best[3])
     model.eval()
-    metrics = {"val": best[0], "best_epoch": best[1], "seconds_to_best": round(best_seconds, 1),
+    metrics = {"val": best[0], "best_epoch": best[1], "best_step": best[2], "steps": step,
+               "schedule_steps": schedule.steps, "stopped_by": stop,
+               "improving_at_stop": improving, "seconds_to_best": round(best_seconds, 1),
                "seconds_total": round(time.perf_counter() - started, 1), "ranks": world,
                "history": history}
     return Artifact(model, metrics, fingerprint(frame, items), train.model_dump())
@@ -231,13 +293,13 @@ def _average_gradients(model: torch.nn.Module, world: int) -> None:
         offset += p.numel()
 
 
-def _agreed(stop: bool, world: int) -> bool:
+def _agreed(stop: StopReason | None, world: int) -> StopReason | None:
     """Rank 0's decision, so every rank leaves the loop after the same epoch."""
     if world == 1:
         return stop
-    flag = torch.tensor([float(stop)])
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+    code = torch.tensor([STOP_REASONS.index(stop) if stop else -1])
+    dist.broadcast(code, src=0)
+    return STOP_REASONS[int(code.item())] if code.item() >= 0 else None
 
 
 # ---------------------------------------------------------------- CLI
@@ -265,6 +327,9 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
         artifact = fit(frame, items, tower=tower, train=refit)
         artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
                                 seconds_to_best=first["seconds_to_best"],
+                                stopped_by=first["stopped_by"],
+                                improving_at_stop=first["improving_at_stop"],
+                                refit_stopped_by=artifact.metrics["stopped_by"],
                                 refit_seconds=artifact.metrics["seconds_total"])
     return artifact
 

@@ -15,6 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "synthetic:shop-small"
 DEFAULT_HOME = Path(".twotower")  # the data directory: feature repository, registry, indexes
+# What `twotower eval` reports of a two-tower's training (its artifact's metrics).
+TRAINING = ("stopped_by", "improving_at_stop", "best_epoch", "steps", "val", "seconds_to_best",
+            "seconds_total")
 
 
 def _features(args: argparse.Namespace) -> None:
@@ -97,6 +100,7 @@ def _eval(args: argparse.Namespace) -> None:
     if args.cold_start:
         return _cold_start(args, dataset)
     split = evaluate.make_split(dataset, args.protocol)
+    training = {}  # how the two-tower's training ended
     if args.model == "popularity":
         metrics = evaluate.evaluate(baselines.popularity(split.test_train, dataset.items), split.test)
     elif args.model == "ease":
@@ -112,11 +116,16 @@ def _eval(args: argparse.Namespace) -> None:
             dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
             with _served(artifact, dataset, store=store) as engine:
                 metrics = evaluate.evaluate(engine.rank, split.test)
+        training = {k: artifact.metrics[k] for k in TRAINING if k in artifact.metrics}
     metrics = _named(metrics)
     if args.model == "two-tower":  # served by the service's engine above; also by an exact dense product
         metrics |= {f"dense {name}": v for name, v in _named(dense).items() if name != "users"}
-    _report(args, f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})",
-            {"protocol": args.protocol, "model": args.model, "split": split.notes, **metrics})
+    title = f"{args.model} on {dataset.name}, {args.protocol.upper()} ({split.notes})"
+    if training:
+        title += "\n  training: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in training.items())
+    _report(args, title, {"protocol": args.protocol, "model": args.model, "split": split.notes,
+                          **({"training": training} if training else {}), **metrics})
 
 
 def _cold_start(args: argparse.Namespace, dataset) -> None:

@@ -23,7 +23,6 @@ from services.engine import Engine, load_ranker
 from services.schemas import RecommendationRequest
 
 log = logging.getLogger(__name__)
-
 METRICS = ("ndcg@10", "recall@10", "recall@100")  # the test window's, as the model records them
 
 
@@ -51,7 +50,7 @@ class Demo:
     test: dict[str, float] = field(default_factory=dict)
     model_version: int | None = None
     index_version: int | None = None
-    training: str = ""  # how training ended, e.g. "3 epochs (best 2), stopped by max_minutes"
+    training: str = ""  # how training ended: steps, best step, what stopped it
     ranking: str = ""  # "ranker" or "retrieval order: <why>", as the service reports it
 
 
@@ -63,18 +62,23 @@ class PipelineFailed(RuntimeError):
         self.checks = checks
 
 
-def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5, train_minutes: float = 1.0,
-             tower: dict | None = None, train: dict | None = None, replace: bool = False,
-             verbose: bool = False) -> Demo:
+def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
+             train_minutes: float | None = None, tower: dict | None = None,
+             train: dict | None = None, min_margin_over_popularity: float = 0.0,
+             replace: bool = False, verbose: bool = False) -> Demo:
     """Build and promote everything under `home` for the dataset `spec`; recommend for a few users.
 
     `tower` and `train` set TowerConfig and TrainConfig fields (e.g. `{"encoder": "mean"}`);
-    `replace` lets another dataset's features overwrite the home's (`index.home`). Dagster's log
+    `train_minutes` caps the towers' training (none by default); they are promoted only if they beat
+    Popularity on validation by more than `min_margin_over_popularity`; `replace` lets another
+    dataset's features overwrite the home's (`index.home`). Dagster's log
     shows every step event when `verbose`; otherwise a progress bar counts the steps.
     """
     settings = PipelineSettings(data_dir=home, data=spec)
     towers = {"max_minutes": train_minutes, "tower": tower or {}, "train": train or {}}
+    gate = {"min_margin_over_popularity": min_margin_over_popularity}
     run_config = {"ops": {"two_tower_model": {"config": towers},
+                          "two_tower_model_towers_beat_popularity_on_validation": {"config": gate},
                           "feature_tables": {"config": {"replace": replace}}},
                   # quiet: a failure ends as PipelineFailed's one line, the summary says the rest
                   "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}},
@@ -116,9 +120,9 @@ def _summary(settings: PipelineSettings, checks: list[Check]) -> Demo:
         live = versions.live()
         model = versions.get_model(live.model_version_id)
     metrics = registry.model_store.load(model.location).metrics
-    ended = metrics.get("stopped_by")
-    training = f"{len(metrics['history'])} epochs (best {metrics['best_epoch']})" + (
-        f", stopped by {ended}" if ended else "")
+    training = (f"{metrics['steps']} steps, {len(metrics['history'])} validations (best at step "
+                f"{metrics['best_step']}), stopped by {metrics['stopped_by']}"
+                + (" while validation still improved" if metrics.get("improving_at_stop") else ""))
     test = metrics.get("test", {})
     return Demo(checks=checks, test={m: float(test[m]) for m in METRICS if m in test},
                 model_version=model.id, index_version=live.id, training=training,

@@ -17,7 +17,7 @@ from pipelines.defs.embeddings import item_embeddings
 from pipelines.defs.features import training_examples
 from pipelines.defs.index import item_index
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
-from pipelines.defs.training import two_tower_model
+from pipelines.defs.training import two_tower_model, validation_metadata
 from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
 from towers import evaluate
 
@@ -28,6 +28,10 @@ SEARCHABLE_SAMPLE = 2_000  # in-stock items looked up by their own vector (all o
 
 class PromotionConfig(dg.Config):
     ndcg_tolerance: float = 0.01  # absolute NDCG@10 the new model may lose against the live one
+
+
+class BaselineGateConfig(dg.Config):
+    min_margin_over_popularity: float = 0.0  # towers no better than Popularity are not served
 
 
 @dg.asset_check(asset=training_examples, blocking=True, additional_ins={"raw_tables": dg.AssetIn()})
@@ -112,6 +116,28 @@ def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: ModelVersi
     return dg.AssetCheckResult(passed=new >= old - config.ndcg_tolerance, metadata={
         "new_ndcg@10": new, "live_ndcg@10": old, "difference": new - old,
         "tolerance": config.ndcg_tolerance, "live_model_version_id": live.model_version_id})
+
+
+@dg.asset_check(asset=two_tower_model, blocking=True,
+                additional_ins={"raw_tables": dg.AssetIn(), "evaluation_split": dg.AssetIn()})
+def towers_beat_popularity_on_validation(config: BaselineGateConfig, two_tower_model: ModelVersionRef,
+                                         raw_tables: Dataset, evaluation_split: evaluate.Split,
+                                         registry: RegistryResource) -> dg.AssetCheckResult:
+    """The saved towers' validation NDCG@10 is above Popularity's on the same split (by more than
+    `min_margin_over_popularity`).
+
+    Popularity and EASE were scored by the training stage (the model's `baselines` metrics); the
+    margin over EASE is reported, not required.
+    """
+    artifact = registry.model_store.load(two_tower_model.location)
+    if "baselines" not in artifact.metrics:
+        raise ValueError(f"model version {two_tower_model.id}: its metrics have no 'baselines' "
+                         "(Popularity and EASE validation scores); was it trained by two_tower_model?")
+    towers = evaluate.evaluate(evaluate.two_tower(artifact, raw_tables.items),
+                               evaluation_split.validation)["ndcg@10"]
+    metadata = validation_metadata({**artifact.metrics, "val": towers})
+    return dg.AssetCheckResult(passed=metadata["margin_over_popularity"] > config.min_margin_over_popularity,
+                               metadata={**metadata, "min_margin": config.min_margin_over_popularity})
 
 
 @dg.asset_check(asset=item_embeddings, blocking=True)

@@ -1,9 +1,10 @@
 """Stage 2, training: the evaluation split, the towers (a registered model version) and the re-ranker.
 
-The towers learn from events before the split's inner cut and stop early on the validation window;
-the re-ranker learns from the towers' candidates for queries at cuts between the inner and the test
-cut; both are measured on the test window, which neither has seen. That test NDCG@10 is the
-offline measure that gates promotion.
+The towers learn from events before the split's inner cut and stop early on the validation window,
+where Popularity and EASE fitted on the same events are scored too: the towers must beat Popularity
+there to be promoted (`checks.towers_beat_popularity_on_validation`). The re-ranker learns from the
+towers' candidates for queries at cuts between the inner and the test cut; both are measured on the
+test window, which neither has seen, and that test NDCG@10 is compared with the live version's.
 """
 
 import time
@@ -20,7 +21,7 @@ from pipelines.defs.features import feature_repository
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
 from pipelines.defs.values import ModelVersionRef
-from towers import evaluate
+from towers import baselines, evaluate
 from towers.config import load_preset, override
 from towers.features import with_features
 from towers.model import TowerConfig
@@ -49,7 +50,7 @@ class TowersConfig(dg.Config):
     by those models when the run config is read."""
 
     preset: str = ""  # a TOML preset such as towers/configs/ml100k.toml
-    max_minutes: float = 5.0  # wall-clock cap of the fit; early stopping usually ends it sooner
+    max_minutes: float | None = None  # a wall-clock cap on the fit; none: its schedule ends it
     tower: dict[str, Any] = {}  # TowerConfig fields, e.g. {"dim": 32, "encoder": "mean"}
     train: dict[str, Any] = {}  # TrainConfig fields, e.g. {"epochs": 2}
 
@@ -74,13 +75,15 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
     """User and item towers, saved as a model version in the registry.
 
     They learn from the training examples before the validation cut (Feast rows, so the history
-    window is the feature store's `history_length`) and stop early on the validation queries.
+    window is the feature store's `history_length`) and stop early on the validation queries, on
+    which Popularity and EASE are scored too (saved in the model's metrics as `baselines`).
     """
-    tower, train = TowerConfig(), TrainConfig(max_minutes=config.max_minutes)
+    tower, train = TowerConfig(), TrainConfig()
     if config.preset:
-        preset = load_preset(config.preset)
-        tower, train = override([tower, train], {k: v for k, v in preset.items() if k != "max_minutes"})
+        tower, train = override([tower, train], load_preset(config.preset))
     [tower], [train] = override([tower], config.tower), override([train], config.train)
+    if config.max_minutes is not None:
+        train.max_minutes = config.max_minutes
     tower.max_len = feature_store.config.history_length  # the Feast rows hold this many items
     items, split = raw_tables.items, evaluation_split
     frame = pd.read_parquet(training_examples)
@@ -89,24 +92,45 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
                      split.notes["validation"]["cut"])
     artifact = fit(frame, items, tower=tower, train=train,
                    validate=evaluate.validator(split.validation, items))
+    metrics = artifact.metrics
+    if metrics["stopped_by"] != "early_stopping" and metrics["improving_at_stop"]:
+        context.log.warning("the %s ended training while validation was still improving",
+                            metrics["stopped_by"])
     started = time.perf_counter()
+    metrics["baselines"] = baselines.validation_scores(split, items)
     test = evaluate.evaluate(evaluate.two_tower(artifact, items), split.test)
-    artifact.metrics["test"] = test
+    metrics["test"] = test
     with registry.open() as reg:
         model = registry.model_store.save(
             reg, artifact, config={"data": raw_tables.name, FINGERPRINT: raw_tables.fingerprint,
                                    "protocol": "temporal", "tower": artifact.config.model_dump(),
                                    "train": artifact.train_config})
     context.log.info("model version %d: test NDCG@10 %.4f", model.id, test["ndcg@10"])
-    history = artifact.metrics["history"]
+    history = metrics["history"]
     return dg.Output(ModelVersionRef(model.id, model.location), metadata={
         "model_version_id": model.id, "location": dg.MetadataValue.path(model.location),
         "test_ndcg@10": test["ndcg@10"], "test_recall@10": test["recall@10"],
         "test_recall@100": test["recall@100"], "test_users": test["users"],
-        "best_epoch": artifact.metrics["best_epoch"], "epochs": len(history),
-        "training_seconds": artifact.metrics["seconds_total"],
+        **validation_metadata(metrics),
+        "stopped_by": metrics["stopped_by"], "improving_at_stop": metrics["improving_at_stop"],
+        "best_epoch": metrics["best_epoch"], "epochs": history[-1]["epoch"] + 1,
+        "steps": metrics["steps"], "training_seconds": metrics["seconds_total"],
         "evaluation_seconds": round(time.perf_counter() - started, 2),
         "history": table(history), "training_curve": _curve(history)})
+
+
+def validation_metadata(metrics: dict) -> dict[str, Any]:
+    """The towers' validation NDCG@10 beside Popularity's and EASE's, and the margins."""
+    scores = metrics["baselines"]
+    towers = metrics["val"]
+    result = {"val_ndcg@10": towers, "popularity_val_ndcg@10": scores["popularity"],
+              "margin_over_popularity": towers - scores["popularity"]}
+    if "ease" in scores:
+        result |= {"ease_val_ndcg@10": scores["ease"], "ease_lambda": scores["ease_lambda"],
+                   "margin_over_ease": towers - scores["ease"]}
+    else:
+        result["ease_val_ndcg@10"] = f"not scored: over {baselines.EASE_MAX_ITEMS} items"
+    return result
 
 
 def _curve(history: list[dict]) -> dg.MetadataValue:

@@ -7,10 +7,17 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import torch
 
-from pipelines.defs.checks import training_examples_have_no_leakage, training_loss_is_finite_and_decreasing
+from pipelines.defs.checks import (
+    BaselineGateConfig,
+    towers_beat_popularity_on_validation,
+    training_examples_have_no_leakage,
+    training_loss_is_finite_and_decreasing,
+)
 from pipelines.defs.resources import build_resources
 from pipelines.defs.values import ModelVersionRef
+from towers.artifact import Artifact
 
 
 def model_with_history(graph, tmp_path, losses: list[float]) -> ModelVersionRef:
@@ -54,3 +61,31 @@ def test_leakage_check_catches_a_history_that_includes_the_row_itself(graph, tmp
     result = training_examples_have_no_leakage(str(leaky), graph.dataset,
                                                build_resources(graph.settings)["feature_store"])
     assert not result.passed and result.metadata["history_mismatches"].value > 0
+
+
+def popularity_gate(graph, model: ModelVersionRef, margin: float = 0.0):
+    return towers_beat_popularity_on_validation(
+        BaselineGateConfig(min_margin_over_popularity=margin), model, graph.dataset,
+        graph.result.output_for_node("evaluation_split"), build_resources(graph.settings)["registry"])
+
+
+def test_popularity_gate_compares_on_validation_and_reports_the_margin_over_ease(graph):
+    result = popularity_gate(graph, graph.result.output_for_node("two_tower_model"))
+    metadata = {k: v.value for k, v in result.metadata.items()}
+    assert result.passed == (metadata["val_ndcg@10"] > metadata["popularity_val_ndcg@10"])
+    assert metadata["margin_over_ease"] == metadata["val_ndcg@10"] - metadata["ease_val_ndcg@10"]
+    assert metadata["ease_lambda"] > 0
+    margin = metadata["margin_over_popularity"]
+    assert popularity_gate(graph, graph.result.output_for_node("two_tower_model"), margin - 0.01).passed
+
+
+def test_popularity_gate_fails_towers_that_do_not_beat_popularity(graph, tmp_path):
+    model = graph.result.output_for_node("two_tower_model")
+    artifact = Artifact.load(model.location)
+    with torch.no_grad():  # every vector zero: all items tie, ranked in catalogue order
+        for param in artifact.model.parameters():
+            param.zero_()
+    artifact.save(tmp_path / "blank")
+    result = popularity_gate(graph, ModelVersionRef(model.id, str(tmp_path / "blank")))
+    assert not result.passed
+    assert result.metadata["margin_over_popularity"].value <= 0

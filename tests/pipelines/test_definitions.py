@@ -20,7 +20,8 @@ from towers.artifact import Artifact
 from twotower.demo import recommend
 
 CHECKS = {"training_examples_have_no_leakage", "training_loss_is_finite_and_decreasing",
-          "ndcg_holds_against_live", "item_embeddings_are_finite", "item_index_holds_the_catalogue",
+          "towers_beat_popularity_on_validation", "ndcg_holds_against_live",
+          "item_embeddings_are_finite", "item_index_holds_the_catalogue",
           "item_index_recall_meets_target", "in_stock_items_are_searchable"}
 
 

@@ -14,7 +14,7 @@ def test_values_take_their_fields_types_and_land_on_the_config_that_has_the_key(
     tower, train = parse(["--dim=32", "--lr=0.01", "--use_user_id=true", "--loss=sampled"],
                          TowerConfig(), TrainConfig())
     assert (tower.dim, train.lr, tower.use_user_id, train.loss) == (32, 0.01, True, "sampled")
-    assert tower.encoder == "transformer" and train.epochs == 200, "other keys keep their defaults"
+    assert tower.encoder == "transformer" and train.epochs == 1000, "other keys keep their defaults"
 
 
 def test_a_misspelt_boolean_is_refused_naming_the_key_and_value():

@@ -70,6 +70,22 @@ def test_loo_split_holds_out_last_two_events_by_time_then_file_order():
     assert split.notes["users_skipped_under_3_events"] == 2
 
 
+def test_loo_queries_are_made_just_after_the_last_visible_event_never_at_the_targets_time():
+    events = _events([(1, 1, 10), (1, 2, 20), (1, 4, 30), (1, 3, 30),
+                      (2, 5, 100), (2, 6, 200), (2, 7, 900), (2, 8, 5000)])
+    split = loo_split(events)
+
+    def lookups(queries):
+        return {user: (t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+                for user, t in zip(queries.frame["user_id"], queries.frame["event_timestamp"],
+                                   strict=True)}
+
+    # the validation target (item 7 at 900 s, item 4 at 30 s) follows a visible event at 200 s / 20 s
+    assert lookups(split.validation) == {1: 20_000_001, 2: 200_000_001}
+    # the test target (item 8 at 5000 s, item 3 at 30 s) follows the validation event
+    assert lookups(split.test) == {1: 30_000_001, 2: 900_000_001}
+
+
 def test_temporal_split_drops_and_counts_items_first_seen_after_cut():
     rows = [(u, i, 10 * u + i) for u in range(1, 5) for i in range(1, 5)]  # times 11..44
     rows += [(1, 99, 1000), (1, 3, 1001), (2, 2, 1002), (5, 1, 1003)]
@@ -95,6 +111,18 @@ def test_ease_recommends_the_item_that_co_occurs_with_the_history():
     frame = pd.DataFrame({"recent_item_ids": [[1], [4]]})
     top = recommend(frame, 1, [np.array([1]), np.array([4])])
     assert top.tolist() == [[2], [3]]
+
+
+def test_ease_tuning_can_choose_a_lambda_far_beyond_two_thousand():
+    """Users pick items by popularity alone: co-occurrence is noise, so heavy shrinkage wins."""
+    rng = np.random.default_rng(0)
+    popular = 1 / np.arange(1, 121)
+    rows = [(u, int(i) + 1, 100 * u + t) for u in range(1000)
+            for t, i in enumerate(rng.choice(120, 20, replace=False, p=popular / popular.sum()))]
+    split = loo_split(_events(rows))
+    items = pd.DataFrame({"item_id": np.arange(1, 121)})
+    lam, by_lambda = baselines.tune_ease(split.train, split.validation, items)
+    assert max(by_lambda) >= 1e5 and lam > 2_000, by_lambda
 
 
 def test_harness_accepts_any_retrieval_function_and_checks_its_shape():

@@ -1,5 +1,5 @@
 """Training on Feast frames: prefix windows equal the point-in-time lookup, negatives, the loss going
-down on real data, determinism and two-process (gloo) training."""
+down on real data, the schedule and what ends it, determinism and two-process (gloo) training."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from feature_repo.store import ENTITY_COLUMNS, write_training_frame
 from tests.towers.conftest import MAX_LEN
 from tests.utils.servers import free_port
+from towers import evaluate
 from towers.artifact import Artifact
 from towers.data import (
     Vocab,
@@ -22,8 +23,9 @@ from towers.data import (
     frame_windows,
     sampled_candidates,
 )
+from towers.features import examples, with_features
 from towers.model import TowerConfig, TwoTower
-from towers.train import TrainConfig, fit, learning_rate
+from towers.train import Plan, TrainConfig, fit, learning_rate, plan
 
 
 def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
@@ -88,7 +90,7 @@ def test_sampled_candidates_hold_each_batch_item_once_so_duplicates_are_not_nega
 
 def test_loss_decreases_on_a_small_real_slice(ml, small_frame):
     artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=32, max_len=MAX_LEN),
-                   train=TrainConfig(epochs=4, batch_size=256, patience=10))
+                   train=TrainConfig(epochs=4, batch_size=256, patience=10, validate_steps=1))
     losses = [h["loss"] for h in artifact.metrics["history"]]
     assert losses[-1] < losses[0] - 0.1, losses
 
@@ -97,7 +99,7 @@ def test_sampled_softmax_with_mixed_negatives_also_learns(ml, small_frame):
     artifact = fit(small_frame, ml.items,
                    tower=TowerConfig(dim=16, max_len=MAX_LEN, encoder="gru"),
                    train=TrainConfig(epochs=3, batch_size=256, loss="sampled",
-                                     uniform_negatives=128, patience=10))
+                                     uniform_negatives=128, patience=10, validate_steps=1))
     losses = [h["loss"] for h in artifact.metrics["history"]]
     assert losses[-1] < losses[0], losses
 
@@ -113,13 +115,22 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_decay_epochs():
         TrainConfig(warmup_epochs=2, decay_epochs=1)
 
 
+def test_the_plan_stretches_small_data_to_min_steps_and_squeezes_into_epochs():
+    train = TrainConfig(decay_epochs=6, min_steps=1000)
+    assert plan(train, 500) == Plan(3000, 500)  # large data: decay_epochs passes
+    assert plan(train, 4) == Plan(1000, 1000 / 6)  # small data: a schedule epoch is 41+ passes
+    assert plan(train.model_copy(update={"epochs": 2}), 4) == Plan(8, 8 / 6)  # the budget binds
+    assert plan(train.model_copy(update={"decay_epochs": 0, "epochs": 9}), 4) == Plan(36, 4)
+
+
 def test_fit_follows_the_schedule_and_ends_with_it(ml, small_frame, caplog):
     train = TrainConfig(epochs=50, batch_size=256, lr=0.01, warmup_epochs=0.5, decay_epochs=2,
-                        patience=50, log_every=1)
+                        min_steps=1, validate_steps=1, patience=50, log_every=1)
     with caplog.at_level("INFO", logger="towers.train"):
         artifact = fit(_tiny(small_frame), ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
                        train=train)
     assert len(artifact.metrics["history"]) == 2  # the schedule's end, not `epochs`
+    assert artifact.metrics["stopped_by"] == "budget"
     lrs = [float(r.getMessage().split(" lr ")[1].split()[0]) for r in caplog.records
            if " lr " in r.getMessage()]
     peak = int(np.argmax(lrs))
@@ -129,6 +140,56 @@ def test_fit_follows_the_schedule_and_ends_with_it(ml, small_frame, caplog):
 
 def _tiny(frame):
     return frame[frame["user_id"] <= 15].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_split(small, small_store):
+    """A LOO split of the first 15 users, its queries with Feast features, and its training rows."""
+    split = with_features(evaluate.loo_split(small.interactions[small.interactions["user_id"] <= 15]),
+                          small_store)
+    return split, examples(small_store, split.train)
+
+
+def test_a_tiny_dataset_trains_for_the_schedules_minimum_steps(ml, tiny_split):
+    split, frame = tiny_split
+    train = TrainConfig(batch_size=256, min_steps=100, validate_steps=20, patience=1)
+    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
+                   validate=evaluate.validator(split.validation, ml.items))
+    metrics, history = artifact.metrics, artifact.metrics["history"]
+    passes = history[-1]["epoch"] + 1
+    assert metrics["schedule_steps"] == metrics["steps"] == 100  # patience 1 waited for min_steps
+    assert passes > train.decay_epochs  # a pass is too short for a schedule epoch here
+    assert metrics["stopped_by"] == "budget" and history[-1]["lr"] == pytest.approx(0, abs=1e-9)
+    steps = [h["step"] for h in history]  # validations: every >= 20 steps, and at the end
+    assert len(steps) >= 4 and min(np.diff(steps[:-1])) >= 20
+
+
+def test_past_min_steps_early_stopping_ends_a_flat_schedule(ml, tiny_split):
+    split, frame = tiny_split
+    train = TrainConfig(batch_size=256, decay_epochs=0, min_steps=1, validate_steps=1,
+                        patience=1, epochs=60)
+    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
+                   validate=evaluate.validator(split.validation, ml.items))
+    assert artifact.metrics["stopped_by"] == "early_stopping"
+    assert artifact.metrics["history"][-1]["epoch"] < 59
+    assert artifact.metrics["val"] == max(h["val"] for h in artifact.metrics["history"])
+
+
+@pytest.mark.parametrize("cut", ["cap", "budget"])
+def test_a_cap_or_budget_ending_an_improving_run_is_recorded_and_warned(ml, tiny_split, caplog,
+                                                                        cut):
+    split, frame = tiny_split
+    train = (TrainConfig(batch_size=256, max_minutes=1e-9) if cut == "cap"
+             else TrainConfig(batch_size=256, epochs=1))
+    with caplog.at_level("WARNING", logger="towers.train"):
+        artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
+                       validate=evaluate.validator(split.validation, ml.items))
+    metrics = artifact.metrics
+    assert metrics["stopped_by"] == cut and metrics["improving_at_stop"]
+    assert len(metrics["history"]) == 1 and metrics["history"][0]["epoch"] == 0
+    assert metrics["steps"] < 1000  # the default schedule's min_steps
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert ("max_minutes" if cut == "cap" else "the budget") in warning.getMessage()
 
 
 def test_same_seed_gives_identical_models(ml, small_frame):

@@ -46,6 +46,9 @@ RETRY_AFTER_MAX_S = 10.0  # a server's Retry-After is honoured up to this
 RETRY_STATUSES = frozenset({503})  # the service is up but a dependency is not (yet)
 # The request never reached the application: safe to send again, even a write.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+# A read changes nothing, so any failure of the connection is retried: also a kept-alive
+# connection the server dropped (reset while sending or reading), which may have carried it.
+READ_RETRY_ERRORS = (*RETRY_ERRORS, httpx.ReadError, httpx.WriteError, httpx.PoolTimeout)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -60,6 +63,7 @@ class Call(Generic[T]):
     body: BaseModel | None = None
     params: Mapping[str, Any] | None = None
     accept: frozenset[int] = field(default=frozenset({200, 201}))
+    read: bool = False  # changes nothing on the server: every connection failure is retried
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments of `httpx.Client.request` (the body serialised by pydantic's own
@@ -117,12 +121,12 @@ class BaseClient:
                   for e in session or []]
         body = RecommendationRequest(user_id=user_id, k=k, session=events,
                                      filters=Filters.model_validate(filters or {}))
-        return Call("POST", "/v1/recommendations", RecommendationResponse, body)
+        return Call("POST", "/v1/recommendations", RecommendationResponse, body, read=True)
 
     @staticmethod
     def _similar_items(item_id: int, k: int, in_stock_only: bool) -> Call[SimilarItemsResponse]:
         return Call("GET", f"/v1/items/{int(item_id)}/similar", SimilarItemsResponse,
-                    params={"k": k, "in_stock_only": str(in_stock_only).lower()})
+                    params={"k": k, "in_stock_only": str(in_stock_only).lower()}, read=True)
 
     @staticmethod
     def _record_interaction(user_id: int, item_id: int, ts: datetime | None) -> Call[InteractionResponse]:
@@ -139,11 +143,12 @@ class BaseClient:
 
     @staticmethod
     def _health() -> Call[Health]:
-        return Call("GET", "/v1/health", Health, accept=frozenset({200, 503}))  # 503 carries the reason
+        return Call("GET", "/v1/health", Health, accept=frozenset({200, 503}),  # 503 has the reason
+                    read=True)
 
     @staticmethod
     def _version() -> Call[VersionInfo]:
-        return Call("GET", "/v1/version", VersionInfo)
+        return Call("GET", "/v1/version", VersionInfo, read=True)
 
     # -- outcomes ----------------------------------------------------------------------------------
     def _on_response(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry:
@@ -161,7 +166,8 @@ class BaseClient:
 
     def _on_error(self, call: Call[T], error: httpx.TransportError, attempt: int) -> Retry:
         """A retry after a connection failure, or the client's error (raised)."""
-        if isinstance(error, RETRY_ERRORS) and attempt < self.max_retries:
+        retried = READ_RETRY_ERRORS if call.read else RETRY_ERRORS
+        if isinstance(error, retried) and attempt < self.max_retries:
             retry = Retry(backoff(attempt))
             log.debug("%s %s failed (%s); retrying in %.3fs", call.method, call.path,
                       type(error).__name__, retry.delay_s)

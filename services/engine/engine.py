@@ -54,7 +54,8 @@ class Engine:
     """Answers requests from the live snapshot and applies real-time writes."""
 
     def __init__(self, *, store, backend: IndexBackend, registry: Registry,
-                 reload_interval_s: float = 5.0, rerank_candidates: int | None = None) -> None:
+                 reload_interval_s: float = 5.0, rerank_candidates: int | None = None,
+                 probe_timeout_s: float = 2.0) -> None:
         torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
         self.store = store  # feast.FeatureStore
         self.online = OnlineFeatures(store)
@@ -62,7 +63,8 @@ class Engine:
         self.registry = registry
         self.live = LiveVersion(online=self.online, backend=backend, registry=registry,
                                 reload_interval_s=reload_interval_s,
-                                rerank_candidates=rerank_candidates)
+                                rerank_candidates=rerank_candidates,
+                                probe_timeout_s=probe_timeout_s)
         self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
 
     # -- versions ------------------------------------------------------------------------------

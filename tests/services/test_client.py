@@ -138,9 +138,7 @@ class _DroppingServer:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                              + str(len(HEALTH)).encode() + b"\r\n\r\n" + HEALTH)
-                if self.reset:  # the next request arrives unread: closing sends a reset
-                    while not conn.recv(65536, socket.MSG_PEEK):
-                        pass
+                if self.reset and conn.recv(65536, socket.MSG_PEEK):  # the next request, unread:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 else:
                     conn.recv(65536)

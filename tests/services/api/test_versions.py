@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import lightgbm as lgb
 import numpy as np
-import pytest
 
 from tests.services.conftest import Service, active_user, promote_version
 from towers.ranker import FEATURES, Ranker

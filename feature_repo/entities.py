@@ -4,10 +4,8 @@ from pathlib import Path
 
 from feast import Entity, ValueType
 
-# Feature tables live beside the definitions. Relative: Feast resolves a source's path against
-# the repository it serves (FileSource.get_uri_for_file_path), so a copied or moved repository
-# reads its own tables, from any working directory.
-DATA = Path("data")
+# Feature tables live beside the definitions; absolute so retrieval works from any directory.
+DATA = Path(__file__).resolve().parent / "data"
 # The Field tag holding, as JSON, a feature's value when no feature row precedes the lookup time
 # (Feast returns null there); fields without it stay null.
 WHEN_ABSENT = "when_absent"

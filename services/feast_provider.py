@@ -39,7 +39,6 @@ class ProviderAccess:
     def __init__(self, store, views: Iterable[str]) -> None:  # store: feast.FeatureStore
         self._provider = store._get_provider()
         self._config = store.config
-        self.repo_path = store.config.repo_path  # relative source paths are under it
         self.views = {name: store.get_feature_view(name) for name in views}
 
     def read(self, view: str, join_key: str, ids: list[int]) -> list[Row | None]:

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList
@@ -111,7 +110,6 @@ class OnlineFeatures:
         path = getattr(self._rows.views[CONTENT].batch_source, "path", None)
         if not path or not str(path).endswith(".parquet"):
             return []
-        path = Path(self._rows.repo_path) / path  # a relative path is the repository's own
         return pq.read_table(path, columns=["item_id"])["item_id"].to_pylist()
 
     def append_interaction(self, user_id: int, item_id: int, ts: datetime) -> int:

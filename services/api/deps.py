@@ -2,7 +2,7 @@
 
 The key is checked before the body is read (`KeyFirstRoute`), so a caller without a key never
 gets its body parsed: `can_read` / `can_write` declare a route's scope (and the OpenAPI security
-scheme), and the route class enforces it first thing.
+scheme), and the route class enforces it first thing, then the body size limit (413).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
+from starlette.types import Message
 
 from services.engine import Engine
 
@@ -59,18 +60,41 @@ def authorize(request: Request, scope: Scope) -> None:
         raise HTTPException(403, "this API key may only read; this endpoint needs a write key")
 
 
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the body is larger than {limit} bytes")
+
+
+def limit_body(request: Request) -> Request:
+    """The request, its body refused (413) above `max_body_bytes`: by its Content-Length at
+    once, or, sent in chunks, as soon as the bytes read pass the limit."""
+    limit: int = request.app.state.settings.max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise _too_large(limit)
+        return message
+
+    return Request(request.scope, receive)
+
+
 class KeyFirstRoute(APIRoute):
-    """A route that checks its API key scope before FastAPI reads and parses the body."""
+    """A route that checks its API key scope, then the body's size, before FastAPI reads the body."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         scopes = {_SCOPES[d.call] for d in self.dependant.dependencies if d.call in _SCOPES}
-        if not scopes:
-            return handler
-        scope: Scope = "write" if "write" in scopes else "read"
+        scope: Scope | None = "write" if "write" in scopes else "read" if scopes else None
 
         async def key_first(request: Request) -> Response:
-            authorize(request, scope)
-            return await handler(request)
+            if scope is not None:
+                authorize(request, scope)
+            return await handler(limit_body(request))
 
         return key_first

@@ -65,8 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.registry.close()
 
     app = FastAPI(title="twotower", summary="Personalised recommendations from a two-tower index",
-                  version="1", lifespan=lifespan, generate_unique_id_function=_operation_id,
-                  max_body_size=settings.max_body_bytes)
+                  version="1", lifespan=lifespan, generate_unique_id_function=_operation_id)
     app.state.settings, app.state.metrics = settings, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     add_handlers(app)

@@ -6,10 +6,18 @@ before any work is done. This module imports only pydantic (the client must stay
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 MAX_K = 500  # answers longer than this are a batch job, not a request
 MAX_SESSION_EVENTS = 200  # a session longer than the tower's history window adds nothing
@@ -19,14 +27,18 @@ MAX_TEXT = 500  # characters of a title or category name
 MAX_QUANTITY = 10**9
 MAX_ID = 2**63 - 1  # ids are int64 in Feast and Qdrant point ids
 MAX_PRICE = 1e12  # a float64 feature and a Qdrant range bound: no real price is near it
-# Times become pandas timestamps (nanoseconds in int64: 1677-09-21..2262-04-11) and Unix seconds.
-MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_TIME = datetime(2262, 1, 1, tzinfo=UTC)
+# Times become pandas timestamps (nanoseconds in int64: 1677-09-21..2262-04-11) and Unix seconds:
+# years 1678..2261 as written stay inside whatever the offset. The document says it as a pattern
+# (days up to 28: every string it admits is a real date), the validator as the year.
+MIN_YEAR, MAX_YEAR = 1678, 2261
+TIME_PATTERN = (r"^(167[89]|16[89]\d|1[7-9]\d\d|2[01]\d\d|22[0-5]\d|226[01])"
+                r"-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
+                r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
 
 
 def _in_time_range(value: datetime) -> datetime:
-    if not MIN_TIME <= value < MAX_TIME:
-        raise ValueError(f"must be from {MIN_TIME.isoformat()} up to {MAX_TIME.isoformat()}")
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"the year must be from {MIN_YEAR} to {MAX_YEAR}")
     return value
 
 
@@ -45,7 +57,8 @@ Text = Annotated[str, AfterValidator(_utf8)]
 Category = Annotated[Text, Field(min_length=1, max_length=MAX_TEXT)]
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 Time = Annotated[AwareDatetime, AfterValidator(_in_time_range),
-                 Field(description="With a time zone, from 1970-01-01 up to 2262-01-01.")]
+                 WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
+                 Field(description=f"With a time zone; years {MIN_YEAR} to {MAX_YEAR}.")]
 
 
 class _Model(BaseModel):

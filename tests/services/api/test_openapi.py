@@ -8,28 +8,34 @@ import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.services.conftest import Service
 
 MAX_EXAMPLES = 30  # per operation and key: bounded, so the fuzz takes a minute, not an hour
+# "A schema-valid request is accepted" cannot hold for the rules JSON Schema has no words for
+# (min_price <= max_price): their 422 is documented and checked like every answer.
+CROSS_FIELD_RULES = positive_data_acceptance
 
 
-@pytest.fixture(scope="module")
-def api_schema(copied_service: Service):
-    """The document the copy serves; the fuzz writes there, never to the shared server."""
-    return schemathesis.openapi.from_url(f"{copied_service.url}/openapi.json")
+def test_fuzzed_requests_get_no_5xx_and_documented_answers(copied_service):
+    """Every operation of the document the copy serves (the fuzz writes there, never to the
+    shared server), each case sent with a read key and with a write key."""
+    schema = schemathesis.openapi.from_url(f"{copied_service.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 8
 
+    for operation in operations:
+        @given(case=operation.as_strategy())
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def fuzz(case) -> None:
+            for key in (copied_service.read_key, copied_service.write_key):
+                case.call_and_validate(headers={"X-API-Key": key},
+                                       excluded_checks=[CROSS_FIELD_RULES])
 
-fuzzed = schemathesis.pytest.from_fixture("api_schema")
-
-
-@fuzzed.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-def test_fuzzed_requests_get_no_5xx_and_documented_answers(case, copied_service):
-    for key in (copied_service.read_key, copied_service.write_key):
-        case.call_and_validate(headers={"X-API-Key": key})
+        fuzz()
 
 
 def _document(service: Service) -> dict:

@@ -133,7 +133,13 @@ def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
 
     repo = config.repo_dir.resolve()
     store = FeatureStore(repo_path=str(repo))
-    return apply(repo) if _moved(store, repo) else store
+    if store.config.registry.registry_type != "file" or not _moved(store, repo):
+        return store  # a SQL registry is shared, not part of the directory
+    # The registry's infra names the original's online tables too: applied over it, Feast would
+    # drop them there. Rebuilt from the definitions alone, it keeps this copy's rows (the tables
+    # are created if missing) and touches nothing outside the repository.
+    (repo / store.config.registry.path).unlink()
+    return apply(repo)
 
 
 def _moved(store, repo: Path) -> bool:

@@ -7,7 +7,7 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-from tests.services.conftest import Service
+from tests.services.conftest import Service, active_user
 
 
 def _digest(path: Path) -> str:
@@ -35,6 +35,7 @@ def test_a_copied_home_serves_and_writes_its_own_files(service, copied_service: 
         assert 10**9 in [i.item_id for i in copy.similar_items(item, k=500, in_stock_only=False).items]
         assert copy.health().status == "ok"
     assert {p: _digest(p) for p in before} == before  # the original's online store and registry
-    with service.client() as shared:
+    with service.client() as shared:  # its online store kept its tables (the copy's Feast apply
+        assert shared.recommend(active_user(service, 9)).items  # touched none of the original's)
         assert 10**9 not in [i.item_id for i in shared.similar_items(item, k=500,
                                                                       in_stock_only=False).items]

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".twotower")
 SQLITE_BUSY_TIMEOUT_S = 30  # a builder and the service may write at the same moment
+HOME = "./"  # a stored location that starts so is a path relative to the registry's home
 
 
 class Status(StrEnum):
@@ -329,15 +330,18 @@ class Registry:
 
     # -- helpers ------------------------------------------------------------------------------------
     def _stored(self, location: str | None) -> str | None:
-        """A location as stored: relative to the home when under it, else as given."""
+        """A location as stored: a path under the home as `./` + its path relative to the home;
+        other paths and names (a server's collections) as given."""
         if location is None or not Path(location).is_absolute():
             return location
         path = Path(location).resolve()
-        return path.relative_to(self.home).as_posix() if path.is_relative_to(self.home) else location
+        if not path.is_relative_to(self.home):
+            return location
+        return f"{HOME}{path.relative_to(self.home).as_posix()}"
 
     def _here(self, location: str) -> str:
-        """A stored location as a path under this registry's home (absolute ones as stored)."""
-        return location if Path(location).is_absolute() else str(self.home / location)
+        """A stored location as the caller uses it: `./` paths under this registry's home."""
+        return str(self.home / location.removeprefix(HOME)) if location.startswith(HOME) else location
 
     def _out(self, row: R) -> R:
         """A row leaving the registry (detached from its session): its location made absolute."""

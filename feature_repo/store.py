@@ -153,10 +153,31 @@ def build_store(dataset: Dataset, config: FeatureStoreConfig):  # -> feast.Featu
 
 
 def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
-    """The FeatureStore of a repository that was already built."""
+    """The FeatureStore of a repository that was already built; one copied or moved from where it
+    was applied is applied again first, so it reads its own tables."""
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(config.repo_dir.resolve()))
+    repo = config.repo_dir.resolve()
+    store = FeatureStore(repo_path=str(repo))
+    if store.config.registry.registry_type != "file" or not _moved(store, repo):
+        return store  # a SQL registry is shared, not part of the directory
+    # The registry's infra names the original's online tables too: applied over it, Feast would
+    # drop them there. Rebuilt from the definitions alone, it keeps this copy's rows (the tables
+    # are created if missing) and touches nothing outside the repository.
+    (repo / store.config.registry.path).unlink()
+    return apply(repo)
+
+
+def _moved(store, repo: Path) -> bool:
+    """Whether the Feast registry's file sources lie outside `repo`: it was applied elsewhere.
+
+    Feast's DuckDB offline store reads a file source's path as given (a relative one against the
+    working directory), so the registry holds absolute paths; a copied repository's registry
+    still names the original's tables until its own definitions (paths from `__file__`) are
+    applied. The yaml's paths (online store, registry) are relative, so they move with it.
+    """
+    paths = [Path(s.path) for s in store.list_data_sources() if getattr(s, "path", None)]
+    return any(p.is_absolute() and not p.is_relative_to(repo) for p in paths)
 
 
 def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None:

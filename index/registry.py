@@ -1,6 +1,8 @@
 """The version registry: model and index versions in SQL, and which index version is live.
 
-SQLite under the data dir by default, PostgreSQL by URL. An index version moves through
+SQLite under the data dir by default, PostgreSQL by URL. Locations under the data dir (the home)
+are stored relative to it and returned absolute under the home the registry was opened with, so a
+copied or moved home serves and writes its own files. An index version moves through
 
     building -> ready -> live -> retired        (or building -> failed)
 
@@ -20,7 +22,7 @@ import socket
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, create_engine, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".twotower")
 SQLITE_BUSY_TIMEOUT_S = 30  # a builder and the service may write at the same moment
+HOME = "./"  # a stored location that starts so is a path relative to the registry's home
 
 
 class Status(StrEnum):
@@ -93,6 +96,9 @@ class IndexVersion(Base):
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+R = TypeVar("R", ModelVersion, IndexVersion, None)
+
+
 class VersionBackend(Protocol):
     """What the registry needs from an index backend (`IndexBackend` satisfies it)."""
 
@@ -112,12 +118,17 @@ class Registry:
         *,
         data_dir: Path | str = DEFAULT_DATA_DIR,
         backend: VersionBackend | None = None,
+        timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
     ) -> None:
+        """`timeout_s`: how long a call waits for SQLite's lock or a PostgreSQL connection."""
+        self.home = Path(data_dir).resolve()
         if url is None:
             Path(data_dir).mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{Path(data_dir).resolve() / 'registry.db'}"
         self.url = url
-        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S} if url.startswith("sqlite") else {}
+        connect_args: dict[str, Any] = (
+            {"timeout": timeout_s} if url.startswith("sqlite")
+            else {"connect_timeout": max(1, round(timeout_s))} if url.startswith("postgresql") else {})
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -137,16 +148,17 @@ class Registry:
         location: str | None = None,
     ) -> ModelVersion:
         with self._sessions.begin() as session:
-            model = ModelVersion(name=name, config=config or {}, metrics=metrics or {}, location=location)
+            model = ModelVersion(name=name, config=config or {}, metrics=metrics or {},
+                                 location=self._stored(location))
             session.add(model)
-        return model
+        return self._out(model)
 
     def get_model(self, model_version_id: int) -> ModelVersion:
         with self._sessions() as session:
             model = session.get(ModelVersion, model_version_id)
         if model is None:
             raise UnknownVersionError(f"model version {model_version_id}: not registered")
-        return model
+        return self._out(model)
 
     def models(self) -> list[ModelVersion]:
         with self._sessions() as session:
@@ -194,9 +206,9 @@ class Registry:
             session.flush()
             if location is None and self.backend is not None:
                 location = self.backend.location_for(version.id)
-            version.location = location
+            version.location = self._stored(location)
         log.info("registered index version %d (model version %d)", version.id, model_version_id)
-        return version
+        return self._out(version)
 
     def mark_ready(
         self, version_id: int, *, item_count: int, metrics: dict[str, Any] | None = None
@@ -206,7 +218,7 @@ class Registry:
             self._require(version, Status.BUILDING, "mark ready")
             version.status, version.item_count = Status.READY, item_count
             version.metrics = {**version.metrics, **(metrics or {})}
-        return version
+        return self._out(version)
 
     def mark_failed(self, version_id: int, error: str) -> IndexVersion:
         with self._sessions.begin() as session:
@@ -214,7 +226,7 @@ class Registry:
             self._require(version, Status.BUILDING, "mark failed")
             version.status, version.error = Status.FAILED, error[:4000]
         log.warning("index version %d failed: %s", version_id, error)
-        return version
+        return self._out(version)
 
     def fail_stale_builds(self) -> list[int]:
         """Mark `building` versions whose builder process (on this host) is gone as failed."""
@@ -236,11 +248,13 @@ class Registry:
     # -- index versions: serve -------------------------------------------------------------------
     def get(self, version_id: int) -> IndexVersion:
         with self._sessions() as session:
-            return self._get(session, version_id)
+            version = self._get(session, version_id)
+        return self._out(version)
 
     def live(self) -> IndexVersion | None:
         with self._sessions() as session:
-            return session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+            live = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+        return self._out(live)
 
     def live_model(self) -> ModelVersion:
         """The model version whose embeddings the live index version holds."""
@@ -254,7 +268,8 @@ class Registry:
         if status is not None:
             query = query.where(IndexVersion.status == status)
         with self._sessions() as session:
-            return list(session.scalars(query))
+            versions = list(session.scalars(query))
+        return [self._out(version) for version in versions]
 
     def promote(self, version_id: int) -> IndexVersion:
         """Make a `ready` version live and retire the previous live one, atomically."""
@@ -269,7 +284,7 @@ class Registry:
             session.flush()
             self._commit_switch(version, previous, session)
         log.info("index version %d is live (was %s)", version_id, previous.id if previous else None)
-        return version
+        return self._out(version)
 
     def rollback(self) -> IndexVersion:
         """Make the previously live version live again; returns it."""
@@ -288,13 +303,14 @@ class Registry:
             session.flush()
             self._commit_switch(previous, current, session)
         log.info("rolled back index version %d -> %d", current.id, previous.id)
-        return previous
+        return self._out(previous)
 
     def rollback_target(self) -> IndexVersion | None:
         """The version `rollback` would make live, if any."""
         with self._sessions() as session:
             current = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
-            return self._rollback_target(session, current) if current is not None else None
+            target = self._rollback_target(session, current) if current is not None else None
+        return self._out(target)
 
     def prune(self, keep: int) -> list[int]:
         """Delete (data and row) every version except live, building, the rollback target and the
@@ -320,7 +336,7 @@ class Registry:
         deleted = []
         for version in doomed:
             if self.backend is not None and version.location and version.backend == self.backend.kind:
-                self.backend.drop(version.location)
+                self.backend.drop(self._here(version.location))
             with self._sessions.begin() as session:
                 row = session.get(IndexVersion, version.id)
                 if row is not None and row.status not in (Status.LIVE, Status.BUILDING):
@@ -330,6 +346,26 @@ class Registry:
         return deleted
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _stored(self, location: str | None) -> str | None:
+        """A location as stored: a path under the home as `./` + its path relative to the home;
+        other paths and names (a server's collections) as given."""
+        if location is None or not Path(location).is_absolute():
+            return location
+        path = Path(location).resolve()
+        if not path.is_relative_to(self.home):
+            return location
+        return f"{HOME}{path.relative_to(self.home).as_posix()}"
+
+    def _here(self, location: str) -> str:
+        """A stored location as the caller uses it: `./` paths under this registry's home."""
+        return str(self.home / location.removeprefix(HOME)) if location.startswith(HOME) else location
+
+    def _out(self, row: R) -> R:
+        """A row leaving the registry (detached from its session): its location made absolute."""
+        if row is not None and row.location is not None:
+            row.location = self._here(row.location)
+        return row
+
     def _commit_switch(self, new: IndexVersion, old: IndexVersion | None, session: Session) -> None:
         """Move the backend's live pointer inside the open transaction; undo it if commit fails."""
         if self.backend is None or new.location is None:
@@ -339,12 +375,12 @@ class Registry:
             raise VersionStateError(
                 f"index version {new.id}: built on {new.backend}, registry backend is {self.backend.kind}"
             )
-        self.backend.activate(new.location)
+        self.backend.activate(self._here(new.location))
         try:
             session.commit()
         except Exception:
             if old is not None and old.location is not None:
-                self.backend.activate(old.location)
+                self.backend.activate(self._here(old.location))
             raise
 
     @staticmethod

@@ -54,3 +54,15 @@ class ProviderAccess:
               at: datetime) -> None:
         self._provider.online_write_batch(self._config, self.views[view],
                                           [(_key(join_key, entity_id), values, at, at)], None)
+
+
+def limit_waits(store, timeout_s: float) -> None:  # store: feast.FeatureStore
+    """Bound every wait on the store's online store: SQLite's wait for a lock, Redis's connect and
+    socket reads; past it the call fails (a 503 naming the online store), it does not hang."""
+    config = store.config.online_store
+    if config.type == "sqlite":
+        connection = store._get_provider().online_store._get_conn(store.config)
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    elif config.type == "redis" and "socket_timeout=" not in config.connection_string:
+        config.connection_string += (f",socket_timeout={timeout_s:g}"
+                                     f",socket_connect_timeout={timeout_s:g}")

@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 MAX_K = 500  # answers longer than this are a batch job, not a request
 MAX_SESSION_EVENTS = 200  # a session longer than the tower's history window adds nothing
@@ -18,11 +26,39 @@ MAX_CATEGORIES = 50
 MAX_TEXT = 500  # characters of a title or category name
 MAX_QUANTITY = 10**9
 MAX_ID = 2**63 - 1  # ids are int64 in Feast and Qdrant point ids
+MAX_PRICE = 1e12  # a float64 feature and a Qdrant range bound: no real price is near it
+# Times become pandas timestamps (nanoseconds in int64: 1677-09-21..2262-04-11) and Unix seconds:
+# years 1678..2261 as written stay inside whatever the offset. The document says it as a pattern
+# (days up to 28: every string it admits is a real date), the validator as the year.
+MIN_YEAR, MAX_YEAR = 1678, 2261
+TIME_PATTERN = (r"^(167[89]|16[89]\d|1[7-9]\d\d|2[01]\d\d|22[0-5]\d|226[01])"
+                r"-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
+                r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+
+
+def _in_time_range(value: datetime) -> datetime:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"the year must be from {MIN_YEAR} to {MAX_YEAR}")
+    return value
+
+
+def _utf8(value: str) -> str:
+    """Text is stored as UTF-8 (Feast protobufs, Qdrant payloads): lone surrogates cannot be."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from exc
+    return value
+
 
 ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="Catalogue item id (int64, >= 0).")]
 UserId = Annotated[int, Field(ge=0, le=MAX_ID, description="User id (int64, >= 0).")]
-Category = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Text = Annotated[str, AfterValidator(_utf8)]
+Category = Annotated[Text, Field(min_length=1, max_length=MAX_TEXT)]
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
+Time = Annotated[AwareDatetime, AfterValidator(_in_time_range),
+                 WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
+                 Field(description=f"With a time zone; years {MIN_YEAR} to {MAX_YEAR}.")]
 
 
 class _Model(BaseModel):
@@ -50,7 +86,7 @@ class SessionEvent(_Model):
     """An interaction of the current session not yet in the online store."""
 
     item_id: ItemId
-    ts: AwareDatetime | None = Field(None, description="When it happened; default: request time.")
+    ts: Time | None = Field(None, description="When it happened; default: request time.")
 
 
 class RecommendationRequest(_Model):
@@ -96,7 +132,7 @@ class SimilarItemsResponse(Versioned):
 class InteractionRequest(_Model):
     user_id: UserId
     item_id: ItemId
-    ts: AwareDatetime | None = Field(None, description="When it happened; default: now.")
+    ts: Time | None = Field(None, description="When it happened; default: now.")
 
 
 class InteractionResponse(_Model):
@@ -118,10 +154,10 @@ class StockResponse(_Model):
 class ItemUpsert(_Model):
     """A new (or changed) item's content; it is embedded by the live item tower."""
 
-    title: str = Field(max_length=MAX_TEXT)
+    title: Text = Field(max_length=MAX_TEXT)
     categories: list[Category] = Field(default_factory=list, max_length=MAX_CATEGORIES)
     price: Price | None = None
-    created_at: AwareDatetime | None = Field(None, description="Release time; default: now.")
+    created_at: Time | None = Field(None, description="Release time; default: now.")
     stock: int = Field(0, ge=0, le=MAX_QUANTITY)
 
 
@@ -129,13 +165,35 @@ class ItemResponse(Versioned):
     item_id: int
 
 
+class Dependency(_Model):
+    """One thing the service depends on (online store, index, registry) as a probe found it."""
+
+    status: Literal["ok", "degraded"]
+    reason: str | None = Field(None, description="What is wrong, when it is degraded.")
+
+
 class Health(_Model):
-    status: Literal["ok", "degraded", "unavailable"] = Field(
-        description="'degraded': answers, but the live model and the online features come from "
-                    "different datasets.")
-    reason: str | None = Field(None, description="Why the service cannot answer, or answers "
-                                                 "degraded.")
+    """`unavailable` (503): requests cannot be answered; `degraded` (200): they are, but a
+    dependency they do not wait on is not ok (the registry: no new versions; the features: of
+    another dataset than the live model)."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    reason: str | None = Field(None, description="Why the service is not ok, when it is not.")
     ranking: str | None = Field(None, description="'ranker' or 'retrieval order: <reason>'.")
+    dependencies: dict[str, Dependency] = Field(
+        default_factory=dict, description="Each dependency by name: online_store, index, registry.")
+
+
+class FieldError(_Model):
+    field: str = Field(description="Where: e.g. 'body.filters.min_price' or 'query.k'.")
+    message: str
+
+
+class ErrorResponse(_Model):
+    """The body of every error status."""
+
+    detail: str = Field(description="What went wrong, in words (every bad field of a 422).")
+    errors: list[FieldError] = Field(default_factory=list, description="A 422's fields, one each.")
 
 
 class VersionInfo(_Model):

@@ -38,6 +38,13 @@ class Settings(PlatformSettings):
     # Candidates the re-ranker orders; None = the depth it was trained and evaluated on. Fewer
     # cost less (ANN and re-rank) and can only lose items the ranker would have promoted.
     rerank_candidates: int | None = Field(None, ge=1, le=1000)
+    max_body_bytes: int = Field(1_000_000, ge=1)  # a larger request body is a 413, unread
+    # Each dependency (online store, index, registry) gets this long before it counts as down:
+    # SQLite's lock wait, Redis's socket timeouts, the registry's connection, each health probe.
+    dependency_timeout_s: float = Field(2.0, gt=0, le=60)
+    # A read request's deadline in its worker thread: past it, a 503 (the thread finishes alone).
+    request_timeout_s: float = Field(5.0, gt=0, le=300)
+
     @field_validator("read_keys", "write_keys", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -57,6 +64,10 @@ class Settings(PlatformSettings):
                         raise ValueError(f"{name}: a key is a placeholder or shorter than "
                                          f"{MIN_KEY_LENGTH} characters (allowed only with "
                                          "TWOTOWER_ENVIRONMENT=development)")
+        if self.request_timeout_s <= self.dependency_timeout_s:
+            raise ValueError(f"request_timeout_s={self.request_timeout_s} must exceed "
+                             f"dependency_timeout_s={self.dependency_timeout_s}, so a slow "
+                             "dependency's own error names it")
         return self
 
     def index_settings(self) -> EdgeSettings | ServerSettings:

@@ -47,6 +47,10 @@ RETRY_AFTER_MAX_S = 10.0  # a server's Retry-After is honoured up to this
 RETRY_STATUSES = frozenset({503})  # the service is up but a dependency is not (yet)
 # The request never reached the application: safe to send again, even a write.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+# A read changes nothing, and a write carries its Idempotency-Key (the service applies it once),
+# so any failure of the connection is retried: also a kept-alive connection the server dropped
+# (reset while sending or reading), which may have carried the request.
+READ_RETRY_ERRORS = (*RETRY_ERRORS, httpx.ReadError, httpx.WriteError, httpx.PoolTimeout)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -62,6 +66,7 @@ class Call(Generic[T]):
     params: Mapping[str, Any] | None = None
     accept: frozenset[int] = field(default=frozenset({200, 201}))
     key: str | None = None  # a write's Idempotency-Key: one per call, the same on every retry
+    read: bool = False  # changes nothing on the server: every connection failure is retried
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments of `httpx.Client.request` (the body serialised by pydantic's own
@@ -126,12 +131,12 @@ class BaseClient:
                   for e in session or []]
         body = RecommendationRequest(user_id=user_id, k=k, session=events,
                                      filters=Filters.model_validate(filters or {}))
-        return Call("POST", "/v1/recommendations", RecommendationResponse, body)
+        return Call("POST", "/v1/recommendations", RecommendationResponse, body, read=True)
 
     @staticmethod
     def _similar_items(item_id: int, k: int, in_stock_only: bool) -> Call[SimilarItemsResponse]:
         return Call("GET", f"/v1/items/{int(item_id)}/similar", SimilarItemsResponse,
-                    params={"k": k, "in_stock_only": str(in_stock_only).lower()})
+                    params={"k": k, "in_stock_only": str(in_stock_only).lower()}, read=True)
 
     @staticmethod
     def _record_interaction(user_id: int, item_id: int, ts: datetime | None,
@@ -150,11 +155,12 @@ class BaseClient:
 
     @staticmethod
     def _health() -> Call[Health]:
-        return Call("GET", "/v1/health", Health, accept=frozenset({200, 503}))  # 503 carries the reason
+        return Call("GET", "/v1/health", Health, accept=frozenset({200, 503}),  # 503 has the reason
+                    read=True)
 
     @staticmethod
     def _version() -> Call[VersionInfo]:
-        return Call("GET", "/v1/version", VersionInfo)
+        return Call("GET", "/v1/version", VersionInfo, read=True)
 
     # -- outcomes ----------------------------------------------------------------------------------
     def _on_response(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry:
@@ -172,7 +178,8 @@ class BaseClient:
 
     def _on_error(self, call: Call[T], error: httpx.TransportError, attempt: int) -> Retry:
         """A retry after a connection failure, or the client's error (raised)."""
-        if isinstance(error, RETRY_ERRORS) and attempt < self.max_retries:
+        retried = READ_RETRY_ERRORS if call.read or call.key is not None else RETRY_ERRORS
+        if isinstance(error, retried) and attempt < self.max_retries:
             retry = Retry(backoff(attempt))
             log.debug("%s %s failed (%s); retrying in %.3fs", call.method, call.path,
                       type(error).__name__, retry.delay_s)

@@ -61,7 +61,7 @@ class Engine:
 
     def __init__(self, *, store, backend: IndexBackend, registry: Registry,
                  log: EventLog | None = None, reload_interval_s: float = 5.0,
-                 rerank_candidates: int | None = None) -> None:
+                 rerank_candidates: int | None = None, probe_timeout_s: float = 2.0) -> None:
         """`log`: where accepted writes are logged (default: beside the registry)."""
         torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
         self.store = store  # feast.FeatureStore
@@ -71,7 +71,8 @@ class Engine:
         self.log = log or EventLog.beside(registry.url)
         self.live = LiveVersion(online=self.online, backend=backend, registry=registry, log=self.log,
                                 reload_interval_s=reload_interval_s,
-                                rerank_candidates=rerank_candidates)
+                                rerank_candidates=rerank_candidates,
+                                probe_timeout_s=probe_timeout_s)
         self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
 
     # -- versions ------------------------------------------------------------------------------
@@ -91,8 +92,9 @@ class Engine:
     def snapshot(self) -> Snapshot:
         return self.live.snapshot()
 
-    def health(self) -> Health:
-        return self.live.health()
+    def health(self, features: dict | None = None) -> Health:
+        """`features`: the online features' dataset record (see `LiveVersion.health`)."""
+        return self.live.health(features)
 
     def version(self) -> VersionInfo:
         return self.live.version()

@@ -28,9 +28,10 @@ from index.registry import IndexVersion, Registry
 from services.encoder import UserEncoder
 from services.engine.errors import ServiceUnavailable
 from services.engine.item_cache import ItemCache
+from services.engine.probes import Probe, probe_all
 from services.engine.writes import replay
 from services.online import OnlineFeatures
-from services.schemas import Health, VersionInfo
+from services.schemas import Dependency, Health, VersionInfo
 from towers.artifact import Artifact
 from towers.ranker import Ranker
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = 100  # re-ranked per request when the ranker does not say how many it saw
 CHANGES = ("stock", "item")
+SERVING = ("online_store", "index")  # what every request waits on; the registry only for reloads
+PROBE_USER = 0  # any id: the online store's probe is one real read of a user's rows
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ class LiveVersion:
     """The registry's live version as a `Snapshot`: loaded, polled, switched and released."""
 
     def __init__(self, *, online: OnlineFeatures, backend: IndexBackend, registry: Registry,
-                 log: EventLog, reload_interval_s: float, rerank_candidates: int | None) -> None:
+                 log: EventLog, reload_interval_s: float, rerank_candidates: int | None,
+                 probe_timeout_s: float = 2.0) -> None:
         self.online = online
         self.backend = backend
         self.registry = registry
@@ -90,6 +94,8 @@ class LiveVersion:
         self._problem = "no live index version yet"
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self.probe_timeout_s = probe_timeout_s
+        self._probes = {name: Probe(name) for name in ("online_store", "index", "registry")}
 
     def start(self) -> None:
         """Load the live version (if any) and poll for promotions in the background."""
@@ -215,22 +221,30 @@ class LiveVersion:
         return snapshot
 
     def health(self, features: dict | None = None) -> Health:
-        """Ok when a version is loaded and its index answers; degraded when `features` (the
-        online features' dataset record: name, fingerprint) is of another dataset than the model."""
+        """Each dependency probed (with a timeout): `unavailable` when requests cannot be answered
+        (no version loaded, online store or index degraded), `degraded` when only the registry is,
+        or when `features` (the online features' dataset record: name, fingerprint) is of another
+        dataset than the live model."""
         snapshot = self._snapshot
+        checks = {"online_store": lambda: self.online.user(PROBE_USER),
+                  "registry": self.registry.live}
+        if snapshot is not None:
+            checks["index"] = lambda: self.backend.count(location=snapshot.index_location)
+        dependencies = probe_all({name: (self._probes[name], check) for name, check in checks.items()},
+                                 self.probe_timeout_s)
         if snapshot is None:
-            return Health(status="unavailable", reason=self._problem)
-        try:
-            self.backend.count(location=snapshot.index_location)
-        except Exception as exc:  # the probe's whole point: any failure is "unavailable"
-            return Health(status="unavailable", ranking=snapshot.ranking,
-                          reason=f"index version {snapshot.index_version} unavailable: {exc}")
-        if features and snapshot.dataset and features.get(FINGERPRINT) != snapshot.dataset:
-            return Health(status="degraded", ranking=snapshot.ranking, reason=(
+            dependencies["index"] = Dependency(status="degraded", reason=self._problem)
+        elif features and snapshot.dataset and features.get(FINGERPRINT) != snapshot.dataset:
+            dependencies["features"] = Dependency(status="degraded", reason=(
                 f"model version {snapshot.model_version} was trained on another dataset than the "
                 f"online features ({features.get('name')}); run the pipeline on this dataset to "
                 "promote a model of it"))
-        return Health(status="ok", ranking=snapshot.ranking)
+        bad = {name: d.reason for name, d in sorted(dependencies.items()) if d.status != "ok"}
+        reason = "; ".join(f"{name}: {why}" for name, why in bad.items()) or None
+        status = ("unavailable" if snapshot is None or bad.keys() & set(SERVING)
+                  else "degraded" if bad else "ok")
+        return Health(status=status, reason=self._problem if snapshot is None else reason,
+                      ranking=snapshot.ranking if snapshot else None, dependencies=dependencies)
 
     def version(self) -> VersionInfo:
         s = self.snapshot()

@@ -8,6 +8,7 @@ its own users and items, and restores the stock it changes.
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -121,3 +122,18 @@ def client(service: Service) -> Iterator[RecommenderClient]:
 def active_user(service: Service, rank: int) -> int:
     """The rank-th most active user: each test takes its own, since the server's state is shared."""
     return int(service.dataset.interactions["user_id"].value_counts().index[rank])
+
+
+@pytest.fixture(scope="module")
+def copied_service(service: Service, tmp_path_factory) -> Iterator[Service]:
+    """A second server on a copy of the first one's home (its own keys): the relocation test's
+    subject, and where the fuzz may write anything without touching the shared server's state."""
+    home = tmp_path_factory.mktemp("copy") / "home"
+    shutil.copytree(service.home, home, ignore=shutil.ignore_patterns("*.log"))
+    read_key, write_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    env = {"TWOTOWER_READ_KEYS": read_key, "TWOTOWER_WRITE_KEYS": write_key}
+    with twotower_service(home, env, home / "serve.log") as server:
+        copy = Service(server.url, home, service.dataset, service.artifact, read_key=read_key,
+                       write_key=write_key, pid=server.process.pid)
+        copy.wait_for_index_version(service.client().version().index_version)
+        yield copy

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import sys
+import threading
 
 import pytest
 
@@ -109,3 +112,59 @@ def test_each_status_maps_to_one_error_carrying_the_server_message(status, cls):
     error = error_for_status(status, "the reason", body={"detail": "the reason"}, request_id="r1")
     assert type(error) is cls and error.message == "the reason" and error.status_code == status
     assert "the reason" in str(error) and "r1" in str(error)
+
+
+HEALTH = b'{"status": "ok", "reason": null, "ranking": "ranker", "dependencies": {}}'
+
+
+class _DroppingServer:
+    """A loopback HTTP server that answers the first request of a connection (kept alive) and
+    drops the connection on the next: closed after reading it, or reset without reading it."""
+
+    def __init__(self, reset: bool) -> None:
+        self.reset, self.connections = reset, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                             + str(len(HEALTH)).encode() + b"\r\n\r\n" + HEALTH)
+                if self.reset and conn.recv(65536, socket.MSG_PEEK):  # the next request, unread:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                else:
+                    conn.recv(65536)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_reads_are_retried_on_a_dropped_kept_alive_connection(reset):
+    server = _DroppingServer(reset)
+    try:
+        with RecommenderClient(server.url, max_retries=1) as client:
+            assert client.health().status == "ok"
+            assert client.health().status == "ok"  # the first connection is dropped under it
+        assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_a_dropped_connection_raises_once_retries_are_spent():
+    server = _DroppingServer(reset=True)
+    try:
+        with RecommenderClient(server.url, max_retries=0) as client:
+            client.health()
+            with pytest.raises(APIConnectionError, match="ReadError"):
+                client.health()
+    finally:
+        server.close()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import IdempotencyKey, can_write, live_engine
+from services.api.deps import IdempotencyKey, KeyFirstRoute, can_write, live_engine
+from services.api.errors import documented
 from services.engine import Engine
 from services.schemas import InteractionRequest, InteractionResponse
 
-router = APIRouter(prefix="/v1/interactions", tags=["interactions"], dependencies=[can_write])
+router = APIRouter(prefix="/v1/interactions", tags=["interactions"], dependencies=[can_write],
+                   route_class=KeyFirstRoute, responses=documented(400, 401, 403, 404, 413, 422, 503))
 
 
 @router.post("", status_code=201, summary="Record an interaction")

@@ -8,11 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import lightgbm as lgb
 import numpy as np
-import pytest
 
-from services.client import ServiceUnavailableError
 from tests.services.conftest import Service, active_user, promote_version
 from towers.ranker import FEATURES, Ranker
 
@@ -20,8 +19,11 @@ from towers.ranker import FEATURES, Ranker
 def test_nothing_live_is_a_503_with_the_reason_and_serving_resumes(service, client):
     health = service.before_live["health"]
     assert health.status_code == 503
-    assert health.json() == {"status": "unavailable", "reason": "no live index version",
-                             "ranking": None}
+    body = health.json()
+    assert (body["status"], body["reason"], body["ranking"]) == ("unavailable", "no live index version",
+                                                                 None)
+    assert body["dependencies"]["index"] == {"status": "degraded", "reason": "no live index version"}
+    assert body["dependencies"]["online_store"] == {"status": "ok", "reason": None}
     error = service.before_live["recommend"]
     assert error.status_code == 503 and error.message == "no live index version"
     assert client.health().status == "ok" and client.recommend(1).items
@@ -76,20 +78,34 @@ def test_promotion_during_a_request_stream_fails_no_request(service):
     assert service.client().version().ranking == "ranker"
 
 
-def test_online_store_outage_is_a_503_with_the_reason_and_serving_resumes(service, client):
+def test_a_locked_online_store_is_a_503_with_the_reason_and_the_rest_keeps_answering(service, client):
+    """A read waiting on the locked store runs off the event loop: health names the store while
+    it waits, the version answers, and the read ends in a 503 with `Retry-After`."""
     user = active_user(service, 5)
     holder = sqlite3.connect(service.online_db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # a real writer holding the file: no reader gets through
+    waiting: list[httpx.Response] = []
+    reader = threading.Thread(target=lambda: waiting.append(httpx.post(
+        f"{service.url}/v1/recommendations", json={"user_id": user},
+        headers={"X-API-Key": service.read_key}, timeout=60)))
     try:
-        with service.client(max_retries=0, timeout_s=60) as waiting, \
-                pytest.raises(ServiceUnavailableError) as error:
-            waiting.recommend(user)
+        reader.start()
+        health = httpx.get(f"{service.url}/v1/health", timeout=60)
+        version = client.version()
+        reader.join()
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert error.value.status_code == 503
-    assert error.value.message == "online store unavailable: database is locked"
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert health.json()["dependencies"]["online_store"]["status"] == "degraded"
+    assert "online_store: " in health.json()["reason"]
+    assert health.json()["dependencies"]["index"]["status"] == "ok"
+    assert version.index_version >= 1
+    (answer,) = waiting
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.json() == {"detail": "online store unavailable: database is locked", "errors": []}
     assert client.recommend(user).items
+    assert client.health().status == "ok"
 
 
 def _open_versions(service: Service) -> set[str]:

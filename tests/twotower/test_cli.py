@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,17 @@ def test_cold_start_eval_compares_towers_and_popularity_on_held_out_items(tmp_pa
     for model in ("two-tower", "popularity"):
         assert 0 <= result[f"{model} Recall@100"] <= 1
         assert result[f"{model} Recall@10"] <= result[f"{model} Recall@100"]
+
+
+def test_bench_towers_ab_runs_on_a_small_dataset(ml100k_slice, capsys):
+    """The A/B throughput benchmark end to end, this checkout against itself; no timing asserts
+    (its figures go to docs/benchmarks.md)."""
+    root = Path(__file__).resolve().parents[2]
+    main(["bench", "towers", "--part=ab", f"--data={ml100k_slice}", f"--baseline={root}",
+          "--steps=2", "--rounds=1", "--threads=1", "--batch_size=64"])
+    *runs, summary = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                      if line.startswith("{")]
+    assert [run["checkout"] for run in runs] == ["baseline", "this"]
+    assert set(summary["median"]) == {"baseline", "this"} and summary["rows"] >= 128
+    for run in runs:
+        assert run["examples_per_s"] > 0 and run["peak_rss_mb"] > 0 and math.isfinite(run["loss"])

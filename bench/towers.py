@@ -1,17 +1,28 @@
-"""Benchmark: two-tower training speed on ML-100K and user-tower latency for one request.
+"""Benchmark: two-tower training speed and quality, A/B training throughput, user-tower latency.
 
     twotower bench towers --part=train --artifact=/tmp/towers-loo   # LOO fit, saves the model
     twotower bench towers --part=latency --artifact=/tmp/towers-loo # p50/p99 per request
+    twotower bench towers --part=ab --baseline=/tmp/base --data=movielens-1m:PATH  # A/B throughput
 
 `train` reports the Feast store and training-frame build times, the fit's wall time to its best
 validation epoch and in total, its validation NDCG@10 per epoch, and its examples/second;
 `latency` embeds one LOO test user at a time in eager mode (`no_grad`), under
 `torch.inference_mode`, and with `torch.compile`.
+
+`ab` compares training throughput of this checkout with another (`--baseline`, e.g. a
+`git worktree add` of main) in one run: one fit epoch of the same LOO training rows (users drawn
+until `steps` batches), in a fresh process per fit, the two checkouts alternating for `rounds`
+rounds (ABBA order), so both see the same machine load. Each fit reports examples/s, ms/step and
+the process's peak RSS; the summary gives medians and the speedup.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,14 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench._args import parse  # noqa: E402 (after the path insert)
+ROOT = Path(__file__).resolve().parents[1]
+# An `ab` fit process imports the towers of the checkout it measures.
+sys.path.insert(0, os.environ.get("BENCH_TOWERS_CHECKOUT", str(ROOT)))
 
 # threads: torch intra-op threads (the machine has 2 cores); requests: timed single-user calls
-# after `warmup` untimed ones; max_minutes caps the fit like TrainConfig does.
+# after `warmup` untimed ones; max_minutes caps the fit like TrainConfig does; baseline, steps,
+# rounds, batch_size: the `ab` part's other checkout, batches per fit, fits per checkout, rows per
+# batch.
 DEFAULTS = {"part": "train", "data": "movielens-100k:../shared/datasets/ml-100k", "threads": 2,
-            "artifact": "", "requests": 1000, "warmup": 50, "max_minutes": 10.0, "seed": 0}
+            "artifact": "", "requests": 1000, "warmup": 50, "max_minutes": 10.0, "seed": 0,
+            "baseline": "", "steps": 60, "rounds": 3, "batch_size": 768}
 
 
 def train(config: dict, ds, split, store) -> dict:
@@ -101,8 +115,64 @@ def latency(config: dict, split, artifact) -> dict:
     return result
 
 
+def epoch(config: dict) -> dict:
+    """One epoch of `fit` on a saved frame, in this process (the checkout on sys.path)."""
+    import pandas as pd
+    import torch
+
+    from towers.train import TrainConfig, fit
+
+    torch.set_num_threads(config["threads"])
+    frame, items = pd.read_parquet(config["frame"]), pd.read_pickle(config["items"])
+    train = TrainConfig(epochs=1, decay_epochs=0, batch_size=config["batch_size"],
+                        max_minutes=1e6, seed=config["seed"])
+    [history] = fit(frame, items, train=train).metrics["history"]
+    steps = math.ceil(len(frame) / train.batch_size)  # batch_groups' count, to a batch
+    return {"examples_per_s": history["examples_per_s"],
+            "ms_per_step": round(1000 * len(frame) / history["examples_per_s"] / steps, 1),
+            "loss": round(history["loss"], 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def ab(config: dict, ds, split, store, home: str) -> dict:
+    """Alternating one-epoch fits of the baseline checkout and this one on the same rows."""
+    from towers.features import examples
+
+    if not config["baseline"]:
+        raise SystemExit("--part=ab: pass --baseline=CHECKOUT (e.g. a git worktree of main)")
+    rng = np.random.default_rng(config["seed"])
+    users = rng.permutation(split.train["user_id"].unique())
+    rows = split.train.groupby("user_id").size()[users].cumsum()
+    enough = rows.searchsorted(config["steps"] * config["batch_size"]) + 1
+    frame = examples(store, split.train[split.train["user_id"].isin(users[:enough])])
+    paths = {"frame": f"{home}/ab-frame.parquet", "items": f"{home}/ab-items.pkl"}
+    frame.to_parquet(paths["frame"])
+    ds.items.to_pickle(paths["items"])
+    checkouts = {"baseline": str(Path(config["baseline"]).resolve()), "this": str(ROOT)}
+    runs = {name: [] for name in checkouts}
+    for r in range(config["rounds"]):
+        for name in list(checkouts)[::1 if r % 2 == 0 else -1]:  # ABBA: drift hits both alike
+            done = subprocess.run(
+                [sys.executable, __file__, "epoch", json.dumps({**config, **paths})],
+                env={**os.environ, "BENCH_TOWERS_CHECKOUT": checkouts[name]},
+                capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(done.stdout.splitlines()[-1]))
+            print(json.dumps({"round": r, "checkout": name, **runs[name][-1]}), flush=True)
+    median = {name: {key: float(np.median([run[key] for run in result])) for key in result[0]}
+              for name, result in runs.items()}
+    return {"rows": len(frame), "users": int(enough), "checkouts": checkouts, "median": median,
+            "speedup": round(median["this"]["examples_per_s"]
+                             / median["baseline"]["examples_per_s"], 2)}
+
+
 def main(argv: list[str] | None = None) -> None:
-    config = parse(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["epoch"]:  # an `ab` fit process
+        print(json.dumps(epoch(json.loads(argv[1]))))
+        return
+    from bench._args import parse
+
+    config = parse(argv, DEFAULTS)
     import torch
 
     from feature_repo.datasets import load
@@ -125,8 +195,10 @@ def main(argv: list[str] | None = None) -> None:
             result = {"store_s": round(store_s, 1), **train(config, ds, split, store)}
         elif config["part"] == "latency":
             result = latency(config, split, artifact)
+        elif config["part"] == "ab":
+            result = ab(config, ds, split, store, home)
         else:
-            raise SystemExit(f"--part={config['part']}: choose train or latency")
+            raise SystemExit(f"--part={config['part']}: choose train, latency or ab")
     print(json.dumps({"part": config["part"], "data": config["data"],
                       "threads": config["threads"], **result}))
 

@@ -284,40 +284,104 @@ def frame_windows(frame: pd.DataFrame, max_len: int) -> list[PrefixChunk]:
     return chunks
 
 
+@dataclass
+class Windows:
+    """`frame_windows`' chunks as flat arrays, encoded once per fit: a batch is a few gathers.
+
+    Window arrays have one row per chunk, query arrays one entry per frame row, chunk i's queries
+    at `start[i]:start[i + 1]`. Narrow dtypes keep a large frame's copy small.
+    """
+
+    seq: np.ndarray  # (n, L) int32 item indices, left-aligned, 0 = padding or unknown
+    seq_gap: np.ndarray  # (n, L) int8 `gap_buckets`
+    size: np.ndarray  # (n,) events in each window
+    user: np.ndarray  # (n,) user index
+    age: np.ndarray  # (n,) age bucket
+    profile: np.ndarray  # (n, P) hashed profile tokens
+    start: np.ndarray  # (n + 1,) each window's first query
+    query_pos: np.ndarray  # (T,) last visible window position (-1: no history)
+    hour: np.ndarray  # (T,) int8
+    weekday: np.ndarray  # (T,) int8
+    query_gap: np.ndarray  # (T,) int8 `elapsed_bucket` since the last visible event, 0 = none
+    targets: np.ndarray  # (T,) target item index
+    seconds: np.ndarray  # (T,) the rows' times
+
+    @classmethod
+    def build(cls, vocab: Vocab, chunks: list[PrefixChunk]) -> Windows:
+        size = np.array([len(c.items) for c in chunks], dtype=np.int64)
+        width = max(int(size.max(initial=0)), 1)
+        inside = np.arange(width) < size[:, None]  # (n, L)
+        seq = np.zeros((len(chunks), width), dtype=np.int32)
+        seq[inside] = vocab.item_index(np.concatenate([c.items for c in chunks]))  # row-major
+        stamps = np.concatenate([c.item_seconds for c in chunks])  # (sum W,)
+        gaps = gap_buckets(stamps)  # across windows too: each window's first is reset below
+        first = np.cumsum(size) - size  # (n,) each window's offset in the flat events
+        gaps[first[size > 0]] = 0
+        seq_gap = np.zeros((len(chunks), width), dtype=np.int8)
+        seq_gap[inside] = gaps
+        age, profile = _profile(vocab, pd.Series([c.age for c in chunks], dtype="object"),
+                                pd.Series([c.profile_tokens for c in chunks], dtype="object"))
+        counts = np.array([len(c.targets) for c in chunks], dtype=np.int64)
+        window = np.repeat(np.arange(len(chunks)), counts)  # (T,)
+        pos = np.concatenate([c.query_pos for c in chunks]).astype(np.int64)  # (T,)
+        seconds = np.concatenate([c.seconds for c in chunks]).astype(np.int64)  # (T,)
+        last = np.where(pos >= 0, stamps[np.minimum(first[window] + np.maximum(pos, 0),
+                                                    max(len(stamps) - 1, 0))]
+                        if len(stamps) else 0, 0)  # (T,)
+        hour, weekday = _context(seconds)
+        return cls(seq=seq, seq_gap=seq_gap, size=size,
+                   user=vocab.user_index(np.array([c.user_id for c in chunks], dtype=np.int64)),
+                   age=age.numpy(), profile=profile.numpy(),
+                   start=np.concatenate([[0], np.cumsum(counts)]), query_pos=pos,
+                   hour=hour.numpy().astype(np.int8), weekday=weekday.numpy().astype(np.int8),
+                   query_gap=np.where(pos >= 0, elapsed_bucket(seconds - last), 0).astype(np.int8),
+                   targets=vocab.item_index(np.concatenate([c.targets for c in chunks])),
+                   seconds=seconds)
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    def rows(self) -> np.ndarray:
+        """(n,) queries per window."""
+        return np.diff(self.start)
+
+    def batch(self, index: np.ndarray) -> tuple[UserBatch, torch.Tensor, np.ndarray]:
+        """Windows `index` as one causal pass: the user side, target indices (Q,), times (Q,)."""
+        index = np.asarray(index, dtype=np.int64)
+        counts = self.start[index + 1] - self.start[index]  # (B,)
+        width = max(int(self.size[index].max(initial=0)), 1)
+        row = np.repeat(np.arange(len(index)), counts)  # (Q,)
+        query = (self.start[index] - np.cumsum(counts) + counts)[row] + np.arange(len(row))  # (Q,)
+        size = torch.from_numpy(self.size[index])  # (B,)
+
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(values).long()
+
+        users = UserBatch(
+            seq=tensor(self.seq[index, :width]), seq_gap=tensor(self.seq_gap[index, :width]),
+            seq_mask=torch.arange(width) < size[:, None],  # (B, L)
+            user=tensor(self.user[index]), age=tensor(self.age[index]),
+            profile=tensor(self.profile[index]), query_row=torch.from_numpy(row),
+            query_pos=tensor(self.query_pos[query]), hour=tensor(self.hour[query]),
+            weekday=tensor(self.weekday[query]), query_gap=tensor(self.query_gap[query]))
+        return users, tensor(self.targets[query]), self.seconds[query]
+
+
 def batch_chunks(vocab: Vocab, chunks: list[PrefixChunk]) -> UserBatch:
     """Stack chunks into one causal pass: the user side of every row they hold."""
-    sizes = np.array([len(c.items) for c in chunks])
-    index = vocab.item_index(np.concatenate([c.items for c in chunks]))  # one lookup, (sum W,)
-    seq = _padded(np.split(index, np.cumsum(sizes)[:-1]), sizes.max())  # (B, L)
-    gaps = _padded([gap_buckets(c.item_seconds) for c in chunks], sizes.max())  # (B, L)
-    lengths = torch.from_numpy(sizes)
-    age, profile = _profile(vocab, pd.Series([c.age for c in chunks], dtype="object"),
-                            pd.Series([c.profile_tokens for c in chunks], dtype="object"))
-    seconds = np.concatenate([c.seconds for c in chunks])  # (Q,)
-    hour, weekday = _context(seconds)
-    counts = [len(c.targets) for c in chunks]
-    pos = np.concatenate([c.query_pos for c in chunks])  # (Q,)
-    last = np.concatenate([c.item_seconds[np.maximum(c.query_pos, 0)] if len(c.items)
-                           else np.zeros(len(c.targets), np.int64) for c in chunks])  # (Q,)
-    return UserBatch(
-        seq=seq, seq_mask=torch.arange(seq.shape[1]) < lengths[:, None], seq_gap=gaps,  # (B, L)
-        user=torch.from_numpy(vocab.user_index(np.array([c.user_id for c in chunks]))),
-        age=age, profile=profile,
-        query_row=torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor(counts)),  # (Q,)
-        query_pos=torch.from_numpy(pos), hour=hour, weekday=weekday,  # (Q,)
-        query_gap=torch.from_numpy(np.where(pos >= 0, elapsed_bucket(seconds - last), 0)))  # (Q,)
+    return Windows.build(vocab, chunks).batch(np.arange(len(chunks)))[0]
 
 
-def batch_groups(chunks: list[PrefixChunk], *, batch_size: int, rng: np.random.Generator
-                 ) -> list[list[PrefixChunk]]:
-    """One epoch of batches: chunks of similar length (little padding), ~batch_size rows each,
-    in random order."""
-    noisy = np.array([len(c.items) for c in chunks]) * rng.uniform(0.8, 1.25, len(chunks))
+def batch_groups(windows: Windows, *, batch_size: int, rng: np.random.Generator
+                 ) -> list[np.ndarray]:
+    """One epoch of batches (window indices): windows of similar length (little padding),
+    ~batch_size rows each, in random order."""
+    noisy = windows.size * rng.uniform(0.8, 1.25, len(windows))
     order = np.argsort(noisy, kind="stable")
-    sizes = np.array([len(chunks[i].targets) for i in order])
+    sizes = windows.rows()[order]
     group = (np.cumsum(sizes) - sizes) // batch_size  # by the first row each chunk adds
     groups = np.split(order, np.flatnonzero(np.diff(group)) + 1)
-    return [[chunks[i] for i in groups[g]] for g in rng.permutation(len(groups))]
+    return [groups[g] for g in rng.permutation(len(groups))]
 
 
 # ---------------------------------------------------------------- negatives
@@ -354,20 +418,20 @@ def catalogue_content(vocab: Vocab, items: pd.DataFrame) -> dict[str, torch.Tens
             for name, value in encoded.items()}
 
 
-def seen_mask(users: UserBatch, columns: torch.Tensor, n_items: int) -> torch.Tensor:
-    """(Q, C) True where candidate column c is an item query q has already seen (visible history).
+def seen_columns(users: UserBatch, columns: torch.Tensor, n_items: int, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query, column) pairs where candidate column c is an item query q has already seen in its
+    visible history, its own label column left out (a repeat purchase stays a valid positive).
 
-    Serving never returns seen items, so the loss need not push them down; labels are unmasked by
-    the caller (a repeat purchase stays a valid positive).
+    Serving never returns seen items, so the loss need not push them down: the caller sets these
+    logits to -inf. Pairs, not a (Q, C) mask: a history holds at most L of the C columns.
     """
-    C = len(columns)
-    table = torch.full((n_items + 1,), C, dtype=torch.int64)
-    table[columns] = torch.arange(C)
-    seen = users.seq[users.query_row]  # (Q, L)
-    valid = torch.arange(seen.shape[1]) <= users.query_pos[:, None]  # (Q, L)
-    index = table[torch.where(valid, seen, 0)]  # (Q, L), padding -> dummy column C
-    mask = torch.zeros(len(seen), C + 1, dtype=torch.bool)
-    return mask.scatter_(1, index, True)[:, :C]  # (Q, C)
+    table = torch.full((n_items + 1,), -1, dtype=torch.int64)
+    table[columns] = torch.arange(len(columns))
+    column = table[users.seq[users.query_row]]  # (Q, L), -1 where not a candidate
+    keep = ((torch.arange(column.shape[1]) <= users.query_pos[:, None]) & (column >= 0)
+            & (column != labels[:, None]))  # (Q, L)
+    return keep.nonzero(as_tuple=True)[0], column[keep]  # (S,), (S,)
 
 
 # ---------------------------------------------------------------- item popularity

@@ -106,15 +106,18 @@ class ItemTower(nn.Module):
         return F.normalize(h, dim=-1)  # (N, D)
 
     def logits(self, users: torch.Tensor, candidates: torch.Tensor, buckets: torch.Tensor | None,
-               day: torch.Tensor | None, temperature: float) -> torch.Tensor:
+               day: torch.Tensor | None, temperature: float,
+               represented: torch.Tensor | None = None) -> torch.Tensor:
         """(Q, C) cosine / temperature of each user with each candidate as of the user's day.
+
+        `represented` (C, D) is the candidates' `represent`, when the caller has it already.
 
         `buckets` (K, C, W) are the candidates' popularity on K days and `day` (Q,) picks each
         query's. Equal to scoring normalize(h_c + trend_kc), without building K catalogues: the
         norm expands to |h|^2 + 2 h.t + |t|^2 over the few distinct bucket combinations and
         depends on the day, not the query.
         """
-        h = self.represent(self.known(candidates))  # (C, D)
+        h = self.represent(self.known(candidates)) if represented is None else represented  # (C, D)
         if self.popularity is None:
             return score(users, F.normalize(h, dim=-1), temperature)  # (Q, C)
         K, C, W = buckets.shape
@@ -168,22 +171,15 @@ class Block(nn.Module):
         B, L, D = x.shape
         H, p = self.heads, self.attn_dropout if self.training else 0.0
         h = self.norm1(x)  # (B, L, D)
-        k, v = F.linear(h, self.qkv.weight[D:], self.qkv.bias[D:]).chunk(2, dim=-1)  # (B, L, D)
-        if rows is None:
-            q = F.linear(h, self.qkv.weight[:D], self.qkv.bias[:D])  # (B, L, D)
-            q, k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D/H)
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            out = out.transpose(1, 2).reshape(B, L, D)  # (B, H, L, D/H) -> (B, L, D)
-        else:
+        q, k, v = (t.view(B, L, H, D // H).transpose(1, 2)  # (B, H, L, D/H)
+                   for t in self.qkv(h).chunk(3, dim=-1))  # (B, L, D) each
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        out = out.transpose(1, 2).reshape(B, L, D)  # (B, H, L, D/H) -> (B, L, D)
+        if rows is not None:
+            # Attention over every window position costs less than gathering each query's keys
+            # and values (Q > B in training); the projection and MLP run at the queries alone.
             flat = rows * L + pos  # (Q,) into (B * L); index_select: its backward is an index_add
-            x = x.flatten(0, 1).index_select(0, flat)  # (Q, D)
-            q = F.linear(h.flatten(0, 1).index_select(0, flat), self.qkv.weight[:D],
-                         self.qkv.bias[:D]).view(-1, H, 1, D // H)  # (Q, H, 1, D/H)
-            k, v = (t.index_select(0, rows).view(-1, L, H, D // H).transpose(1, 2)  # (Q, H, L, D/H)
-                    for t in (k, v))
-            visible = (torch.arange(L) <= pos[:, None])[:, None, None, :]  # (Q, 1, 1, L)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=p)
-            out = out.reshape(-1, D)  # (Q, H, 1, D/H) -> (Q, D)
+            x, out = (t.flatten(0, 1).index_select(0, flat) for t in (x, out))  # (Q, D)
         y = x + self.drop1(self.proj(out))
         return y + self.drop2(self.mlp(self.norm2(y)))
 
@@ -258,10 +254,16 @@ class UserTower(nn.Module):
         self.head = nn.Sequential(nn.Linear(parts * d, 2 * d), nn.GELU(),
                                   nn.Dropout(config.dropout), nn.Linear(2 * d, d))
 
-    def forward(self, batch: UserBatch, items: ItemTower) -> torch.Tensor:
-        """One normalised vector per query (Q, D)."""
-        distinct, where = torch.unique(batch.seq, return_inverse=True)  # (K,), (B, L)
-        tokens = F.embedding(where, items.represent(items.known(distinct)))  # (B, L, D)
+    def forward(self, batch: UserBatch, items: ItemTower, table: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """One normalised vector per query (Q, D); `table` (N + 1, D), when given, holds every
+        item's `items.represent` (a full-softmax step computes it once for both towers)."""
+        if table is None:
+            distinct, index = torch.unique(batch.seq, return_inverse=True)  # (K,), (B, L)
+            table = items.represent(items.known(distinct))  # (K, D)
+        else:
+            index = batch.seq
+        tokens = F.embedding(index, table)  # (B, L, D)
         if self.gap is not None:
             tokens = tokens + self.gap(batch.seq_gap)  # (B, L, D)
         tokens = tokens * batch.seq_mask.unsqueeze(-1)  # (B, L, D)
@@ -295,8 +297,8 @@ class TwoTower(nn.Module):
                     with torch.no_grad():
                         module.weight[module.padding_idx].zero_()
 
-    def users(self, batch: UserBatch) -> torch.Tensor:
-        return self.user_tower(batch, self.item_tower)  # (Q, D)
+    def users(self, batch: UserBatch, table: torch.Tensor | None = None) -> torch.Tensor:
+        return self.user_tower(batch, self.item_tower, table)  # (Q, D)
 
 
 def score(users: torch.Tensor, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

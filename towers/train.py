@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
 from tqdm import tqdm
 
@@ -41,12 +42,12 @@ from towers.config import Config, Count, parse_cli
 from towers.data import (
     Popularity,
     Vocab,
-    batch_chunks,
+    Windows,
     batch_groups,
     catalogue_content,
     frame_windows,
     sampled_candidates,
-    seen_mask,
+    seen_columns,
     unix_seconds,
 )
 from towers.model import TowerConfig, TwoTower
@@ -151,7 +152,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     generator = torch.Generator().manual_seed(train.seed)
     vocab = Vocab.build(frame, items, title_buckets=tower.title_buckets,
                         profile_buckets=tower.profile_buckets)
-    chunks = frame_windows(frame, tower.max_len)
+    windows = Windows.build(vocab, frame_windows(frame, tower.max_len))
     n_items = len(vocab.item_ids)
     targets_all = vocab.item_index(frame["item_id"].to_numpy())
     popularity = Popularity(targets_all, unix_seconds(frame["event_timestamp"]))
@@ -166,7 +167,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     all_items = torch.arange(1, n_items + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     log.info("training on %d rows, %d users, %d items, %d windows, %s softmax, %d rank(s)",
-             len(frame), len(vocab.user_ids), n_items, len(chunks), "full" if full else "sampled",
+             len(frame), len(vocab.user_ids), n_items, len(windows), "full" if full else "sampled",
              world)
 
     started, step, bad, best_seconds, lr = time.perf_counter(), 0, 0, 0.0, 0.0
@@ -179,7 +180,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     quiet = not sys.stderr.isatty() or rank > 0
     for epoch in tqdm(range(train.epochs), desc="epochs", disable=quiet):
         model.train()
-        groups = batch_groups(chunks, batch_size=train.batch_size, rng=rng)
+        groups = batch_groups(windows, batch_size=train.batch_size, rng=rng)
         mine = groups[rank:len(groups) // world * world:world]
         if schedule is None:
             schedule = plan(train, len(mine))
@@ -191,17 +192,18 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            users = batch_chunks(vocab, group)
-            targets = torch.from_numpy(vocab.item_index(np.concatenate([c.targets for c in group])))
-            u = model.users(users)  # (Q, D)
-            if full:
-                candidates, labels, correction = all_items, targets - 1, 0.0
+            users, targets, seconds = windows.batch(group)
+            if full:  # every item's representation once, for the history and the candidates
+                candidates, labels, correction = all_items, targets - 1, None
+                table = model.item_tower.represent(model.item_tower.known(
+                    torch.arange(n_items + 1)))  # (N + 1, D)
+                u, represented = model.users(users, table), table[1:]  # (Q, D), (N, D)
             else:
                 candidates, labels, correction = sampled_candidates(
                     targets, n_items=n_items, n_uniform=train.uniform_negatives,
                     log_q=log_q, generator=generator)
-            days, day = np.unique(np.concatenate([c.seconds for c in group]) // DAY,
-                                  return_inverse=True)  # (K,), (Q,)
+                u, represented = model.users(users), None  # (Q, D)
+            days, day = np.unique(seconds // DAY, return_inverse=True)  # (K,), (Q,)
             if not tower.item_popularity:
                 buckets = None
             elif full:  # the catalogue on each day, cached
@@ -209,13 +211,13 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             else:
                 buckets = popularity.buckets(candidates.numpy(), days)  # (K, C, W)
             logits = model.item_tower.logits(u, candidates, buckets, torch.from_numpy(day),
-                                              train.temperature) - correction  # (Q, C)
-            rows = torch.arange(len(u))
-            if train.mask_seen:
-                mask = seen_mask(users, candidates, n_items)  # (Q, C)
-                mask[rows, labels] = False
-                logits = logits.masked_fill(mask, -torch.inf)
-            total = -logits.log_softmax(dim=-1)[rows, labels].sum()  # (Q, C) -> ()
+                                              train.temperature, represented)  # (Q, C)
+            if correction is not None:
+                logits = logits - correction  # (Q, C)
+            if train.mask_seen:  # in place: the matmul's backward does not need its output
+                logits.index_put_(seen_columns(users, candidates, n_items, labels),
+                                  torch.tensor(-torch.inf))
+            total = F.cross_entropy(logits, labels, reduction="sum")  # (Q, C) -> ()
             optimizer.zero_grad(set_to_none=True)
             # Batches hold windows of similar length, so their row counts differ: dividing by a
             # constant rather than the batch's count weights every row alike.

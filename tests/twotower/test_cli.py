@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,15 @@ def test_a_home_with_a_live_model_refuses_another_datasets_features(graph, tmp_p
     assert dataset_record(data) == before
     main(["features", "--data", graph.settings.data, "--home", str(graph.settings.data_dir)])
     assert dataset_record(data) == before, "the same dataset again is fine"
+def test_bench_towers_ab_runs_on_a_small_dataset(ml100k_slice, capsys):
+    """The A/B throughput benchmark end to end, this checkout against itself; no timing asserts
+    (its figures go to docs/benchmarks.md)."""
+    root = Path(__file__).resolve().parents[2]
+    main(["bench", "towers", "--part=ab", f"--data={ml100k_slice}", f"--baseline={root}",
+          "--steps=2", "--rounds=1", "--threads=1", "--batch_size=64"])
+    *runs, summary = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                      if line.startswith("{")]
+    assert [run["checkout"] for run in runs] == ["baseline", "this"]
+    assert set(summary["median"]) == {"baseline", "this"} and summary["rows"] >= 128
+    for run in runs:
+        assert run["examples_per_s"] > 0 and run["peak_rss_mb"] > 0 and math.isfinite(run["loss"])

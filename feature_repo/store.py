@@ -120,6 +120,7 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
     from feast.repo_operations import apply_total
 
     repo = repo.resolve()
+    _forget_if_moved(repo)
     printed = io.StringIO()
     with _inside(repo), contextlib.redirect_stdout(printed):
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
@@ -161,11 +162,24 @@ def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
     store = FeatureStore(repo_path=str(repo))
     if store.config.registry.registry_type != "file" or not _moved(store, repo):
         return store  # a SQL registry is shared, not part of the directory
-    # The registry's infra names the original's online tables too: applied over it, Feast would
-    # drop them there. Rebuilt from the definitions alone, it keeps this copy's rows (the tables
-    # are created if missing) and touches nothing outside the repository.
-    (repo / store.config.registry.path).unlink()
     return apply(repo)
+
+
+def _forget_if_moved(repo: Path) -> None:
+    """Delete the file registry of a repository copied or moved from where it was applied.
+
+    Its infra names the original's online tables too: applied over it, Feast would drop them
+    there. Rebuilt from the definitions alone, it keeps this copy's rows (the tables are created
+    if missing) and touches nothing outside the repository.
+    """
+    from feast import FeatureStore
+
+    settings = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    registry = settings.get("registry")
+    if not isinstance(registry, str) or not (repo / registry).is_file():
+        return  # a SQL registry is shared, not part of the directory; or none yet
+    if _moved(FeatureStore(repo_path=str(repo)), repo):
+        (repo / registry).unlink()
 
 
 def _moved(store, repo: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 
 import pytest
@@ -20,11 +21,13 @@ FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2},
         "min_margin_over_popularity": -1.0}
 
 
-def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_it(graph):
-    registry = Registry(data_dir=graph.settings.data_dir)
+def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_it(graph, tmp_path):
+    home = tmp_path / "home"  # a copy: the session's graph keeps its live version for other tests
+    shutil.copytree(graph.settings.data_dir, home)
+    registry = Registry(data_dir=home)
     live_before = registry.live().id
 
-    demo = run_demo(graph.settings.data, graph.settings.data_dir, users=2, k=5, **FAST)
+    demo = run_demo(graph.settings.data, home, users=2, k=5, **FAST)
     recommendations = demo.recommendations
 
     live = registry.live()

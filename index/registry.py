@@ -162,7 +162,8 @@ class Registry:
 
     def models(self) -> list[ModelVersion]:
         with self._sessions() as session:
-            return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+            models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+        return [self._out(model) for model in models]
 
     def delete_model(self, model_version_id: int) -> None:
         """Remove a model version's row; refused while an index version was built from it."""

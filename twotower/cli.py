@@ -46,12 +46,7 @@ def _demo(args: argparse.Namespace) -> None:
     from twotower.demo import run_demo
 
     demo = run_demo(args.data, args.home, replace=args.replace, verbose=args.verbose)
-    print(f"\nchecks: {sum(c.passed for c in demo.checks)} passed, "
-          f"{sum(not c.passed for c in demo.checks)} failed")
-    for check in demo.checks:
-        figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in check.figures.items() if isinstance(v, int | float | str))
-        print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {figures}")
+    _print_checks(demo.checks)
     print("test window: " + ", ".join(f"{_named({m: v}).popitem()[0]} {v:.4f}"
                                       for m, v in demo.test.items()))
     print(f"live: model version {demo.model_version}, index version {demo.index_version}; "
@@ -243,13 +238,21 @@ def _retrain(args: argparse.Namespace) -> None:
     from twotower.retrain import retrain
 
     result = retrain(args.home, args.data)
-    for name, passed in sorted(result.checks.items()):
-        print(f"  {'pass' if passed else 'FAIL'}  {name}")
+    _print_checks(result.checks)
     print(f"live index version {result.live_index_version} (model version "
           f"{result.live_model_version})")
     if not result.success:
-        raise SystemExit("twotower retrain: the run failed; the previous live version, if any, "
-                         f"keeps serving (runs: DAGSTER_HOME={args.home / 'dagster'})")
+        raise SystemExit(f"twotower retrain: the run failed{result.cause}; the previous live "
+                         f"version, if any, keeps serving (runs: DAGSTER_HOME={args.home / 'dagster'})")
+
+
+def _print_checks(checks) -> None:  # checks: list[twotower.demo.Check]
+    """A count, then each check with its figures."""
+    print(f"\nchecks: {sum(c.passed for c in checks)} passed, {sum(not c.passed for c in checks)} failed")
+    for check in checks:
+        figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in check.figures.items() if isinstance(v, int | float | str))
+        print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {figures}")
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -86,11 +86,10 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
     with instance_for(home) as instance, _StepBar(enabled=not verbose) as bar:
         result = materialize_graph(settings, instance=instance, raise_on_error=False,
                                    run_config=run_config, loggers={"progress": bar.logger()})
-    checks = [Check(c.check_name, c.passed, {key: v.value for key, v in c.metadata.items()})
-              for c in result.get_asset_check_evaluations()]
+    checks = checks_of(result)
     if not result.success:
         failed = [c.name for c in checks if not c.passed]
-        raise PipelineFailed(f"the pipeline run failed{_cause(result)} (failed checks: "
+        raise PipelineFailed(f"the pipeline run failed{failure_cause(result)} (failed checks: "
                              f"{', '.join(failed) or 'none'}); the previous live version, if any, "
                              f"keeps serving. Details: DAGSTER_HOME={home / DAGSTER_DIR}", checks)
     demo = _summary(settings, checks)
@@ -101,7 +100,13 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
     return demo
 
 
-def _cause(result: dg.ExecuteInProcessResult) -> str:
+def checks_of(result: dg.ExecuteInProcessResult) -> list[Check]:
+    """Every check the run evaluated, with its figures."""
+    return [Check(c.check_name, c.passed, {key: v.value for key, v in c.metadata.items()})
+            for c in result.get_asset_check_evaluations()]
+
+
+def failure_cause(result: dg.ExecuteInProcessResult) -> str:
     """': step X: <the innermost error>' of the first failed step, or ''."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:

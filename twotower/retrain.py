@@ -13,12 +13,14 @@ from index.registry import Registry
 from pipelines.defs.resources import PipelineSettings
 from pipelines.defs.schedules import retraining_job
 from pipelines.local import instance_for, materialize_graph
+from twotower.demo import Check, checks_of, failure_cause
 
 
 @dataclass(frozen=True)
 class Retrained:
     success: bool
-    checks: dict[str, bool]  # check name -> passed
+    cause: str  # ': step X: <error>' when the run failed, else ''
+    checks: list[Check]
     live_index_version: int | None
     live_model_version: int | None
 
@@ -29,11 +31,10 @@ def retrain(home: Path, data: str | None = None, *, run_config: dict | None = No
     with instance_for(home) as instance:
         result = materialize_graph(settings, instance=instance, selection=retraining_job.selection,
                                    run_config=run_config, raise_on_error=False)
-    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     registry = Registry(settings.registry_url, data_dir=home)
     try:
         live = registry.live()
     finally:
         registry.close()
-    return Retrained(result.success, checks, live.id if live else None,
-                     live.model_version_id if live else None)
+    return Retrained(result.success, failure_cause(result), checks_of(result),
+                     live.id if live else None, live.model_version_id if live else None)

@@ -65,7 +65,7 @@ class ItemCache:
 
     Filled with the whole catalogue at load (off the request path); items added later are read
     on first use. Stock then follows the service's own writes (`set_stock`, `upsert_item`): while
-    the service owns the live shard, every stock change goes through it (index.freshness).
+    the service owns the live shard, every stock change goes through it (`services.engine.writes`).
     The index thus returns ids and scores only: reading its payload doubled the search's cost.
 
     Besides each item's `ItemFeatures`, it keeps the re-ranker's inputs as `ItemColumns` (row 0:

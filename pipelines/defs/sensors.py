@@ -1,13 +1,15 @@
 """Freshness without retraining: sensors on the stock log and the catalogue, and the jobs they start.
 
 Files dropped in the inbox (`<data dir>/inbox/stock/` and `<data dir>/inbox/items/`, parquet or CSV)
-reach the live version in seconds: new quantities through `push_stock`, new items embedded by the
-live item tower through `add_items`. When `TWOTOWER_SERVICE_URL` is set the running service owns
-the live Edge shard (one process only), so the jobs write through its client instead.
+reach the live version in seconds. Either way the writes go through the event log, as every write
+does: with `TWOTOWER_SERVICE_URL` set, through the running service's HTTP API (it logs and applies
+each at once); without it, logged here, and the engine applies them where it serves the live
+version (a service replays what other processes logged on its next poll, a version switch or a
+start replays what the version lacks). Each write's key is derived from the run's key, so a
+re-executed run logs nothing twice.
 """
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -15,8 +17,7 @@ import pandas as pd
 
 from feature_repo.datasets.contract import TIMESTAMP
 from index.catalogue import ITEM_COLUMNS, latest_stock
-from index.freshness import add_items, push_stock
-from pipelines.defs.resources import FeatureStoreResource, InboxResource, RegistryResource, ServiceResource
+from pipelines.defs.resources import EventLogResource, InboxResource, ServiceResource
 
 STOCK_COLUMNS = ("item_id", "event_timestamp", "quantity")
 SUFFIXES = (".parquet", ".csv")
@@ -44,22 +45,23 @@ def inbox_files(folder: Path) -> list[Path]:
 
 class StockPushConfig(dg.Config):
     quantities: dict[str, int]  # item id (as text: JSON keys) -> new quantity
-    at: str  # ISO time of the newest stock row
 
 
 @dg.op
 def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfig,
-                          feature_store: FeatureStoreResource, registry: RegistryResource,
-                          service: ServiceResource) -> None:
-    """New quantities into the online store and the live index payload (no retraining)."""
+                          event_log: EventLogResource, service: ServiceResource) -> None:
+    """New quantities for the online store and the live index payload (no retraining)."""
     quantities = {int(k): v for k, v in config.quantities.items()}
+    batch = _batch(context)
     if service.url:
-        service.set_stock(quantities, batch=_batch(context))
+        service.set_stock(quantities, batch=batch)
     else:
-        with registry.open() as reg:
-            push_stock(feature_store.open(), reg.backend, quantities, at=datetime.fromisoformat(config.at))
+        with event_log.open() as log:
+            for item_id, quantity in quantities.items():
+                log.record(f"{batch}:stock:{item_id}", "stock",
+                           {"item_id": item_id, "quantity": int(quantity)})
     context.log.info("pushed stock of %d items (%s)", len(quantities),
-                     "through the service" if service.url else "directly")
+                     "through the service" if service.url else "into the event log")
 
 
 @dg.job(description="Push new stock quantities to the live index payload and the online store.")
@@ -89,7 +91,7 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
         return dg.SkipReason("no stock rows newer than the cursor")
     quantities = {str(k): v for k, v in latest_stock(rows).items()}
     return dg.RunRequest(run_key=f"stock-{newest}", run_config={"ops": {"push_stock_quantities": {
-        "config": {"quantities": quantities, "at": newest}}}})
+        "config": {"quantities": quantities}}}})
 
 
 # -- catalogue ---------------------------------------------------------------------------------------
@@ -100,26 +102,26 @@ class NewItemsConfig(dg.Config):
 
 @dg.op
 def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
-                     feature_store: FeatureStoreResource, registry: RegistryResource,
-                     service: ServiceResource) -> None:
-    """New items embedded from content by the live item tower and upserted into the live version."""
+                     event_log: EventLogResource, service: ServiceResource) -> None:
+    """New items, embedded from content by the live item tower and upserted into the live version."""
     items = pd.concat([read_inbox_file(Path(p), ITEM_COLUMNS) for p in config.files], ignore_index=True)
     items = items.drop_duplicates("item_id", keep="last")
     stock = dict(zip(items["item_id"].astype(int), items["stock"].fillna(0).astype(int), strict=True)
                  ) if "stock" in items else {}
+    upserts = [{"item_id": int(row.item_id), "title": str(row.title),
+                "categories": list(row.categories),
+                "price": None if pd.isna(row.price) else float(row.price),
+                "created_at": row.created_at.isoformat(),
+                "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()]
+    batch = _batch(context)
     if service.url:
-        service.upsert_items([{"item_id": int(row.item_id), "title": str(row.title),
-                               "categories": list(row.categories),
-                               "price": None if pd.isna(row.price) else float(row.price),
-                               "created_at": row.created_at.isoformat(),
-                               "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()],
-                             batch=_batch(context))
+        service.upsert_items(upserts, batch=batch)
     else:
-        with registry.open() as reg:
-            artifact = registry.model_store.load(reg.live_model().location)
-            add_items(feature_store.open(), artifact, reg.backend, items, stock, at=datetime.now(UTC))
+        with event_log.open() as log:
+            for upsert in upserts:
+                log.record(f"{batch}:item:{upsert['item_id']}", "item", upsert)
     context.log.info("upserted %d items (%s)", len(items),
-                     "through the service" if service.url else "directly")
+                     "through the service" if service.url else "into the event log")
 
 
 @dg.job(description="Embed new catalogue items with the live item tower and upsert them into the live index.")

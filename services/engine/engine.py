@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from index import IndexBackend, InvalidQueryError, SearchFilters, UnknownItemError
+from index import IndexBackend, InvalidQueryError, SearchFilters
 from index.events import Event, EventLog, KeyReused, effective
 from index.registry import Registry
 from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem
 from services.engine.item_cache import ItemColumns
 from services.engine.live import LiveVersion, Snapshot
-from services.engine.writes import apply_item, apply_stock, item_frame, logged_item
+from services.engine.writes import apply, item_frame
 from services.online import ItemFeatures, OnlineFeatures, UserFeatures
 from services.schemas import (
     Filters,
@@ -266,10 +266,8 @@ class Engine:
             event = self._record(key, "stock", {"item_id": item_id, "quantity": quantity})
             if event.answer is not None:
                 return StockResponse.model_validate(event.answer)
-            try:
-                _online(apply_stock, s, self.online, self.backend, item_id, quantity, event.logged_at)
-            except UnknownItemError as exc:
-                raise UnknownItem(f"item_id {item_id}: not in the live index") from exc
+            if _online(apply, s, self.online, self.backend, [event]):
+                raise UnknownItem(f"item_id {item_id}: not in the live index")
             self.live.applied(event.seq)
         return self._answered(event, StockResponse(item_id=item_id, quantity=quantity))
 
@@ -279,8 +277,7 @@ class Engine:
             event = self._record(key, "item", {"item_id": item_id, **item.model_dump(mode="json")})
             if event.answer is not None:
                 return ItemResponse.model_validate(event.answer)
-            _online(apply_item, s, self.online, self.backend, item_id, logged_item(event),
-                    event.logged_at)
+            _online(apply, s, self.online, self.backend, [event])
             self.live.applied(event.seq)
         return self._answered(event, ItemResponse(item_id=item_id, model_version=s.model_version,
                                                   index_version=s.index_version))
@@ -290,8 +287,6 @@ def _online(call: Callable[..., R], *args: object) -> R:
     """Run an online-store read or write; its failure (Redis down, file gone) is a 503."""
     try:
         return call(*args)
-    except UnknownItemError:
-        raise
     except Exception as exc:
         raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 

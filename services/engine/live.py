@@ -29,7 +29,7 @@ from services.encoder import UserEncoder
 from services.engine.errors import ServiceUnavailable
 from services.engine.item_cache import ItemCache
 from services.engine.probes import Probe, probe_all
-from services.engine.writes import replay
+from services.engine.writes import apply
 from services.online import OnlineFeatures
 from services.schemas import Dependency, Health, VersionInfo
 from towers.artifact import Artifact
@@ -155,8 +155,12 @@ class LiveVersion:
     def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> int:
         """Replay the stock and item changes logged after `after` into `s`; the last seq read."""
         events = self.log.read(after=after, kinds=CHANGES)
-        replay(s, self.online, self.backend, events, skip or frozenset())
-        return events[-1].seq if events else after
+        if not events:
+            return after
+        apply(s, self.online, self.backend, events, skip or frozenset())
+        log.info("index version %d: replayed %d logged stock and item changes", s.index_version,
+                 len(events))
+        return events[-1].seq
 
     def _catch_up_live(self, s: Snapshot) -> None:
         """The changes other processes logged since the last poll, into the live version."""

@@ -1,6 +1,7 @@
 """Stock and item writes applied to a version: its index, the online store and its item cache.
 
-The service applies each write as it logs it, and replays the log's stock and item changes into a
+A change reaches a version only as a logged event, through `apply`: the service applies each write
+right after logging it, and the same function replays the log's stock and item changes into a
 version it switches to (those newer than the version's build) and, every poll, the changes other
 processes logged. Applying is idempotent (a quantity is set, an item replaced), so a write that
 failed half way is completed by its replay.
@@ -20,7 +21,7 @@ from index.catalogue import item_batch
 from index.events import Event, effective
 from services.online import ItemFeatures, OnlineFeatures
 
-if TYPE_CHECKING:  # live.py replays through this module
+if TYPE_CHECKING:  # live.py applies the log through this module
     from services.engine.live import Snapshot
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,47 @@ def logged_item(event: Event) -> ItemFeatures:
                         stock=int(body.get("stock", 0)))
 
 
-def apply_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
-                quantity: int, at: datetime) -> None:
+def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: list[Event],
+          skip: frozenset[int] | set[int] = frozenset()) -> set[int]:
+    """Apply logged stock and item events to a version: per item, its last upsert and its last
+    quantity (whichever event set it last). The one way a change reaches a version: the service
+    applies a write it just logged, the changes logged elsewhere (another process, the pipeline's
+    sensors) and those a version switched to has not built in. Events in `skip` were applied
+    already. Returns the ids of items the version does not hold (their events change nothing in
+    its index)."""
+    upserts = {e.body["item_id"]: e for e in events if e.kind == "item"}
+    quantities = {e.body["item_id"]: e for e in events if e.kind == "stock"}
+    missing = set()
+    for item_id in {**upserts, **quantities}:
+        upsert, stock = upserts.get(item_id), quantities.get(item_id)
+        last = max((e for e in (upsert, stock) if e is not None), key=lambda e: e.seq)
+        quantity = int(last.body["quantity"] if last is stock else last.body.get("stock", 0))
+        try:
+            if upsert is not None and upsert.seq not in skip:
+                item = logged_item(upsert)
+                _upsert(s, online, backend, item_id, ItemFeatures(
+                    item.title, item.categories, item.price, item.created_at_s, stock=quantity),
+                    upsert.logged_at)
+            if last is stock and stock.seq not in skip:
+                _set_stock(s, online, backend, item_id, quantity, stock.logged_at)
+        except UnknownItemError:
+            missing.add(item_id)
+    if missing:
+        log.warning("index version %d: items %s are not in it; their logged stock is skipped",
+                    s.index_version, sorted(missing))
+    return missing
+
+
+def _set_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
+               quantity: int, at: datetime) -> None:
     """Online store first, then the index payload (which refuses unknown items), then the cache."""
     online.write_stock(item_id, quantity, at)
     backend.set_stock({item_id: quantity}, location=s.index_location)
     s.items.set_stock(item_id, quantity)
 
 
-def apply_item(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
-               item: ItemFeatures, at: datetime) -> None:
+def _upsert(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
+            item: ItemFeatures, at: datetime) -> None:
     """Content and stock online, then the vector (embedded by the version's item tower) in its
     index: an item is never searchable before its content can be read."""
     online.write_item(item_id, item, at)
@@ -61,30 +93,3 @@ def apply_item(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_
     backend.upsert(item_batch(frame, s.artifact.embed_items(frame), {item_id: item.stock}),
                    location=s.index_location)
     s.items.put(item_id, item)
-
-
-def replay(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: list[Event],
-           skip: frozenset[int] | set[int] = frozenset()) -> None:
-    """Apply logged stock and item events to a version: per item, its last upsert and its last
-    quantity (whichever event set it last). Events in `skip` were applied already; items the
-    version does not hold are skipped."""
-    upserts = {e.body["item_id"]: e for e in events if e.kind == "item"}
-    quantities = {e.body["item_id"]: e for e in events if e.kind == "stock"}
-    for item_id in {**upserts, **quantities}:
-        upsert, stock = upserts.get(item_id), quantities.get(item_id)
-        last = max((e for e in (upsert, stock) if e is not None), key=lambda e: e.seq)
-        quantity = int(last.body["quantity"] if last is stock else last.body.get("stock", 0))
-        try:
-            if upsert is not None and upsert.seq not in skip:
-                item = logged_item(upsert)
-                apply_item(s, online, backend, item_id, ItemFeatures(
-                    item.title, item.categories, item.price, item.created_at_s, stock=quantity),
-                    upsert.logged_at)
-            if last is stock and stock.seq not in skip:
-                apply_stock(s, online, backend, item_id, quantity, stock.logged_at)
-        except UnknownItemError:
-            log.warning("index version %d: item %d is not in it; its logged stock is skipped",
-                        s.index_version, item_id)
-    if events:
-        log.info("index version %d: replayed %d logged stock and item changes", s.index_version,
-                 len(events))

@@ -1,8 +1,11 @@
-"""The freshness sensors: new stock rows and new items reach the live version without retraining."""
+"""The freshness sensors: new stock rows and new items are logged, and reach the live version without
+retraining through the engine that serves it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -15,6 +18,7 @@ from index.catalogue import latest_stock
 from index.registry import ModelVersion
 from pipelines.defs.resources import InboxResource, build_resources
 from pipelines.defs.sensors import catalogue_sensor, new_items_job, stock_log_sensor, stock_update_job
+from services.engine import Engine
 from towers.artifact import Artifact
 
 
@@ -23,6 +27,25 @@ def run_sensor(sensor, graph, cursor=None):
     context = build_sensor_context(cursor=cursor, resources={"inbox": resources["inbox"]},
                                    instance=graph.instance)
     return sensor(context), context.cursor
+
+
+@contextmanager
+def serving(graph) -> Iterator[tuple[Engine, object]]:
+    """The engine over the live version, as a service or the demo opens it (with the registry)."""
+    resources = build_resources(graph.settings)
+    with resources["registry"].open() as registry:
+        engine = Engine(store=resources["feature_store"].open(), backend=registry.backend,
+                        registry=registry)
+        assert engine.refresh()
+        try:
+            yield engine, registry
+        finally:
+            engine.close()
+
+
+def logged(graph, kind: str) -> list:
+    with build_resources(graph.settings)["event_log"].open() as log:
+        return log.read(kinds=[kind])
 
 
 def live_state(graph):
@@ -54,7 +77,8 @@ def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(gr
                                                  instance=graph.instance)
 
     assert result.success
-    with resources["registry"].open() as registry:
+    assert [e.body for e in logged(graph, "stock")][-1] == {"item_id": item_id, "quantity": 0}
+    with serving(graph) as (_, registry):
         assert item_id not in [h.item_id for h in registry.backend.search(vector, k=50)]
     online = resources["feature_store"].open().get_online_features(
         features=["item_stock:quantity"], entity_rows=[{"item_id": item_id}]).to_dict()
@@ -85,8 +109,10 @@ def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_versi
     content = new.assign(categories=twin["categories"].to_numpy())
     vector = artifact.embed_items(content)[0]
     category = frozenset(twin["categories"].iloc[0][:1])
-    with resources["registry"].open() as registry:
+    assert logged(graph, "item")[-1].body["item_id"] == int(new["item_id"].iloc[0])
+    with serving(graph) as (engine, registry):
         hits = registry.backend.search(vector, k=5, filters=SearchFilters(categories=category))
+        assert engine.similar(hits[0].item_id, k=1).items, "its content is read online"
     assert hits[0].item_id == int(new["item_id"].iloc[0]) and hits[0].stock == 4
     assert live_state(graph)[1] == models_before
     again, _ = run_sensor(catalogue_sensor, graph, cursor=cursor)

@@ -1,0 +1,106 @@
+"""`apply`, the one way a stock or item change reaches a version: a write the engine applies as it
+logs it leaves the version as the replay of the same logged write does in another engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from feature_repo.store import FeatureStoreConfig, build_store, materialize
+from index.events import EventLog
+from index.model_store import publish
+from index.registry import Registry
+from services.engine import Engine
+from services.engine.writes import apply, item_frame
+from services.schemas import ItemUpsert
+from tests.services.conftest import Service
+
+
+@dataclass
+class Shop:
+    home: Path
+    store: object  # feast.FeatureStore
+    registry: Registry
+    log: EventLog
+
+    def engine(self) -> Engine:
+        """An engine on the live version: it replays the log's changes the version lacks."""
+        engine = Engine(store=self.store, backend=self.registry.backend, registry=self.registry,
+                        log=self.log)
+        assert engine.refresh()
+        return engine
+
+
+@pytest.fixture
+def shop(service: Service, tmp_path: Path) -> Iterator[Shop]:
+    """The service's shop, published in-process under its own home."""
+    dataset = service.dataset
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path / "feature_repo"))
+    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    registry = publish(service.artifact, dataset, tmp_path)
+    log = EventLog(data_dir=tmp_path)
+    yield Shop(tmp_path, store, registry, log)
+    log.close()
+    registry.backend.close()
+    registry.close()
+
+
+def _state(engine: Engine, item_id: int) -> tuple:
+    """What a version holds of an item: its online row, its item cache row, its index payload stock."""
+    s = engine.snapshot()
+    (cached,) = s.items.rows([item_id])
+    vector = s.artifact.embed_items(item_frame(item_id, cached))[0]
+    hits = engine.backend.search(vector, k=5, location=s.index_location)
+    stock = [h.stock for h in hits if h.item_id == item_id]
+    return engine.online.items([item_id]).get(item_id), cached, stock
+
+
+def test_a_write_applied_as_logged_equals_its_replay_in_another_engine(service, shop):
+    live = shop.engine()
+    item_id = int(service.dataset.items["item_id"].max()) + 7
+    live.upsert_item(item_id, ItemUpsert(title="A Replayed Film", categories=["Drama"], stock=2))
+    live.set_stock(item_id, 5)
+    applied = _state(live, item_id)
+    live.close()
+
+    # Another engine (a second process, or a restart) has only the log: it replays both writes.
+    replica = Engine(store=build_store(service.dataset, FeatureStoreConfig(
+        repo_dir=shop.home / "replica")), backend=shop.registry.backend, registry=shop.registry,
+        log=shop.log)
+    assert replica.refresh()
+    assert _state(replica, item_id) == applied
+    assert applied[0].stock == 5 and applied[1].title == "A Replayed Film" and applied[2] == [5]
+    replica.close()
+
+
+def test_the_last_change_of_an_item_wins_whichever_kind_it_is(service, shop):
+    engine = shop.engine()
+    s = engine.snapshot()
+    item_id = int(service.dataset.items["item_id"].max()) + 8
+    body = {"item_id": item_id, "title": "Set Then Upserted", "categories": ["Comedy"], "stock": 4}
+    events = [shop.log.record("stock-first", "stock", {"item_id": item_id, "quantity": 9}),
+              shop.log.record("upsert-last", "item", body)]
+    assert apply(s, engine.online, engine.backend, events) == set()
+    assert engine.online.items([item_id])[item_id].stock == 4
+    upserted_then_set = [*events, shop.log.record("stock-last", "stock",
+                                                  {"item_id": item_id, "quantity": 1})]
+    apply(s, engine.online, engine.backend, upserted_then_set)
+    assert engine.online.items([item_id])[item_id].stock == 1
+    assert s.items.rows([item_id])[0].stock == 1
+    engine.close()
+
+
+def test_an_item_the_version_lacks_is_reported_and_changes_nothing_in_it(service, shop):
+    engine = shop.engine()
+    s = engine.snapshot()
+    known = int(service.dataset.items["item_id"].iloc[0])
+    before = engine.online.items([known])[known].stock
+    unknown = shop.log.record("unknown", "stock", {"item_id": 999_999, "quantity": 3})
+    assert apply(s, engine.online, engine.backend, [unknown]) == {999_999}
+    skipped = shop.log.record("skipped", "stock", {"item_id": known, "quantity": before + 1})
+    assert apply(s, engine.online, engine.backend, [skipped], skip={skipped.seq}) == set()
+    assert engine.online.items([known])[known].stock == before
+    engine.close()

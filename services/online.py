@@ -109,9 +109,11 @@ class OnlineFeatures:
             return []
         return pq.read_table(path, columns=["item_id"])["item_id"].to_pylist()
 
-    def append_interaction(self, user_id: int, item_id: int, ts: datetime) -> int:
-        """Add an event to the user's online history (last HISTORY_LENGTH kept), atomically; returns
-        its length. The row is stamped just after its newest event, never earlier than it was."""
+    def append_interaction(self, user_id: int, item_id: int, ts: datetime, write_id: int) -> int:
+        """Add an event to the user's online history (last HISTORY_LENGTH kept), atomically and once
+        per `write_id` (its event log seq: a retry of an appended write appends nothing); returns
+        the history's length. The row is stamped just after its newest event, never earlier than
+        it was."""
         seconds, length = int(ts.timestamp()), 0
 
         def append(row: Row | None, stamp: datetime | None):
@@ -125,7 +127,8 @@ class OnlineFeatures:
                     "recent_timestamps": ValueProto(int64_list_val=Int64List(val=[t for t, _ in events])),
                     "event_count": ValueProto(int64_val=int(row["event_count"]) + 1)}, at  # type: ignore[call-overload]
 
-        self._rows_writer.update(HISTORY, "user_id", user_id, append)
+        if not self._rows_writer.update(HISTORY, "user_id", user_id, append, write_id=write_id):
+            return len(self.user(user_id).recent_item_ids)  # appended before: the history as it is
         return length
 
     def write_item(self, item_id: int, item: ItemFeatures, at: datetime) -> bool:

@@ -5,12 +5,16 @@ write lock orders writers of every process) through Feast's own SQLite read and 
 WATCH/MULTI/EXEC transaction on the entity's hash (Feast's key and field hashing), retried when
 another writer changed the hash first. Either way a value stamped older than the stored one is
 refused, as Feast's materialization refuses it (Redis natively; SQLite by the trigger
-`feature_repo.store.monotonic_online_store` installs). Depends on `feast==0.67.0` internals, like
-`services.feast_provider`.
+`feature_repo.store.monotonic_online_store` installs). A write may carry its id (the event log's
+seq): the row then remembers the last `APPLIED_KEPT` ids applied to it, in the same transaction
+(SQLite: the table `APPLIED_TABLE`; Redis: a field of the entity's hash), and the same id is never
+applied twice, even when a retry races the first attempt. Depends on `feast==0.67.0` internals,
+like `services.feast_provider`.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +29,8 @@ from redis.exceptions import WatchError
 from services.feast_provider import Row, _key, _value
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+APPLIED_TABLE = "twotower_applied_writes"  # (view, entity key, write id) of the writes applied
+APPLIED_KEPT = 256  # write ids remembered per row: a retry comes long before 256 newer writes
 
 # (current row or None, its timestamp or None) -> (new values, their timestamp), or None: no write
 Change = Callable[[Row | None, datetime | None], tuple[dict[str, ValueProto], datetime] | None]
@@ -52,10 +58,12 @@ class OnlineRows:
             self._views[name] = self._store.get_feature_view(name)
         return self._views[name]
 
-    def update(self, view: str, join_key: str, entity_id: int, change: Change) -> bool:
+    def update(self, view: str, join_key: str, entity_id: int, change: Change, *,
+               write_id: int | None = None) -> bool:
         """Apply `change` to the current row atomically; False when nothing was written (the
-        change declined, or its timestamp is older than the stored row's)."""
-        return self._update(self._view(view), _key(join_key, entity_id), change)
+        change declined, its timestamp is older than the stored row's, or `write_id` was applied
+        to the row already)."""
+        return self._update(self._view(view), _key(join_key, entity_id), change, write_id)
 
     @staticmethod
     def _decide(change: Change, row: Row | None, ts: datetime | None
@@ -65,7 +73,7 @@ class OnlineRows:
             return None
         return out
 
-    def _sqlite(self, fv, key, change: Change) -> bool:
+    def _sqlite(self, fv, key, change: Change, write_id: int | None) -> bool:
         online = getattr(self._local, "sqlite", None)
         if online is None:  # one connection per thread: Feast's shared one is not thread-safe
             online = self._local.sqlite = SqliteOnlineStore()
@@ -74,9 +82,14 @@ class OnlineRows:
             # Every write is durable in the event log first (and the tables it feeds rebuild the
             # online store): the online store's commits need not wait for the disk too.
             conn.execute("PRAGMA synchronous = OFF")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {APPLIED_TABLE} (view TEXT, entity_key BLOB, "
+                         "write_id INTEGER, PRIMARY KEY (view, entity_key, write_id))")
         conn = online._get_conn(self._config)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if write_id is not None and not _sqlite_first(conn, fv.name, key, write_id):
+                conn.rollback()
+                return False
             ((ts, values),) = online.online_read(self._config, fv, [key])
             row = None if values is None else {n: _value(v) for n, v in values.items()}
             out = self._decide(change, row, _aware(ts))
@@ -88,21 +101,25 @@ class OnlineRows:
             if conn.in_transaction:
                 conn.rollback()
             raise
-        return True  # online_write_batch committed
+        return True  # online_write_batch committed, the write's id with it
 
-    def _redis(self, fv, key, change: Change) -> bool:
+    def _redis(self, fv, key, change: Change, write_id: int | None) -> bool:
         client = self._store._get_provider().online_store._get_client(self._config.online_store)
         name = _versioned_fv_name(fv, self._config)
         redis_key = _redis_key(self._config.project, key,
                                entity_key_serialization_version=self._config.entity_key_serialization_version)
         names = [f.name for f in fv.features]
         fields = [_mmh3(f"{name}:{n}") for n in names]
-        ts_field = f"_ts:{name}"
+        ts_field, applied_field = f"_ts:{name}", f"_applied:{name}"
         with client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(redis_key)
-                    *raw, raw_ts = pipe.hmget(redis_key, [*fields, ts_field])
+                    *raw, raw_ts, raw_applied = pipe.hmget(redis_key, [*fields, ts_field, applied_field])
+                    applied = json.loads(raw_applied) if raw_applied else []
+                    if write_id is not None and write_id in applied:
+                        pipe.unwatch()
+                        return False
                     row = None if all(v is None for v in raw) else {
                         n: None if v is None else _value(ValueProto.FromString(v))
                         for n, v in zip(names, raw, strict=True)}
@@ -118,9 +135,24 @@ class OnlineRows:
                     stamp = Timestamp()
                     stamp.FromDatetime(_aware(out[1]))  # type: ignore[arg-type]
                     mapping = {_mmh3(f"{name}:{n}"): v.SerializeToString() for n, v in out[0].items()}
+                    if write_id is not None:
+                        mapping[applied_field] = json.dumps([*applied, write_id][-APPLIED_KEPT:])
                     pipe.multi()
                     pipe.hset(redis_key, mapping={**mapping, ts_field: stamp.SerializeToString()})
                     pipe.execute()
                     return True
                 except WatchError:
                     continue  # another writer changed the row between our read and write: again
+
+
+def _sqlite_first(conn, view: str, key, write_id: int) -> bool:
+    """Mark `write_id` applied to the row (in the caller's transaction); False if it was already.
+    Only the row's last APPLIED_KEPT ids are kept."""
+    entity = key.SerializeToString()
+    if conn.execute(f"INSERT OR IGNORE INTO {APPLIED_TABLE} VALUES (?, ?, ?)",
+                    (view, entity, write_id)).rowcount == 0:
+        return False
+    conn.execute(f"DELETE FROM {APPLIED_TABLE} WHERE view = ? AND entity_key = ? AND write_id NOT IN "
+                 f"(SELECT write_id FROM {APPLIED_TABLE} WHERE view = ? AND entity_key = ? "
+                 "ORDER BY write_id DESC LIMIT ?)", (view, entity, view, entity, APPLIED_KEPT))
+    return True

@@ -229,8 +229,8 @@ class Engine:
     # -- writes --------------------------------------------------------------------------------
     # Each write is logged (durably) before it is applied, under the client's idempotency key: a
     # retry of an applied write gets the first answer back; one whose first attempt failed half
-    # way is applied again (applying is idempotent, but for an interaction whose first attempt
-    # reached the online store and then lost its answer).
+    # way (or lost its answer) is applied again, which changes nothing twice: a quantity is set,
+    # an item replaced, and an interaction appended once per log seq.
 
     def _record(self, key: str | None, kind: str, body: dict) -> Event:
         try:
@@ -256,7 +256,7 @@ class Engine:
         if event.answer is not None:
             return InteractionResponse.model_validate(event.answer)
         ts = datetime.fromisoformat(effective(event, "ts"))
-        length = _online(self.online.append_interaction, user_id, item_id, ts)
+        length = _online(self.online.append_interaction, user_id, item_id, ts, event.seq)
         return self._answered(event, InteractionResponse(user_id=user_id, item_id=item_id, ts=ts,
                                                          history_length=length))
 

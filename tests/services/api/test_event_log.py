@@ -4,15 +4,18 @@ kept across version switches (the logged stock is replayed into the version swit
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 import httpx
 import pytest
 
+from feature_repo.store import FeatureStoreConfig, open_store
 from index import EdgeSettings, open_backend
 from index.catalogue import latest_stock
-from index.events import EventLog
+from index.events import EventLog, effective
 from index.registry import Registry
 from services.client import UnprocessableEntityError
+from services.online import OnlineFeatures
 from tests.services.conftest import active_user, promote_version
 
 
@@ -36,6 +39,28 @@ def test_a_retried_interaction_is_logged_and_applied_once_and_answers_as_the_fir
         first.history_length)
     later = client.record_interaction(user, item)  # a new key: a new event
     assert later.history_length == min(first.history_length + 1, 50)
+
+
+def test_a_retry_after_a_crash_between_the_append_and_the_answer_appends_nothing(service, client):
+    """The first attempt logged the write and appended it online, then the process died before
+    answering (its answer never stored): the retry under the same key answers and appends nothing."""
+    user = active_user(service, 13)
+    item = int(service.dataset.items["item_id"].iloc[5])
+    online = OnlineFeatures(open_store(FeatureStoreConfig(repo_dir=service.home / "feature_repo")))
+    before = online.user(user).event_count
+    key = secrets.token_hex(8)
+    log = EventLog(data_dir=service.home)
+    try:
+        event = log.record(key, "interaction", {"user_id": user, "item_id": item, "ts": None})
+    finally:
+        log.close()
+    online.append_interaction(user, item, datetime.fromisoformat(effective(event, "ts")), event.seq)
+
+    answer = client.record_interaction(user, item, idempotency_key=key)
+
+    assert online.user(user).event_count == before + 1
+    assert answer.history_length == len(online.user(user).recent_item_ids)
+    assert logged(service, key).answer == answer.model_dump(mode="json")
 
 
 def test_a_key_reused_for_another_write_is_a_422_naming_the_header(service, client):

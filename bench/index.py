@@ -75,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "full_scan_kb": -1,  # filters keeping fewer vectors than this many KB are scored exactly
     "segments": -1,  # HNSW graphs per version (searched in parallel)
     "acorn": 0,  # 1 = ACORN filtered search
-    "ef": "-1",  # comma list of HNSW query beams, all measured on the same build
+    "ef": "-1",  # comma list of HNSW query beams, all measured on the same build; -1 = the version's own
     "oversampling": "0",  # comma list of query-time oversampling factors; 0 = the IndexSpec default
     "payload": 0,  # 0 = `search_ids` (ids and scores: what the service asks for); 1 = `search` (with payload)
     "seed": 0,
@@ -347,7 +347,8 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
         }
         rows = []
         search = backend.search if cfg["payload"] else backend.search_ids
-        beams = [int(e) if int(e) > 0 else spec.hnsw_ef for e in str(cfg["ef"]).split(",")]
+        built = backend.spec(location)  # its beam chosen from the catalogue's size unless --ef
+        beams = [int(e) if int(e) > 0 else built.hnsw_ef for e in str(cfg["ef"]).split(",")]
         factors = [float(o) or spec.effective_oversampling for o in str(cfg["oversampling"]).split(",")]
         for ef, oversampling, kind in itertools.product(beams, factors, kinds):
             latencies, recalls = [], []

@@ -3,18 +3,20 @@
     twotower bench serving
     twotower bench serving --rps=200 --seconds=60 --home=.twotower/bench-serving
 
-Builds (once; `--home` keeps it) the shop `data` (100k items): Feast store, towers trained
-for `train_minutes` on the Feast training frame, an int8 Qdrant Edge version of every item, and a
-re-ranker of production shape (`ranker_trees` LightGBM lambdarank trees of 15 leaves, re-ranking
-`RankerConfig.candidates` candidates, fitted on random rows: its quality does not change its
-latency, and training a real one here would take longer than the benchmark). Then:
+Builds (once; `--home` keeps it; `--parts=` only builds) the shop `data` (100k items): Feast
+store, towers trained for `train_minutes` on the Feast training frame, an int8 Qdrant Edge
+version of every item, and a re-ranker of production shape (`ranker_trees` LightGBM lambdarank
+trees of 15 leaves, re-ranking `RankerConfig.candidates` candidates, fitted on random rows: its
+quality does not change its latency, and training a real one here would take longer than the
+benchmark). Then:
 
-1. in-process: `Engine.recommend` for `requests` random users (after `warmup` untimed),
-   p50/p99 in total and per stage (features, tower, ANN, re-rank);
+1. in-process: loading the live version (seconds, RSS added: item cache, model, shard), then
+   `Engine.recommend` for `requests` random users (after `warmup` untimed), p50/p99 in total
+   and per stage (features, tower, ANN, re-rank), and the process's RSS;
 2. over HTTP: `twotower serve` in its own process (log in `home/serve.log`), one
    `AsyncRecommenderClient` sending an open-loop `rps` requests per second for `seconds` (after
-   `warmup` untimed): p50/p99 from each request's due time, errors, and the server's CPU time per
-   request.
+   `warmup` untimed): p50/p99 from each request's due time, errors, the server's CPU time per
+   request and its RSS at the end.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ DEFAULTS = {
     "rerank_candidates": 0,  # 0 = the ranker's own depth (RankerConfig.candidates)
     "seconds": 60,
     "seed": 0,
+    "parts": "inproc,http",  # comma list of inproc, http; empty = only build the home
 }
 
 
@@ -130,7 +133,10 @@ def in_process(config: dict, home: Path) -> dict:
     key = secrets.token_urlsafe(16)
     engine = open_engine(Settings(data_dir=home, read_keys=[key], write_keys=[key],
                                   rerank_candidates=config["rerank_candidates"] or None))
+    started, rss_before = time.perf_counter(), rss_mb(os.getpid())
     engine.refresh()
+    loaded = {"load_s": round(time.perf_counter() - started, 1),
+              "load_rss_mb": round(rss_mb(os.getpid()) - rss_before)}
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
     engine.on_stage.append(lambda stage, seconds: stages[stage].append(seconds))
     batch = requests(config, home, config["warmup"] + config["requests"], config["seed"])
@@ -144,7 +150,8 @@ def in_process(config: dict, home: Path) -> dict:
         totals.append(time.perf_counter() - started)
     engine.backend.close()  # the Edge shard is single-process: the server opens it next
     engine.registry.close()
-    out = _percentiles("inproc", totals[config["warmup"]:])
+    out = {**loaded, "inproc_rss_mb": round(rss_mb(os.getpid())),
+           **_percentiles("inproc", totals[config["warmup"]:])}
     for stage, values in stages.items():
         out |= _percentiles(stage, values)
     out["ranking"] = engine.snapshot().ranking
@@ -176,6 +183,14 @@ def over_http(config: dict, home: Path) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status: no VmRSS")
 
 
 def _cpu_s(pid: int) -> float:
@@ -235,7 +250,8 @@ def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict
     out = _percentiles("http", latencies)
     out |= {"http_requests": len(latencies), "http_errors": len(errors),
             "server_cpu_ms_per_request": round(1000 * (_cpu_s(server_pid) - cpu) / len(batch), 3),
-            "client_cpu_ms_per_request": round(1000 * (time.process_time() - client_cpu) / len(batch), 3)}
+            "client_cpu_ms_per_request": round(1000 * (time.process_time() - client_cpu) / len(batch), 3),
+            "server_rss_mb": round(rss_mb(server_pid))}
     if errors:
         out["first_error"] = errors[0]
     return out
@@ -261,9 +277,16 @@ def main(argv: list[str] | None = None) -> None:
     home = Path(config["home"]).resolve()
     build(config, home)
     save_ranker(config, home)
-    result = {"data": config["data"], "k": config["k"], "python_loop_s": python_loop_s(),
-              **in_process(config, home)}
-    result |= {"rps": config["rps"], "seconds": config["seconds"], **over_http(config, home)}
+    parts = {p for p in str(config["parts"]).split(",") if p}
+    if parts - {"inproc", "http"}:
+        raise SystemExit(f"--parts: unknown {sorted(parts - {'inproc', 'http'})}; choose from inproc, http")
+    if not parts:
+        return
+    result = {"data": config["data"], "k": config["k"], "python_loop_s": python_loop_s()}
+    if "inproc" in parts:
+        result |= in_process(config, home)
+    if "http" in parts:
+        result |= {"rps": config["rps"], "seconds": config["seconds"], **over_http(config, home)}
     print(json.dumps(result))
 
 

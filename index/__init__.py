@@ -8,6 +8,7 @@ from index.config import (
     IndexSpec,
     SearchFilters,
     ServerSettings,
+    hnsw_ef_for,
     parse_index_settings,
 )
 from index.errors import (
@@ -38,6 +39,7 @@ __all__ = [
     "VectorIndexError",
     "VersionStateError",
     "build_version",
+    "hnsw_ef_for",
     "open_backend",
     "parse_index_settings",
 ]

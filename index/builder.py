@@ -38,6 +38,7 @@ def build_version(
     if not isinstance(backend, IndexBackend):
         raise TypeError("build_version needs a Registry opened with backend=<an IndexBackend>")
     registry.fail_stale_builds()
+    spec = spec.for_items(len(items))  # the query beam, when not given, from the catalogue's size
     version = registry.register_build(model_version_id=model_version_id, config=spec.model_dump(mode="json"))
     location = version.location
     assert location is not None  # the backend always assigns one

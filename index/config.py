@@ -107,9 +107,9 @@ class IndexSpec(BaseModel):
     # core. Two smaller graphs find users' items better and faster: at 1M tower-like items 0.988 at
     # ef=384 (p99 1.7 ms) where one graph gave 0.960 at ef=512; at 100k 0.985 vs 0.941 at ef=128.
     segments: int = Field(default=2, ge=1)
-    # Query beam: 192 gives recall@10 0.98 on 100k tower-like items (128: 0.967, 0.03 ms faster at
-    # p50); a 1M catalogue needs 512 (0.985-0.989 at p99 1.4-1.5 ms; docs/index.md).
-    hnsw_ef: int = Field(default=192, ge=1)
+    # Query beam. None = chosen from the version's item count when it is built (`for_items`) and
+    # stored with it; an explicit value wins.
+    hnsw_ef: int | None = Field(default=None, ge=1)
     rescore: bool | None = None  # re-rank with full vectors; None = on iff quantized
     # Candidates rescored with the full vectors, as a multiple of k; None = 2.0 iff quantized. For
     # int8, 1.0 lost nothing at 100k tower items (recall@30 0.9802 vs 0.9803, 0.11 ms faster) but
@@ -132,6 +132,10 @@ class IndexSpec(BaseModel):
             if self.distance != "dot":
                 raise ValueError(f"centre: only dot products keep their ranking, not {self.distance}")
         return self
+
+    def for_items(self, count: int) -> IndexSpec:
+        """This spec with `hnsw_ef` chosen for a version of `count` items (when it is None)."""
+        return self if self.hnsw_ef is not None else self.model_copy(update={"hnsw_ef": hnsw_ef_for(count)})
 
     def centred(self, vectors: np.ndarray) -> np.ndarray:
         """Item vectors as stored: minus `centre` when the version is centred."""
@@ -158,6 +162,23 @@ class IndexSpec(BaseModel):
         if not self.quantized:
             return None
         return 2.0 if self.oversampling is None else self.oversampling
+
+
+# Query beams measured on tower-like items (int8, two graphs, the service's `stock` filter;
+# docs/benchmarks.md): 192 gives recall@10 0.98 at 100k (128: 0.967); 1M needs 512 (0.985-0.994
+# at p99 1.4-1.7 ms; 192 gave 0.962, 384 0.976-0.988).
+MEASURED_EF = ((100_000, 192), (1_000_000, 512))
+
+
+def hnsw_ef_for(count: int) -> int:
+    """The query beam for a version of `count` items: the measured beams, interpolated linearly in
+    log(items) vs log(ef); below the smallest measured catalogue its beam, above the largest the
+    same slope continued (a walk through a larger graph needs a wider beam for the same recall)."""
+    (n0, ef0), (n1, ef1) = MEASURED_EF
+    if count <= n0:
+        return ef0
+    slope = np.log(ef1 / ef0) / np.log(n1 / n0)
+    return int(round(ef0 * (count / n0) ** slope))
 
 
 DROPPED_EXCLUSIONS_MAX = 100  # excluded ids dropped from the results; more go into the graph walk's filter

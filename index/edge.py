@@ -187,6 +187,12 @@ class EdgeBackend(IndexBackend):
         shard.flush()
         self._building.discard(path)
         info = shard.info()
+        spec = self._spec(path)
+        if spec.hnsw_ef is None:  # created without a beam: chosen from its size, stored with it
+            spec = spec.for_items(info.points_count)
+            atomic_write(path / SPEC_FILE, spec.model_dump_json(indent=2))
+            with self._lock:
+                self._specs[path] = spec
         log.info(
             "built %s: %d points, %d indexed, %d segments",
             path.name,

@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+import redis
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 READ_CHUNK = 10_000  # keys per read: below SQLite's bound on query parameters
 
@@ -63,6 +66,12 @@ def limit_waits(store, timeout_s: float) -> None:  # store: feast.FeatureStore
     if config.type == "sqlite":
         connection = store._get_provider().online_store._get_conn(store.config)
         connection.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-    elif config.type == "redis" and "socket_timeout=" not in config.connection_string:
-        config.connection_string += (f",socket_timeout={timeout_s:g}"
-                                     f",socket_connect_timeout={timeout_s:g}")
+    elif config.type == "redis":
+        if "socket_timeout=" not in config.connection_string:
+            config.connection_string += (f",socket_timeout={timeout_s:g}"
+                                         f",socket_connect_timeout={timeout_s:g}")
+        # redis-py retries a timed-out command 3 times with backoffs of up to 10 s, so a Redis that
+        # stopped answering held a read far past the timeout: one immediate retry, on a dropped
+        # connection only (a pooled connection Redis closed meanwhile).
+        client = store._get_provider().online_store._get_client(config)
+        client.set_retry(Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))

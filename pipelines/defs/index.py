@@ -24,7 +24,7 @@ class IndexConfig(dg.Config):
     quantization: str = IndexSpec.model_fields["quantization"].default  # none | int8 | binary | product
     hnsw_m: int = IndexSpec.model_fields["hnsw_m"].default
     hnsw_ef_construct: int = IndexSpec.model_fields["hnsw_ef_construct"].default
-    hnsw_ef: int = IndexSpec.model_fields["hnsw_ef"].default
+    hnsw_ef: int | None = IndexSpec.model_fields["hnsw_ef"].default  # None = from the catalogue's size
 
 
 @dg.asset(group_name=GROUP, kinds={"qdrant"})

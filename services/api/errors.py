@@ -3,19 +3,24 @@
 Malformed input is a 422 whose `detail` names each bad field (and `errors` lists them); a body
 FastAPI cannot decode is a 400; an unknown item is a 404; a dependency that cannot answer (no live
 version, index or online store down or slow) is a 503 with the reason and `Retry-After`, and the
-next request tries again, so serving resumes when the dependency returns.
+next request tries again, so serving resumes when the dependency returns. Any other exception
+is a 500 in the same schema, its cause in the server's log (`InternalErrors`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.engine import KeyConflict, ServiceUnavailable, UnknownItem
 from services.schemas import ErrorResponse, FieldError
+
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"  # a 503 is worth retrying soon: versions load and dependencies restart
 
@@ -75,3 +80,35 @@ def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(UnknownItem, _unknown)
     app.add_exception_handler(KeyConflict, _key_conflict)
+
+
+class InternalErrors:
+    """An unexpected exception as a 500 in the error schema, logged with its traceback.
+
+    Starlette answers it too, but then re-raises, and uvicorn closes a connection whose app raised:
+    a client's kept-alive connection would be dropped after every 500. Here the exception ends
+    with the answer, so the connection serves the next request. An exception after the response
+    has started is raised on: closing the connection is the only way to end that response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            log.exception("%s %s: unexpected error", scope["method"], scope["path"])
+            await _error(500, "internal error; the server's log has its cause")(scope, receive, send)

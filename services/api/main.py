@@ -4,8 +4,9 @@
 
 Errors: one schema for every error status (`services.api.errors`). The API key is checked before
 the body is read (`deps.KeyFirstRoute`); a body above `max_body_bytes` is a 413. A dependency that
-cannot answer is a 503 with the reason. A write is in the event log before it answers; an
-`Idempotency-Key` reused for another write is a 422 naming the header.
+cannot answer is a 503 with the reason; any other error is a 500 that keeps the connection open. A
+write is in the event log before it answers; an `Idempotency-Key` reused for another write is a
+422 naming the header.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from feature_repo.store import monotonic_online_store, open_store
 from index import open_backend
 from index.registry import Registry
 from services.api.config import Settings
-from services.api.errors import add_handlers
+from services.api.errors import InternalErrors, add_handlers
 from services.api.metrics import Metrics, MetricsMiddleware
 from services.api.routes import interactions, items, recommendations, status
 from services.engine import Engine
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="twotower", summary="Personalised recommendations from a two-tower index",
                   version="1", lifespan=lifespan, generate_unique_id_function=_operation_id)
     app.state.settings, app.state.metrics = settings, metrics
+    app.add_middleware(InternalErrors)  # inside the metrics: a 500 is counted and tagged
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     add_handlers(app)
     for module in (recommendations, items, interactions, status):

@@ -115,8 +115,7 @@ class Engine:
             filters = request.filters
             user = _online(self.online.user, request.user_id)
             asked = [e.item_id for e in request.session] + filters.exclude_ids
-            known = {i for i, f in zip(asked, _online(s.items.rows, asked), strict=True)
-                     if f is not None}
+            known = _online(s.items.known, asked)
             session = [(int(e.ts.timestamp()) if e.ts else int(now), e.item_id)
                        for e in request.session if e.item_id in known]
             warnings += [f"session item_id {e.item_id}: unknown, ignored" for e in request.session
@@ -221,7 +220,7 @@ class Engine:
 
     @staticmethod
     def _item(s: Snapshot, item_id: int) -> ItemFeatures:
-        (item,) = _online(s.items.rows, [item_id])
+        item = _online(s.items.item, item_id)
         if item is None:
             raise UnknownItem(f"item_id {item_id}: not in the catalogue")
         return item

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import numpy as np
 from services.online import ItemFeatures, OnlineFeatures
 from towers.ranker import Categories
 
+PREFILL_CHUNK = 100_000  # items read from the store and turned into columns at a time
 _NO_ITEM = ItemFeatures(title="", categories=(), price=None, created_at_s=0)  # unknown ids read it
 
 
@@ -61,15 +61,17 @@ class ItemColumns:
 
 
 class ItemCache:
-    """Content, popularity and stock of items, read from the online store once per snapshot.
+    """The re-ranker's inputs of every item, read from the online store once per snapshot.
 
     Filled with the whole catalogue at load (off the request path); items added later are read
     on first use. Stock then follows the service's own writes (`set_stock`, `upsert_item`): while
     the service owns the live shard, every stock change goes through it (`services.engine.writes`).
     The index thus returns ids and scores only: reading its payload doubled the search's cost.
 
-    Besides each item's `ItemFeatures`, it keeps the re-ranker's inputs as `ItemColumns` (row 0:
-    the empty item, for unknown ids), so a request gathers its candidates with a few array reads.
+    Only arrays are kept, `ItemColumns` (row 0: the empty item, for unknown ids) and a row per id,
+    so a request gathers its candidates with a few array reads and a million items fit in ~150 MB
+    (one `ItemFeatures` object per item took ~0.5 KB more). `known` says which ids the catalogue
+    holds; an item's whole features (`item`: title, category names) are read from the store.
     Requests read without a lock; writes hold one, add rows by publishing longer columns before
     the ids that point into them, and change stock in place.
     """
@@ -77,28 +79,33 @@ class ItemCache:
     def __init__(self, online: OnlineFeatures, prefill: list[int]) -> None:
         self._online = online
         self._lock = threading.Lock()
-        self._items: dict[int, ItemFeatures] = {}
         self._row: dict[int, int] = {}  # item id -> row of self._columns
         self._vocabulary: dict[str, int] = {}  # category name -> code
         self._columns = ItemColumns.of([_NO_ITEM], self._vocabulary)
-        self._add(online.items(prefill))
+        for start in range(0, len(prefill), PREFILL_CHUNK):  # a chunk's objects at a time
+            self._add(online.items(prefill[start:start + PREFILL_CHUNK]))
 
-    def rows(self, ids: list[int]) -> list[ItemFeatures | None]:
-        """Each id's features (None: unknown); misses are read from the online store and kept."""
-        get = self._items.get
-        found = [get(i) for i in ids]
-        if any(f is None for f in found):
-            self._add(self._online.items([i for i, f in zip(ids, found, strict=True)
-                                          if f is None]))
-            found = [get(i) for i in ids]
-        return found
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def known(self, ids: list[int]) -> set[int]:
+        """The ids the catalogue holds; misses are read from the online store and kept."""
+        row = self._row
+        missing = [i for i in ids if i not in row]
+        if missing:
+            self._add(self._online.items(missing))
+        return {i for i in ids if i in row}
+
+    def item(self, item_id: int) -> ItemFeatures | None:
+        """An item's features as the online store holds them now (None: unknown)."""
+        return self._online.items([item_id]).get(item_id)
 
     def columns(self, ids: list[int]) -> ItemColumns:
-        """The ids' re-ranker inputs, in order (unknown ids: the empty item); misses as `rows`."""
+        """The ids' re-ranker inputs, in order (unknown ids: the empty item); misses as `known`."""
         get = self._row.get
         found = [get(i) for i in ids]
         if None in found:
-            self.rows(ids)
+            self.known(ids)
             found = [get(i, 0) for i in ids]
         # Read after the rows: the columns then hold every row the ids point to.
         return self._columns.take(np.array(found, dtype=np.int64))
@@ -108,10 +115,9 @@ class ItemCache:
 
     def set_stock(self, item_id: int, quantity: int) -> None:
         with self._lock:
-            item = self._items.get(item_id)
-            if item is not None:
-                self._items[item_id] = dataclasses.replace(item, stock=quantity)
-                self._columns.stock[self._row[item_id]] = quantity
+            row = self._row.get(item_id)
+            if row is not None:
+                self._columns.stock[row] = quantity
 
     def _add(self, items: dict[int, ItemFeatures]) -> None:
         """New rows for `items` (an id already known points to its new row)."""
@@ -122,5 +128,3 @@ class ItemCache:
             self._columns = self._columns.concat(ItemColumns.of(list(items.values()),
                                                                 self._vocabulary))
             self._row.update(zip(items, range(first, first + len(items)), strict=True))
-            self._items.update(items)
-

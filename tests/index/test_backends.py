@@ -23,6 +23,7 @@ from index import (
     UnknownItemError,
     UnknownVersionError,
     build_version,
+    hnsw_ef_for,
     open_backend,
     parse_index_settings,
 )
@@ -304,6 +305,41 @@ def test_versions_are_built_centred_on_their_items_mean(live_index: LiveIndex) -
     centre = live_index.backend.spec().centre
     assert centre is not None
     assert np.allclose(centre, live_index.items.vectors.mean(axis=0), atol=1e-6)
+
+
+def test_query_beam_grows_with_the_catalogue_between_the_measured_points() -> None:
+    assert hnsw_ef_for(0) == hnsw_ef_for(10_000) == hnsw_ef_for(100_000) == 192
+    assert hnsw_ef_for(1_000_000) == 512
+    assert hnsw_ef_for(316_228) == 314  # halfway in log(items): sqrt(192 * 512) = 313.5
+    assert hnsw_ef_for(10_000_000) == 1365  # the same slope beyond the largest measured catalogue
+    beams = [hnsw_ef_for(n) for n in range(100_000, 3_000_000, 50_000)]
+    assert beams == sorted(beams)
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_versions_store_a_query_beam_chosen_from_their_size_unless_one_is_given(
+    backend_name: str, make_live_index: Callable[..., LiveIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("index.config.MEASURED_EF", ((100, 16), (1000, 64)))
+    live = make_live_index(backend_name, random_items(400))
+    assert live.backend.spec().hnsw_ef == hnsw_ef_for(400) == 37
+    assert live.registry.live().config["hnsw_ef"] == 37  # type: ignore[union-attr]
+    given = build_version(random_items(400), registry=live.registry, spec=IndexSpec(dim=DIM, hnsw_ef=24),
+                          model_version_id=live.model_version_id)
+    assert live.backend.spec(given.location).hnsw_ef == given.config["hnsw_ef"] == 24
+
+
+def test_edge_version_created_without_a_beam_stores_one_for_its_size_when_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("index.config.MEASURED_EF", ((100, 16), (1000, 64)))
+    with open_backend(EdgeSettings(path=tmp_path)) as backend:
+        location = backend.location_for(1)
+        backend.create(location, IndexSpec(dim=DIM))
+        backend.upsert(random_items(1000), location=location)
+        backend.finish(location)
+    with open_backend(EdgeSettings(path=tmp_path)) as reopened:  # read back from the version's spec.json
+        assert reopened.spec(location).hnsw_ef == 64
 
 
 @pytest.mark.parametrize(("fields", "message"), [

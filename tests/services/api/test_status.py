@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import sqlite3
+from urllib.parse import urlsplit
+
 import httpx
+
+from tests.services.conftest import active_user
 
 
 def test_metrics_count_requests_by_route_and_time_every_stage(service, client):
@@ -41,4 +48,52 @@ def test_health_is_degraded_while_the_live_model_and_the_online_features_differ(
     assert client.recommend(2, k=3).items, "a degraded service still answers"
     _, index_version = promote_version(service, config={FINGERPRINT: service.dataset.fingerprint})
     service.wait_for_index_version(index_version)
+    assert client.health().status == "ok"
+
+
+def test_an_unexpected_error_is_a_500_in_the_error_schema_and_the_connection_serves_on(service):
+    """A corrupt dataset record (read by every health check) raises an error nothing expects."""
+    from feature_repo.tables import DATASET_FILE
+
+    record = service.home / "feature_repo" / "data" / DATASET_FILE
+    kept = record.read_bytes()
+    connection = http.client.HTTPConnection("127.0.0.1", urlsplit(service.url).port, timeout=30)
+    try:
+        record.write_text("{not json")
+        connection.request("GET", "/v1/health")
+        failed = connection.getresponse()
+        body = json.loads(failed.read())
+        socket_used = connection.sock
+        record.write_bytes(kept)
+        connection.request("GET", "/v1/health")  # on the same connection: it was kept open
+        answered = connection.getresponse()
+        assert json.loads(answered.read())["status"] == "ok"
+        assert connection.sock is socket_used is not None  # not reconnected
+    finally:
+        record.write_bytes(kept)
+        connection.close()
+    assert failed.status == 500 and failed.getheader("connection") != "close"
+    assert body == {"detail": "internal error; the server's log has its cause", "errors": []}
+    assert answered.status == 200
+
+
+def test_health_is_degraded_while_only_the_registry_cannot_answer(service, client):
+    """The registry is needed for promotions only: while a writer holds its database, health
+    names it as degraded (200) and recommendations go on."""
+    user = active_user(service, 7)
+    holder = sqlite3.connect(service.home / "registry.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a real writer holding the file: no reader gets through
+    try:
+        response = httpx.get(f"{service.url}/v1/health", timeout=60)
+        answered = client.recommend(user, k=3)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "degraded"
+    assert body["dependencies"]["registry"]["status"] == "degraded"
+    assert body["reason"].startswith("registry: ") and ";" not in body["reason"]
+    assert body["dependencies"]["online_store"] == body["dependencies"]["index"] == {"status": "ok",
+                                                                                      "reason": None}
+    assert answered.items
     assert client.health().status == "ok"

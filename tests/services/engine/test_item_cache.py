@@ -57,7 +57,7 @@ def test_columns_follow_set_stock_put_and_items_read_on_first_use():
     cache = ItemCache(online, prefill=[1])
     cache.set_stock(1, 11)
     cache.set_stock(99, 5)  # unknown: ignored
-    assert cache.columns([1]).stock.tolist() == [11] and cache.rows([1])[0].stock == 11
+    assert cache.columns([1]).stock.tolist() == [11]
     online.asked.clear()
     first = cache.columns([2, 1])  # 2 was not prefilled: read from the store once, then kept
     assert online.asked == [[2]] and first.created_at.tolist() == [200, 100]
@@ -70,4 +70,13 @@ def test_columns_follow_set_stock_put_and_items_read_on_first_use():
     assert _names(cache, [3, 1, 2]) == [["z", "x"], ["z", "x"], []]
     cache.set_stock(1, 0)
     assert cache.columns([1, 3]).stock.tolist() == [0, 1]  # the replaced row, not the old one
-    assert cache.rows([1, 3])[0].stock == 0
+
+
+def test_known_ids_are_the_catalogues_and_items_are_read_whole_from_the_store():
+    online = FakeOnline({1: PRICED, 2: UNPRICED, 3: LATER})
+    cache = ItemCache(online, prefill=[1, 2])
+    online.asked.clear()
+    assert cache.known([2, 1, 7]) == {1, 2} and online.asked == [[7]]  # only the miss is read
+    assert cache.known([3, 7]) == {3} and len(cache) == 3  # 3 is kept, as its columns
+    online.known[1] = LATER  # the store holds the item's current content
+    assert cache.item(1) == LATER and cache.item(8) is None

@@ -126,6 +126,8 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
 
     repo = repo.resolve()
     _forget_if_moved(repo)
+    # Feast warns that a daily table's path (a glob, which DuckDB reads) is no existing file.
+    logging.getLogger("feast.infra.offline_stores.file_source").setLevel(logging.ERROR)
     printed = io.StringIO()
     with _inside(repo), contextlib.redirect_stdout(printed):
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
@@ -159,15 +161,20 @@ def build_store(dataset: Dataset, config: FeatureStoreConfig):  # -> feast.Featu
 
 
 def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
-    """The FeatureStore of a repository that was already built; one copied or moved from where it
-    was applied is applied again first, so it reads its own tables."""
+    """The FeatureStore of a repository that was already built, joining training frames with
+    `config.offline_store` (whatever its yaml says); one copied or moved from where it was applied
+    is applied again first, so it reads its own tables."""
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
     repo = config.repo_dir.resolve()
     store = FeatureStore(repo_path=str(repo))
-    if store.config.registry.registry_type != "file" or not _moved(store, repo):
-        return store  # a SQL registry is shared, not part of the directory
-    return apply(repo)
+    if store.config.registry.registry_type == "file" and _moved(store, repo):
+        apply(repo)
+    settings = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    repo_config = RepoConfig(**{**settings, "offline_store": {"type": OFFLINE_STORES[config.offline_store]}})
+    repo_config.repo_path = repo
+    return FeatureStore(repo_path=str(repo), config=repo_config)
 
 
 def _forget_if_moved(repo: Path) -> None:

@@ -255,11 +255,12 @@ def _write_days(con: duckdb.DuckDBPyConnection, scratch: Path, since: date, last
         # Sorted by entity, so a join on a range of ids reads only the row groups it needs.
         query = f"SELECT * FROM ({query}) ORDER BY {key}, event_timestamp"
         folder = table_path(scratch, table)
-        con.execute(f"COPY ({query}) TO '{folder}' (FORMAT parquet, PARTITION_BY (day))")
-        con.execute(f"COPY (SELECT * EXCLUDE (day) FROM ({query}) LIMIT 0) "
-                    f"TO '{folder / SCHEMA_FILE}' (FORMAT parquet)")
-        rows[table] = con.execute(f"SELECT count(*) FROM read_parquet('{folder}/*/*.parquet')"
-                                  ).fetchone()[0] if any(folder.glob("day=*")) else 0
+        con.execute(f"CREATE OR REPLACE TEMP TABLE computed AS {query}")
+        con.execute(f"COPY computed TO '{folder}' (FORMAT parquet, PARTITION_BY (day))")
+        con.execute(f"COPY (SELECT * EXCLUDE (day) FROM computed LIMIT 0) TO '{folder / SCHEMA_FILE}' "
+                    "(FORMAT parquet)")
+        rows[table] = con.execute("SELECT count(*) FROM computed").fetchone()[0]
+        con.execute("DROP TABLE computed")
         log.info("%s: %d rows from %s in %.1fs", table, rows[table], since, time.perf_counter() - started)
     return rows
 

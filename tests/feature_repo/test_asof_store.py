@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from feature_repo.asof_store import AsofRetrievalJob
-from feature_repo.store import ENTITY_COLUMNS, FeatureStoreConfig, build_store, training_frame
+from feature_repo.store import ENTITY_COLUMNS, FeatureStoreConfig, build_store, open_store, training_frame
 from tests.utils.tables import make_dataset
 
 INSTANTS = pd.date_range("2024-03-01", periods=12, freq="17h", tz="UTC")
@@ -50,6 +52,10 @@ def test_the_asof_join_is_the_default_and_feasts_own_is_configuration(both_store
     asof, stock = (store.get_historical_features(entity_df=entities, features=["item_stock:quantity"])
                    for store in both_stores)
     assert isinstance(asof, AsofRetrievalJob) and not isinstance(stock, AsofRetrievalJob)
+    repo = Path(both_stores[0].repo_path)  # opened with Feast's join, whatever its yaml says
+    reopened = open_store(FeatureStoreConfig(repo_dir=repo, offline_store="duckdb"))
+    assert not isinstance(reopened.get_historical_features(
+        entity_df=entities, features=["item_stock:quantity"]), AsofRetrievalJob)
 
 
 def test_asof_frame_equals_feasts_own_with_same_instant_ties(tied, both_stores):

@@ -22,15 +22,17 @@ item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
               description="A catalogue item, keyed by the contract's item_id.")
 
 
-def file_source(table: str, description: str) -> FileSource:
-    """The FileSource of one table under DATA, stamped with a fixed registry time.
+def file_source(table: str, description: str, *, daily: bool = False) -> FileSource:
+    """The FileSource of one table under DATA (`daily`: its folder of day files), stamped with a
+    fixed registry time.
 
     Feast stamps a source with the time its object is built, and keeps that stamp inside each
     feature view's stored definition; once the view has been materialized (so the registry's copy
     differs from the new one), every `feast apply` would report the view "Updated" for the stamp
     alone. A fixed stamp makes a second apply say "No changes".
     """
-    source = FileSource(name=f"{table}_source", path=str(DATA / f"{table}.parquet"),
+    path = DATA / f"{table}.parquet" / "*.parquet" if daily else DATA / f"{table}.parquet"
+    source = FileSource(name=f"{table}_source", path=str(path),
                         timestamp_field="event_timestamp", description=description)
     source.created_timestamp = source.last_updated_timestamp = SOURCE_STAMP
     return source

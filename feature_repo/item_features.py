@@ -28,7 +28,7 @@ item_content_fv = FeatureView(
 
 item_stock_source = file_source(
     "item_stock",
-    "The stock log, each change stamped 1 microsecond after it happened.")
+    "The stock log, each change stamped 1 microsecond after it happened.", daily=True)
 
 item_stock_fv = FeatureView(
     name="item_stock", entities=[item], ttl=timedelta(0), source=item_stock_source,
@@ -37,7 +37,7 @@ item_stock_fv = FeatureView(
 
 item_popularity_source = file_source(
     "item_popularity",
-    "Daily rows stamped at midnight UTC, counting interactions on earlier days.")
+    "Daily rows stamped at midnight UTC, counting interactions on earlier days.", daily=True)
 
 item_popularity_fv = FeatureView(
     name="item_popularity", entities=[item], ttl=timedelta(0), source=item_popularity_source,

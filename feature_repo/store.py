@@ -1,7 +1,8 @@
 """The Feast store: render a repository, write its tables, apply, materialize, and read features.
 
 `training_frame` is the one path from entity rows to training rows: every feature comes through
-`FeatureStore.get_historical_features`, so the towers see exactly what a point-in-time join gives.
+`FeatureStore.get_historical_features`, so the towers see exactly what a point-in-time join gives
+(by default the ASOF join of `feature_repo.asof_store`; `offline_store="duckdb"` is Feast's own).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +31,8 @@ from tqdm import tqdm
 
 from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path, atomic_write
-from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, write_feature_tables
+from feature_repo.asof_store import STORE_TYPE
+from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, table_path, write_feature_tables
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
 ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
-CHUNK_ROWS = 25_000  # entity rows per as-of join: Feast's join fans out over each user's rows
+CHUNK_ROWS = 500_000  # entity rows per as-of join: bounds the memory of one join's result
+OFFLINE_STORES = {"asof": STORE_TYPE, "duckdb": "duckdb"}
 
 
 class FeatureStoreConfig(BaseModel):
@@ -50,6 +53,7 @@ class FeatureStoreConfig(BaseModel):
 
     repo_dir: Path = DEFINITIONS  # a copy elsewhere keeps the source tree clean
     online_store: Literal["sqlite", "redis"] = "sqlite"
+    offline_store: Literal["asof", "duckdb"] = "asof"  # duckdb: Feast's stock point-in-time join
     redis_url: str = "localhost:6379"  # Feast's connection string: host:port[,password=...]
     redis_type: Literal["redis", "redis_cluster"] = "redis"  # redis_cluster: redis_url lists nodes
     registry_url: str | None = None  # a SQLAlchemy URL selects Feast's SQL registry
@@ -63,9 +67,9 @@ def render_repo(config: FeatureStoreConfig) -> Path:
     """
     repo = config.repo_dir.resolve()
     if repo == DEFINITIONS:
-        if config.online_store != "sqlite" or config.registry_url:
-            raise ValueError("repo_dir: Redis or a SQL registry needs a rendered copy of the "
-                             "repository, not the source folder itself")
+        if config.online_store != "sqlite" or config.registry_url or config.offline_store != "asof":
+            raise ValueError("repo_dir: Redis, a SQL registry or another offline store needs a "
+                             "rendered copy of the repository, not the source folder itself")
         return repo
     repo.mkdir(parents=True, exist_ok=True)
     for path in [*definition_files(DEFINITIONS), DEFINITIONS / ".feastignore"]:
@@ -73,6 +77,7 @@ def render_repo(config: FeatureStoreConfig) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     settings = yaml.safe_load((DEFINITIONS / "feature_store.yaml").read_text())
+    settings["offline_store"] = {"type": OFFLINE_STORES[config.offline_store]}
     if config.online_store == "redis":
         settings["online_store"] = {"type": "redis", "redis_type": config.redis_type,
                                     "connection_string": config.redis_url}
@@ -121,6 +126,8 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
 
     repo = repo.resolve()
     _forget_if_moved(repo)
+    # Feast warns that a daily table's path (a glob, which DuckDB reads) is no existing file.
+    logging.getLogger("feast.infra.offline_stores.file_source").setLevel(logging.ERROR)
     printed = io.StringIO()
     with _inside(repo), contextlib.redirect_stdout(printed):
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
@@ -154,15 +161,20 @@ def build_store(dataset: Dataset, config: FeatureStoreConfig):  # -> feast.Featu
 
 
 def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
-    """The FeatureStore of a repository that was already built; one copied or moved from where it
-    was applied is applied again first, so it reads its own tables."""
+    """The FeatureStore of a repository that was already built, joining training frames with
+    `config.offline_store` (whatever its yaml says); one copied or moved from where it was applied
+    is applied again first, so it reads its own tables."""
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
     repo = config.repo_dir.resolve()
     store = FeatureStore(repo_path=str(repo))
-    if store.config.registry.registry_type != "file" or not _moved(store, repo):
-        return store  # a SQL registry is shared, not part of the directory
-    return apply(repo)
+    if store.config.registry.registry_type == "file" and _moved(store, repo):
+        apply(repo)
+    settings = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    repo_config = RepoConfig(**{**settings, "offline_store": {"type": OFFLINE_STORES[config.offline_store]}})
+    repo_config.repo_path = repo
+    return FeatureStore(repo_path=str(repo), config=repo_config)
 
 
 def _forget_if_moved(repo: Path) -> None:
@@ -214,48 +226,118 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
     Rows come back in the entity frame's order with its other columns kept; list features are
     numpy arrays. For more rows than fit in memory, use `write_training_frame`.
     """
-    table = pa.concat_tables(_feature_chunks(store, entities, feature_service, chunk_rows))
+    frame = _entity_frame(entities).sort_values(["user_id", "event_timestamp"], kind="stable")
+    table = pa.concat_tables(_feature_chunks(store, frame, feature_service, chunk_rows))
     table = table.sort_by("_row").drop_columns("_row")
     return table.to_pandas(timestamp_as_object=False)
 
 
-def write_training_frame(store, entities: pd.DataFrame, path: str | Path, *,
-                         feature_service: str = TRAINING_SERVICE,
+def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
+                         since: date | None = None, feature_service: str = TRAINING_SERVICE,
                          chunk_rows: int = CHUNK_ROWS) -> int:
-    """Stream the training frame to a parquet file, ordered by user and time; returns its rows.
+    """Stream the training frame of the entity rows from day `since` on (UTC; None: all) into one
+    parquet file per day, `folder/<YYYY-MM-DD>.parquet`, rows ordered by user and time; returns
+    the rows written.
 
-    Memory stays bounded by one chunk; the file appears only once complete.
+    The days from `since` on are replaced: each day's file appears only once complete, and files
+    of those days without entity rows now are removed; earlier days' files are kept (all files
+    are replaced when `since` is None). Memory stays bounded by one chunk.
     """
-    rows, writer = 0, None
-    with atomic_path(path) as tmp:
-        for chunk in _feature_chunks(store, entities, feature_service, chunk_rows):
-            chunk = chunk.sort_by([("user_id", "ascending"), ("event_timestamp", "ascending")])
-            chunk = chunk.drop_columns("_row")
-            writer = writer or pq.ParquetWriter(tmp, chunk.schema)
-            writer.write_table(chunk)
+    folder = Path(folder)
+    frame = _entity_frame(entities)
+    days = frame["event_timestamp"].dt.floor("D")
+    if since is not None:
+        kept = days >= pd.Timestamp(since, tz="UTC")
+        frame, days = frame[kept], days[kept]
+    frame = frame.assign(_day=days.dt.strftime("%Y-%m-%d")).sort_values(
+        ["_day", "user_id", "event_timestamp"], kind="stable")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with _DayFiles(folder) as files:
+        for chunk in _feature_chunks(store, frame, feature_service, chunk_rows):
+            chunk = chunk.sort_by([(c, "ascending") for c in ("_day", "user_id", "event_timestamp", "_row")])
+            day_column = chunk["_day"]
+            chunk = chunk.drop_columns(["_row", "_day"])
+            for day in pc.unique(day_column).to_pylist():
+                files.write(day, chunk.filter(pc.equal(day_column, day)))
             rows += chunk.num_rows
-        if writer is None:
-            raise ValueError("entity frame: no rows")
-        writer.close()
+        written = files.days
+    for path in folder.glob("*.parquet"):
+        if path.stem not in written and (since is None or path.stem >= since.isoformat()):
+            path.unlink()
     return rows
 
 
-def _feature_chunks(store, entities: pd.DataFrame, feature_service: str,
-                    chunk_rows: int) -> Iterator[pa.Table]:
-    """Feast's as-of join over chunks of entity rows, each a range of users.
+def stale_since(tables_dir: str | Path, folder: str | Path) -> date | None:
+    """The first day whose training-frame file in `folder` is missing or older than the user
+    history partition of that day in `tables_dir` (None: every day is current).
 
-    Chunking bounds the memory of Feast's join, which fans out over each user's earlier rows, and
-    user ranges let DuckDB skip the row groups of the (entity-sorted) feature tables it cannot need.
+    A day with events has a history partition, and a table write recomputes every day from its
+    first change on, so the frame is current exactly from the day this returns on.
     """
+    history = table_path(tables_dir, "user_history")
+    for part in sorted(history.glob("????-??-??.parquet")):
+        made = Path(folder) / part.name
+        if not made.is_file() or made.stat().st_mtime_ns < part.stat().st_mtime_ns:
+            return date.fromisoformat(part.stem)
+    return None
+
+
+class _DayFiles:
+    """One parquet file per day, written in day order; each appears (atomically) once its day
+    is complete, and a failure leaves the unfinished day's previous file as it was."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.days = folder, set()
+        self._day: str | None = None
+        self._stack = contextlib.ExitStack()
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> _DayFiles:
+        return self
+
+    def write(self, day: str, table: pa.Table) -> None:
+        if day != self._day:
+            self._finish()
+            tmp = self._stack.enter_context(atomic_path(self.folder / f"{day}.parquet"))
+            self._writer, self._day = pq.ParquetWriter(tmp, table.schema), day
+            self.days.add(day)
+        self._writer.write_table(table)
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._stack.close()  # moves the day's file into place
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self._finish()
+        else:  # the unfinished day's temporary file is removed
+            if self._writer is not None:
+                self._writer.close()
+            self._stack.__exit__(kind, error, trace)
+
+
+def _entity_frame(entities: pd.DataFrame) -> pd.DataFrame:
+    """The entity rows checked, in microseconds (what Feast's DuckDB store reads), numbered."""
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
     if missing:
         raise ValueError(f"entity frame: missing column {missing[0]!r}")
     timestamps = entities["event_timestamp"]
     if not isinstance(timestamps.dtype, pd.DatetimeTZDtype):
         raise ValueError("entity frame: column 'event_timestamp' must be tz-aware (UTC)")
-    frame = entities.assign(event_timestamp=timestamps.astype("datetime64[us, UTC]"),
-                            _row=range(len(entities)))
-    frame = frame.sort_values(["user_id", "event_timestamp"], kind="stable")
+    return entities.assign(event_timestamp=timestamps.astype("datetime64[us, UTC]"),
+                           _row=range(len(entities)))
+
+
+def _feature_chunks(store, frame: pd.DataFrame, feature_service: str,
+                    chunk_rows: int) -> Iterator[pa.Table]:
+    """Feast's point-in-time join over consecutive chunks of the (ordered) entity rows.
+
+    Chunking bounds the memory of the join; ordered rows let DuckDB skip the row groups of the
+    (entity-sorted, day-partitioned) feature tables a chunk cannot need.
+    """
     features = store.get_feature_service(feature_service)
     starts = range(0, len(frame), chunk_rows)
     for start in tqdm(starts, desc="training frame", unit="chunk",

@@ -4,6 +4,13 @@ Feast's as-of join matches a row stamped at or before the lookup time t. A featu
 must therefore be stamped *after* every event it contains: histories and stock changes are stamped
 one microsecond after their instant (so a lookup at t sees exactly what happened strictly before t,
 same-second events included), and popularity is counted over whole days before a midnight stamp.
+
+The three event-derived tables are partitioned by day: `<table>.parquet/<YYYY-MM-DD>.parquet` holds
+the rows computed up to the end of that day (history and stock rows of the day's instants, the
+popularity row stamped at the next midnight). `partitions.json` records a fingerprint of each day's
+events; a new write recomputes only the days from the first whose events changed (a new day, or a
+late event) to the last, and keeps the others' files as they are. The result is the same as a full
+rebuild: each recomputed row is derived from the same events by the same query.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -32,13 +40,24 @@ EPOCH = f"TIMESTAMPTZ '{STATIC_STAMP.isoformat()}'"
 AFTER = timedelta(microseconds=1)  # event features are stamped this long after their event
 _AFTER_SQL = f"INTERVAL {AFTER // timedelta(microseconds=1)} MICROSECOND"
 DATASET_FILE = "dataset.json"  # beside the tables: the name and fingerprint of their dataset
-TABLES = ("user_profile", "user_history", "item_content", "item_stock", "item_popularity")
+PARTITIONS_FILE = "partitions.json"  # beside the tables: each day's event fingerprint
+STATIC_TABLES = ("user_profile", "item_content")  # one file each, rewritten on every write
+DAILY_TABLES = ("user_history", "item_stock", "item_popularity")  # one file per day
+TABLES = (*STATIC_TABLES, *DAILY_TABLES)
+SCHEMA_FILE = "schema.parquet"  # a day table's empty file: its folder is never empty
 
 # Columns are cast to the views' types: an all-empty or all-null column has none to infer.
+# Daily tables add a `day` column (the partition); `{since}` is the first day recomputed:
+# `interactions` holds every event of the users active since then, `recent` the events from 30
+# days before it, `stock` the stock rows since then.
 _QUERIES = {
     "user_profile": f"""
         SELECT user_id, age::BIGINT AS age, profile_tokens::VARCHAR[] AS profile_tokens,
                {EPOCH} AS event_timestamp FROM users""",
+    "item_content": f"""
+        SELECT item_id, title::VARCHAR AS title, categories::VARCHAR[] AS categories,
+               price::DOUBLE AS price, epoch(created_at)::BIGINT AS created_at_s,
+               {EPOCH} AS event_timestamp FROM items""",
     "user_history": f"""
         WITH ranked AS (
             SELECT user_id, event_timestamp,
@@ -52,37 +71,53 @@ _QUERIES = {
             WINDOW recent AS (PARTITION BY user_id ORDER BY event_timestamp, seq
                               ROWS BETWEEN {{before}} PRECEDING AND CURRENT ROW))
         SELECT user_id, recent_item_ids, recent_timestamps, event_count,
-               event_timestamp + {_AFTER_SQL} AS event_timestamp
-        FROM ranked WHERE from_last = 1""",
-    "item_content": f"""
-        SELECT item_id, title::VARCHAR AS title, categories::VARCHAR[] AS categories,
-               price::DOUBLE AS price, epoch(created_at)::BIGINT AS created_at_s,
-               {EPOCH} AS event_timestamp FROM items""",
+               event_timestamp + {_AFTER_SQL} AS event_timestamp, event_timestamp::DATE AS day
+        FROM ranked WHERE from_last = 1 AND event_timestamp >= {{since}}""",
     "item_stock": f"""
-        SELECT item_id, quantity, event_timestamp + {_AFTER_SQL} AS event_timestamp
+        SELECT item_id, quantity, event_timestamp + {_AFTER_SQL} AS event_timestamp,
+               event_timestamp::DATE AS day
         FROM (SELECT *, row_number() OVER (PARTITION BY item_id, event_timestamp ORDER BY seq DESC)
                         AS from_last FROM stock)
         WHERE from_last = 1""",
     # Each day's count enters every window at the next midnight and leaves it w days later;
-    # running sums of those steps give the counts at every midnight where one changes.
+    # running sums of those steps give the counts at every midnight where one changes. A row
+    # stamped at midnight belongs to the day before it; none is written past the last day.
     "item_popularity": """
         WITH daily AS (
             SELECT item_id, date_trunc('day', event_timestamp) AS day, count(*) AS n
-            FROM interactions GROUP BY ALL),
+            FROM recent GROUP BY ALL),
         steps AS (
             SELECT item_id, day + INTERVAL 1 DAY AS starts, n AS d1, n AS d7, n AS d30 FROM daily
             UNION ALL SELECT item_id, day + INTERVAL 2 DAY, -n, 0, 0 FROM daily
             UNION ALL SELECT item_id, day + INTERVAL 8 DAY, 0, -n, 0 FROM daily
             UNION ALL SELECT item_id, day + INTERVAL 31 DAY, 0, 0, -n FROM daily),
         merged AS (SELECT item_id, starts, sum(d1) AS d1, sum(d7) AS d7, sum(d30) AS d30
-                   FROM steps GROUP BY ALL)
-        SELECT item_id,
-               sum(d1) OVER running::BIGINT AS count_1d,
-               sum(d7) OVER running::BIGINT AS count_7d,
-               sum(d30) OVER running::BIGINT AS count_30d,
-               starts AS event_timestamp
-        FROM merged WINDOW running AS (PARTITION BY item_id ORDER BY starts)""",
+                   FROM steps GROUP BY ALL),
+        counted AS (
+            SELECT item_id,
+                   sum(d1) OVER running::BIGINT AS count_1d,
+                   sum(d7) OVER running::BIGINT AS count_7d,
+                   sum(d30) OVER running::BIGINT AS count_30d,
+                   starts AS event_timestamp, (starts - INTERVAL 1 DAY)::DATE AS day
+            FROM merged WINDOW running AS (PARTITION BY item_id ORDER BY starts))
+        SELECT * FROM counted WHERE day BETWEEN {since} AND {last}""",
 }
+
+
+@dataclass(frozen=True)
+class TablesUpdate:
+    """What a write did: every table's path (a file, or a folder of day files), the days it
+    recomputed, how many days it kept as they were, and the rows it wrote per table."""
+
+    paths: dict[str, Path]
+    days: list[date]
+    kept_days: int
+    rows: dict[str, int]
+
+    @property
+    def since(self) -> date | None:
+        """The first day recomputed (None: no event changed)."""
+        return self.days[0] if self.days else None
 
 
 def _profile(users: pd.DataFrame) -> pd.DataFrame:
@@ -98,28 +133,56 @@ def _profile(users: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
-                         history_length: int = HISTORY_LENGTH) -> dict[str, Path]:
-    """Write the five Feast source tables as parquet under out_dir, and its `dataset.json`.
+def table_path(out_dir: str | Path, table: str) -> Path:
+    """A table's file, or for a daily table the folder of its day files."""
+    return Path(out_dir) / f"{table}.parquet"
 
-    The dataset is validated first and every table is written to a scratch folder before any file in
-    out_dir is replaced, so a failure leaves the previous tables as they were.
+
+def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
+                         history_length: int = HISTORY_LENGTH, rebuild: bool = False) -> TablesUpdate:
+    """Write the Feast source tables under out_dir, and its `dataset.json`.
+
+    The static tables are rewritten; of the daily tables only the days from the first whose events
+    changed since the last write are (every day when `rebuild`, or when the last write was of
+    another dataset or history length). Tables are written to a scratch folder first, so a
+    failure leaves the previous files as they were; `partitions.json` is written last, so days
+    a failed write left half replaced are recomputed by the next.
     """
     dataset.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    con = _connect(dataset)
+    fingerprints = _day_fingerprints(con)
+    previous = _read_partitions(out_dir)
+    same_build = (previous.get("dataset") == dataset.fingerprint
+                  and previous.get("history_length") == history_length and not rebuild
+                  and all(table_path(out_dir, t).is_dir() for t in DAILY_TABLES))
+    known = previous.get("days", {}) if same_build else {}
+    changed = sorted(day for day in {*fingerprints, *known} if fingerprints.get(day) != known.get(day))
+    since = date.fromisoformat(changed[0]) if changed else None
+    if since is not None and known:  # days without events after the last write have rows too
+        since = min(since, date.fromisoformat(max(known)) + timedelta(days=1))
+    last = date.fromisoformat(max(fingerprints)) if fingerprints else None
+    days = [] if since is None or last is None else [
+        since + timedelta(days=n) for n in range((last - since).days + 1)]
     scratch = Path(tempfile.mkdtemp(prefix=".tables-", dir=out_dir))
     try:
-        written = _write_all(dataset, scratch, history_length)
-        paths = {}
-        for table, path in written.items():
-            paths[table] = out_dir / path.name
-            os.replace(path, paths[table])
+        rows = _write_static(con, scratch)
+        if since is not None:
+            rows |= _write_days(con, scratch, since, last or since, history_length)
+        _move_into_place(scratch, out_dir, since, full=not known)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        con.close()
     atomic_write(out_dir / DATASET_FILE, json.dumps(
         {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
-    return paths
+    atomic_write(out_dir / PARTITIONS_FILE, json.dumps(
+        {"dataset": dataset.fingerprint, "history_length": history_length,
+         "days": fingerprints}, indent=0) + "\n")
+    kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
+    log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
+    return TablesUpdate(paths={t: table_path(out_dir, t) for t in TABLES}, days=days,
+                        kept_days=kept, rows=rows)
 
 
 def dataset_record(data_dir: str | Path) -> dict | None:
@@ -128,31 +191,106 @@ def dataset_record(data_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _write_all(dataset: Dataset, out_dir: Path, history_length: int) -> dict[str, Path]:
+def _read_partitions(out_dir: Path) -> dict:
+    path = out_dir / PARTITIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _connect(dataset: Dataset) -> duckdb.DuckDBPyConnection:
+    """DuckDB in UTC with the contract's tables registered (`seq`: each row's position)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    interactions = dataset.interactions[["user_id", "item_id", "event_timestamp"]].assign(
-        seq=range(len(dataset.interactions)))
-    stock = dataset.stock[["item_id", "event_timestamp", "quantity"]].assign(
-        seq=range(len(dataset.stock)))
-    items = dataset.items[["item_id", "title", "categories", "price", "created_at"]]
-    users = _profile(dataset.users)
-    for name, frame in (("interactions", interactions), ("stock", stock), ("items", items),
-                        ("users", users)):
-        con.register(name, frame)
-    paths = {}
-    for table in TABLES:
+    con.register("events", dataset.interactions[["user_id", "item_id", "event_timestamp"]].assign(
+        seq=range(len(dataset.interactions))))
+    con.register("stock_log", dataset.stock[["item_id", "event_timestamp", "quantity"]].assign(
+        seq=range(len(dataset.stock))))
+    con.register("items", dataset.items[["item_id", "title", "categories", "price", "created_at"]])
+    con.register("users", _profile(dataset.users))
+    return con
+
+
+def _day_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Day (ISO) -> a hash of its interactions and stock rows in their order within the day (the
+    order that breaks ties), so rows added or removed on other days leave it as it was."""
+    rows = con.execute("""
+        SELECT day, string_agg(part, '/' ORDER BY part) FROM (
+            SELECT day, 'i' || sum(hash(user_id, item_id, event_timestamp, rank))::VARCHAR AS part
+            FROM (SELECT *, event_timestamp::DATE AS day,
+                         row_number() OVER (PARTITION BY event_timestamp::DATE ORDER BY seq) AS rank
+                  FROM events) GROUP BY ALL
+            UNION ALL
+            SELECT day, 's' || sum(hash(item_id, event_timestamp, quantity, rank))::VARCHAR
+            FROM (SELECT *, event_timestamp::DATE AS day,
+                         row_number() OVER (PARTITION BY event_timestamp::DATE ORDER BY seq) AS rank
+                  FROM stock_log) GROUP BY ALL)
+        GROUP BY ALL""").fetchall()
+    return {day.isoformat(): fingerprint for day, fingerprint in rows}
+
+
+def _write_static(con: duckdb.DuckDBPyConnection, scratch: Path) -> dict[str, int]:
+    rows = {}
+    for table in STATIC_TABLES:
+        path = table_path(scratch, table)
+        key = f"{table.split('_')[0]}_id"
+        con.execute(f"COPY (SELECT * FROM ({_QUERIES[table]}) ORDER BY {key}) TO '{path}' (FORMAT parquet)")
+        rows[table] = con.execute(f"SELECT count(*) FROM '{path}'").fetchone()[0]
+    return rows
+
+
+def _write_days(con: duckdb.DuckDBPyConnection, scratch: Path, since: date, last: date,
+                history_length: int) -> dict[str, int]:
+    """The daily tables' rows of the days from `since` to `last`, one folder per day."""
+    start = f"TIMESTAMPTZ '{since.isoformat()} 00:00:00+00'"
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW interactions AS SELECT * FROM events
+                    WHERE user_id IN (SELECT user_id FROM events WHERE event_timestamp >= {start})""")
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW recent AS SELECT * FROM events
+                    WHERE event_timestamp >= {start} - INTERVAL {max(WINDOWS_DAYS)} DAY""")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW stock AS SELECT * FROM stock_log WHERE event_timestamp >= {start}")
+    rows = {}
+    for table in DAILY_TABLES:
         started = time.perf_counter()
-        query = _QUERIES[table].replace("{before}", str(history_length - 1))
+        query = _QUERIES[table].replace("{before}", str(history_length - 1)).replace(
+            "{since}", f"DATE '{since}'").replace("{last}", f"DATE '{last}'")
+        key = f"{table.split('_')[0]}_id"
         # Sorted by entity, so a join on a range of ids reads only the row groups it needs.
-        query = f"SELECT * FROM ({query}) ORDER BY {table.split('_')[0]}_id, event_timestamp"
-        path = out_dir / f"{table}.parquet"
-        con.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet)")
-        rows = con.execute(f"SELECT count(*) FROM '{path}'").fetchone()[0]
-        log.info("%s: %d rows in %.1fs", table, rows, time.perf_counter() - started)
-        paths[table] = path
-    con.close()
-    return paths
+        query = f"SELECT * FROM ({query}) ORDER BY {key}, event_timestamp"
+        folder = table_path(scratch, table)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE computed AS {query}")
+        con.execute(f"COPY computed TO '{folder}' (FORMAT parquet, PARTITION_BY (day))")
+        con.execute(f"COPY (SELECT * EXCLUDE (day) FROM computed LIMIT 0) TO '{folder / SCHEMA_FILE}' "
+                    "(FORMAT parquet)")
+        rows[table] = con.execute("SELECT count(*) FROM computed").fetchone()[0]
+        con.execute("DROP TABLE computed")
+        log.info("%s: %d rows from %s in %.1fs", table, rows[table], since, time.perf_counter() - started)
+    return rows
+
+
+def _move_into_place(scratch: Path, out_dir: Path, since: date | None, *, full: bool) -> None:
+    """Replace the static files and the day files from `since` on (all of them when `full`).
+
+    Each file is replaced atomically; day files of recomputed days that have no rows now are
+    removed.
+    """
+    for table in STATIC_TABLES:
+        os.replace(table_path(scratch, table), table_path(out_dir, table))
+    if since is None:
+        return
+    for table in DAILY_TABLES:
+        source, target = table_path(scratch, table), table_path(out_dir, table)
+        if full and target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        target.mkdir(exist_ok=True)
+        written = set()
+        for folder in sorted(source.glob("day=*")):
+            day = folder.name.removeprefix("day=")
+            for n, part in enumerate(sorted(folder.glob("*.parquet"))):
+                name = f"{day}.parquet" if n == 0 else f"{day}.{n}.parquet"
+                os.replace(part, target / name)
+                written.add(name)
+        for stale in target.glob("*.parquet"):
+            if stale.name != SCHEMA_FILE and stale.name not in written and stale.name[:10] >= since.isoformat():
+                stale.unlink()
+        os.replace(source / SCHEMA_FILE, target / SCHEMA_FILE)
 
 
 if __name__ == "__main__":  # python -m feature_repo.tables [SPEC]: this folder's own data/
@@ -163,4 +301,4 @@ if __name__ == "__main__":  # python -m feature_repo.tables [SPEC]: this folder'
     spec = sys.argv[1] if len(sys.argv) > 1 else "synthetic:items=200,users=100,events=3000,seed=0"
     out = Path(__file__).resolve().parent / "data"
     written = write_feature_tables(load(spec), out)
-    print(f"{spec}: {', '.join(written)} written to {out}")  # noqa: T201 (command line)
+    print(f"{spec}: {', '.join(written.paths)} written to {out}")  # noqa: T201 (command line)

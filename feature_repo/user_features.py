@@ -28,7 +28,7 @@ user_profile_fv = FeatureView(
 user_history_source = file_source(
     "user_history",
     "A snapshot after each instant with events, stamped 1 microsecond after it, so a "
-                "lookup at t sees exactly the events strictly before t.")
+                "lookup at t sees exactly the events strictly before t.", daily=True)
 
 user_history_fv = FeatureView(
     name="user_history", entities=[user], ttl=timedelta(0), source=user_history_source,

@@ -6,6 +6,7 @@ Each check is named as the claim it verifies and reports its numbers as metadata
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
 from feature_repo.datasets import Dataset
 from feature_repo.item_features import item_popularity_fv, item_stock_fv
@@ -38,12 +39,18 @@ class BaselineGateConfig(dg.Config):
 def training_examples_have_no_leakage(training_examples: str, raw_tables: Dataset,
                                       feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
     """A sample of rows equals features recomputed from raw events strictly before each row's time."""
-    frame = pd.read_parquet(training_examples)
-    rows = frame.sample(min(LEAKAGE_SAMPLE, len(frame)), random_state=0)
-    events = raw_tables.interactions.sort_values("event_timestamp", kind="stable")
+    examples = ds.dataset(training_examples, format="parquet")
+    total = examples.count_rows()
+    picked = np.random.default_rng(0).choice(total, size=min(LEAKAGE_SAMPLE, total), replace=False)
+    rows = examples.take(np.sort(picked)).to_pandas()
+    # Only the sampled users' and items' events are needed: group those alone.
+    events = raw_tables.interactions
+    events = events[events["user_id"].isin(rows["user_id"]) | events["item_id"].isin(rows["item_id"])]
+    events = events.sort_values("event_timestamp", kind="stable")
     by_user = dict(tuple(events.groupby("user_id")))
     by_item = dict(tuple(events.groupby("item_id")))
-    stock = raw_tables.stock.sort_values("event_timestamp", kind="stable")
+    stock = raw_tables.stock[raw_tables.stock["item_id"].isin(rows["item_id"])]
+    stock = stock.sort_values("event_timestamp", kind="stable")
     stock_by_item = dict(tuple(stock.groupby("item_id")))
     length = feature_store.config.history_length
     empty = events.iloc[:0]

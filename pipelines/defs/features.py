@@ -1,4 +1,8 @@
-"""Stage 1, features: raw tables -> Feast tables -> `feast apply` -> training examples, online store."""
+"""Stage 1, features: raw tables -> Feast tables -> `feast apply` -> training examples, online store.
+
+The event-derived tables and the training examples are kept per day: a run recomputes only the days
+from the first whose events changed (on a daily run, the new day) and keeps the rest.
+"""
 
 import time
 from datetime import UTC, datetime
@@ -8,7 +12,14 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from feature_repo.datasets import Dataset
-from feature_repo.store import ENTITY_COLUMNS, apply, materialize, render_repo, write_training_frame
+from feature_repo.store import (
+    ENTITY_COLUMNS,
+    apply,
+    materialize,
+    render_repo,
+    stale_since,
+    write_training_frame,
+)
 from feature_repo.tables import write_feature_tables
 from index.events import LOG_POSITION, log_position, with_events
 from index.home import check_home
@@ -16,6 +27,7 @@ from index.registry import Registry
 from pipelines.defs.resources import DatasetResource, EventLogResource, FeatureStoreResource, RegistryResource
 
 GROUP = "features"
+TRAINING_EXAMPLES = "training_examples.parquet"  # a folder of day files, in the rendered repository's data/
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
@@ -41,13 +53,15 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource,
 
 class FeatureTablesConfig(dg.Config):
     replace: bool = False  # True: overwrite another dataset's features that a live model serves
+    rebuild: bool = False  # True: recompute every day, not only those whose events changed
 
 
 @dg.asset(group_name=GROUP, kinds={"duckdb", "parquet"})
-def feature_tables(config: FeatureTablesConfig, raw_tables: Dataset,
+def feature_tables(context: dg.AssetExecutionContext, config: FeatureTablesConfig, raw_tables: Dataset,
                    feature_store: FeatureStoreResource,
                    registry: RegistryResource) -> dg.MaterializeResult:
-    """The five point-in-time Feast source tables, written by DuckDB into the rendered repository.
+    """The five point-in-time Feast source tables, written by DuckDB into the rendered repository:
+    the static ones whole, the event-derived ones from the first day whose events changed.
 
     Refused when the home's live model serves another dataset (`index.home`), unless `replace`.
     """
@@ -58,11 +72,15 @@ def feature_tables(config: FeatureTablesConfig, raw_tables: Dataset,
         check_home(versions, repo / "data", raw_tables, replace=config.replace)
     finally:
         versions.close()
-    paths = write_feature_tables(raw_tables, repo / "data",
-                                 history_length=feature_store.config.history_length)
+    update = write_feature_tables(raw_tables, repo / "data", rebuild=config.rebuild,
+                                  history_length=feature_store.config.history_length)
+    context.log.info("feature tables: %d days recomputed from %s, %d kept", len(update.days),
+                     update.since, update.kept_days)
     return dg.MaterializeResult(metadata={
         "repository": dg.MetadataValue.path(str(repo)),
-        **{f"{table}_rows": pq.ParquetFile(path).metadata.num_rows for table, path in paths.items()},
+        "days_recomputed": len(update.days), "days_kept": update.kept_days,
+        "recomputed_from": str(update.since), "recomputed_to": str(update.days[-1] if update.days else None),
+        **{f"{table}_rows_written": rows for table, rows in update.rows.items()},
         "seconds": round(time.perf_counter() - started, 2)})
 
 
@@ -82,16 +100,23 @@ def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
                       feature_store: FeatureStoreResource) -> dg.Output[str]:
     """Every interaction with its features as known strictly before it (Feast's point-in-time join).
 
-    The value is the parquet file's path, ordered by user and time.
+    The value is the folder's path: one parquet file per day, rows ordered by user and time. Only
+    the days whose feature tables were recomputed since their file was written are joined again.
     """
     started = time.perf_counter()
-    path = Path(feature_store.config.repo_dir) / "data" / "training_examples.parquet"
-    rows = write_training_frame(feature_store.open(), raw_tables.interactions[ENTITY_COLUMNS], path)
-    context.log.info("%d training examples in %s", rows, path)
-    schema = pq.read_schema(path)
+    data = Path(feature_store.config.repo_dir) / "data"
+    path = data / TRAINING_EXAMPLES
+    if path.is_file():  # a single file, as written before examples were kept per day
+        path.unlink()
+    since = stale_since(data, path)
+    rows = 0 if since is None else write_training_frame(
+        feature_store.open(), raw_tables.interactions[ENTITY_COLUMNS], path, since=since)
+    context.log.info("%d training examples joined from %s in %s", rows, since, path)
+    dataset = pq.ParquetDataset(path)
     return dg.Output(str(path), metadata={
-        "path": dg.MetadataValue.path(str(path)), "dagster/row_count": rows,
-        "columns": ", ".join(schema.names), "seconds": round(time.perf_counter() - started, 2)})
+        "path": dg.MetadataValue.path(str(path)), "rows_joined": rows, "joined_from": str(since),
+        "dagster/row_count": sum(f.count_rows() for f in dataset.fragments),
+        "columns": ", ".join(dataset.schema.names), "seconds": round(time.perf_counter() - started, 2)})
 
 
 class OnlineFeaturesConfig(dg.Config):

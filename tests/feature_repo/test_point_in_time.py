@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.store import FeatureStoreConfig, build_store, training_frame
+from feature_repo.store import FeatureStoreConfig, apply, build_store, render_repo, training_frame
+from feature_repo.tables import write_feature_tables
 from tests.utils.tables import make_dataset, utc
 
 T = "2024-03-10 12:00:00"
@@ -23,10 +26,21 @@ EVENTS = [
 STOCK = [(10, "2024-03-01", 5), (10, "2024-03-10 12:00:01", 0), (20, "2024-03-01", 100)]
 
 
-@pytest.fixture(scope="module")
-def adversarial_store(tmp_path_factory):
+@pytest.fixture(scope="module", params=["rebuilt", "day_by_day"])
+def adversarial_store(request, tmp_path_factory):
+    """The tables written at once, or extended one day at a time as a daily run does."""
     dataset = make_dataset(EVENTS, stock=STOCK)
-    return build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path_factory.mktemp("pit")))
+    config = FeatureStoreConfig(repo_dir=tmp_path_factory.mktemp("pit"))
+    if request.param == "rebuilt":
+        return build_store(dataset, config)
+    repo = render_repo(config)
+    for day in sorted({t.floor("D") for t in dataset.interactions["event_timestamp"]}):
+        end = day + pd.Timedelta(days=1)
+        update = write_feature_tables(dataclasses.replace(
+            dataset, interactions=dataset.interactions[dataset.interactions["event_timestamp"] < end],
+            stock=dataset.stock[dataset.stock["event_timestamp"] < end]), repo / "data")
+        assert update.days[-1] == day.date()
+    return apply(repo)
 
 
 def _lookup(store, rows: list[tuple[int, int, str]]) -> pd.DataFrame:

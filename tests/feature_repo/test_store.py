@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 import feature_repo.store
+from feature_repo.asof_store import STORE_TYPE
 from feature_repo.datasets import DataError
 from feature_repo.feature_services import two_tower_v1, user_online_v1
 from feature_repo.store import (
@@ -29,13 +31,16 @@ from feature_repo.tables import write_feature_tables
 from tests.utils.tables import make_dataset
 
 FEAST = str(Path(sys.executable).parent / "feast")
+# The CLI imports the offline store from this checkout's `feature_repo`, as pytest does.
+CLI_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def test_feast_cli_apply_materialize_then_online_history_is_the_latest(ml100k_dataset, tmp_path):
     repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
     write_feature_tables(ml100k_dataset, repo / "data")
     for command in (["apply"], ["materialize", "1970-01-01T00:00:00", "1998-05-01T00:00:00"]):
-        done = subprocess.run([FEAST, *command], cwd=repo, capture_output=True, text=True)
+        done = subprocess.run([FEAST, *command], cwd=repo, capture_output=True, text=True,
+                              env=CLI_ENV)
         assert done.returncode == 0, done.stderr[-2000:]
     store = open_store(FeatureStoreConfig(repo_dir=repo))
     online = online_user_features(store, [1, 405]).set_index("user_id")
@@ -73,7 +78,10 @@ def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):
                                         "connection_string": "127.0.0.1:6390"}
     assert settings["registry"]["registry_type"] == "sql"
     assert settings["registry"]["path"] == "postgresql+psycopg://u@127.0.0.1/feast"
-    assert settings["offline_store"] == {"type": "duckdb"}
+    assert settings["offline_store"] == {"type": STORE_TYPE}, "the ASOF join by default"
+    stock = FeatureStoreConfig(repo_dir=tmp_path / "stock", offline_store="duckdb")
+    assert yaml.safe_load((render_repo(stock) / "feature_store.yaml").read_text())[
+        "offline_store"] == {"type": "duckdb"}
     assert sorted(p.name for p in tmp_path.glob("*.py")) == [
         "entities.py", "feature_services.py", "item_features.py", "user_features.py"]
     with pytest.raises(ValueError, match="rendered copy"):  # never rewrite the source tree's yaml
@@ -94,13 +102,17 @@ def test_redis_cluster_is_rendered_for_feast_to_read(tmp_path):
 def test_failed_table_write_leaves_previous_tables_intact(tmp_path):
     good = make_dataset([(1, 2, "2024-01-01 10:00:00")])
     write_feature_tables(good, tmp_path)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert "dataset.json" in before and len(before) == 6, "five tables and their dataset's record"
+    before = _files(tmp_path)
+    assert {"dataset.json", "partitions.json", "user_profile.parquet",
+            "user_history.parquet/2024-01-01.parquet"} <= set(before)
     bad = make_dataset([(1, 99, "2024-01-01 10:00:00")])  # item 99 is not in the catalogue
     with pytest.raises(DataError, match="unknown item_id 99"):
         write_feature_tables(bad, tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, \
-        "no scratch files, no changed tables"
+    assert _files(tmp_path) == before, "no scratch files, no changed tables"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def test_a_new_definitions_file_is_rendered_and_applied(tmp_path, monkeypatch):

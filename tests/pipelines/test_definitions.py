@@ -37,11 +37,13 @@ def new_embeddings(graph) -> tuple[ItemEmbeddings, np.ndarray, np.ndarray]:
 
 def test_definitions_load_and_every_job_resolves():
     names = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"retraining_job", "online_features_job", "stock_update_job", "new_items_job"} <= names
+    assert {"retraining_job", "daily_features_job", "online_features_job", "stock_update_job",
+            "new_items_job"} <= names
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == CHECKS
     assert {s.name for s in defs.sensors} == {"stock_log_sensor", "catalogue_sensor"}
-    assert {s.name for s in defs.schedules} == {"retraining_schedule", "online_features_schedule"}
+    assert {s.name for s in defs.schedules} == {"retraining_schedule", "daily_features_schedule",
+                                                "online_features_schedule"}
 
 
 def test_the_incremental_schedule_asks_for_a_valid_incremental_run():

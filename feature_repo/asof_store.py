@@ -1,0 +1,136 @@
+"""A Feast offline store whose point-in-time join is one DuckDB `ASOF LEFT JOIN` per feature view.
+
+Feast's DuckDB offline store (ibis) joins every entity row to *all* earlier rows of its key and then
+keeps the latest, so its work grows with rows x snapshots per key. An ASOF join finds the latest row
+at or before each entity row's time directly (a sort-merge), with the same semantics: a feature row
+stamped at or before the entity row's time, the latest one, null when there is none.
+
+`feature_store.yaml` selects it (`offline_store.type: feature_repo.asof_store.AsofDuckDBOfflineStore`);
+everything else (materialization, pulls, writes) is the stock DuckDB store's. Views this join does
+not cover (a TTL, a created-timestamp column, a field mapping, a source that is not parquet, an
+entity frame given as SQL) go to the stock join.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from feast import FeatureView, FileSource
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from feast.infra.offline_stores.offline_utils import infer_event_timestamp_from_entity_df
+from pydantic import StrictStr
+
+STORE_TYPE = "feature_repo.asof_store.AsofDuckDBOfflineStore"
+
+
+class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
+    type: StrictStr = STORE_TYPE
+
+
+@dataclass(frozen=True)
+class _View:
+    """One feature view as the join reads it: parquet path, key columns, output names."""
+
+    path: str
+    keys: dict[str, str]  # feature table column -> entity frame column
+    timestamp: str
+    features: dict[str, str]  # feature column -> output column
+
+
+class AsofDuckDBOfflineStore(DuckDBOfflineStore):
+    @staticmethod
+    def get_historical_features(config, feature_views, feature_refs, entity_df, registry, project,
+                                full_feature_names=False, filter_by_created_timestamp=False
+                                ) -> RetrievalJob:
+        views = [_plan(v, feature_refs, full_feature_names) for v in feature_views]
+        if not isinstance(entity_df, pd.DataFrame) or any(v is None for v in views):
+            return DuckDBOfflineStore.get_historical_features(
+                config, feature_views, feature_refs, entity_df, registry, project,
+                full_feature_names, filter_by_created_timestamp)
+        schema = dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
+        timestamp = infer_event_timestamp_from_entity_df(schema)
+        return AsofRetrievalJob(entity_df, timestamp, views, full_feature_names, RetrievalMetadata(
+            features=feature_refs, keys=[c for c in entity_df.columns if c != timestamp],
+            min_event_timestamp=entity_df[timestamp].min(),
+            max_event_timestamp=entity_df[timestamp].max()))
+
+
+def _plan(view: FeatureView, feature_refs: list[str], full_feature_names: bool) -> _View | None:
+    source = view.batch_source
+    if (not isinstance(source, FileSource) or not source.path.endswith(".parquet") or view.ttl
+            or source.created_timestamp_column or source.field_mapping):
+        return None
+    prefix = view.projection.name_to_use()
+    names = [ref.split(":", 1)[1] for ref in feature_refs if ref.startswith(f"{prefix}:")]
+    alias = view.projection.name_alias or view.name
+    return _View(path=source.path,
+                 keys=view.projection.join_key_map or {e.name: e.name for e in view.entity_columns},
+                 timestamp=source.timestamp_field,
+                 features={n: f"{alias}__{n}" if full_feature_names else n for n in names})
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class AsofRetrievalJob(RetrievalJob):
+    """The entity frame with each view's features as of each row's time, in the frame's columns
+    and then the features' order (rows in any order, as Feast's own join)."""
+
+    def __init__(self, entity_df: pd.DataFrame, timestamp: str, views: list[_View],
+                 full_feature_names: bool, metadata: RetrievalMetadata) -> None:
+        super().__init__()
+        self._entities = entity_df
+        self._timestamp = timestamp
+        self._views = views
+        self._full_feature_names = full_feature_names
+        self._metadata = metadata
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full_feature_names
+
+    @property
+    def on_demand_feature_views(self) -> list:
+        return []
+
+    @property
+    def metadata(self) -> RetrievalMetadata:
+        return self._metadata
+
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
+        return self._to_arrow_internal(timeout).to_pandas()
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        entities = self._entities
+        stamps = entities[self._timestamp]
+        if not isinstance(stamps.dtype, pd.DatetimeTZDtype):  # Feast reads naive times as UTC
+            entities = entities.assign(**{self._timestamp: pd.to_datetime(stamps, utc=True)})
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("entities", entities)
+            return con.sql(self._query(entities)).to_arrow_table()
+        finally:
+            con.close()
+
+    def _query(self, entities: pd.DataFrame) -> str:
+        t = _quote(self._timestamp)
+        latest = entities[self._timestamp].max()
+        selected, joins = [], []
+        for n, view in enumerate(v for v in self._views if v.features):
+            v = f"v{n}"
+            keys = [f"{_quote(column)} AS k{i}" for i, column in enumerate(view.keys)]
+            columns = [f"{_quote(f)} AS {_quote(out)}" for f, out in view.features.items()]
+            # Rows after the last entity time can never match: skip their row groups.
+            source = (f"SELECT {', '.join(keys)}, {_quote(view.timestamp)} AS _t, {', '.join(columns)} "
+                      f"FROM read_parquet('{view.path}') "
+                      f"WHERE {_quote(view.timestamp)} <= TIMESTAMPTZ '{latest.isoformat()}'")
+            on = [f"e.{_quote(entity)} = {v}.k{i}" for i, entity in enumerate(view.keys.values())]
+            joins.append(f"ASOF LEFT JOIN ({source}) {v} ON {' AND '.join(on)} AND e.{t} >= {v}._t")
+            selected += [f"{v}.{_quote(out)}" for out in view.features.values()]
+        return f"SELECT e.*, {', '.join(selected)} FROM entities e {' '.join(joins)}"

@@ -1,0 +1,71 @@
+"""The ASOF offline store gives exactly the frame of Feast's stock `get_historical_features`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_repo.asof_store import AsofRetrievalJob
+from feature_repo.store import ENTITY_COLUMNS, FeatureStoreConfig, build_store, open_store, training_frame
+from tests.utils.tables import make_dataset
+
+INSTANTS = pd.date_range("2024-03-01", periods=12, freq="17h", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def tied():
+    """Many events at few instants: users buy several items at once, items sell to several users
+    at once, and stock changes at the very instants of sales."""
+    rng = np.random.default_rng(7)
+    events = [(int(rng.integers(1, 9)), int(rng.integers(1, 13)), str(INSTANTS[rng.integers(0, 12)]))
+              for _ in range(240)]
+    stock = [(int(rng.integers(1, 13)), str(INSTANTS[rng.integers(0, 12)]), int(rng.integers(0, 9)))
+             for _ in range(60)]
+    return make_dataset(events, items=12, users=8, stock=stock)
+
+
+@pytest.fixture(scope="module")
+def both_stores(tied, tmp_path_factory):
+    return [build_store(tied, FeatureStoreConfig(repo_dir=tmp_path_factory.mktemp(kind), offline_store=kind))
+            for kind in ("asof", "duckdb")]
+
+
+def lookups(tied) -> pd.DataFrame:
+    """Every event as its own example, plus lookups just before, at and after each instant and
+    before anything happened, for users and items with and without rows."""
+    probes = [(u, i, t + shift) for u in (1, 4, 9) for i in (2, 12, 13) for t in INSTANTS
+              for shift in (pd.Timedelta(-1, "us"), pd.Timedelta(0), pd.Timedelta(1, "us"))]
+    probes.append((1, 2, pd.Timestamp("2024-01-01", tz="UTC")))
+    extra = pd.DataFrame(probes, columns=ENTITY_COLUMNS).astype({"event_timestamp": "datetime64[us, UTC]"})
+    return pd.concat([tied.interactions[ENTITY_COLUMNS], extra], ignore_index=True)
+
+
+def plain(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.map(lambda v: list(v) if isinstance(v, np.ndarray) else v)
+
+
+def test_the_asof_join_is_the_default_and_feasts_own_is_configuration(both_stores):
+    entities = pd.DataFrame({"user_id": [1], "item_id": [2], "event_timestamp": INSTANTS[:1]})
+    asof, stock = (store.get_historical_features(entity_df=entities, features=["item_stock:quantity"])
+                   for store in both_stores)
+    assert isinstance(asof, AsofRetrievalJob) and not isinstance(stock, AsofRetrievalJob)
+    repo = Path(both_stores[0].repo_path)  # opened with Feast's join, whatever its yaml says
+    reopened = open_store(FeatureStoreConfig(repo_dir=repo, offline_store="duckdb"))
+    assert not isinstance(reopened.get_historical_features(
+        entity_df=entities, features=["item_stock:quantity"]), AsofRetrievalJob)
+
+
+def test_asof_frame_equals_feasts_own_with_same_instant_ties(tied, both_stores):
+    entities = lookups(tied)
+    asof, stock = (plain(training_frame(store, entities, chunk_rows=200)) for store in both_stores)
+    assert list(asof.columns) == list(stock.columns)
+    pd.testing.assert_frame_equal(asof, stock)
+    # An example never sees its own event or anything at or after its instant.
+    events = tied.interactions.sort_values("event_timestamp", kind="stable")
+    for row in asof.head(len(events)).itertuples():
+        earlier = events[(events["user_id"] == row.user_id) & (events["event_timestamp"] < row.event_timestamp)]
+        assert row.recent_item_ids == earlier["item_id"].tolist()[-50:]
+        assert row.event_count == len(earlier)

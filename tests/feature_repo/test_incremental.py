@@ -1,0 +1,137 @@
+"""Feature tables and training frames extended day by day equal a full rebuild; unchanged days stay."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from feature_repo.datasets import Dataset, load
+from feature_repo.store import (
+    ENTITY_COLUMNS as ENTITIES,
+    FeatureStoreConfig,
+    apply,
+    render_repo,
+    stale_since,
+    training_frame,
+    write_training_frame,
+)
+from feature_repo.tables import DAILY_TABLES, TABLES, table_path, write_feature_tables
+
+SHOP = "synthetic:items=60,users=40,events=1500,seed=3"
+KEYS = {"user_profile": "user_id", "user_history": "user_id", "item_content": "item_id",
+        "item_stock": "item_id", "item_popularity": "item_id"}
+
+
+@pytest.fixture(scope="module")
+def shop() -> Dataset:
+    return load(SHOP)
+
+
+def last_day(dataset: Dataset) -> pd.Timestamp:
+    """The last day with an event (the simulated stock log runs on past the last interaction)."""
+    return max(dataset.interactions["event_timestamp"].max(), dataset.stock["event_timestamp"].max()).floor("D")
+
+
+def before(dataset: Dataset, end: pd.Timestamp, *, skip_from: pd.Timestamp | None = None) -> Dataset:
+    """The dataset's events and stock rows before `end`, less those from `skip_from` on."""
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        at = frame["event_timestamp"]
+        return frame[(at < end) & ((at < skip_from) if skip_from is not None else True)].reset_index(drop=True)
+    return dataclasses.replace(dataset, interactions=keep(dataset.interactions), stock=keep(dataset.stock))
+
+
+def read_table(out_dir: Path, table: str) -> pd.DataFrame:
+    frame = pd.read_parquet(table_path(out_dir, table))
+    frame = frame.sort_values([KEYS[table], "event_timestamp"], kind="stable").reset_index(drop=True)
+    return frame.map(lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+
+
+def day_files(out_dir: Path) -> dict[str, int]:
+    """Every day file of the daily tables and its modification time."""
+    return {f"{t}/{p.name}": p.stat().st_mtime_ns for t in DAILY_TABLES
+            for p in table_path(out_dir, t).glob("????-??-??.parquet")}
+
+
+def assert_same_tables(left: Path, right: Path) -> None:
+    for table in TABLES:
+        pd.testing.assert_frame_equal(read_table(left, table), read_table(right, table), obj=table)
+
+
+def event_days(dataset: Dataset) -> set:
+    return {t.date() for frame in (dataset.interactions, dataset.stock)
+            for t in frame["event_timestamp"].dt.floor("D")}
+
+
+@pytest.mark.parametrize("gap_days", [0, 2])
+def test_a_new_day_extends_the_tables_to_what_a_full_rebuild_writes(shop, tmp_path, gap_days):
+    last = last_day(shop)
+    # The new day may follow days without events: their popularity rows change all the same.
+    old = before(shop, last - timedelta(days=gap_days))
+    grown = dataclasses.replace(shop, **{name: pd.concat(
+        [getattr(old, name), getattr(shop, name)[getattr(shop, name)["event_timestamp"] >= last]],
+        ignore_index=True) for name in ("interactions", "stock")})
+    write_feature_tables(old, tmp_path / "daily")
+    kept = day_files(tmp_path / "daily")
+    update = write_feature_tables(grown, tmp_path / "daily")
+    after_old = max(event_days(old)) + timedelta(days=1)  # every day from there, events or not
+    assert update.days == [after_old + timedelta(days=n) for n in range((last.date() - after_old).days + 1)]
+    assert len(update.days) > gap_days
+    assert update.kept_days == len(event_days(old))
+    assert {f: t for f, t in day_files(tmp_path / "daily").items() if f in kept} == kept, \
+        "no earlier day file was rewritten"
+    write_feature_tables(grown, tmp_path / "rebuilt")
+    assert_same_tables(tmp_path / "daily", tmp_path / "rebuilt")
+
+
+def test_a_late_event_recomputes_from_its_day_on(shop, tmp_path):
+    write_feature_tables(shop, tmp_path / "daily")
+    late_day = last_day(shop) - timedelta(days=10)
+    late = shop.interactions.iloc[[0]].assign(user_id=3, item_id=7,
+                                               event_timestamp=late_day + timedelta(hours=12))
+    grown = dataclasses.replace(shop, interactions=pd.concat([shop.interactions, late], ignore_index=True))
+    update = write_feature_tables(grown, tmp_path / "daily")
+    assert update.since == late_day.date() and update.days[-1] == last_day(shop).date()
+    write_feature_tables(grown, tmp_path / "rebuilt")
+    assert_same_tables(tmp_path / "daily", tmp_path / "rebuilt")
+
+
+def test_unchanged_events_rewrite_no_day(shop, tmp_path):
+    write_feature_tables(shop, tmp_path)
+    files = day_files(tmp_path)
+    update = write_feature_tables(shop, tmp_path)
+    assert update.days == [] and update.since is None and day_files(tmp_path) == files
+    assert write_feature_tables(shop, tmp_path, rebuild=True).days[0] == shop.interactions[
+        "event_timestamp"].min().date()
+
+
+def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(shop, tmp_path):
+    last = shop.interactions["event_timestamp"].max().floor("D")
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    data, folder = repo / "data", tmp_path / "examples"
+    write_feature_tables(before(shop, last), data)
+    store = apply(repo)
+    write_training_frame(store, shop.interactions[ENTITIES], folder)  # only the events before `last` have tables
+    assert stale_since(data, folder) is None
+    written = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
+    assert f"{last.date()}.parquet" in written, "the day's rows were joined before its tables existed"
+    write_feature_tables(shop, data)
+    assert stale_since(data, folder) == last.date()
+    rows = write_training_frame(store, shop.interactions[ENTITIES], folder, since=last.date())
+    assert rows == int((shop.interactions["event_timestamp"] >= last).sum())
+    assert {n: t for n, t in ((p.name, p.stat().st_mtime_ns) for p in folder.glob("*.parquet"))
+            if n != f"{last.date()}.parquet"} == {n: t for n, t in written.items()
+                                                  if n != f"{last.date()}.parquet"}
+    daily = pd.read_parquet(folder)
+    full = training_frame(store, shop.interactions[ENTITIES])
+    order = ["user_id", "event_timestamp", "item_id"]
+    pd.testing.assert_frame_equal(
+        daily.sort_values(order, kind="stable").reset_index(drop=True).map(_plain),
+        full.sort_values(order, kind="stable").reset_index(drop=True)[daily.columns].map(_plain))
+
+
+def _plain(value):
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value

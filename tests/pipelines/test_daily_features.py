@@ -1,0 +1,93 @@
+"""The daily run: a new day in the event log extends the features alone, checked, and reaches the
+online store without moving any value back."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from feature_repo.store import ONLINE_SERVICE
+from index.events import EventLog
+from pipelines.defs.checks import training_examples_have_no_leakage
+from pipelines.defs.features import TRAINING_EXAMPLES
+from pipelines.defs.resources import PipelineSettings, build_resources
+from pipelines.defs.schedules import daily_features_job
+from pipelines.local import instance_for, materialize_graph
+
+SHOP = "synthetic:items=60,users=40,events=1500,seed=3"
+FEATURES = ["raw_tables", "feature_tables", "feature_repository", "training_examples", "online_features"]
+
+
+def metadata(result, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def daily(tmp_path_factory):
+    """A full features run, then a day of logged events (same-instant ties included) and the
+    daily job over it."""
+    home = tmp_path_factory.mktemp("daily")
+    settings = PipelineSettings(data_dir=home, data=SHOP)
+    with instance_for(home) as instance:
+        first = materialize_graph(settings, instance=instance, selection=FEATURES)
+        base = first.output_for_node("raw_tables")
+        day = max(base.interactions["event_timestamp"].max(),
+                  base.stock["event_timestamp"].max()).floor("D") + pd.Timedelta(days=1)
+        at = {hour: (day + pd.Timedelta(hours=hour)).isoformat() for hour in (10, 11, 12)}
+        new = [(1, 5, at[10]), (1, 6, at[10]), (2, 5, at[10]), (3, 7, at[11]), (1, 8, at[12])]
+        log = EventLog(data_dir=home)
+        for n, (user, item, ts) in enumerate(new):
+            log.record(f"day-{n}", "interaction", {"user_id": user, "item_id": item, "ts": ts})
+        log.close()
+        end = (day + pd.Timedelta(days=1)).isoformat()
+        result = materialize_graph(settings, instance=instance, selection=daily_features_job.selection,
+                                   run_config={"ops": {"online_features": {"config": {
+                                       "incremental": True, "end": end}}}})
+        yield settings, instance, base, result, day
+
+
+def test_only_the_new_day_is_recomputed_and_joined(daily):
+    settings, _, base, result, day = daily
+    tables = metadata(result, "feature_tables")
+    days_before = len({t.date() for frame in (base.interactions, base.stock)
+                       for t in frame["event_timestamp"].dt.floor("D")})
+    assert (tables["days_recomputed"], tables["days_kept"]) == (1, days_before)
+    assert tables["recomputed_from"] == str(day.date()) and tables["user_history_rows_written"] == 4
+    examples = metadata(result, "training_examples")
+    assert (examples["rows_joined"], examples["joined_from"]) == (5, str(day.date()))
+    assert examples["dagster/row_count"] == len(base.interactions) + 5
+
+
+def test_the_new_days_examples_pass_the_leakage_check_and_never_see_their_instant(daily):
+    settings, _, base, result, day = daily
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    path = settings.data_dir / "feature_repo" / "data" / TRAINING_EXAMPLES / f"{day.date()}.parquet"
+    check = training_examples_have_no_leakage(str(path), result.output_for_node("raw_tables"),
+                                              build_resources(settings)["feature_store"])
+    assert check.passed and check.metadata["rows_checked"].value == 5
+    frame = pd.read_parquet(path).set_index(["user_id", "item_id"])
+    before = base.interactions["user_id"].value_counts()
+    # User 1's two events at 10:00 see neither each other nor themselves; 12:00 sees both.
+    assert frame.loc[(1, 5), "event_count"] == frame.loc[(1, 6), "event_count"] == before[1]
+    assert list(frame.loc[(1, 5), "recent_item_ids"]) == list(frame.loc[(1, 6), "recent_item_ids"])
+    assert frame.loc[(1, 8), "event_count"] == before[1] + 2
+    assert list(frame.loc[(1, 8), "recent_item_ids"])[-2:] == [5, 6]
+    assert frame.loc[(2, 5), "event_count"] == before[2]
+
+
+def test_online_history_has_the_new_day_and_an_older_load_does_not_move_it_back(daily):
+    settings, instance, base, _, _ = daily
+    store = build_resources(settings)["feature_store"].open()
+
+    def user_1() -> tuple[list[int], int]:
+        row = store.get_online_features(features=store.get_feature_service(ONLINE_SERVICE),
+                                        entity_rows=[{"user_id": 1}]).to_dict()
+        return list(row["recent_item_ids"][0]), row["event_count"][0]
+
+    count = int((base.interactions["user_id"] == 1).sum())
+    assert user_1()[0][-3:] == [5, 6, 8] and user_1()[1] == count + 3
+    older = base.interactions["event_timestamp"].max().isoformat()
+    materialize_graph(settings, instance=instance, selection=["online_features"],
+                      run_config={"ops": {"online_features": {"config": {"end": older}}}})
+    assert user_1()[0][-3:] == [5, 6, 8] and user_1()[1] == count + 3

@@ -6,8 +6,9 @@ one row per (user_id, item_id, event_timestamp) with `age`, `profile_tokens`, `r
 `event_count`. `encode_users` turns such rows into one query each (evaluation, serving).
 
 Training uses `frame_windows`, which packs the rows into causal windows: each window *is* one
-row's Feast history, and every row whose history is a prefix of it becomes a query at that
-position, so one causal pass encodes many rows and each sees exactly its point-in-time lookup.
+row's Feast history, and every row whose history (or, for long histories, its newest part) is a
+prefix of it becomes a query at that position, so one causal pass encodes many rows and none sees
+an event at or after its own time.
 """
 
 from __future__ import annotations
@@ -233,13 +234,20 @@ class PrefixChunk:
     rows: np.ndarray  # (T,) the rows' positions in the frame
 
 
-def frame_windows(frame: pd.DataFrame, max_len: int) -> list[PrefixChunk]:
-    """Pack a Feast training frame into causal windows; each row sees exactly its own history.
+def frame_windows(frame: pd.DataFrame, max_len: int, stride: int = 0) -> list[PrefixChunk]:
+    """Pack a Feast training frame into causal windows; no row sees its own or a later event.
 
     A row whose history is complete (`event_count` <= max_len) is a prefix of the user's longest
-    complete history: all of them share that window. A longer history (the last max_len events)
-    starts later for every instant, so its rows (same-second ties) get a window of their own.
+    complete history: all of them share that window and each sees exactly its Feast history.
+    A longer history (the last max_len events) starts later for every instant. With `stride` 0
+    its rows (same-second ties) get a window of their own, so each sees its whole Feast history.
+    With `stride` s > 0 a window is the history of the user's latest row not yet placed, and every
+    earlier row at most s events older is a query in it too (SASRec-style): such a row sees the
+    newest max_len - s .. max_len events of its Feast history, strictly before its time, so one
+    causal pass serves ~s rows instead of one.
     """
+    if not 0 <= stride < max_len:
+        raise ValueError(f"window stride={stride} must lie in [0, max_len={max_len})")
     missing = [c for c in TRAINING_COLUMNS if c not in frame]
     if missing:
         raise ValueError(f"training frame: missing column {missing[0]!r}")
@@ -262,25 +270,28 @@ def frame_windows(frame: pd.DataFrame, max_len: int) -> list[PrefixChunk]:
 
     def chunk(window: int, members: np.ndarray) -> PrefixChunk:
         first = members[0]  # profiles are static: any row of the user gives them
-        return PrefixChunk(int(users[first]), np.asarray(histories[window], dtype=np.int64),
-                           np.asarray(stamps[window], dtype=np.int64), lengths[members] - 1,
+        # a member sees the window's events before its own: counts[window] - counts[r] fewer
+        visible = np.maximum(lengths[window] - (counts[window] - counts[members]), 0)
+        longest = np.asarray(histories[window])
+        for r, k in zip(members, visible, strict=True):
+            if not np.array_equal(histories[r][len(histories[r]) - k:], longest[:k]):
+                raise ValueError(f"training frame row {positions[r]}: its history does not "
+                                 "end in the user's later history")
+        return PrefixChunk(int(users[first]), longest.astype(np.int64),
+                           np.asarray(stamps[window], dtype=np.int64), visible - 1,
                            items[members], seconds[members], ages[first], list(profiles[first]),
                            positions[members])
 
     chunks = []
     for rows in np.split(np.arange(len(frame)), bounds):
         short = rows[counts[rows] <= max_len]
-        if len(short):
-            window = short[-1]  # counts grow with time: the last complete history is the longest
-            longest = np.asarray(histories[window])
-            for r in short:
-                if not np.array_equal(histories[r], longest[:lengths[r]]):
-                    raise ValueError(f"training frame row {positions[r]}: its history is not "
-                                     "a prefix of the user's later history")
-            chunks.append(chunk(window, short))
+        if len(short):  # counts grow with time: the last complete history is the longest
+            chunks.append(chunk(short[-1], short))
         long = rows[counts[rows] > max_len]
-        for group in np.split(long, np.flatnonzero(np.diff(counts[long])) + 1) if len(long) else []:
-            chunks.append(chunk(group[0], group))
+        while len(long):  # from the newest row back: its window, then the rows it covers
+            covered = counts[long] >= counts[long[-1]] - stride
+            chunks.append(chunk(long[-1], long[covered]))
+            long = long[~covered]
     return chunks
 
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from feature_repo.datasets.contract import DAY
 from towers import evaluate
 from towers.artifact import Artifact, fingerprint
-from towers.config import Config, Count, parse_cli
+from towers.config import Config, Count, Share, parse_cli
 from towers.data import (
     Popularity,
     Vocab,
@@ -76,6 +76,9 @@ class TrainConfig(Config):
     warmup_epochs: NonNegativeFloat = 0.5  # Adam's first steps on fresh embeddings are unstable
     decay_epochs: NonNegativeFloat = 6.0  # where validation flattens at a flat lr: a short budget
     min_steps: Count = 1000  # the schedule's least optimizer steps: small data gets enough updates
+    # Share of a long history's window whose positions are queries too: a row then sees its
+    # newest (1 - share) * max_len .. max_len events (data.frame_windows); 0: all of them.
+    window_queries: Share = 0.5
     validate_steps: Count = 100  # steps between validations at least: patience counts real progress
     weight_decay: NonNegativeFloat = 0.0  # dropout already regularises; decay hurt the ID tables
     temperature: PositiveFloat = 0.1  # on unit vectors: between slow learning and an early plateau
@@ -152,7 +155,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     generator = torch.Generator().manual_seed(train.seed)
     vocab = Vocab.build(frame, items, title_buckets=tower.title_buckets,
                         profile_buckets=tower.profile_buckets)
-    windows = Windows.build(vocab, frame_windows(frame, tower.max_len))
+    windows = Windows.build(vocab, frame_windows(
+        frame, tower.max_len, int(train.window_queries * tower.max_len)))
     n_items = len(vocab.item_ids)
     targets_all = vocab.item_index(frame["item_id"].to_numpy())
     popularity = Popularity(targets_all, unix_seconds(frame["event_timestamp"]))

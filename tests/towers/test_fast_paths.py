@@ -67,10 +67,10 @@ def seen_mask(users: UserBatch, columns: torch.Tensor, n_items: int) -> torch.Te
     return mask.scatter_(1, index, True)[:, :C]
 
 
-@pytest.fixture(scope="module")
-def setup(ml, small_frame):
+@pytest.fixture(scope="module", params=[0, MAX_LEN // 2], ids=["exact", "strided"])
+def setup(ml, small_frame, request):
     vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
-    chunks = frame_windows(small_frame, MAX_LEN)
+    chunks = frame_windows(small_frame, MAX_LEN, request.param)
     return vocab, chunks, Windows.build(vocab, chunks)
 
 

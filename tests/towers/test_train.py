@@ -70,6 +70,54 @@ def test_prefix_queries_carry_the_time_since_their_last_visible_event_like_feast
     assert len(prefix.unique()) > 10  # same second to months
 
 
+STRIDE = MAX_LEN // 2  # a long window's newer half are queries
+
+
+def test_strided_windows_show_each_row_the_newest_events_of_its_feast_history_only(small_frame):
+    chunks = frame_windows(small_frame, MAX_LEN, STRIDE)
+    rows = np.concatenate([c.rows for c in chunks])
+    assert sorted(rows.tolist()) == list(range(len(small_frame)))  # every row, once
+    assert len(chunks) < len(frame_windows(small_frame, MAX_LEN)) / 4  # far fewer passes
+    truncated = 0
+    for chunk in chunks:
+        for row, pos, target, when in zip(chunk.rows, chunk.query_pos, chunk.targets,
+                                          chunk.seconds, strict=True):
+            feast = small_frame.iloc[row]
+            history, stamps = feast["recent_item_ids"], feast["recent_timestamps"]
+            seen = pos + 1
+            assert seen >= min(len(history), MAX_LEN - STRIDE)
+            np.testing.assert_array_equal(chunk.items[:seen], history[len(history) - seen:])
+            np.testing.assert_array_equal(chunk.item_seconds[:seen], stamps[len(stamps) - seen:])
+            assert (chunk.item_seconds[:seen] < when).all()  # strictly before the row: no leak
+            assert target == feast["item_id"]
+            truncated += seen < len(history)
+    assert truncated > 300  # most long rows share a window with a newer row
+
+
+def test_strided_prefix_pass_embeds_every_row_like_its_feast_row_cut_to_what_it_sees(
+        ml, small_frame):
+    vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
+    chunks = frame_windows(small_frame, MAX_LEN, STRIDE)
+    order = np.concatenate([c.rows for c in chunks])
+    seen = np.concatenate([c.query_pos for c in chunks]) + 1
+    rows = small_frame.iloc[order].copy()
+    for column in ("recent_item_ids", "recent_timestamps"):
+        rows[column] = [np.asarray(h)[len(h) - k:] for h, k in zip(rows[column], seen, strict=True)]
+    for encoder in ("transformer", "gru", "mean"):
+        torch.manual_seed(0)
+        model = TwoTower(TowerConfig(dim=16, max_len=MAX_LEN, encoder=encoder), vocab,
+                         catalogue_content(vocab, ml.items)).eval()
+        with torch.no_grad():
+            prefix = model.users(batch_chunks(vocab, chunks)).numpy()
+        direct = Artifact(model).embed_users(rows)
+        np.testing.assert_allclose(prefix, direct, atol=2e-5, err_msg=encoder)
+
+
+def test_a_stride_outside_the_window_is_refused_naming_it(small_frame):
+    with pytest.raises(ValueError, match=f"stride={MAX_LEN}"):
+        frame_windows(small_frame, MAX_LEN, MAX_LEN)
+
+
 def test_frame_from_a_store_with_other_history_length_is_refused_naming_it(small_frame):
     with pytest.raises(ValueError, match="history_length=10"):
         frame_windows(small_frame, 10)

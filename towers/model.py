@@ -9,18 +9,25 @@ their content.
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from feature_repo.tables import WINDOWS_DAYS
 from towers.config import Config, Count, Share
 from towers.data import AGE_EDGES, GAP_BUCKETS, POPULARITY_BUCKETS, UserBatch, Vocab
-
-Encoder = Literal["mean", "gru", "transformer"]  # gru, transformer: causal over the history
+from towers.encoders import (
+    CONTENT,
+    ITEM_ENCODERS,
+    USER_ENCODERS,
+    build_item_encoder,
+    by_state,
+    registered,
+    user_encoder,
+)
 
 
 class TowerConfig(Config):
@@ -28,7 +35,7 @@ class TowerConfig(Config):
 
     dim: Count = 64  # SASRec's hidden size on MovieLens; wider overfits 100K ratings
     max_len: Count = 50  # history window = the Feast history_length (its default), as served
-    encoder: Encoder = "transformer"  # SASRec's causal self-attention; the benchmarked encoder
+    encoder: str = "transformer"  # SASRec's causal self-attention (towers.encoders: the others)
     layers: Count = 2  # SASRec's depth
     heads: Count = 1  # SASRec uses one head at dim 64
     dropout: Share = 0.2  # SASRec's setting for dense MovieLens data
@@ -40,6 +47,18 @@ class TowerConfig(Config):
     embedding_std: float = Field(0.05, gt=0)  # torch's N(0, 1) let content drown the item IDs
     item_popularity: bool = False  # off: with query_gap it cost LOO quality (notes)
     use_query_gap: bool = True  # time since the last event: a returning user is not mid-session
+    item_encoder: str = CONTENT  # "sage": + the item's graph neighbourhood (towers-notes: measured)
+    graph_snapshots: int = Field(4, ge=2)  # time cuts of the training graph: fewer, staler graphs
+
+    @field_validator("encoder")
+    @classmethod
+    def _user_encoder(cls, name: str) -> str:
+        return registered("encoder", name, USER_ENCODERS)
+
+    @field_validator("item_encoder")
+    @classmethod
+    def _item_encoder(cls, name: str) -> str:
+        return registered("item_encoder", name, ITEM_ENCODERS)
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> TowerConfig:
@@ -70,9 +89,11 @@ class ItemTower(nn.Module):
                                  nn.Linear(2 * d, d))
         self.popularity = nn.Embedding(len(WINDOWS_DAYS) * POPULARITY_BUCKETS, d) \
             if config.item_popularity else None
-        # Content of the training catalogue, row = item index (row 0 = unknown item).
+        # Content of the training catalogue, row = item index (row 0 = unknown item), and the
+        # item encoder's inputs (towers.encoders).
         for name, value in content.items():
             self.register_buffer(f"known_{name}", value, persistent=True)
+        self.encoder = build_item_encoder(config, vocab)  # None: ID and content alone
 
     def represent(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Unnormalised representation (..., D), shared with the user tower's history encoder."""
@@ -101,23 +122,40 @@ class ItemTower(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Served vectors (N, D): popularity as of the training data's last day."""
         h = self.represent(inputs)  # (N, D)
+        if self.encoder is not None:
+            h = h + self.encoder(self, inputs["id"], None, None)[0][0]  # (N, D)
         if self.popularity is not None:
             h = h + self.trend(self.known_popularity[inputs["id"]])  # (N, D)
         return F.normalize(h, dim=-1)  # (N, D)
 
     def logits(self, users: torch.Tensor, candidates: torch.Tensor, buckets: torch.Tensor | None,
                day: torch.Tensor | None, temperature: float,
-               represented: torch.Tensor | None = None) -> torch.Tensor:
+               represented: torch.Tensor | None = None, seconds: np.ndarray | None = None
+               ) -> torch.Tensor:
         """(Q, C) cosine / temperature of each user with each candidate as of the user's day.
 
         `represented` (C, D) is the candidates' `represent`, when the caller has it already.
+        `seconds` (Q,) are the queries' times: an item encoder reads only what was known then
+        (without them, what is served).
+        """
+        h = self.represent(self.known(candidates)) if represented is None else represented  # (C, D)
+        if self.encoder is None:
+            return self._logits(users, h, buckets, day, temperature)
+        terms, state = self.encoder(self, candidates, h, seconds)  # (S, C, D), (Q,)
+        if state is None:
+            return self._logits(users, h + terms[0], buckets, day, temperature)
+        return by_state(state, lambda rows, s: self._logits(
+            users[rows], h + terms[s], buckets, None if day is None else day[rows], temperature))
+
+    def _logits(self, users: torch.Tensor, h: torch.Tensor, buckets: torch.Tensor | None,
+                day: torch.Tensor | None, temperature: float) -> torch.Tensor:
+        """`logits` of candidates represented by `h` (C, D).
 
         `buckets` (K, C, W) are the candidates' popularity on K days and `day` (Q,) picks each
         query's. Equal to scoring normalize(h_c + trend_kc), without building K catalogues: the
         norm expands to |h|^2 + 2 h.t + |t|^2 over the few distinct bucket combinations and
         depends on the day, not the query.
         """
-        h = self.represent(self.known(candidates)) if represented is None else represented  # (C, D)
         if self.popularity is None:
             return score(users, F.normalize(h, dim=-1), temperature)  # (Q, C)
         K, C, W = buckets.shape
@@ -184,6 +222,7 @@ class Block(nn.Module):
         return y + self.drop2(self.mlp(self.norm2(y)))
 
 
+@user_encoder("transformer")
 class CausalTransformer(nn.Module):
     """Learned positions, then `layers` causal blocks and a final norm; returns the states at the
     query positions only, so the last block runs there alone: in training most windows are
@@ -210,8 +249,12 @@ class CausalTransformer(nn.Module):
         return self.norm(last(x, rows, pos))  # (Q, D)
 
 
+@user_encoder("mean")
 class MeanPool(nn.Module):
     """Running mean over the history: state i is the mean of positions <= i."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
                 pos: torch.Tensor) -> torch.Tensor:
@@ -219,6 +262,7 @@ class MeanPool(nn.Module):
         return ((tokens * m).cumsum(1) / m.cumsum(1).clamp(min=1))[rows, pos]  # (Q, D)
 
 
+@user_encoder("gru")
 class GRUEncoder(nn.Module):
     def __init__(self, config: TowerConfig):
         super().__init__()
@@ -238,9 +282,7 @@ class UserTower(nn.Module):
         super().__init__()
         d = config.dim
         self.config = config
-        self.encoder: nn.Module = {"mean": lambda: MeanPool(), "gru": lambda: GRUEncoder(config),
-                                   "transformer": lambda: CausalTransformer(config)}[
-            config.encoder]()
+        self.encoder: nn.Module = USER_ENCODERS[config.encoder](config)
         self.empty = nn.Parameter(torch.zeros(d))  # the state of a user with no history yet
         self.gap = nn.Embedding(GAP_BUCKETS, d) if config.use_time_gaps else None
         self.age = nn.Embedding(len(AGE_EDGES) + 2, d)

@@ -50,6 +50,7 @@ from towers.data import (
     seen_columns,
     unix_seconds,
 )
+from towers.encoders import item_encoder_inputs
 from towers.model import TowerConfig, TwoTower
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     n_items = len(vocab.item_ids)
     targets_all = vocab.item_index(frame["item_id"].to_numpy())
     popularity = Popularity(targets_all, unix_seconds(frame["event_timestamp"]))
-    content = catalogue_content(vocab, items)
+    content = catalogue_content(vocab, items) | item_encoder_inputs(tower, vocab, frame)
     if tower.item_popularity:  # served as of the newest training day (the index build)
         content["popularity"] = popularity.buckets(np.arange(n_items + 1),
                                                    [popularity.last_day])[0]  # (N + 1, W)
@@ -215,7 +216,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             else:
                 buckets = popularity.buckets(candidates.numpy(), days)  # (K, C, W)
             logits = model.item_tower.logits(u, candidates, buckets, torch.from_numpy(day),
-                                              train.temperature, represented)  # (Q, C)
+                                              train.temperature, represented, seconds)  # (Q, C)
             if correction is not None:
                 logits = logits - correction  # (Q, C)
             if train.mask_seen:  # in place: the matmul's backward does not need its output

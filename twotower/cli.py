@@ -85,29 +85,38 @@ def _data_check(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from feature_repo.datasets import load
-    from towers import baselines, evaluate
+    from towers import baselines, evaluate, lightgcn
     from towers.artifact import Artifact
+    from towers.config import ConfigError, override
     from towers.features import feature_store, with_features
     from towers.model import TowerConfig
     from towers.train import fit_split
 
+    try:
+        [tower] = override([TowerConfig()], {"item_encoder": args.item_encoder})
+    except ConfigError as exc:
+        raise SystemExit(f"twotower eval: --item-encoder: {exc}") from None
     dataset = load(args.data)
     if args.cold_start:
-        return _cold_start(args, dataset)
+        return _cold_start(args, dataset, tower)
     split = evaluate.make_split(dataset, args.protocol)
-    training = {}  # how the two-tower's training ended
+    training = {}  # how the two-tower's (or LightGCN's) training ended
     if args.model == "popularity":
         metrics = evaluate.evaluate(baselines.popularity(split.test_train, dataset.items), split.test)
     elif args.model == "ease":
         lam, _ = baselines.tune_ease(split.train, split.validation, dataset.items)
         metrics = evaluate.evaluate(baselines.ease(split.test_train, dataset.items, lam), split.test)
+    elif args.model == "lightgcn":  # tuned on validation, then refit before the test cut
+        recommend, training = lightgcn.fit_split(split, dataset.items)
+        metrics = evaluate.evaluate(recommend, split.test)
+        training.pop("tuning")
     else:  # user features from a Feast store of the dataset, histories as long as the model's
         artifact = Artifact.load(args.artifact) if args.artifact else None
-        max_len = artifact.config.max_len if artifact else TowerConfig().max_len
+        max_len = artifact.config.max_len if artifact else tower.max_len
         with tempfile.TemporaryDirectory(prefix="twotower-eval-") as home:
             store = feature_store(dataset, max_len, home)
             split = with_features(split, store)
-            artifact = artifact or fit_split(split, dataset.items, store)
+            artifact = artifact or fit_split(split, dataset.items, store, tower=tower)
             dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
             with _served(artifact, dataset, store=store) as engine:
                 metrics = evaluate.evaluate(engine.rank, split.test)
@@ -123,7 +132,7 @@ def _eval(args: argparse.Namespace) -> None:
                           **({"training": training} if training else {}), **metrics})
 
 
-def _cold_start(args: argparse.Namespace, dataset) -> None:
+def _cold_start(args: argparse.Namespace, dataset, tower) -> None:
     """Two-tower (served by the service's engine) vs point-in-time Popularity on held-out items (see
     towers/cold_start.py)."""
     from contextlib import ExitStack
@@ -139,7 +148,7 @@ def _cold_start(args: argparse.Namespace, dataset) -> None:
             # report() embeds the query users itself, so the engine answers the ANN step.
             return engines.enter_context(_served(artifact, dataset, items=cold_items)).retrieve
 
-        result = report(dataset, home, serve=serve)
+        result = report(dataset, home, tower=tower, serve=serve)
     metrics = {f"{model} {name}": value for model in ("two-tower", "popularity")
                for name, value in _named(result.pop(model)).items() if name != "users"}
     _report(args, f"cold start on {dataset.name} ({result})", {"cold_start": result, **metrics})
@@ -295,8 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser("eval", help="offline evaluation on the LOO or TEMPORAL split")
     evaluation.add_argument("--data", required=True, help="dataset spec, e.g. movielens-100k:PATH")
     evaluation.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
-    evaluation.add_argument("--model", choices=["two-tower", "ease", "popularity"],
+    evaluation.add_argument("--model", choices=["two-tower", "lightgcn", "ease", "popularity"],
                             default="two-tower")
+    evaluation.add_argument("--item-encoder", default="content",
+                            help="the two-tower's item encoder when it trains one: content (ID "
+                                 "and content) or sage (+ the item's graph neighbourhood)")
     evaluation.add_argument("--artifact", type=Path, help="a saved two-tower (default: train one)")
     evaluation.add_argument("--json", type=Path, help="write the metrics here as JSON")
     evaluation.add_argument("--cold-start", action="store_true",

@@ -20,7 +20,8 @@ from pipelines.defs.index import item_index
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
 from pipelines.defs.training import two_tower_model, validation_metadata
 from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
-from towers import evaluate
+from towers import evaluate, graph
+from towers.data import unix_seconds
 
 LEAKAGE_SAMPLE = 300  # training rows recomputed from raw events; a leak shows in a handful
 RECALL_TARGET = 0.97  # ANN recall@10 against exact search on the new version
@@ -82,6 +83,47 @@ def training_examples_have_no_leakage(training_examples: str, raw_tables: Datase
         metadata={"rows_checked": len(rows),
                   **{f"{name}_mismatches": len(found) for name, found in mismatches.items()},
                   "first_mismatch": next((f"{n}: {f[0]}" for n, f in mismatches.items() if f), "none")})
+
+
+@dg.asset_check(asset=two_tower_model, blocking=True,
+                additional_ins={"raw_tables": dg.AssetIn(), "evaluation_split": dg.AssetIn()})
+def training_graph_holds_only_edges_before_each_example(
+        two_tower_model: ModelVersionRef, raw_tables: Dataset, evaluation_split: evaluate.Split,
+        registry: RegistryResource) -> dg.AssetCheckResult:
+    """The towers' interaction graph (an item encoder's input) is exactly the raw events they
+    trained on, and a sample of training examples reads only edges strictly before its time.
+
+    Towers without a graph pass, saying so.
+    """
+    model = registry.model_store.load(two_tower_model.location).model
+    edges = getattr(model.item_tower, "known_graph", None)
+    if edges is None:
+        return dg.AssetCheckResult(passed=True, metadata={
+            "graph": f"none (item_encoder={model.config.item_encoder})"})
+    users, items = np.asarray(model.vocab.user_ids), np.asarray(model.vocab.item_ids)
+    seconds = edges[graph.SECOND].numpy()
+    held = np.stack([users[edges[graph.USER].numpy() - 1], items[edges[graph.ITEM].numpy() - 1],
+                     seconds], axis=1)  # (E, 3) ids and times, by time
+    events = raw_tables.interactions
+    events = events[events["event_timestamp"] < pd.Timestamp(evaluation_split.notes["validation"]["cut"])]
+    trained = np.stack([events["user_id"].to_numpy(), events["item_id"].to_numpy(),
+                        unix_seconds(events["event_timestamp"])], axis=1)
+    same = held.shape == trained.shape and np.array_equal(_sorted_rows(held), _sorted_rows(trained))
+    rows = np.random.default_rng(0).choice(len(held), min(LEAKAGE_SAMPLE, len(held)), replace=False)
+    at = seconds[rows]
+    visible = graph.visible_edges(seconds, model.config.graph_snapshots, at)  # (R,)
+    newest = np.where(visible > 0, seconds[np.maximum(visible - 1, 0)], np.iinfo(np.int64).min)
+    leaking = rows[newest >= at]
+    return dg.AssetCheckResult(passed=same and not len(leaking), metadata={
+        "edges": len(held), "training_events": len(trained), "edges_are_the_training_events": same,
+        "rows_checked": len(rows), "rows_reading_a_graph": int((visible > 0).sum()),
+        "rows_reading_a_later_edge": len(leaking),
+        "first_leak": f"training event at {int(seconds[leaking[0]])}" if len(leaking) else "none"})
+
+
+def _sorted_rows(rows: np.ndarray) -> np.ndarray:
+    """The rows of a 2-d array in lexicographic order (compares two multisets of rows)."""
+    return rows[np.lexsort(rows.T[::-1])]
 
 
 @dg.asset_check(asset=two_tower_model, blocking=True)

@@ -51,7 +51,7 @@ class TowersConfig(dg.Config):
 
     preset: str = ""  # a TOML preset such as towers/configs/ml100k.toml
     max_minutes: float | None = None  # a wall-clock cap on the fit; none: its schedule ends it
-    tower: dict[str, Any] = {}  # TowerConfig fields, e.g. {"dim": 32, "encoder": "mean"}
+    tower: dict[str, Any] = {}  # TowerConfig fields, e.g. {"encoder": "mean", "item_encoder": "sage"}
     train: dict[str, Any] = {}  # TrainConfig fields, e.g. {"epochs": 2}
 
     @field_validator("tower")

@@ -19,7 +19,8 @@ from pipelines.local import materialize_graph
 from towers.artifact import Artifact
 from twotower.demo import recommend
 
-CHECKS = {"training_examples_have_no_leakage", "training_loss_is_finite_and_decreasing",
+CHECKS = {"training_examples_have_no_leakage", "training_graph_holds_only_edges_before_each_example",
+          "training_loss_is_finite_and_decreasing",
           "towers_beat_popularity_on_validation", "ndcg_holds_against_live",
           "item_embeddings_are_finite", "item_index_holds_the_catalogue",
           "item_index_recall_meets_target", "in_stock_items_are_searchable"}

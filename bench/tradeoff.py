@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "data": "movielens-1m:../shared/datasets/ml-1m-dev",
     "protocols": "loo,temporal",  # the first one picks the default
     "dims": "16,32,64,128,256",  # natively trained dimensions
-    "compressions": "none,int8,binary,product",
+    "compressions": "int8,none,binary,product",  # the index's default first
     "pca": "128:32,128:64,256:32,256:64",  # comma list of SOURCE:TARGET dimensions
     "nested": 128,  # dimension of the model trained with nested losses; 0 = none
     "prefixes": "16,32,64,128",  # its served prefixes (those below `nested` are also its losses)
@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "tolerance": 0.01,  # the default: within this share of the best served NDCG@10
     "cache": ".twotower/bench/tradeoff",
     "pieces": 0,  # compute at most this many missing pieces (0 = all), then report
+    "kinds": "model,served,scale",  # which kinds of missing pieces to compute
     "json": "",  # write the table's rows here
     "plot": "",  # draw quality vs bytes per item and latency vs bytes per item here
 }
@@ -184,12 +185,12 @@ def plan(cfg: dict[str, Any], code: str | None = None) -> list[Piece]:
                     model=mkey, protocol=protocol, transform=s.transform, compression=compression)
 
     protocol_pieces(protocols[0])
-    for s in served:
-        source = model_key(cfg, Model(protocols[0], s.served_dim), code)
-        add("model", source, model=Model(protocols[0], s.served_dim))
-        for compression in compressions:
-            add("scale", scale_key(cfg, s.served_dim, compression, source),
-                source=source, dim=s.served_dim, compression=compression)
+    for compression in compressions:  # one compression at every dimension, then the next
+        for dim in sorted({s.served_dim for s in served}):
+            source = model_key(cfg, Model(protocols[0], dim), code)
+            add("model", source, model=Model(protocols[0], dim))
+            add("scale", scale_key(cfg, dim, compression, source), source=source, dim=dim,
+                compression=compression)
     for protocol in protocols[1:]:
         protocol_pieces(protocol)
     return pieces
@@ -340,6 +341,14 @@ def _cached(cache: Path, key: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def runnable(piece: Piece, cache: Path, kinds: list[str]) -> bool:
+    """Asked for, missing, and its model trained already unless models are asked for too."""
+    if piece.kind not in kinds or _cached(cache, piece.key) is not None:
+        return False
+    needs = {"served": piece.fields.get("model"), "scale": piece.fields.get("source")}.get(piece.kind)
+    return needs is None or "model" in kinds or _cached(cache, needs) is not None
+
+
 def run_piece(cfg: dict[str, Any], cache: Path, piece: Piece) -> dict[str, Any]:
     from feature_repo.files import atomic_write
 
@@ -473,7 +482,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     cache, code = Path(cfg["cache"]), towers_code_hash()
     protocols = str(cfg["protocols"]).split(",")
-    pending = [p for p in plan(cfg, code) if _cached(cache, p.key) is None]
+    kinds = str(cfg["kinds"]).split(",")
+    pending = [p for p in plan(cfg, code) if runnable(p, cache, kinds)]
     todo = pending[:cfg["pieces"]] if cfg["pieces"] else pending
     for i, piece in enumerate(todo, 1):
         print(f"piece {i}/{len(todo)} ({len(pending)} missing): {piece.kind} {piece.fields}", flush=True)

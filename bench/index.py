@@ -242,7 +242,9 @@ def _cpu_s() -> float:
 
 
 def _disk_mb(path: Path) -> float:
-    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) / 2**20
+    from index.quality import disk_bytes
+
+    return (disk_bytes(str(path)) or 0) / 2**20
 
 
 def serving_rss_mb(root: str, location: str, queries: np.ndarray) -> float:

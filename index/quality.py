@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +46,15 @@ def ann_recall(backend: IndexBackend, queries: np.ndarray, *, location: str | No
         reports.append(RecallReport(ef, float(np.mean(hits)), 1000 * seconds / len(queries),
                                     len(queries)))
     return reports
+
+
+def disk_bytes(location: str) -> int | None:
+    """Bytes allocated on disk under a version's directory (sparse files count what they use);
+    None when the location is not a local directory (a server's collection)."""
+    root = Path(location)
+    if not root.is_dir():
+        return None
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
 
 
 def unsearchable_items(backend: IndexBackend, ids: np.ndarray, vectors: np.ndarray, *,

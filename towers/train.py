@@ -52,6 +52,7 @@ from towers.data import (
 )
 from towers.encoders import item_encoder_inputs
 from towers.model import TowerConfig, TwoTower
+from towers.nested import NestedDims, check_nested_dims, nested_loss
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class TrainConfig(Config):
     patience: Count = 3  # validations without improvement before stopping (after min_steps)
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
     seed: int = 0  # any fixed seed: runs repeat exactly
+    nested_dims: NestedDims = ()  # prefixes also trained to rank alone, e.g. 16,32,64 (towers/nested.py)
     log_every: Count = 50  # steps between log lines: a few per epoch on ML-100K
 
     @model_validator(mode="after")
@@ -148,6 +150,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     (`improving_at_stop`); a budget or cap that cuts an improving run, or a cap, logs a warning.
     """
     tower, train = tower or TowerConfig(), train or TrainConfig()
+    check_nested_dims(train.nested_dims, tower.dim, item_popularity=tower.item_popularity)
     if not isinstance(frame, pd.DataFrame):
         frame = pd.read_parquet(frame)
     rank, world = _distributed()
@@ -219,10 +222,15 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                                               train.temperature, represented, seconds)  # (Q, C)
             if correction is not None:
                 logits = logits - correction  # (Q, C)
-            if train.mask_seen:  # in place: the matmul's backward does not need its output
-                logits.index_put_(seen_columns(users, candidates, n_items, labels),
-                                  torch.tensor(-torch.inf))
+            masked = seen_columns(users, candidates, n_items, labels) if train.mask_seen else None
+            if masked is not None:  # in place: the matmul's backward does not need its output
+                logits.index_put_(masked, torch.tensor(-torch.inf))
             total = F.cross_entropy(logits, labels, reduction="sum")  # (Q, C) -> ()
+            if train.nested_dims:
+                vectors = represented if represented is not None else model.item_tower.represent(
+                    model.item_tower.known(candidates))  # (C, D)
+                total = total + nested_loss(u, vectors, labels, train.nested_dims, train.temperature,
+                                            correction, masked)
             optimizer.zero_grad(set_to_none=True)
             # Batches hold windows of similar length, so their row counts differ: dividing by a
             # constant rather than the batch's count weights every row alike.

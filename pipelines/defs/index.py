@@ -10,10 +10,12 @@ from index import IndexSpec, build_version
 from index.catalogue import item_batch, latest_stock
 from index.events import LOG_POSITION, log_position
 from index.model_store import prune_versions
+from index.quality import ann_recall, disk_bytes
 from pipelines.defs.features import online_features
 from pipelines.defs.resources import RegistryResource
 from pipelines.defs.training import reranker
-from pipelines.defs.values import IndexBuild, ItemEmbeddings
+from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
+from towers import evaluate
 
 GROUP = "index"
 
@@ -29,10 +31,14 @@ class IndexConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"qdrant"})
 def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embeddings: ItemEmbeddings,
-               raw_tables: Dataset, registry: RegistryResource) -> dg.Output[IndexBuild]:
+               raw_tables: Dataset, two_tower_model: ModelVersionRef, evaluation_split: evaluate.Split,
+               registry: RegistryResource) -> dg.Output[IndexBuild]:
     """A new, not yet live, index version: quantized HNSW over the embeddings, stock/category payload.
 
-    The value names the version, its model version and the versions live when it was built.
+    The value names the version, its model version and the versions live when it was built. Its
+    metadata says what it costs and gives: dim, compression, bytes per item on disk and recall@10
+    as served (its own quantization and beam) against exact search for test-window users, the
+    figures `twotower bench tradeoff` compares across sizes.
     """
     started = time.perf_counter()
     ids, vectors = registry.model_store.read_embeddings(item_embeddings.model_version_id)
@@ -51,6 +57,9 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
         version = build_version(batch, registry=reg, spec=spec,
                                 model_version_id=item_embeddings.model_version_id,
                                 metrics={LOG_POSITION: log_position(raw_tables)})
+        queries = query_sample(registry.model_store.load(two_tower_model.location), evaluation_split)
+        [served] = ann_recall(reg.backend, queries, location=version.location)
+    on_disk = disk_bytes(version.location)
     context.log.info("index version %d ready with %d items", version.id, version.item_count)
     value = IndexBuild(index_version_id=version.id, location=version.location,
                        model_version_id=item_embeddings.model_version_id,
@@ -59,7 +68,9 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
     return dg.Output(value, metadata={
         "index_version_id": version.id, "location": dg.MetadataValue.path(str(version.location)),
         "dagster/row_count": int(version.item_count or 0), "in_stock": int((batch.stock > 0).sum()),
-        "quantization": spec.quantization,
+        "dim": spec.dim, "compression": spec.quantization,
+        "bytes_per_item_disk": round(on_disk / max(version.item_count or 0, 1)) if on_disk else "n/a",
+        "recall@10_served": round(served.recall, 4),
         **{k: v for k, v in version.metrics.items() if isinstance(v, int | float)},
         "seconds": round(time.perf_counter() - started, 2)})
 

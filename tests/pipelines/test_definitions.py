@@ -130,3 +130,12 @@ def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(grap
 def test_every_check_is_blocking(name):
     spec = next(s for c in defs.asset_checks for s in c.check_specs if s.name == name)
     assert spec.blocking
+
+
+def test_the_index_versions_metadata_gives_dim_compression_bytes_per_item_and_served_recall(graph):
+    [materialization] = graph.result.asset_materializations_for_node("item_index")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["dim"] == 32 and metadata["compression"] == "int8"
+    # At least the float32 vectors (kept for rescoring) and the int8 ones.
+    assert metadata["bytes_per_item_disk"] > 4 * 32 + 32
+    assert 0.5 <= metadata["recall@10_served"] <= 1.0

@@ -9,45 +9,21 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from feature_repo.datasets import load
-from feature_repo.store import FeatureStoreConfig, build_store, materialize, open_store
+from feature_repo.store import open_store
 from index.events import EventLog
 from services.client import RecommenderClient
 from services.online import OnlineFeatures
-from tests.services.conftest import Service, promote_version
-from tests.utils.servers import RedisServer, start_redis, twotower_service
-from towers.features import examples
-from towers.model import TowerConfig
-from towers.train import TrainConfig, fit
+from tests.deploy.conftest import redis_shop
+from tests.utils.servers import twotower_service
 
-SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
 THREADS, WRITES = 4, 40
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own: the session's is shared by tests that count its keys."""
-    server = start_redis()
-    yield server
-    server.stop()
-
-
 def test_two_processes_and_threads_apply_every_acknowledged_write_once(own_redis, tmp_path: Path):
-    redis_server = own_redis
     home = tmp_path / "a"
-    dataset = load(SHOP)
-    config = FeatureStoreConfig(repo_dir=home / "feature_repo", online_store="redis",
-                                redis_url=redis_server.url)
-    store = build_store(dataset, config)
-    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
-    artifact = fit(examples(store, dataset.interactions), dataset.items,
-                   tower=TowerConfig(dim=16, max_len=50), train=TrainConfig(epochs=1, max_minutes=0.1))
-    promote_version(Service("", home, dataset, artifact, "", ""))
+    dataset, config = redis_shop(home, own_redis)
     shutil.copytree(home, tmp_path / "b")  # the second replica: its own copy of the Edge shard
     with sqlite3.connect(tmp_path / "b" / "registry.db") as registry:  # (an Edge shard admits one process)
         registry.execute("UPDATE index_versions SET location = replace(location, ?, ?)",

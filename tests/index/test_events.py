@@ -29,6 +29,8 @@ def test_a_key_is_logged_once_and_a_retry_gets_the_first_event_and_answer(log, t
         log.record("k1", "stock", {"item_id": 3, "quantity": 6})
     reopened = EventLog(data_dir=tmp_path)  # durable: another process reads it back
     assert [e.key for e in reopened.read()] == ["k1"] and reopened.position() == first.seq
+    log.close()  # stores the answers still pending
+    assert reopened.get("k1").answer == {"item_id": 3, "quantity": 5}
     reopened.close()
 
 

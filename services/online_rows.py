@@ -59,6 +59,7 @@ class OnlineRows:
             # WAL (kept by the file): readers never wait on a writer, and a commit appends to the
             # WAL instead of rewriting a rollback journal.
             conn = SqliteOnlineStore()._get_conn(self._config)
+            conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.close()
 

@@ -1,6 +1,6 @@
 """Two service processes on one Redis online store and one event log, several threads each: every
-acknowledged write is present exactly once, none answers 5xx, and both processes' indexes follow
-the stock either of them set."""
+acknowledged write is present exactly once (also when its retry reaches the other process), none
+answers 5xx, and both processes' indexes follow the stock either of them set."""
 
 from __future__ import annotations
 
@@ -40,23 +40,27 @@ def test_two_processes_and_threads_apply_every_acknowledged_write_once(own_redis
     acked: list[tuple[int, str]] = []
     errors: list[Exception] = []
 
-    def write(url: str, thread: int) -> None:
-        with RecommenderClient(url, api_key=key) as client:
+    def write(url: str, other: str, thread: int) -> None:
+        with RecommenderClient(url, api_key=key) as client, \
+                RecommenderClient(other, api_key=key) as retrying:
             for n in range(WRITES):
                 try:
                     if n % 8 == 7:  # stock: this thread's own item, last set to 0
                         client.set_stock(items[thread], 0)
                     else:
-                        user = users[n % len(users)]
-                        client.record_interaction(user, items[n], idempotency_key=f"{url}-{thread}-{n}")
-                        acked.append((user, f"{url}-{thread}-{n}"))
+                        user, write_key = users[n % len(users)], f"{url}-{thread}-{n}"
+                        first = client.record_interaction(user, items[n], idempotency_key=write_key)
+                        if n % 4 == 0:  # its answer "lost": the retry reaches the other process
+                            assert retrying.record_interaction(
+                                user, items[n], idempotency_key=write_key).ts == first.ts
+                        acked.append((user, write_key))
                 except Exception as error:  # collected: the assertion names it
                     errors.append(error)
 
     with twotower_service(home, env, tmp_path / "a.log") as a, \
             twotower_service(tmp_path / "b", env, tmp_path / "b.log") as b:
-        workers = [threading.Thread(target=write, args=(server.url, t))
-                   for t, server in enumerate([a, b] * THREADS)]
+        workers = [threading.Thread(target=write, args=(server.url, other.url, t))
+                   for t, (server, other) in enumerate([(a, b), (b, a)] * THREADS)]
         for worker in workers:
             worker.start()
         for worker in workers:

@@ -139,10 +139,14 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
 
 
 def monotonic_online_store(store) -> None:
-    """Make the SQLite online tables refuse a value older than the stored one, as Feast's Redis
-    store does itself: materializing older feature rows never replaces newer ones (a history the
-    service appended to, a quantity it set). One trigger per table; Feast writes `event_ts` as
-    ISO text, so text order is time order."""
+    """Make the online store refuse a value older than the stored one: materializing older feature
+    rows never replaces newer ones (a history the service appended to, a quantity it set). Redis:
+    each row compared and set in one step (`redis_writes.guard`). SQLite: one trigger per table;
+    Feast writes `event_ts` as ISO text, so text order is time order."""
+    if store.config.online_store.type == "redis":
+        from feature_repo.redis_writes import guard  # loads Feast: only when a store is open
+
+        guard(store)
     if store.config.online_store.type != "sqlite":
         return
     conn = store._get_provider().online_store._get_conn(store.config)
@@ -213,6 +217,7 @@ def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None
     `end + AFTER`: an event at exactly `end` is included. The default start is where static
     attributes (profiles, item content) are stamped.
     """
+    monotonic_online_store(store)
     printed = io.StringIO()  # Feast prints each view (logged at INFO instead)
     with contextlib.redirect_stdout(printed):
         store.materialize(start_date=start, end_date=end + AFTER)

@@ -8,7 +8,9 @@ PostgreSQL by URL (the compose stack: the registry's database). A row per accept
     kind       interaction | stock | item
     body       the write (JSON)
     logged_at  when it was logged (UTC): stock and item changes take effect then
-    answer     the response once applied: a retry with the same key gets it back
+    answer     the response once applied: a retry with the same key gets it back (stored off the
+               request path, in batches: a retry that finds none applies its write again, which
+               changes nothing twice)
 
 `with_events` turns the log into rows of the data contract and adds them to a dataset: the
 interactions to train on, the items upserted (last upsert wins), the stock changes.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +38,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
     func,
@@ -91,13 +95,20 @@ class EventLog:
             url = f"sqlite:///{Path(data_dir).resolve() / LOG_FILE}"
         self.url = url
         self.engine = create_engine(url)
-        # Answers are only what a retry gets back: written without waiting for the disk (WAL:
-        # safe from a process crash, not from a power loss), so a write costs one fsync.
+        # Answers are only what a retry gets back: written by a background thread in batches,
+        # without waiting for the disk (WAL: safe from a process crash, not from a power loss),
+        # so a write costs one transaction and one fsync on the request path.
         self._answers = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_durable)
             event.listen(self._answers, "connect", _sqlite_lazy)
         _metadata.create_all(self.engine)
+        self._pending: dict[int, dict[str, Any]] = {}  # answers not stored yet, by seq
+        self._wake = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._store_answers, name="event-log-answers",
+                                        daemon=True)
+        self._writer.start()
 
     @classmethod
     def beside(cls, registry_url: str) -> EventLog:
@@ -107,6 +118,11 @@ class EventLog:
         return cls(registry_url)
 
     def close(self) -> None:
+        """Store the pending answers, then close the connections."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._writer.join()
         self.engine.dispose()
         self._answers.dispose()
 
@@ -134,14 +150,39 @@ class EventLog:
             return dataclasses.replace(first, new=False)
 
     def answer(self, seq: int, answer: dict[str, Any]) -> None:
-        """Store the response of an applied write (what a retry of its key gets back)."""
-        with self._answers.begin() as db:
-            db.execute(update(events).where(events.c.seq == seq).values(answer=answer))
+        """Keep the response of an applied write (what a retry of its key gets back); stored soon
+        after, with the other answers given meanwhile."""
+        with self._wake:
+            self._pending[seq] = answer
+            self._wake.notify()
+
+    def _store_answers(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closing:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+                batch = dict(self._pending)
+            try:
+                with self._answers.begin() as db:
+                    db.execute(update(events).where(events.c.seq == bindparam("at_seq"))
+                               .values(answer=bindparam("the_answer")),
+                               [{"at_seq": seq, "the_answer": a} for seq, a in batch.items()])
+            except Exception as exc:  # the writes stand; a retry without an answer applies again
+                log.warning("could not store the answers of %d logged writes: %s", len(batch), exc)
+            with self._wake:
+                for seq in batch:
+                    del self._pending[seq]
 
     def get(self, key: str) -> Event | None:
         with self.engine.connect() as db:
             row = db.execute(select(events).where(events.c.key == key)).first()
-        return None if row is None else _event(row)
+        if row is None:
+            return None
+        found = _event(row)
+        pending = self._pending.get(found.seq)
+        return found if pending is None else dataclasses.replace(found, answer=pending)
 
     def position(self) -> int:
         """The last seq logged (0: none)."""

@@ -1,7 +1,7 @@
 """Atomic read-modify-writes of one online row, across threads and processes, never going backwards.
 
-SQLite: a connection per thread; each write is one `BEGIN IMMEDIATE` transaction (the database's
-write lock orders writers of every process) through Feast's own SQLite read and write. Redis: one
+SQLite (in WAL mode): a connection per thread; each write is one `BEGIN IMMEDIATE` transaction (the
+database's write lock orders writers of every process) through Feast's own SQLite read and write. Redis: one
 WATCH/MULTI/EXEC transaction on the entity's hash (Feast's key and field hashing), retried when
 another writer changed the hash first. Either way a value stamped older than the stored one is
 refused, as Feast's materialization refuses it (Redis natively; SQLite by the trigger
@@ -24,7 +24,9 @@ from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import WatchError
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, WatchError
+from redis.retry import Retry
 
 from services.feast_provider import Row, _key, _value
 
@@ -52,6 +54,14 @@ class OnlineRows:
         kind = store.config.online_store.type
         self._update = self._sqlite if kind == "sqlite" else self._redis
         self._local = threading.local()
+        self._retry_set = None  # the Redis client whose retries this bounded
+        if kind == "sqlite":
+            # WAL (kept by the file): readers never wait on a writer, and a commit appends to the
+            # WAL instead of rewriting a rollback journal.
+            conn = SqliteOnlineStore()._get_conn(self._config)
+            conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.close()
 
     def _view(self, name: str):
         if name not in self._views:
@@ -105,6 +115,11 @@ class OnlineRows:
 
     def _redis(self, fv, key, change: Change, write_id: int | None) -> bool:
         client = self._store._get_provider().online_store._get_client(self._config.online_store)
+        if client is not self._retry_set:
+            # A write holds the service's write lock: an unreachable server fails it within two
+            # socket timeouts (redis-py's default backs off through three retries, seconds more).
+            client.set_retry(Retry(NoBackoff(), 1))
+            self._retry_set = client
         name = _versioned_fv_name(fv, self._config)
         redis_key = _redis_key(self._config.project, key,
                                entity_key_serialization_version=self._config.entity_key_serialization_version)
@@ -141,7 +156,9 @@ class OnlineRows:
                     pipe.hset(redis_key, mapping={**mapping, ts_field: stamp.SerializeToString()})
                     pipe.execute()
                     return True
-                except WatchError:
+                except WatchError as exc:
+                    if isinstance(exc.__context__, RedisError):  # the connection failed, not the row
+                        raise exc.__context__ from None
                     continue  # another writer changed the row between our read and write: again
 
 

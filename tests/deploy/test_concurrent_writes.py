@@ -1,6 +1,6 @@
 """Two service processes on one Redis online store and one event log, several threads each: every
-acknowledged write is present exactly once, none answers 5xx, and both processes' indexes follow
-the stock either of them set."""
+acknowledged write is present exactly once (also when its retry reaches the other process), none
+answers 5xx, and both processes' indexes follow the stock either of them set."""
 
 from __future__ import annotations
 
@@ -9,45 +9,21 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from feature_repo.datasets import load
-from feature_repo.store import FeatureStoreConfig, build_store, materialize, open_store
+from feature_repo.store import open_store
 from index.events import EventLog
 from services.client import RecommenderClient
 from services.online import OnlineFeatures
-from tests.services.conftest import Service, promote_version
-from tests.utils.servers import RedisServer, start_redis, twotower_service
-from towers.features import examples
-from towers.model import TowerConfig
-from towers.train import TrainConfig, fit
+from tests.deploy.conftest import redis_shop
+from tests.utils.servers import twotower_service
 
-SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
 THREADS, WRITES = 4, 40
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own: the session's is shared by tests that count its keys."""
-    server = start_redis()
-    yield server
-    server.stop()
-
-
 def test_two_processes_and_threads_apply_every_acknowledged_write_once(own_redis, tmp_path: Path):
-    redis_server = own_redis
     home = tmp_path / "a"
-    dataset = load(SHOP)
-    config = FeatureStoreConfig(repo_dir=home / "feature_repo", online_store="redis",
-                                redis_url=redis_server.url)
-    store = build_store(dataset, config)
-    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
-    artifact = fit(examples(store, dataset.interactions), dataset.items,
-                   tower=TowerConfig(dim=16, max_len=50), train=TrainConfig(epochs=1, max_minutes=0.1))
-    promote_version(Service("", home, dataset, artifact, "", ""))
+    dataset, config = redis_shop(home, own_redis)
     shutil.copytree(home, tmp_path / "b")  # the second replica: its own copy of the Edge shard
     with sqlite3.connect(tmp_path / "b" / "registry.db") as registry:  # (an Edge shard admits one process)
         registry.execute("UPDATE index_versions SET location = replace(location, ?, ?)",
@@ -64,23 +40,27 @@ def test_two_processes_and_threads_apply_every_acknowledged_write_once(own_redis
     acked: list[tuple[int, str]] = []
     errors: list[Exception] = []
 
-    def write(url: str, thread: int) -> None:
-        with RecommenderClient(url, api_key=key) as client:
+    def write(url: str, other: str, thread: int) -> None:
+        with RecommenderClient(url, api_key=key) as client, \
+                RecommenderClient(other, api_key=key) as retrying:
             for n in range(WRITES):
                 try:
                     if n % 8 == 7:  # stock: this thread's own item, last set to 0
                         client.set_stock(items[thread], 0)
                     else:
-                        user = users[n % len(users)]
-                        client.record_interaction(user, items[n], idempotency_key=f"{url}-{thread}-{n}")
-                        acked.append((user, f"{url}-{thread}-{n}"))
+                        user, write_key = users[n % len(users)], f"{url}-{thread}-{n}"
+                        first = client.record_interaction(user, items[n], idempotency_key=write_key)
+                        if n % 4 == 0:  # its answer "lost": the retry reaches the other process
+                            assert retrying.record_interaction(
+                                user, items[n], idempotency_key=write_key).ts == first.ts
+                        acked.append((user, write_key))
                 except Exception as error:  # collected: the assertion names it
                     errors.append(error)
 
     with twotower_service(home, env, tmp_path / "a.log") as a, \
             twotower_service(tmp_path / "b", env, tmp_path / "b.log") as b:
-        workers = [threading.Thread(target=write, args=(server.url, t))
-                   for t, server in enumerate([a, b] * THREADS)]
+        workers = [threading.Thread(target=write, args=(server.url, other.url, t))
+                   for t, (server, other) in enumerate([(a, b), (b, a)] * THREADS)]
         for worker in workers:
             worker.start()
         for worker in workers:

@@ -1,25 +1,48 @@
-"""The event log keeps each idempotency key once, durably, and adds its writes to a dataset."""
+"""The event log keeps each idempotency key once, durably, and adds its writes to a dataset; on
+SQLite (the default) and on a real PostgreSQL (the compose stack's)."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from feature_repo.datasets import load
 from index.events import EventLog, KeyReused, log_position, with_events
+from tests.utils.servers import PostgresServer, start_postgres
 
 SHOP = "synthetic:items=50,users=20,events=400,seed=3"
 
 
+DATABASES = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request, tmp_path) -> Callable[[], EventLog]:
+    """Opens the test's log (each call another connection to it, as another process would)."""
+    if request.param == "sqlite":
+        return lambda: EventLog(data_dir=tmp_path)
+    url = request.getfixturevalue("postgres").create_database(f"events_{next(DATABASES)}")
+    return lambda: EventLog(url)
+
+
 @pytest.fixture
-def log(tmp_path):
-    events = EventLog(data_dir=tmp_path)
+def log(opener) -> Iterator[EventLog]:
+    events = opener()
     yield events
     events.close()
 
 
-def test_a_key_is_logged_once_and_a_retry_gets_the_first_event_and_answer(log, tmp_path):
+def test_a_key_is_logged_once_and_a_retry_gets_the_first_event_and_answer(log, opener):
     first = log.record("k1", "stock", {"item_id": 3, "quantity": 5})
     assert first.new and first.answer is None
     log.answer(first.seq, {"item_id": 3, "quantity": 5})
@@ -27,8 +50,10 @@ def test_a_key_is_logged_once_and_a_retry_gets_the_first_event_and_answer(log, t
     assert (again.new, again.seq, again.answer) == (False, first.seq, {"item_id": 3, "quantity": 5})
     with pytest.raises(KeyReused, match="Idempotency-Key 'k1'"):
         log.record("k1", "stock", {"item_id": 3, "quantity": 6})
-    reopened = EventLog(data_dir=tmp_path)  # durable: another process reads it back
+    reopened = opener()  # durable: another process reads it back
     assert [e.key for e in reopened.read()] == ["k1"] and reopened.position() == first.seq
+    log.close()  # stores the answers still pending
+    assert reopened.get("k1").answer == {"item_id": 3, "quantity": 5}
     reopened.close()
 
 

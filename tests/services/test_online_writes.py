@@ -1,5 +1,6 @@
 """Online history appends on the real stores (SQLite, Redis): once per write id, also when a retry
-races its first attempt, while distinct writes of the same item and second each append."""
+races its first attempt, while distinct writes of the same item and second each append; and a
+materialization racing an append never replaces the newer history with an older one."""
 
 from __future__ import annotations
 
@@ -9,28 +10,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 
-from feature_repo.datasets import load
+from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
-from services.online import OnlineFeatures
+from services.online import HISTORY, OnlineFeatures
 from tests.utils.servers import start_redis
 
-SHOP = "synthetic:items=30,users=10,events=200,seed=3"
+SHOP = "synthetic:items=30,users=200,events=2000,seed=3"
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def online(request, tmp_path: Path) -> Iterator[OnlineFeatures]:
+def shop(request, tmp_path: Path) -> Iterator[tuple[object, Dataset]]:
+    """A Feast store (on its own Redis for "redis") materialized up to half its events, and its
+    dataset."""
     redis = start_redis() if request.param == "redis" else None
     try:
         dataset = load(SHOP)
         store = build_store(dataset, FeatureStoreConfig(
             repo_dir=tmp_path / "feature_repo", online_store=request.param,
             **({"redis_url": redis.url} if redis else {})))
-        materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
-        yield OnlineFeatures(store)
+        materialize(store, _cut(dataset, 0.5))
+        yield store, dataset
     finally:
         if redis is not None:
             redis.stop()
+
+
+@pytest.fixture
+def online(shop) -> OnlineFeatures:
+    return OnlineFeatures(shop[0])
+
+
+def _cut(dataset: Dataset, share: float) -> datetime:
+    """The time by which `share` of the dataset's events happened."""
+    return dataset.interactions["event_timestamp"].quantile(share).to_pydatetime()
 
 
 def test_a_retried_append_adds_nothing_and_answers_the_length_as_it_is(online):
@@ -63,3 +77,31 @@ def test_racing_attempts_of_the_same_writes_append_each_once(online):
     for thread in threads:
         thread.join()
     assert online.user(2).event_count == before + len(writes)
+
+
+@pytest.mark.parametrize("shop", ["redis"], indirect=True)
+def test_a_materialization_racing_an_append_keeps_the_newer_history(shop):
+    """The append lands while the materialization writes user histories: right after it read the
+    stored stamps, if it reads them before writing (as Feast's own Redis write does, which would
+    then replace the append by its older row)."""
+    store, dataset = shop
+    online = OnlineFeatures(store)
+    half = _cut(dataset, 0.5)
+    later = dataset.interactions[dataset.interactions["event_timestamp"] > half]
+    user = int(later["user_id"].iloc[0])  # the materialization below writes a newer row for them
+    at = datetime(2030, 1, 3, tzinfo=UTC)
+    host, port = store.config.online_store.connection_string.split(",")[0].split(":")
+    watched = redis.Redis(host=host, port=int(port), socket_timeout=30)
+
+    def append_on_the_first_history_write() -> None:
+        with watched.monitor() as monitor:
+            while f"_ts:{HISTORY}" not in monitor.next_command()["command"]:
+                pass
+            online.append_interaction(user, 1, at, write_id=1)
+
+    appender = threading.Thread(target=append_on_the_first_history_write)
+    appender.start()
+    materialize(store, _cut(dataset, 1.0))
+    appender.join()
+    history = online.user(user)
+    assert (history.recent_item_ids[-1], history.recent_timestamps[-1]) == (1, int(at.timestamp()))

@@ -1,18 +1,17 @@
-"""Versions and dependencies: 503 until something is live or while the online store is down, hot
-reload under load without keeping replaced versions open, and the re-ranker's status."""
+"""Versions and dependencies: 503 until something is live, hot reload under load without keeping
+replaced versions open, and the re-ranker's status (an online store outage:
+`tests/deploy/test_online_outage.py`)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import lightgbm as lgb
 import numpy as np
 
-from tests.services.conftest import Service, active_user, promote_version
+from tests.services.conftest import Service, promote_version
 from towers.ranker import FEATURES, Ranker
 
 
@@ -76,36 +75,6 @@ def test_promotion_during_a_request_stream_fails_no_request(service):
         assert scores == sorted(scores, reverse=True)
         assert all(i.reasons.ranker_score == i.score for i in answer.items)
     assert service.client().version().ranking == "ranker"
-
-
-def test_a_locked_online_store_is_a_503_with_the_reason_and_the_rest_keeps_answering(service, client):
-    """A read waiting on the locked store runs off the event loop: health names the store while
-    it waits, the version answers, and the read ends in a 503 with `Retry-After`."""
-    user = active_user(service, 5)
-    holder = sqlite3.connect(service.online_db, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")  # a real writer holding the file: no reader gets through
-    waiting: list[httpx.Response] = []
-    reader = threading.Thread(target=lambda: waiting.append(httpx.post(
-        f"{service.url}/v1/recommendations", json={"user_id": user},
-        headers={"X-API-Key": service.read_key}, timeout=60)))
-    try:
-        reader.start()
-        health = httpx.get(f"{service.url}/v1/health", timeout=60)
-        version = client.version()
-        reader.join()
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert health.status_code == 503 and health.json()["status"] == "unavailable"
-    assert health.json()["dependencies"]["online_store"]["status"] == "degraded"
-    assert "online_store: " in health.json()["reason"]
-    assert health.json()["dependencies"]["index"]["status"] == "ok"
-    assert version.index_version >= 1
-    (answer,) = waiting
-    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
-    assert answer.json() == {"detail": "online store unavailable: database is locked", "errors": []}
-    assert client.recommend(user).items
-    assert client.health().status == "ok"
 
 
 def _open_versions(service: Service) -> set[str]:

@@ -69,9 +69,10 @@ class ItemCache:
     The index thus returns ids and scores only: reading its payload doubled the search's cost.
 
     Only arrays are kept, `ItemColumns` (row 0: the empty item, for unknown ids) and a row per id,
-    so a request gathers its candidates with a few array reads and a million items fit in ~150 MB
-    (one `ItemFeatures` object per item took ~0.5 KB more). `known` says which ids the catalogue
-    holds; an item's whole features (`item`: title, category names) are read from the store.
+    so a request gathers its candidates with a few array reads: a million items add 214 MB of RSS,
+    where an `ItemFeatures` object per item as well added 738 MB (docs/benchmarks.md). `known` says
+    which ids the catalogue holds; an item's whole features (`item`: title, category names) are
+    read from the store.
     Requests read without a lock; writes hold one, add rows by publishing longer columns before
     the ids that point into them, and change stock in place.
     """

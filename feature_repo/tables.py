@@ -41,7 +41,7 @@ AFTER = timedelta(microseconds=1)  # event features are stamped this long after 
 _AFTER_SQL = f"INTERVAL {AFTER // timedelta(microseconds=1)} MICROSECOND"
 DATASET_FILE = "dataset.json"  # beside the tables: the name and fingerprint of their dataset
 PARTITIONS_FILE = "partitions.json"  # beside the tables: each day's event fingerprint
-STATIC_TABLES = ("user_profile", "item_content")  # one file each, rewritten on every write
+STATIC_TABLES = ("user_profile", "item_content")  # one file each, rewritten when its input changed
 DAILY_TABLES = ("user_history", "item_stock", "item_popularity")  # one file per day
 TABLES = (*STATIC_TABLES, *DAILY_TABLES)
 SCHEMA_FILE = "schema.parquet"  # a day table's empty file: its folder is never empty
@@ -152,7 +152,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     con = _connect(dataset)
-    fingerprints = _day_fingerprints(con)
+    fingerprints, statics = _day_fingerprints(con), _static_fingerprints(con)
     previous = _read_partitions(out_dir)
     same_build = (previous.get("dataset") == dataset.fingerprint
                   and previous.get("history_length") == history_length and not rebuild
@@ -167,17 +167,19 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         since + timedelta(days=n) for n in range((last - since).days + 1)]
     scratch = Path(tempfile.mkdtemp(prefix=".tables-", dir=out_dir))
     try:
-        rows = _write_static(con, scratch)
+        changed_static = [t for t in STATIC_TABLES if not same_build or not table_path(out_dir, t).is_file()
+                          or previous.get("static", {}).get(t) != statics[t]]
+        rows = _write_static(con, scratch, changed_static, dataset.users)
         if since is not None:
             rows |= _write_days(con, scratch, since, last or since, history_length)
-        _move_into_place(scratch, out_dir, since, full=not known)
+        _move_into_place(scratch, out_dir, changed_static, since, full=not known)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         con.close()
     atomic_write(out_dir / DATASET_FILE, json.dumps(
         {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
     atomic_write(out_dir / PARTITIONS_FILE, json.dumps(
-        {"dataset": dataset.fingerprint, "history_length": history_length,
+        {"dataset": dataset.fingerprint, "history_length": history_length, "static": statics,
          "days": fingerprints}, indent=0) + "\n")
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
@@ -205,8 +207,14 @@ def _connect(dataset: Dataset) -> duckdb.DuckDBPyConnection:
     con.register("stock_log", dataset.stock[["item_id", "event_timestamp", "quantity"]].assign(
         seq=range(len(dataset.stock))))
     con.register("items", dataset.items[["item_id", "title", "categories", "price", "created_at"]])
-    con.register("users", _profile(dataset.users))
+    con.register("user_attributes", dataset.users)
     return con
+
+
+def _static_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """A static table -> a hash of its input rows (in any order)."""
+    return {table: str(con.execute(f"SELECT sum(hash(t)) FROM {source} t").fetchall()[0][0])
+            for table, source in (("user_profile", "user_attributes"), ("item_content", "items"))}
 
 
 def _day_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -227,13 +235,16 @@ def _day_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {day.isoformat(): fingerprint for day, fingerprint in rows}
 
 
-def _write_static(con: duckdb.DuckDBPyConnection, scratch: Path) -> dict[str, int]:
+def _write_static(con: duckdb.DuckDBPyConnection, scratch: Path, tables: list[str],
+                  users: pd.DataFrame) -> dict[str, int]:
+    if "user_profile" in tables:
+        con.register("users", _profile(users))
     rows = {}
-    for table in STATIC_TABLES:
+    for table in tables:
         path = table_path(scratch, table)
         key = f"{table.split('_')[0]}_id"
         con.execute(f"COPY (SELECT * FROM ({_QUERIES[table]}) ORDER BY {key}) TO '{path}' (FORMAT parquet)")
-        rows[table] = con.execute(f"SELECT count(*) FROM '{path}'").fetchone()[0]
+        rows[table] = con.execute(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
     return rows
 
 
@@ -259,19 +270,20 @@ def _write_days(con: duckdb.DuckDBPyConnection, scratch: Path, since: date, last
         con.execute(f"COPY computed TO '{folder}' (FORMAT parquet, PARTITION_BY (day))")
         con.execute(f"COPY (SELECT * EXCLUDE (day) FROM computed LIMIT 0) TO '{folder / SCHEMA_FILE}' "
                     "(FORMAT parquet)")
-        rows[table] = con.execute("SELECT count(*) FROM computed").fetchone()[0]
+        rows[table] = con.execute("SELECT count(*) FROM computed").fetchall()[0][0]
         con.execute("DROP TABLE computed")
         log.info("%s: %d rows from %s in %.1fs", table, rows[table], since, time.perf_counter() - started)
     return rows
 
 
-def _move_into_place(scratch: Path, out_dir: Path, since: date | None, *, full: bool) -> None:
-    """Replace the static files and the day files from `since` on (all of them when `full`).
+def _move_into_place(scratch: Path, out_dir: Path, static: list[str], since: date | None, *,
+                     full: bool) -> None:
+    """Replace the `static` files and the day files from `since` on (all of them when `full`).
 
     Each file is replaced atomically; day files of recomputed days that have no rows now are
     removed.
     """
-    for table in STATIC_TABLES:
+    for table in static:
         os.replace(table_path(scratch, table), table_path(out_dir, table))
     if since is None:
         return

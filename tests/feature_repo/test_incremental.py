@@ -56,6 +56,10 @@ def day_files(out_dir: Path) -> dict[str, int]:
             for p in table_path(out_dir, t).glob("????-??-??.parquet")}
 
 
+def static_files(out_dir: Path) -> dict[str, int]:
+    return {t: table_path(out_dir, t).stat().st_mtime_ns for t in TABLES if t not in DAILY_TABLES}
+
+
 def assert_same_tables(left: Path, right: Path) -> None:
     for table in TABLES:
         pd.testing.assert_frame_equal(read_table(left, table), read_table(right, table), obj=table)
@@ -101,9 +105,13 @@ def test_a_late_event_recomputes_from_its_day_on(shop, tmp_path):
 
 def test_unchanged_events_rewrite_no_day(shop, tmp_path):
     write_feature_tables(shop, tmp_path)
-    files = day_files(tmp_path)
+    files = {**day_files(tmp_path), **static_files(tmp_path)}
     update = write_feature_tables(shop, tmp_path)
-    assert update.days == [] and update.since is None and day_files(tmp_path) == files
+    assert update.days == [] and update.since is None and update.rows == {}
+    assert {**day_files(tmp_path), **static_files(tmp_path)} == files
+    older = dataclasses.replace(shop, users=shop.users.assign(age=shop.users["age"] + 1))
+    assert write_feature_tables(older, tmp_path).rows == {"user_profile": len(shop.users)}
+    assert read_table(tmp_path, "user_profile")["age"].tolist() == (shop.users["age"] + 1).tolist()
     assert write_feature_tables(shop, tmp_path, rebuild=True).days[0] == shop.interactions[
         "event_timestamp"].min().date()
 

@@ -60,10 +60,11 @@ DEFAULTS: dict[str, Any] = {
     "items": 1_000_000,  # catalogue size of the memory, latency and build measurements
     "queries": 300,  # timed stock-filtered queries there (after 30 untimed)
     "latency_users": 200,  # single-user calls timed on the served user tower
+    "threads": 1,  # torch threads for training; one wastes no CPU spinning on a shared machine
     "tolerance": 0.01,  # the default: within this share of the best served NDCG@10
     "cache": ".twotower/bench/tradeoff",
     "pieces": 0,  # compute at most this many missing pieces (0 = all), then report
-    "kinds": "model,served,scale",  # which kinds of missing pieces to compute
+    "kinds": "model,served,scale",  # which kinds of missing pieces to compute ("" = none: report only)
     "json": "",  # write the table's rows here
     "plot": "",  # draw quality vs bytes per item and latency vs bytes per item here
 }
@@ -224,6 +225,7 @@ def train_model(cfg: dict[str, Any], model: Model, npz: Path) -> dict[str, Any]:
     from towers.train import fit_split
 
     tower, train = model_configs(cfg, model)
+    torch.set_num_threads(cfg["threads"])
     dataset = load(cfg["data"])
     with tempfile.TemporaryDirectory(prefix="bench-tradeoff-") as home:
         store = feature_store(dataset, tower.max_len, home)
@@ -234,7 +236,7 @@ def train_model(cfg: dict[str, Any], model: Model, npz: Path) -> dict[str, Any]:
     test = split.test
     items, users = artifact.embed_items(dataset.items), artifact.embed_users(test.frame)
     dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), test, k=10)
-    encoder, threads = UserEncoder(artifact), torch.get_num_threads()
+    encoder = UserEncoder(artifact)
     torch.set_num_threads(1)  # the service's setting: one user per call
     rows = np.random.default_rng(0).permutation(len(test.frame))[:cfg["latency_users"]]
     latencies = []
@@ -243,7 +245,6 @@ def train_model(cfg: dict[str, Any], model: Model, npz: Path) -> dict[str, Any]:
         encoder(test.frame.iloc[[row]])
         if not warmup:
             latencies.append(1000 * (time.perf_counter() - t0))
-    torch.set_num_threads(threads)
     exclude, exclude_at = _ragged(test.exclude)
     targets, targets_at = _ragged(test.targets)
     npz.parent.mkdir(parents=True, exist_ok=True)

@@ -44,20 +44,6 @@ def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
             assert target == feast["item_id"]
 
 
-def test_prefix_pass_embeds_every_row_like_its_feast_frame_row(ml, small_frame):
-    vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
-    chunks = frame_windows(small_frame, MAX_LEN)
-    order = np.concatenate([c.rows for c in chunks])
-    for encoder in ("transformer", "gru", "mean"):
-        torch.manual_seed(0)
-        model = TwoTower(TowerConfig(dim=16, max_len=MAX_LEN, encoder=encoder), vocab,
-                         catalogue_content(vocab, ml.items)).eval()
-        with torch.no_grad():
-            prefix = model.users(batch_chunks(vocab, chunks)).numpy()
-        direct = Artifact(model).embed_users(small_frame.iloc[order])
-        np.testing.assert_allclose(prefix, direct, atol=2e-5, err_msg=encoder)
-
-
 def test_prefix_queries_carry_the_time_since_their_last_visible_event_like_feast_rows(
         ml, small_frame):
     vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
@@ -94,13 +80,17 @@ def test_strided_windows_show_each_row_the_newest_events_of_its_feast_history_on
     assert truncated > 300  # most long rows share a window with a newer row
 
 
-def test_strided_prefix_pass_embeds_every_row_like_its_feast_row_cut_to_what_it_sees(
-        ml, small_frame):
+@pytest.mark.parametrize("stride", [0, STRIDE], ids=["exact", "strided"])
+def test_prefix_pass_embeds_every_row_like_its_feast_row_cut_to_what_it_sees(ml, small_frame,
+                                                                             stride):
+    """Exact windows show each row its whole Feast history (the cut below is then a no-op)."""
     vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
-    chunks = frame_windows(small_frame, MAX_LEN, STRIDE)
+    chunks = frame_windows(small_frame, MAX_LEN, stride)
     order = np.concatenate([c.rows for c in chunks])
     seen = np.concatenate([c.query_pos for c in chunks]) + 1
     rows = small_frame.iloc[order].copy()
+    lengths = rows["recent_item_ids"].map(len).to_numpy()
+    assert (seen == lengths).all() if stride == 0 else (seen < lengths).sum() > 300
     for column in ("recent_item_ids", "recent_timestamps"):
         rows[column] = [np.asarray(h)[len(h) - k:] for h, k in zip(rows[column], seen, strict=True)]
     for encoder in ("transformer", "gru", "mean"):

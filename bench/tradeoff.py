@@ -501,7 +501,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"default={default['config']} compression={default['compression']} {metric}="
               f"{default[metric]} best={best} ram_bytes_per_item={default['ram_bytes_per_item']} "
               f"(the fewest bytes within {cfg['tolerance']:.0%} of the best)")
-    print(f"computed={len(todo)} missing={len(pending) - len(todo)} sweep_wall_s={sweep_s:.0f} "
+    missing = sum(p is None for p in pieces)
+    print(f"computed={len(todo)} missing={missing} sweep_wall_s={sweep_s:.0f} "
           f"this_run_s={time.perf_counter() - started:.0f}", flush=True)
     if cfg["json"]:
         Path(cfg["json"]).write_text(json.dumps(rows, indent=1) + "\n")
@@ -510,8 +511,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plot(rows, metric, default, Path(cfg["plot"]),
              f"{cfg['data'].rpartition('/')[2]}: embedding size and compression "
              f"({done}/{len(pieces)} pieces; bytes and p99 at {cfg['items']:,} fitted items)")
-    return {"rows": rows, "default": default, "computed": len(todo),
-            "missing": len(pending) - len(todo), "sweep_wall_s": sweep_s}
+    return {"rows": rows, "default": default, "computed": len(todo), "missing": missing,
+            "sweep_wall_s": sweep_s}
 
 
 if __name__ == "__main__":

@@ -400,12 +400,15 @@ def table(cfg: dict[str, Any], cache: Path, code: str) -> list[dict[str, Any]]:
 
 def choose_default(rows: list[dict[str, Any]], metric: str, tolerance: float) -> dict[str, Any] | None:
     """The row with the fewest RAM bytes per item among those within `tolerance` of the best `metric`
-    (rows lacking either figure take no part); ties go to the better metric."""
-    known = [r for r in rows if r.get(metric) is not None and r.get("ram_bytes_per_item") is not None]
+    (rows without the metric take no part); ties go to the better metric. None while a row near
+    the best has no bytes measured: the choice is not made yet."""
+    known = [r for r in rows if r.get(metric) is not None]
     if not known:
         return None
     best = max(r[metric] for r in known)
     near = [r for r in known if r[metric] >= (1 - tolerance) * best]
+    if any(r.get("ram_bytes_per_item") is None for r in near):
+        return None
     return min(near, key=lambda r: (r["ram_bytes_per_item"], -r[metric]))
 
 
@@ -496,12 +499,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pieces = [_cached(cache, p.key) for p in plan(cfg, code)]
     sweep_s = sum(p["wall_s"] for p in pieces if p)
     print(markdown(rows, protocols, default))
-    if default is not None:
-        best = max(r[metric] for r in rows if r.get(metric) is not None and r.get("ram_bytes_per_item"))
+    if default is None:
+        print(f"default=undecided: no {metric} yet, or a row within {cfg['tolerance']:.0%} of the best "
+              "lacks its bytes per item")
+    else:
+        best = max(r[metric] for r in rows if r.get(metric) is not None)
         print(f"default={default['config']} compression={default['compression']} {metric}="
               f"{default[metric]} best={best} ram_bytes_per_item={default['ram_bytes_per_item']} "
               f"(the fewest bytes within {cfg['tolerance']:.0%} of the best)")
-    print(f"computed={len(todo)} missing={len(pending) - len(todo)} sweep_wall_s={sweep_s:.0f} "
+    missing = sum(p is None for p in pieces)
+    print(f"computed={len(todo)} missing={missing} sweep_wall_s={sweep_s:.0f} "
           f"this_run_s={time.perf_counter() - started:.0f}", flush=True)
     if cfg["json"]:
         Path(cfg["json"]).write_text(json.dumps(rows, indent=1) + "\n")
@@ -510,8 +517,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plot(rows, metric, default, Path(cfg["plot"]),
              f"{cfg['data'].rpartition('/')[2]}: embedding size and compression "
              f"({done}/{len(pieces)} pieces; bytes and p99 at {cfg['items']:,} fitted items)")
-    return {"rows": rows, "default": default, "computed": len(todo),
-            "missing": len(pending) - len(todo), "sweep_wall_s": sweep_s}
+    return {"rows": rows, "default": default, "computed": len(todo), "missing": missing,
+            "sweep_wall_s": sweep_s}
 
 
 if __name__ == "__main__":

@@ -152,31 +152,30 @@ def fit(events: pd.DataFrame, items: pd.DataFrame, config: LightGCNConfig,
 
 
 def tune(split: Split, items: pd.DataFrame, base: LightGCNConfig | None = None,
-         grid: tuple[tuple[Loss, float], ...] = GRID) -> tuple[LightGCNConfig, dict]:
-    """The (loss, reg) of `grid` with the best validation NDCG@10 of fits on `split.train`,
-    with its best epoch count; and every pick's figures."""
+         grid: tuple[tuple[Loss, float], ...] = GRID) -> tuple[LightGCNConfig, str, float]:
+    """The (loss, reg) of `grid` whose fit on `split.train` has the best validation NDCG@10, as a
+    config for its best epoch count; its name and that NDCG@10."""
     base = base or LightGCNConfig()
-    results = {}
+    best: tuple[LightGCNConfig, str, float] | None = None
     for loss, reg in grid:
-        config = base.model_copy(update={"loss": loss, "reg": reg})
-        _, figures = fit(split.train, items, config, split.validation)
-        results[f"{loss} reg={reg:g}"] = figures | {"config": config}
-    name = max(results, key=lambda n: results[n]["val"])
-    chosen = results[name]
-    log.info("lightgcn validation NDCG@10: %s; picked %s",
-             {n: round(r["val"], 4) for n, r in results.items()}, name)
-    return chosen["config"].model_copy(update={"epochs": chosen["best_epoch"] + 1}), {
-        n: {k: v for k, v in r.items() if k in ("val", "best_epoch", "seconds")}
-        for n, r in results.items()}
+        _, figures = fit(split.train, items, base.model_copy(update={"loss": loss, "reg": reg}),
+                         split.validation)
+        name = f"{loss} reg={reg:g}"
+        log.info("lightgcn %s: validation NDCG@10 %.4f at epoch %d", name, figures["val"],
+                 figures["best_epoch"])
+        if best is None or figures["val"] > best[2]:
+            best = (base.model_copy(update={"loss": loss, "reg": reg,
+                                            "epochs": figures["best_epoch"] + 1}),
+                    name, figures["val"])
+    assert best is not None, "an empty grid"
+    return best
 
 
 def fit_split(split: Split, items: pd.DataFrame, base: LightGCNConfig | None = None,
               grid: tuple[tuple[Loss, float], ...] = GRID) -> tuple[Recommend, dict]:
     """Tune on validation, then refit the pick on the events before the test cut for its best
     epoch count (on LOO those are the validation fit's events: the same model again)."""
-    config, tuning = tune(split, items, base, grid)
+    config, picked, val = tune(split, items, base, grid)
     recommend, figures = fit(split.test_train, items, config)
-    picked = next(n for n in tuning if n == f"{config.loss} reg={config.reg:g}")
-    return recommend, {"picked": picked, "epochs": config.epochs,
-                       "val": tuning[picked]["val"], "refit_seconds": figures["seconds"],
-                       "tuning": tuning}
+    return recommend, {"picked": picked, "epochs": config.epochs, "val": val,
+                       "refit_seconds": figures["seconds"]}

@@ -109,7 +109,6 @@ def _eval(args: argparse.Namespace) -> None:
     elif args.model == "lightgcn":  # tuned on validation, then refit before the test cut
         recommend, training = lightgcn.fit_split(split, dataset.items)
         metrics = evaluate.evaluate(recommend, split.test)
-        training.pop("tuning")
     else:  # user features from a Feast store of the dataset, histories as long as the model's
         artifact = Artifact.load(args.artifact) if args.artifact else None
         max_len = artifact.config.max_len if artifact else tower.max_len

@@ -161,8 +161,8 @@ def daily_against_rebuild(config: dict) -> dict:
                 runs[name] = {"total_s": round(seconds, 1), "steps_s": step_seconds(instance, result.run_id),
                               "days_recomputed": metadata_of(result, "feature_tables")["days_recomputed"],
                               "frame_rows": examples["rows_joined"],
-                              "frame_rows_per_s": round(examples["rows_joined"] /
-                                                        examples["seconds"]) if examples["rows_joined"] else 0,
+                              "frame_rows_per_s": (round(examples["rows_joined"] / examples["seconds"])
+                                                   if examples["rows_joined"] else 0),
                               "checks_passed": all(e.passed for e in result.get_asset_check_evaluations())}
         stock_sample = frame_rows_per_s(settings.data_dir / "feature_repo", sample)
     return {"data": config["data"], "new_events": config["new_events"], **runs,

@@ -29,9 +29,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from feature_repo.asof_store import STORE_TYPE
 from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path, atomic_write
-from feature_repo.asof_store import STORE_TYPE
 from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, table_path, write_feature_tables
 
 log = logging.getLogger(__name__)

@@ -256,7 +256,8 @@ def _write_days(con: duckdb.DuckDBPyConnection, scratch: Path, since: date, last
                     WHERE user_id IN (SELECT user_id FROM events WHERE event_timestamp >= {start})""")
     con.execute(f"""CREATE OR REPLACE TEMP VIEW recent AS SELECT * FROM events
                     WHERE event_timestamp >= {start} - INTERVAL {max(WINDOWS_DAYS)} DAY""")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW stock AS SELECT * FROM stock_log WHERE event_timestamp >= {start}")
+    con.execute("CREATE OR REPLACE TEMP VIEW stock AS SELECT * FROM stock_log "
+                f"WHERE event_timestamp >= {start}")
     rows = {}
     for table in DAILY_TABLES:
         started = time.perf_counter()
@@ -300,7 +301,8 @@ def _move_into_place(scratch: Path, out_dir: Path, static: list[str], since: dat
                 os.replace(part, target / name)
                 written.add(name)
         for stale in target.glob("*.parquet"):
-            if stale.name != SCHEMA_FILE and stale.name not in written and stale.name[:10] >= since.isoformat():
+            kept = stale.name == SCHEMA_FILE or stale.name in written
+            if not kept and stale.name[:10] >= since.isoformat():
                 stale.unlink()
         os.replace(source / SCHEMA_FILE, target / SCHEMA_FILE)
 

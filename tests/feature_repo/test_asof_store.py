@@ -66,6 +66,7 @@ def test_asof_frame_equals_feasts_own_with_same_instant_ties(tied, both_stores):
     # An example never sees its own event or anything at or after its instant.
     events = tied.interactions.sort_values("event_timestamp", kind="stable")
     for row in asof.head(len(events)).itertuples():
-        earlier = events[(events["user_id"] == row.user_id) & (events["event_timestamp"] < row.event_timestamp)]
+        mine = events["user_id"] == row.user_id
+        earlier = events[mine & (events["event_timestamp"] < row.event_timestamp)]
         assert row.recent_item_ids == earlier["item_id"].tolist()[-50:]
         assert row.event_count == len(earlier)

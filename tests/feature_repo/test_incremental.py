@@ -12,6 +12,8 @@ import pytest
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import (
     ENTITY_COLUMNS as ENTITIES,
+)
+from feature_repo.store import (
     FeatureStoreConfig,
     apply,
     render_repo,
@@ -33,14 +35,16 @@ def shop() -> Dataset:
 
 def last_day(dataset: Dataset) -> pd.Timestamp:
     """The last day with an event (the simulated stock log runs on past the last interaction)."""
-    return max(dataset.interactions["event_timestamp"].max(), dataset.stock["event_timestamp"].max()).floor("D")
+    newest = max(dataset.interactions["event_timestamp"].max(), dataset.stock["event_timestamp"].max())
+    return newest.floor("D")
 
 
 def before(dataset: Dataset, end: pd.Timestamp, *, skip_from: pd.Timestamp | None = None) -> Dataset:
     """The dataset's events and stock rows before `end`, less those from `skip_from` on."""
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         at = frame["event_timestamp"]
-        return frame[(at < end) & ((at < skip_from) if skip_from is not None else True)].reset_index(drop=True)
+        kept = (at < end) & ((at < skip_from) if skip_from is not None else True)
+        return frame[kept].reset_index(drop=True)
     return dataclasses.replace(dataset, interactions=keep(dataset.interactions), stock=keep(dataset.stock))
 
 
@@ -122,7 +126,8 @@ def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(s
     data, folder = repo / "data", tmp_path / "examples"
     write_feature_tables(before(shop, last), data)
     store = apply(repo)
-    write_training_frame(store, shop.interactions[ENTITIES], folder)  # only the events before `last` have tables
+    # Only the events before `last` have tables.
+    write_training_frame(store, shop.interactions[ENTITIES], folder)
     assert stale_since(data, folder) is None
     written = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
     assert f"{last.date()}.parquet" in written, "the day's rows were joined before its tables existed"

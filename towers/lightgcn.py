@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import PositiveFloat
 from torch_geometric.nn import LightGCN
 from torch_geometric.utils import to_torch_csr_tensor
+from tqdm import tqdm
 
 from towers.config import Config, Count
 from towers.evaluate import Queries, Recommend, Split, evaluate, top_k
@@ -122,7 +123,8 @@ def fit(events: pd.DataFrame, items: pd.DataFrame, config: LightGCNConfig,
     started = time.perf_counter()
     best, best_epoch, bad, history = -np.inf, config.epochs - 1, 0, []
     state = copy.deepcopy(model.state_dict())
-    for epoch in range(config.epochs):
+    bar = tqdm(range(config.epochs), desc=f"lightgcn {config.loss}", unit="epoch")
+    for epoch in bar:
         model.train()
         order = torch.randperm(graph.pairs.shape[1], generator=generator)
         for batch in order.split(config.batch_size):
@@ -137,6 +139,7 @@ def fit(events: pd.DataFrame, items: pd.DataFrame, config: LightGCNConfig,
         history.append({"epoch": epoch, "loss": loss.item(), "val": val})
         log.info("lightgcn %s reg %g epoch %d loss %.4f val %.4f", config.loss, config.reg, epoch,
                  loss.item(), val)
+        bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{val:.4f}")
         if val > best:
             best, best_epoch, bad, state = val, epoch, 0, copy.deepcopy(model.state_dict())
         else:

@@ -176,13 +176,17 @@ class EventLog:
                     del self._pending[seq]
 
     def get(self, key: str) -> Event | None:
+        # The pending answers are taken before the row is read: an answer leaves them only once
+        # stored, so it is in one or the other.
+        with self._wake:
+            pending = dict(self._pending)
         with self.engine.connect() as db:
             row = db.execute(select(events).where(events.c.key == key)).first()
         if row is None:
             return None
         found = _event(row)
-        pending = self._pending.get(found.seq)
-        return found if pending is None else dataclasses.replace(found, answer=pending)
+        answer = pending.get(found.seq)
+        return found if answer is None else dataclasses.replace(found, answer=answer)
 
     def position(self) -> int:
         """The last seq logged (0: none)."""

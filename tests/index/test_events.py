@@ -57,6 +57,14 @@ def test_a_key_is_logged_once_and_a_retry_gets_the_first_event_and_answer(log, o
     reopened.close()
 
 
+def test_an_answer_is_read_back_while_the_background_writer_stores_it(log):
+    # The answer moves from memory to the table while `get` runs: it must be found in one of them.
+    for n in range(300):
+        written = log.record(f"race-{n}", "stock", {"item_id": n, "quantity": 1})
+        log.answer(written.seq, {"n": n})
+        assert log.get(f"race-{n}").answer == {"n": n}, f"answer of write {n} lost in flight"
+
+
 def test_concurrent_writers_of_the_same_keys_log_each_once(log):
     def write(n: int) -> int:
         return log.record(f"key-{n % 20}", "interaction",

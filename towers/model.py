@@ -129,7 +129,7 @@ class ItemTower(nn.Module):
         return F.normalize(h, dim=-1)  # (N, D)
 
     def logits(self, users: torch.Tensor, candidates: torch.Tensor, buckets: torch.Tensor | None,
-               day: torch.Tensor | None, temperature: float,
+               day: torch.Tensor | None, temperature: float | torch.Tensor,
                represented: torch.Tensor | None = None, seconds: np.ndarray | None = None
                ) -> torch.Tensor:
         """(Q, C) cosine / temperature of each user with each candidate as of the user's day.
@@ -148,7 +148,7 @@ class ItemTower(nn.Module):
             users[rows], h + terms[s], buckets, None if day is None else day[rows], temperature))
 
     def _logits(self, users: torch.Tensor, h: torch.Tensor, buckets: torch.Tensor | None,
-                day: torch.Tensor | None, temperature: float) -> torch.Tensor:
+                day: torch.Tensor | None, temperature: float | torch.Tensor) -> torch.Tensor:
         """`logits` of candidates represented by `h` (C, D).
 
         `buckets` (K, C, W) are the candidates' popularity on K days and `day` (Q,) picks each

@@ -38,7 +38,7 @@ def check_nested_dims(dims: Sequence[int], dim: int, *, item_popularity: bool) -
 
 
 def nested_loss(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, dims: Sequence[int],
-                temperature: float, correction: torch.Tensor | None,
+                temperature: float | torch.Tensor, correction: torch.Tensor | None,
                 seen: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """Summed cross-entropy over the rows of every prefix in `dims`.
 

@@ -84,11 +84,12 @@ class TrainConfig(Config):
     validate_steps: Count = 100  # steps between validations at least: patience counts real progress
     weight_decay: NonNegativeFloat = 0.0  # dropout already regularises; decay hurt the ID tables
     temperature: PositiveFloat = 0.1  # on unit vectors: between slow learning and an early plateau
+    learn_temperature: bool = False  # `temperature` is then the start of a learned one (Temperature)
     loss: Loss = "auto"  # auto = full softmax if the catalogue has <= full_softmax_max_items
     full_softmax_max_items: Count = 20_000  # (Q, N) logits stay small on CPU below this
     uniform_negatives: NonNegativeInt = 0  # mixed into the in-batch ones (sampled loss only)
     mask_seen: bool = True  # seen items are filtered at serving, so they are not negatives either
-    patience: Count = 3  # validations without improvement before stopping (after min_steps)
+    patience: Count = 3  # validations without gain before stopping, past min_steps and mid-decay
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
     seed: int = 0  # any fixed seed: runs repeat exactly
     nested_dims: NestedDims = ()  # prefixes also trained to rank alone, e.g. 16,32,64 (towers/nested.py)
@@ -173,7 +174,9 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum())).float()  # (N + 1,)
     full = train.loss == "full" or (train.loss == "auto" and n_items <= train.full_softmax_max_items)
     all_items = torch.arange(1, n_items + 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    temperature = Temperature(train.temperature, learned=train.learn_temperature)
+    params = [*model.parameters(), *temperature.parameters()]
+    optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
     log.info("training on %d rows, %d users, %d items, %d windows, %s softmax, %d rank(s)",
              len(frame), len(vocab.user_ids), n_items, len(windows), "full" if full else "sampled",
              world)
@@ -219,7 +222,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             else:
                 buckets = popularity.buckets(candidates.numpy(), days)  # (K, C, W)
             logits = model.item_tower.logits(u, candidates, buckets, torch.from_numpy(day),
-                                              train.temperature, represented, seconds)  # (Q, C)
+                                              temperature(), represented, seconds)  # (Q, C)
             if correction is not None:
                 logits = logits - correction  # (Q, C)
             masked = seen_columns(users, candidates, n_items, labels) if train.mask_seen else None
@@ -229,14 +232,14 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             if train.nested_dims:
                 vectors = represented if represented is not None else model.item_tower.represent(
                     model.item_tower.known(candidates))  # (C, D)
-                total = total + nested_loss(u, vectors, labels, train.nested_dims, train.temperature,
+                total = total + nested_loss(u, vectors, labels, train.nested_dims, temperature(),
                                             correction, masked)
             optimizer.zero_grad(set_to_none=True)
             # Batches hold windows of similar length, so their row counts differ: dividing by a
             # constant rather than the batch's count weights every row alike.
             (total / train.batch_size).backward()
             if world > 1:
-                _average_gradients(model, world)
+                _average_gradients(params, world)
             optimizer.step()
             step += 1
             seen += len(targets)
@@ -253,6 +256,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         validated = step
         metric = validate(Artifact(model)) if validate else -float(np.mean(losses))
         history.append({"epoch": epoch, "step": step, "lr": lr, "loss": float(np.mean(losses)),
+                        "temperature": round(float(temperature()), 4),
                         "val": metric, "seconds": round(elapsed, 1),
                         "examples_per_s": round(world * seen / (time.perf_counter() - tick))})
         log.info("epoch %d step %d loss %.4f val %.4f (%.0f s)", epoch, step, np.mean(losses),
@@ -263,7 +267,11 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         else:
             bad += 1
         tick, seen, losses = time.perf_counter(), 0, []
-        patient = bad >= train.patience and step >= min(train.min_steps, schedule.steps)
+        # Patience counts from min_steps and, under a decay, from its midpoint on: at a high lr
+        # validation is noisy and a long schedule's best comes as the lr falls.
+        settled = step >= min(train.min_steps, schedule.steps) and (
+            not train.decay_epochs or lr <= train.lr / 2)
+        patient = bad >= train.patience and settled
         stop = _agreed("budget" if ended else "early_stopping" if patient else
                        "cap" if capped else None, world)
         if stop:
@@ -283,9 +291,25 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     metrics = {"val": best[0], "best_epoch": best[1], "best_step": best[2], "steps": step,
                "schedule_steps": schedule.steps, "stopped_by": stop,
                "improving_at_stop": improving, "seconds_to_best": round(best_seconds, 1),
+               "temperature": round(float(temperature()), 4),
                "seconds_total": round(time.perf_counter() - started, 1), "ranks": world,
                "history": history}
     return Artifact(model, metrics, fingerprint(frame, items), train.model_dump())
+
+
+class Temperature(torch.nn.Module):
+    """The softmax temperature: fixed, or learned as a log scale (CLIP's, capped at 1/100)."""
+
+    def __init__(self, start: float, *, learned: bool) -> None:
+        super().__init__()
+        log_scale = torch.tensor(-math.log(start))
+        self.log_scale = torch.nn.Parameter(log_scale) if learned else None
+        self.fixed = start
+
+    def forward(self) -> torch.Tensor | float:
+        if self.log_scale is None:
+            return self.fixed
+        return torch.exp(-self.log_scale.clamp(max=math.log(100)))
 
 
 def _distributed() -> tuple[int, int]:
@@ -295,9 +319,8 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _average_gradients(model: torch.nn.Module, world: int) -> None:
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
     """All-reduce every gradient (one flat buffer; a parameter unused on a rank counts as 0)."""
-    params = list(model.parameters())
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                       for p in params])
     dist.all_reduce(flat)

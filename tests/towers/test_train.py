@@ -142,6 +142,19 @@ def test_sampled_softmax_with_mixed_negatives_also_learns(ml, small_frame):
     assert losses[-1] < losses[0], losses
 
 
+def test_a_learned_temperature_moves_from_its_start_and_a_fixed_one_stays(ml, small_frame):
+    def temperatures(learned: bool) -> list[float]:
+        artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                       train=TrainConfig(epochs=2, batch_size=256, min_steps=1, patience=10,
+                                         validate_steps=1, temperature=0.2,
+                                         learn_temperature=learned))
+        return [h["temperature"] for h in artifact.metrics["history"]]
+
+    assert set(temperatures(False)) == {0.2}
+    learned = temperatures(True)
+    assert all(0.01 <= t for t in learned) and abs(learned[-1] - 0.2) > 1e-3, learned
+
+
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_decay_epochs():
     train = TrainConfig(lr=0.01, warmup_epochs=0.5, decay_epochs=4.5)
     assert learning_rate(train, 0.25) == pytest.approx(0.005)
@@ -211,6 +224,19 @@ def test_past_min_steps_early_stopping_ends_a_flat_schedule(ml, tiny_split):
     assert artifact.metrics["stopped_by"] == "early_stopping"
     assert artifact.metrics["history"][-1]["epoch"] < 59
     assert artifact.metrics["val"] == max(h["val"] for h in artifact.metrics["history"])
+
+
+def test_under_a_decay_patience_counts_only_once_the_lr_is_below_half_its_peak(ml, tiny_split):
+    split, frame = tiny_split
+    train = TrainConfig(batch_size=256, lr=0.01, decay_epochs=30, min_steps=1, validate_steps=1,
+                        patience=1)
+    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
+                   validate=evaluate.validator(split.validation, ml.items))
+    history = artifact.metrics["history"]
+    vals = [h["val"] for h in history]
+    assert any(later <= best for best, later in zip(np.maximum.accumulate(vals)[:-1], vals[1:],
+                                                    strict=True))
+    assert history[-1]["lr"] <= train.lr / 2  # not stopped before the decay's midpoint
 
 
 @pytest.mark.parametrize("cut", ["cap", "budget"])

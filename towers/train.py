@@ -259,8 +259,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                         "temperature": round(float(temperature()), 4),
                         "val": metric, "seconds": round(elapsed, 1),
                         "examples_per_s": round(world * seen / (time.perf_counter() - tick))})
-        log.info("epoch %d step %d loss %.4f val %.4f (%.0f s)", epoch, step, np.mean(losses),
-                 metric, elapsed)
+        log.info("epoch %d step %d loss %.4f val %.4f temperature %.4f (%.0f s)", epoch, step,
+                 np.mean(losses), metric, history[-1]["temperature"], elapsed)
         if validate is None or metric > best[0]:  # without validation keep the last epoch
             best, bad = (metric, epoch, step, copy.deepcopy(model.state_dict())), 0
             best_seconds = elapsed

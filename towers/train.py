@@ -181,7 +181,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
              len(frame), len(vocab.user_ids), n_items, len(windows), "full" if full else "sampled",
              world)
 
-    started, step, bad, best_seconds, lr = time.perf_counter(), 0, 0, 0.0, 0.0
+    started, step, bad, waited, best_seconds, lr = time.perf_counter(), 0, 0, 0, 0.0, 0.0
     best: tuple[float, int, int, dict] = (-np.inf, -1, 0, copy.deepcopy(model.state_dict()))
     history: list[dict] = []
     schedule: Plan | None = None  # set once the first pass's batches are known
@@ -261,17 +261,17 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                         "examples_per_s": round(world * seen / (time.perf_counter() - tick))})
         log.info("epoch %d step %d loss %.4f val %.4f temperature %.4f (%.0f s)", epoch, step,
                  np.mean(losses), metric, history[-1]["temperature"], elapsed)
-        if validate is None or metric > best[0]:  # without validation keep the last epoch
-            best, bad = (metric, epoch, step, copy.deepcopy(model.state_dict())), 0
-            best_seconds = elapsed
-        else:
-            bad += 1
-        tick, seen, losses = time.perf_counter(), 0, []
-        # Patience counts from min_steps and, under a decay, from its midpoint on: at a high lr
-        # validation is noisy and a long schedule's best comes as the lr falls.
+        # Patience counts validations from min_steps and, under a decay, from its midpoint on: at
+        # a high lr validation is noisy, and a long schedule's best comes as the lr falls.
         settled = step >= min(train.min_steps, schedule.steps) and (
             not train.decay_epochs or lr <= train.lr / 2)
-        patient = bad >= train.patience and settled
+        if validate is None or metric > best[0]:  # without validation keep the last epoch
+            best, bad, waited = (metric, epoch, step, copy.deepcopy(model.state_dict())), 0, 0
+            best_seconds = elapsed
+        else:
+            bad, waited = bad + 1, waited + settled
+        tick, seen, losses = time.perf_counter(), 0, []
+        patient = waited >= train.patience
         stop = _agreed("budget" if ended else "early_stopping" if patient else
                        "cap" if capped else None, world)
         if stop:

@@ -226,17 +226,20 @@ def test_past_min_steps_early_stopping_ends_a_flat_schedule(ml, tiny_split):
     assert artifact.metrics["val"] == max(h["val"] for h in artifact.metrics["history"])
 
 
-def test_under_a_decay_patience_counts_only_once_the_lr_is_below_half_its_peak(ml, tiny_split):
+def test_under_a_decay_patience_counts_only_validations_past_the_lr_midpoint(ml, tiny_split):
     split, frame = tiny_split
     train = TrainConfig(batch_size=256, lr=0.01, decay_epochs=30, min_steps=1, validate_steps=1,
-                        patience=1)
+                        patience=2)
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
                    validate=evaluate.validator(split.validation, ml.items))
     history = artifact.metrics["history"]
     vals = [h["val"] for h in history]
     assert any(later <= best for best, later in zip(np.maximum.accumulate(vals)[:-1], vals[1:],
                                                     strict=True))
-    assert history[-1]["lr"] <= train.lr / 2  # not stopped before the decay's midpoint
+    settled = [h for h in history if h["lr"] <= train.lr / 2]  # past the decay's midpoint
+    assert settled and history[-1] is settled[-1]  # not stopped before it
+    if artifact.metrics["stopped_by"] == "early_stopping":  # and waited there for `patience`
+        assert len(settled) >= train.patience
 
 
 @pytest.mark.parametrize("cut", ["cap", "budget"])

@@ -89,7 +89,7 @@ class TrainConfig(Config):
     full_softmax_max_items: Count = 20_000  # (Q, N) logits stay small on CPU below this
     uniform_negatives: NonNegativeInt = 0  # mixed into the in-batch ones (sampled loss only)
     mask_seen: bool = True  # seen items are filtered at serving, so they are not negatives either
-    patience: Count = 3  # validations without gain before stopping, past min_steps and mid-decay
+    patience: Count = 5  # validations without gain before stopping, past min_steps and mid-decay
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
     seed: int = 0  # any fixed seed: runs repeat exactly
     nested_dims: NestedDims = ()  # prefixes also trained to rank alone, e.g. 16,32,64 (towers/nested.py)

@@ -203,7 +203,7 @@ def tiny_split(small, small_store):
 
 def test_a_tiny_dataset_trains_for_the_schedules_minimum_steps(ml, tiny_split):
     split, frame = tiny_split
-    train = TrainConfig(batch_size=256, min_steps=100, validate_steps=20, patience=1)
+    train = TrainConfig(batch_size=256, decay_epochs=6, min_steps=100, validate_steps=20, patience=1)
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
                    validate=evaluate.validator(split.validation, ml.items))
     metrics, history = artifact.metrics, artifact.metrics["history"]

@@ -256,7 +256,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         validated = step
         metric = validate(Artifact(model)) if validate else -float(np.mean(losses))
         history.append({"epoch": epoch, "step": step, "lr": lr, "loss": float(np.mean(losses)),
-                        "temperature": round(float(temperature()), 4),
+                        "temperature": temperature.value(),
                         "val": metric, "seconds": round(elapsed, 1),
                         "examples_per_s": round(world * seen / (time.perf_counter() - tick))})
         log.info("epoch %d step %d loss %.4f val %.4f temperature %.4f (%.0f s)", epoch, step,
@@ -291,7 +291,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     metrics = {"val": best[0], "best_epoch": best[1], "best_step": best[2], "steps": step,
                "schedule_steps": schedule.steps, "stopped_by": stop,
                "improving_at_stop": improving, "seconds_to_best": round(best_seconds, 1),
-               "temperature": round(float(temperature()), 4),
+               "temperature": temperature.value(),
                "seconds_total": round(time.perf_counter() - started, 1), "ranks": world,
                "history": history}
     return Artifact(model, metrics, fingerprint(frame, items), train.model_dump())
@@ -310,6 +310,11 @@ class Temperature(torch.nn.Module):
         if self.log_scale is None:
             return self.fixed
         return torch.exp(-self.log_scale.clamp(max=math.log(100)))
+
+    def value(self) -> float:
+        """The current temperature as a number (for logs and metrics)."""
+        with torch.no_grad():
+            return round(float(self()), 4)
 
 
 def _distributed() -> tuple[int, int]:

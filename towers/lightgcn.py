@@ -5,8 +5,9 @@ Users and items are free embeddings, smoothed over the graph (the mean of `layer
 The loss is BPR (one uniform negative per positive edge) or a softmax over the whole catalogue;
 `tune` picks the loss and its L2 weight on validation NDCG@10, stopping each fit early there, and
 `fit_split` refits the pick on the events before the test cut for the best number of epochs
-(TEMPORAL; LOO's test events are the validation fit's). It is transductive: a user or an item
-without a training event has no node; such users score nothing and such items rank last.
+(TEMPORAL; on LOO those are the tuning fit's events, whose model is kept). It is transductive:
+a user or an item without a training event has no node; such users score nothing and such items
+rank last.
 """
 
 from __future__ import annotations
@@ -155,21 +156,22 @@ def fit(events: pd.DataFrame, items: pd.DataFrame, config: LightGCNConfig,
 
 
 def tune(split: Split, items: pd.DataFrame, base: LightGCNConfig | None = None,
-         grid: tuple[tuple[Loss, float], ...] = GRID) -> tuple[LightGCNConfig, str, float]:
+         grid: tuple[tuple[Loss, float], ...] = GRID
+         ) -> tuple[LightGCNConfig, str, float, Recommend]:
     """The (loss, reg) of `grid` whose fit on `split.train` has the best validation NDCG@10, as a
-    config for its best epoch count; its name and that NDCG@10."""
+    config for its best epoch count; its name, that NDCG@10 and the fit's recommender."""
     base = base or LightGCNConfig()
-    best: tuple[LightGCNConfig, str, float] | None = None
+    best: tuple[LightGCNConfig, str, float, Recommend] | None = None
     for loss, reg in grid:
-        _, figures = fit(split.train, items, base.model_copy(update={"loss": loss, "reg": reg}),
-                         split.validation)
+        recommend, figures = fit(split.train, items,
+                                 base.model_copy(update={"loss": loss, "reg": reg}), split.validation)
         name = f"{loss} reg={reg:g}"
         log.info("lightgcn %s: validation NDCG@10 %.4f at epoch %d", name, figures["val"],
                  figures["best_epoch"])
         if best is None or figures["val"] > best[2]:
             best = (base.model_copy(update={"loss": loss, "reg": reg,
                                             "epochs": figures["best_epoch"] + 1}),
-                    name, figures["val"])
+                    name, figures["val"], recommend)
     assert best is not None, "an empty grid"
     return best
 
@@ -177,8 +179,10 @@ def tune(split: Split, items: pd.DataFrame, base: LightGCNConfig | None = None,
 def fit_split(split: Split, items: pd.DataFrame, base: LightGCNConfig | None = None,
               grid: tuple[tuple[Loss, float], ...] = GRID) -> tuple[Recommend, dict]:
     """Tune on validation, then refit the pick on the events before the test cut for its best
-    epoch count (on LOO those are the validation fit's events: the same model again)."""
-    config, picked, val = tune(split, items, base, grid)
-    recommend, figures = fit(split.test_train, items, config)
-    return recommend, {"picked": picked, "epochs": config.epochs, "val": val,
-                       "refit_seconds": figures["seconds"]}
+    epoch count. On LOO those are the tuning fit's own events, so its model is kept as it is."""
+    config, picked, val, recommend = tune(split, items, base, grid)
+    figures = {"picked": picked, "epochs": config.epochs, "val": val}
+    if split.test_train is not split.train:  # TEMPORAL: refit up to the test cut
+        recommend, refit = fit(split.test_train, items, config)
+        figures["refit_seconds"] = refit["seconds"]
+    return recommend, figures

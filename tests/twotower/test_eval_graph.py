@@ -22,6 +22,7 @@ def test_lightgcn_eval_tunes_on_validation_and_beats_popularity(protocol, tmp_pa
     training = result["training"]
     assert training["picked"] in {"softmax reg=0.0001", "bpr reg=0.0001"}
     assert training["epochs"] >= 1 and 0 < training["val"] <= 1
+    assert ("refit_seconds" in training) == (protocol == "temporal")  # LOO keeps the tuned model
     assert result["NDCG@10"] > popularity["NDCG@10"]
 
 

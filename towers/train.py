@@ -181,7 +181,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
              len(frame), len(vocab.user_ids), n_items, len(windows), "full" if full else "sampled",
              world)
 
-    started, step, bad, waited, best_seconds, lr = time.perf_counter(), 0, 0, 0, 0.0, 0.0
+    started, step, waited, best_seconds, lr = time.perf_counter(), 0, 0, 0.0, 0.0
     best: tuple[float, int, int, dict] = (-np.inf, -1, 0, copy.deepcopy(model.state_dict()))
     history: list[dict] = []
     schedule: Plan | None = None  # set once the first pass's batches are known
@@ -266,10 +266,10 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         settled = step >= min(train.min_steps, schedule.steps) and (
             not train.decay_epochs or lr <= train.lr / 2)
         if validate is None or metric > best[0]:  # without validation keep the last epoch
-            best, bad, waited = (metric, epoch, step, copy.deepcopy(model.state_dict())), 0, 0
+            best, waited = (metric, epoch, step, copy.deepcopy(model.state_dict())), 0
             best_seconds = elapsed
         else:
-            bad, waited = bad + 1, waited + settled
+            waited += settled
         tick, seen, losses = time.perf_counter(), 0, []
         patient = waited >= train.patience
         stop = _agreed("budget" if ended else "early_stopping" if patient else
@@ -277,7 +277,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         if stop:
             break
     assert stop is not None and schedule is not None  # the last pass always ends the run
-    improving = validate is not None and bad == 0
+    improving = validate is not None and best[2] == step  # the last validation was the best
     if stop == "cap":
         log.warning("max_minutes=%g ended training at step %d of the schedule's %d (epoch %d)%s",
                     train.max_minutes, step, schedule.steps, epoch,

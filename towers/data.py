@@ -316,6 +316,7 @@ class Windows:
     query_gap: np.ndarray  # (T,) int8 `elapsed_bucket` since the last visible event, 0 = none
     targets: np.ndarray  # (T,) target item index
     seconds: np.ndarray  # (T,) the rows' times
+    frame_rows: np.ndarray  # (T,) the rows' positions in the training frame
 
     @classmethod
     def build(cls, vocab: Vocab, chunks: list[PrefixChunk]) -> Windows:
@@ -347,7 +348,8 @@ class Windows:
                    hour=hour.numpy().astype(np.int8), weekday=weekday.numpy().astype(np.int8),
                    query_gap=np.where(pos >= 0, elapsed_bucket(seconds - last), 0).astype(np.int8),
                    targets=vocab.item_index(np.concatenate([c.targets for c in chunks])),
-                   seconds=seconds)
+                   seconds=seconds, frame_rows=np.concatenate([c.rows for c in chunks]
+                                                              ).astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.size)
@@ -356,13 +358,19 @@ class Windows:
         """(n,) queries per window."""
         return np.diff(self.start)
 
+    def queries(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The queries of windows `index` in batch order: their window's batch row and their
+        own position in the query arrays, both (Q,)."""
+        index = np.asarray(index, dtype=np.int64)
+        counts = self.start[index + 1] - self.start[index]  # (B,)
+        row = np.repeat(np.arange(len(index)), counts)  # (Q,)
+        return row, (self.start[index] - np.cumsum(counts) + counts)[row] + np.arange(len(row))
+
     def batch(self, index: np.ndarray) -> tuple[UserBatch, torch.Tensor, np.ndarray]:
         """Windows `index` as one causal pass: the user side, target indices (Q,), times (Q,)."""
         index = np.asarray(index, dtype=np.int64)
-        counts = self.start[index + 1] - self.start[index]  # (B,)
         width = max(int(self.size[index].max(initial=0)), 1)
-        row = np.repeat(np.arange(len(index)), counts)  # (Q,)
-        query = (self.start[index] - np.cumsum(counts) + counts)[row] + np.arange(len(row))  # (Q,)
+        row, query = self.queries(index)  # (Q,), (Q,)
         size = torch.from_numpy(self.size[index])  # (B,)
 
         def tensor(values: np.ndarray) -> torch.Tensor:
@@ -398,23 +406,29 @@ def batch_groups(windows: Windows, *, batch_size: int, rng: np.random.Generator
 # ---------------------------------------------------------------- negatives
 
 def sampled_candidates(targets: torch.Tensor, *, n_items: int, n_uniform: int,
-                       log_q: torch.Tensor, generator: torch.Generator
+                       log_q: torch.Tensor, generator: torch.Generator,
+                       hard: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Candidates for the sampled softmax: the batch's distinct targets plus uniform samples.
+    """Candidates for the sampled softmax: the batch's distinct targets, uniform samples and the
+    `hard` draws (item indices, `hard_negatives.HardNegatives.draw`).
 
     Distinct targets mean an item that is another query's positive appears once, as this query's
     label or a negative, never as a false copy of the positive. Returns candidate indices (C,),
     each query's label column (Q,), and the logQ correction (C,): log of the expected number of
-    times the candidate is drawn (in-batch by popularity, uniform by 1/n_items).
+    times the candidate is drawn (in-batch by popularity, uniform by 1/n_items, plus the times it
+    was drawn as a hard negative).
     """
     in_batch, labels = torch.unique(targets, return_inverse=True)  # (C0,), (Q,)
-    if n_uniform:
-        extra = torch.randint(1, n_items + 1, (n_uniform,), generator=generator)  # (M,)
-        extra = extra[~torch.isin(extra, in_batch)].unique()
-        candidates = torch.cat([in_batch, extra])  # (C,)
-    else:
-        candidates = in_batch
+    extra = [torch.randint(1, n_items + 1, (n_uniform,), generator=generator)] if n_uniform else []
+    if hard is not None:
+        extra.append(hard)
+    candidates = in_batch
+    if extra:
+        drawn = torch.cat(extra)  # (M,)
+        candidates = torch.cat([in_batch, drawn[~torch.isin(drawn, in_batch)].unique()])  # (C,)
     expected = len(targets) * log_q[candidates].exp() + n_uniform / n_items  # (C,)
+    if hard is not None:
+        expected = expected + torch.bincount(hard, minlength=n_items + 1)[candidates]
     return candidates, labels, expected.log()
 
 

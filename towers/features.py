@@ -31,8 +31,9 @@ def feature_store(dataset: Dataset, max_len: int, home: str | Path):  # -> feast
 
 
 def examples(store, events: pd.DataFrame) -> pd.DataFrame:
-    """The training frame of `events`: each row's features strictly before its time, in order."""
-    return training_frame(store, events[ENTITY_COLUMNS])
+    """The training frame of `events`: each row's features strictly before its time, in order, with
+    the events' `weight` (a rating, say: the liked head's label) where they have one."""
+    return training_frame(store, events[[c for c in [*ENTITY_COLUMNS, "weight"] if c in events]])
 
 
 def query_features(store, queries: Queries) -> Queries:

@@ -51,7 +51,9 @@ from towers.data import (
     unix_seconds,
 )
 from towers.encoders import item_encoder_inputs
+from towers.hard_negatives import HardNegatives
 from towers.model import TowerConfig, TwoTower
+from towers.multitask import LikedHead, liked_rows, twin_pairs
 from towers.nested import NestedDims, check_nested_dims, nested_loss
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class TrainConfig(Config):
     loss: Loss = "auto"  # auto = full softmax if the catalogue has <= full_softmax_max_items
     full_softmax_max_items: Count = 20_000  # (Q, N) logits stay small on CPU below this
     uniform_negatives: NonNegativeInt = 0  # mixed into the in-batch ones (sampled loss only)
+    hard_negatives: NonNegativeInt = 0  # per query, near its positive (sampled loss; hard_negatives.py)
+    hard_pool: Count = 50  # the nearest items they come from early on; the schedule narrows it
+    liked_weight: NonNegativeFloat = 0.0  # of a "liked" head's loss on the user tower (multitask.py)
+    liked_min_weight: float = 4.0  # an event's weight (e.g. rating) from which it counts as liked
     mask_seen: bool = True  # seen items are filtered at serving, so they are not negatives either
     patience: Count = 5  # validations without gain before stopping, past min_steps and mid-decay
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
@@ -174,8 +180,15 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum())).float()  # (N + 1,)
     full = train.loss == "full" or (train.loss == "auto" and n_items <= train.full_softmax_max_items)
     all_items = torch.arange(1, n_items + 1)
+    if train.hard_negatives and full:
+        raise ValueError("hard_negatives: the full softmax already scores every item; "
+                         "set loss='sampled' to use them")
+    hard = HardNegatives(train.hard_negatives, train.hard_pool) if train.hard_negatives else None
+    liked = liked_rows(frame, train.liked_min_weight) if train.liked_weight else None
+    head = LikedHead(tower.dim) if train.liked_weight else None
     temperature = Temperature(train.temperature, learned=train.learn_temperature)
-    params = [*model.parameters(), *temperature.parameters()]
+    params = [*model.parameters(), *temperature.parameters(),
+              *(head.parameters() if head is not None else ())]
     optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
     log.info("training on %d rows, %d users, %d items, %d windows, %s softmax, %d rank(s)",
              len(frame), len(vocab.user_ids), n_items, len(windows), "full" if full else "sampled",
@@ -204,6 +217,9 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             users, targets, seconds = windows.batch(group)
+            if hard is not None and step % max(train.validate_steps, 1) == 0:
+                hard.mine(model.item_tower.represent(model.item_tower.known(
+                    torch.arange(n_items + 1))).detach())  # (N + 1, D)
             if full:  # every item's representation once, for the history and the candidates
                 candidates, labels, correction = all_items, targets - 1, None
                 table = model.item_tower.represent(model.item_tower.known(
@@ -212,7 +228,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             else:
                 candidates, labels, correction = sampled_candidates(
                     targets, n_items=n_items, n_uniform=train.uniform_negatives,
-                    log_q=log_q, generator=generator)
+                    log_q=log_q, generator=generator, hard=None if hard is None else hard.draw(
+                        targets, step / schedule.steps, generator))
                 u, represented = model.users(users), None  # (Q, D)
             days, day = np.unique(seconds // DAY, return_inverse=True)  # (K,), (Q,)
             if not tower.item_popularity:
@@ -221,14 +238,24 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                 buckets = popularity.catalogue(days, n_items)[:, 1:]  # (K, N, W)
             else:
                 buckets = popularity.buckets(candidates.numpy(), days)  # (K, C, W)
-            logits = model.item_tower.logits(u, candidates, buckets, torch.from_numpy(day),
-                                              temperature(), represented, seconds)  # (Q, C)
-            if correction is not None:
-                logits = logits - correction  # (Q, C)
             masked = seen_columns(users, candidates, n_items, labels) if train.mask_seen else None
-            if masked is not None:  # in place: the matmul's backward does not need its output
-                logits.index_put_(masked, torch.tensor(-torch.inf))
-            total = F.cross_entropy(logits, labels, reduction="sum")  # (Q, C) -> ()
+            scored, index, weights, hidden = u, np.arange(len(targets)), None, masked
+            if head is not None:  # liked rows are scored a second time, through their own head
+                keep = np.flatnonzero(liked[windows.frame_rows[windows.queries(group)[1]]])
+                scored, index = torch.cat([u, head(u[keep])]), np.concatenate([index, keep])
+                weights = torch.cat([torch.ones(len(targets)),
+                                     torch.full((len(keep),), train.liked_weight)])  # (R,)
+                hidden = twin_pairs(masked, keep, len(targets)) if masked is not None else None
+            logits = model.item_tower.logits(scored, candidates, buckets, torch.from_numpy(day[index]),
+                                              temperature(), represented, seconds[index])  # (R, C)
+            if correction is not None:
+                logits = logits - correction  # (R, C)
+            if hidden is not None:  # in place: the matmul's backward does not need its output
+                logits.index_put_(hidden, torch.tensor(-torch.inf))
+            if weights is None:
+                total = F.cross_entropy(logits, labels, reduction="sum")  # (R, C) -> ()
+            else:
+                total = (F.cross_entropy(logits, labels[index], reduction="none") * weights).sum()
             if train.nested_dims:
                 vectors = represented if represented is not None else model.item_tower.represent(
                     model.item_tower.known(candidates))  # (C, D)

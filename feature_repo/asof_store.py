@@ -13,6 +13,9 @@ entity frame given as SQL) go to the stock join.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -106,21 +109,40 @@ class AsofRetrievalJob(RetrievalJob):
         return self._to_arrow_internal(timeout).to_pandas()
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
-        entities = self._entities
-        stamps = entities[self._timestamp]
-        if not isinstance(stamps.dtype, pd.DatetimeTZDtype):  # Feast reads naive times as UTC
-            entities = entities.assign(**{self._timestamp: pd.to_datetime(stamps, utc=True)})
-        con = duckdb.connect()
+        with self._connection() as con:
+            return con.sql(self._query()).to_arrow_table()
+
+    def batches(self, order_by: Sequence[str], rows: int) -> Iterator[pa.Table]:
+        """The result in `order_by` order, `rows` at a time: one join over every entity row, so
+        each feature row is read once; DuckDB spills what does not fit in memory to disk."""
+        order = ", ".join(_quote(c) for c in order_by)
+        with self._connection() as con:
+            reader = con.sql(f"SELECT * FROM ({self._query()}) ORDER BY {order}"
+                             ).fetch_record_batch(rows)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection holding the entity frame as `entities`, its times in UTC."""
+        con = duckdb.connect(config={"temp_directory": tempfile.gettempdir()})
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.register("entities", entities)
-            return con.sql(self._query(entities)).to_arrow_table()
+            con.register("entities", self._utc_entities())
+            yield con
         finally:
             con.close()
 
-    def _query(self, entities: pd.DataFrame) -> str:
+    def _utc_entities(self) -> pd.DataFrame:
+        stamps = self._entities[self._timestamp]
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+            return self._entities
+        # Feast reads naive times as UTC
+        return self._entities.assign(**{self._timestamp: pd.to_datetime(stamps, utc=True)})
+
+    def _query(self) -> str:
         t = _quote(self._timestamp)
-        latest = entities[self._timestamp].max()
+        latest = self._utc_entities()[self._timestamp].max()
         selected, joins = [], []
         for n, view in enumerate(v for v in self._views if v.features):
             v = f"v{n}"

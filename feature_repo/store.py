@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from feature_repo.asof_store import STORE_TYPE
+from feature_repo.asof_store import STORE_TYPE, AsofRetrievalJob
 from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path, atomic_write
 from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, table_path, write_feature_tables
@@ -232,8 +232,8 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
     numpy arrays. For more rows than fit in memory, use `write_training_frame`.
     """
     frame = _entity_frame(entities).sort_values(["user_id", "event_timestamp"], kind="stable")
-    table = pa.concat_tables(_feature_chunks(store, frame, feature_service, chunk_rows))
-    table = table.sort_by("_row").drop_columns("_row")
+    table = pa.concat_tables(_feature_chunks(store, frame, feature_service, chunk_rows, ["_row"]))
+    table = table.sort_by("_row").drop_columns("_row")  # Feast's own join sorts chunk by chunk
     return table.to_pandas(timestamp_as_object=False)
 
 
@@ -259,8 +259,8 @@ def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
     folder.mkdir(parents=True, exist_ok=True)
     rows = 0
     with _DayFiles(folder) as files:
-        for chunk in _feature_chunks(store, frame, feature_service, chunk_rows):
-            chunk = chunk.sort_by([(c, "ascending") for c in ("_day", "user_id", "event_timestamp", "_row")])
+        for chunk in _feature_chunks(store, frame, feature_service, chunk_rows,
+                                     ["_day", "user_id", "event_timestamp", "_row"]):
             day_column = chunk["_day"]
             chunk = chunk.drop_columns(["_row", "_day"])
             for day in pc.unique(day_column).to_pylist():
@@ -336,19 +336,28 @@ def _entity_frame(entities: pd.DataFrame) -> pd.DataFrame:
                            _row=range(len(entities)))
 
 
-def _feature_chunks(store, frame: pd.DataFrame, feature_service: str,
-                    chunk_rows: int) -> Iterator[pa.Table]:
-    """Feast's point-in-time join over consecutive chunks of the (ordered) entity rows.
+def _feature_chunks(store, frame: pd.DataFrame, feature_service: str, chunk_rows: int,
+                    order_by: list[str]) -> Iterator[pa.Table]:
+    """Feast's point-in-time join of the entity rows, `order_by` their columns, `chunk_rows` rows
+    at a time.
 
-    Chunking bounds the memory of the join; ordered rows let DuckDB skip the row groups of the
-    (entity-sorted, day-partitioned) feature tables a chunk cannot need.
+    The ASOF store joins every row at once and streams the result, reading each feature row once.
+    Feast's own join holds its whole result in memory, so it runs over consecutive chunks of the
+    (ordered) rows; DuckDB then skips the row groups of the (entity-sorted, day-partitioned)
+    feature tables a chunk cannot need.
     """
     features = store.get_feature_service(feature_service)
-    starts = range(0, len(frame), chunk_rows)
-    for start in tqdm(starts, desc="training frame", unit="chunk",
-                      disable=len(starts) < 2 or not sys.stderr.isatty()):
-        chunk = frame.iloc[start:start + chunk_rows]
-        table = store.get_historical_features(entity_df=chunk, features=features).to_arrow()
+    job = store.get_historical_features(entity_df=frame, features=features)
+    if isinstance(job, AsofRetrievalJob):
+        batches = job.batches(order_by, chunk_rows)
+    else:
+        batches = (store.get_historical_features(entity_df=frame.iloc[start:start + chunk_rows],
+                                                 features=features).to_arrow().sort_by(
+                       [(c, "ascending") for c in order_by])
+                   for start in range(0, len(frame), chunk_rows))
+    chunks = -(-len(frame) // chunk_rows)
+    for table in tqdm(batches, desc="training frame", unit="chunk", total=chunks,
+                      disable=chunks < 2 or not sys.stderr.isatty()):
         yield _fill_absent_arrow(table)
 
 

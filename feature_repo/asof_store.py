@@ -148,10 +148,13 @@ class AsofRetrievalJob(RetrievalJob):
             v = f"v{n}"
             keys = [f"{_quote(column)} AS k{i}" for i, column in enumerate(view.keys)]
             columns = [f"{_quote(f)} AS {_quote(out)}" for f, out in view.features.items()]
-            # Rows after the last entity time can never match: skip their row groups.
+            # Rows after the last entity time, or of keys no entity row has, can never match: a
+            # daily join then decodes the history lists of that day's users only.
             source = (f"SELECT {', '.join(keys)}, {_quote(view.timestamp)} AS _t, {', '.join(columns)} "
                       f"FROM read_parquet('{view.path}') "
-                      f"WHERE {_quote(view.timestamp)} <= TIMESTAMPTZ '{latest.isoformat()}'")
+                      f"WHERE {_quote(view.timestamp)} <= TIMESTAMPTZ '{latest.isoformat()}'"
+                      + "".join(f" AND {_quote(column)} IN (SELECT DISTINCT {_quote(entity)} FROM entities)"
+                                for column, entity in view.keys.items()))
             on = [f"e.{_quote(entity)} = {v}.k{i}" for i, entity in enumerate(view.keys.values())]
             joins.append(f"ASOF LEFT JOIN ({source}) {v} ON {' AND '.join(on)} AND e.{t} >= {v}._t")
             selected += [f"{v}.{_quote(out)}" for out in view.features.values()]

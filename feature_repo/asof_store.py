@@ -17,6 +17,7 @@ import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -56,16 +57,52 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
                 full_feature_names, filter_by_created_timestamp)
         schema = dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
         timestamp = infer_event_timestamp_from_entity_df(schema)
-        return AsofRetrievalJob(entity_df, timestamp, views, full_feature_names, RetrievalMetadata(
-            features=feature_refs, keys=[c for c in entity_df.columns if c != timestamp],
-            min_event_timestamp=entity_df[timestamp].min(),
-            max_event_timestamp=entity_df[timestamp].max()))
+        if not isinstance(entity_df[timestamp].dtype, pd.DatetimeTZDtype):  # Feast reads naive
+            entity_df = entity_df.assign(**{timestamp: pd.to_datetime(entity_df[timestamp],
+                                                                      utc=True)})  # times as UTC
+        return SqlRetrievalJob(
+            _asof_query(entity_df, timestamp, views), frames={"entities": entity_df},
+            full_feature_names=full_feature_names, metadata=RetrievalMetadata(
+                features=feature_refs, keys=[c for c in entity_df.columns if c != timestamp],
+                min_event_timestamp=entity_df[timestamp].min(),
+                max_event_timestamp=entity_df[timestamp].max()))
+
+    @staticmethod
+    def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
+                                        timestamp_field, created_timestamp_column, start_date,
+                                        end_date) -> RetrievalJob:
+        """Each key's latest row stamped in [start_date, end_date] (what `materialize` loads).
+
+        Feast's own pull casts the timestamp column before comparing it, so DuckDB reads every row
+        group of every day file; compared as stored, a daily load reads only the new day's.
+        """
+        if (not _plain_parquet(data_source) or created_timestamp_column or not join_key_columns):
+            return DuckDBOfflineStore.pull_latest_from_table_or_query(
+                config, data_source, join_key_columns, feature_name_columns, timestamp_field,
+                created_timestamp_column, start_date, end_date)
+        t = _quote(timestamp_field)
+        columns = ", ".join(_quote(c) for c in [*join_key_columns, *feature_name_columns,
+                                                timestamp_field])
+        return SqlRetrievalJob(
+            f"SELECT {columns} FROM read_parquet('{data_source.path}') "
+            f"WHERE {t} >= TIMESTAMPTZ '{_utc(start_date)}' AND {t} <= TIMESTAMPTZ '{_utc(end_date)}' "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(map(_quote, join_key_columns))} "
+            f"ORDER BY {t} DESC) = 1")
+
+
+def _plain_parquet(source) -> bool:
+    """A parquet file source read as stored: no field mapping."""
+    return (isinstance(source, FileSource) and source.path.endswith(".parquet")
+            and not source.field_mapping)
+
+
+def _utc(moment: datetime) -> str:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 def _plan(view: FeatureView, feature_refs: list[str], full_feature_names: bool) -> _View | None:
     source = view.batch_source
-    if (not isinstance(source, FileSource) or not source.path.endswith(".parquet") or view.ttl
-            or source.created_timestamp_column or source.field_mapping):
+    if not _plain_parquet(source) or view.ttl or source.created_timestamp_column:
         return None
     prefix = view.projection.name_to_use()
     names = [ref.split(":", 1)[1] for ref in feature_refs if ref.startswith(f"{prefix}:")]
@@ -80,18 +117,14 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class AsofRetrievalJob(RetrievalJob):
-    """The entity frame with each view's features as of each row's time, in the frame's columns
-    and then the features' order (rows in any order, as Feast's own join)."""
+class SqlRetrievalJob(RetrievalJob):
+    """The result of one DuckDB query over the feature tables and the frames it names."""
 
-    def __init__(self, entity_df: pd.DataFrame, timestamp: str, views: list[_View],
-                 full_feature_names: bool, metadata: RetrievalMetadata) -> None:
+    def __init__(self, query: str, *, frames: dict[str, pd.DataFrame] | None = None,
+                 full_feature_names: bool = False, metadata: RetrievalMetadata | None = None) -> None:
         super().__init__()
-        self._entities = entity_df
-        self._timestamp = timestamp
-        self._views = views
-        self._full_feature_names = full_feature_names
-        self._metadata = metadata
+        self._sql, self._frames = query, frames or {}
+        self._full_feature_names, self._metadata = full_feature_names, metadata
 
     @property
     def full_feature_names(self) -> bool:
@@ -102,7 +135,7 @@ class AsofRetrievalJob(RetrievalJob):
         return []
 
     @property
-    def metadata(self) -> RetrievalMetadata:
+    def metadata(self) -> RetrievalMetadata | None:
         return self._metadata
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
@@ -110,52 +143,47 @@ class AsofRetrievalJob(RetrievalJob):
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         with self._connection() as con:
-            return con.sql(self._query()).to_arrow_table()
+            return con.sql(self._sql).to_arrow_table()
 
     def batches(self, order_by: Sequence[str], rows: int) -> Iterator[pa.Table]:
-        """The result in `order_by` order, `rows` at a time: one join over every entity row, so
+        """The result in `order_by` order, `rows` at a time: one query over every entity row, so
         each feature row is read once; DuckDB spills what does not fit in memory to disk."""
         order = ", ".join(_quote(c) for c in order_by)
         with self._connection() as con:
-            reader = con.sql(f"SELECT * FROM ({self._query()}) ORDER BY {order}"
-                             ).fetch_record_batch(rows)
+            reader = con.sql(f"SELECT * FROM ({self._sql}) ORDER BY {order}").fetch_record_batch(rows)
             for batch in reader:
                 yield pa.Table.from_batches([batch])
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB connection holding the entity frame as `entities`, its times in UTC."""
         con = duckdb.connect(config={"temp_directory": tempfile.gettempdir()})
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.register("entities", self._utc_entities())
+            for name, frame in self._frames.items():
+                con.register(name, frame)
             yield con
         finally:
             con.close()
 
-    def _utc_entities(self) -> pd.DataFrame:
-        stamps = self._entities[self._timestamp]
-        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
-            return self._entities
-        # Feast reads naive times as UTC
-        return self._entities.assign(**{self._timestamp: pd.to_datetime(stamps, utc=True)})
 
-    def _query(self) -> str:
-        t = _quote(self._timestamp)
-        latest = self._utc_entities()[self._timestamp].max()
-        selected, joins = [], []
-        for n, view in enumerate(v for v in self._views if v.features):
-            v = f"v{n}"
-            keys = [f"{_quote(column)} AS k{i}" for i, column in enumerate(view.keys)]
-            columns = [f"{_quote(f)} AS {_quote(out)}" for f, out in view.features.items()]
-            # Rows after the last entity time, or of keys no entity row has, can never match: a
-            # daily join then decodes the history lists of that day's users only.
-            source = (f"SELECT {', '.join(keys)}, {_quote(view.timestamp)} AS _t, {', '.join(columns)} "
-                      f"FROM read_parquet('{view.path}') "
-                      f"WHERE {_quote(view.timestamp)} <= TIMESTAMPTZ '{latest.isoformat()}'"
-                      + "".join(f" AND {_quote(column)} IN (SELECT DISTINCT {_quote(entity)} FROM entities)"
-                                for column, entity in view.keys.items()))
-            on = [f"e.{_quote(entity)} = {v}.k{i}" for i, entity in enumerate(view.keys.values())]
-            joins.append(f"ASOF LEFT JOIN ({source}) {v} ON {' AND '.join(on)} AND e.{t} >= {v}._t")
-            selected += [f"{v}.{_quote(out)}" for out in view.features.values()]
-        return f"SELECT e.*, {', '.join(selected)} FROM entities e {' '.join(joins)}"
+def _asof_query(entities: pd.DataFrame, timestamp: str, views: list[_View]) -> str:
+    """The entity frame (`entities`) with each view's features as of each row's time, in the
+    frame's columns and then the features' order (rows in any order, as Feast's own join)."""
+    t = _quote(timestamp)
+    latest = entities[timestamp].max()
+    selected, joins = [], []
+    for n, view in enumerate(v for v in views if v.features):
+        v = f"v{n}"
+        keys = [f"{_quote(column)} AS k{i}" for i, column in enumerate(view.keys)]
+        columns = [f"{_quote(f)} AS {_quote(out)}" for f, out in view.features.items()]
+        # Rows after the last entity time, or of keys no entity row has, can never match: a
+        # daily join then decodes the history lists of that day's users only.
+        source = (f"SELECT {', '.join(keys)}, {_quote(view.timestamp)} AS _t, {', '.join(columns)} "
+                  f"FROM read_parquet('{view.path}') "
+                  f"WHERE {_quote(view.timestamp)} <= TIMESTAMPTZ '{latest.isoformat()}'"
+                  + "".join(f" AND {_quote(column)} IN (SELECT DISTINCT {_quote(entity)} FROM entities)"
+                            for column, entity in view.keys.items()))
+        on = [f"e.{_quote(entity)} = {v}.k{i}" for i, entity in enumerate(view.keys.values())]
+        joins.append(f"ASOF LEFT JOIN ({source}) {v} ON {' AND '.join(on)} AND e.{t} >= {v}._t")
+        selected += [f"{v}.{_quote(out)}" for out in view.features.values()]
+    return f"SELECT e.*, {', '.join(selected)} FROM entities e {' '.join(joins)}"

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from feature_repo.asof_store import STORE_TYPE, AsofRetrievalJob
+from feature_repo.asof_store import STORE_TYPE, SqlRetrievalJob
 from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path, atomic_write
 from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, table_path, write_feature_tables
@@ -348,7 +348,7 @@ def _feature_chunks(store, frame: pd.DataFrame, feature_service: str, chunk_rows
     """
     features = store.get_feature_service(feature_service)
     job = store.get_historical_features(entity_df=frame, features=features)
-    if isinstance(job, AsofRetrievalJob):
+    if isinstance(job, SqlRetrievalJob):
         batches = job.batches(order_by, chunk_rows)
     else:
         batches = (store.get_historical_features(entity_df=frame.iloc[start:start + chunk_rows],

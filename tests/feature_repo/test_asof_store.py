@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.asof_store import AsofRetrievalJob
+from feature_repo.asof_store import SqlRetrievalJob
 from feature_repo.store import ENTITY_COLUMNS, FeatureStoreConfig, build_store, open_store, training_frame
 from tests.utils.tables import make_dataset
 
@@ -51,11 +51,11 @@ def test_the_asof_join_is_the_default_and_feasts_own_is_configuration(both_store
     entities = pd.DataFrame({"user_id": [1], "item_id": [2], "event_timestamp": INSTANTS[:1]})
     asof, stock = (store.get_historical_features(entity_df=entities, features=["item_stock:quantity"])
                    for store in both_stores)
-    assert isinstance(asof, AsofRetrievalJob) and not isinstance(stock, AsofRetrievalJob)
+    assert isinstance(asof, SqlRetrievalJob) and not isinstance(stock, SqlRetrievalJob)
     repo = Path(both_stores[0].repo_path)  # opened with Feast's join, whatever its yaml says
     reopened = open_store(FeatureStoreConfig(repo_dir=repo, offline_store="duckdb"))
     assert not isinstance(reopened.get_historical_features(
-        entity_df=entities, features=["item_stock:quantity"]), AsofRetrievalJob)
+        entity_df=entities, features=["item_stock:quantity"]), SqlRetrievalJob)
 
 
 def test_asof_frame_equals_feasts_own_with_same_instant_ties(tied, both_stores):
@@ -70,3 +70,28 @@ def test_asof_frame_equals_feasts_own_with_same_instant_ties(tied, both_stores):
         earlier = events[mine & (events["event_timestamp"] < row.event_timestamp)]
         assert row.recent_item_ids == earlier["item_id"].tolist()[-50:]
         assert row.event_count == len(earlier)
+
+
+@pytest.mark.parametrize("window", [(0, 11), (3, 3), (4, 9)])
+def test_materialization_pulls_the_same_latest_rows_as_feasts_own(both_stores, window):
+    """`materialize` loads each key's latest row in [start, end]: both bounds included, ties and
+    rows stamped at a bound alike (the feature rows are stamped just after their instants)."""
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
+
+    from feature_repo.asof_store import AsofDuckDBOfflineStore
+
+    from feature_repo.tables import AFTER
+
+    store = both_stores[0]
+    start, end = INSTANTS[window[0]] + AFTER, INSTANTS[window[1]] + AFTER  # exactly rows' stamps
+    for view in store.list_feature_views():
+        args = (store.config, view.batch_source, [c.name for c in view.entity_columns],
+                [f.name for f in view.features], view.batch_source.timestamp_field,
+                view.batch_source.created_timestamp_column, start.to_pydatetime(),
+                end.to_pydatetime())
+        mine = AsofDuckDBOfflineStore.pull_latest_from_table_or_query(*args)
+        assert isinstance(mine, SqlRetrievalJob), view.name
+        ours, feasts = (plain(job.to_df()).sort_values(args[2], ignore_index=True)
+                        for job in (mine, DuckDBOfflineStore.pull_latest_from_table_or_query(*args)))
+        ours = ours.astype({args[4]: feasts[args[4]].dtype})
+        pd.testing.assert_frame_equal(ours, feasts[ours.columns], obj=view.name)

@@ -217,9 +217,12 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             users, targets, seconds = windows.batch(group)
-            if hard is not None and step % max(train.validate_steps, 1) == 0:
-                hard.mine(model.item_tower.represent(model.item_tower.known(
-                    torch.arange(n_items + 1))).detach())  # (N + 1, D)
+            if hard is not None and step % train.validate_steps == 0:  # the current vectors
+                with torch.no_grad():
+                    model.eval()  # no dropout in what is mined
+                    hard.mine(model.item_tower.represent(model.item_tower.known(
+                        torch.arange(n_items + 1))))  # (N + 1, D)
+                    model.train()
             if full:  # every item's representation once, for the history and the candidates
                 candidates, labels, correction = all_items, targets - 1, None
                 table = model.item_tower.represent(model.item_tower.known(

@@ -5,8 +5,9 @@ keeps the latest, so its work grows with rows x snapshots per key. An ASOF join 
 at or before each entity row's time directly (a sort-merge), with the same semantics: a feature row
 stamped at or before the entity row's time, the latest one, null when there is none.
 
-`feature_store.yaml` selects it (`offline_store.type: feature_repo.asof_store.AsofDuckDBOfflineStore`);
-everything else (materialization, pulls, writes) is the stock DuckDB store's. Views this join does
+`feature_store.yaml` selects it (`offline_store.type: feature_repo.asof_store.AsofDuckDBOfflineStore`).
+Materialization's pull of each key's latest row is a DuckDB query too (reading only the days it
+loads); everything else (other pulls, writes) is the stock DuckDB store's. Views this join does
 not cover (a TTL, a created-timestamp column, a field mapping, a source that is not parquet, an
 entity frame given as SQL) go to the stock join.
 """
@@ -73,7 +74,8 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
                                         timestamp_field, created_timestamp_column, start_date,
                                         end_date) -> RetrievalJob:
-        """Each key's latest row stamped in [start_date, end_date] (what `materialize` loads).
+        """Each key's latest row stamped in [start_date, end_date]: what `materialize` loads
+        (`feature_store.yaml` sets `pull_latest_features`, so older rows never reach Python).
 
         Feast's own pull casts the timestamp column before comparing it, so DuckDB reads every row
         group of every day file; compared as stored, a daily load reads only the new day's.
@@ -165,7 +167,9 @@ class SqlRetrievalJob(RetrievalJob):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = duckdb.connect(config={"temp_directory": tempfile.gettempdir(),
+        # A spill directory of its own: on close DuckDB deletes every temp file in its directory.
+        spill = tempfile.TemporaryDirectory(prefix="duckdb-spill-")
+        con = duckdb.connect(config={"temp_directory": spill.name,
                                      "memory_limit": f"{_memory_limit_mb()}MB"})
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -174,6 +178,7 @@ class SqlRetrievalJob(RetrievalJob):
             yield con
         finally:
             con.close()
+            spill.cleanup()
 
 
 def _asof_query(entities: pd.DataFrame, timestamp: str, views: list[_View]) -> str:

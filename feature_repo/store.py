@@ -346,8 +346,11 @@ def _feature_chunks(store, frame: pd.DataFrame, feature_service: str, chunk_rows
     (ordered) rows; DuckDB then skips the row groups of the (entity-sorted, day-partitioned)
     feature tables a chunk cannot need.
     """
+    if frame.empty:
+        return
     features = store.get_feature_service(feature_service)
-    job = store.get_historical_features(entity_df=frame, features=features)
+    job = (store.get_historical_features(entity_df=frame, features=features)
+           if store.config.offline_store.type == STORE_TYPE else None)
     if isinstance(job, SqlRetrievalJob):
         batches = job.batches(order_by, chunk_rows)
     else:

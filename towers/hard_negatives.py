@@ -8,8 +8,9 @@ vectors (the first lists, from untrained vectors, are as good as uniform draws).
 
 Curriculum: a draw comes from the positive's `pool` nearest items early in the schedule (mostly
 moderately similar items) and from ever fewer, closer ones as it proceeds, down to the h nearest.
-Neighbours are exact (a chunked matrix product): at training catalogue sizes this is cheaper than
-building an ANN index for each refresh and it misses no neighbour.
+Neighbours are exact (a matrix product in chunks of bounded memory): it misses no neighbour and
+needs no index build per refresh, but its time grows with N^2 * D: at a million items an ANN
+index would be the way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-CHUNK = 4096  # query items per matrix product: (CHUNK, N) floats at a time
+CHUNK_FLOATS = 2**26  # similarities per matrix product (256 MB): rows = CHUNK_FLOATS // N
 
 
 class HardNegatives:
@@ -39,9 +40,9 @@ class HardNegatives:
         if k < 1:
             self.neighbours = None
             return
-        lists = []
-        for start in range(0, len(unit), CHUNK):
-            sims = unit[start:start + CHUNK] @ unit.T  # (B, N)
+        lists, rows = [], max(CHUNK_FLOATS // len(unit), 1)
+        for start in range(0, len(unit), rows):
+            sims = unit[start:start + rows] @ unit.T  # (B, N)
             sims[torch.arange(len(sims)), torch.arange(start, start + len(sims))] = -math.inf
             lists.append(sims.topk(k, dim=1).indices + 1)  # (B, K) item indices
         self.neighbours = torch.cat([torch.zeros_like(lists[0][:1]), *lists])  # (N + 1, K)

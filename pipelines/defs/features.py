@@ -110,7 +110,9 @@ def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
         path.unlink()
     since = stale_since(data, path)
     rows = 0 if since is None else write_training_frame(
-        feature_store.open(), raw_tables.interactions[ENTITY_COLUMNS], path, since=since)
+        feature_store.open(), raw_tables.interactions[
+            [c for c in [*ENTITY_COLUMNS, "weight"] if c in raw_tables.interactions]],
+        path, since=since)
     context.log.info("%d training examples joined from %s in %s", rows, since, path)
     dataset = pq.ParquetDataset(path)
     return dg.Output(str(path), metadata={

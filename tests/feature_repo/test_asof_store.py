@@ -95,3 +95,24 @@ def test_materialization_pulls_the_same_latest_rows_as_feasts_own(both_stores, w
                         for job in (mine, DuckDBOfflineStore.pull_latest_from_table_or_query(*args)))
         ours = ours.astype({args[4]: feasts[args[4]].dtype})
         pd.testing.assert_frame_equal(ours, feasts[ours.columns], obj=view.name)
+
+
+def test_materialize_pulls_through_the_asof_store(tied, tmp_path, monkeypatch):
+    from feature_repo.asof_store import AsofDuckDBOfflineStore
+    from feature_repo.store import materialize
+
+    pulled = []
+    pull = AsofDuckDBOfflineStore.pull_latest_from_table_or_query
+
+    def spy(*args, **kwargs):
+        job = pull(*args, **kwargs)
+        pulled.append(isinstance(job, SqlRetrievalJob))
+        return job
+
+    monkeypatch.setattr(AsofDuckDBOfflineStore, "pull_latest_from_table_or_query", staticmethod(spy))
+    store = build_store(tied, FeatureStoreConfig(repo_dir=tmp_path))
+    materialize(store, INSTANTS[-1].to_pydatetime())
+    assert len(pulled) == len(store.list_feature_views()) and all(pulled)
+    features = store.get_online_features(features=["user_history:event_count"],
+                                         entity_rows=[{"user_id": 1}]).to_dict()
+    assert features["event_count"] == [int((tied.interactions["user_id"] == 1).sum())]

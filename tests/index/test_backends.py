@@ -222,9 +222,13 @@ def pool_threads():
 threads = None if sys.argv[2] == "default" else int(sys.argv[2])
 with open_backend(EdgeSettings(path=Path(sys.argv[1]), search_threads=threads)) as backend:
     ids = backend.search_ids(np.array(json.loads(sys.argv[3]), dtype=np.float32), k=5)[0].tolist()
-    deadline = time.monotonic() + 10  # a loaded machine may name the pool's threads late
-    while not pool_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline, seen = time.monotonic() + 10, -1  # a loaded machine may name the threads late:
+    while time.monotonic() < deadline:  # wait until a nonzero count holds for 0.2 s
+        count = pool_threads()
+        if count and count == seen:
+            break
+        seen = count
+        time.sleep(0.2)
     print(json.dumps({"ids": ids, "threads": pool_threads()}))
 """
 

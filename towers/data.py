@@ -416,7 +416,8 @@ def sampled_candidates(targets: torch.Tensor, *, n_items: int, n_uniform: int,
     label or a negative, never as a false copy of the positive. Returns candidate indices (C,),
     each query's label column (Q,), and the logQ correction (C,): log of the expected number of
     times the candidate is drawn (in-batch by popularity, uniform by 1/n_items, plus the times it
-    was drawn as a hard negative).
+    was drawn as a hard negative: realised counts standing in for expected ones, shared by every
+    query although each query's draws come from its own positive).
     """
     in_batch, labels = torch.unique(targets, return_inverse=True)  # (C0,), (Q,)
     extra = [torch.randint(1, n_items + 1, (n_uniform,), generator=generator)] if n_uniform else []

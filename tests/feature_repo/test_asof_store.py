@@ -7,9 +7,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
 
-from feature_repo.asof_store import SqlRetrievalJob
-from feature_repo.store import ENTITY_COLUMNS, FeatureStoreConfig, build_store, open_store, training_frame
+from feature_repo.asof_store import AsofDuckDBOfflineStore, SqlRetrievalJob
+from feature_repo.store import (
+    ENTITY_COLUMNS,
+    FeatureStoreConfig,
+    build_store,
+    materialize,
+    open_store,
+    training_frame,
+)
+from feature_repo.tables import AFTER
 from tests.utils.tables import make_dataset
 
 INSTANTS = pd.date_range("2024-03-01", periods=12, freq="17h", tz="UTC")
@@ -76,12 +85,6 @@ def test_asof_frame_equals_feasts_own_with_same_instant_ties(tied, both_stores):
 def test_materialization_pulls_the_same_latest_rows_as_feasts_own(both_stores, window):
     """`materialize` loads each key's latest row in [start, end]: both bounds included, ties and
     rows stamped at a bound alike (the feature rows are stamped just after their instants)."""
-    from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
-
-    from feature_repo.asof_store import AsofDuckDBOfflineStore
-
-    from feature_repo.tables import AFTER
-
     store = both_stores[0]
     start, end = INSTANTS[window[0]] + AFTER, INSTANTS[window[1]] + AFTER  # exactly rows' stamps
     for view in store.list_feature_views():
@@ -98,9 +101,6 @@ def test_materialization_pulls_the_same_latest_rows_as_feasts_own(both_stores, w
 
 
 def test_materialize_pulls_through_the_asof_store(tied, tmp_path, monkeypatch):
-    from feature_repo.asof_store import AsofDuckDBOfflineStore
-    from feature_repo.store import materialize
-
     pulled = []
     pull = AsofDuckDBOfflineStore.pull_latest_from_table_or_query
 

@@ -157,11 +157,11 @@ class SqlRetrievalJob(RetrievalJob):
             return con.sql(self._sql).to_arrow_table()
 
     def batches(self, order_by: Sequence[str], rows: int) -> Iterator[pa.Table]:
-        """The result in `order_by` order, `rows` at a time: one query over every entity row, so
-        each feature row is read once; DuckDB spills what does not fit in memory to disk."""
-        order = ", ".join(_quote(c) for c in order_by)
+        """The result in `order_by` order (none: any order), `rows` at a time: one query over every
+        entity row, so each feature row is read once; DuckDB spills what does not fit in memory."""
+        order = f" ORDER BY {', '.join(_quote(c) for c in order_by)}" if order_by else ""
         with self._connection() as con:
-            reader = con.sql(f"SELECT * FROM ({self._sql}) ORDER BY {order}").fetch_record_batch(rows)
+            reader = con.sql(f"SELECT * FROM ({self._sql}){order}").fetch_record_batch(rows)
             for batch in reader:
                 yield pa.Table.from_batches([batch])
 

@@ -42,6 +42,7 @@ DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
 TRAINING_SERVICE = "two_tower_v1"
 ONLINE_SERVICE = "user_online_v1"
 ENTITY_COLUMNS = ["user_id", "item_id", "event_timestamp"]
+LABEL_COLUMNS = ["weight"]  # carried from the events into the training examples where present
 CHUNK_ROWS = 500_000  # entity rows per as-of join: bounds the memory of one join's result
 OFFLINE_STORES = {"asof": STORE_TYPE, "duckdb": "duckdb"}
 
@@ -232,8 +233,8 @@ def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAI
     numpy arrays. For more rows than fit in memory, use `write_training_frame`.
     """
     frame = _entity_frame(entities).sort_values(["user_id", "event_timestamp"], kind="stable")
-    table = pa.concat_tables(_feature_chunks(store, frame, feature_service, chunk_rows, ["_row"]))
-    table = table.sort_by("_row").drop_columns("_row")  # Feast's own join sorts chunk by chunk
+    table = pa.concat_tables(_feature_chunks(store, frame, feature_service, chunk_rows, []))
+    table = table.sort_by("_row").drop_columns("_row")  # one sort, of the whole frame
     return table.to_pandas(timestamp_as_object=False)
 
 
@@ -324,6 +325,11 @@ class _DayFiles:
             self._stack.__exit__(kind, error, trace)
 
 
+def example_entities(events: pd.DataFrame) -> pd.DataFrame:
+    """The events' entity columns, and their labels where they have them: a training frame's rows."""
+    return events[[c for c in [*ENTITY_COLUMNS, *LABEL_COLUMNS] if c in events]]
+
+
 def _entity_frame(entities: pd.DataFrame) -> pd.DataFrame:
     """The entity rows checked, in microseconds (what Feast's DuckDB store reads), numbered."""
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
@@ -338,8 +344,8 @@ def _entity_frame(entities: pd.DataFrame) -> pd.DataFrame:
 
 def _feature_chunks(store, frame: pd.DataFrame, feature_service: str, chunk_rows: int,
                     order_by: list[str]) -> Iterator[pa.Table]:
-    """Feast's point-in-time join of the entity rows, `order_by` their columns, `chunk_rows` rows
-    at a time.
+    """Feast's point-in-time join of the entity rows, `order_by` their columns (none: any order),
+    `chunk_rows` rows at a time.
 
     The ASOF store joins every row at once and streams the result, reading each feature row once.
     Feast's own join holds its whole result in memory, so it runs over consecutive chunks of the
@@ -355,9 +361,10 @@ def _feature_chunks(store, frame: pd.DataFrame, feature_service: str, chunk_rows
         batches = job.batches(order_by, chunk_rows)
     else:
         batches = (store.get_historical_features(entity_df=frame.iloc[start:start + chunk_rows],
-                                                 features=features).to_arrow().sort_by(
-                       [(c, "ascending") for c in order_by])
+                                                 features=features).to_arrow()
                    for start in range(0, len(frame), chunk_rows))
+        if order_by:
+            batches = (table.sort_by([(c, "ascending") for c in order_by]) for table in batches)
     chunks = -(-len(frame) // chunk_rows)
     for table in tqdm(batches, desc="training frame", unit="chunk", total=chunks,
                       disable=chunks < 2 or not sys.stderr.isatty()):

@@ -19,6 +19,7 @@ from feature_repo.store import (
     ONLINE_SERVICE,
     FeatureStoreConfig,
     build_store,
+    example_entities,
     training_frame,
 )
 from towers.evaluate import Queries, Split
@@ -33,7 +34,7 @@ def feature_store(dataset: Dataset, max_len: int, home: str | Path):  # -> feast
 def examples(store, events: pd.DataFrame) -> pd.DataFrame:
     """The training frame of `events`: each row's features strictly before its time, in order, with
     the events' `weight` (a rating, say: the liked head's label) where they have one."""
-    return training_frame(store, events[[c for c in [*ENTITY_COLUMNS, "weight"] if c in events]])
+    return training_frame(store, example_entities(events))
 
 
 def query_features(store, queries: Queries) -> Queries:

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 
 from feature_repo.datasets import Dataset
 from feature_repo.store import (
-    ENTITY_COLUMNS,
     apply,
+    example_entities,
     materialize,
     render_repo,
     stale_since,
@@ -110,9 +110,7 @@ def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
         path.unlink()
     since = stale_since(data, path)
     rows = 0 if since is None else write_training_frame(
-        feature_store.open(), raw_tables.interactions[
-            [c for c in [*ENTITY_COLUMNS, "weight"] if c in raw_tables.interactions]],
-        path, since=since)
+        feature_store.open(), example_entities(raw_tables.interactions), path, since=since)
     context.log.info("%d training examples joined from %s in %s", rows, since, path)
     dataset = pq.ParquetDataset(path)
     return dg.Output(str(path), metadata={

@@ -10,6 +10,7 @@ and an unknown key is an error listing the valid ones. `--preset=FILE` (where a 
 from __future__ import annotations
 
 import tomllib
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -32,8 +33,13 @@ class Config(BaseModel):
 
 
 def model_of(name: str, defaults: Mapping[str, Any]) -> type[Config]:
-    """A config class with one field per key, typed by its default (a bench script's DEFAULTS)."""
-    return create_model(name, __base__=Config, **{k: (type(v), v) for k, v in defaults.items()})
+    """A config class with one field per key, typed by its default (a bench script's DEFAULTS).
+
+    A key may reuse the name of one of BaseModel's deprecated methods (`--json=FILE`): the field
+    is what the script reads, so pydantic's shadowing warning is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Field name .* shadows an attribute", category=UserWarning)
+        return create_model(name, __base__=Config, **{k: (type(v), v) for k, v in defaults.items()})
 
 
 def split_args(argv: Sequence[str]) -> dict[str, str]:

@@ -78,6 +78,16 @@ def test_a_model_built_from_a_defaults_dict_types_each_key_by_its_default():
         parse(["--plot=maybe"], model_of("Bench", {"plot": True})())
 
 
+def test_a_key_named_like_a_pydantic_method_is_a_field_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = model_of("BenchArgs", {"json": ""})
+    [config] = parse_cli(["--json=out.json"], model())
+    assert config.json == "out.json"
+
+
 def test_the_train_command_refuses_bad_arguments_by_name():
     with pytest.raises(SystemExit, match="use_user_id='ture'"):
         train_main(["--use_user_id=ture"])

@@ -168,17 +168,14 @@ class SqlRetrievalJob(RetrievalJob):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         # A spill directory of its own: on close DuckDB deletes every temp file in its directory.
-        spill = tempfile.TemporaryDirectory(prefix="duckdb-spill-")
-        con = duckdb.connect(config={"temp_directory": spill.name,
-                                     "memory_limit": f"{_memory_limit_mb()}MB"})
-        try:
+        # The connection closes before its directory is removed.
+        with tempfile.TemporaryDirectory(prefix="duckdb-spill-") as spill, contextlib.closing(
+                duckdb.connect(config={"temp_directory": spill,
+                                       "memory_limit": f"{_memory_limit_mb()}MB"})) as con:
             con.execute("SET TimeZone = 'UTC'")
             for name, frame in self._frames.items():
                 con.register(name, frame)
             yield con
-        finally:
-            con.close()
-            spill.cleanup()
 
 
 def _asof_query(entities: pd.DataFrame, timestamp: str, views: list[_View]) -> str:

@@ -152,12 +152,15 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     con = _connect(dataset)
-    fingerprints, statics = _day_fingerprints(con), _static_fingerprints(con)
     previous = _read_partitions(out_dir)
     same_build = (previous.get("dataset") == dataset.fingerprint
                   and previous.get("history_length") == history_length and not rebuild
                   and all(table_path(out_dir, t).is_dir() for t in DAILY_TABLES))
     known = previous.get("days", {}) if same_build else {}
+    rows, appended = _appended_rows(con, previous.get("rows", {}) if same_build else {})
+    fingerprints = _day_fingerprints(con) if appended is None else {
+        **known, **_day_fingerprints(con, appended)}
+    statics = _static_fingerprints(con)
     changed = sorted(day for day in {*fingerprints, *known} if fingerprints.get(day) != known.get(day))
     since = date.fromisoformat(changed[0]) if changed else None
     if since is not None and known:  # days without events after the last write have rows too
@@ -169,9 +172,9 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     try:
         changed_static = [t for t in STATIC_TABLES if not same_build or not table_path(out_dir, t).is_file()
                           or previous.get("static", {}).get(t) != statics[t]]
-        rows = _write_static(con, scratch, changed_static, dataset.users)
+        written = _write_static(con, scratch, changed_static, dataset.users)
         if since is not None:
-            rows |= _write_days(con, scratch, since, last or since, history_length)
+            written |= _write_days(con, scratch, since, last or since, history_length)
         _move_into_place(scratch, out_dir, changed_static, since, full=not known)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -180,11 +183,11 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
     atomic_write(out_dir / PARTITIONS_FILE, json.dumps(
         {"dataset": dataset.fingerprint, "history_length": history_length, "static": statics,
-         "days": fingerprints}, indent=0) + "\n")
+         "days": fingerprints, "rows": rows}, indent=0) + "\n")
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
     return TablesUpdate(paths={t: table_path(out_dir, t) for t in TABLES}, days=days,
-                        kept_days=kept, rows=rows)
+                        kept_days=kept, rows=written)
 
 
 def dataset_record(data_dir: str | Path) -> dict | None:
@@ -217,21 +220,48 @@ def _static_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
             for table, source in (("user_profile", "user_attributes"), ("item_content", "items"))}
 
 
-def _day_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+_ROW_HASH = {"events": "hash(user_id, item_id, event_timestamp, seq)",
+             "stock_log": "hash(item_id, event_timestamp, quantity, seq)"}
+
+
+def _appended_rows(con: duckdb.DuckDBPyConnection, before: dict[str, list]
+                   ) -> tuple[dict[str, list], list[str] | None]:
+    """Each event table's row count and hash, and the days of the rows appended since `before` (the
+    last write's counts and hashes): None when a row before those counts changed (or none known).
+
+    One pass without sorting: a daily run extends the raw tables, so only its new days need their
+    fingerprints recomputed.
+    """
+    rows, days, unchanged = {}, set(), bool(before)
+    for table, row_hash in _ROW_HASH.items():
+        count, old_hash = before.get(table, [0, None])
+        total, prefix, whole = con.execute(
+            f"SELECT count(*), sum({row_hash}) FILTER (WHERE seq < {int(count)})::VARCHAR, "
+            f"sum({row_hash})::VARCHAR FROM {table}").fetchall()[0]
+        rows[table] = [total, whole]
+        unchanged = unchanged and total >= count and prefix == old_hash
+        days |= {day.isoformat() for (day,) in con.execute(
+            f"SELECT DISTINCT event_timestamp::DATE FROM {table} WHERE seq >= {int(count)}").fetchall()}
+    return rows, sorted(days) if unchanged else None
+
+
+def _day_fingerprints(con: duckdb.DuckDBPyConnection, days: list[str] | None = None) -> dict[str, str]:
     """Day (ISO) -> a hash of its interactions and stock rows in their order within the day (the
-    order that breaks ties), so rows added or removed on other days leave it as it was."""
-    rows = con.execute("""
+    order that breaks ties), so rows added or removed on other days leave it as it was. Only
+    `days` when given."""
+    where = "" if days is None else "WHERE event_timestamp::DATE IN (SELECT unnest($days::DATE[]))"
+    rows = con.execute(f"""
         SELECT day, string_agg(part, '/' ORDER BY part) FROM (
             SELECT day, 'i' || sum(hash(user_id, item_id, event_timestamp, rank))::VARCHAR AS part
             FROM (SELECT *, event_timestamp::DATE AS day,
                          row_number() OVER (PARTITION BY event_timestamp::DATE ORDER BY seq) AS rank
-                  FROM events) GROUP BY ALL
+                  FROM events {where}) GROUP BY ALL
             UNION ALL
             SELECT day, 's' || sum(hash(item_id, event_timestamp, quantity, rank))::VARCHAR
             FROM (SELECT *, event_timestamp::DATE AS day,
                          row_number() OVER (PARTITION BY event_timestamp::DATE ORDER BY seq) AS rank
-                  FROM stock_log) GROUP BY ALL)
-        GROUP BY ALL""").fetchall()
+                  FROM stock_log {where}) GROUP BY ALL)
+        GROUP BY ALL""", {} if days is None else {"days": days}).fetchall()
     return {day.isoformat(): fingerprint for day, fingerprint in rows}
 
 

@@ -6,29 +6,57 @@ Specs: `movielens-100k:PATH`, `movielens-1m:PATH`, `generic:PATH`, `amazon-revie
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
 from feature_repo.datasets import amazon, generic, movielens, synthetic
 from feature_repo.datasets.contract import DataError, Dataset, collecting
 
-__all__ = ["DataError", "Dataset", "check", "load"]
+__all__ = ["DataError", "Dataset", "check", "identity", "load", "stamp"]
 
 KINDS = ("movielens-100k", "movielens-1m", "generic", "amazon-reviews", "synthetic")
 
 
+def identity(spec: str) -> str:
+    """Where a spec's data comes from: the spec with its path resolved (`Dataset.identity`)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        return spec
+    path, _, query = arg.partition("?")
+    return f"{kind}:{Path(path).resolve()}" + (f"?{query}" if query else "")
+
+
+def stamp(spec: str) -> str:
+    """Which version of its source a spec reads, without reading it (`Dataset.source_stamp`): the
+    size and modification time of every file under its path (a synthetic spec is its own)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        return spec
+    path = Path(arg.partition("?")[0]).resolve()
+    files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.exists() else []
+    digest = hashlib.sha256()
+    for file in (f for f in files if f.is_file()):
+        status = file.stat()
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{status.st_size}"
+                      f"\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def load(spec: str) -> Dataset:
-    """Load the dataset a spec names; its `identity` is the spec with the path resolved."""
+    """Load the dataset a spec names, with its `identity` and its source's `stamp` (taken first, so
+    a file changed while it is read gives the next load another stamp)."""
+    source = {"identity": identity(spec), "source_stamp": stamp(spec)}
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
         if arg in synthetic.PRESETS:
-            return replace(synthetic.generate(synthetic.PRESETS[arg]), identity=spec)
+            return replace(synthetic.generate(synthetic.PRESETS[arg]), **source)
         try:
             fields = dict(part.split("=", 1) for part in arg.split(",") if part)
         except ValueError:
             raise DataError(spec, f"expected a preset ({', '.join(synthetic.PRESETS)}) or "
                             "key=value pairs") from None
-        return replace(synthetic.generate(synthetic.ShopConfig(**fields)), identity=spec)
+        return replace(synthetic.generate(synthetic.ShopConfig(**fields)), **source)
     path, _, query = arg.partition("?")
     options = dict(part.partition("=")[::2] for part in query.split("&") if part)
     kcore = options.pop("kcore", "0") if kind == "amazon-reviews" else "0"
@@ -46,7 +74,7 @@ def load(spec: str) -> Dataset:
         dataset = generic.load(path)
     else:
         raise DataError(spec, f"unknown kind {kind!r}; expected {', '.join(KINDS)}")
-    return replace(dataset, identity=f"{kind}:{Path(path).resolve()}" + (f"?{query}" if query else ""))
+    return replace(dataset, **source)
 
 
 def check(spec: str) -> list[DataError]:

@@ -198,7 +198,7 @@ def load(path: str | Path, *, kcore: int = 0) -> Dataset:
     interactions = pd.DataFrame({
         "user_id": user_codes.astype(np.int64), "item_id": item_codes.astype(np.int64),
         "event_timestamp": events["timestamp"].astype(TIMESTAMP).to_numpy(),
-        "event_type": pd.Series("rating", index=range(len(events)), dtype="string"),
+        "event_type": pd.Series("rating", index=range(len(events)), dtype="category"),
         "weight": events["rating"].to_numpy(dtype=np.float64)})
     interactions.attrs["source"] = source
     catalogue = read_meta(meta) if meta is not None else pd.DataFrame(

@@ -20,7 +20,7 @@ ITEMS = {"item_id": "int64", "title": "string", "categories": "object", "price":
          "created_at": TIMESTAMP}
 USERS = {"user_id": "int64"}
 STOCK = {"item_id": "int64", "event_timestamp": TIMESTAMP, "quantity": "int64"}
-OPTIONAL_INTERACTIONS = {"event_type": "string", "weight": "float64"}
+OPTIONAL_INTERACTIONS = {"event_type": "category", "weight": "float64"}  # a few kinds: codes, not strings
 # Numbers in a timestamp column count this unit since 1970-01-01 UTC (settable per column).
 UNITS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 _NANOS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
@@ -77,6 +77,7 @@ class Dataset:
 
     `identity` names where the data came from (a loader's spec, resolved); a home's fingerprint
     is derived from it, so the same source grown by new events keeps its fingerprint.
+    `source_stamp` names which version of the source it read (`feature_repo.datasets.stamp`).
     """
 
     name: str
@@ -85,6 +86,7 @@ class Dataset:
     users: pd.DataFrame
     stock: pd.DataFrame
     identity: str = ""
+    source_stamp: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -161,7 +163,7 @@ def parse_timestamps(values: pd.Series, *, source: str, column: str, unit: str =
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     numeric = pd.Series(False, index=values.index)
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed[:] = pd.to_datetime(values, utc=True)
+        parsed = pd.to_datetime(values, utc=True)
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         lo, hi = (bound.value / _NANOS[unit] for bound in (EARLIEST, LATEST))
@@ -197,5 +199,6 @@ def parse_ints(values: pd.Series, *, source: str, column: str) -> pd.Series:
 def drop_unparsed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The rows whose `columns` all parsed (bad ones were reported under `collecting()`), with
     integer columns as int64. Index labels are kept, so later problems still name the file's rows."""
-    kept = frame.dropna(subset=columns)
+    unparsed = frame[columns].isna().any(axis=1)
+    kept = frame[~unparsed] if unparsed.any() else frame  # no copy when every row parsed
     return kept.astype({c: "int64" for c in columns if str(kept[c].dtype) == "Int64"})

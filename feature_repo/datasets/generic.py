@@ -70,7 +70,8 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
         raise DataError(source, "empty file") from None
     if raw.empty:
         raise DataError(source, "no rows")
-    raw = raw.rename(columns={theirs: ours for ours, theirs in names.items()})
+    renamed = {theirs: ours for ours, theirs in names.items()}
+    raw.columns = [renamed.get(column, column) for column in raw.columns]  # no copy of the rows
     missing = [DataError(source, "missing" + (f" (mapped from {theirs!r})" if theirs != ours
                                               else ""), column=theirs)
                for ours, theirs in ((c, names.get(c, c)) for c in TABLES[table])
@@ -93,6 +94,8 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
             continue
         parsed.append(column)
     raw = drop_unparsed(raw, parsed)
+    if "event_type" in raw.columns:
+        raw["event_type"] = raw["event_type"].astype("category")
     if table == "items":
         raw["categories"] = [_categories(c) for c in raw.get("categories", [None] * len(raw))]
         raw["title"] = raw["title"].astype("string")

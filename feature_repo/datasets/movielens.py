@@ -53,7 +53,7 @@ def _interactions(raw: pd.DataFrame) -> pd.DataFrame:
         "item_id": parse_ints(raw["item_id"], source=source, column="item_id"),
         "event_timestamp": parse_timestamps(raw["timestamp"], source=source, column="timestamp",
                                             unit="s"),
-        "event_type": pd.Series("rating", index=raw.index, dtype="string"),
+        "event_type": pd.Series("rating", index=raw.index, dtype="category"),
         "weight": parse_ints(raw["rating"], source=source, column="rating").astype("float64"),
     })
     frame = drop_unparsed(frame, ["user_id", "item_id", "event_timestamp", "weight"])

@@ -121,7 +121,7 @@ def _events(rng: np.random.Generator, config: ShopConfig, items: pd.DataFrame,
         "user_id": user_index + 1,
         "item_id": item_index + 1,
         "event_timestamp": (START + pd.to_timedelta(np.round(seconds), unit="s")).astype(TIMESTAMP),
-        "event_type": pd.array(["purchase"] * n, dtype="string"),
+        "event_type": pd.Categorical(["purchase"]).repeat(n),
         "weight": np.ones(n),
     })
     items.drop(columns=["popularity", "category", "released_s"], inplace=True)

@@ -24,25 +24,40 @@ from feature_repo.tables import write_feature_tables
 from index.events import LOG_POSITION, log_position, with_events
 from index.home import check_home
 from index.registry import Registry
-from pipelines.defs.resources import DatasetResource, EventLogResource, FeatureStoreResource, RegistryResource
+from pipelines.defs.resources import (
+    DatasetResource,
+    EventLogResource,
+    FeatureStoreResource,
+    RawTablesStore,
+    RegistryResource,
+)
 
 GROUP = "features"
 TRAINING_EXAMPLES = "training_examples.parquet"  # a folder of day files, in the rendered repository's data/
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
-def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource,
-               event_log: EventLogResource) -> dg.Output[Dataset]:
+@dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_tables_store")
+def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, event_log: EventLogResource,
+               raw_tables_store: dg.ResourceParam[RawTablesStore]) -> dg.Output[Dataset]:
     """The dataset's four contract tables (interactions, items, users, stock log) plus every write
-    the service logged (`index.events.with_events`), validated."""
+    the service logged (`index.events.with_events`), validated.
+
+    A run extends the last run's tables with the writes logged since, while the dataset's files are
+    unchanged and the log still holds what they hold; otherwise it loads the dataset again.
+    """
     started = time.perf_counter()
+    previous = raw_tables_store.previous()
     with event_log.open() as log:
-        logged = log.read()
-    data = with_events(dataset.load(), logged).validate()
-    context.log.info("%s: %d interactions (%d logged events)", data.name, len(data.interactions),
-                     len(logged))
+        extend = (previous is not None and dataset.is_source_of(previous)
+                  and log.position() >= log_position(previous))
+        base = previous if extend else dataset.load()
+        logged = log.read(after=log_position(base))
+    data = with_events(base, logged).validate()
+    context.log.info("%s: %d interactions (%d logged events read, %s)", data.name,
+                     len(data.interactions), len(logged),
+                     "extending the last run's tables" if extend else "dataset loaded")
     return dg.Output(data, metadata={
-        "dataset": dataset.spec, "logged_events": len(logged),
+        "dataset": dataset.spec, "extended_last_run": extend, "logged_events_read": len(logged),
         LOG_POSITION: log_position(data),
         **{f"{name}_rows": len(getattr(data, name))
            for name in ("interactions", "items", "users", "stock")},

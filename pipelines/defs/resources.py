@@ -8,11 +8,13 @@ Every path defaults under one data directory (`TWOTOWER_DATA_DIR`, default `.two
     models/         one directory per model version: the towers, and the re-ranker in ranker/
     embeddings/     item embeddings per model version (parquet)
     inbox/          files the sensors watch: stock/ (stock log rows) and items/ (new items)
+    raw/            the last run's raw tables (tables.pkl), which the next run extends from the log
     events.db       the event log: every write the service accepted (unless TWOTOWER_EVENT_LOG_URL
                     or TWOTOWER_REGISTRY_URL names a database)
 """
 
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,8 @@ import dagster as dg
 import httpx
 from pydantic_settings import SettingsConfigDict
 
-from feature_repo.datasets import Dataset, load
+from feature_repo.datasets import Dataset, identity, load, stamp
+from feature_repo.files import atomic_path
 from feature_repo.store import FeatureStoreConfig, open_store
 from index import IndexBackend, open_backend, parse_index_settings
 from index.events import EventLog
@@ -59,6 +62,33 @@ class DatasetResource(dg.ConfigurableResource):
 
     def load(self) -> Dataset:
         return load(self.spec)
+
+    def is_source_of(self, data: Dataset) -> bool:
+        """Whether `data` was loaded from this spec's source as it is now (same files, unchanged)."""
+        return data.identity == identity(self.spec) and data.source_stamp == stamp(self.spec)
+
+
+class RawTablesStore(dg.ConfigurableIOManager):
+    """`raw_tables`' value: one pickle in the data directory, replaced atomically; the next run
+    starts from it (`previous`) instead of loading the dataset again."""
+
+    data_dir: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir) / "raw" / "tables.pkl"
+
+    def previous(self) -> Dataset | None:
+        """The last stored raw tables (None: no run stored any)."""
+        return self.load_input(None) if self.path.is_file() else None
+
+    def handle_output(self, context: dg.OutputContext | None, obj: Dataset) -> None:
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as out:
+            pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_input(self, context: dg.InputContext | None) -> Dataset:
+        with open(self.path, "rb") as stored:
+            return pickle.load(stored)
 
 
 class EventLogResource(dg.ConfigurableResource):
@@ -186,6 +216,7 @@ def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableReso
     feast = settings.feature_store()
     return {
         "dataset": DatasetResource(spec=settings.data),
+        "raw_tables_store": RawTablesStore(data_dir=data_dir),
         "event_log": EventLogResource(data_dir=data_dir,
                                       url=settings.event_log_url or settings.registry_url),
         "feature_store": FeatureStoreResource(data_dir=data_dir, online_store=feast.online_store,

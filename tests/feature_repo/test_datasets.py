@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
-from feature_repo.datasets import DataError, load
+from feature_repo.datasets import DataError, load, stamp
 from feature_repo.datasets.contract import TIMESTAMP
 
 
@@ -108,6 +110,31 @@ def test_bad_generic_input_names_file_column_and_row(tmp_path, interactions, ite
         (folder / "interactions.csv").write_text("")
     with pytest.raises(DataError, match=match):
         load(f"generic:{folder}")
+
+
+def test_a_sources_stamp_changes_with_its_files_only(tmp_path):
+    folder = _write_generic(tmp_path / "shop")
+    spec = f"generic:{folder}"
+    loaded = load(spec)
+    assert loaded.source_stamp == stamp(spec) == stamp(f"generic:{tmp_path}/./shop")
+    items = folder / "items.csv"
+    os.utime(items, ns=(items.stat().st_atime_ns, items.stat().st_mtime_ns + 1))
+    touched = stamp(spec)
+    assert touched != loaded.source_stamp
+    (folder / "interactions.csv").write_text("uid,sku,when\n1,10,2024-01-01T10:00:00Z\n")
+    assert stamp(spec) not in (touched, loaded.source_stamp)
+    assert load(spec).source_stamp == stamp(spec)
+    spec = "synthetic:items=20,users=10,events=100"
+    assert load(spec).source_stamp == stamp(spec) == spec  # generated from the spec alone
+
+
+def test_every_loader_types_event_type_as_a_category(ml100k, tmp_path):
+    shop = load("synthetic:items=20,users=10,events=100")
+    folder = _write_generic(tmp_path / "shop", interactions=(
+        "uid,sku,when,event_type\n1,10,2024-01-01,view\n2,11,2024-01-02,purchase\n"))
+    for data in (ml100k, shop, load(f"generic:{folder}")):
+        assert isinstance(data.interactions["event_type"].dtype, pd.CategoricalDtype), data.name
+    assert load(f"generic:{folder}").interactions["event_type"].tolist() == ["view", "purchase"]
 
 
 def test_bad_movielens_row_is_named(tmp_path, ml100k_dir):

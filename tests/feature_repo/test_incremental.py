@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from feature_repo import tables
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import (
     ENTITY_COLUMNS as ENTITIES,
@@ -105,6 +107,39 @@ def test_a_late_event_recomputes_from_its_day_on(shop, tmp_path):
     assert update.since == late_day.date() and update.days[-1] == last_day(shop).date()
     write_feature_tables(grown, tmp_path / "rebuilt")
     assert_same_tables(tmp_path / "daily", tmp_path / "rebuilt")
+
+
+def test_appended_rows_fingerprint_their_own_days_alone_and_match_a_full_count(shop, tmp_path,
+                                                                            monkeypatch):
+    last = last_day(shop)
+    old = before(shop, last)
+    write_feature_tables(old, tmp_path / "daily")
+    fingerprinted = []
+    full = tables._day_fingerprints
+    monkeypatch.setattr(tables, "_day_fingerprints",
+                        lambda con, days=None: fingerprinted.append(days) or full(con, days))
+    late = shop.interactions.iloc[[0]].assign(event_timestamp=last - timedelta(days=3))
+    grown = dataclasses.replace(shop, interactions=pd.concat(
+        [old.interactions, late, shop.interactions[shop.interactions["event_timestamp"] >= last]],
+        ignore_index=True), stock=pd.concat([old.stock, shop.stock[shop.stock["event_timestamp"] >= last]],
+                                            ignore_index=True))
+    update = write_feature_tables(grown, tmp_path / "daily")
+    assert fingerprinted == [[str((last - timedelta(days=3)).date()), str(last.date())]]
+    assert update.since == (last - timedelta(days=3)).date()
+    write_feature_tables(grown, tmp_path / "rebuilt")
+    daily, rebuilt = (json.loads((tmp_path / d / tables.PARTITIONS_FILE).read_text())
+                      for d in ("daily", "rebuilt"))
+    assert daily["days"] == rebuilt["days"]
+    assert_same_tables(tmp_path / "daily", tmp_path / "rebuilt")
+
+
+def test_a_changed_row_among_the_earlier_ones_is_found_without_any_appended(shop, tmp_path):
+    write_feature_tables(shop, tmp_path / "daily")
+    changed = shop.interactions.copy()
+    changed.loc[5, "item_id"] = changed.loc[6, "item_id"] if changed.loc[5, "item_id"] != changed.loc[
+        6, "item_id"] else changed.loc[7, "item_id"]
+    update = write_feature_tables(dataclasses.replace(shop, interactions=changed), tmp_path / "daily")
+    assert update.since == changed.loc[5, "event_timestamp"].date()
 
 
 def test_unchanged_events_rewrite_no_day(shop, tmp_path):

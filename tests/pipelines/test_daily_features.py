@@ -6,8 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from feature_repo.datasets import load
 from feature_repo.store import ONLINE_SERVICE
-from index.events import EventLog
+from index.events import EventLog, with_events
 from pipelines.defs.checks import training_examples_have_no_leakage
 from pipelines.defs.features import TRAINING_EXAMPLES
 from pipelines.defs.resources import PipelineSettings, build_resources
@@ -45,6 +46,50 @@ def daily(tmp_path_factory):
                                    run_config={"ops": {"online_features": {"config": {
                                        "incremental": True, "end": end}}}})
         yield settings, instance, base, result, day
+
+
+def test_the_daily_run_extends_the_last_runs_raw_tables_exactly_like_a_fresh_load_and_the_log(daily):
+    settings, _, _, result, _ = daily
+    raw = metadata(result, "raw_tables")
+    assert raw["extended_last_run"] and raw["logged_events_read"] == 5
+    log = EventLog(data_dir=settings.data_dir)
+    fresh = with_events(load(SHOP), log.read())
+    log.close()
+    extended = result.output_for_node("raw_tables")
+    for table in ("interactions", "items", "users", "stock"):
+        pd.testing.assert_frame_equal(getattr(extended, table), getattr(fresh, table))
+
+
+def test_raw_tables_load_the_dataset_again_when_its_files_change_or_the_log_is_replaced(tmp_path):
+    shop, folder, home = load(SHOP), tmp_path / "shop", tmp_path / "home"
+    folder.mkdir()
+    for table in ("interactions", "items", "users", "stock"):
+        getattr(shop, table).to_parquet(folder / f"{table}.parquet")
+    settings = PipelineSettings(data_dir=home, data=f"generic:{folder}")
+
+    def run():
+        with instance_for(home) as instance:
+            result = materialize_graph(settings, instance=instance, selection=["raw_tables"])
+        return metadata(result, "raw_tables"), result.output_for_node("raw_tables")
+
+    def log_one(key: str) -> None:
+        log = EventLog(data_dir=home)
+        log.record(key, "interaction", {"user_id": 1, "item_id": 2, "ts": "2030-01-01T00:00:00+00:00"})
+        log.close()
+
+    assert not run()[0]["extended_last_run"]
+    log_one("a")
+    meta, data = run()
+    assert meta["extended_last_run"] and meta["logged_events_read"] == 1
+    assert len(data.interactions) == len(shop.interactions) + 1
+    extra = shop.interactions.iloc[:1].assign(event_timestamp=pd.Timestamp("2029-06-01", tz="UTC"))
+    pd.concat([shop.interactions, extra]).to_parquet(folder / "interactions.parquet")
+    meta, data = run()  # the file changed: loaded again, the whole log on top
+    assert not meta["extended_last_run"] and meta["logged_events_read"] == 1
+    assert len(data.interactions) == len(shop.interactions) + 2
+    (home / "events.db").unlink()  # a new, empty log: its old event is not kept from the last run
+    meta, data = run()
+    assert not meta["extended_last_run"] and len(data.interactions) == len(shop.interactions) + 1
 
 
 def test_only_the_new_day_is_recomputed_and_joined(daily):

@@ -19,7 +19,7 @@ from pipelines.defs.features import training_examples
 from pipelines.defs.index import item_index
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
 from pipelines.defs.training import two_tower_model, validation_metadata
-from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
+from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, TrainingExamples, query_sample
 from towers import evaluate, graph
 from towers.data import unix_seconds
 
@@ -37,10 +37,11 @@ class BaselineGateConfig(dg.Config):
 
 
 @dg.asset_check(asset=training_examples, blocking=True, additional_ins={"raw_tables": dg.AssetIn()})
-def training_examples_have_no_leakage(training_examples: str, raw_tables: Dataset,
+def training_examples_have_no_leakage(training_examples: TrainingExamples, raw_tables: Dataset,
                                       feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
-    """A sample of rows equals features recomputed from raw events strictly before each row's time."""
-    examples = ds.dataset(training_examples, format="parquet")
+    """A sample of the rows the run joined equals features recomputed from raw events strictly
+    before each row's time (the days it kept were checked when they were joined)."""
+    examples = ds.dataset(training_examples.joined_files(), format="parquet")
     total = examples.count_rows()
     picked = np.random.default_rng(0).choice(total, size=min(LEAKAGE_SAMPLE, total), replace=False)
     rows = examples.take(np.sort(picked)).to_pandas()

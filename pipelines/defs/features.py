@@ -31,6 +31,7 @@ from pipelines.defs.resources import (
     RawTablesStore,
     RegistryResource,
 )
+from pipelines.defs.values import TrainingExamples
 
 GROUP = "features"
 TRAINING_EXAMPLES = "training_examples.parquet"  # a folder of day files, in the rendered repository's data/
@@ -112,11 +113,12 @@ def feature_repository(feature_store: FeatureStoreResource) -> dg.MaterializeRes
 
 @dg.asset(group_name=GROUP, deps=[feature_repository], kinds={"feast", "parquet"})
 def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
-                      feature_store: FeatureStoreResource) -> dg.Output[str]:
+                      feature_store: FeatureStoreResource) -> dg.Output[TrainingExamples]:
     """Every interaction with its features as known strictly before it (Feast's point-in-time join).
 
-    The value is the folder's path: one parquet file per day, rows ordered by user and time. Only
-    the days whose feature tables were recomputed since their file was written are joined again.
+    The value names the folder (one parquet file per day, rows ordered by user and time) and the
+    first day joined: only the days whose feature tables were recomputed since their file was
+    written are joined again.
     """
     started = time.perf_counter()
     data = Path(feature_store.config.repo_dir) / "data"
@@ -128,7 +130,7 @@ def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
         feature_store.open(), example_entities(raw_tables.interactions), path, since=since)
     context.log.info("%d training examples joined from %s in %s", rows, since, path)
     dataset = pq.ParquetDataset(path)
-    return dg.Output(str(path), metadata={
+    return dg.Output(TrainingExamples(str(path), since if rows else None), metadata={
         "path": dg.MetadataValue.path(str(path)), "rows_joined": rows, "joined_from": str(since),
         "dagster/row_count": sum(f.count_rows() for f in dataset.fragments),
         "columns": ", ".join(dataset.schema.names), "seconds": round(time.perf_counter() - started, 2)})

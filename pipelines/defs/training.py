@@ -20,7 +20,7 @@ from index.model_store import ranker_dir
 from pipelines.defs.features import feature_repository
 from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import FeatureStoreResource, RegistryResource
-from pipelines.defs.values import ModelVersionRef
+from pipelines.defs.values import ModelVersionRef, TrainingExamples
 from towers import baselines, evaluate
 from towers.config import load_preset, override
 from towers.features import with_features
@@ -68,7 +68,8 @@ class TowersConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch"})
-def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, training_examples: str,
+def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
+                    training_examples: TrainingExamples,
                     raw_tables: Dataset, evaluation_split: evaluate.Split,
                     feature_store: FeatureStoreResource,
                     registry: RegistryResource) -> dg.Output[ModelVersionRef]:
@@ -86,7 +87,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig, tra
         train.max_minutes = config.max_minutes
     tower.max_len = feature_store.config.history_length  # the Feast rows hold this many items
     items, split = raw_tables.items, evaluation_split
-    frame = pd.read_parquet(training_examples)
+    frame = pd.read_parquet(training_examples.path)
     frame = frame[frame["event_timestamp"] < pd.Timestamp(split.notes["validation"]["cut"])]
     context.log.info("training on %d of the training examples (before %s)", len(frame),
                      split.notes["validation"]["cut"])

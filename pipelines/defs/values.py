@@ -6,6 +6,7 @@ Asset and check modules import these instead of importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,23 @@ from towers import evaluate
 from towers.artifact import Artifact
 
 RECALL_QUERIES = 200  # user vectors from the test window, for ANN recall against exact search
+
+
+@dataclass(frozen=True)
+class TrainingExamples:
+    """The training examples' `path` (a folder of one parquet file per day, or one file) and the
+    first day the run that wrote them joined (None: it joined nothing, every file was kept)."""
+
+    path: str
+    joined_from: date | None = None
+
+    def joined_files(self) -> list[str]:
+        """The files of the days that run joined; every file when it joined none."""
+        folder = Path(self.path)
+        if not folder.is_dir():
+            return [self.path]
+        since = self.joined_from.isoformat() if self.joined_from is not None else ""
+        return [str(f) for f in sorted(folder.glob("*.parquet")) if f.name[:10] >= since]
 
 
 @dataclass(frozen=True)

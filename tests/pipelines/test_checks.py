@@ -16,7 +16,7 @@ from pipelines.defs.checks import (
     training_loss_is_finite_and_decreasing,
 )
 from pipelines.defs.resources import build_resources
-from pipelines.defs.values import ModelVersionRef
+from pipelines.defs.values import ModelVersionRef, TrainingExamples
 from towers.artifact import Artifact
 
 
@@ -46,19 +46,19 @@ def test_loss_check_fails_a_nan_or_a_rising_loss(graph, tmp_path):
 
 
 def test_leakage_check_passes_the_feast_rows(graph):
-    path = graph.result.output_for_node("training_examples")
-    result = training_examples_have_no_leakage(path, graph.dataset,
+    examples = graph.result.output_for_node("training_examples")
+    result = training_examples_have_no_leakage(examples, graph.dataset,
                                                build_resources(graph.settings)["feature_store"])
     assert result.passed and result.metadata["rows_checked"].value == 300
 
 
 def test_leakage_check_catches_a_history_that_includes_the_row_itself(graph, tmp_path):
-    frame = pd.read_parquet(graph.result.output_for_node("training_examples"))
+    frame = pd.read_parquet(graph.result.output_for_node("training_examples").path)
     frame["recent_item_ids"] = [np.append(h, i)  # the row's own item leaks into its history
                                 for h, i in zip(frame["recent_item_ids"], frame["item_id"], strict=True)]
     leaky = tmp_path / "leaky.parquet"
     frame.to_parquet(leaky)
-    result = training_examples_have_no_leakage(str(leaky), graph.dataset,
+    result = training_examples_have_no_leakage(TrainingExamples(str(leaky)), graph.dataset,
                                                build_resources(graph.settings)["feature_store"])
     assert not result.passed and result.metadata["history_mismatches"].value > 0
 

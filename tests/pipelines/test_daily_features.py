@@ -108,7 +108,9 @@ def test_the_new_days_examples_pass_the_leakage_check_and_never_see_their_instan
     settings, _, base, result, day = daily
     assert all(e.passed for e in result.get_asset_check_evaluations())
     path = settings.data_dir / "feature_repo" / "data" / TRAINING_EXAMPLES / f"{day.date()}.parquet"
-    check = training_examples_have_no_leakage(str(path), result.output_for_node("raw_tables"),
+    examples = result.output_for_node("training_examples")
+    assert examples.joined_files() == [str(path)]  # the day this run joined, alone
+    check = training_examples_have_no_leakage(examples, result.output_for_node("raw_tables"),
                                               build_resources(settings)["feature_store"])
     assert check.passed and check.metadata["rows_checked"].value == 5
     frame = pd.read_parquet(path).set_index(["user_id", "item_id"])

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             store = build_store(dataset, FeatureStoreConfig(repo_dir=Path(tmp) / "repo",
                                                             online_store="redis", redis_url=server.url))
             started = time.perf_counter()
-            materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+            materialize(store, dataset.last_event.to_pydatetime())
             materialize_s = time.perf_counter() - started
         used = client.info("memory")["used_memory"] - baseline
         sizes: dict[str, list[int]] = {"user": [], "item": []}

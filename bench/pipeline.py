@@ -83,8 +83,7 @@ def new_day(dataset, count: int, seed: int) -> list[dict]:
     """`count` interactions on the day after the dataset's last event: users and items drawn like
     its events, at whole seconds (so some share an instant)."""
     rng = np.random.default_rng(seed)
-    last = max(dataset.interactions["event_timestamp"].max(), dataset.stock["event_timestamp"].max())
-    day = last.floor("D") + pd.Timedelta(days=1)
+    day = dataset.last_event.floor("D") + pd.Timedelta(days=1)
     drawn = dataset.interactions.iloc[rng.integers(0, len(dataset.interactions), size=count)]
     other = dataset.interactions.iloc[rng.integers(0, len(dataset.interactions), size=count)]
     seconds = np.sort(rng.integers(0, 86_400, size=count))

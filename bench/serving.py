@@ -73,7 +73,7 @@ def build(config: dict, home: Path) -> None:
         shutil.rmtree(home)  # built for other data or index defaults: start afresh
     dataset = load(config["data"])
     store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
-    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    materialize(store, dataset.last_event.to_pydatetime())
     artifact = fit(examples(store, dataset.interactions), dataset.items,
                    tower=TowerConfig(max_len=HISTORY_LENGTH),
                    train=TrainConfig(epochs=1, max_minutes=config["train_minutes"], seed=config["seed"]))

@@ -46,7 +46,7 @@ def _home(data: str, home: Path, online_store: str, redis_url: str | None) -> No
     config = FeatureStoreConfig(repo_dir=home / "feature_repo", online_store=online_store,
                                 **({"redis_url": redis_url} if redis_url else {}))
     store = build_store(dataset, config)
-    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    materialize(store, dataset.last_event.to_pydatetime())
     artifact = fit(examples(store, dataset.interactions), dataset.items,
                    tower=TowerConfig(dim=32, max_len=50), train=TrainConfig(epochs=1, max_minutes=0.2))
     registry = publish(artifact, dataset, home)

@@ -37,7 +37,7 @@ def _features(args: argparse.Namespace) -> None:
     finally:
         registry.close()
     store = build_store(dataset, config)
-    end = dataset.interactions["event_timestamp"].max().to_pydatetime()
+    end = dataset.last_event.to_pydatetime()
     materialize(store, end)
     print(f"feature repository ready at {config.repo_dir} (online store materialized to {end})")
 

@@ -93,6 +93,12 @@ class Dataset:
         """A short, stable hash of the dataset's identity (its name when it has none)."""
         return hashlib.sha256((self.identity or self.name).encode()).hexdigest()[:16]
 
+    @property
+    def last_event(self) -> pd.Timestamp:
+        """The newest instant of either log: the stock log may run on after the last interaction."""
+        return pd.Series([self.interactions["event_timestamp"].max(),
+                          self.stock["event_timestamp"].max()]).max()
+
     def validate(self) -> Dataset:
         """Check every rule of docs/data.md and return self, or raise (`report`) DataError."""
         complete = True

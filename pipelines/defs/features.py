@@ -63,7 +63,8 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
         **{f"{name}_rows": len(getattr(data, name))
            for name in ("interactions", "items", "users", "stock")},
         "first_event": str(data.interactions["event_timestamp"].min()),
-        "last_event": str(data.interactions["event_timestamp"].max()),
+        "last_interaction": str(data.interactions["event_timestamp"].max()),
+        "last_event": str(data.last_event),
         "seconds": round(time.perf_counter() - started, 2)})
 
 
@@ -153,7 +154,7 @@ def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesCon
     elif config.incremental:
         end = datetime.now(UTC)
     else:
-        end = raw_tables.interactions["event_timestamp"].max().to_pydatetime()
+        end = raw_tables.last_event.to_pydatetime()
     if end.tzinfo is None:
         raise ValueError(f"online_features config end={config.end!r}: needs a timezone (e.g. +00:00)")
     store = feature_store.open()

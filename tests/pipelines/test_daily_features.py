@@ -92,6 +92,20 @@ def test_raw_tables_load_the_dataset_again_when_its_files_change_or_the_log_is_r
     assert not meta["extended_last_run"] and len(data.interactions) == len(shop.interactions) + 1
 
 
+def test_a_full_load_reaches_the_stock_changes_after_the_last_interaction(tmp_path):
+    settings = PipelineSettings(data_dir=tmp_path, data=SHOP)
+    with instance_for(tmp_path) as instance:
+        result = materialize_graph(settings, instance=instance, selection=FEATURES)
+    raw = result.output_for_node("raw_tables")
+    late = raw.stock[raw.stock["event_timestamp"] > raw.interactions["event_timestamp"].max()]
+    assert len(late) > 0, "the simulated stock log runs on after the last interaction"
+    latest = raw.stock.groupby("item_id")["quantity"].last()[late["item_id"].unique()]
+    store = build_resources(settings)["feature_store"].open()
+    online = store.get_online_features(features=["item_stock:quantity"],
+                                       entity_rows=[{"item_id": int(i)} for i in latest.index]).to_dict()
+    assert online["quantity"] == latest.tolist()
+
+
 def test_only_the_new_day_is_recomputed_and_joined(daily):
     settings, _, base, result, day = daily
     tables = metadata(result, "feature_tables")

@@ -47,10 +47,11 @@ def training_examples_have_no_leakage(training_examples: TrainingExamples, raw_t
     rows = examples.take(np.sort(picked)).to_pandas()
     # Only the sampled users' and items' events are needed: group those alone.
     events = raw_tables.interactions
-    events = events[events["user_id"].isin(rows["user_id"]) | events["item_id"].isin(rows["item_id"])]
-    events = events.sort_values("event_timestamp", kind="stable")
-    by_user = dict(tuple(events.groupby("user_id")))
-    by_item = dict(tuple(events.groupby("item_id")))
+
+    def grouped(key: str) -> dict:
+        mine = events[events[key].isin(rows[key])].sort_values("event_timestamp", kind="stable")
+        return dict(tuple(mine.groupby(key)))
+    by_user, by_item = grouped("user_id"), grouped("item_id")
     stock = raw_tables.stock[raw_tables.stock["item_id"].isin(rows["item_id"])]
     stock = stock.sort_values("event_timestamp", kind="stable")
     stock_by_item = dict(tuple(stock.groupby("item_id")))

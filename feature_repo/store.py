@@ -250,11 +250,8 @@ def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
     are replaced when `since` is None). Memory stays bounded by one chunk.
     """
     folder = Path(folder)
-    frame = _entity_frame(entities)
+    frame = _entity_frame(entities, since=since)
     days = frame["event_timestamp"].dt.floor("D")
-    if since is not None:
-        kept = days >= pd.Timestamp(since, tz="UTC")
-        frame, days = frame[kept], days[kept]
     frame = frame.assign(_day=days.dt.strftime("%Y-%m-%d")).sort_values(
         ["_day", "user_id", "event_timestamp"], kind="stable")
     folder.mkdir(parents=True, exist_ok=True)
@@ -330,14 +327,17 @@ def example_entities(events: pd.DataFrame) -> pd.DataFrame:
     return events[[c for c in [*ENTITY_COLUMNS, *LABEL_COLUMNS] if c in events]]
 
 
-def _entity_frame(entities: pd.DataFrame) -> pd.DataFrame:
-    """The entity rows checked, in microseconds (what Feast's DuckDB store reads), numbered."""
+def _entity_frame(entities: pd.DataFrame, *, since: date | None = None) -> pd.DataFrame:
+    """The entity rows checked (from day `since` on, UTC), in microseconds (what Feast's DuckDB
+    store reads), numbered."""
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
     if missing:
         raise ValueError(f"entity frame: missing column {missing[0]!r}")
-    timestamps = entities["event_timestamp"]
-    if not isinstance(timestamps.dtype, pd.DatetimeTZDtype):
+    if not isinstance(entities["event_timestamp"].dtype, pd.DatetimeTZDtype):
         raise ValueError("entity frame: column 'event_timestamp' must be tz-aware (UTC)")
+    if since is not None:  # before the copy below: a new day is a sliver of all the events
+        entities = entities[entities["event_timestamp"] >= pd.Timestamp(since, tz="UTC")]
+    timestamps = entities["event_timestamp"]
     return entities.assign(event_timestamp=timestamps.astype("datetime64[us, UTC]"),
                            _row=range(len(entities)))
 

@@ -47,7 +47,7 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
     unchanged and the log still holds what they hold; otherwise it loads the dataset again.
     """
     started = time.perf_counter()
-    previous = raw_tables_store.previous()
+    previous = raw_tables_store.stored()
     with event_log.open() as log:
         extend = (previous is not None and dataset.is_source_of(previous)
                   and log.position() >= log_position(previous))
@@ -144,17 +144,23 @@ class OnlineFeaturesConfig(dg.Config):
     end: str | None = None  # ISO timestamp; None = the dataset's last event (or now, incremental)
 
 
-@dg.asset(group_name=GROUP, deps=[feature_repository], kinds={"feast", "sqlite"})
+@dg.asset(group_name=GROUP, deps=[feature_repository, raw_tables], kinds={"feast", "sqlite"})
 def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesConfig,
-                    raw_tables: Dataset, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
-    """The online store loaded with the latest feature values (`feast materialize`)."""
+                    raw_tables_store: dg.ResourceParam[RawTablesStore],
+                    feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    """The online store loaded with the latest feature values (`feast materialize`). The raw
+    tables are read only for their last event, when the config names no end."""
     started = time.perf_counter()
     if config.end is not None:
         end = datetime.fromisoformat(config.end)
     elif config.incremental:
         end = datetime.now(UTC)
     else:
-        end = raw_tables.last_event.to_pydatetime()
+        stored = raw_tables_store.stored()
+        if stored is None:
+            raise ValueError(f"online_features: no raw tables at {raw_tables_store.path}; "
+                             "materialize raw_tables first, or set config end")
+        end = stored.last_event.to_pydatetime()
     if end.tzinfo is None:
         raise ValueError(f"online_features config end={config.end!r}: needs a timezone (e.g. +00:00)")
     store = feature_store.open()

@@ -70,7 +70,7 @@ class DatasetResource(dg.ConfigurableResource):
 
 class RawTablesStore(dg.ConfigurableIOManager):
     """`raw_tables`' value: one pickle in the data directory, replaced atomically; the next run
-    starts from it (`previous`) instead of loading the dataset again."""
+    starts from it (`stored`) instead of loading the dataset again."""
 
     data_dir: str
 
@@ -78,8 +78,8 @@ class RawTablesStore(dg.ConfigurableIOManager):
     def path(self) -> Path:
         return Path(self.data_dir) / "raw" / "tables.pkl"
 
-    def previous(self) -> Dataset | None:
-        """The last stored raw tables (None: no run stored any)."""
+    def stored(self) -> Dataset | None:
+        """The raw tables the last run stored (None: no run stored any)."""
         return self.load_input(None) if self.path.is_file() else None
 
     def handle_output(self, context: dg.OutputContext | None, obj: Dataset) -> None:

@@ -51,6 +51,8 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
     with event_log.open() as log:
         extend = (previous is not None and dataset.is_source_of(previous)
                   and log.position() >= log_position(previous))
+        if not extend:
+            raw_tables_store.clear()  # tables stored from another source or log are not reused
         base = previous if extend else dataset.load()
         logged = log.read(after=log_position(base))
     data = with_events(base, logged).validate()
@@ -158,7 +160,7 @@ def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesCon
     else:
         stored = raw_tables_store.stored()
         if stored is None:
-            raise ValueError(f"online_features: no raw tables at {raw_tables_store.path}; "
+            raise ValueError(f"online_features: no raw tables in {raw_tables_store.folder}; "
                              "materialize raw_tables first, or set config end")
         end = stored.last_event.to_pydatetime()
     if end.tzinfo is None:

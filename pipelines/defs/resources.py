@@ -8,11 +8,14 @@ Every path defaults under one data directory (`TWOTOWER_DATA_DIR`, default `.two
     models/         one directory per model version: the towers, and the re-ranker in ranker/
     embeddings/     item embeddings per model version (parquet)
     inbox/          files the sensors watch: stock/ (stock log rows) and items/ (new items)
-    raw/            the last run's raw tables (tables.pkl), which the next run extends from the log
+    raw/            the last run's raw tables (a pickle per table, tables.json), which the next
+                    run extends with the log's new writes
     events.db       the event log: every write the service accepted (unless TWOTOWER_EVENT_LOG_URL
                     or TWOTOWER_REGISTRY_URL names a database)
 """
 
+import hashlib
+import json
 import os
 import pickle
 from collections.abc import Iterator
@@ -25,14 +28,16 @@ import httpx
 from pydantic_settings import SettingsConfigDict
 
 from feature_repo.datasets import Dataset, identity, load, stamp
-from feature_repo.files import atomic_path
+from feature_repo.files import atomic_path, atomic_write
 from feature_repo.store import FeatureStoreConfig, open_store
 from index import IndexBackend, open_backend, parse_index_settings
-from index.events import EventLog
+from index.events import SEQ, EventLog
 from index.model_store import ModelStore
 from index.registry import Registry
 from index.settings import PlatformSettings
 
+RAW_TABLES = ("interactions", "items", "users", "stock")
+RAW_MANIFEST = "tables.json"  # in <data dir>/raw: the pickle of each raw table, and the dataset's names
 SERVICE_KEY_ENV = "TWOTOWER_SERVICE_KEY"  # the sensors' write key: a secret, read as a Dagster EnvVar
 
 
@@ -69,26 +74,54 @@ class DatasetResource(dg.ConfigurableResource):
 
 
 class RawTablesStore(dg.ConfigurableIOManager):
-    """`raw_tables`' value: one pickle in the data directory, replaced atomically; the next run
-    starts from it (`stored`) instead of loading the dataset again."""
+    """`raw_tables`' value in the data directory, which the next run extends (`stored`) instead of
+    loading the dataset again: one pickle per table, named by what fixes its rows (the source, the
+    row count, the newest log seq), so a run writes only the tables that changed; `tables.json`
+    names the current four and is replaced last."""
 
     data_dir: str
 
     @property
-    def path(self) -> Path:
-        return Path(self.data_dir) / "raw" / "tables.pkl"
+    def folder(self) -> Path:
+        return Path(self.data_dir) / "raw"
 
     def stored(self) -> Dataset | None:
         """The raw tables the last run stored (None: no run stored any)."""
-        return self.load_input(None) if self.path.is_file() else None
+        manifest = self.folder / RAW_MANIFEST
+        if not manifest.is_file():
+            return None
+        meta = json.loads(manifest.read_text())
+        tables = {}
+        for table, name in meta.pop("files").items():
+            with open(self.folder / name, "rb") as stored:
+                tables[table] = pickle.load(stored)
+        return Dataset(**meta, **tables)
+
+    def clear(self) -> None:
+        """Forget the stored tables: the next output is written whole."""
+        (self.folder / RAW_MANIFEST).unlink(missing_ok=True)
+        for stale in self.folder.glob("*.pkl"):
+            stale.unlink()
 
     def handle_output(self, context: dg.OutputContext | None, obj: Dataset) -> None:
-        with atomic_path(self.path) as tmp, open(tmp, "wb") as out:
-            pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
+        files = {}
+        for table in RAW_TABLES:
+            frame = getattr(obj, table)
+            newest = frame[SEQ].max() if SEQ in frame else None
+            token = f"{obj.identity}|{obj.source_stamp}|{table}|{len(frame)}|{newest}"
+            files[table] = f"{table}-{hashlib.sha256(token.encode()).hexdigest()[:16]}.pkl"
+            if not (self.folder / files[table]).is_file():  # same source, rows and log: same table
+                with atomic_path(self.folder / files[table]) as tmp, open(tmp, "wb") as out:
+                    pickle.dump(frame, out, protocol=pickle.HIGHEST_PROTOCOL)
+        atomic_write(self.folder / RAW_MANIFEST, json.dumps(
+            {"name": obj.name, "identity": obj.identity, "source_stamp": obj.source_stamp,
+             "files": files}) + "\n")
+        for stale in self.folder.glob("*.pkl"):
+            if stale.name not in files.values():
+                stale.unlink()
 
     def load_input(self, context: dg.InputContext | None) -> Dataset:
-        with open(self.path, "rb") as stored:
-            return pickle.load(stored)
+        return self.stored()
 
 
 class EventLogResource(dg.ConfigurableResource):

@@ -11,7 +11,7 @@ from feature_repo.store import ONLINE_SERVICE
 from index.events import EventLog, with_events
 from pipelines.defs.checks import training_examples_have_no_leakage
 from pipelines.defs.features import TRAINING_EXAMPLES
-from pipelines.defs.resources import PipelineSettings, build_resources
+from pipelines.defs.resources import PipelineSettings, RawTablesStore, build_resources
 from pipelines.defs.schedules import daily_features_job
 from pipelines.local import instance_for, materialize_graph
 
@@ -77,11 +77,23 @@ def test_raw_tables_load_the_dataset_again_when_its_files_change_or_the_log_is_r
         log.record(key, "interaction", {"user_id": 1, "item_id": 2, "ts": "2030-01-01T00:00:00+00:00"})
         log.close()
 
+    def stored_files() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in (home / "raw").glob("*.pkl")}
+
     assert not run()[0]["extended_last_run"]
+    before = stored_files()
     log_one("a")
     meta, data = run()
     assert meta["extended_last_run"] and meta["logged_events_read"] == 1
     assert len(data.interactions) == len(shop.interactions) + 1
+    after = stored_files()  # only the table that grew was written again
+    assert [n for n in after if n not in before] == [n for n in after if n.startswith("interactions")]
+    assert {n: t for n, t in after.items() if n in before} == {
+        n: t for n, t in before.items() if not n.startswith("interactions")}
+    stored = RawTablesStore(data_dir=str(home)).stored()
+    for table in ("interactions", "items", "users", "stock"):
+        pd.testing.assert_frame_equal(getattr(stored, table), getattr(data, table))
+        assert getattr(stored, table).attrs == getattr(data, table).attrs
     extra = shop.interactions.iloc[:1].assign(event_timestamp=pd.Timestamp("2029-06-01", tz="UTC"))
     pd.concat([shop.interactions, extra]).to_parquet(folder / "interactions.parquet")
     meta, data = run()  # the file changed: loaded again, the whole log on top

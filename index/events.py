@@ -239,7 +239,8 @@ def _timestamps(values: list) -> pd.Series:
 
 def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
     """The dataset plus the logged writes: interactions appended, items upserted (the last upsert of
-    an id wins), stock changes appended at their log time, unknown users added without attributes.
+    an id wins), stock changes appended at their log time, unknown users added without attributes
+    (in order of their first event).
 
     Rows from the log carry their `log_seq`; `log_position` reads the newest back.
     """
@@ -251,7 +252,10 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
         "item_id": pd.Series([e.body["item_id"] for e in by_kind["interaction"]], dtype="int64"),
         "event_timestamp": _timestamps([effective(e, "ts") for e in by_kind["interaction"]]),
         SEQ: pd.Series([e.seq for e in by_kind["interaction"]], dtype="int64")})
+    # Rows in log order, whatever part of the log a run reads: extending the last run's tables
+    # with the next events gives the same tables as reading the whole log at once.
     upserts = {e.body["item_id"]: e for e in by_kind["item"]}  # last upsert of an id wins
+    upserts = dict(sorted(upserts.items(), key=lambda pair: pair[1].seq))
     items = pd.DataFrame({
         "item_id": pd.Series(list(upserts), dtype="int64"),
         "title": pd.Series([e.body["title"] for e in upserts.values()], dtype="string"),
@@ -259,7 +263,7 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
         "price": pd.Series([e.body.get("price") for e in upserts.values()], dtype="float64"),
         "created_at": _timestamps([effective(e, "created_at") for e in upserts.values()]),
         SEQ: pd.Series([e.seq for e in upserts.values()], dtype="int64")})
-    changes = by_kind["stock"] + by_kind["item"]
+    changes = [e for e in logged if e.kind in ("stock", "item")]
     stock = pd.DataFrame({
         "item_id": pd.Series([e.body["item_id"] for e in changes], dtype="int64"),
         "event_timestamp": _timestamps([e.logged_at.isoformat() for e in changes]),
@@ -267,7 +271,7 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
                               dtype="int64"),
         SEQ: pd.Series([e.seq for e in changes], dtype="int64")})
     known_users = set(dataset.users["user_id"].tolist())
-    new_users = sorted(set(interactions["user_id"].tolist()) - known_users)
+    new_users = [u for u in dict.fromkeys(interactions["user_id"].tolist()) if u not in known_users]
     kept_items = dataset.items[~dataset.items["item_id"].isin(list(upserts))]
     return dataclasses.replace(
         dataset,

@@ -29,17 +29,18 @@ def identity(spec: str) -> str:
 
 def stamp(spec: str) -> str:
     """Which version of its source a spec reads, without reading it (`Dataset.source_stamp`): the
-    size and modification time of every file under its path (a synthetic spec is its own)."""
+    size and modification time of every file under its folder, or beside its file (a review file
+    finds its catalogue there); a synthetic spec is its own."""
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
         return spec
     path = Path(arg.partition("?")[0]).resolve()
-    files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.exists() else []
-    digest = hashlib.sha256()
+    folder = path if path.is_dir() else path.parent
+    files = sorted(folder.rglob("*") if path.is_dir() else folder.glob("*"))
+    digest = hashlib.sha256(str(path).encode())
     for file in (f for f in files if f.is_file()):
         status = file.stat()
-        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{status.st_size}"
-                      f"\0{status.st_mtime_ns}\n".encode())
+        digest.update(f"{file.relative_to(folder)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 

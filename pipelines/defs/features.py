@@ -4,6 +4,7 @@ The event-derived tables and the training examples are kept per day: a run recom
 from the first whose events changed (on a daily run, the new day) and keeps the rest.
 """
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from feature_repo.datasets import Dataset
+from feature_repo.datasets import Dataset, identity, stamp
+from feature_repo.files import atomic_write
 from feature_repo.store import (
     apply,
     example_entities,
@@ -21,7 +23,7 @@ from feature_repo.store import (
     write_training_frame,
 )
 from feature_repo.tables import write_feature_tables
-from index.events import LOG_POSITION, log_position, with_events
+from index.events import LOG_POSITION, SEQ, log_position, with_events
 from index.home import check_home
 from index.registry import Registry
 from pipelines.defs.resources import (
@@ -35,6 +37,8 @@ from pipelines.defs.values import TrainingExamples
 
 GROUP = "features"
 TRAINING_EXAMPLES = "training_examples.parquet"  # a folder of day files, in the rendered repository's data/
+LOG_MARK = "log.json"  # beside the stored raw tables: the log position they reached and its event's key
+LATE_COMMITS = 10_000  # seqs re-read below the stored position, for writes committed out of order
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_tables_store")
@@ -47,15 +51,24 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
     unchanged and the log still holds what they hold; otherwise it loads the dataset again.
     """
     started = time.perf_counter()
-    previous = raw_tables_store.stored()
+    stored, mark = raw_tables_store.manifest(), raw_tables_store.folder / LOG_MARK
     with event_log.open() as log:
-        extend = (previous is not None and dataset.is_source_of(previous)
-                  and log.position() >= log_position(previous))
+        base = raw_tables_store.stored() if stored and _extends(stored, mark, dataset, log) else None
+        extend = base is not None
         if not extend:
-            raw_tables_store.clear()  # tables stored from another source or log are not reused
-        base = previous if extend else dataset.load()
-        logged = log.read(after=log_position(base))
-    data = with_events(base, logged).validate()
+            base = dataset.load()
+        position = log_position(base)
+        # Re-read a margin before the position: on PostgreSQL a lower seq can commit after a higher.
+        logged = log.read(after=max(position - LATE_COMMITS, 0) if extend else 0)
+        if extend:
+            held = _seqs(base, since=position - LATE_COMMITS)
+            logged = [e for e in logged if e.seq not in held]
+        data = with_events(base, logged).validate()
+        newest = log_position(data)
+        key = log.read(after=newest - 1, upto=newest)[0].key if newest else None
+    if not extend:
+        raw_tables_store.clear()  # tables stored from another source or log are not reused
+    atomic_write(mark, json.dumps({"position": newest, "key": key}) + "\n")
     context.log.info("%s: %d interactions (%d logged events read, %s)", data.name,
                      len(data.interactions), len(logged),
                      "extending the last run's tables" if extend else "dataset loaded")
@@ -68,6 +81,28 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
         "last_interaction": str(data.interactions["event_timestamp"].max()),
         "last_event": str(data.last_event),
         "seconds": round(time.perf_counter() - started, 2)})
+
+
+def _extends(stored: dict, mark: Path, dataset: DatasetResource, log) -> bool:
+    """Whether the stored raw tables can be extended: the same source, unchanged, and the log
+    still the one they read (its event at their position has the key this asset noted)."""
+    try:
+        noted = json.loads(mark.read_text())
+    except (OSError, ValueError):
+        return False
+    position = stored["log_position"]
+    if (stored["identity"], stored["source_stamp"]) != (identity(dataset.spec), stamp(dataset.spec)) \
+            or noted.get("position") != position or log.position() < position:
+        return False
+    at = log.read(after=position - 1, upto=position) if position else []
+    return [e.key for e in at] == ([noted["key"]] if position else [])
+
+
+def _seqs(data: Dataset, *, since: int) -> set[int]:
+    """The log seqs from `since` on that the tables hold (every logged write leaves an interaction
+    or a stock row)."""
+    return {int(seq) for frame in (data.interactions, data.stock) if SEQ in frame
+            for seq in frame[SEQ][frame[SEQ] >= since].tolist()}
 
 
 class FeatureTablesConfig(dg.Config):
@@ -158,11 +193,11 @@ def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesCon
     elif config.incremental:
         end = datetime.now(UTC)
     else:
-        stored = raw_tables_store.stored()
+        stored = raw_tables_store.manifest()
         if stored is None:
             raise ValueError(f"online_features: no raw tables in {raw_tables_store.folder}; "
                              "materialize raw_tables first, or set config end")
-        end = stored.last_event.to_pydatetime()
+        end = datetime.fromisoformat(stored["last_event"])
     if end.tzinfo is None:
         raise ValueError(f"online_features config end={config.end!r}: needs a timezone (e.g. +00:00)")
     store = feature_store.open()

@@ -16,6 +16,7 @@ Every path defaults under one data directory (`TWOTOWER_DATA_DIR`, default `.two
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 from collections.abc import Iterator
@@ -27,17 +28,18 @@ import dagster as dg
 import httpx
 from pydantic_settings import SettingsConfigDict
 
-from feature_repo.datasets import Dataset, identity, load, stamp
+from feature_repo.datasets import Dataset, load
 from feature_repo.files import atomic_path, atomic_write
 from feature_repo.store import FeatureStoreConfig, open_store
 from index import IndexBackend, open_backend, parse_index_settings
-from index.events import SEQ, EventLog
+from index.events import SEQ, EventLog, log_position
 from index.model_store import ModelStore
 from index.registry import Registry
 from index.settings import PlatformSettings
 
 RAW_TABLES = ("interactions", "items", "users", "stock")
 RAW_MANIFEST = "tables.json"  # in <data dir>/raw: the pickle of each raw table, and the dataset's names
+RAW_FORMAT = 1  # of the stored raw tables: bump it when a loader or the contract changes what they hold
 SERVICE_KEY_ENV = "TWOTOWER_SERVICE_KEY"  # the sensors' write key: a secret, read as a Dagster EnvVar
 
 
@@ -68,16 +70,12 @@ class DatasetResource(dg.ConfigurableResource):
     def load(self) -> Dataset:
         return load(self.spec)
 
-    def is_source_of(self, data: Dataset) -> bool:
-        """Whether `data` was loaded from this spec's source as it is now (same files, unchanged)."""
-        return data.identity == identity(self.spec) and data.source_stamp == stamp(self.spec)
-
 
 class RawTablesStore(dg.ConfigurableIOManager):
     """`raw_tables`' value in the data directory, which the next run extends (`stored`) instead of
     loading the dataset again: one pickle per table, named by what fixes its rows (the source, the
     row count, the newest log seq), so a run writes only the tables that changed; `tables.json`
-    names the current four and is replaced last."""
+    names the current four (with the source and log position they hold) and is replaced last."""
 
     data_dir: str
 
@@ -85,23 +83,36 @@ class RawTablesStore(dg.ConfigurableIOManager):
     def folder(self) -> Path:
         return Path(self.data_dir) / "raw"
 
-    def stored(self) -> Dataset | None:
-        """The raw tables the last run stored (None: no run stored any)."""
-        manifest = self.folder / RAW_MANIFEST
-        if not manifest.is_file():
+    def manifest(self) -> dict | None:
+        """What the stored tables hold, without reading them (None: nothing stored in this format)."""
+        path = self.folder / RAW_MANIFEST
+        try:
+            meta = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError):
             return None
-        meta = json.loads(manifest.read_text())
-        tables = {}
-        for table, name in meta.pop("files").items():
-            with open(self.folder / name, "rb") as stored:
-                tables[table] = pickle.load(stored)
-        return Dataset(**meta, **tables)
+        return meta if meta and meta.get("format") == RAW_FORMAT else None
+
+    def stored(self) -> Dataset | None:
+        """The raw tables the last run stored (None: none, or unreadable: the next run reloads)."""
+        meta = self.manifest()
+        if meta is None:
+            return None
+        try:
+            tables = {}
+            for table, name in meta["files"].items():
+                with open(self.folder / name, "rb") as stored:
+                    tables[table] = pickle.load(stored)
+        except Exception as error:  # a torn or foreign pickle is a cache miss, not a failed run
+            logging.getLogger(__name__).warning("raw tables in %s unreadable (%s): loading the "
+                                                "dataset again", self.folder, error)
+            return None
+        return Dataset(meta["name"], **tables, identity=meta["identity"],
+                       source_stamp=meta["source_stamp"])
 
     def clear(self) -> None:
         """Forget the stored tables: the next output is written whole."""
         (self.folder / RAW_MANIFEST).unlink(missing_ok=True)
-        for stale in self.folder.glob("*.pkl"):
-            stale.unlink()
+        self._sweep(keep=set())
 
     def handle_output(self, context: dg.OutputContext | None, obj: Dataset) -> None:
         files = {}
@@ -114,14 +125,22 @@ class RawTablesStore(dg.ConfigurableIOManager):
                 with atomic_path(self.folder / files[table]) as tmp, open(tmp, "wb") as out:
                     pickle.dump(frame, out, protocol=pickle.HIGHEST_PROTOCOL)
         atomic_write(self.folder / RAW_MANIFEST, json.dumps(
-            {"name": obj.name, "identity": obj.identity, "source_stamp": obj.source_stamp,
-             "files": files}) + "\n")
-        for stale in self.folder.glob("*.pkl"):
-            if stale.name not in files.values():
-                stale.unlink()
+            {"format": RAW_FORMAT, "name": obj.name, "identity": obj.identity,
+             "source_stamp": obj.source_stamp, "log_position": log_position(obj),
+             "last_event": obj.last_event.isoformat(), "files": files}) + "\n")
+        self._sweep(keep=set(files.values()))
 
     def load_input(self, context: dg.InputContext | None) -> Dataset:
-        return self.stored()
+        data = self.stored()
+        if data is None:
+            raise FileNotFoundError(f"no readable raw tables in {self.folder}: materialize raw_tables")
+        return data
+
+    def _sweep(self, *, keep: set[str]) -> None:
+        """Remove table files not in `keep`, and temporary files a killed write left behind."""
+        for stale in [*self.folder.glob("*.pkl"), *self.folder.glob(".*.tmp")]:
+            if stale.name not in keep:
+                stale.unlink(missing_ok=True)
 
 
 class EventLogResource(dg.ConfigurableResource):

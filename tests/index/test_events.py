@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 
 from feature_repo.datasets import load
@@ -93,3 +94,26 @@ def test_logged_writes_join_the_dataset(log):
     stock = merged.stock[merged.stock["item_id"] == 9_999].sort_values("event_timestamp")
     assert stock["quantity"].tolist() == [4, 0]
     assert log_position(merged) == last.seq and log_position(data) == 0
+
+
+def test_the_log_read_in_parts_joins_like_the_whole_log(log):
+    data = load(SHOP)
+    item, user = int(data.items["item_id"].iloc[0]), int(data.users["user_id"].max()) + 1
+    writes = [("interaction", {"user_id": user + 1, "item_id": item, "ts": "2030-01-01T00:00:00+00:00"}),
+              ("stock", {"item_id": item, "quantity": 7}),
+              ("item", {"item_id": 9_999, "title": "lamp", "categories": [], "price": None,
+                        "created_at": None, "stock": 4}),
+              ("interaction", {"user_id": user, "item_id": item, "ts": "2030-01-02T00:00:00+00:00"}),
+              ("item", {"item_id": 9_998, "title": "desk", "categories": [], "price": None,
+                        "created_at": None, "stock": 1}),
+              ("stock", {"item_id": 9_999, "quantity": 0}),
+              ("item", {"item_id": 9_999, "title": "lamp v2", "categories": [], "price": None,
+                        "created_at": None, "stock": 2})]
+    for n, (kind, body) in enumerate(writes):
+        log.record(f"w{n}", kind, body)
+    logged = log.read()
+    whole = with_events(data, logged)
+    for cut in range(1, len(logged)):  # as runs extending the last run's tables read it
+        parts = with_events(with_events(data, logged[:cut]), logged[cut:])
+        for table in ("interactions", "items", "users", "stock"):
+            pd.testing.assert_frame_equal(getattr(parts, table), getattr(whole, table), obj=f"{table} {cut}")

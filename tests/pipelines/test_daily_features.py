@@ -102,6 +102,18 @@ def test_raw_tables_load_the_dataset_again_when_its_files_change_or_the_log_is_r
     (home / "events.db").unlink()  # a new, empty log: its old event is not kept from the last run
     meta, data = run()
     assert not meta["extended_last_run"] and len(data.interactions) == len(shop.interactions) + 1
+    log_one("x")
+    assert run()[0]["extended_last_run"]
+    (home / "events.db").unlink()  # another log already past the stored position: not extended
+    log_one("b")
+    log_one("c")
+    meta, data = run()
+    assert not meta["extended_last_run"] and meta["logged_events_read"] == 2
+    assert len(data.interactions) == len(shop.interactions) + 3  # the file's extra row, b and c
+    (home / "raw" / stored_files().popitem()[0]).write_bytes(b"torn")  # an unreadable table file
+    meta, again = run()
+    assert not meta["extended_last_run"]
+    pd.testing.assert_frame_equal(again.interactions, data.interactions)
 
 
 def test_a_full_load_reaches_the_stock_changes_after_the_last_interaction(tmp_path):

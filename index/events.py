@@ -193,6 +193,11 @@ class EventLog:
         with self.engine.connect() as db:
             return int(db.execute(select(func.max(events.c.seq))).scalar() or 0)
 
+    def key_at(self, seq: int) -> str | None:
+        """The key of the write logged at `seq` (None: none there)."""
+        found = self.read(after=seq - 1, upto=seq)
+        return found[0].key if found else None
+
     def read(self, *, after: int = 0, upto: int | None = None,
              kinds: Iterable[str] = KINDS) -> list[Event]:
         """Events with after < seq <= upto, in log order."""

@@ -45,16 +45,13 @@ def training_examples_have_no_leakage(training_examples: TrainingExamples, raw_t
     total = examples.count_rows()
     picked = np.random.default_rng(0).choice(total, size=min(LEAKAGE_SAMPLE, total), replace=False)
     rows = examples.take(np.sort(picked)).to_pandas()
-    # Only the sampled users' and items' events are needed: group those alone.
-    events = raw_tables.interactions
-
-    def grouped(key: str) -> dict:
-        mine = events[events[key].isin(rows[key])].sort_values("event_timestamp", kind="stable")
+    # Only the sampled users' and items' rows are needed: group those alone, in time order.
+    def grouped(frame: pd.DataFrame, key: str) -> dict:
+        mine = frame[frame[key].isin(rows[key])].sort_values("event_timestamp", kind="stable")
         return dict(tuple(mine.groupby(key)))
-    by_user, by_item = grouped("user_id"), grouped("item_id")
-    stock = raw_tables.stock[raw_tables.stock["item_id"].isin(rows["item_id"])]
-    stock = stock.sort_values("event_timestamp", kind="stable")
-    stock_by_item = dict(tuple(stock.groupby("item_id")))
+    events = raw_tables.interactions
+    by_user, by_item = grouped(events, "user_id"), grouped(events, "item_id")
+    stock_by_item = grouped(raw_tables.stock, "item_id")
     length = feature_store.config.history_length
     empty = events.iloc[:0]
     (quantity,) = (f.name for f in item_stock_fv.features)

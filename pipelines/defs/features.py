@@ -27,6 +27,7 @@ from index.events import LOG_POSITION, SEQ, log_position, with_events
 from index.home import check_home
 from index.registry import Registry
 from pipelines.defs.resources import (
+    RAW_TABLES,
     DatasetResource,
     EventLogResource,
     FeatureStoreResource,
@@ -65,7 +66,7 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
             logged = [e for e in logged if e.seq not in held]
         data = with_events(base, logged).validate()
         newest = log_position(data)
-        key = log.read(after=newest - 1, upto=newest)[0].key if newest else None
+        key = log.key_at(newest) if newest else None
     if not extend:
         raw_tables_store.clear()  # tables stored from another source or log are not reused
     atomic_write(mark, json.dumps({"position": newest, "key": key}) + "\n")
@@ -74,9 +75,7 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
                      "extending the last run's tables" if extend else "dataset loaded")
     return dg.Output(data, metadata={
         "dataset": dataset.spec, "extended_last_run": extend, "logged_events_read": len(logged),
-        LOG_POSITION: log_position(data),
-        **{f"{name}_rows": len(getattr(data, name))
-           for name in ("interactions", "items", "users", "stock")},
+        LOG_POSITION: newest, **{f"{name}_rows": len(getattr(data, name)) for name in RAW_TABLES},
         "first_event": str(data.interactions["event_timestamp"].min()),
         "last_interaction": str(data.interactions["event_timestamp"].max()),
         "last_event": str(data.last_event),
@@ -94,8 +93,7 @@ def _extends(stored: dict, mark: Path, dataset: DatasetResource, log) -> bool:
     if (stored["identity"], stored["source_stamp"]) != (identity(dataset.spec), stamp(dataset.spec)) \
             or noted.get("position") != position or log.position() < position:
         return False
-    at = log.read(after=position - 1, upto=position) if position else []
-    return [e.key for e in at] == ([noted["key"]] if position else [])
+    return position == 0 or log.key_at(position) == noted["key"]
 
 
 def _seqs(data: Dataset, *, since: int) -> set[int]:

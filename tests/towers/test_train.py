@@ -155,6 +155,22 @@ def test_a_learned_temperature_moves_from_its_start_and_a_fixed_one_stays(ml, sm
     assert all(0.01 <= t for t in learned) and abs(learned[-1] - 0.2) > 1e-3, learned
 
 
+def test_ema_keeps_the_moving_average_of_the_weights_training_went_through(ml, small_frame):
+    def weights(epochs: int, ema_epochs: float) -> dict[str, torch.Tensor]:
+        artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                       train=TrainConfig(epochs=epochs, batch_size=100_000, decay_epochs=0,
+                                         min_steps=1, validate_steps=1, ema_epochs=ema_epochs))
+        assert artifact.metrics["steps"] == epochs  # one batch a pass: a step per pass
+        return dict(artifact.model.named_parameters())
+
+    # A horizon of 4 one-step epochs: a decay of 3/4. The first step's weights, then 3/4 of the
+    # average and 1/4 of the new weights.
+    first, second, averaged = weights(1, 0.0), weights(2, 0.0), weights(2, 4.0)
+    for name, value in averaged.items():
+        torch.testing.assert_close(value, 0.75 * first[name] + 0.25 * second[name])
+    assert not torch.allclose(averaged["item_tower.ids.weight"], second["item_tower.ids.weight"])
+
+
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_decay_epochs():
     train = TrainConfig(lr=0.01, warmup_epochs=0.5, decay_epochs=4.5)
     assert learning_rate(train, 0.25) == pytest.approx(0.005)

@@ -57,7 +57,7 @@ class OnlineFeatures:
         self._rows = ProviderAccess(store, (PROFILE, HISTORY, CONTENT, POPULARITY, STOCK))
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
-        self._rows_writer = OnlineRows(store)
+        self._rows_writer = OnlineRows(store, self._rows.views)
 
     def _read(self, view: str, key: str, ids: list[int]) -> list[Row | None]:
         """Rows with absent features filled as the definitions say (a missing row stays None)."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from feast import FeatureView
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -47,9 +48,11 @@ def _aware(ts: datetime | None) -> datetime | None:
 class OnlineRows:
     """`update(view, join_key, id, change)`: one atomic, monotonic write of a row."""
 
-    def __init__(self, store) -> None:  # store: feast.FeatureStore
+    def __init__(self, store, views: Mapping[str, FeatureView]) -> None:  # store: feast.FeatureStore
+        """`views` by name, resolved once: a registry read per write could miss a view while a
+        materialization in the same process rewrites the registry's cached copy."""
         self._config = store.config
-        self._views = {}
+        self._views = dict(views)
         self._store = store
         kind = store.config.online_store.type
         self._update = self._sqlite if kind == "sqlite" else self._redis
@@ -63,17 +66,12 @@ class OnlineRows:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.close()
 
-    def _view(self, name: str):
-        if name not in self._views:
-            self._views[name] = self._store.get_feature_view(name)
-        return self._views[name]
-
     def update(self, view: str, join_key: str, entity_id: int, change: Change, *,
                write_id: int | None = None) -> bool:
         """Apply `change` to the current row atomically; False when nothing was written (the
         change declined, its timestamp is older than the stored row's, or `write_id` was applied
         to the row already)."""
-        return self._update(self._view(view), _key(join_key, entity_id), change, write_id)
+        return self._update(self._views[view], _key(join_key, entity_id), change, write_id)
 
     @staticmethod
     def _decide(change: Change, row: Row | None, ts: datetime | None

@@ -105,3 +105,20 @@ def test_a_materialization_racing_an_append_keeps_the_newer_history(shop):
     appender.join()
     history = online.user(user)
     assert (history.recent_item_ids[-1], history.recent_timestamps[-1]) == (1, int(at.timestamp()))
+
+
+@pytest.mark.parametrize("shop", ["sqlite"], indirect=True)
+def test_writes_do_not_read_the_registry_a_materialization_rewrites(shop):
+    """Feast reads a feature view from the registry file on every lookup, and a materialization in
+    the same process rewrites that registry (a view is briefly missing from it): the writes resolve
+    their views once, when the service starts, and never read the registry again."""
+    store, _ = shop
+    online = OnlineFeatures(store)
+    before = online.user(3).event_count
+    registry = Path(store.config.repo_path) / store.config.registry.path
+    aside = registry.rename(registry.with_name("moved-aside"))  # a lookup now fails
+    try:
+        online.append_interaction(3, 4, datetime(2030, 1, 4, tzinfo=UTC), write_id=301)
+    finally:
+        aside.rename(registry)
+    assert online.user(3).event_count == before + 1

@@ -25,7 +25,7 @@ from towers.data import (
 )
 from towers.features import examples, with_features
 from towers.model import TowerConfig, TwoTower
-from towers.train import Plan, TrainConfig, fit, learning_rate, plan
+from towers.train import Plan, TrainConfig, ema_updates, fit, learning_rate, plan
 
 
 def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
@@ -169,6 +169,13 @@ def test_ema_keeps_the_moving_average_of_the_weights_training_went_through(ml, s
     for name, value in averaged.items():
         torch.testing.assert_close(value, 0.75 * first[name] + 0.25 * second[name])
     assert not torch.allclose(averaged["item_tower.ids.weight"], second["item_tower.ids.weight"])
+
+
+def test_a_long_moving_average_is_updated_every_few_steps_with_the_same_horizon():
+    assert ema_updates(4) == (1, 0.75)  # short: every step
+    every, decay = ema_updates(960)  # ml-1m-dev's 3 passes: every 10th step
+    assert every == 10 and decay == pytest.approx((1 - 1 / 960) ** 10)
+    assert 1 / (1 - decay) * every == pytest.approx(960, rel=0.01)  # the horizon in steps holds
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_decay_epochs():

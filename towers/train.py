@@ -96,8 +96,8 @@ class TrainConfig(Config):
     liked_weight: NonNegativeFloat = 0.0  # of a "liked" head's loss on the user tower (multitask.py)
     liked_min_weight: float = 4.0  # an event's weight (e.g. rating) from which it counts as liked
     # Horizon, in schedule epochs, of a moving average of the weights (an EMA updated each step)
-    # that is what is validated and kept; 0: the optimizer's own weights. 3: ties or beats them
-    # on validation on every set, reaching its best passes sooner (notes: issue 18, part e).
+    # that is what is validated and kept; 0: the optimizer's own weights. 3: ties them on
+    # validation on every set and reaches its best passes sooner (notes: issue 18, part e).
     ema_epochs: NonNegativeFloat = 3.0
     mask_seen: bool = True  # seen items are filtered at serving, so they are not negatives either
     patience: Count = 5  # validations without gain before stopping, past min_steps and mid-decay

@@ -1,7 +1,7 @@
-"""Reads and writes of a Feast online store through its provider, bypassing `get_online_features`.
+"""Reads of a Feast online store through its provider, bypassing `get_online_features`.
 
 Depends on `feast==0.67.0`: `FeatureStore._get_provider()` is private, and the provider's
-`online_read` / `online_write_batch` take Feast's value protos. `get_online_features` spends
+`online_read` takes and returns Feast's value protos. `get_online_features` spends
 milliseconds of Python per call (registry lookups, response assembly); a request reads two views of
 one user, so the service resolves its views once and converts protos itself.
 `tests/services/test_online.py` keeps these reads equal to `get_online_features`: rerun it on any
@@ -11,7 +11,6 @@ Feast upgrade.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 import redis
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -52,11 +51,6 @@ class ProviderAccess:
             for _, values in self._provider.online_read(self._config, self.views[view], keys):
                 rows.append(None if values is None else {n: _value(v) for n, v in values.items()})
         return rows
-
-    def write(self, view: str, join_key: str, entity_id: int, values: dict[str, ValueProto],
-              at: datetime) -> None:
-        self._provider.online_write_batch(self._config, self.views[view],
-                                          [(_key(join_key, entity_id), values, at, at)], None)
 
 
 def limit_waits(store, timeout_s: float) -> None:  # store: feast.FeatureStore

@@ -95,7 +95,7 @@ class TrainConfig(Config):
     hard_pool: Count = 50  # the nearest items they come from early on; the schedule narrows it
     liked_weight: NonNegativeFloat = 0.0  # of a "liked" head's loss on the user tower (multitask.py)
     liked_min_weight: float = 4.0  # an event's weight (e.g. rating) from which it counts as liked
-    # Horizon, in schedule epochs, of a moving average of the weights (an EMA updated each step)
+    # Horizon, in schedule epochs, of a moving average of the weights (an EMA, `ema_updates`)
     # that is what is validated and kept; 0: the optimizer's own weights. 3: ties them on
     # validation on every set and reaches its best passes sooner (notes: issue 18, part e).
     ema_epochs: NonNegativeFloat = 3.0

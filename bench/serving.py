@@ -2,6 +2,7 @@
 
     twotower bench serving
     twotower bench serving --rps=200 --seconds=60 --home=.twotower/bench-serving
+    twotower bench serving --rps=400 --workers=2 --parts=http
 
 Builds (once; `--home` keeps it; `--parts=` only builds) the shop `data` (100k items): Feast
 store, towers trained for `train_minutes` on the Feast training frame, an int8 Qdrant Edge
@@ -13,10 +14,11 @@ benchmark). Then:
 1. in-process: loading the live version (seconds, RSS added: item cache, model, shard), then
    `Engine.recommend` for `requests` random users (after `warmup` untimed), p50/p99 in total
    and per stage (features, tower, ANN, re-rank), and the process's RSS;
-2. over HTTP: `twotower serve` in its own process (log in `home/serve.log`), one
-   `AsyncRecommenderClient` sending an open-loop `rps` requests per second for `seconds` (after
-   `warmup` untimed): p50/p99 from each request's due time, errors, the server's CPU time per
-   request and its RSS at the end.
+2. over HTTP: `twotower serve --workers` in its own processes (log in `home/serve.log`), one
+   aiohttp session sending an open-loop `rps` requests per second for `seconds` (after `warmup`
+   untimed): p50/p99 from each request's due time, errors, the server processes' CPU time per
+   request and their RSS at the end. The load runs on the same cores as the server, so it is
+   aiohttp, at a fifth of the CPU per request of the httpx-based `AsyncRecommenderClient`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ DEFAULTS = {
     "requests": 3000,  # timed in-process requests
     "warmup": 300,  # untimed requests first, in-process and over HTTP
     "rps": 200,
+    "workers": 1,  # `twotower serve --workers`
     "rerank_candidates": 0,  # 0 = the ranker's own depth (RankerConfig.candidates)
     "seconds": 60,
     "seed": 0,
@@ -78,7 +81,7 @@ def build(config: dict, home: Path) -> None:
                    tower=TowerConfig(max_len=HISTORY_LENGTH),
                    train=TrainConfig(epochs=1, max_minutes=config["train_minutes"], seed=config["seed"]))
     registry = publish(artifact, dataset, home, config={"data": config["data"]})
-    registry.backend.close()  # the Edge shard is single-process: the engine opens it next
+    registry.backend.close()  # the Edge shard is single-process: the engine copies it next
     registry.close()
     marker.write_text(_build_key(config))
 
@@ -148,7 +151,7 @@ def in_process(config: dict, home: Path) -> dict:
         started = time.perf_counter()
         engine.recommend(request)
         totals.append(time.perf_counter() - started)
-    engine.backend.close()  # the Edge shard is single-process: the server opens it next
+    engine.backend.close()  # drops this process's copy of the shard
     engine.registry.close()
     out = {**loaded, "inproc_rss_mb": round(rss_mb(os.getpid())),
            **_percentiles("inproc", totals[config["warmup"]:])}
@@ -175,7 +178,8 @@ def over_http(config: dict, home: Path) -> dict:
     log = home / "serve.log"
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--home",
-                                   str(home), "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+                                   str(home), "--port", str(port), "--workers",
+                                   str(config["workers"])], cwd=ROOT, env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, server, log, timeout_s=300)  # fails with the log if the server exits
@@ -193,10 +197,19 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"/proc/{pid}/status: no VmRSS")
 
 
+def _tree(pid: int) -> list[int]:
+    """A process and its children (uvicorn's workers), Linux."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(child for c in children for child in _tree(int(c)))]
+
+
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process and its children (Linux)."""
+    total = 0
+    for p in _tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict:
@@ -208,7 +221,9 @@ def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict
     """
     import asyncio
 
-    from services.client import AsyncRecommenderClient, RecommenderClient
+    import aiohttp
+
+    from services.client import RecommenderClient
 
     with RecommenderClient(url, api_key=key, max_retries=0) as probe:
         for _ in range(600):  # the server imports torch and loads the version first
@@ -223,9 +238,13 @@ def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict
     latencies: list[float] = []
     errors: list[str] = []
 
-    async def send(client: AsyncRecommenderClient, i: int, at: float) -> None:
+    async def send(client: aiohttp.ClientSession, i: int, at: float) -> None:
         try:
-            await client.recommend(batch[i].user_id, k=batch[i].k)
+            async with client.post("/v1/recommendations", data=batch[i].model_dump_json(),
+                                   headers={"Content-Type": "application/json"}) as response:
+                answer = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}: {answer}")
         except Exception as error:
             errors.append(f"{type(error).__name__}: {error}")
             return
@@ -233,7 +252,7 @@ def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict
             latencies.append(time.perf_counter() - at)
 
     async def run() -> None:
-        async with AsyncRecommenderClient(url, api_key=key, max_retries=0) as client:
+        async with aiohttp.ClientSession(url, headers={"X-API-Key": key}) as client:
             start, sent = time.perf_counter() + 0.5, []
             for i in range(len(batch)):
                 at = start + i / config["rps"]
@@ -251,7 +270,7 @@ def _load(config: dict, home: Path, url: str, key: str, server_pid: int) -> dict
     out |= {"http_requests": len(latencies), "http_errors": len(errors),
             "server_cpu_ms_per_request": round(1000 * (_cpu_s(server_pid) - cpu) / len(batch), 3),
             "client_cpu_ms_per_request": round(1000 * (time.process_time() - client_cpu) / len(batch), 3),
-            "server_rss_mb": round(rss_mb(server_pid))}
+            "server_rss_mb": round(sum(rss_mb(p) for p in _tree(server_pid)))}
     if errors:
         out["first_error"] = errors[0]
     return out

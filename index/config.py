@@ -42,6 +42,10 @@ class EdgeSettings(_BackendSettings):
     # (docs/benchmarks.md, "Serving, third pass"); what a service on few cores wants. Edge keeps
     # the size in the shard: later opens without a setting reuse it.
     search_threads: int | None = Field(default=None, ge=1)
+    # Serve each version from this backend's own copy of its shard (under path/.serving),
+    # dropped when the version is released. Edge locks a shard to the process that opens it, so
+    # the service's workers each need one; writes reach the others through the event log.
+    own_copies: bool = False
 
 
 class ServerSettings(_BackendSettings):

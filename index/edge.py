@@ -5,17 +5,21 @@ Layout under `EdgeSettings.path`:
     LIVE                 name of the live version directory (replaced atomically)
     items_v7/spec.json   the IndexSpec the version was built with
     items_v7/shard/      the Edge shard (segments, WAL, HNSW graph, payload indexes)
+    .serving/PID-ID/items_v7/shard/   a serving backend's own copy (`EdgeSettings.own_copies`)
 
-A shard is locked by the process that opens it (its WAL), so one process at a time serves or
-updates a version; builders create new versions and close them before promotion.
+A shard is locked by the process that opens it (its WAL), so one process at a time opens a
+version's own shard; builders create new versions and close them before promotion, and serving
+processes with `own_copies` each open a copy, so any number of them serve the same version.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 LIVE_FILE = "LIVE"
 SPEC_FILE = "spec.json"
 SHARD_DIR = "shard"
+COPIES_DIR = ".serving"  # serving backends' own copies, one folder per backend: "PID-ID"
 SEGMENT_MIN_ITEMS = 50_000  # a bulk load is split into IndexSpec.segments graphs of at least this many
 
 
@@ -118,6 +123,9 @@ class EdgeBackend(IndexBackend):
         self._specs: dict[Path, IndexSpec] = {}
         self._building: set[Path] = set()  # created here, not finished yet: upsert splits bulk loads
         self._lock = threading.RLock()
+        self._copies = self.root / COPIES_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if settings.own_copies:
+            _remove_orphan_copies(self.root / COPIES_DIR)
 
     # -- locations -------------------------------------------------------------------------
     def location_for(self, version_id: int) -> str:
@@ -273,6 +281,7 @@ class EdgeBackend(IndexBackend):
             self._building.discard(path)
         if shard is not None:
             shard.close()
+        shutil.rmtree(self._copies / path.name, ignore_errors=True)
         shutil.rmtree(path, ignore_errors=True)
         log.info("dropped edge index version %s", path.name)
 
@@ -287,6 +296,7 @@ class EdgeBackend(IndexBackend):
         if shard is not None:
             shard.flush()  # stock updates written to the old version survive its reopening
             shard.close()
+            shutil.rmtree(self._copies / path.name, ignore_errors=True)  # own_copies: replayed anew
             log.debug("released edge index version %s", path.name)
 
     def close(self) -> None:
@@ -295,6 +305,7 @@ class EdgeBackend(IndexBackend):
         for shard in shards.values():
             shard.flush()
             shard.close()
+        shutil.rmtree(self._copies, ignore_errors=True)
 
     # -- handles -------------------------------------------------------------------------------
     def _spec(self, path: Path) -> IndexSpec:
@@ -310,5 +321,36 @@ class EdgeBackend(IndexBackend):
                 # Settings left out of a load config keep the shard's own (Edge resolves them).
                 config = None if threads is None else qe.EdgeConfig(
                     vectors=edge_vectors(self._spec(path)), max_search_threads=threads)
-                self._shards[path] = qe.EdgeShard.load(str(path / SHARD_DIR), config)
+                self._shards[path] = qe.EdgeShard.load(str(self._shard_dir(path)), config)
             return self._shards[path]
+
+    def _shard_dir(self, path: Path) -> Path:
+        """The shard directory this process opens for version `path`: its own, or with
+        `own_copies` a fresh copy of it (what was written to an earlier copy is the event log's
+        to replay)."""
+        if not self.settings.own_copies:
+            return path / SHARD_DIR
+        copy = self._copies / path.name / SHARD_DIR
+        shutil.rmtree(copy.parent, ignore_errors=True)
+        shutil.copytree(path / SHARD_DIR, copy)
+        log.info("serving edge index version %s from this process's copy", path.name)
+        return copy
+
+
+def _remove_orphan_copies(folder: Path) -> None:
+    """Delete the copies of serving processes that are gone (killed before they closed)."""
+    for copies in folder.glob("*"):
+        pid = copies.name.split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(copies, ignore_errors=True)
+            log.info("removed the index copies of ended process %s", pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

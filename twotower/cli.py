@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import runpy
 import sys
 import tempfile
@@ -199,14 +200,17 @@ def _served(artifact, dataset, *, items=None, store=None) -> Iterator:  # -> ser
 
 
 def _serve(args: argparse.Namespace) -> None:
-    """Run the API with uvicorn: one process, since it owns the live Qdrant Edge shard."""
+    """Run the API with uvicorn in `--workers` processes, each serving its own copy of the live
+    Qdrant Edge shard (`EdgeSettings.own_copies`) and replaying the others' writes from the log."""
     import uvicorn
 
     from services.api.config import Settings
-    from services.api.main import create_app
 
-    settings = Settings(**({"data_dir": args.home} if args.home else {}))  # type: ignore[call-arg]
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False,
+    if args.home:  # the workers read their settings from the environment, as uvicorn starts them
+        os.environ["TWOTOWER_DATA_DIR"] = str(args.home)
+    Settings()  # type: ignore[call-arg]  # a settings error is told here, once, not per worker
+    uvicorn.run("services.api.main:create_app", factory=True, workers=args.workers,
+                host=args.host, port=args.port, access_log=False,
                 log_level="debug" if args.verbose else "info")
 
 
@@ -320,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--home", type=Path, help="data directory (default TWOTOWER_DATA_DIR or "
                        f"{DEFAULT_HOME})")
+    serve.add_argument("--workers", type=int, default=1, help="processes answering requests "
+                       "(default 1; one per core uses them all, each holding its own copy of the "
+                       "live version in memory)")
     serve.set_defaults(run=_serve)
     versions = commands.add_parser("versions", help="list, promote, roll back or prune index versions")
     versions.add_argument("--home", type=Path, default=DEFAULT_HOME,

@@ -35,6 +35,9 @@ class Settings(PlatformSettings):
     read_keys: Keys  # may call the read endpoints
     write_keys: Keys  # may call every endpoint
     reload_interval_s: float = Field(5.0, gt=0)  # how often the registry's live version is polled
+    # How often each process applies the stock and item writes other processes (workers, the
+    # pipelines) logged: the longest a write answered by one worker is unseen by another.
+    replay_interval_s: float = Field(0.25, gt=0)
     # Candidates the re-ranker orders; None = the depth it was trained and evaluated on. Fewer
     # cost less (ANN and re-rank) and can only lose items the ranker would have promoted.
     rerank_candidates: int | None = Field(None, ge=1, le=1000)
@@ -71,11 +74,15 @@ class Settings(PlatformSettings):
         return self
 
     def index_settings(self) -> EdgeSettings | ServerSettings:
-        # One search thread per query: the service's own requests are its concurrency, and a
-        # per-CPU pool spun ~0.5 ms of CPU per query on two cores (EdgeSettings.search_threads).
-        if self.index is None:
-            return EdgeSettings(path=self.data_dir / "index", search_threads=1)
-        return super().index_settings()
+        """Qdrant Edge serves from this process's own copy of each version, so any number of
+        workers serve; by default with one search thread per query: the service's own requests
+        are its concurrency, and a per-CPU pool spun ~0.5 ms of CPU per query on two cores
+        (EdgeSettings.search_threads)."""
+        index = super().index_settings()
+        if not isinstance(index, EdgeSettings):
+            return index
+        threads = index.search_threads if "search_threads" in index.model_fields_set else 1
+        return index.model_copy(update={"own_copies": True, "search_threads": threads})
 
     def feature_store(self) -> FeatureStoreConfig:
         config = super().feature_store()

@@ -42,6 +42,7 @@ def open_engine(settings: Settings) -> Engine:
                   registry=Registry(settings.registry_url, data_dir=settings.data_dir,
                                     timeout_s=settings.dependency_timeout_s),
                   log=settings.event_log(), reload_interval_s=settings.reload_interval_s,
+                  replay_interval_s=settings.replay_interval_s,
                   rerank_candidates=settings.rerank_candidates,
                   probe_timeout_s=settings.dependency_timeout_s)
 

@@ -61,6 +61,7 @@ class Engine:
 
     def __init__(self, *, store, backend: IndexBackend, registry: Registry,
                  log: EventLog | None = None, reload_interval_s: float = 5.0,
+                 replay_interval_s: float = 0.25,
                  rerank_candidates: int | None = None, probe_timeout_s: float = 2.0) -> None:
         """`log`: where accepted writes are logged (default: beside the registry)."""
         torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
@@ -71,6 +72,7 @@ class Engine:
         self.log = log or EventLog.beside(registry.url)
         self.live = LiveVersion(online=self.online, backend=backend, registry=registry, log=self.log,
                                 reload_interval_s=reload_interval_s,
+                                replay_interval_s=replay_interval_s,
                                 rerank_candidates=rerank_candidates,
                                 probe_timeout_s=probe_timeout_s)
         self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)

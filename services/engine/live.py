@@ -2,12 +2,13 @@
 
 `LiveVersion` loads the registry's live version, swaps it in atomically when a promotion changes
 it (a background thread polls every `reload_interval_s` and loads the new one off the request
-path), and releases the replaced version's shard one tick later. Each request takes one snapshot
+path), and releases the replaced version's shard one poll later. Each request takes one snapshot
 reference, so an answer never mixes versions.
 
 The event log keeps versions current: a version switched to (promotion or rollback) first gets the
 logged stock and item changes newer than its build, the last of them under the write lock, so
-what was set stays set; every poll then applies the changes other processes logged.
+what was set stays set; every `replay_interval_s` the changes other processes (the service's
+other workers, the pipelines) logged are applied.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,7 +81,7 @@ class LiveVersion:
 
     def __init__(self, *, online: OnlineFeatures, backend: IndexBackend, registry: Registry,
                  log: EventLog, reload_interval_s: float, rerank_candidates: int | None,
-                 probe_timeout_s: float = 2.0) -> None:
+                 replay_interval_s: float = 0.25, probe_timeout_s: float = 2.0) -> None:
         self.online = online
         self.backend = backend
         self.registry = registry
@@ -88,6 +90,7 @@ class LiveVersion:
         self._applied = 0  # log seq up to which the live snapshot has every stock and item change
         self._own: set[int] = set()  # seqs this process applied since, skipped by the next replay
         self.reload_interval_s = reload_interval_s
+        self.replay_interval_s = replay_interval_s
         self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
         self._snapshot: Snapshot | None = None
         self._retired: str | None = None  # index location the last switch replaced, released next tick
@@ -109,8 +112,14 @@ class LiveVersion:
             self._poller.join()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.reload_interval_s):
-            self.refresh()
+        """`refresh` every `reload_interval_s`; between, the log's new changes every `replay_interval_s`."""
+        reload_at = time.monotonic() + self.reload_interval_s
+        while not self._stop.wait(min(self.replay_interval_s, self.reload_interval_s)):
+            if time.monotonic() >= reload_at:
+                reload_at = time.monotonic() + self.reload_interval_s
+                self.refresh()
+            elif (snapshot := self._snapshot) is not None:
+                self._catch_up_live(snapshot)
 
     def refresh(self) -> bool:
         """Switch to the registry's live version if it changed; True when a new one was loaded.

@@ -181,6 +181,29 @@ def test_released_edge_shard_can_be_opened_by_another_process(
             other.search(query, k=5)
 
 
+def test_edge_backends_with_own_copies_serve_one_version_together_each_writing_its_copy(
+    make_live_index: Callable[..., LiveIndex],
+) -> None:
+    live = make_live_index("edge", random_items(300))  # its backend holds the version's own shard
+    query, root = _queries(1)[0], live.data_dir / "index"
+    orphan = root / ".serving" / "999999999-gone" / "items_v1"  # a killed process's copies
+    orphan.mkdir(parents=True)
+    expected = [h.item_id for h in live.backend.search(query, k=5)]
+    with (open_backend(EdgeSettings(path=root, own_copies=True)) as first,
+          open_backend(EdgeSettings(path=root, own_copies=True)) as second):
+        assert not orphan.parent.exists()
+        assert [h.item_id for h in first.search(query, k=5)] == expected  # no WAL lock held
+        assert [h.item_id for h in second.search(query, k=5)] == expected
+        first.set_stock({expected[0]: 0})
+        assert expected[0] not in {h.item_id for h in first.search(query, k=5)}
+        assert [h.item_id for h in second.search(query, k=5)] == expected  # the log's to carry
+        copies = sorted((root / ".serving").iterdir())
+        assert len(copies) == 2 and all((c / Path(str(live.backend.live_location())).name /
+                                         "shard").is_dir() for c in copies)
+    assert not any((root / ".serving").iterdir())  # closing drops the copies
+    assert [h.item_id for h in live.backend.search(query, k=5)] == expected  # the original unchanged
+
+
 def test_edge_queries_skip_the_disk_lookup_yet_follow_a_promotion_made_elsewhere(
     make_live_index: Callable[..., LiveIndex],
 ) -> None:

@@ -223,13 +223,15 @@ class ServiceProcess:
 
 
 @contextmanager
-def twotower_service(home: Path, env: dict[str, str], log: Path) -> Iterator[ServiceProcess]:
-    """`twotower serve --home home` on a free loopback port, with `env` added to ours; stopped on
-    exit, so the live Edge shard it owns is free again afterwards."""
+def twotower_service(home: Path, env: dict[str, str], log: Path, workers: int = 1
+                     ) -> Iterator[ServiceProcess]:
+    """`twotower serve --home home --workers workers` on a free loopback port, with `env` added to
+    ours; stopped on exit, which deletes its copies of the index."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--home", str(home),
-                                    "--port", str(port)], cwd=ROOT, env={**os.environ, **env},
+                                    "--port", str(port), "--workers", str(workers)], cwd=ROOT,
+                                   env={**os.environ, **env},
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process, log, timeout_s=SERVICE_START_S)

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from index.edge import COPIES_DIR
 from tests.services.conftest import Service, promote_version
 from towers.ranker import FEATURES, Ranker
 
@@ -77,12 +78,24 @@ def test_promotion_during_a_request_stream_fails_no_request(service):
     assert service.client().version().ranking == "ranker"
 
 
+def _version(relative: str) -> str:
+    """The version directory a path under the index root belongs to (the server serves copies)."""
+    parts = relative.split("/")
+    return parts[2] if parts[0] == COPIES_DIR else parts[0]
+
+
 def _open_versions(service: Service) -> set[str]:
-    """Index version directories the server has mapped (an open Edge shard maps its files)."""
+    """Index versions the server has mapped (an open Edge shard maps its files)."""
     root = f"{(service.home / 'index').resolve()}/"
     paths = [line.split(maxsplit=5)[-1] for line in Path(f"/proc/{service.pid}/maps").read_text()
              .splitlines()]
-    return {path[len(root):].split("/")[0] for path in paths if path.startswith(root)}
+    return {_version(path[len(root):]) for path in paths if path.startswith(root)}
+
+
+def _copied_versions(service: Service) -> set[str]:
+    """Index versions the server holds a copy of on disk."""
+    return {version.name for copies in (service.home / "index" / COPIES_DIR).iterdir()
+            for version in copies.iterdir()}
 
 
 def test_repeated_promotions_leave_only_the_live_shard_open(service):
@@ -91,6 +104,7 @@ def test_repeated_promotions_leave_only_the_live_shard_open(service):
         service.wait_for_index_version(index_version)
     live = Path(service.client().version().index_location).name
     deadline = time.monotonic() + 30  # the replaced version is released on the next reload tick
-    while _open_versions(service) != {live} and time.monotonic() < deadline:
+    while {live} != _open_versions(service) | _copied_versions(service) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _open_versions(service) == {live}
+    assert _copied_versions(service) == {live}  # a released version's copy is deleted

@@ -3,6 +3,7 @@ logs it leaves the version as the replay of the same logged write does in anothe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
+from index import EdgeSettings, open_backend
 from index.events import EventLog
 from index.model_store import publish
 from index.registry import Registry
@@ -105,3 +107,41 @@ def test_an_item_the_version_lacks_is_reported_and_changes_nothing_in_it(service
     assert apply(s, engine.online, engine.backend, [skipped], skip={skipped.seq}) == set()
     assert engine.online.items([known])[known].stock == before
     engine.close()
+
+
+def _wait(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_reloads(service, shop):
+    """Two engines as `twotower serve --workers 2` runs them: each serves its own copy of the live
+    shard, and a write one answers reaches the other through the log, with no version reload."""
+    workers = []
+    for _ in range(2):
+        registry = Registry(data_dir=shop.home, backend=open_backend(
+            EdgeSettings(path=shop.home / "index", own_copies=True)))
+        workers.append(Engine(store=shop.store, backend=registry.backend, registry=registry,
+                              log=EventLog(data_dir=shop.home), reload_interval_s=3600,
+                              replay_interval_s=0.05))
+    first, second = workers
+    try:
+        for worker in workers:
+            worker.start()
+        item_id = int(service.dataset.items["item_id"].max()) + 9
+        first.upsert_item(item_id, ItemUpsert(title="Written Once", categories=["Drama"], stock=3))
+        assert _wait(lambda: _state(second, item_id)[1:] == (3, [3]))
+        second.set_stock(item_id, 0)
+        assert _wait(lambda: _state(first, item_id)[1] == 0)
+        assert _state(first, item_id)[2] == []  # out of stock: no longer served
+        assert _state(first, item_id)[0] == _state(second, item_id)[0]
+    finally:
+        for worker in workers:
+            worker.close()
+            worker.backend.close()
+            worker.registry.close()
+            worker.log.close()

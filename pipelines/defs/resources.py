@@ -213,7 +213,7 @@ class RegistryResource(dg.ConfigurableResource):
 
 
 class ServiceResource(dg.ConfigurableResource):
-    """The running recommendation service, if any: it owns the live Edge shard, so writes go through it.
+    """The running recommendation service, if any: writes go through it, so its workers serve them at once.
 
     The writes speak the service's HTTP API (`PUT /v1/items/...`) with a write key; connection
     failures are retried by the transport, any error status fails the op (and so the run). Each

@@ -64,8 +64,8 @@ class ItemCache:
     """The re-ranker's inputs of every item, read from the online store once per snapshot.
 
     Filled with the whole catalogue at load (off the request path); items added later are read
-    on first use. Stock then follows the service's own writes (`set_stock`, `upsert_item`): while
-    the service owns the live shard, every stock change goes through it (`services.engine.writes`).
+    on first use. Stock then follows the service's writes (`set_stock`, `upsert_item`) and those
+    other processes logged, each applied to the cache and the index alike (`services.engine.writes`).
     The index thus returns ids and scores only: reading its payload doubled the search's cost.
 
     Only arrays are kept, `ItemColumns` (row 0: the empty item, for unknown ids) and a row per id,

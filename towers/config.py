@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 C = TypeVar("C", bound=BaseModel)
 Count = Annotated[int, Field(ge=1)]  # sizes, counts, steps
 Share = Annotated[float, Field(ge=0, lt=1)]  # dropout rates: 1 would drop everything
+Fraction = Annotated[float, Field(ge=0, le=1)]  # a share that may be all
 
 
 class ConfigError(ValueError):

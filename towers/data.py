@@ -316,6 +316,7 @@ class Windows:
     query_gap: np.ndarray  # (T,) int8 `elapsed_bucket` since the last visible event, 0 = none
     targets: np.ndarray  # (T,) target item index
     seconds: np.ndarray  # (T,) the rows' times
+    last: np.ndarray  # (T,) the last visible event's time (the row's own when there is none)
     frame_rows: np.ndarray  # (T,) the rows' positions in the training frame
 
     @classmethod
@@ -339,7 +340,7 @@ class Windows:
         seconds = np.concatenate([c.seconds for c in chunks]).astype(np.int64)  # (T,)
         last = np.where(pos >= 0, stamps[np.minimum(first[window] + np.maximum(pos, 0),
                                                     max(len(stamps) - 1, 0))]
-                        if len(stamps) else 0, 0)  # (T,)
+                        if len(stamps) else 0, seconds)  # (T,)
         hour, weekday = _context(seconds)
         return cls(seq=seq, seq_gap=seq_gap, size=size,
                    user=vocab.user_index(np.array([c.user_id for c in chunks], dtype=np.int64)),
@@ -348,7 +349,7 @@ class Windows:
                    hour=hour.numpy().astype(np.int8), weekday=weekday.numpy().astype(np.int8),
                    query_gap=np.where(pos >= 0, elapsed_bucket(seconds - last), 0).astype(np.int8),
                    targets=vocab.item_index(np.concatenate([c.targets for c in chunks])),
-                   seconds=seconds, frame_rows=np.concatenate([c.rows for c in chunks]
+                   seconds=seconds, last=last, frame_rows=np.concatenate([c.rows for c in chunks]
                                                               ).astype(np.int64))
 
     def __len__(self) -> int:
@@ -366,8 +367,14 @@ class Windows:
         row = np.repeat(np.arange(len(index)), counts)  # (Q,)
         return row, (self.start[index] - np.cumsum(counts) + counts)[row] + np.arange(len(row))
 
-    def batch(self, index: np.ndarray) -> tuple[UserBatch, torch.Tensor, np.ndarray]:
-        """Windows `index` as one causal pass: the user side, target indices (Q,), times (Q,)."""
+    def batch(self, index: np.ndarray, rng: np.random.Generator | None = None, between: float = 1.0
+              ) -> tuple[UserBatch, torch.Tensor, np.ndarray]:
+        """Windows `index` as one causal pass: the user side, target indices (Q,), times (Q,).
+
+        Each query is asked at its row's time, or with `rng`, for a `between` share of them drawn
+        at random, at a time drawn uniformly between the last visible event and the row's: a
+        request made before the event knows that time only (its hour, weekday and gap).
+        """
         index = np.asarray(index, dtype=np.int64)
         width = max(int(self.size[index].max(initial=0)), 1)
         row, query = self.queries(index)  # (Q,), (Q,)
@@ -376,13 +383,22 @@ class Windows:
         def tensor(values: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(values).long()
 
+        hour, weekday, query_gap = self.hour[query], self.weekday[query], self.query_gap[query]
+        if rng is not None:
+            last = self.last[query]
+            share = rng.random(len(query))  # of the way from the last event to the row's
+            if between < 1:
+                share = np.where(rng.random(len(query)) < between, share, 1.0)
+            asked = last + (share * (self.seconds[query] - last)).astype(np.int64)
+            hour, weekday = (c.numpy() for c in _context(asked))
+            query_gap = np.where(self.query_pos[query] >= 0, elapsed_bucket(asked - last), 0)
         users = UserBatch(
             seq=tensor(self.seq[index, :width]), seq_gap=tensor(self.seq_gap[index, :width]),
             seq_mask=torch.arange(width) < size[:, None],  # (B, L)
             user=tensor(self.user[index]), age=tensor(self.age[index]),
             profile=tensor(self.profile[index]), query_row=torch.from_numpy(row),
-            query_pos=tensor(self.query_pos[query]), hour=tensor(self.hour[query]),
-            weekday=tensor(self.weekday[query]), query_gap=tensor(self.query_gap[query]))
+            query_pos=tensor(self.query_pos[query]), hour=tensor(hour),
+            weekday=tensor(weekday), query_gap=tensor(query_gap))
         return users, tensor(self.targets[query]), self.seconds[query]
 
 

@@ -91,6 +91,30 @@ def test_a_packed_batch_equals_stacking_its_chunks_one_by_one(setup):
         np.testing.assert_array_equal(seconds, np.concatenate([chunks[i].seconds for i in index]))
 
 
+def test_a_query_asked_between_its_events_knows_only_a_time_between_them(setup):
+    vocab, chunks, windows = setup
+    index = np.arange(len(chunks))
+    at_event, targets, seconds = windows.batch(index)
+    between, drawn_targets, drawn_seconds = windows.batch(index, np.random.default_rng(0))
+    for field in dataclasses.fields(UserBatch):  # only the query's time differs
+        if field.name not in {"hour", "weekday", "query_gap"}:
+            torch.testing.assert_close(getattr(between, field.name), getattr(at_event, field.name))
+    torch.testing.assert_close(drawn_targets, targets)
+    np.testing.assert_array_equal(drawn_seconds, seconds)
+    last = np.concatenate([c.item_seconds[np.maximum(c.query_pos, 0)] if len(c.items)
+                           else c.seconds for c in chunks])
+    history = np.concatenate([c.query_pos for c in chunks]) >= 0
+    gap, event_gap = between.query_gap.numpy(), at_event.query_gap.numpy()
+    assert (gap[~history] == 0).all() and (between.hour[~history] == at_event.hour[~history]).all()
+    assert (gap[history] >= elapsed_bucket(np.zeros(1))[0]).all()  # at or after the last event,
+    assert (gap <= event_gap).all()  # at or before its own
+    same = seconds == last  # an event in the same second as the last one: asked at that second
+    assert (between.hour[same] == at_event.hour[same]).all() and (gap[same] == event_gap[same]).all()
+    assert (gap < event_gap).mean() > 0.2
+    half, _, _ = windows.batch(index, np.random.default_rng(0), 0.5)  # the rest at their events
+    assert 0.3 < (half.query_gap.numpy() < event_gap).mean() / (gap < event_gap).mean() < 0.7
+
+
 def test_batch_groups_hold_every_window_once_in_batches_of_about_batch_size(setup):
     _, chunks, windows = setup
     groups = batch_groups(windows, batch_size=64, rng=np.random.default_rng(1))

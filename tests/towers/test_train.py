@@ -282,6 +282,18 @@ def test_a_cap_or_budget_ending_an_improving_run_is_recorded_and_warned(ml, tiny
     assert ("max_minutes" if cut == "cap" else "the budget") in warning.getMessage()
 
 
+def test_rows_asked_between_their_events_train_the_query_context_on_those_times(ml, small_frame):
+    def query_gap(between: float) -> torch.Tensor:
+        artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                       train=TrainConfig(epochs=1, batch_size=256, min_steps=1, ema_epochs=0,
+                                         query_between=between))
+        return artifact.model.user_tower.query_gap.weight.detach()
+
+    at_events, between = query_gap(0.0), query_gap(1.0)
+    torch.testing.assert_close(query_gap(0.0), at_events)  # no draws at 0: runs repeat
+    assert not torch.allclose(at_events, between)
+
+
 def test_same_seed_gives_identical_models(ml, small_frame):
     config, train = TowerConfig(dim=16, max_len=MAX_LEN), TrainConfig(epochs=1, batch_size=64)
     first = fit(_tiny(small_frame), ml.items, tower=config, train=train)

@@ -36,7 +36,7 @@ FIELDS = [f.name for f in dataclasses.fields(UserBatch)]
 CUT = {"seq", "seq_mask", "seq_gap"}  # the (B, L) fields
 TABLE_CHUNK = 4096  # items per pass when precomputing the history table
 
-Forward = Callable[[tuple[torch.Tensor, ...]], np.ndarray]  # UserBatch fields -> (Q, D)
+Forward = Callable[[UserBatch, int], np.ndarray]  # (batch, history width) -> (Q, D)
 
 
 class _Represented(nn.Module):
@@ -111,11 +111,16 @@ class UserEncoder:
         except Exception:  # a tower the exporter cannot handle still serves, eagerly
             log.warning("user tower: ONNX export failed at width %d, running in PyTorch", width,
                         exc_info=True)
-            return lambda tensors: users(*tensors).numpy()
-        inputs = {i.name for i in session.get_inputs()}  # the exporter drops unused fields
-        return lambda tensors: session.run(None, {name: tensor.numpy() for name, tensor
-                                                  in zip(FIELDS, tensors, strict=True)
-                                                  if name in inputs})[0]
+            return self._eager(users)
+        inputs = [i.name for i in session.get_inputs()]  # the exporter drops unused fields
+        return lambda batch, width: session.run(None, {name: _array(batch, name, width)
+                                                       for name in inputs})[0]
+
+    def _eager(self, users: _Users) -> Forward:
+        def forward(batch: UserBatch, width: int) -> np.ndarray:
+            with torch.inference_mode():
+                return users(*self._cut(batch, width)).numpy()
+        return forward
 
     @staticmethod
     def _cut(batch: UserBatch, width: int) -> tuple[torch.Tensor, ...]:
@@ -125,7 +130,12 @@ class UserEncoder:
     def __call__(self, user: pd.DataFrame | dict) -> np.ndarray:
         """One user's row, as a frame or a dict of one-item columns (see `encode_users`)."""
         batch = encode_users(self.vocab, user, self.max_len)
-        length = int(batch.seq_mask.sum(dim=1).max())
+        length = min(max((len(h) for h in user["recent_item_ids"]), default=0), self.max_len)
         width = next(w for w in self.widths if w >= length)
-        with torch.inference_mode():
-            return self._forward[width](self._cut(batch, width))[0]  # (D,)
+        return self._forward[width](batch, width)[0]  # (D,)
+
+
+def _array(batch: UserBatch, name: str, width: int) -> np.ndarray:
+    """A batch field as ONNX Runtime takes it, its history cut to `width`."""
+    values = getattr(batch, name).numpy()
+    return np.ascontiguousarray(values[:, :width]) if name in CUT else values

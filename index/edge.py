@@ -123,6 +123,7 @@ class EdgeBackend(IndexBackend):
         self._specs: dict[Path, IndexSpec] = {}
         self._building: set[Path] = set()  # created here, not finished yet: upsert splits bulk loads
         self._lock = threading.RLock()
+        self._opening = threading.Lock()  # a shard is opened (and copied) by one thread at a time
         self._copies = self.root / COPIES_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if settings.own_copies:
             _remove_orphan_copies(self.root / COPIES_DIR)
@@ -315,13 +316,20 @@ class EdgeBackend(IndexBackend):
             return self._specs[path]
 
     def _shard(self, path: Path) -> qe.EdgeShard:
-        with self._lock:
+        shard = self._shards.get(path)
+        if shard is not None:
+            return shard
+        # Opened outside `_lock`: copying a large version (own_copies) must not stall the
+        # searches of the version being served meanwhile; `_opening` opens one at a time.
+        with self._opening:
             if path not in self._shards:
                 threads = self.settings.search_threads
                 # Settings left out of a load config keep the shard's own (Edge resolves them).
                 config = None if threads is None else qe.EdgeConfig(
                     vectors=edge_vectors(self._spec(path)), max_search_threads=threads)
-                self._shards[path] = qe.EdgeShard.load(str(self._shard_dir(path)), config)
+                shard = qe.EdgeShard.load(str(self._shard_dir(path)), config)
+                with self._lock:
+                    self._shards[path] = shard
             return self._shards[path]
 
     def _shard_dir(self, path: Path) -> Path:

@@ -185,6 +185,9 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     rank, world = _distributed()
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
+    # Query times are drawn per rank from a stream of their own: the shared `rng` orders the
+    # batches and must stay in step on every rank (one process keeps one stream, as measured).
+    asked = rng if world == 1 else np.random.default_rng([train.seed, rank])
     generator = torch.Generator().manual_seed(train.seed)
     vocab = Vocab.build(frame, items, title_buckets=tower.title_buckets,
                         profile_buckets=tower.profile_buckets)
@@ -245,7 +248,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            users, targets, seconds = windows.batch(group, rng if train.query_between else None,
+            users, targets, seconds = windows.batch(group, asked if train.query_between else None,
                                                     train.query_between)
             if hard is not None and step % train.validate_steps == 0:  # the current vectors
                 with torch.no_grad():

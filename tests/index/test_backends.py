@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -202,6 +204,37 @@ def test_edge_backends_with_own_copies_serve_one_version_together_each_writing_i
                                          "shard").is_dir() for c in copies)
     assert not any((root / ".serving").iterdir())  # closing drops the copies
     assert [h.item_id for h in live.backend.search(query, k=5)] == expected  # the original unchanged
+
+
+def test_copying_a_new_version_does_not_hold_up_searches_of_the_served_one(
+    make_live_index: Callable[..., LiveIndex], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live = make_live_index("edge", random_items(300))
+    query, root = _queries(1)[0], live.data_dir / "index"
+    served = str(live.backend.live_location())
+    new = build_version(live.items, registry=live.registry, spec=live.spec,
+                        model_version_id=live.model_version_id).location
+    live.backend.release(new)
+    copying, searched, order = threading.Event(), threading.Event(), []
+    copy = shutil.copytree
+
+    def slow_copy(source, target):  # a large version: the copy lasts until the search is done
+        copying.set()
+        searched.wait(timeout=30)
+        order.append("copied")
+        return copy(source, target)
+
+    with open_backend(EdgeSettings(path=root, own_copies=True)) as worker:
+        worker.search(query, k=5, location=served)  # the served version is open
+        monkeypatch.setattr("index.edge.shutil.copytree", slow_copy)
+        opening = threading.Thread(target=worker.count, kwargs={"location": new})
+        opening.start()
+        assert copying.wait(timeout=30)
+        assert worker.search(query, k=5, location=served)  # answered while the copy runs
+        order.append("searched")
+        searched.set()
+        opening.join()
+    assert order == ["searched", "copied"]
 
 
 def test_edge_queries_skip_the_disk_lookup_yet_follow_a_promotion_made_elsewhere(

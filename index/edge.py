@@ -5,7 +5,7 @@ Layout under `EdgeSettings.path`:
     LIVE                 name of the live version directory (replaced atomically)
     items_v7/spec.json   the IndexSpec the version was built with
     items_v7/shard/      the Edge shard (segments, WAL, HNSW graph, payload indexes)
-    .serving/PID-ID/items_v7/shard/   a serving backend's own copy (`EdgeSettings.own_copies`)
+    .serving/PID-START-ID/items_v7/shard/   a serving backend's own copy (`EdgeSettings.own_copies`)
 
 A shard is locked by the process that opens it (its WAL), so one process at a time opens a
 version's own shard; builders create new versions and close them before promotion, and serving
@@ -30,13 +30,14 @@ from feature_repo.files import atomic_write
 from index.base import PAYLOAD_FIELDS, Conditions, IndexBackend, ItemBatch, QueryPlan
 from index.config import EdgeSettings, IndexSpec
 from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
+from index.processes import process_alive, process_start
 
 log = logging.getLogger(__name__)
 
 LIVE_FILE = "LIVE"
 SPEC_FILE = "spec.json"
 SHARD_DIR = "shard"
-COPIES_DIR = ".serving"  # serving backends' own copies, one folder per backend: "PID-ID"
+COPIES_DIR = ".serving"  # serving backends' own copies, a folder per backend: "PID-START-ID"
 SEGMENT_MIN_ITEMS = 50_000  # a bulk load is split into IndexSpec.segments graphs of at least this many
 
 
@@ -124,7 +125,9 @@ class EdgeBackend(IndexBackend):
         self._building: set[Path] = set()  # created here, not finished yet: upsert splits bulk loads
         self._lock = threading.RLock()
         self._opening = threading.Lock()  # a shard is opened (and copied) by one thread at a time
-        self._copies = self.root / COPIES_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        pid = os.getpid()
+        self._copies = (self.root / COPIES_DIR /
+                        f"{pid}-{process_start(pid) or ''}-{uuid.uuid4().hex[:8]}")
         if settings.own_copies:
             _remove_orphan_copies(self.root / COPIES_DIR)
 
@@ -346,19 +349,10 @@ class EdgeBackend(IndexBackend):
 
 
 def _remove_orphan_copies(folder: Path) -> None:
-    """Delete the copies of serving processes that are gone (killed before they closed)."""
+    """Delete the copies of serving processes that are gone (killed before they closed), also
+    when a later process, e.g. after a container restart, was given the same pid."""
     for copies in folder.glob("*"):
-        pid = copies.name.split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        pid, start, *_ = [*copies.name.split("-"), ""]
+        if pid.isdigit() and not process_alive(int(pid), start or None):
             shutil.rmtree(copies, ignore_errors=True)
             log.info("removed the index copies of ended process %s", pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True

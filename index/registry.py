@@ -28,6 +28,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, create_e
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
+from index.processes import process_alive, process_start
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class Registry:
                 status=Status.BUILDING,
                 builder_pid=pid,
                 builder_host=socket.gethostname(),
-                builder_start=_process_start(pid),
+                builder_start=process_start(pid),
             )
             session.add(version)
             session.flush()
@@ -237,7 +238,7 @@ class Registry:
             for version in rows:
                 if version.builder_host != host or version.builder_pid is None:
                     continue  # another host's builder: its own registry open will judge it
-                if _process_alive(version.builder_pid, version.builder_start):
+                if process_alive(version.builder_pid, version.builder_start):
                     continue
                 version.status = Status.FAILED
                 version.error = f"builder process {version.builder_pid} on {host} exited mid-build"
@@ -418,28 +419,3 @@ class Registry:
                 f"index version {version.id}: cannot {action}, "
                 f"status is '{version.status}' (needs '{status.value}')"
             )
-
-
-def _process_start(pid: int) -> str | None:
-    """The process start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _process_alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    if state == "Z":
-        return False  # killed but not yet reaped by its parent
-    return start is None or _process_start(pid) == start

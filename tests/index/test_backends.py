@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -190,10 +191,12 @@ def test_edge_backends_with_own_copies_serve_one_version_together_each_writing_i
     query, root = _queries(1)[0], live.data_dir / "index"
     orphan = root / ".serving" / "999999999-gone" / "items_v1"  # a killed process's copies
     orphan.mkdir(parents=True)
+    reused = root / ".serving" / f"{os.getpid()}-1-old"  # an ended process whose pid is reused
+    reused.mkdir()
     expected = [h.item_id for h in live.backend.search(query, k=5)]
     with (open_backend(EdgeSettings(path=root, own_copies=True)) as first,
           open_backend(EdgeSettings(path=root, own_copies=True)) as second):
-        assert not orphan.parent.exists()
+        assert not orphan.parent.exists() and not reused.exists()
         assert [h.item_id for h in first.search(query, k=5)] == expected  # no WAL lock held
         assert [h.item_id for h in second.search(query, k=5)] == expected
         first.set_stock({expected[0]: 0})

@@ -318,6 +318,9 @@ class Windows:
     seconds: np.ndarray  # (T,) the rows' times
     last: np.ndarray  # (T,) the last visible event's time (the row's own when there is none)
     frame_rows: np.ndarray  # (T,) the rows' positions in the training frame
+    by_time: np.ndarray  # (T,) the queries ordered by user, then time
+    slot: np.ndarray  # (T,) each query's place in `by_time`
+    slot_end: np.ndarray  # (T,) the end of its user's run of places in `by_time`
 
     @classmethod
     def build(cls, vocab: Vocab, chunks: list[PrefixChunk]) -> Windows:
@@ -342,15 +345,21 @@ class Windows:
                                                     max(len(stamps) - 1, 0))]
                         if len(stamps) else 0, seconds)  # (T,)
         hour, weekday = _context(seconds)
-        return cls(seq=seq, seq_gap=seq_gap, size=size,
-                   user=vocab.user_index(np.array([c.user_id for c in chunks], dtype=np.int64)),
+        frame_rows = np.concatenate([c.rows for c in chunks]).astype(np.int64)
+        user_ids = np.array([c.user_id for c in chunks], dtype=np.int64)  # (n,)
+        by_time = np.lexsort((frame_rows, seconds, user_ids[window]))  # frame order breaks ties
+        slot = np.empty_like(by_time)
+        slot[by_time] = np.arange(len(by_time))
+        runs = np.flatnonzero(np.diff(user_ids[window][by_time])) + 1  # where a user's places end
+        slot_end = np.append(runs, len(by_time))[np.searchsorted(runs, slot, side="right")]
+        return cls(seq=seq, seq_gap=seq_gap, size=size, user=vocab.user_index(user_ids),
                    age=age.numpy(), profile=profile.numpy(),
                    start=np.concatenate([[0], np.cumsum(counts)]), query_pos=pos,
                    hour=hour.numpy().astype(np.int8), weekday=weekday.numpy().astype(np.int8),
                    query_gap=np.where(pos >= 0, elapsed_bucket(seconds - last), 0).astype(np.int8),
                    targets=vocab.item_index(np.concatenate([c.targets for c in chunks])),
-                   seconds=seconds, last=last, frame_rows=np.concatenate([c.rows for c in chunks]
-                                                              ).astype(np.int64))
+                   seconds=seconds, last=last, frame_rows=frame_rows, by_time=by_time,
+                   slot=slot, slot_end=slot_end)
 
     def __len__(self) -> int:
         return len(self.size)
@@ -367,13 +376,16 @@ class Windows:
         row = np.repeat(np.arange(len(index)), counts)  # (Q,)
         return row, (self.start[index] - np.cumsum(counts) + counts)[row] + np.arange(len(row))
 
-    def batch(self, index: np.ndarray, rng: np.random.Generator | None = None, between: float = 1.0
+    def batch(self, index: np.ndarray, rng: np.random.Generator | None = None,
+              between: float = 1.0, later: float = 0.0, horizon: int = 1
               ) -> tuple[UserBatch, torch.Tensor, np.ndarray]:
         """Windows `index` as one causal pass: the user side, target indices (Q,), times (Q,).
 
         Each query is asked at its row's time, or with `rng`, for a `between` share of them drawn
         at random, at a time drawn uniformly between the last visible event and the row's: a
         request made before the event knows that time only (its hour, weekday and gap).
+        With `rng`, a `later` share of the queries, drawn at random, targets the item of one of
+        their user's next `horizon` rows (the row's own included) instead of their own.
         """
         index = np.asarray(index, dtype=np.int64)
         width = max(int(self.size[index].max(initial=0)), 1)
@@ -384,7 +396,7 @@ class Windows:
             return torch.from_numpy(values).long()
 
         hour, weekday, query_gap = self.hour[query], self.weekday[query], self.query_gap[query]
-        if rng is not None:
+        if rng is not None and between:
             last = self.last[query]
             share = rng.random(len(query))  # of the way from the last event to the row's
             if between < 1:
@@ -399,7 +411,13 @@ class Windows:
             profile=tensor(self.profile[index]), query_row=torch.from_numpy(row),
             query_pos=tensor(self.query_pos[query]), hour=tensor(hour),
             weekday=tensor(weekday), query_gap=tensor(query_gap))
-        return users, tensor(self.targets[query]), self.seconds[query]
+        targets = self.targets[query]
+        if rng is not None and later:
+            ahead = np.minimum(self.slot_end[query] - self.slot[query], horizon)  # (Q,) >= 1
+            drawn = self.slot[query] + (rng.random(len(query)) * ahead).astype(np.int64)
+            targets = np.where(rng.random(len(query)) < later,
+                               self.targets[self.by_time[drawn]], targets)
+        return users, tensor(targets), self.seconds[query]
 
 
 def batch_chunks(vocab: Vocab, chunks: list[PrefixChunk]) -> UserBatch:

@@ -104,11 +104,23 @@ class TrainConfig(Config):
     # rest at their own: a request may come right before its event or long before it. 0.5 and 1
     # tie on validation and beat 0 on ml-1m-dev by 0.014 (notes: issue 18, part f).
     query_between: Fraction = 0.5
+    # Share of training rows whose target is one of their user's next `later_horizon` events
+    # (their own included), drawn at random: the user vector learns what the user does over a
+    # horizon, not only next. Off: it lifts TEMPORAL and costs LOO (notes: issue 18, part g).
+    later_targets: Fraction = 0.0
+    later_horizon: Count = 50
     patience: Count = 5  # validations without gain before stopping, past min_steps and mid-decay
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
     seed: int = 0  # any fixed seed: runs repeat exactly
     nested_dims: NestedDims = ()  # prefixes also trained to rank alone, e.g. 16,32,64 (towers/nested.py)
     log_every: Count = 50  # steps between log lines: a few per epoch on ML-100K
+
+    @model_validator(mode="after")
+    def _liked_rows_keep_their_targets(self) -> TrainConfig:
+        if self.later_targets and self.liked_weight:
+            raise ValueError("later_targets and liked_weight: a liked row's label is its own event; "
+                             "set one of them to 0")
+        return self
 
     @model_validator(mode="after")
     def _warmup_before_decay(self) -> TrainConfig:
@@ -248,8 +260,9 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            users, targets, seconds = windows.batch(group, asked if train.query_between else None,
-                                                    train.query_between)
+            users, targets, seconds = windows.batch(
+                group, asked if train.query_between or train.later_targets else None,
+                train.query_between, train.later_targets, train.later_horizon)
             if hard is not None and step % train.validate_steps == 0:  # the current vectors
                 with torch.no_grad():
                     model.eval()  # no dropout in what is mined

@@ -115,6 +115,31 @@ def test_a_query_asked_between_its_events_knows_only_a_time_between_them(setup):
     assert 0.3 < (half.query_gap.numpy() < event_gap).mean() / (gap < event_gap).mean() < 0.7
 
 
+def test_a_later_target_is_the_item_of_one_of_the_users_next_rows(setup):
+    vocab, chunks, windows = setup
+    index = np.arange(len(chunks))
+    users, targets, seconds = windows.batch(index)
+    rows = pd.DataFrame({"user": np.repeat([c.user_id for c in chunks],
+                                           [len(c.targets) for c in chunks]),
+                         "seconds": seconds, "row": np.concatenate([c.rows for c in chunks]),
+                         "target": targets.numpy()})
+    timeline = rows.sort_values(["user", "seconds", "row"])
+    nexts = {user: group["target"].to_numpy() for user, group in timeline.groupby("user")}
+    place = timeline.groupby("user").cumcount().reindex(rows.index).to_numpy()
+    for horizon in (1, 5):
+        later, drawn, drawn_seconds = windows.batch(index, np.random.default_rng(0), between=0,
+                                                    later=1.0, horizon=horizon)
+        for field in dataclasses.fields(UserBatch):  # the query is asked as it was
+            torch.testing.assert_close(getattr(later, field.name), getattr(users, field.name))
+        np.testing.assert_array_equal(drawn_seconds, seconds)
+        allowed = [nexts[u][p:p + horizon] for u, p in zip(rows["user"], place, strict=True)]
+        assert all(t in a for t, a in zip(drawn.numpy(), allowed, strict=True))
+        changed = (drawn != targets).float().mean().item()
+        assert changed == 0 if horizon == 1 else changed > 0.5
+    _, half, _ = windows.batch(index, np.random.default_rng(0), between=0, later=0.5, horizon=5)
+    assert 0.3 < (half != targets).float().mean().item() / changed < 0.7
+
+
 def test_batch_groups_hold_every_window_once_in_batches_of_about_batch_size(setup):
     _, chunks, windows = setup
     groups = batch_groups(windows, batch_size=64, rng=np.random.default_rng(1))

@@ -294,6 +294,20 @@ def test_rows_asked_between_their_events_train_the_query_context_on_those_times(
     assert not torch.allclose(at_events, between)
 
 
+def test_later_targets_train_on_what_the_user_does_next(ml, small_frame):
+    def items(later: float) -> np.ndarray:
+        artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                       train=TrainConfig(epochs=1, batch_size=256, min_steps=1, ema_epochs=0,
+                                         later_targets=later, later_horizon=10))
+        return artifact.embed_items(ml.items)
+
+    own = items(0.0)
+    np.testing.assert_array_equal(items(0.0), own)  # no draws at 0: runs repeat
+    assert not np.allclose(items(1.0), own)
+    with pytest.raises(ValueError, match="later_targets and liked_weight"):
+        TrainConfig(later_targets=0.5, liked_weight=1.0)
+
+
 def test_same_seed_gives_identical_models(ml, small_frame):
     config, train = TowerConfig(dim=16, max_len=MAX_LEN), TrainConfig(epochs=1, batch_size=64)
     first = fit(_tiny(small_frame), ml.items, tower=config, train=train)

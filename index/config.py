@@ -103,7 +103,8 @@ class IndexSpec(BaseModel):
     scalar_quantile: float = Field(default=0.99, gt=0.5, le=1.0)  # int8 clipping; 0.99 drops outliers
     hnsw_m: int = Field(default=16, ge=4)  # graph degree: 16 balances recall and build time
     # Build beam: on vectors of well-trained towers, 96 left recall@10 at 1M (ef=512) at 0.961-0.964;
-    # 128 gives 0.976 and builds 1M x 64 in 148 s (96: 124 s; docs/benchmarks.md, 2026-12-06).
+    # 128 gives 0.970-0.976 (a thin margin) and builds 1M x 64 in 148-149 s (96: 124 s;
+    # docs/benchmarks.md, 2026-12-06).
     hnsw_ef_construct: int = Field(default=128, ge=8)
     payload_m: int | None = None  # links of the per-category subgraphs; None = hnsw_m
     full_scan_threshold_kb: int = Field(default=1000, ge=0)  # below it a filter scans exactly

@@ -13,6 +13,7 @@ an event at or after its own time.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from dataclasses import asdict, dataclass
@@ -318,9 +319,6 @@ class Windows:
     seconds: np.ndarray  # (T,) the rows' times
     last: np.ndarray  # (T,) the last visible event's time (the row's own when there is none)
     frame_rows: np.ndarray  # (T,) the rows' positions in the training frame
-    by_time: np.ndarray  # (T,) the queries ordered by user, then time
-    slot: np.ndarray  # (T,) each query's place in `by_time`
-    slot_end: np.ndarray  # (T,) the end of its user's run of places in `by_time`
 
     @classmethod
     def build(cls, vocab: Vocab, chunks: list[PrefixChunk]) -> Windows:
@@ -345,24 +343,30 @@ class Windows:
                                                     max(len(stamps) - 1, 0))]
                         if len(stamps) else 0, seconds)  # (T,)
         hour, weekday = _context(seconds)
-        frame_rows = np.concatenate([c.rows for c in chunks]).astype(np.int64)
-        user_ids = np.array([c.user_id for c in chunks], dtype=np.int64)  # (n,)
-        by_time = np.lexsort((frame_rows, seconds, user_ids[window]))  # frame order breaks ties
-        slot = np.empty_like(by_time)
-        slot[by_time] = np.arange(len(by_time))
-        runs = np.flatnonzero(np.diff(user_ids[window][by_time])) + 1  # where a user's places end
-        slot_end = np.append(runs, len(by_time))[np.searchsorted(runs, slot, side="right")]
-        return cls(seq=seq, seq_gap=seq_gap, size=size, user=vocab.user_index(user_ids),
+        return cls(seq=seq, seq_gap=seq_gap, size=size,
+                   user=vocab.user_index(np.array([c.user_id for c in chunks], dtype=np.int64)),
                    age=age.numpy(), profile=profile.numpy(),
                    start=np.concatenate([[0], np.cumsum(counts)]), query_pos=pos,
                    hour=hour.numpy().astype(np.int8), weekday=weekday.numpy().astype(np.int8),
                    query_gap=np.where(pos >= 0, elapsed_bucket(seconds - last), 0).astype(np.int8),
                    targets=vocab.item_index(np.concatenate([c.targets for c in chunks])),
-                   seconds=seconds, last=last, frame_rows=frame_rows, by_time=by_time,
-                   slot=slot, slot_end=slot_end)
+                   seconds=seconds, last=last, frame_rows=np.concatenate([c.rows for c in chunks]
+                                                              ).astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.size)
+
+    @functools.cached_property
+    def timeline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(T,) each: the queries ordered by user, then time, then frame row; each query's place
+        in that order; the end of its user's places. Built on first use (`later` targets)."""
+        user = np.repeat(self.user, self.rows())  # (T,) training users are all in the vocabulary
+        order = np.lexsort((self.frame_rows, self.seconds, user)).astype(np.int32)
+        place = np.empty_like(order)
+        place[order] = np.arange(len(order), dtype=np.int32)
+        runs = np.flatnonzero(np.diff(user[order])) + 1  # where a user's places end
+        end = np.append(runs, len(order)).astype(np.int32)[np.searchsorted(runs, place, side="right")]
+        return order, place, end
 
     def rows(self) -> np.ndarray:
         """(n,) queries per window."""
@@ -413,10 +417,10 @@ class Windows:
             weekday=tensor(weekday), query_gap=tensor(query_gap))
         targets = self.targets[query]
         if rng is not None and later:
-            ahead = np.minimum(self.slot_end[query] - self.slot[query], horizon)  # (Q,) >= 1
-            drawn = self.slot[query] + (rng.random(len(query)) * ahead).astype(np.int64)
-            targets = np.where(rng.random(len(query)) < later,
-                               self.targets[self.by_time[drawn]], targets)
+            order, place, end = self.timeline
+            ahead = np.minimum(end[query] - place[query], horizon)  # (Q,) >= 1
+            drawn = place[query] + (rng.random(len(query)) * ahead).astype(np.int64)
+            targets = np.where(rng.random(len(query)) < later, self.targets[order[drawn]], targets)
         return users, tensor(targets), self.seconds[query]
 
 

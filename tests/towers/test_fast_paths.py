@@ -138,6 +138,10 @@ def test_a_later_target_is_the_item_of_one_of_the_users_next_rows(setup):
         assert changed == 0 if horizon == 1 else changed > 0.5
     _, half, _ = windows.batch(index, np.random.default_rng(0), between=0, later=0.5, horizon=5)
     assert 0.3 < (half != targets).float().mean().item() / changed < 0.7
+    rng, expected = np.random.default_rng(0), np.random.default_rng(0)
+    windows.batch(index, rng, between=0.5, later=0)  # at 0 the stream is what it was before
+    expected.random(len(targets)), expected.random(len(targets))  # the between draws only
+    assert rng.random() == expected.random()
 
 
 def test_batch_groups_hold_every_window_once_in_batches_of_about_batch_size(setup):

@@ -39,6 +39,9 @@ from towers.ranker import Ranker
 
 log = logging.getLogger(__name__)
 
+# How long the replay waits for a missing log seq: a PostgreSQL insert commits within it, or
+# failed (its seq is spent) and never will.
+LATE_COMMIT_S = 5.0
 DEFAULT_CANDIDATES = 100  # re-ranked per request when the ranker does not say how many it saw
 CHANGES = ("stock", "item")
 SERVING = ("online_store", "index")  # what every request waits on; the registry only for reloads
@@ -89,6 +92,8 @@ class LiveVersion:
         self.write_lock = threading.Lock()  # stock and item writes, replays and the switch
         self._applied = 0  # log seq up to which the live snapshot has every stock and item change
         self._own: set[int] = set()  # seqs this process applied since, skipped by the next replay
+        self._done: set[int] = set()  # seqs above `_applied` already seen (applied if changes)
+        self._missing: dict[int, float] = {}  # seqs not seen yet above it: since when (monotonic)
         self.reload_interval_s = reload_interval_s
         self.replay_interval_s = replay_interval_s
         self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
@@ -147,6 +152,8 @@ class LiveVersion:
             with self.write_lock:  # the changes logged meanwhile, then the swap
                 self._applied = self._catch_up(snapshot, applied)
                 self._own.clear()
+                self._done.clear()
+                self._missing.clear()
                 self._snapshot = snapshot  # one reference swap: requests hold the old or new one
         except Exception as exc:  # keep serving the old version; the next poll retries
             log.exception("could not load index version %d", live.id)
@@ -172,14 +179,40 @@ class LiveVersion:
         return events[-1].seq
 
     def _catch_up_live(self, s: Snapshot) -> None:
-        """The changes other processes logged since the last poll, into the live version."""
+        """The changes other processes logged since the last poll, into the live version.
+
+        On PostgreSQL a lower seq can commit after a higher one (or never: a failed insert spends
+        its seq), so the replay reads on from the first seq it has not seen, for up to
+        `LATE_COMMIT_S`: a late change is applied when it lands, and per item the last change in
+        log order wins (`writes.apply`), as it would have had it come in order.
+        """
         try:
             with self.write_lock:
-                self._applied = self._catch_up(s, self._applied, self._own)
+                logged = self.log.seqs(after=self._applied)  # first: the read below has them all
+                events = self.log.read(after=self._applied, kinds=CHANGES)
+                skip = self._done | self._own
+                if any(e.seq not in skip for e in events):
+                    apply(s, self.online, self.backend, events, skip)
+                    log.info("index version %d: replayed %d logged stock and item changes",
+                             s.index_version, sum(e.seq not in skip for e in events))
+                self._done |= {*logged, *(e.seq for e in events), *self._own}
                 self._own.clear()
+                self._advance(time.monotonic())
         except Exception as exc:  # the next poll tries again
             log.warning("could not replay the event log into index version %d: %s",
                         s.index_version, exc)
+
+    def _advance(self, now: float) -> None:
+        """Move `_applied` over the seen seqs, stopping at one missing for less than LATE_COMMIT_S."""
+        top = max(self._done, default=self._applied)
+        while self._applied < top:
+            seq = self._applied + 1
+            if seq in self._done:
+                self._done.discard(seq)
+            elif now - self._missing.setdefault(seq, now) < LATE_COMMIT_S:
+                return
+            self._missing.pop(seq, None)
+            self._applied = seq
 
     @contextmanager
     def writing(self) -> Iterator[Snapshot]:

@@ -6,19 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, open_backend
-from index.events import EventLog
+from index.events import EventLog, events
 from index.model_store import publish
 from index.registry import Registry
 from services.engine import Engine
 from services.engine.writes import apply, item_frame
 from services.schemas import ItemUpsert
 from tests.services.conftest import Service
+from tests.utils.servers import start_postgres
 
 
 @dataclass
@@ -145,3 +148,30 @@ def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_relo
             worker.backend.close()
             worker.registry.close()
             worker.log.close()
+
+
+def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service, shop):
+    """On PostgreSQL a lower log seq can commit after a higher one: the replay must not move past
+    it for good, and the item's last change in log order still wins."""
+    server = start_postgres()
+    log = EventLog(server.create_database("late_commits"))
+    engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
+                    log=log, reload_interval_s=3600, replay_interval_s=0.05)
+    first, second = service.dataset.items["item_id"].iloc[:2].astype(int).tolist()
+    try:
+        engine.start()
+        assert _state(engine, first)[1] > 0 and _state(engine, second)[1] > 0
+        with log.engine.begin() as late:  # another writer, its insert not committed yet
+            late.execute(insert(events).values(
+                key="late", kind="stock", body={"item_id": first, "quantity": 0},
+                logged_at=datetime.now(UTC)))
+            log.record("on-time", "stock", {"item_id": second, "quantity": 0})
+            assert _wait(lambda: _state(engine, second)[1] == 0)
+            assert _state(engine, first)[1] > 0
+        assert _wait(lambda: _state(engine, first)[1:] == (0, []))  # the late one, once committed
+        log.record("after", "stock", {"item_id": first, "quantity": 4})
+        assert _wait(lambda: _state(engine, first)[1:] == (4, [4]))
+    finally:
+        engine.close()
+        log.close()
+        server.stop()

@@ -148,12 +148,14 @@ class LiveVersion:
             return False
         try:
             snapshot = self._load(live)
-            applied = self._catch_up(snapshot, int(live.metrics.get(LOG_POSITION, 0)))
+            position = int(live.metrics.get(LOG_POSITION, 0))  # what the build read of the log
+            done = self._catch_up(snapshot, position)
             with self.write_lock:  # the changes logged meanwhile, then the swap
-                self._applied = self._catch_up(snapshot, applied)
+                done |= self._catch_up(snapshot, max(done, default=position))
+                # The polls go on from the build's position: a seq below the last one read may
+                # still commit, and is applied when it does (`_catch_up_live`).
+                self._applied, self._done, self._missing = position, done, {}
                 self._own.clear()
-                self._done.clear()
-                self._missing.clear()
                 self._snapshot = snapshot  # one reference swap: requests hold the old or new one
         except Exception as exc:  # keep serving the old version; the next poll retries
             log.exception("could not load index version %d", live.id)
@@ -168,15 +170,14 @@ class LiveVersion:
                  snapshot.model_version, snapshot.ranking)
         return True
 
-    def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> int:
-        """Replay the stock and item changes logged after `after` into `s`; the last seq read."""
+    def _catch_up(self, s: Snapshot, after: int) -> set[int]:
+        """Replay the stock and item changes logged after `after` into `s`; the seqs read."""
         events = self.log.read(after=after, kinds=CHANGES)
-        if not events:
-            return after
-        apply(s, self.online, self.backend, events, skip or frozenset())
-        log.info("index version %d: replayed %d logged stock and item changes", s.index_version,
-                 len(events))
-        return events[-1].seq
+        if events:
+            apply(s, self.online, self.backend, events)
+            log.info("index version %d: replayed %d logged stock and item changes",
+                     s.index_version, len(events))
+        return {e.seq for e in events}
 
     def _catch_up_live(self, s: Snapshot) -> None:
         """The changes other processes logged since the last poll, into the live version.
@@ -203,16 +204,25 @@ class LiveVersion:
                         s.index_version, exc)
 
     def _advance(self, now: float) -> None:
-        """Move `_applied` over the seen seqs, stopping at one missing for less than LATE_COMMIT_S."""
+        """Move `_applied` over the seen seqs, stopping at one missing for less than LATE_COMMIT_S
+        (every missing seq's wait starts when it is first found missing, all at once)."""
         top = max(self._done, default=self._applied)
+        for seq in set(range(self._applied + 1, top)) - self._done:
+            self._missing.setdefault(seq, now)
+        spent = 0
         while self._applied < top:
             seq = self._applied + 1
             if seq in self._done:
                 self._done.discard(seq)
-            elif now - self._missing.setdefault(seq, now) < LATE_COMMIT_S:
-                return
-            self._missing.pop(seq, None)
+                self._missing.pop(seq, None)  # it came late
+            elif now - self._missing[seq] < LATE_COMMIT_S:
+                break
+            else:
+                spent += 1
+                del self._missing[seq]
             self._applied = seq
+        if spent:  # a failed insert (a retried key) spends its seq; a later commit there is missed
+            log.info("event log: %d seqs not committed within %gs passed over", spent, LATE_COMMIT_S)
 
     @contextmanager
     def writing(self) -> Iterator[Snapshot]:

@@ -18,6 +18,7 @@ from index.events import EventLog, events
 from index.model_store import publish
 from index.registry import Registry
 from services.engine import Engine
+from services.engine.live import LATE_COMMIT_S, LiveVersion
 from services.engine.writes import apply, item_frame
 from services.schemas import ItemUpsert
 from tests.services.conftest import Service
@@ -175,3 +176,17 @@ def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service,
         engine.close()
         log.close()
         server.stop()
+
+
+def test_seqs_that_never_commit_are_waited_for_together_then_passed_over():
+    """A failed insert spends its seq: each missing seq's wait starts when it is found missing, so
+    many such seqs cost one wait, not one each, and a late one is taken when it lands."""
+    live = LiveVersion.__new__(LiveVersion)  # the frontier's bookkeeping alone, no dependencies
+    live._applied, live._done, live._missing = 0, {1, 3, 5, 7, 8}, {}
+    live._advance(now=0.0)
+    assert live._applied == 1 and set(live._missing) == {2, 4, 6}
+    live._done.add(4)  # committed late
+    live._advance(now=1.0)
+    assert live._applied == 1
+    live._advance(now=LATE_COMMIT_S + 0.1)
+    assert live._applied == 8 and not live._missing and not live._done

@@ -170,13 +170,16 @@ class LiveVersion:
                  snapshot.model_version, snapshot.ranking)
         return True
 
-    def _catch_up(self, s: Snapshot, after: int) -> set[int]:
-        """Replay the stock and item changes logged after `after` into `s`; the seqs read."""
+    def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> set[int]:
+        """Replay the stock and item changes logged after `after` into `s`, but those in `skip`
+        (applied already: they still decide which of an item's changes is its last); the seqs read."""
         events = self.log.read(after=after, kinds=CHANGES)
-        if events:
-            apply(s, self.online, self.backend, events)
+        skip = skip or set()
+        fresh = sum(e.seq not in skip for e in events)
+        if fresh:
+            apply(s, self.online, self.backend, events, skip)
             log.info("index version %d: replayed %d logged stock and item changes",
-                     s.index_version, len(events))
+                     s.index_version, fresh)
         return {e.seq for e in events}
 
     def _catch_up_live(self, s: Snapshot) -> None:
@@ -190,13 +193,8 @@ class LiveVersion:
         try:
             with self.write_lock:
                 logged = self.log.seqs(after=self._applied)  # first: the read below has them all
-                events = self.log.read(after=self._applied, kinds=CHANGES)
-                skip = self._done | self._own
-                if any(e.seq not in skip for e in events):
-                    apply(s, self.online, self.backend, events, skip)
-                    log.info("index version %d: replayed %d logged stock and item changes",
-                             s.index_version, sum(e.seq not in skip for e in events))
-                self._done |= {*logged, *(e.seq for e in events), *self._own}
+                read = self._catch_up(s, self._applied, self._done | self._own)
+                self._done |= {*logged, *read, *self._own}
                 self._own.clear()
                 self._advance(time.monotonic())
         except Exception as exc:  # the next poll tries again
@@ -207,8 +205,9 @@ class LiveVersion:
         """Move `_applied` over the seen seqs, stopping at one missing for less than LATE_COMMIT_S
         (every missing seq's wait starts when it is first found missing, all at once)."""
         top = max(self._done, default=self._applied)
-        for seq in set(range(self._applied + 1, top)) - self._done:
-            self._missing.setdefault(seq, now)
+        for seq in range(self._applied + 1, top):
+            if seq not in self._done:
+                self._missing.setdefault(seq, now)
         spent = 0
         while self._applied < top:
             seq = self._applied + 1

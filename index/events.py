@@ -58,6 +58,10 @@ LOG_FILE = "events.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SEQ = "log_seq"  # column of the dataset rows that came from the log
 LOG_POSITION = "event_log_position"  # an index version's metric: the last seq its build read
+LOG_GAPS = "event_log_gaps"  # an index version's metric: seqs below its position its build lacked
+# On PostgreSQL a lower seq can commit after a higher one: the seqs this far below a position
+# that a reader had not seen may still land (the pipeline re-reads them, the service waits).
+LATE_COMMITS = 10_000
 
 _metadata = MetaData()
 events = Table(
@@ -305,3 +309,18 @@ def log_position(dataset: Dataset) -> int:
     seqs = [frame[SEQ].max() for frame in (dataset.interactions, dataset.items, dataset.stock)
             if SEQ in frame and frame[SEQ].notna().any()]
     return int(max(seqs)) if seqs else 0
+
+
+def log_seqs(dataset: Dataset, *, since: int) -> set[int]:
+    """The log seqs from `since` on that a dataset holds (every logged write leaves an interaction
+    or a stock row)."""
+    return {int(seq) for frame in (dataset.interactions, dataset.stock) if SEQ in frame
+            for seq in frame[SEQ][frame[SEQ] >= since].tolist()}
+
+
+def log_gaps(dataset: Dataset) -> list[int]:
+    """The seqs within `LATE_COMMITS` below a dataset's position that it lacks: writes not yet
+    committed when it read the log, which may still land, or seqs a failed insert spent."""
+    position = log_position(dataset)
+    since = max(position - LATE_COMMITS, 0) + 1
+    return sorted(set(range(since, position + 1)) - log_seqs(dataset, since=since))

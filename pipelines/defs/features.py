@@ -23,7 +23,7 @@ from feature_repo.store import (
     write_training_frame,
 )
 from feature_repo.tables import write_feature_tables
-from index.events import LOG_POSITION, SEQ, log_position, with_events
+from index.events import LATE_COMMITS, LOG_POSITION, log_position, log_seqs, with_events
 from index.home import check_home
 from index.registry import Registry
 from pipelines.defs.resources import (
@@ -39,7 +39,6 @@ from pipelines.defs.values import TrainingExamples
 GROUP = "features"
 TRAINING_EXAMPLES = "training_examples.parquet"  # a folder of day files, in the rendered repository's data/
 LOG_MARK = "log.json"  # beside the stored raw tables: the log position they reached and its event's key
-LATE_COMMITS = 10_000  # seqs re-read below the stored position, for writes committed out of order
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_tables_store")
@@ -62,7 +61,7 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
         # Re-read a margin before the position: on PostgreSQL a lower seq can commit after a higher.
         logged = log.read(after=max(position - LATE_COMMITS, 0) if extend else 0)
         if extend:
-            held = _seqs(base, since=position - LATE_COMMITS)
+            held = log_seqs(base, since=position - LATE_COMMITS)
             logged = [e for e in logged if e.seq not in held]
         data = with_events(base, logged).validate()
         newest = log_position(data)
@@ -94,13 +93,6 @@ def _extends(stored: dict, mark: Path, dataset: DatasetResource, log) -> bool:
             or noted.get("position") != position or log.position() < position:
         return False
     return position == 0 or log.key_at(position) == noted["key"]
-
-
-def _seqs(data: Dataset, *, since: int) -> set[int]:
-    """The log seqs from `since` on that the tables hold (every logged write leaves an interaction
-    or a stock row)."""
-    return {int(seq) for frame in (data.interactions, data.stock) if SEQ in frame
-            for seq in frame[SEQ][frame[SEQ] >= since].tolist()}
 
 
 class FeatureTablesConfig(dg.Config):

@@ -8,7 +8,7 @@ import numpy as np
 from feature_repo.datasets import Dataset
 from index import IndexSpec, build_version
 from index.catalogue import item_batch, latest_stock
-from index.events import LOG_POSITION, log_position
+from index.events import LOG_GAPS, LOG_POSITION, log_gaps, log_position
 from index.model_store import prune_versions
 from index.quality import ann_recall, disk_bytes
 from pipelines.defs.features import online_features
@@ -53,10 +53,12 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
                      hnsw_ef=config.hnsw_ef)
     with registry.open() as reg:
         live = reg.live()
-        # The service replays the stock and item writes logged after this position on promotion.
+        # On promotion the service replays the stock and item writes logged after this position,
+        # and those in its gaps when they land.
         version = build_version(batch, registry=reg, spec=spec,
                                 model_version_id=item_embeddings.model_version_id,
-                                metrics={LOG_POSITION: log_position(raw_tables)})
+                                metrics={LOG_POSITION: log_position(raw_tables),
+                                         LOG_GAPS: log_gaps(raw_tables)})
         queries = query_sample(registry.model_store.load(two_tower_model.location), evaluation_split)
         [served] = ann_recall(reg.backend, queries, location=version.location)
     on_disk = disk_bytes(version.location)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from index import IndexBackend
-from index.events import LOG_POSITION, EventLog
+from index.events import LOG_GAPS, LOG_POSITION, EventLog
 from index.home import FINGERPRINT
 from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry
@@ -148,13 +148,18 @@ class LiveVersion:
             return False
         try:
             snapshot = self._load(live)
-            position = int(live.metrics.get(LOG_POSITION, 0))  # what the build read of the log
-            done = self._catch_up(snapshot, position)
+            # What the build read of the log: every seq up to its position but its gaps, seqs not
+            # committed then (or spent), which are replayed from here on if they land.
+            position = int(live.metrics.get(LOG_POSITION, 0))
+            gaps = live.metrics.get(LOG_GAPS, [])
+            start = min(gaps, default=position + 1) - 1
+            held = set(range(start + 1, position + 1)).difference(gaps)
+            done = held | self._catch_up(snapshot, start, held)
             with self.write_lock:  # the changes logged meanwhile, then the swap
-                done |= self._catch_up(snapshot, max(done, default=position))
-                # The polls go on from the build's position: a seq below the last one read may
-                # still commit, and is applied when it does (`_catch_up_live`).
-                self._applied, self._done, self._missing = position, done, {}
+                done |= self._catch_up(snapshot, max(done, default=start))
+                # The polls go on from the first seq the build lacks: a seq below the last one
+                # read may still commit, and is applied when it does (`_catch_up_live`).
+                self._applied, self._done, self._missing = start, done, {}
                 self._own.clear()
                 self._snapshot = snapshot  # one reference swap: requests hold the old or new one
         except Exception as exc:  # keep serving the old version; the next poll retries

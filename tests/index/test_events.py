@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.datasets import load
-from index.events import EventLog, KeyReused, log_position, with_events
+from index.events import EventLog, KeyReused, log_gaps, log_position, with_events
 from tests.utils.servers import PostgresServer, start_postgres
 
 SHOP = "synthetic:items=50,users=20,events=400,seed=3"
@@ -94,6 +94,19 @@ def test_logged_writes_join_the_dataset(log):
     stock = merged.stock[merged.stock["item_id"] == 9_999].sort_values("event_timestamp")
     assert stock["quantity"].tolist() == [4, 0]
     assert log_position(merged) == last.seq and log_position(data) == 0
+
+
+def test_a_dataset_names_the_seqs_below_its_position_it_lacks(log):
+    """What a build read of the log: the seqs it skipped (still uncommitted then, or spent) are
+    its gaps, which the service waits for."""
+    data = load(SHOP)
+    item = int(data.items["item_id"].iloc[0])
+    written = [log.record(f"s{n}", "stock", {"item_id": item, "quantity": n}) for n in range(5)]
+    assert log_gaps(data) == [] and log_gaps(with_events(data, log.read())) == []
+    read = [e for e in log.read() if e.seq not in (written[1].seq, written[3].seq)]
+    partial = with_events(data, read)
+    assert log_position(partial) == written[4].seq
+    assert log_gaps(partial) == [written[1].seq, written[3].seq]
 
 
 def test_the_log_read_in_parts_joins_like_the_whole_log(log):

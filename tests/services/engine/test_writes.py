@@ -14,7 +14,10 @@ from sqlalchemy import insert
 
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, open_backend
-from index.events import EventLog, events
+from index.builder import build_version
+from index.catalogue import item_batch, latest_stock
+from index.config import IndexSpec
+from index.events import LOG_GAPS, LOG_POSITION, EventLog, events, log_gaps, log_position, with_events
 from index.model_store import publish
 from index.registry import Registry
 from services.engine import Engine
@@ -174,6 +177,41 @@ def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service,
         assert _wait(lambda: _state(engine, first)[1:] == (4, [4]))
     finally:
         engine.close()
+        log.close()
+        server.stop()
+
+
+def test_a_change_its_build_did_not_see_committed_is_replayed_when_it_lands(service, shop):
+    """A build reads the log while a lower seq is still uncommitted: the version lacks that write,
+    and the service applies it once it lands, though it is below the build's position."""
+    server = start_postgres()
+    log = EventLog(server.create_database("late_for_the_build"))
+    first, second = service.dataset.items["item_id"].iloc[:2].astype(int).tolist()
+    engine = None
+    try:
+        with log.engine.begin() as late:  # another writer, its insert not committed yet
+            late.execute(insert(events).values(
+                key="late", kind="stock", body={"item_id": first, "quantity": 0},
+                logged_at=datetime.now(UTC)))
+            log.record("on-time", "stock", {"item_id": second, "quantity": 0})
+            read = with_events(service.dataset, log.read())  # what the pipeline's build reads
+            assert log_gaps(read) == [log_position(read) - 1]
+            items = service.dataset.items
+            build_version(item_batch(items, service.artifact.embed_items(items),
+                                     latest_stock(read.stock)),
+                          registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
+                          model_version_id=shop.registry.live().model_version_id, promote=True,
+                          metrics={LOG_POSITION: log_position(read), LOG_GAPS: log_gaps(read)})
+            engine = Engine(store=shop.store, backend=shop.registry.backend,
+                            registry=shop.registry, log=log, reload_interval_s=3600,
+                            replay_interval_s=0.05)
+            engine.start()
+            assert _state(engine, second)[2] == []  # built in (the index holds it out of stock)
+            assert _state(engine, first)[2] != []
+        assert _wait(lambda: _state(engine, first)[1:] == (0, []))  # the late one, once committed
+    finally:
+        if engine is not None:
+            engine.close()
         log.close()
         server.stop()
 

@@ -209,9 +209,14 @@ def _serve(args: argparse.Namespace) -> None:
     if args.home:  # the workers read their settings from the environment, as uvicorn starts them
         os.environ["TWOTOWER_DATA_DIR"] = str(args.home)
     Settings()  # type: ignore[call-arg]  # a settings error is told here, once, not per worker
-    uvicorn.run("services.api.main:create_app", factory=True, workers=args.workers,
-                host=args.host, port=args.port, access_log=False,
-                log_level="debug" if args.verbose else "info")
+    with tempfile.TemporaryDirectory(prefix="twotower-metrics-") as shared:
+        if args.workers > 1:  # every worker's metrics in one folder, read before any metric exists
+            for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR",
+                         "TWOTOWER_METRICS_DIR"):
+                os.environ[name] = shared
+        uvicorn.run("services.api.main:create_app", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, access_log=False,
+                    log_level="debug" if args.verbose else "info")
 
 
 def _versions(args: argparse.Namespace) -> None:

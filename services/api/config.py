@@ -47,6 +47,8 @@ class Settings(PlatformSettings):
     dependency_timeout_s: float = Field(2.0, gt=0, le=60)
     # A read request's deadline in its worker thread: past it, a 503 (the thread finishes alone).
     request_timeout_s: float = Field(5.0, gt=0, le=300)
+    # Set by `twotower serve --workers N`: where the workers keep their metrics, summed on /metrics.
+    metrics_dir: Path | None = None
 
     @field_validator("read_keys", "write_keys", mode="before")
     @classmethod

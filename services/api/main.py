@@ -54,7 +54,7 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; the engine is opened at startup and closed at shutdown."""
     settings = settings or Settings()  # type: ignore[call-arg]  # keys come from the environment
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

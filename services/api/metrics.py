@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Sub-millisecond to a second: the service's targets are a few milliseconds.
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-class Metrics:
-    """The collectors, in a registry of their own (several apps may share one process)."""
+PREFIX = "twotower_"
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """The collectors, in a registry of their own (several apps may share one process).
+
+    With `shared`, the folder where every worker of one server keeps its values
+    (prometheus_client's multiprocess mode, set up by `twotower serve --workers`), `render` sums
+    them over the workers, so any worker answers for the whole server.
+    """
+
+    def __init__(self, shared: Path | None = None) -> None:
+        self.shared = shared
         self.registry = CollectorRegistry()
         self.requests = Counter("twotower_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
@@ -28,7 +41,17 @@ class Metrics:
         self.stages.labels(stage).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry if self.shared is None else _Workers(self.shared))
+
+
+class _Workers:
+    """The service's metrics summed over the workers' files (not Feast's, kept there too)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files = MultiProcessCollector(None, path=str(folder))
+
+    def collect(self) -> Iterator[Metric]:
+        return (m for m in self.files.collect() if m.name.startswith(PREFIX))
 
 
 class MetricsMiddleware:

@@ -1,12 +1,16 @@
 """`twotower serve --workers 2`: each worker process serves its own copy of the live index version,
-and a write one worker answers reaches the answers of every worker (through the event log)."""
+a write one worker answers reaches the answers of every worker (through the event log), and any
+worker's /metrics counts every worker's requests."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import time
 from pathlib import Path
+
+import httpx
 
 from index.catalogue import latest_stock
 from index.edge import COPIES_DIR
@@ -20,6 +24,10 @@ def _workers(pid: int) -> set[int]:
     """uvicorn's worker processes (its other child is multiprocessing's resource tracker)."""
     children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     return {c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+
+
+SIMILAR = re.compile(r'twotower_requests_total\{method="GET",route="/v1/items/\{item_id\}/similar",'
+                     r'status="200"\} (\S+)')
 
 
 def test_two_workers_serve_their_own_copies_and_each_others_writes(service: Service, tmp_path):
@@ -47,4 +55,7 @@ def test_two_workers_serve_their_own_copies_and_each_others_writes(service: Serv
         for _ in range(20):  # a connection each: the workers take turns accepting them
             with RecommenderClient(server.url, api_key=key) as client:
                 assert item not in _in_stock_neighbours(client, probe)
+        for _ in range(4):  # whichever worker answers counts both workers' 21 requests
+            text = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}).text
+            assert [float(n) for n in SIMILAR.findall(text)] == [21.0]
     assert not any(copies.iterdir())  # a worker that stops deletes its copy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -209,11 +210,14 @@ def _serve(args: argparse.Namespace) -> None:
     if args.home:  # the workers read their settings from the environment, as uvicorn starts them
         os.environ["TWOTOWER_DATA_DIR"] = str(args.home)
     Settings()  # type: ignore[call-arg]  # a settings error is told here, once, not per worker
-    with tempfile.TemporaryDirectory(prefix="twotower-metrics-") as shared:
-        if args.workers > 1:  # every worker's metrics in one folder, read before any metric exists
+    shared = tempfile.TemporaryDirectory(prefix="twotower-metrics-") if args.workers > 1 \
+        else contextlib.nullcontext()
+    with shared as folder:
+        if folder:  # every worker's metric values in one folder, set before a worker starts
+            # prometheus_client reads the first name; Feast, imported by every worker, the second
             for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR",
                          "TWOTOWER_METRICS_DIR"):
-                os.environ[name] = shared
+                os.environ[name] = folder
         uvicorn.run("services.api.main:create_app", factory=True, workers=args.workers,
                     host=args.host, port=args.port, access_log=False,
                     log_level="debug" if args.verbose else "info")

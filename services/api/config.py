@@ -7,6 +7,7 @@ keys shorter than 16 characters or known placeholders are refused.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -47,7 +48,8 @@ class Settings(PlatformSettings):
     dependency_timeout_s: float = Field(2.0, gt=0, le=60)
     # A read request's deadline in its worker thread: past it, a 503 (the thread finishes alone).
     request_timeout_s: float = Field(5.0, gt=0, le=300)
-    # Set by `twotower serve --workers N`: where the workers keep their metrics, summed on /metrics.
+    # Set by `twotower serve --workers N`: where the workers keep their metrics, summed on /metrics;
+    # prometheus_client writes there only when PROMETHEUS_MULTIPROC_DIR names it too.
     metrics_dir: Path | None = None
 
     @field_validator("read_keys", "write_keys", mode="before")
@@ -56,6 +58,15 @@ class Settings(PlatformSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _metrics_dir_is_prometheus_folder(self) -> Settings:
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.metrics_dir is not None and Path(folder or "") != self.metrics_dir:
+            raise ValueError(f"metrics_dir={self.metrics_dir}: PROMETHEUS_MULTIPROC_DIR must name "
+                             f"the same folder (it is {folder!r}); `twotower serve --workers` "
+                             "sets both")
+        return self
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:

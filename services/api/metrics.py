@@ -16,15 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-PREFIX = "twotower_"
+PREFIX = "twotower_"  # the service's metrics; Feast keeps its own in the same files
 
 
 class Metrics:
-    """The collectors, in a registry of their own (several apps may share one process).
+    """The collectors, in a registry of their own.
 
-    With `shared`, the folder where every worker of one server keeps its values
-    (prometheus_client's multiprocess mode, set up by `twotower serve --workers`), `render` sums
-    them over the workers, so any worker answers for the whole server.
+    Importing Feast puts every process in prometheus_client's multiprocess mode (values in files
+    of a folder), so apps sharing one process also share their values. With `shared`, the folder
+    every worker of one server writes (`twotower serve --workers`), `render` sums the values over
+    the workers, so whichever worker answers speaks for the whole server.
     """
 
     def __init__(self, shared: Path | None = None) -> None:

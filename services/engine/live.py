@@ -66,6 +66,12 @@ class Snapshot:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+def _seconds_since(moment: datetime) -> float:
+    """Seconds from `moment` (a registry time; SQLite keeps no zone: UTC) to now, at least 0."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return max((datetime.now(UTC) - moment).total_seconds(), 0.0)
+
+
 def load_ranker(model_location: str) -> tuple[Ranker | None, str]:
     """The version's re-ranker if it helps, with the status the service reports."""
     path = ranker_dir(model_location)
@@ -158,8 +164,14 @@ class LiveVersion:
             with self.write_lock:  # the changes logged meanwhile, then the swap
                 done |= self._catch_up(snapshot, max(done, default=start))
                 # The polls go on from the first seq the build lacks: a seq below the last one
-                # read may still commit, and is applied when it does (`_catch_up_live`).
-                self._applied, self._done, self._missing = start, done, {}
+                # read may still commit, and is applied when it does (`_catch_up_live`). A gap
+                # not read yet was missing when the build read the log, before the version was
+                # registered: its wait counts from then.
+                now = time.monotonic()
+                found = now - _seconds_since(live.created_at)
+                self._applied, self._done = start, done
+                self._missing = {seq: found for seq in gaps if seq not in done}
+                self._advance(now)
                 self._own.clear()
                 self._snapshot = snapshot  # one reference swap: requests hold the old or new one
         except Exception as exc:  # keep serving the old version; the next poll retries

@@ -221,23 +221,25 @@ def test_copying_a_new_version_does_not_hold_up_searches_of_the_served_one(
     copying, searched, order = threading.Event(), threading.Event(), []
     copy = shutil.copytree
 
-    def slow_copy(source, target):  # a large version: the copy lasts until the search is done
-        copying.set()
-        searched.wait(timeout=30)
-        order.append("copied")
-        return copy(source, target)
+    def slow_copy(source, target, *args, **kwargs):  # a large version: the copy outlasts the search
+        if not copying.is_set():  # the shard's top folder; copytree calls itself for the rest
+            copying.set()
+            searched.wait(timeout=30)
+            order.append("copied")
+        return copy(source, target, *args, **kwargs)
 
     with open_backend(EdgeSettings(path=root, own_copies=True)) as worker:
         worker.search(query, k=5, location=served)  # the served version is open
         monkeypatch.setattr("index.edge.shutil.copytree", slow_copy)
-        opening = threading.Thread(target=worker.count, kwargs={"location": new})
+        counted: list[int] = []
+        opening = threading.Thread(target=lambda: counted.append(worker.count(location=new)))
         opening.start()
         assert copying.wait(timeout=30)
         assert worker.search(query, k=5, location=served)  # answered while the copy runs
         order.append("searched")
         searched.set()
         opening.join()
-    assert order == ["searched", "copied"]
+    assert order == ["searched", "copied"] and counted == [300]  # the copy opened and counted
 
 
 def test_edge_queries_skip_the_disk_lookup_yet_follow_a_promotion_made_elsewhere(

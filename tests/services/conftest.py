@@ -22,6 +22,7 @@ from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from feature_repo.tables import HISTORY_LENGTH
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
+from index.edge import COPIES_DIR
 from index.model_store import save_model
 from index.registry import Registry
 from services.client import RecommenderClient, ServiceUnavailableError
@@ -129,7 +130,8 @@ def copied_service(service: Service, tmp_path_factory) -> Iterator[Service]:
     """A second server on a copy of the first one's home (its own keys): the relocation test's
     subject, and where the fuzz may write anything without touching the shared server's state."""
     home = tmp_path_factory.mktemp("copy") / "home"
-    shutil.copytree(service.home, home, ignore=shutil.ignore_patterns("*.log"))
+    # A running server's own shard copies come and go under it, and belong to it alone.
+    shutil.copytree(service.home, home, ignore=shutil.ignore_patterns("*.log", COPIES_DIR))
     read_key, write_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     env = {"TWOTOWER_READ_KEYS": read_key, "TWOTOWER_WRITE_KEYS": write_key}
     with twotower_service(home, env, home / "serve.log") as server:

@@ -8,7 +8,10 @@ import sqlite3
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
+from services.api.config import Settings
 from tests.services.conftest import active_user
 
 
@@ -97,3 +100,13 @@ def test_health_is_degraded_while_only_the_registry_cannot_answer(service, clien
                                                                                       "reason": None}
     assert answered.items
     assert client.health().status == "ok"
+
+
+def test_a_metrics_folder_prometheus_client_does_not_write_to_is_refused(monkeypatch, tmp_path):
+    """/metrics would sum an empty folder: the setting names the mismatch instead."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "feast"))
+    key = "k" * 20
+    with pytest.raises(ValidationError, match="metrics_dir=.*PROMETHEUS_MULTIPROC_DIR"):
+        Settings(read_keys=key, write_keys=key, data_dir=tmp_path, metrics_dir=tmp_path / "workers")
+    shared = Settings(read_keys=key, write_keys=key, data_dir=tmp_path, metrics_dir=tmp_path / "feast")
+    assert shared.metrics_dir == tmp_path / "feast"

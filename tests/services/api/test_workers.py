@@ -26,8 +26,9 @@ def _workers(pid: int) -> set[int]:
     return {c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
 
 
-SIMILAR = re.compile(r'twotower_requests_total\{method="GET",route="/v1/items/\{item_id\}/similar",'
-                     r'status="200"\} (\S+)')
+ROUTE = re.escape('route="/v1/items/{item_id}/similar"')
+SIMILAR = re.compile(rf'twotower_requests_total\{{method="GET",{ROUTE},status="200"\}} (\S+)')
+TIMED = re.compile(rf'twotower_request_seconds_count\{{{ROUTE}\}} (\S+)')
 
 
 def test_two_workers_serve_their_own_copies_and_each_others_writes(service: Service, tmp_path):
@@ -58,4 +59,5 @@ def test_two_workers_serve_their_own_copies_and_each_others_writes(service: Serv
         for _ in range(4):  # whichever worker answers counts both workers' 21 requests
             text = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}).text
             assert [float(n) for n in SIMILAR.findall(text)] == [21.0]
+            assert [float(n) for n in TIMED.findall(text)] == [21.0]
     assert not any(copies.iterdir())  # a worker that stops deletes its copy

@@ -13,10 +13,8 @@ import pytest
 from sqlalchemy import insert
 
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
-from index import EdgeSettings, open_backend
-from index.builder import build_version
+from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
-from index.config import IndexSpec
 from index.events import LOG_GAPS, LOG_POSITION, EventLog, events, log_gaps, log_position, with_events
 from index.model_store import publish
 from index.registry import Registry
@@ -181,34 +179,37 @@ def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service,
         server.stop()
 
 
-def test_a_change_its_build_did_not_see_committed_is_replayed_when_it_lands(service, shop):
-    """A build reads the log while a lower seq is still uncommitted: the version lacks that write,
-    and the service applies it once it lands, though it is below the build's position."""
+def test_writes_a_build_did_not_see_committed_reach_its_version(service, shop):
+    """A build reads the log while lower seqs are still uncommitted: its version lacks those
+    writes, and a worker loading it replays them though they are below the build's position;
+    per item, the last change in log order still wins."""
     server = start_postgres()
     log = EventLog(server.create_database("late_for_the_build"))
-    first, second = service.dataset.items["item_id"].iloc[:2].astype(int).tolist()
+    first, second, third = service.dataset.items["item_id"].iloc[:3].astype(int).tolist()
     engine = None
     try:
-        with log.engine.begin() as late:  # another writer, its insert not committed yet
-            late.execute(insert(events).values(
-                key="late", kind="stock", body={"item_id": first, "quantity": 0},
-                logged_at=datetime.now(UTC)))
-            log.record("on-time", "stock", {"item_id": second, "quantity": 0})
+        with log.engine.begin() as late:  # another writer, its inserts not committed yet
+            for key, item in (("late-1", first), ("late-2", third)):
+                late.execute(insert(events).values(
+                    key=key, kind="stock", body={"item_id": item, "quantity": 0},
+                    logged_at=datetime.now(UTC)))
+            log.record("on-time-1", "stock", {"item_id": second, "quantity": 0})
+            log.record("on-time-2", "stock", {"item_id": third, "quantity": 7})
             read = with_events(service.dataset, log.read())  # what the pipeline's build reads
-            assert log_gaps(read) == [log_position(read) - 1]
+            position = log_position(read)
+            assert log_gaps(read) == [position - 3, position - 2]
             items = service.dataset.items
             build_version(item_batch(items, service.artifact.embed_items(items),
                                      latest_stock(read.stock)),
                           registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
                           model_version_id=shop.registry.live().model_version_id, promote=True,
-                          metrics={LOG_POSITION: log_position(read), LOG_GAPS: log_gaps(read)})
-            engine = Engine(store=shop.store, backend=shop.registry.backend,
-                            registry=shop.registry, log=log, reload_interval_s=3600,
-                            replay_interval_s=0.05)
-            engine.start()
-            assert _state(engine, second)[2] == []  # built in (the index holds it out of stock)
-            assert _state(engine, first)[2] != []
-        assert _wait(lambda: _state(engine, first)[1:] == (0, []))  # the late one, once committed
+                          metrics={LOG_POSITION: position, LOG_GAPS: log_gaps(read)})
+        engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
+                        log=log, reload_interval_s=3600)
+        engine.start()
+        assert _state(engine, second)[2] == []  # built in (out of stock: not served)
+        assert _state(engine, first)[1:] == (0, [])  # landed after the build: replayed
+        assert _state(engine, third)[2] == [7]  # its later change in log order wins
     finally:
         if engine is not None:
             engine.close()

@@ -3,7 +3,6 @@ logs it leaves the version as the replay of the same logged write does in anothe
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from services.engine.live import LATE_COMMIT_S, LiveVersion
 from services.engine.writes import apply, item_frame
 from services.schemas import ItemUpsert
 from tests.services.conftest import Service
+from tests.utils.polling import eventually
 from tests.utils.servers import start_postgres
 
 
@@ -114,15 +114,6 @@ def test_an_item_the_version_lacks_is_reported_and_changes_nothing_in_it(service
     engine.close()
 
 
-def _wait(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_reloads(service, shop):
     """Two engines as `twotower serve --workers 2` runs them: each serves its own copy of the live
     shard, and a write one answers reaches the other through the log, with no version reload."""
@@ -139,9 +130,9 @@ def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_relo
             worker.start()
         item_id = int(service.dataset.items["item_id"].max()) + 9
         first.upsert_item(item_id, ItemUpsert(title="Written Once", categories=["Drama"], stock=3))
-        assert _wait(lambda: _state(second, item_id)[1:] == (3, [3]))
+        assert eventually(lambda: _state(second, item_id)[1:] == (3, [3]))
         second.set_stock(item_id, 0)
-        assert _wait(lambda: _state(first, item_id)[1] == 0)
+        assert eventually(lambda: _state(first, item_id)[1] == 0)
         assert _state(first, item_id)[2] == []  # out of stock: no longer served
         assert _state(first, item_id)[0] == _state(second, item_id)[0]
     finally:
@@ -168,11 +159,11 @@ def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service,
                 key="late", kind="stock", body={"item_id": first, "quantity": 0},
                 logged_at=datetime.now(UTC)))
             log.record("on-time", "stock", {"item_id": second, "quantity": 0})
-            assert _wait(lambda: _state(engine, second)[1] == 0)
+            assert eventually(lambda: _state(engine, second)[1] == 0)
             assert _state(engine, first)[1] > 0
-        assert _wait(lambda: _state(engine, first)[1:] == (0, []))  # the late one, once committed
+        assert eventually(lambda: _state(engine, first)[1:] == (0, []))  # the late one, once committed
         log.record("after", "stock", {"item_id": first, "quantity": 4})
-        assert _wait(lambda: _state(engine, first)[1:] == (4, [4]))
+        assert eventually(lambda: _state(engine, first)[1:] == (4, [4]))
     finally:
         engine.close()
         log.close()

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, update
 
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.events import LOG_GAPS, LOG_POSITION, EventLog, events, log_gaps, log_position, with_events
 from index.model_store import publish
-from index.registry import Registry
+from index.registry import IndexVersion, Registry
 from services.engine import Engine
 from services.engine.live import LATE_COMMIT_S, LiveVersion
 from services.engine.writes import apply, item_frame
@@ -206,6 +206,34 @@ def test_writes_a_build_did_not_see_committed_reach_its_version(service, shop):
             engine.close()
         log.close()
         server.stop()
+
+
+@pytest.mark.parametrize(("registered", "frontier"), [(-3600, "position"), (3600, "below the gap")])
+def test_a_versions_gap_is_waited_for_from_its_registration(service, shop, registered, frontier):
+    """A gap that never lands (a failed insert spent its seq) is waited for only LATE_COMMIT_S from
+    the version's registration: a version registered an hour ago is past it at the switch, one
+    registered just now (here: in the future, so the wait is whole) still waits."""
+    item = int(service.dataset.items["item_id"].iloc[0])
+    seqs = [shop.log.record(f"w{n}", "stock", {"item_id": item, "quantity": n}).seq for n in range(3)]
+    with shop.log.engine.begin() as db:  # the middle one never committed
+        db.execute(delete(events).where(events.c.seq == seqs[1]))
+    items = service.dataset.items
+    version = build_version(
+        item_batch(items, service.artifact.embed_items(items), latest_stock(service.dataset.stock)),
+        registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
+        model_version_id=shop.registry.live().model_version_id, promote=True,
+        metrics={LOG_POSITION: seqs[2], LOG_GAPS: [seqs[1]]})
+    with shop.registry.engine.begin() as db:
+        db.execute(update(IndexVersion).where(IndexVersion.id == version.id)
+                   .values(created_at=datetime.now(UTC) + timedelta(seconds=registered)))
+    engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
+                    log=shop.log)
+    try:
+        assert engine.refresh()
+        expected = {"position": seqs[2], "below the gap": seqs[0]}[frontier]
+        assert engine.live._applied == expected
+    finally:
+        engine.close()
 
 
 def test_seqs_that_never_commit_are_waited_for_together_then_passed_over():

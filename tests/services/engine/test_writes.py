@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, update
 
+from feature_repo.datasets import Dataset
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
@@ -143,6 +144,23 @@ def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_relo
             worker.log.close()
 
 
+def _log_stock(db, key: str, item_id: int, quantity: int) -> None:
+    """A stock change logged in `db`'s transaction: committed when the caller's transaction is."""
+    db.execute(insert(events).values(key=key, kind="stock",
+                                     body={"item_id": item_id, "quantity": quantity},
+                                     logged_at=datetime.now(UTC)))
+
+
+def _promote(service: Service, shop: Shop, read: Dataset, metrics: dict) -> IndexVersion:
+    """A new live version of the shop's model, built from the stock `read` holds, with `metrics`."""
+    items = service.dataset.items
+    return build_version(item_batch(items, service.artifact.embed_items(items),
+                                    latest_stock(read.stock)),
+                         registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
+                         model_version_id=shop.registry.live().model_version_id, promote=True,
+                         metrics=metrics)
+
+
 def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service, shop):
     """On PostgreSQL a lower log seq can commit after a higher one: the replay must not move past
     it for good, and the item's last change in log order still wins."""
@@ -155,9 +173,7 @@ def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service,
         engine.start()
         assert _state(engine, first)[1] > 0 and _state(engine, second)[1] > 0
         with log.engine.begin() as late:  # another writer, its insert not committed yet
-            late.execute(insert(events).values(
-                key="late", kind="stock", body={"item_id": first, "quantity": 0},
-                logged_at=datetime.now(UTC)))
+            _log_stock(late, "late", first, 0)
             log.record("on-time", "stock", {"item_id": second, "quantity": 0})
             assert eventually(lambda: _state(engine, second)[1] == 0)
             assert _state(engine, first)[1] > 0
@@ -180,21 +196,14 @@ def test_writes_a_build_did_not_see_committed_reach_its_version(service, shop):
     engine = None
     try:
         with log.engine.begin() as late:  # another writer, its inserts not committed yet
-            for key, item in (("late-1", first), ("late-2", third)):
-                late.execute(insert(events).values(
-                    key=key, kind="stock", body={"item_id": item, "quantity": 0},
-                    logged_at=datetime.now(UTC)))
+            _log_stock(late, "late-1", first, 0)
+            _log_stock(late, "late-2", third, 0)
             log.record("on-time-1", "stock", {"item_id": second, "quantity": 0})
             log.record("on-time-2", "stock", {"item_id": third, "quantity": 7})
             read = with_events(service.dataset, log.read())  # what the pipeline's build reads
             position = log_position(read)
             assert log_gaps(read) == [position - 3, position - 2]
-            items = service.dataset.items
-            build_version(item_batch(items, service.artifact.embed_items(items),
-                                     latest_stock(read.stock)),
-                          registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
-                          model_version_id=shop.registry.live().model_version_id, promote=True,
-                          metrics={LOG_POSITION: position, LOG_GAPS: log_gaps(read)})
+            _promote(service, shop, read, {LOG_POSITION: position, LOG_GAPS: log_gaps(read)})
         engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
                         log=log, reload_interval_s=3600)
         engine.start()
@@ -217,12 +226,7 @@ def test_a_versions_gap_is_waited_for_from_its_registration(service, shop, regis
     seqs = [shop.log.record(f"w{n}", "stock", {"item_id": item, "quantity": n}).seq for n in range(3)]
     with shop.log.engine.begin() as db:  # the middle one never committed
         db.execute(delete(events).where(events.c.seq == seqs[1]))
-    items = service.dataset.items
-    version = build_version(
-        item_batch(items, service.artifact.embed_items(items), latest_stock(service.dataset.stock)),
-        registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
-        model_version_id=shop.registry.live().model_version_id, promote=True,
-        metrics={LOG_POSITION: seqs[2], LOG_GAPS: [seqs[1]]})
+    version = _promote(service, shop, service.dataset, {LOG_POSITION: seqs[2], LOG_GAPS: [seqs[1]]})
     with shop.registry.engine.begin() as db:
         db.execute(update(IndexVersion).where(IndexVersion.id == version.id)
                    .values(created_at=datetime.now(UTC) + timedelta(seconds=registered)))

@@ -1,6 +1,7 @@
 """The training step's fast paths equal the straightforward code they replace: packed windows
 against per-chunk stacking, seen-item pairs against a (Q, C) mask, one catalogue pass against the
-per-batch item lookups. The references below are the code the fast paths replaced."""
+per-batch item lookups (EmbeddingBag's content bags against `catalogue`'s sparse products). The
+references below are the code the fast paths replaced."""
 
 from __future__ import annotations
 
@@ -187,7 +188,7 @@ def test_one_catalogue_pass_gives_the_loss_and_gradients_of_per_batch_lookups(ml
 
     def new() -> torch.Tensor:
         items = model.item_tower
-        table = items.represent(items.known(torch.arange(n_items + 1)))
+        table = items.catalogue()
         logits = items.logits(model.users(users, table), candidates, None, None, 0.1, table[1:])
         logits.index_put_(seen_columns(users, candidates, n_items, labels),
                           torch.tensor(-torch.inf))

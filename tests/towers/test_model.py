@@ -12,7 +12,7 @@ from torch import nn
 
 from tests.towers.conftest import MAX_LEN
 from towers.artifact import Artifact, upgrade_v1
-from towers.model import Block, CausalTransformer, Dropout, TowerConfig
+from towers.model import Block, CausalTransformer, Dropout, MeanBag, TowerConfig, keep_mask
 from towers.train import TrainConfig, fit
 
 
@@ -191,3 +191,28 @@ def test_dropout_zeroes_a_share_p_and_keeps_the_mean():
     assert abs((out == 0).float().mean().item() - 0.2) < 0.01
     assert abs(out.mean().item() - 1.0) < 0.01
     assert torch.equal(dropout.eval()(x), x)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.8])
+def test_a_keep_mask_keeps_its_share_and_its_shape(share):
+    torch.manual_seed(0)
+    mask = keep_mask(torch.Size([3, 50_001]), share)  # not a multiple of the four per draw
+    assert mask.shape == (3, 50_001) and mask.dtype == torch.bool
+    assert abs(mask.float().mean().item() - share) < 0.005
+    assert abs(mask[:, ::4].float().mean().item() - share) < 0.01  # each 16-bit lane alike
+
+
+def test_mean_bags_equal_embedding_bag_in_value_and_gradient():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 30, (40, 6))
+    tokens[3] = 0  # all padding: a zero vector
+    tokens[5] = torch.tensor([7, 7, 7, 2, 0, 0])  # a repeated token counts each time
+    reference = nn.EmbeddingBag(30, 8, mode="mean", padding_idx=0)
+    table = reference.weight.detach().clone().requires_grad_()
+    upstream = torch.randn(40, 8)
+    (reference(tokens) * upstream).sum().backward()
+    bags = MeanBag(tokens, 30)(table)
+    (bags * upstream).sum().backward()
+    torch.testing.assert_close(bags, reference(tokens))
+    torch.testing.assert_close(table.grad, reference.weight.grad)
+    assert torch.equal(bags[3], torch.zeros(8))

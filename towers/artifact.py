@@ -105,7 +105,10 @@ class Artifact:
             state = {upgrade_v1(name): value for name, value in state.items()}
         content = {k.removeprefix("item_tower.known_"): v for k, v in state.items()
                    if k.startswith("item_tower.known_")}
-        config = TowerConfig(**{**ABSENT_INPUTS, **meta["tower_config"]})
+        saved = meta["tower_config"]
+        # Attention dropout was `dropout` until it became a setting of its own.
+        config = TowerConfig(**{**ABSENT_INPUTS, "attention_dropout": saved.get("dropout", 0.0),
+                                **saved})
         model = TwoTower(config, Vocab(**meta["vocab"]), content)
         model.load_state_dict(state)
         model.eval()

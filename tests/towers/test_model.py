@@ -194,12 +194,28 @@ def test_dropout_zeroes_a_share_p_and_keeps_the_mean():
 
 
 @pytest.mark.parametrize("share", [0.1, 0.5, 0.8])
-def test_a_keep_mask_keeps_its_share_and_its_shape(share):
+def test_a_keep_mask_keeps_its_share_on_each_16_bit_lane(share):
     torch.manual_seed(0)
     mask = keep_mask(torch.Size([3, 50_001]), share)  # not a multiple of the four per draw
     assert mask.shape == (3, 50_001) and mask.dtype == torch.bool
     assert abs(mask.float().mean().item() - share) < 0.005
-    assert abs(mask[:, ::4].float().mean().item() - share) < 0.01  # each 16-bit lane alike
+    for lane in range(4):
+        assert abs(mask.flatten()[lane::4].float().mean().item() - share) < 0.01, lane
+
+
+def test_a_keep_mask_of_share_0_keeps_nothing_and_of_share_1_everything():
+    assert not keep_mask(torch.Size([1000]), 0.0).any()
+    assert keep_mask(torch.Size([1000]), 1.0).all()
+
+
+@pytest.mark.parametrize("attention_dropout", [0.0, 0.5])
+def test_attention_dropout_alone_changes_training_outputs_when_set(attention_dropout):
+    torch.manual_seed(0)
+    block = Block(TowerConfig(dim=16, dropout=0.0, attention_dropout=attention_dropout))
+    x = torch.randn(4, 10, 16)
+    with torch.no_grad():
+        trained, evaluated = block.train()(x), block.eval()(x)
+    assert torch.allclose(trained, evaluated) == (attention_dropout == 0)
 
 
 def test_mean_bags_equal_embedding_bag_in_value_and_gradient():
@@ -216,3 +232,14 @@ def test_mean_bags_equal_embedding_bag_in_value_and_gradient():
     torch.testing.assert_close(bags, reference(tokens))
     torch.testing.assert_close(table.grad, reference.weight.grad)
     assert torch.equal(bags[3], torch.zeros(8))
+
+
+def test_the_catalogue_follows_content_loaded_after_its_first_use(artifact):
+    items = artifact.model.item_tower
+    everything = torch.arange(len(items.known_price))
+    with torch.no_grad():
+        items.catalogue()
+        items.load_state_dict({**items.state_dict(),
+                               "known_title": items.known_title.roll(1, dims=0),
+                               "known_categories": items.known_categories.roll(1, dims=0)})
+        torch.testing.assert_close(items.catalogue(), items.represent(items.known(everything)))

@@ -102,14 +102,15 @@ def test_served_item_vectors_score_like_training_on_the_last_training_day(ml, sm
 
 def test_artifact_saved_before_popularity_and_query_gap_existed_still_loads(ml, small_frame, tmp_path):
     frame = small_frame[small_frame["user_id"] <= 10].reset_index(drop=True)
-    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN,
+    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN, dropout=0.3,
                                                       item_popularity=False, use_query_gap=False),
                    train=TrainConfig(epochs=1, batch_size=64))
     path = artifact.save(tmp_path / "old")
     meta = json.loads((path / "artifact.json").read_text())
-    for key in ("item_popularity", "use_query_gap"):  # the layout written before these inputs
-        del meta["tower_config"][key]
+    for key in ("item_popularity", "use_query_gap", "attention_dropout"):  # the layout written
+        del meta["tower_config"][key]                                       # before these settings
     (path / "artifact.json").write_text(json.dumps(meta))
     loaded = Artifact.load(path)
     assert not loaded.config.item_popularity and not loaded.config.use_query_gap
+    assert loaded.config.attention_dropout == 0.3  # then tied to `dropout`
     np.testing.assert_array_equal(loaded.embed_items(ml.items), artifact.embed_items(ml.items))

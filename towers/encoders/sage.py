@@ -69,7 +69,7 @@ class SageItems(nn.Module):
         if represented is not None and torch.equal(index, everything[1:]):
             table = F.pad(represented, (0, 0, 1, 0))  # row 0 (unknown) has no edges
         else:
-            table = items.represent(items.known(everything))  # (N + 1, D)
+            table = items.catalogue()  # (N + 1, D)
         terms = [self.neighbourhood(table, edges[:, :size])[index] if size else
                  table.new_zeros(len(index), table.shape[1]) for size in sizes.tolist()]
         return torch.stack(terms), torch.from_numpy(state)  # (S, C, D), (Q,)
@@ -80,8 +80,7 @@ class SageItems(nn.Module):
         key = tuple((id(t), t._version) for t in tensors)
         if self._served is not None and self._served[0] == key and not torch.is_grad_enabled():
             return self._served[1]
-        everything = torch.arange(len(items.known_price))
-        table = self.neighbourhood(items.represent(items.known(everything)), items.known_graph)
+        table = self.neighbourhood(items.catalogue(), items.known_graph)
         if not torch.is_grad_enabled() and not self.training:
             self._served = (key, table)
         return table

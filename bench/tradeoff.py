@@ -137,7 +137,9 @@ def model_configs(cfg: dict[str, Any], model: Model):  # -> (TowerConfig, TrainC
 
     try:
         [tower] = override([TowerConfig()], {**_overrides(cfg["tower"]), "dim": model.dim})
-        [train] = override([TrainConfig()], {**_overrides(cfg["train"]), "nested_dims": model.nested})
+        # the towers' own vectors: a popularity prior's coordinate is not a size being traded
+        [train] = override([TrainConfig()], {**_overrides(cfg["train"]), "nested_dims": model.nested,
+                                             "popularity_prior": "0"})
     except ConfigError as exc:
         raise SystemExit(f"--tower/--train: {exc}") from None
     return tower, train

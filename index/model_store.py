@@ -23,6 +23,7 @@ from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
+from index.config import Quantization
 from index.registry import ModelVersion, Registry
 from towers.artifact import Artifact
 
@@ -132,6 +133,16 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
     return {"index_versions": indexes, "model_versions": models}
 
 
+def default_quantization(artifact: Artifact) -> Quantization:
+    """IndexSpec's default (int8), or none when the vectors carry a popularity prior.
+
+    int8 codes every coordinate, the query's too, in one value range; the prior's coordinate does
+    not fit beside unit-vector ones (recall@10 0.65 against exact search on ml-1m-dev at weight
+    0.2; docs/towers-notes.md, issue 18, part m).
+    """
+    return "none" if artifact.prior.extra_dims else IndexSpec.model_fields["quantization"].default
+
+
 def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
             config: dict | None = None) -> Registry:
     """Save the model, build an index version of its item embeddings under `home`, make it live.
@@ -142,7 +153,8 @@ def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
     model = ModelStore(home).save(registry, artifact, config=config)
     vectors = artifact.embed_items(dataset.items)
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))
-    version = build_version(batch, registry=registry, spec=IndexSpec(dim=vectors.shape[1]),
+    spec = IndexSpec(dim=vectors.shape[1], quantization=default_quantization(artifact))
+    version = build_version(batch, registry=registry, spec=spec,
                             model_version_id=model.id, promote=True)
     log.info("index version %s is live with %s items", version.id, version.item_count)
     return registry

@@ -76,9 +76,10 @@ class _Users(nn.Module):
 
 
 class UserEncoder:
-    """`(user) -> (D,)` vector of one Feast-shaped user row, equal to `embed_users`."""
+    """`(user) -> (dim,)` vector of one Feast-shaped user row, equal to `embed_users`."""
 
     def __init__(self, artifact: Artifact) -> None:
+        self.prior = artifact.prior
         vocab = artifact.model.vocab
         # Id lookups convert the vocabulary's lists to arrays on every call: convert them once.
         self.vocab = dataclasses.replace(vocab, item_ids=np.asarray(vocab.item_ids, dtype=np.int64),
@@ -132,7 +133,7 @@ class UserEncoder:
         batch = encode_users(self.vocab, user, self.max_len)
         length = min(max((len(h) for h in user["recent_item_ids"]), default=0), self.max_len)
         width = next(w for w in self.widths if w >= length)
-        return self._forward[width](batch, width)[0]  # (D,)
+        return self.prior.users(self._forward[width](batch, width))[0]  # (dim,)
 
 
 def _array(batch: UserBatch, name: str, width: int) -> np.ndarray:

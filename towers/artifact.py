@@ -1,7 +1,8 @@
 """The trained-model artifact: weights, configs, vocabularies, metrics and a data fingerprint.
 
 An artifact is a directory with `artifact.json` and `weights.pt`. Loading it needs only
-`model.py` and `data.py`, never the training loop: `Artifact.load(path).embed_users(frame)`.
+`model.py`, `data.py` and `prior.py`, never the training loop: `Artifact.load(path).embed_users(frame)`.
+Its vectors are the served ones: with a popularity prior (`prior.py`) they carry one more coordinate.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from feature_repo.files import atomic_path, atomic_write
 from towers.data import Vocab, encode_items, encode_users
 from towers.model import TowerConfig, TwoTower
+from towers.prior import PopularityPrior
 
 ARTIFACT_VERSION = 2  # bump when the saved layout or the meaning of a field changes
 EMBED_BATCH = 1024  # rows per forward pass when embedding
@@ -56,27 +58,35 @@ class Artifact:
     fingerprint: str = ""
     train_config: dict = field(default_factory=dict)
     version: int = ARTIFACT_VERSION
+    prior: PopularityPrior = field(default_factory=PopularityPrior.off)  # added to the score
 
     @property
     def config(self) -> TowerConfig:
         return self.model.config
 
+    @property
+    def dim(self) -> int:
+        """Coordinates of the served vectors: the towers' and the prior's."""
+        return self.config.dim + self.prior.extra_dims
+
     @torch.no_grad()
     def embed_users(self, frame: pd.DataFrame) -> np.ndarray:
-        """(U, D) vectors for a Feast-shaped user frame (see `data.USER_COLUMNS`)."""
+        """(U, dim) vectors for a Feast-shaped user frame (see `data.USER_COLUMNS`)."""
         self.model.eval()
         out = [self.model.users(encode_users(self.model.vocab, frame.iloc[i:i + EMBED_BATCH],
                                              self.config.max_len))
                for i in range(0, len(frame), EMBED_BATCH)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+        vectors = torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+        return self.prior.users(vectors)
 
     @torch.no_grad()
     def embed_items(self, items: pd.DataFrame) -> np.ndarray:
-        """(N, D) vectors for an items frame; unseen items are embedded from content alone."""
+        """(N, dim) vectors for an items frame; unseen items are embedded from content alone."""
         self.model.eval()
         out = [self.model.item_tower(encode_items(self.model.vocab, items.iloc[i:i + EMBED_BATCH]))
                for i in range(0, len(items), EMBED_BATCH)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+        vectors = torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+        return self.prior.items(vectors, self.model.vocab.item_index(items["item_id"].to_numpy()))
 
     def save(self, path: str | Path) -> Path:
         """Write the weights, then `artifact.json` (what `load` looks for), each atomically."""
@@ -85,7 +95,8 @@ class Artifact:
             torch.save(self.model.state_dict(), tmp)
         meta = {"version": self.version, "tower_config": self.config.model_dump(),
                 "train_config": self.train_config, "vocab": self.model.vocab.to_dict(),
-                "metrics": self.metrics, "fingerprint": self.fingerprint}
+                "metrics": self.metrics, "fingerprint": self.fingerprint,
+                "popularity_prior": self.prior.to_dict()}
         atomic_write(path / "artifact.json", json.dumps(meta, indent=1))
         log.info("saved artifact to %s", path)
         return path
@@ -112,4 +123,6 @@ class Artifact:
         model = TwoTower(config, Vocab(**meta["vocab"]), content)
         model.load_state_dict(state)
         model.eval()
-        return cls(model, meta["metrics"], meta["fingerprint"], meta["train_config"])
+        prior = meta.get("popularity_prior")  # absent before the prior existed: off
+        return cls(model, meta["metrics"], meta["fingerprint"], meta["train_config"],
+                   prior=PopularityPrior.from_dict(prior) if prior else PopularityPrior.off())

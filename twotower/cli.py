@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "synthetic:shop-small"
 DEFAULT_HOME = Path(".twotower")  # the data directory: feature repository, registry, indexes
 # What `twotower eval` reports of a two-tower's training (its artifact's metrics).
-TRAINING = ("stopped_by", "improving_at_stop", "best_epoch", "steps", "val", "seconds_to_best",
-            "seconds_total")
+TRAINING = ("stopped_by", "improving_at_stop", "best_epoch", "steps", "val", "popularity_prior",
+            "seconds_to_best", "seconds_total")
 
 
 def _features(args: argparse.Namespace) -> None:

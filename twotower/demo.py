@@ -127,7 +127,8 @@ def _summary(settings: PipelineSettings, checks: list[Check]) -> Demo:
     metrics = registry.model_store.load(model.location).metrics
     training = (f"{metrics['steps']} steps, {len(metrics['history'])} validations (best at step "
                 f"{metrics['best_step']}), stopped by {metrics['stopped_by']}"
-                + (" while validation still improved" if metrics.get("improving_at_stop") else ""))
+                + (" while validation still improved" if metrics.get("improving_at_stop") else "")
+                + f"; popularity prior {metrics.get('popularity_prior', 0.0):g}")
     test = metrics.get("test", {})
     return Demo(checks=checks, test={m: float(test[m]) for m in METRICS if m in test},
                 model_version=model.id, index_version=live.id, training=training,

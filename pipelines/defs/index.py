@@ -9,7 +9,7 @@ from feature_repo.datasets import Dataset
 from index import IndexSpec, build_version
 from index.catalogue import item_batch, latest_stock
 from index.events import LOG_GAPS, LOG_POSITION, log_gaps, log_position
-from index.model_store import prune_versions
+from index.model_store import default_quantization, prune_versions
 from index.quality import ann_recall, disk_bytes
 from pipelines.defs.features import online_features
 from pipelines.defs.resources import RegistryResource
@@ -23,7 +23,8 @@ GROUP = "index"
 class IndexConfig(dg.Config):
     """How the version is built and searched (stored with it as its IndexSpec)."""
 
-    quantization: str = IndexSpec.model_fields["quantization"].default  # none | int8 | binary | product
+    # none | int8 | binary | product; None: int8, or none for a model with a popularity prior
+    quantization: str | None = None
     hnsw_m: int = IndexSpec.model_fields["hnsw_m"].default
     hnsw_ef_construct: int = IndexSpec.model_fields["hnsw_ef_construct"].default
     hnsw_ef: int | None = IndexSpec.model_fields["hnsw_ef"].default  # None = from the catalogue's size
@@ -33,7 +34,8 @@ class IndexConfig(dg.Config):
 def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embeddings: ItemEmbeddings,
                raw_tables: Dataset, two_tower_model: ModelVersionRef, evaluation_split: evaluate.Split,
                registry: RegistryResource) -> dg.Output[IndexBuild]:
-    """A new, not yet live, index version: quantized HNSW over the embeddings, stock/category payload.
+    """A new, not yet live, index version: HNSW over the embeddings (int8 unless they carry a
+    popularity prior), stock/category payload.
 
     The value names the version, its model version and the versions live when it was built. Its
     metadata says what it costs and gives: dim, compression, bytes per item on disk and recall@10
@@ -48,7 +50,9 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
         raise ValueError(f"{item_embeddings.path}: item_id {ids[unknown][0]} is not in the catalogue")
     batch = item_batch(catalogue.loc[ids].reset_index(drop=True), vectors,
                        latest_stock(raw_tables.stock))
-    spec = IndexSpec(dim=vectors.shape[1], quantization=config.quantization,  # type: ignore[arg-type]
+    artifact = registry.model_store.load(two_tower_model.location)
+    quantization = config.quantization or default_quantization(artifact)
+    spec = IndexSpec(dim=vectors.shape[1], quantization=quantization,  # type: ignore[arg-type]
                      hnsw_m=config.hnsw_m, hnsw_ef_construct=config.hnsw_ef_construct,
                      hnsw_ef=config.hnsw_ef)
     with registry.open() as reg:
@@ -59,7 +63,7 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, item_embe
                                 model_version_id=item_embeddings.model_version_id,
                                 metrics={LOG_POSITION: log_position(raw_tables),
                                          LOG_GAPS: log_gaps(raw_tables)})
-        queries = query_sample(registry.model_store.load(two_tower_model.location), evaluation_split)
+        queries = query_sample(artifact, evaluation_split)
         [served] = ann_recall(reg.backend, queries, location=version.location)
     on_disk = disk_bytes(version.location)
     context.log.info("index version %d ready with %d items", version.id, version.item_count)

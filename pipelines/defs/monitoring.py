@@ -30,8 +30,12 @@ def embedding_drift(context: dg.AssetExecutionContext, item_embeddings: ItemEmbe
         context.log.info("no earlier live model: nothing to compare")
         return
     store = registry.model_store
+    with registry.open() as reg:  # the towers' own vectors: without a popularity prior's coordinate
+        new_prior, old_prior = [store.load(reg.get_model(v).location).prior
+                                for v in (item_embeddings.model_version_id, previous)]
     new_ids, new = store.read_embeddings(item_embeddings.model_version_id)
     old_ids, old = store.read_embeddings(previous)
+    new, old = new_prior.towers(new), old_prior.towers(old)
     common, new_rows, old_rows = np.intersect1d(new_ids, old_ids, return_indices=True)
     new, old = new[new_rows], old[old_rows]
     overlap = neighbour_overlap(old, new)

@@ -78,8 +78,10 @@ def test_the_model_store_holds_the_runs_towers_and_embeddings(graph):
     embeddings, ids, vectors = new_embeddings(graph)
     store = open_registry(graph).model_store
     assert embeddings == ItemEmbeddings(model.id, store.embeddings_path(model.id))
-    assert sorted(ids) == sorted(graph.dataset.items["item_id"]) and vectors.shape == (len(ids), 32)
-    assert store.load(model.location) is store.load(model.location), "loaded once, then shared"
+    artifact = store.load(model.location)
+    assert artifact is store.load(model.location), "loaded once, then shared"
+    served = 32 + artifact.prior.extra_dims  # the served vectors: a popularity prior adds one
+    assert sorted(ids) == sorted(graph.dataset.items["item_id"]) and vectors.shape == (len(ids), served)
 
 
 def rebuild_index_from(graph, ids, vectors, selection: str):
@@ -135,7 +137,10 @@ def test_every_check_is_blocking(name):
 def test_the_index_versions_metadata_gives_dim_compression_bytes_per_item_and_served_recall(graph):
     [materialization] = graph.result.asset_materializations_for_node("item_index")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
-    assert metadata["dim"] == 32 and metadata["compression"] == "int8"
-    # At least the float32 vectors (kept for rescoring) and the int8 ones.
-    assert metadata["bytes_per_item_disk"] > 4 * 32 + 32
+    model = graph.result.output_for_node("two_tower_model")
+    assert open_registry(graph).model_store.load(model.location).prior.weight > 0, \
+        "this slice's validation picks a popularity prior"
+    # int8 cannot hold the prior's coordinate: the 33-d vectors are kept as float32
+    assert metadata["dim"] == 33 and metadata["compression"] == "none"
+    assert metadata["bytes_per_item_disk"] > 4 * 33
     assert 0.5 <= metadata["recall@10_served"] <= 1.0

@@ -96,7 +96,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
     materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
     artifact = fit(examples(store, dataset.interactions), dataset.items,
                    tower=TowerConfig(dim=32, max_len=HISTORY_LENGTH),
-                   train=TrainConfig(epochs=1, max_minutes=0.1))
+                   # served with a popularity prior: every vector carries its coordinate
+                   train=TrainConfig(epochs=1, max_minutes=0.1, popularity_prior=0.1))
     read_key, write_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     env = {"TWOTOWER_READ_KEYS": read_key, "TWOTOWER_WRITE_KEYS": write_key,
            "TWOTOWER_RELOAD_INTERVAL_S": "0.2"}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from feature_repo.datasets import load
-from towers.features import examples, feature_store
+from towers import evaluate
+from towers.features import examples, feature_store, with_features
 
 MAX_LEN = 20  # short enough that both complete and truncated histories are common in the slice
 
@@ -34,3 +35,11 @@ def small_store(small, tmp_path_factory):
 def small_frame(small, small_store):
     """Feast training rows for every event of the slice (history_length = MAX_LEN)."""
     return examples(small_store, small.interactions)
+
+
+@pytest.fixture(scope="session")
+def tiny_split(small, small_store):
+    """A LOO split of the first 15 users, its queries with Feast features, and its training rows."""
+    split = with_features(evaluate.loo_split(small.interactions[small.interactions["user_id"] <= 15]),
+                          small_store)
+    return split, examples(small_store, split.train)

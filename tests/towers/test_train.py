@@ -23,7 +23,6 @@ from towers.data import (
     frame_windows,
     sampled_candidates,
 )
-from towers.features import examples, with_features
 from towers.model import TowerConfig, TwoTower
 from towers.train import Plan, TrainConfig, ema_updates, fit, learning_rate, plan
 
@@ -216,14 +215,6 @@ def _tiny(frame):
     return frame[frame["user_id"] <= 15].reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_split(small, small_store):
-    """A LOO split of the first 15 users, its queries with Feast features, and its training rows."""
-    split = with_features(evaluate.loo_split(small.interactions[small.interactions["user_id"] <= 15]),
-                          small_store)
-    return split, examples(small_store, split.train)
-
-
 def test_a_tiny_dataset_trains_for_the_schedules_minimum_steps(ml, tiny_split):
     split, frame = tiny_split
     train = TrainConfig(batch_size=256, decay_epochs=6, min_steps=100, validate_steps=20, patience=1)
@@ -241,7 +232,7 @@ def test_a_tiny_dataset_trains_for_the_schedules_minimum_steps(ml, tiny_split):
 def test_past_min_steps_early_stopping_ends_a_flat_schedule(ml, tiny_split):
     split, frame = tiny_split
     train = TrainConfig(batch_size=256, decay_epochs=0, min_steps=1, validate_steps=1,
-                        patience=1, epochs=60)
+                        patience=1, epochs=60, popularity_prior=0.0)
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
                    validate=evaluate.validator(split.validation, ml.items))
     assert artifact.metrics["stopped_by"] == "early_stopping"

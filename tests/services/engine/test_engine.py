@@ -69,3 +69,18 @@ def test_retrieve_answers_vectors_as_rank_answers_their_rows(service, engine):
     vectors = np.stack([engine.snapshot().encoder(rows.iloc[i:i + 1]) for i in range(len(rows))])
     np.testing.assert_array_equal(engine.retrieve(vectors, 10, exclude),
                                   engine.rank(rows, 10, exclude))
+
+
+def test_similar_items_are_scored_as_a_user_with_that_items_vector_prior_included(service, engine):
+    artifact, items = service.artifact, service.dataset.items
+    assert artifact.prior.weight > 0, "the shop's model is served with a popularity prior"
+    vectors = artifact.embed_items(items)  # (N, D + 1): the towers' vectors and the prior
+    item = int(items["item_id"].iloc[0])
+    query = artifact.prior.users(vectors[:1, :artifact.config.dim])[0]
+    expected = dict(zip(items["item_id"].tolist(), (vectors @ query).tolist(), strict=True))
+    answer = engine.similar(item, k=5, in_stock_only=False)
+    assert len(answer.items) == 5 and item not in [hit.item_id for hit in answer.items]
+    assert [hit.item_id for hit in answer.items] == sorted(
+        (i for i in expected if i != item), key=expected.__getitem__, reverse=True)[:5]
+    for hit in answer.items:
+        assert hit.score == pytest.approx(expected[hit.item_id], abs=1e-4)

@@ -16,7 +16,7 @@ from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.events import LOG_GAPS, LOG_POSITION, EventLog, events, log_gaps, log_position, with_events
-from index.model_store import publish
+from index.model_store import default_quantization, publish
 from index.registry import IndexVersion, Registry
 from services.engine import Engine
 from services.engine.live import LATE_COMMIT_S, LiveVersion
@@ -156,7 +156,9 @@ def _promote(service: Service, shop: Shop, read: Dataset, metrics: dict) -> Inde
     items = service.dataset.items
     return build_version(item_batch(items, service.artifact.embed_items(items),
                                     latest_stock(read.stock)),
-                         registry=shop.registry, spec=IndexSpec(dim=service.artifact.config.dim),
+                         registry=shop.registry,
+                         spec=IndexSpec(dim=service.artifact.dim,
+                                        quantization=default_quantization(service.artifact)),
                          model_version_id=shop.registry.live().model_version_id, promote=True,
                          metrics=metrics)
 

@@ -98,7 +98,9 @@ class IndexSpec(BaseModel):
 
     dim: int = Field(gt=0)  # item embedding dimension; every upsert is checked against it
     distance: DistanceName = "dot"  # the towers score with a dot product
-    quantization: Quantization = "int8"  # 4x smaller vectors; recall stays >= 0.97 with rescoring
+    # 4x smaller vectors; recall stays >= 0.97 with rescoring on unit vectors (not with a popularity
+    # prior's coordinate: index.model_store.default_quantization)
+    quantization: Quantization = "int8"
     product_compression: ProductCompression = "x16"  # only for quantization="product"
     scalar_quantile: float = Field(default=0.99, gt=0.5, le=1.0)  # int8 clipping; 0.99 drops outliers
     hnsw_m: int = Field(default=16, ge=4)  # graph degree: 16 balances recall and build time

@@ -22,7 +22,7 @@ from towers.data import Vocab, encode_items, encode_users
 from towers.model import TowerConfig, TwoTower
 from towers.prior import PopularityPrior
 
-ARTIFACT_VERSION = 2  # bump when the saved layout or the meaning of a field changes
+ARTIFACT_VERSION = 3  # bump when the saved layout or the meaning of a field changes (3: the prior)
 EMBED_BATCH = 1024  # rows per forward pass when embedding
 # Inputs added after artifacts of this version were first written: absent from a config means off.
 ABSENT_INPUTS = {"item_popularity": False, "use_query_gap": False}
@@ -86,6 +86,8 @@ class Artifact:
         out = [self.model.item_tower(encode_items(self.model.vocab, items.iloc[i:i + EMBED_BATCH]))
                for i in range(0, len(items), EMBED_BATCH)]
         vectors = torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
+        if not self.prior.extra_dims:
+            return vectors
         return self.prior.items(vectors, self.model.vocab.item_index(items["item_id"].to_numpy()))
 
     def save(self, path: str | Path) -> Path:
@@ -108,9 +110,9 @@ class Artifact:
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: not an artifact (no artifact.json)")
         meta = json.loads(meta_path.read_text())
-        if meta.get("version") not in (1, ARTIFACT_VERSION):
+        if meta.get("version") not in range(1, ARTIFACT_VERSION + 1):
             raise ValueError(f"{meta_path}: artifact version {meta.get('version')}, this code "
-                             f"reads versions 1 and {ARTIFACT_VERSION}")
+                             f"reads versions 1 to {ARTIFACT_VERSION}")
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         if meta["version"] == 1:
             state = {upgrade_v1(name): value for name, value in state.items()}

@@ -22,7 +22,7 @@ import numpy as np
 WEIGHTS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # tried on validation, in this order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an array: compared by identity
 class PopularityPrior:
     """`weight` times log(1 + training events) of each vocabulary item (index 0, the unknown: 0)."""
 

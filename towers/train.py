@@ -381,17 +381,18 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                "history": history}
     artifact = Artifact(model, metrics, fingerprint(frame, items), train.model_dump(),
                         prior=PopularityPrior(train.popularity_prior or 0.0, counts))
-    if train.popularity_prior is None and validate is not None:
-        pick_prior(artifact, validate)
+    if validate is not None:  # `val` is the served model's: a fixed weight is scored alone
+        fixed = train.popularity_prior
+        pick_prior(artifact, validate, WEIGHTS if fixed is None else (fixed,))
     metrics["popularity_prior"] = artifact.prior.weight
     return artifact
 
 
-def pick_prior(artifact: Artifact, validate: Validate) -> None:
-    """Give the artifact the prior weight that validates best (the smallest of equals); the
-    metrics record each weight's score and `val` becomes the chosen one's."""
+def pick_prior(artifact: Artifact, validate: Validate, weights: tuple[float, ...]) -> None:
+    """Give the artifact the prior weight of `weights` that validates best (the first of equals);
+    the metrics record each weight's score and `val` becomes the chosen one's."""
     scores = {w: validate(dataclasses.replace(artifact, prior=artifact.prior.with_weight(w)))
-              for w in WEIGHTS}
+              for w in weights}
     weight = max(scores, key=scores.__getitem__)
     log.info("popularity prior: weight %g, validation %.4f (the towers alone: %.4f)", weight,
              scores[weight], artifact.metrics["val"])

@@ -20,14 +20,16 @@ def item_embeddings(context: dg.AssetExecutionContext, two_tower_model: ModelVer
     """Every catalogue item embedded by the new item tower, written to the model store."""
     started = time.perf_counter()
     store = registry.model_store
-    vectors = store.load(two_tower_model.location).embed_items(raw_tables.items)  # (N, D)
+    artifact = store.load(two_tower_model.location)
+    vectors = artifact.embed_items(raw_tables.items)  # (N, dim): served, the prior's coordinate too
     path = store.write_embeddings(two_tower_model.id, raw_tables.items["item_id"].to_numpy(), vectors)
-    norms = np.linalg.norm(vectors, axis=1)
+    towers = artifact.prior.towers(vectors)  # the norms and similarities of the towers' own
+    norms = np.linalg.norm(towers, axis=1)
     context.log.info("embedded %d items into %s", len(vectors), path)
     return dg.Output(ItemEmbeddings(two_tower_model.id, path), metadata={
         "path": dg.MetadataValue.path(str(path)), "dagster/row_count": len(vectors),
         "dim": int(vectors.shape[1]), "norm_min": float(norms.min()), "norm_max": float(norms.max()),
-        "seconds": round(time.perf_counter() - started, 2), "similarities": _similarity_plot(vectors)})
+        "seconds": round(time.perf_counter() - started, 2), "similarities": _similarity_plot(towers)})
 
 
 def _similarity_plot(vectors: np.ndarray) -> dg.MetadataValue:

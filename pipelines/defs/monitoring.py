@@ -15,6 +15,7 @@ from pipelines.defs.plots import figure, markdown_image, table
 from pipelines.defs.resources import RegistryResource, ServiceResource
 from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, query_sample
 from towers import evaluate
+from towers.prior import PopularityPrior
 
 GROUP = "monitoring"
 EF_SWEEP = (8, 16, 32, 64, 128, 256)  # query-time beam widths of the recall/latency trade-off
@@ -31,8 +32,8 @@ def embedding_drift(context: dg.AssetExecutionContext, item_embeddings: ItemEmbe
         return
     store = registry.model_store
     with registry.open() as reg:  # the towers' own vectors: without a popularity prior's coordinate
-        new_prior, old_prior = [store.load(reg.get_model(v).location).prior
-                                for v in (item_embeddings.model_version_id, previous)]
+        locations = [reg.get_model(v).location for v in (item_embeddings.model_version_id, previous)]
+    new_prior, old_prior = [store.load(at).prior if at else PopularityPrior.off() for at in locations]
     new_ids, new = store.read_embeddings(item_embeddings.model_version_id)
     old_ids, old = store.read_embeddings(previous)
     new, old = new_prior.towers(new), old_prior.towers(old)

@@ -63,7 +63,7 @@ class IndexBuild:
 
 def query_sample(artifact: Artifact, split: evaluate.Split, size: int = RECALL_QUERIES,
                  seed: int = 0) -> np.ndarray:
-    """(Q, D) user vectors of a fixed sample of the test window's queries."""
+    """(Q, dim) served user vectors of a fixed sample of the test window's queries."""
     frame = split.test.frame
     rows = np.sort(np.random.default_rng(seed).permutation(len(frame))[:size])
     return artifact.embed_users(frame.iloc[rows])

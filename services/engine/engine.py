@@ -177,8 +177,8 @@ class Engine:
         s = self.live.snapshot()
         item = self._item(s, item_id)
         with torch.inference_mode():
-            towers = s.artifact.embed_items(item_frame(item_id, item))[:, :s.artifact.config.dim]
-        vector = s.artifact.prior.users(towers)[0]
+            served = s.artifact.embed_items(item_frame(item_id, item))
+        vector = s.artifact.prior.users(s.artifact.prior.towers(served))[0]
         filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
         ids, scores = self._search(s, vector, k, filters)
         return SimilarItemsResponse(

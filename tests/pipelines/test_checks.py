@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -17,7 +18,9 @@ from pipelines.defs.checks import (
 )
 from pipelines.defs.resources import build_resources
 from pipelines.defs.values import ModelVersionRef, TrainingExamples
+from towers import evaluate
 from towers.artifact import Artifact
+from towers.prior import PopularityPrior
 
 
 def model_with_history(graph, tmp_path, losses: list[float]) -> ModelVersionRef:
@@ -75,6 +78,15 @@ def test_popularity_gate_compares_on_validation_and_reports_the_margin_over_ease
     assert result.passed == (metadata["val_ndcg@10"] > metadata["popularity_val_ndcg@10"])
     assert metadata["margin_over_ease"] == metadata["val_ndcg@10"] - metadata["ease_val_ndcg@10"]
     assert metadata["ease_lambda"] > 0
+    # the gate scores the towers as served, prior included, and reports them without it beside
+    artifact = Artifact.load(graph.result.output_for_node("two_tower_model").location)
+    assert metadata["popularity_prior"] == artifact.prior.weight == 0.1
+    alone = dataclasses.replace(artifact, prior=PopularityPrior.off())
+    validation = graph.result.output_for_node("evaluation_split").validation
+    assert metadata["val_ndcg@10_without_prior"] == evaluate.evaluate(
+        evaluate.two_tower(alone, graph.dataset.items), validation)["ndcg@10"]
+    assert metadata["val_ndcg@10"] == evaluate.evaluate(
+        evaluate.two_tower(artifact, graph.dataset.items), validation)["ndcg@10"]
     margin = metadata["margin_over_popularity"]
     assert popularity_gate(graph, graph.result.output_for_node("two_tower_model"), margin - 0.01).passed
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import dagster as dg
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from pipelines.defs.monitoring import LATENCY_METRIC, latency_buckets
+from pipelines.defs.monitoring import LATENCY_METRIC, embedding_drift, latency_buckets
+from pipelines.defs.resources import build_resources
 
 
 def materialization_metadata(graph, asset: str) -> dict:
@@ -41,3 +46,16 @@ def test_latency_buckets_ignore_other_histograms():
     registry = CollectorRegistry()
     Histogram("something_else_seconds", "other", registry=registry).observe(0.1)
     assert latency_buckets(generate_latest(registry).decode()) is None
+
+
+def test_drift_compares_the_towers_own_vectors_without_the_priors_coordinate(graph):
+    embeddings = graph.result.output_for_node("item_embeddings")
+    build = dataclasses.replace(graph.result.output_for_node("item_index"),  # against itself
+                                previous_model_version_id=embeddings.model_version_id)
+    registry = build_resources(graph.settings)["registry"]
+    assert registry.model_store.read_embeddings(embeddings.model_version_id)[1].shape[1] == 33
+    [output] = embedding_drift(dg.build_asset_context(), embeddings, build, registry)
+    metadata = {k: getattr(v, "value", v) for k, v in output.metadata.items()}
+    assert metadata["neighbour_overlap_mean"] == 1.0 and metadata["neighbours_changed_share"] == 0.0
+    assert metadata["new_norm_mean"] == pytest.approx(1.0, abs=1e-4)  # unit: the prior's coordinate is off
+    assert metadata["new_pair_similarity_mean"] == metadata["live_pair_similarity_mean"]

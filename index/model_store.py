@@ -136,10 +136,10 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
 def default_quantization(artifact: Artifact) -> Quantization:
     """IndexSpec's default (int8), or none when the vectors carry a popularity prior.
 
-    int8 codes every coordinate in one value range (the query's too, as recall suggests); the prior's does
-    not fit beside unit-vector ones (recall@10 0.92 against exact search for ml-1m-dev's TEMPORAL
-    test users at weight 0.2, under the 0.97 the pipeline requires; docs/towers-notes.md, issue 18,
-    part m).
+    int8 codes every coordinate in one value range (the query's too, as recall suggests); the
+    prior's does not fit beside unit-vector ones (recall@10 0.92 against exact search for
+    ml-1m-dev's TEMPORAL test users at weight 0.2, under the 0.97 the pipeline requires;
+    docs/towers-notes.md, issue 18, part m).
     """
     return "none" if artifact.prior.extra_dims else IndexSpec.model_fields["quantization"].default
 

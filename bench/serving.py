@@ -5,8 +5,9 @@
     twotower bench serving --rps=400 --workers=2 --parts=http
 
 Builds (once; `--home` keeps it; `--parts=` only builds) the shop `data` (100k items): Feast
-store, towers trained for `train_minutes` on the Feast training frame, an int8 Qdrant Edge
-version of every item, and a re-ranker of production shape (`ranker_trees` LightGBM lambdarank
+store, towers trained for `train_minutes` on the Feast training frame (served with a
+`popularity_prior` of that weight, 0 by default), an int8 Qdrant Edge version of every item (float32
+with a prior), and a re-ranker of production shape (`ranker_trees` LightGBM lambdarank
 trees of 15 leaves, re-ranking `RankerConfig.candidates` candidates, fitted on random rows: its
 quality does not change its latency, and training a real one here would take longer than the
 benchmark). Then:
@@ -46,6 +47,9 @@ DEFAULTS = {
     "data": "synthetic:items=100000,users=2000,events=30000,seed=0",
     "home": ".twotower/bench-serving",  # built once, reused while `data` and the index defaults hold
     "train_minutes": 2.0,
+    # weight of the served popularity prior (towers/prior.py); > 0 serves 65-d vectors from a
+    # float32 version (index.model_store.default_quantization)
+    "popularity_prior": 0.0,
     "ranker_trees": 60,  # the most a cross-validated ranker kept in bench/ranker.py (7 to 61)
     "k": 10,
     "requests": 3000,  # timed in-process requests
@@ -79,7 +83,8 @@ def build(config: dict, home: Path) -> None:
     materialize(store, dataset.last_event.to_pydatetime())
     artifact = fit(examples(store, dataset.interactions), dataset.items,
                    tower=TowerConfig(max_len=HISTORY_LENGTH),
-                   train=TrainConfig(epochs=1, max_minutes=config["train_minutes"], seed=config["seed"]))
+                   train=TrainConfig(epochs=1, max_minutes=config["train_minutes"], seed=config["seed"],
+                                     popularity_prior=config["popularity_prior"]))
     registry = publish(artifact, dataset, home, config={"data": config["data"]})
     registry.backend.close()  # the Edge shard is single-process: the engine copies it next
     registry.close()
@@ -87,11 +92,13 @@ def build(config: dict, home: Path) -> None:
 
 
 def _build_key(config: dict) -> str:
-    """What a build depends on: the data and the index defaults (a changed default rebuilds)."""
+    """What a build depends on: the data, the prior and the index defaults (a change rebuilds)."""
     from index import IndexSpec
 
     defaults = {name: f.default for name, f in IndexSpec.model_fields.items() if name != "dim"}
-    return json.dumps({"data": config["data"], "index": defaults}, sort_keys=True)
+    return json.dumps({"data": config["data"], "index": defaults,
+                       **({"prior": config["popularity_prior"]} if config["popularity_prior"] else {})},
+                      sort_keys=True)
 
 
 def save_ranker(config: dict, home: Path) -> None:

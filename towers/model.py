@@ -44,6 +44,7 @@ class TowerConfig(Config):
     # (no dropout mask) trains 8 % more examples/s (notes: issue 18, part i).
     attention_dropout: Share = 0.0
     use_user_id: bool = False  # off: unseen users get the same path as known ones
+    user_id_dropout: Share = 0.1  # share of training rows that see no user ID (new users)
     use_time_gaps: bool = True  # time since the previous history event marks sessions
     item_id_dropout: Share = 0.1  # share of training lookups that see content only (cold start)
     title_buckets: Count = 4096  # hashed title words; collisions are harmless at this catalogue size
@@ -384,7 +385,10 @@ class UserTower(nn.Module):
             context = context + self.query_gap(batch.query_gap)  # (Q, D)
         parts = [seq, profile[batch.query_row], context]
         if self.users is not None:
-            parts.append(self.users(batch.user)[batch.query_row])
+            user = batch.user  # (B,)
+            if self.training and self.config.user_id_dropout > 0:
+                user = user.masked_fill(torch.rand(user.shape) < self.config.user_id_dropout, 0)
+            parts.append(self.users(user)[batch.query_row])
         return F.normalize(seq + self.head(torch.cat(parts, dim=-1)), dim=-1)  # (Q, D)
 
 

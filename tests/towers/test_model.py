@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -12,6 +14,7 @@ from torch import nn
 
 from tests.towers.conftest import MAX_LEN
 from towers.artifact import Artifact, upgrade_v1
+from towers.data import encode_users
 from towers.model import Block, CausalTransformer, Dropout, MeanBag, TowerConfig, keep_mask
 from towers.train import TrainConfig, fit
 
@@ -44,6 +47,30 @@ def test_user_without_history_or_profile_still_gets_a_unit_vector(artifact):
     vector = artifact.embed_users(frame)
     assert np.isfinite(vector).all()
     np.testing.assert_allclose(np.linalg.norm(vector), 1.0, rtol=1e-5)
+
+
+def test_user_id_dropout_trains_the_path_an_unknown_user_takes(artifact, slice_ds):
+    """A training row whose ID is dropped is encoded exactly as a user the model does not know."""
+    _, frame = slice_ds
+    model = copy.deepcopy(artifact.model)
+    model.user_tower.config = model.config.model_copy(update={"user_id_dropout": 0.5})
+    for module in model.modules():  # every other random draw off: only the ID may differ
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    model.item_tower.id_dropout = 0.0
+    batch = encode_users(model.vocab, frame.head(60), MAX_LEN)
+    assert (batch.user > 0).all()
+    with torch.no_grad():
+        model.eval()
+        known = model.users(batch)
+        unknown = model.users(dataclasses.replace(batch, user=torch.zeros_like(batch.user)))
+        model.train()
+        torch.manual_seed(0)
+        trained = model.users(batch)
+    as_known = torch.isclose(trained, known, atol=1e-6).all(dim=1)
+    as_unknown = torch.isclose(trained, unknown, atol=1e-6).all(dim=1)
+    assert (as_known | as_unknown).all()
+    assert as_known.any() and as_unknown.any() and not (as_known & as_unknown).any()
 
 
 def test_cold_item_gets_finite_content_dependent_embedding(artifact, slice_ds):

@@ -43,8 +43,8 @@ class TowerConfig(Config):
     # On the attention weights. 0: tied with 0.2 on validation, and SDPA's fused CPU kernel
     # (no dropout mask) trains 8 % more examples/s (notes: issue 18, part i).
     attention_dropout: Share = 0.0
-    use_user_id: bool = False  # off: unseen users get the same path as known ones
-    user_id_dropout: Share = 0.1  # share of training rows that see no user ID (new users)
+    use_user_id: bool = True  # a returning user's whole past, beyond the last max_len events
+    user_id_dropout: Share = 0.1  # share of training rows that see no user ID: new users' path
     use_time_gaps: bool = True  # time since the previous history event marks sessions
     item_id_dropout: Share = 0.1  # share of training lookups that see content only (cold start)
     title_buckets: Count = 4096  # hashed title words; collisions are harmless at this catalogue size

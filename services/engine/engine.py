@@ -172,13 +172,13 @@ class Engine:
         return ranked
 
     def similar(self, item_id: int, *, k: int, in_stock_only: bool = True) -> SimilarItemsResponse:
-        """Items nearest to an item's own vector (embedded from its content by the live tower),
-        asked as a user's would be: the model's popularity prior counts here too."""
+        """Items nearest to an item's own vector (embedded from its content by the live tower), by
+        the towers alone: the popularity prior is picked for users' next items, not for likeness."""
         s = self.live.snapshot()
         item = self._item(s, item_id)
         with torch.inference_mode():
             served = s.artifact.embed_items(item_frame(item_id, item))
-        vector = s.artifact.prior.users(s.artifact.prior.towers(served))[0]
+        vector = s.artifact.prior.alone(served)[0]
         filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
         ids, scores = self._search(s, vector, k, filters)
         return SimilarItemsResponse(

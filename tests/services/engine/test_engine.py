@@ -71,12 +71,12 @@ def test_retrieve_answers_vectors_as_rank_answers_their_rows(service, engine):
                                   engine.rank(rows, 10, exclude))
 
 
-def test_similar_items_are_scored_as_a_user_with_that_items_vector_prior_included(service, engine):
+def test_similar_items_are_scored_by_the_towers_alone_the_prior_not_counted(service, engine):
     artifact, items = service.artifact, service.dataset.items
     assert artifact.prior.weight > 0, "the shop's model is served with a popularity prior"
     vectors = artifact.embed_items(items)  # (N, D + 1): the towers' vectors and the prior
     item = int(items["item_id"].iloc[0])
-    query = artifact.prior.users(vectors[:1, :artifact.config.dim])[0]
+    query = artifact.prior.alone(vectors[:1])[0]  # the prior's coordinate 0: cosine alone
     expected = dict(zip(items["item_id"].tolist(), (vectors @ query).tolist(), strict=True))
     answer = engine.similar(item, k=5, in_stock_only=False)
     assert len(answer.items) == 5 and item not in [hit.item_id for hit in answer.items]

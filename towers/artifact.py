@@ -86,8 +86,6 @@ class Artifact:
         out = [self.model.item_tower(encode_items(self.model.vocab, items.iloc[i:i + EMBED_BATCH]))
                for i in range(0, len(items), EMBED_BATCH)]
         vectors = torch.cat(out).numpy() if out else np.zeros((0, self.config.dim), np.float32)
-        if not self.prior.extra_dims:
-            return vectors
         return self.prior.items(vectors, self.model.vocab.item_index(items["item_id"].to_numpy()))
 
     def save(self, path: str | Path) -> Path:

@@ -72,6 +72,12 @@ class TowerConfig(Config):
         return self
 
 
+def drop_ids(ids: torch.Tensor, share: float) -> torch.Tensor:
+    """`share` of `ids`, drawn at random, set to 0 (the unknown's): in training, this keeps the path
+    of an item or user the model never saw trained."""
+    return ids.masked_fill(torch.rand(ids.shape) < share, 0) if share > 0 else ids
+
+
 class ItemTower(nn.Module):
     """Item-ID embedding plus content (categories, price, year, title words) -> residual MLP, plus
     the item's trailing popularity (`data.Popularity` buckets) -> L2 norm.
@@ -125,8 +131,8 @@ class ItemTower(nn.Module):
 
     def _combine(self, ids: torch.Tensor, price: torch.Tensor, year: torch.Tensor,
                  categories: torch.Tensor, title: torch.Tensor) -> torch.Tensor:
-        if self.training and self.id_dropout > 0:
-            ids = ids.masked_fill(torch.rand(ids.shape) < self.id_dropout, 0)
+        if self.training:
+            ids = drop_ids(ids, self.id_dropout)
         h = self.ids(ids) + self.price(price) + self.year(year) + categories + title  # (..., D)
         return h + self.mlp(h)  # (..., D)
 
@@ -359,6 +365,7 @@ class UserTower(nn.Module):
         self.query_gap = nn.Embedding(GAP_BUCKETS, d) if config.use_query_gap else None
         self.users = nn.Embedding(len(vocab.user_ids) + 1, d, padding_idx=0) \
             if config.use_user_id else None
+        self.id_dropout = config.user_id_dropout
         parts = 4 if config.use_user_id else 3
         self.head = nn.Sequential(nn.Linear(parts * d, 2 * d), nn.GELU(),
                                   Dropout(config.dropout), nn.Linear(2 * d, d))
@@ -385,9 +392,7 @@ class UserTower(nn.Module):
             context = context + self.query_gap(batch.query_gap)  # (Q, D)
         parts = [seq, profile[batch.query_row], context]
         if self.users is not None:
-            user = batch.user  # (B,)
-            if self.training and self.config.user_id_dropout > 0:
-                user = user.masked_fill(torch.rand(user.shape) < self.config.user_id_dropout, 0)
+            user = drop_ids(batch.user, self.id_dropout) if self.training else batch.user  # (B,)
             parts.append(self.users(user)[batch.query_row])
         return F.normalize(seq + self.head(torch.cat(parts, dim=-1)), dim=-1)  # (Q, D)
 

@@ -53,7 +53,7 @@ def test_user_id_dropout_trains_the_path_an_unknown_user_takes(artifact, slice_d
     """A training row whose ID is dropped is encoded exactly as a user the model does not know."""
     _, frame = slice_ds
     model = copy.deepcopy(artifact.model)
-    model.user_tower.config = model.config.model_copy(update={"user_id_dropout": 0.5})
+    model.user_tower.id_dropout = 0.5
     for module in model.modules():  # every other random draw off: only the ID may differ
         if isinstance(module, nn.Dropout):
             module.p = 0.0

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import importlib
 import io
@@ -37,6 +38,7 @@ from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, table_path,
 log = logging.getLogger(__name__)
 
 DEFINITIONS = Path(__file__).resolve().parent  # the in-tree Feast repository
+APPLY_LOCK = ".apply.lock"  # held in a repository while it is applied
 # The services of feature_services.py, named here so that importing this module does not load Feast
 # (a test keeps them equal).
 TRAINING_SERVICE = "two_tower_v1"
@@ -103,6 +105,14 @@ def definition_modules(repo: Path) -> list[str]:
 
 
 @contextlib.contextmanager
+def _applying(repo: Path) -> Iterator[None]:
+    """Hold the repository's apply lock: another process applying it waits until this one is done."""
+    with (repo / APPLY_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
+@contextlib.contextmanager
 def _inside(repo: Path) -> Iterator[None]:
     """Feast imports definitions as top-level modules from the repository's folder: isolate that."""
     cwd, names = os.getcwd(), definition_modules(repo)
@@ -119,6 +129,8 @@ def _inside(repo: Path) -> Iterator[None]:
 def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it takes seconds)
     """Run `feast apply` on the repository, in-process, and return its FeatureStore.
 
+    One process at a time applies a repository (a file lock in it): the service's workers, which
+    all apply a moved copy as they start, would otherwise race to replace its registry.
     What `feast apply` prints (each change, with proto dumps) is logged at INFO instead.
     """
     from feast import FeatureStore
@@ -126,11 +138,11 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
     from feast.repo_operations import apply_total
 
     repo = repo.resolve()
-    _forget_if_moved(repo)
     # Feast warns that a daily table's path (a glob, which DuckDB reads) is no existing file.
     logging.getLogger("feast.infra.offline_stores.file_source").setLevel(logging.ERROR)
     printed = io.StringIO()
-    with _inside(repo), contextlib.redirect_stdout(printed):
+    with _applying(repo), _inside(repo), contextlib.redirect_stdout(printed):
+        _forget_if_moved(repo)
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
                     skip_source_validation=False)
     log.info("feast apply %s:\n%s", repo, printed.getvalue().strip())

@@ -220,7 +220,23 @@ def _serve(args: argparse.Namespace) -> None:
                 os.environ[name] = folder
         uvicorn.run("services.api.main:create_app", factory=True, workers=args.workers,
                     host=args.host, port=args.port, access_log=False,
+                    log_config=_serve_logging(args.verbose),
                     log_level="debug" if args.verbose else "info")
+
+
+def _serve_logging(verbose: bool) -> dict:
+    """uvicorn's logging, plus the service's own records (the version each worker loads, the
+    writes it replays) in the same stream; the libraries' INFO chatter stays out, as elsewhere."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    quiet = {} if verbose else {name: {"level": "WARNING"} for name in QUIET_LOGGERS}
+    return {**LOGGING_CONFIG,
+            "formatters": {**LOGGING_CONFIG["formatters"], "named": {
+                "()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(name)s: %(message)s"}},
+            "handlers": {**LOGGING_CONFIG["handlers"], "named": {
+                "formatter": "named", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+            "loggers": {**LOGGING_CONFIG["loggers"], **quiet},
+            "root": {"handlers": ["named"], "level": "DEBUG" if verbose else "INFO"}}
 
 
 def _versions(args: argparse.Namespace) -> None:

@@ -28,11 +28,13 @@ from feature_repo.store import (
     render_repo,
 )
 from feature_repo.tables import write_feature_tables
+from tests.utils.polling import eventually
 from tests.utils.tables import make_dataset
 
+ROOT = Path(__file__).resolve().parents[2]
 FEAST = str(Path(sys.executable).parent / "feast")
 # The CLI imports the offline store from this checkout's `feature_repo`, as pytest does.
-CLI_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+CLI_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def test_feast_cli_apply_materialize_then_online_history_is_the_latest(ml100k_dataset, tmp_path):
@@ -68,6 +70,35 @@ def test_materialize_to_the_last_event_includes_it(tmp_path):
     materialize(store, pd.Timestamp("2024-01-02 10:00:00", tz="UTC").to_pydatetime())
     online = online_user_features(store, [1])
     assert list(online.loc[0, "recent_item_ids"]) == [2, 3] and online.loc[0, "event_count"] == 2
+
+
+def _waiting_for_a_lock(pid: int) -> bool:
+    """Whether process `pid` is blocked on a file lock (a `->` line of /proc/locks)."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_moved_repository_is_applied_by_one_process_at_a_time(tmp_path):
+    """Each of a service's workers applies a moved repository again as it starts; together, one
+    deleted the registry file another was replacing, and that worker failed to start."""
+    from feature_repo.store import _applying, _moved, build_store, materialize
+
+    events = [(1, 2, "2024-01-01 10:00:00"), (1, 3, "2024-01-02 10:00:00")]
+    store = build_store(make_dataset(events), FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    materialize(store, pd.Timestamp("2024-01-02 10:00:00", tz="UTC").to_pydatetime())
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "repo", moved)
+    shutil.rmtree(tmp_path / "repo")
+    registry = (moved / "data" / "registry.db").read_bytes()
+    opening = f"from feature_repo.store import *; open_store(FeatureStoreConfig(repo_dir={str(moved)!r}))"
+    with _applying(moved):  # as a first worker applying it
+        worker = subprocess.Popen([sys.executable, "-c", opening], cwd=ROOT)
+        assert eventually(lambda: _waiting_for_a_lock(worker.pid) or worker.poll() is not None, 120)
+        assert worker.poll() is None and (moved / "data" / "registry.db").read_bytes() == registry
+    assert worker.wait(timeout=300) == 0
+    store = open_store(FeatureStoreConfig(repo_dir=moved))
+    assert not _moved(store, moved.resolve())
+    assert list(online_user_features(store, [1]).loc[0, "recent_item_ids"]) == [2, 3]
 
 
 def test_redis_online_store_and_sql_registry_are_configuration(tmp_path):

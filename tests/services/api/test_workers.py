@@ -54,8 +54,11 @@ def test_two_workers_serve_their_own_copies_and_each_others_writes(service: Serv
         deadline = time.monotonic() + 60  # each worker copies the shard as it loads the version
         while len(list(copies.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(workers) == 2
-        assert {int(c.name.split("-")[0]) for c in copies.iterdir()} == workers
+        log = (home / "serve.log").read_text()
+        assert len(workers) == 2, log
+        assert {int(c.name.split("-")[0]) for c in copies.iterdir()} == workers, log
+        # the service's own records reach the log: each worker names the version it serves
+        assert log.count(f"serving index version {copy.client().version().index_version} ") == 2
         with copy.client() as client:
             assert item in _in_stock_neighbours(client, probe)
             client.set_stock(item, 0)

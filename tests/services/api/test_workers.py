@@ -54,11 +54,12 @@ def test_two_workers_serve_their_own_copies_and_each_others_writes(service: Serv
         deadline = time.monotonic() + 60  # each worker copies the shard as it loads the version
         while len(list(copies.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        log = (home / "serve.log").read_text()
-        assert len(workers) == 2, log
-        assert {int(c.name.split("-")[0]) for c in copies.iterdir()} == workers, log
+        log = home / "serve.log"
+        assert len(workers) == 2, log.read_text()
+        assert {int(c.name.split("-")[0]) for c in copies.iterdir()} == workers, log.read_text()
         # the service's own records reach the log: each worker names the version it serves
-        assert log.count(f"serving index version {copy.client().version().index_version} ") == 2
+        serving = f"serving index version {copy.client().version().index_version} "
+        assert eventually(lambda: log.read_text().count(serving) == 2), log.read_text()
         with copy.client() as client:
             assert item in _in_stock_neighbours(client, probe)
             client.set_stock(item, 0)

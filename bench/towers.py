@@ -3,6 +3,7 @@
     twotower bench towers --part=train --artifact=/tmp/towers-loo   # LOO fit, saves the model
     twotower bench towers --part=latency --artifact=/tmp/towers-loo # p50/p99 per request
     twotower bench towers --part=ab --baseline=/tmp/base --data=movielens-1m:PATH  # A/B throughput
+    twotower bench towers --part=scale --data=synthetic:items=1000000,users=1000000,events=3000000,seed=0
 
 `train` reports the Feast store and training-frame build times, the fit's wall time to its best
 validation epoch and in total, its validation NDCG@10 per epoch, and its examples/second;
@@ -14,6 +15,11 @@ validation epoch and in total, its validation NDCG@10 per epoch, and its example
 until `steps` batches), in a fresh process per fit, the two checkouts alternating for `rounds`
 rounds (ABBA order), so both see the same machine load. Each fit reports examples/s, ms/step and
 the process's peak RSS; the summary gives medians and the speedup.
+
+`scale` trains on the whole LOO training frame, so the ID tables hold every user and item: the
+first `steps` steps, with the ID tables' sparse updates (`TrainConfig.sparse_ids_above`) and
+without, and the `--baseline` checkout's defaults when one is given; each in a fresh process, it
+reports the fit's own ms/step (the mean over those steps) and the peak RSS.
 """
 
 from __future__ import annotations
@@ -165,10 +171,69 @@ def ab(config: dict, ds, split, store, home: str) -> dict:
                              / median["baseline"]["examples_per_s"], 2)}
 
 
+class _Enough(Exception):
+    """Raised from the fit's log once a `scale` run has timed its steps."""
+
+
+def steps(config: dict) -> dict:
+    """The first `steps` steps of a fit on a saved frame, timed by the fit's own log lines."""
+    import logging
+
+    import pandas as pd
+    import torch
+
+    from towers.train import TrainConfig, fit
+
+    torch.set_num_threads(config["threads"])
+    frame, items = pd.read_parquet(config["frame"]), pd.read_pickle(config["items"])
+    seen: dict = {}
+
+    def timed(record: logging.LogRecord) -> bool:
+        if record.msg.startswith("training on"):  # rows, users, items, ...
+            seen.update(zip(("rows", "users", "items"), record.args[:3], strict=True))
+        elif record.msg.startswith("step "):  # step, loss, lr, mean ms/step since the start
+            seen["ms_per_step"] = round(record.args[3], 1)
+            if record.args[0] >= config["steps"]:
+                raise _Enough
+        return True
+
+    logger = logging.getLogger("towers.train")
+    logger.setLevel(logging.INFO)
+    logger.addFilter(timed)  # a logger's filter runs in the training loop: _Enough ends the fit
+    try:
+        fit(frame, items, train=TrainConfig(log_every=min(20, config["steps"]),
+                                            validate_steps=10**9, seed=config["seed"],
+                                            **config["train"]))
+    except _Enough:
+        pass
+    return {**seen, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def scale(config: dict, ds, split, store, home: str) -> dict:
+    """`steps` of fits on the whole training frame: sparse ID tables or not, and the baseline."""
+    from towers.features import examples
+
+    paths = {"frame": f"{home}/scale-frame.parquet", "items": f"{home}/scale-items.pkl"}
+    examples(store, split.train).to_parquet(paths["frame"])
+    ds.items.to_pickle(paths["items"])
+    runs = {"this": (ROOT, {}), "this, dense ID tables": (ROOT, {"sparse_ids_above": 10**12})}
+    if config["baseline"]:
+        runs["baseline"] = (Path(config["baseline"]).resolve(), {})
+    results = {}
+    for name, (checkout, train) in runs.items():
+        done = subprocess.run(
+            [sys.executable, __file__, "steps", json.dumps({**config, **paths, "train": train})],
+            env={**os.environ, "BENCH_TOWERS_CHECKOUT": str(checkout)},
+            capture_output=True, text=True, check=True)
+        results[name] = json.loads(done.stdout.splitlines()[-1])
+        print(json.dumps({"checkout": name, **results[name]}), flush=True)
+    return {"runs": results}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["epoch"]:  # an `ab` fit process
-        print(json.dumps(epoch(json.loads(argv[1]))))
+    if argv[:1] in (["epoch"], ["steps"]):  # an `ab` or `scale` fit process
+        print(json.dumps({"epoch": epoch, "steps": steps}[argv[0]](json.loads(argv[1]))))
         return
     from bench._args import parse
 
@@ -197,8 +262,10 @@ def main(argv: list[str] | None = None) -> None:
             result = latency(config, split, artifact)
         elif config["part"] == "ab":
             result = ab(config, ds, split, store, home)
+        elif config["part"] == "scale":
+            result = scale(config, ds, split, store, home)
         else:
-            raise SystemExit(f"--part={config['part']}: choose train, latency or ab")
+            raise SystemExit(f"--part={config['part']}: choose train, latency, ab or scale")
     print(json.dumps({"part": config["part"], "data": config["data"],
                       "threads": config["threads"], **result}))
 

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -91,6 +92,9 @@ class TrainConfig(Config):
     window_queries: Share = 0.25
     validate_steps: Count = 100  # steps between validations at least: patience counts real progress
     weight_decay: NonNegativeFloat = 0.0  # dropout already regularises; decay hurt the ID tables
+    # An ID table with more rows gets sparse gradients and a lazy Adam (no decay): a dense step
+    # reads and writes every row, 95 ms at 1M x 64 against 5 ms (docs/benchmarks.md)
+    sparse_ids_above: NonNegativeInt = 100_000
     temperature: PositiveFloat = 0.05  # on unit vectors: above 0.1 on validation, both MovieLens sets
     learn_temperature: bool = False  # `temperature` is then the start of a learned one (Temperature)
     loss: Loss = "auto"  # auto = full softmax if the catalogue has <= full_softmax_max_items
@@ -235,7 +239,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     temperature = Temperature(train.temperature, learned=train.learn_temperature)
     params = [*model.parameters(), *temperature.parameters(),
               *(head.parameters() if head is not None else ())]
-    optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    optimizers = _optimizers(params, _sparse_id_tables(model, train.sparse_ids_above, world), train)
     ema: AveragedModel | None = None  # set with the schedule, whose epochs give its horizon
     ema_every = 1  # steps between its updates
     kept = model  # what is validated and returned: the model or its moving average
@@ -267,8 +271,9 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             if step >= schedule.steps:
                 break
             lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
+            for optimizer in optimizers:
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr
             users, targets, seconds = windows.batch(
                 group, asked if train.query_between or train.later_targets else None,
                 train.query_between, train.later_targets, train.later_horizon)
@@ -317,13 +322,15 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                     model.item_tower.known(candidates))  # (C, D)
                 total = total + nested_loss(u, vectors, labels, train.nested_dims, temperature(),
                                             correction, masked)
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             # Batches hold windows of similar length, so their row counts differ: dividing by a
             # constant rather than the batch's count weights every row alike.
             (total / train.batch_size).backward()
             if world > 1:
                 _average_gradients(params, world)
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             step += 1
             if ema is not None and step % ema_every == 0:
                 ema.update_parameters(model)
@@ -401,13 +408,13 @@ def pick_prior(artifact: Artifact, validate: Validate, weights: tuple[float, ...
                             val_by_prior={str(w): round(v, 4) for w, v in scores.items()})
 
 
-class Temperature(torch.nn.Module):
+class Temperature(nn.Module):
     """The softmax temperature: fixed, or learned as a log scale (CLIP's, capped at 1/100)."""
 
     def __init__(self, start: float, *, learned: bool) -> None:
         super().__init__()
         log_scale = torch.tensor(-math.log(start))
-        self.log_scale = torch.nn.Parameter(log_scale) if learned else None
+        self.log_scale = nn.Parameter(log_scale) if learned else None
         self.fixed = start
 
     def forward(self) -> torch.Tensor | float:
@@ -428,7 +435,30 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+def _sparse_id_tables(model: TwoTower, rows: int, world: int) -> list[nn.Embedding]:
+    """The ID tables with more than `rows` rows, switched to sparse gradients: a step then touches
+    the rows of its batch only. With several ranks they stay dense (the all-reduce is dense)."""
+    tables = [t for t in (model.item_tower.ids, model.user_tower.users)
+              if t is not None and t.num_embeddings > rows and world == 1]
+    for table in tables:
+        table.sparse = True
+    return tables
+
+
+def _optimizers(params: list[nn.Parameter], sparse: list[nn.Embedding],
+                train: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Adam (fused: one pass over each tensor) for every parameter, but a lazy Adam for the sparse
+    tables: it moves only the rows a batch looked up."""
+    tables = {id(t.weight) for t in sparse}
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(
+        [p for p in params if id(p) not in tables], lr=train.lr, weight_decay=train.weight_decay,
+        fused=True)]
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam([t.weight for t in sparse], lr=train.lr))
+    return optimizers
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
     """All-reduce every gradient (one flat buffer; a parameter unused on a rank counts as 0)."""
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                       for p in params])

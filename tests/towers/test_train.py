@@ -24,7 +24,16 @@ from towers.data import (
     sampled_candidates,
 )
 from towers.model import TowerConfig, TwoTower
-from towers.train import Plan, TrainConfig, ema_updates, fit, learning_rate, plan
+from towers.train import (
+    Plan,
+    TrainConfig,
+    _optimizers,
+    _sparse_id_tables,
+    ema_updates,
+    fit,
+    learning_rate,
+    plan,
+)
 
 
 def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
@@ -139,6 +148,43 @@ def test_sampled_softmax_with_mixed_negatives_also_learns(ml, small_frame):
                                      uniform_negatives=128, patience=10, validate_steps=1))
     losses = [h["loss"] for h in artifact.metrics["history"]]
     assert losses[-1] < losses[0], losses
+
+
+def test_large_id_tables_move_only_the_rows_a_step_looked_up(ml, small_frame):
+    """Above `sparse_ids_above` rows an ID table gets sparse gradients and a lazy Adam: a row
+    looked up in one step is left alone by the next (a dense Adam's momentum would move it)."""
+    model = TwoTower(TowerConfig(dim=16, max_len=MAX_LEN),
+                     Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32), {})
+    assert _sparse_id_tables(model, 10**6, world=1) == []
+    assert _sparse_id_tables(model, 0, world=2) == []  # the ranks' all-reduce is dense
+    tables = _sparse_id_tables(model, 0, world=1)
+    assert tables == [model.item_tower.ids, model.user_tower.users]
+    dense, lazy = _optimizers(list(model.parameters()), tables, TrainConfig())
+    assert isinstance(lazy, torch.optim.SparseAdam) and len(lazy.param_groups[0]["params"]) == 2
+    assert len(dense.param_groups[0]["params"]) == len(list(model.parameters())) - 2
+
+    def step(rows: list[int]) -> torch.Tensor:
+        for optimizer in (dense, lazy):
+            optimizer.zero_grad(set_to_none=True)
+        model.item_tower.ids(torch.tensor(rows)).sum().backward()
+        assert model.item_tower.ids.weight.grad.is_sparse
+        for optimizer in (dense, lazy):
+            optimizer.step()
+        return model.item_tower.ids.weight.detach().clone()
+
+    before = model.item_tower.ids.weight.detach().clone()
+    first = step([1, 2])
+    second = step([3])
+    assert not torch.equal(first[1:3], before[1:3]) and not torch.equal(second[3], first[3])
+    torch.testing.assert_close(second[1:3], first[1:3], rtol=0, atol=0)
+
+
+def test_a_fit_with_sparse_id_tables_learns(ml, small_frame):
+    artifact = fit(small_frame, ml.items, tower=TowerConfig(dim=32, max_len=MAX_LEN),
+                   train=TrainConfig(epochs=4, batch_size=256, patience=10, validate_steps=1,
+                                     sparse_ids_above=0))
+    losses = [h["loss"] for h in artifact.metrics["history"]]
+    assert losses[-1] < losses[0] - 0.1, losses
 
 
 def test_a_learned_temperature_moves_from_its_start_and_a_fixed_one_stays(ml, small_frame):

@@ -150,3 +150,20 @@ def test_bench_towers_ab_runs_on_a_small_dataset(ml100k_slice, capsys):
     assert set(summary["median"]) == {"baseline", "this"} and summary["rows"] >= 128
     for run in runs:
         assert run["examples_per_s"] > 0 and run["peak_rss_mb"] > 0 and math.isfinite(run["loss"])
+
+
+def test_bench_towers_scale_times_sparse_and_dense_id_tables_on_a_small_dataset(ml100k_slice,
+                                                                                 capsys):
+    """The scale benchmark end to end (figures in docs/benchmarks.md, no timing asserts): each
+    run trains on the whole frame, its ID tables holding every user and item, for the steps asked."""
+    root = Path(__file__).resolve().parents[2]
+    main(["bench", "towers", "--part=scale", f"--data={ml100k_slice}", f"--baseline={root}",
+          "--steps=3", "--threads=1"])
+    *runs, summary = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                      if line.startswith("{")]
+    assert [run["checkout"] for run in runs] == ["this", "this, dense ID tables", "baseline"]
+    assert set(summary["runs"]) == {run["checkout"] for run in runs}
+    for run in runs:
+        assert run["ms_per_step"] > 0 and run["peak_rss_mb"] > 0
+        assert run["users"] > 20 and run["items"] > 100 and run["rows"] > 1000
+

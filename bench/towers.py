@@ -4,6 +4,7 @@
     twotower bench towers --part=latency --artifact=/tmp/towers-loo # p50/p99 per request
     twotower bench towers --part=ab --baseline=/tmp/base --data=movielens-1m:PATH  # A/B throughput
     twotower bench towers --part=scale --data=synthetic:items=1000000,users=1000000,events=3000000,seed=0
+    twotower bench towers --part=tables  # one ID table's optimizer step by its rows
 
 `train` reports the Feast store and training-frame build times, the fit's wall time to its best
 validation epoch and in total, its validation NDCG@10 per epoch, and its examples/second;
@@ -20,6 +21,9 @@ the process's peak RSS; the summary gives medians and the speedup.
 first `steps` steps, with the ID tables' sparse updates (`TrainConfig.sparse_ids_above`) and
 without, and the `--baseline` checkout's defaults when one is given; each in a fresh process, it
 reports the fit's own ms/step (the mean over those steps) and the peak RSS.
+
+`tables` times one ID table of each size in `rows` alone (7,680 lookups a step, a batch's targets,
+negatives and histories): Adam as a loop, Adam fused, and sparse gradients with `SparseAdam`.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ sys.path.insert(0, os.environ.get("BENCH_TOWERS_CHECKOUT", str(ROOT)))
 # batch.
 DEFAULTS = {"part": "train", "data": "movielens-100k:../shared/datasets/ml-100k", "threads": 2,
             "artifact": "", "requests": 1000, "warmup": 50, "max_minutes": 10.0, "seed": 0,
-            "baseline": "", "steps": 60, "rounds": 3, "batch_size": 768}
+            "baseline": "", "steps": 60, "rounds": 3, "batch_size": 768,
+            "rows": "1500,20000,100000,200000,500000,1000000"}
 
 
 def train(config: dict, ds, split, store) -> dict:
@@ -171,6 +176,31 @@ def ab(config: dict, ds, split, store, home: str) -> dict:
                              / median["baseline"]["examples_per_s"], 2)}
 
 
+def tables(config: dict) -> dict:
+    """Median ms of an optimizer step on one (rows x 64) ID table, by optimizer."""
+    import torch
+
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+
+    def step_ms(rows: int, kind: str) -> float:
+        table = torch.nn.Embedding(rows + 1, 64, padding_idx=0, sparse=kind == "sparse")
+        optimizer = (torch.optim.SparseAdam(table.parameters(), lr=1e-3) if kind == "sparse" else
+                     torch.optim.Adam(table.parameters(), lr=1e-3, fused=kind == "fused"))
+        times = []
+        for _ in range(5 + config["steps"]):  # the first 5 warm up
+            ids = torch.randint(1, rows + 1, (7680,))
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            table(ids).pow(2).sum().backward()
+            optimizer.step()
+            times.append(1000 * (time.perf_counter() - started))
+        return round(float(np.median(times[5:])), 2)
+
+    return {int(rows): {kind: step_ms(int(rows), kind) for kind in ("loop", "fused", "sparse")}
+            for rows in config["rows"].split(",")}
+
+
 class _Enough(Exception):
     """Raised from the fit's log once a `scale` run has timed its steps."""
 
@@ -238,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     from bench._args import parse
 
     config = parse(argv, DEFAULTS)
+    if config["part"] == "tables":  # no data
+        print(json.dumps({"part": "tables", "threads": config["threads"], "ms": tables(config)}))
+        return
     import torch
 
     from feature_repo.datasets import load
@@ -265,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         elif config["part"] == "scale":
             result = scale(config, ds, split, store, home)
         else:
-            raise SystemExit(f"--part={config['part']}: choose train, latency, ab or scale")
+            raise SystemExit(f"--part={config['part']}: choose train, latency, ab, scale or tables")
     print(json.dumps({"part": config["part"], "data": config["data"],
                       "threads": config["threads"], **result}))
 

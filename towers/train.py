@@ -93,7 +93,7 @@ class TrainConfig(Config):
     validate_steps: Count = 100  # steps between validations at least: patience counts real progress
     weight_decay: NonNegativeFloat = 0.0  # dropout already regularises; decay hurt the ID tables
     # An ID table with more rows gets sparse gradients and a lazy Adam (no decay): a dense step
-    # reads and writes every row, 95 ms at 1M x 64 against 5 ms (docs/benchmarks.md)
+    # reads and writes every row, 93 ms at 1M x 64 against 5 ms (docs/benchmarks.md)
     sparse_ids_above: NonNegativeInt = 100_000
     temperature: PositiveFloat = 0.05  # on unit vectors: above 0.1 on validation, both MovieLens sets
     learn_temperature: bool = False  # `temperature` is then the start of a learned one (Temperature)

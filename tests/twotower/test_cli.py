@@ -152,6 +152,15 @@ def test_bench_towers_ab_runs_on_a_small_dataset(ml100k_slice, capsys):
         assert run["examples_per_s"] > 0 and run["peak_rss_mb"] > 0 and math.isfinite(run["loss"])
 
 
+def test_bench_towers_tables_times_each_optimizer_on_each_table_size(capsys):
+    main(["bench", "towers", "--part=tables", "--rows=10,1000", "--steps=2", "--threads=1"])
+    [result] = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                if line.startswith("{")]
+    assert set(result["ms"]) == {"10", "1000"}  # JSON keys
+    assert all(set(ms) == {"loop", "fused", "sparse"} and min(ms.values()) > 0
+               for ms in result["ms"].values())
+
+
 def test_bench_towers_scale_times_sparse_and_dense_id_tables_on_a_small_dataset(ml100k_slice,
                                                                                  capsys):
     """The scale benchmark end to end (figures in docs/benchmarks.md, no timing asserts): each

@@ -30,6 +30,9 @@ Retrieve = Callable[[np.ndarray, int, list[np.ndarray]], np.ndarray]
 Recommend = Callable[[pd.DataFrame, int, list[np.ndarray]], np.ndarray]
 TOP_K = 100  # the deepest cut any metric reads
 TEMPORAL_QUANTILE = 0.8  # the global cut: train before, test at or after
+# Scores one dense ranking holds at once (128 MB of float32): 100k validation users against a
+# million items would be 400 GB in one product.
+CHUNK_SCORES = 2**25
 
 
 @dataclass(frozen=True)
@@ -187,12 +190,17 @@ def top_k(scores: torch.Tensor, columns: np.ndarray, k: int, exclude: list[np.nd
     return columns[scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()]  # (U, k)
 
 
-def dense_retrieval(item_ids: np.ndarray, item_vectors: np.ndarray) -> Retrieve:
-    """Exact maximum inner product over all items."""
+def dense_retrieval(item_ids: np.ndarray, item_vectors: np.ndarray,
+                    chunk_scores: int = CHUNK_SCORES) -> Retrieve:
+    """Exact maximum inner product over all items, for as many users at a time as keep their
+    (users, items) scores within `chunk_scores`."""
     ids, vectors = np.asarray(item_ids), torch.from_numpy(np.asarray(item_vectors))
+    rows = max(1, chunk_scores // max(len(ids), 1))
 
     def retrieve(user_vectors: np.ndarray, k: int, exclude: list[np.ndarray]) -> np.ndarray:
-        return top_k(torch.from_numpy(user_vectors) @ vectors.T, ids, k, exclude)  # (U, N)
+        return np.concatenate([top_k(torch.from_numpy(user_vectors[i:i + rows]) @ vectors.T, ids, k,
+                                     exclude[i:i + rows])  # (rows, N) -> (rows, k)
+                               for i in range(0, max(len(user_vectors), 1), rows)])
 
     return retrieve
 

@@ -59,6 +59,19 @@ def test_retrieval_never_returns_excluded_items():
     assert retrieve(user, 2, [np.array([10, 99])]).tolist() == [[20, 30]]
 
 
+def test_retrieval_in_chunks_of_users_ranks_each_user_as_one_product_does():
+    rng = np.random.default_rng(0)
+    ids, vectors = np.arange(100, 150), rng.normal(size=(50, 8)).astype(np.float32)
+    users = rng.normal(size=(7, 8)).astype(np.float32)
+    exclude = [rng.choice(ids, size=i, replace=False) for i in range(7)]
+    whole = dense_retrieval(ids, vectors)(users, 10, exclude)
+    chunked = dense_retrieval(ids, vectors, chunk_scores=2 * len(ids))(users, 10, exclude)  # 2 users
+    np.testing.assert_array_equal(chunked, whole)
+    assert whole.shape == (7, 10) and not any(np.isin(row, seen).any()
+                                              for row, seen in zip(whole, exclude, strict=True))
+    assert dense_retrieval(ids, vectors, chunk_scores=1)(users[:0], 10, []).shape == (0, 10)
+
+
 def test_loo_split_holds_out_last_two_events_by_time_then_file_order():
     events = _events([(1, 1, 10), (1, 2, 20), (1, 4, 30), (1, 3, 30), (2, 1, 5), (2, 2, 6)])
     split = loo_split(events)

@@ -133,15 +133,21 @@ def apply(repo: Path):  # -> feast.FeatureStore (feast is imported lazily: it ta
     all apply a moved copy as they start, would otherwise race to replace its registry.
     What `feast apply` prints (each change, with proto dumps) is logged at INFO instead.
     """
+    repo = repo.resolve()
+    with _applying(repo):
+        return _apply(repo)
+
+
+def _apply(repo: Path):  # -> feast.FeatureStore
+    """`apply`, its caller holding the repository's lock."""
     from feast import FeatureStore
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
-    repo = repo.resolve()
     # Feast warns that a daily table's path (a glob, which DuckDB reads) is no existing file.
     logging.getLogger("feast.infra.offline_stores.file_source").setLevel(logging.ERROR)
     printed = io.StringIO()
-    with _applying(repo), _inside(repo), contextlib.redirect_stdout(printed):
+    with _inside(repo), contextlib.redirect_stdout(printed):
         _forget_if_moved(repo)
         apply_total(load_repo_config(repo, repo / "feature_store.yaml"), repo,
                     skip_source_validation=False)
@@ -185,9 +191,10 @@ def open_store(config: FeatureStoreConfig):  # -> feast.FeatureStore
     from feast.repo_config import RepoConfig
 
     repo = config.repo_dir.resolve()
-    store = FeatureStore(repo_path=str(repo))
-    if store.config.registry.registry_type == "file" and _moved(store, repo):
-        apply(repo)
+    with _applying(repo):  # the registry is read when no other process is replacing it
+        store = FeatureStore(repo_path=str(repo))
+        if store.config.registry.registry_type == "file" and _moved(store, repo):
+            _apply(repo)
     settings = yaml.safe_load((repo / "feature_store.yaml").read_text())
     repo_config = RepoConfig(**{**settings, "offline_store": {"type": OFFLINE_STORES[config.offline_store]}})
     repo_config.repo_path = repo

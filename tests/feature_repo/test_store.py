@@ -81,7 +81,7 @@ def _waiting_for_a_lock(pid: int) -> bool:
 def test_a_moved_repository_is_applied_by_one_process_at_a_time(tmp_path):
     """Each of a service's workers applies a moved repository again as it starts; together, one
     deleted the registry file another was replacing, and that worker failed to start."""
-    from feature_repo.store import _applying, _moved, build_store, materialize
+    from feature_repo.store import _apply, _applying, _moved, build_store, materialize
 
     events = [(1, 2, "2024-01-01 10:00:00"), (1, 3, "2024-01-02 10:00:00")]
     store = build_store(make_dataset(events), FeatureStoreConfig(repo_dir=tmp_path / "repo"))
@@ -89,12 +89,13 @@ def test_a_moved_repository_is_applied_by_one_process_at_a_time(tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path / "repo", moved)
     shutil.rmtree(tmp_path / "repo")
-    registry = (moved / "data" / "registry.db").read_bytes()
     opening = f"from feature_repo.store import *; open_store(FeatureStoreConfig(repo_dir={str(moved)!r}))"
-    with _applying(moved):  # as a first worker applying it
+    with _applying(moved):  # a first worker applying it, its registry deleted and not yet rewritten
+        (moved / "data" / "registry.db").unlink()
         worker = subprocess.Popen([sys.executable, "-c", opening], cwd=ROOT)
         assert eventually(lambda: _waiting_for_a_lock(worker.pid) or worker.poll() is not None, 120)
-        assert worker.poll() is None and (moved / "data" / "registry.db").read_bytes() == registry
+        assert worker.poll() is None  # it waits rather than read the half-applied repository
+        _apply(moved.resolve())
     assert worker.wait(timeout=300) == 0
     store = open_store(FeatureStoreConfig(repo_dir=moved))
     assert not _moved(store, moved.resolve())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ TEMPORAL_QUANTILE = 0.8  # the global cut: train before, test at or after
 # Scores one dense ranking holds at once (128 MB of float32): 100k validation users against a
 # million items would be 400 GB in one product.
 CHUNK_SCORES = 2**25
+# Validation queries at most, a fixed sample: a million users' validation ranked every user at
+# every validation; 10,000 keep NDCG@10's standard error near 0.003 (every set measured is smaller).
+VALIDATION_QUERIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,24 @@ def temporal_split(interactions: pd.DataFrame, quantile: float = TEMPORAL_QUANTI
                  notes={**notes, "validation": val_notes})
 
 
-def make_split(ds, protocol: str) -> Split:
+def make_split(ds, protocol: str, max_validation: int = VALIDATION_QUERIES) -> Split:
+    """The split of `protocol`; its validation a fixed random sample of at most `max_validation`
+    queries (early stopping ranks the catalogue for each one at every validation)."""
     if protocol == "loo":
-        return loo_split(ds.interactions)
-    if protocol == "temporal":
-        return temporal_split(ds.interactions)
-    raise ValueError(f"protocol {protocol!r}: expected 'loo' or 'temporal'")
+        split = loo_split(ds.interactions)
+    elif protocol == "temporal":
+        split = temporal_split(ds.interactions)
+    else:
+        raise ValueError(f"protocol {protocol!r}: expected 'loo' or 'temporal'")
+    queries = len(split.validation.frame)
+    if queries <= max_validation:
+        return split
+    rows = np.sort(np.random.default_rng(0).permutation(queries)[:max_validation])
+    v = split.validation
+    sample = Queries(v.protocol, v.frame.iloc[rows], [v.exclude[i] for i in rows],
+                     [v.targets[i] for i in rows], None if v.visible is None else v.visible[rows])
+    return replace(split, validation=sample,
+                               notes={**split.notes, "validation_sampled_from": queries})
 
 
 # ---------------------------------------------------------------- metrics and harness

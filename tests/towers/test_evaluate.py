@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from towers.evaluate import (
     dense_retrieval,
     evaluate,
     loo_split,
+    make_split,
     ranking_metrics,
     temporal_split,
     top_k,
@@ -70,6 +72,25 @@ def test_retrieval_in_chunks_of_users_ranks_each_user_as_one_product_does():
     assert whole.shape == (7, 10) and not any(np.isin(row, seen).any()
                                               for row, seen in zip(whole, exclude, strict=True))
     assert dense_retrieval(ids, vectors, chunk_scores=1)(users[:0], 10, []).shape == (0, 10)
+
+
+def test_a_large_validation_is_a_fixed_sample_of_whole_queries_and_the_test_stays_whole():
+    events = _events([(u, i, 10 * i) for u in range(1, 41) for i in range(1, 5)])
+    whole = make_split(SimpleNamespace(interactions=events), "loo")
+    split = make_split(SimpleNamespace(interactions=events), "loo", max_validation=7)
+    assert len(whole.validation.frame) == 40 and len(split.validation.frame) == 7
+    users = split.validation.frame["user_id"].tolist()
+    assert users == sorted(users) and set(users) < set(whole.validation.frame["user_id"])
+    v = whole.validation
+    by_user = dict(zip(v.frame["user_id"], zip(v.targets, v.exclude, strict=True), strict=True))
+    for user, target, seen in zip(users, split.validation.targets, split.validation.exclude,
+                                  strict=True):
+        assert target.tolist() == by_user[user][0].tolist()
+        assert seen.tolist() == by_user[user][1].tolist()
+    assert split.notes["validation_sampled_from"] == 40
+    assert len(split.test.frame) == 40  # what is reported is never sampled
+    again = make_split(SimpleNamespace(interactions=events), "loo", max_validation=7)
+    assert again.validation.frame["user_id"].tolist() == users
 
 
 def test_loo_split_holds_out_last_two_events_by_time_then_file_order():

@@ -159,8 +159,7 @@ def make_split(ds, protocol: str, max_validation: int = VALIDATION_QUERIES) -> S
     v = split.validation
     sample = Queries(v.protocol, v.frame.iloc[rows], [v.exclude[i] for i in rows],
                      [v.targets[i] for i in rows], None if v.visible is None else v.visible[rows])
-    return replace(split, validation=sample,
-                               notes={**split.notes, "validation_sampled_from": queries})
+    return replace(split, validation=sample, notes={**split.notes, "validation_sampled_from": queries})
 
 
 # ---------------------------------------------------------------- metrics and harness

@@ -438,8 +438,10 @@ def _distributed() -> tuple[int, int]:
 def _sparse_id_tables(model: TwoTower, rows: int, world: int) -> list[nn.Embedding]:
     """The ID tables with more than `rows` rows, switched to sparse gradients: a step then touches
     the rows of its batch only. With several ranks they stay dense (the all-reduce is dense)."""
+    if world > 1:
+        return []
     tables = [t for t in (model.item_tower.ids, model.user_tower.users)
-              if t is not None and t.num_embeddings > rows and world == 1]
+              if t is not None and t.num_embeddings > rows]
     for table in tables:
         table.sparse = True
     return tables

@@ -32,13 +32,13 @@ DEFAULTS = {"data": "movielens-100k:../shared/datasets/ml-100k", "max_minutes": 
 
 def train_towers(config: dict, ds, split, store):
     """The towers trained before T1, early-stopped on the queries at T1."""
-    from towers.evaluate import validator
+    from towers.evaluate import Validator
     from towers.features import examples, query_features
     from towers.train import TrainConfig, fit
 
     return fit(examples(store, split.train), ds.items,
                train=TrainConfig(max_minutes=config["max_minutes"], seed=config["seed"]),
-               validate=validator(query_features(store, split.validation), ds.items))
+               validate=Validator(query_features(store, split.validation), ds.items))
 
 
 def latency_us(ranker, items, config: dict) -> dict:

@@ -14,7 +14,7 @@ baseline (Popularity, EASE); `twotower eval --artifact=DIR` evaluates a saved tw
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 
 from towers.artifact import Artifact
 from towers.data import sort_events, unix_micros, unix_seconds
+from towers.prior import PopularityPrior
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,27 @@ def two_tower(artifact: Artifact, items: pd.DataFrame, retrieve: Retrieve | None
     return recommend
 
 
-def validator(queries: Queries, items: pd.DataFrame) -> Callable[[Artifact], float]:
-    """Validation NDCG@10 of a model in training, for early stopping."""
-    return lambda artifact: evaluate(two_tower(artifact, items), queries)["ndcg@10"]
+class Validator:
+    """Validation NDCG@10 of a model in training: for early stopping, and for its prior's weight."""
+
+    def __init__(self, queries: Queries, items: pd.DataFrame):
+        self.queries, self.items = queries, items
+
+    def __call__(self, artifact: Artifact) -> float:
+        return evaluate(two_tower(artifact, self.items), self.queries)["ndcg@10"]
+
+    def by_prior(self, artifact: Artifact, weights: Iterable[float]) -> dict[float, float]:
+        """The artifact's score with each weight of its popularity prior, the users and the
+        catalogue embedded once (the prior only appends a coordinate to the towers' vectors)."""
+        towers = replace(artifact, prior=PopularityPrior.off())
+        users, items = towers.embed_users(self.queries.frame), towers.embed_items(self.items)
+        ids = self.items["item_id"].to_numpy()
+        index = artifact.model.vocab.item_index(ids)
+        scores = {}
+        for weight in weights:
+            prior = artifact.prior.with_weight(weight)
+            ranked = dense_retrieval(ids, prior.items(items, index))(
+                prior.users(users), TOP_K, self.queries.exclude)
+            scores[weight] = ranking_metrics(ranked, self.queries.targets,
+                                             self.queries.protocol)["ndcg@10"]
+        return scores

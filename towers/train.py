@@ -16,14 +16,12 @@ CLI: `python -m towers.train --dataset=movielens-100k:PATH --protocol=loo [--pre
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -183,11 +181,8 @@ def ema_updates(horizon_steps: float) -> tuple[int, float]:
     return every, (1 - 1 / max(horizon_steps, 1)) ** every
 
 
-Validate = Callable[[Artifact], float]  # higher is better, e.g. validation NDCG@10
-
-
 def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerConfig | None = None,
-        train: TrainConfig | None = None, validate: Validate | None = None) -> Artifact:
+        train: TrainConfig | None = None, validate: evaluate.Validator | None = None) -> Artifact:
     """Train both towers on a Feast training frame and return the best artifact seen by `validate`.
 
     Args:
@@ -390,16 +385,14 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                         prior=PopularityPrior(train.popularity_prior or 0.0, counts))
     if validate is not None:  # `val` is the served model's: a fixed weight is scored alone
         fixed = train.popularity_prior
-        pick_prior(artifact, validate, WEIGHTS if fixed is None else (fixed,))
+        pick_prior(artifact, validate.by_prior(artifact, WEIGHTS if fixed is None else (fixed,)))
     metrics["popularity_prior"] = artifact.prior.weight
     return artifact
 
 
-def pick_prior(artifact: Artifact, validate: Validate, weights: tuple[float, ...]) -> None:
-    """Give the artifact the prior weight of `weights` that validates best (the first of equals);
+def pick_prior(artifact: Artifact, scores: dict[float, float]) -> None:
+    """Give the artifact the prior weight whose validation `scores` is best (the first of equals);
     the metrics record each weight's score and `val` becomes the chosen one's."""
-    scores = {w: validate(dataclasses.replace(artifact, prior=artifact.prior.with_weight(w)))
-              for w in weights}
     weight = max(scores, key=scores.__getitem__)
     log.info("popularity prior: weight %g, validation %.4f (the towers alone: %.4f)", weight,
              scores[weight], artifact.metrics["val"])
@@ -499,7 +492,7 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
     frame = examples(store, split.test_train)  # the refit's rows; the first fit's are a subset
     first_rows = split.test_train.index.isin(split.train.index)
     artifact = fit(frame[first_rows].reset_index(drop=True), items, tower=tower, train=train,
-                   validate=evaluate.validator(split.validation, items))
+                   validate=evaluate.Validator(split.validation, items))
     if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
         first = artifact.metrics
         refit = train.model_copy(update={"epochs": first["best_epoch"] + 1,

@@ -3,7 +3,6 @@
 Each check is named as the claim it verifies and reports its numbers as metadata.
 """
 
-import dataclasses
 
 import dagster as dg
 import numpy as np
@@ -24,7 +23,6 @@ from pipelines.defs.training import two_tower_model, validation_metadata
 from pipelines.defs.values import IndexBuild, ItemEmbeddings, ModelVersionRef, TrainingExamples, query_sample
 from towers import evaluate, graph
 from towers.data import unix_seconds
-from towers.prior import PopularityPrior
 
 LEAKAGE_SAMPLE = 300  # training rows recomputed from raw events; a leak shows in a handful
 RECALL_TARGET = 0.97  # ANN recall@10 against exact search on the new version
@@ -185,9 +183,9 @@ def towers_beat_popularity_on_validation(config: BaselineGateConfig, two_tower_m
     if "baselines" not in artifact.metrics:
         raise ValueError(f"model version {two_tower_model.id}: its metrics have no 'baselines' "
                          "(Popularity and EASE validation scores); was it trained by two_tower_model?")
-    towers, alone = (evaluate.evaluate(evaluate.two_tower(a, raw_tables.items),
-                                       evaluation_split.validation)["ndcg@10"]
-                     for a in (artifact, dataclasses.replace(artifact, prior=PopularityPrior.off())))
+    scores = evaluate.Validator(evaluation_split.validation, raw_tables.items).by_prior(
+        artifact, (artifact.prior.weight, 0.0))
+    towers, alone = scores[artifact.prior.weight], scores[0.0]
     metadata = validation_metadata({**artifact.metrics, "val": towers})
     return dg.AssetCheckResult(passed=metadata["margin_over_popularity"] > config.min_margin_over_popularity,
                                metadata={**metadata, "min_margin": config.min_margin_over_popularity,

@@ -92,7 +92,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
     context.log.info("training on %d of the training examples (before %s)", len(frame),
                      split.notes["validation"]["cut"])
     artifact = fit(frame, items, tower=tower, train=train,
-                   validate=evaluate.validator(split.validation, items))
+                   validate=evaluate.Validator(split.validation, items))
     metrics = artifact.metrics
     if metrics["stopped_by"] != "early_stopping" and metrics["improving_at_stop"]:
         context.log.warning("the %s ended training while validation was still improving",

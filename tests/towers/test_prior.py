@@ -3,6 +3,8 @@ its weight picked on validation, carried by the artifact and by a TEMPORAL refit
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -43,15 +45,27 @@ def test_the_weight_that_validates_best_is_picked_the_smallest_of_equals(ml, tin
                    train=TrainConfig(**FAST, popularity_prior=0.0))
     artifact.metrics["val"] = 0.1
     by_weight = {0.0: 0.1, 0.1: 0.2, 0.2: 0.3, 0.3: 0.3, 0.5: 0.25}
-    pick_prior(artifact, lambda candidate: by_weight[candidate.prior.weight], tuple(by_weight))
+    pick_prior(artifact, by_weight)
     assert artifact.prior.weight == 0.2 and artifact.metrics["val"] == 0.3
     assert artifact.metrics["val_by_prior"] == {"0.0": 0.1, "0.1": 0.2, "0.2": 0.3, "0.3": 0.3,
                                                 "0.5": 0.25}
 
 
+def test_scores_by_prior_weight_are_the_served_artifacts_validation(ml, tiny_split):
+    split, frame = tiny_split
+    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN, use_user_id=False),
+                   train=TrainConfig(**FAST, popularity_prior=0.0))
+    validate = evaluate.Validator(split.validation, ml.items)
+    scores = validate.by_prior(artifact, (0.0, 0.05, 0.5, 1.0))
+    for weight, score in scores.items():
+        served = dataclasses.replace(artifact, prior=artifact.prior.with_weight(weight))
+        assert score == pytest.approx(validate(served), abs=1e-6)
+    assert len(set(scores.values())) > 1, "the weights rank differently on this slice"
+
+
 def test_fit_serves_the_picked_prior_and_counts_its_own_training_events(ml, tiny_split, tmp_path):
     split, frame = tiny_split
-    validate = evaluate.validator(split.validation, ml.items)
+    validate = evaluate.Validator(split.validation, ml.items)
     # Towers without user IDs: on this slice their validation picks a prior.
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN, use_user_id=False),
                    train=TrainConfig(**FAST), validate=validate)

@@ -265,7 +265,7 @@ def test_a_tiny_dataset_trains_for_the_schedules_minimum_steps(ml, tiny_split):
     split, frame = tiny_split
     train = TrainConfig(batch_size=256, decay_epochs=6, min_steps=100, validate_steps=20, patience=1)
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
-                   validate=evaluate.validator(split.validation, ml.items))
+                   validate=evaluate.Validator(split.validation, ml.items))
     metrics, history = artifact.metrics, artifact.metrics["history"]
     passes = history[-1]["epoch"] + 1
     assert metrics["schedule_steps"] == metrics["steps"] == 100  # patience 1 waited for min_steps
@@ -280,7 +280,7 @@ def test_past_min_steps_early_stopping_ends_a_flat_schedule(ml, tiny_split):
     train = TrainConfig(batch_size=256, decay_epochs=0, min_steps=1, validate_steps=1,
                         patience=1, epochs=60, popularity_prior=0.0)
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
-                   validate=evaluate.validator(split.validation, ml.items))
+                   validate=evaluate.Validator(split.validation, ml.items))
     assert artifact.metrics["stopped_by"] == "early_stopping"
     assert artifact.metrics["history"][-1]["epoch"] < 59
     assert artifact.metrics["val"] == max(h["val"] for h in artifact.metrics["history"])
@@ -291,7 +291,7 @@ def test_under_a_decay_patience_counts_only_validations_past_the_lr_midpoint(ml,
     train = TrainConfig(batch_size=256, lr=0.01, decay_epochs=30, min_steps=1, validate_steps=1,
                         patience=2)
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
-                   validate=evaluate.validator(split.validation, ml.items))
+                   validate=evaluate.Validator(split.validation, ml.items))
     history = artifact.metrics["history"]
     vals = [h["val"] for h in history]
     assert any(later <= best for best, later in zip(np.maximum.accumulate(vals)[:-1], vals[1:],
@@ -310,7 +310,7 @@ def test_a_cap_or_budget_ending_an_improving_run_is_recorded_and_warned(ml, tiny
              else TrainConfig(batch_size=256, epochs=1))
     with caplog.at_level("WARNING", logger="towers.train"):
         artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
-                       validate=evaluate.validator(split.validation, ml.items))
+                       validate=evaluate.Validator(split.validation, ml.items))
     metrics = artifact.metrics
     assert metrics["stopped_by"] == cut and metrics["improving_at_stop"]
     assert len(metrics["history"]) == 1 and metrics["history"][0]["epoch"] == 0

@@ -4,6 +4,7 @@
     twotower bench towers --part=latency --artifact=/tmp/towers-loo # p50/p99 per request
     twotower bench towers --part=ab --baseline=/tmp/base --data=movielens-1m:PATH  # A/B throughput
     twotower bench towers --part=scale --data=synthetic:items=1000000,users=1000000,events=3000000,seed=0
+    twotower bench towers --part=validation --data=synthetic:items=100000,users=20000,events=300000,seed=0
     twotower bench towers --part=tables  # one ID table's optimizer step by its rows
 
 `train` reports the Feast store and training-frame build times, the fit's wall time to its best
@@ -21,6 +22,10 @@ the process's peak RSS; the summary gives medians and the speedup.
 first `steps` steps, with the ID tables' sparse updates (`TrainConfig.sparse_ids_above`) and
 without, and the `--baseline` checkout's defaults when one is given; each in a fresh process, it
 reports the fit's own ms/step (the mean over those steps) and the peak RSS.
+
+`validation` times one validation of the split's validation queries on untrained towers (the
+cost does not depend on the weights): embedding the users, the catalogue, the whole validation,
+and picking the prior's weight, in a fresh process of this checkout and of `--baseline`.
 
 `tables` times one ID table of each size in `rows` alone (7,680 lookups a step, a batch's targets,
 negatives and histories): Adam as a loop, Adam fused, and sparse gradients with `SparseAdam`.
@@ -246,24 +251,97 @@ def scale(config: dict, ds, split, store, home: str) -> dict:
     paths = {"frame": f"{home}/scale-frame.parquet", "items": f"{home}/scale-items.pkl"}
     examples(store, split.train).to_parquet(paths["frame"])
     ds.items.to_pickle(paths["items"])
-    runs = {"this": (ROOT, {}), "this, dense ID tables": (ROOT, {"sparse_ids_above": 10**12})}
+    return {"runs": _checkouts(config, "steps", {**paths, "train": {}}, {
+        "this": {}, "this, dense ID tables": {"train": {"sparse_ids_above": 10**12}}})}
+
+
+def validation_parts(config: dict) -> dict:
+    """Seconds of one validation's parts and of the prior's pick, on untrained towers: the cost
+    does not depend on the weights."""
+    import dataclasses
+    import pickle
+
+    import pandas as pd
+    import torch
+
+    from towers import evaluate
+    from towers.artifact import Artifact
+    from towers.data import Vocab, catalogue_content
+    from towers.encoders import item_encoder_inputs
+    from towers.model import TowerConfig, TwoTower
+    from towers.prior import WEIGHTS, PopularityPrior
+
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+    frame, items = pd.read_parquet(config["frame"]), pd.read_pickle(config["items"])
+    queries = pickle.loads(Path(config["queries"]).read_bytes())
+    tower = TowerConfig()
+    vocab = Vocab.build(frame, items, title_buckets=tower.title_buckets,
+                        profile_buckets=tower.profile_buckets)
+    model = TwoTower(tower, vocab, catalogue_content(vocab, items)
+                     | item_encoder_inputs(tower, vocab, frame))
+    counts = np.bincount(vocab.item_index(frame["item_id"].to_numpy()),
+                         minlength=len(vocab.item_ids) + 1)
+    artifact = Artifact(model, prior=PopularityPrior(0.0, counts))
+
+    def seconds(work) -> float:
+        started = time.perf_counter()
+        work()
+        return round(time.perf_counter() - started, 2)
+
+    def validate(weight: float) -> None:
+        served = dataclasses.replace(artifact, prior=artifact.prior.with_weight(weight))
+        evaluate.evaluate(evaluate.two_tower(served, items), queries)
+
+    result = {"queries": len(queries.frame), "items": len(items),
+              "embed_users_s": seconds(lambda: artifact.embed_users(queries.frame)),
+              "embed_items_s": seconds(lambda: artifact.embed_items(items)),
+              "validation_s": seconds(lambda: validate(0.0)),
+              "prior_pick_per_weight_s": seconds(lambda: [validate(w) for w in WEIGHTS])}
+    if hasattr(evaluate, "Validator"):  # this checkout: one embedding for every weight
+        result["prior_pick_by_prior_s"] = seconds(
+            lambda: evaluate.Validator(queries, items).by_prior(artifact, WEIGHTS))
+    return {**result, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def validation(config: dict, ds, split, store, home: str) -> dict:
+    """`validation_parts` on the split's validation queries, for this checkout and the baseline."""
+    import pickle
+
+    from towers.features import examples
+
+    paths = {"frame": f"{home}/validation-frame.parquet", "items": f"{home}/validation-items.pkl",
+             "queries": f"{home}/validation-queries.pkl"}
+    examples(store, split.train).to_parquet(paths["frame"])
+    ds.items.to_pickle(paths["items"])
+    Path(paths["queries"]).write_bytes(pickle.dumps(split.validation))
+    return {"runs": _checkouts(config, "validation_parts", paths, {"this": {}})}
+
+
+def _checkouts(config: dict, work: str, paths: dict, runs: dict) -> dict:
+    """`work` of each run (its config additions) in a fresh process of this checkout, and of the
+    `--baseline` checkout's defaults when one is given."""
+    runs = {name: (ROOT, extra) for name, extra in runs.items()}
     if config["baseline"]:
         runs["baseline"] = (Path(config["baseline"]).resolve(), {})
     results = {}
-    for name, (checkout, train) in runs.items():
+    for name, (checkout, extra) in runs.items():
         done = subprocess.run(
-            [sys.executable, __file__, "steps", json.dumps({**config, **paths, "train": train})],
+            [sys.executable, __file__, work, json.dumps({**config, **paths, **extra})],
             env={**os.environ, "BENCH_TOWERS_CHECKOUT": str(checkout)},
             capture_output=True, text=True, check=True)
         results[name] = json.loads(done.stdout.splitlines()[-1])
         print(json.dumps({"checkout": name, **results[name]}), flush=True)
-    return {"runs": results}
+    return results
+
+
+WORK = {"epoch": epoch, "steps": steps, "validation_parts": validation_parts}  # subprocesses
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["epoch"], ["steps"]):  # an `ab` or `scale` fit process
-        print(json.dumps({"epoch": epoch, "steps": steps}[argv[0]](json.loads(argv[1]))))
+    if argv[:1] and argv[0] in WORK:  # an `ab`, `scale` or `validation` process
+        print(json.dumps(WORK[argv[0]](json.loads(argv[1]))))
         return
     from bench._args import parse
 
@@ -297,8 +375,11 @@ def main(argv: list[str] | None = None) -> None:
             result = ab(config, ds, split, store, home)
         elif config["part"] == "scale":
             result = scale(config, ds, split, store, home)
+        elif config["part"] == "validation":
+            result = validation(config, ds, split, store, home)
         else:
-            raise SystemExit(f"--part={config['part']}: choose train, latency, ab, scale or tables")
+            raise SystemExit(f"--part={config['part']}: choose train, latency, ab, scale, "
+                             "validation or tables")
     print(json.dumps({"part": config["part"], "data": config["data"],
                       "threads": config["threads"], **result}))
 

@@ -80,10 +80,7 @@ class UserEncoder:
 
     def __init__(self, artifact: Artifact) -> None:
         self.prior = artifact.prior
-        vocab = artifact.model.vocab
-        # Id lookups convert the vocabulary's lists to arrays on every call: convert them once.
-        self.vocab = dataclasses.replace(vocab, item_ids=np.asarray(vocab.item_ids, dtype=np.int64),
-                                         user_ids=np.asarray(vocab.user_ids, dtype=np.int64))
+        self.vocab = artifact.model.vocab
         self.max_len = artifact.config.max_len
         self.widths = sorted({min(w, self.max_len) for w in WIDTHS} | {self.max_len})
         users = _Users(artifact.model.eval()).eval()

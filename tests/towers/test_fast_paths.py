@@ -205,3 +205,14 @@ def test_one_catalogue_pass_gives_the_loss_and_gradients_of_per_batch_lookups(ml
     assert len(grads[1][1]) == len(grads[0][1])
     for new_grad, old_grad in zip(grads[1][1], grads[0][1], strict=True):
         torch.testing.assert_close(new_grad, old_grad, atol=1e-4, rtol=1e-3)  # sum order
+
+
+def test_id_lookups_search_arrays_the_frozen_vocabulary_builds_once(ml, small_frame):
+    vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
+    known, unknown = vocab.item_ids[3], max(vocab.item_ids) + 1
+    np.testing.assert_array_equal(vocab.item_index(np.array([known, unknown, known])), [4, 0, 4])
+    np.testing.assert_array_equal(vocab.user_index(np.array([vocab.user_ids[0], -1])), [1, 0])
+    assert vocab._item_array is vocab._item_array  # built once, not at every lookup
+    with pytest.raises(dataclasses.FrozenInstanceError):  # so the arrays cannot go stale
+        vocab.item_ids = []
+    assert Vocab(**vocab.to_dict()).item_index(np.array([known]))[0] == 4  # as an artifact loads it

@@ -176,3 +176,19 @@ def test_bench_towers_scale_times_sparse_and_dense_id_tables_on_a_small_dataset(
         assert run["ms_per_step"] > 0 and run["peak_rss_mb"] > 0
         assert run["users"] > 20 and run["items"] > 100 and run["rows"] > 1000
 
+
+
+def test_bench_towers_validation_times_its_parts_on_a_small_dataset(ml100k_slice, capsys):
+    """The validation benchmark end to end (figures in docs/benchmarks.md, no timing asserts):
+    one validation's parts and the prior's pick, in this checkout and the baseline."""
+    root = Path(__file__).resolve().parents[2]
+    main(["bench", "towers", "--part=validation", f"--data={ml100k_slice}", f"--baseline={root}",
+          "--threads=1"])
+    *runs, summary = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                      if line.startswith("{")]
+    assert [run["checkout"] for run in runs] == ["this", "baseline"]
+    assert set(summary["runs"]) == {"this", "baseline"}
+    for run in runs:
+        assert run["queries"] > 20 and run["items"] > 100
+        assert min(run[key] for key in ("embed_users_s", "embed_items_s", "validation_s",
+                                        "prior_pick_per_weight_s", "prior_pick_by_prior_s")) >= 0

@@ -11,6 +11,7 @@ import pytest
 
 from towers import baselines
 from towers.evaluate import (
+    VALIDATION_SCORES,
     Queries,
     dense_retrieval,
     evaluate,
@@ -19,6 +20,7 @@ from towers.evaluate import (
     ranking_metrics,
     temporal_split,
     top_k,
+    validation_queries,
 )
 
 
@@ -76,7 +78,7 @@ def test_retrieval_in_chunks_of_users_ranks_each_user_as_one_product_does():
 
 def test_a_large_validation_is_a_fixed_sample_of_whole_queries_and_the_test_stays_whole():
     events = _events([(u, i, 10 * i) for u in range(1, 41) for i in range(1, 5)])
-    whole = make_split(SimpleNamespace(interactions=events), "loo")
+    whole = make_split(SimpleNamespace(interactions=events, items=range(4)), "loo")
     split = make_split(SimpleNamespace(interactions=events), "loo", max_validation=7)
     assert len(whole.validation.frame) == 40 and len(split.validation.frame) == 7
     users = split.validation.frame["user_id"].tolist()
@@ -91,6 +93,17 @@ def test_a_large_validation_is_a_fixed_sample_of_whole_queries_and_the_test_stay
     assert len(split.test.frame) == 40  # what is reported is never sampled
     again = make_split(SimpleNamespace(interactions=events), "loo", max_validation=7)
     assert again.validation.frame["user_id"].tolist() == users
+
+
+def test_a_larger_catalogue_keeps_fewer_validation_queries_down_to_a_thousand():
+    assert validation_queries(3_883) == validation_queries(VALIDATION_SCORES // 10_000) == 10_000
+    assert validation_queries(1_000_000) == 2_500 and validation_queries(10**8) == 1_000
+    events = _events([(u, i, 10 * i) for u in range(1, 1_201) for i in range(1, 4)])
+    small = make_split(SimpleNamespace(interactions=events, items=range(3)), "loo")
+    large = make_split(SimpleNamespace(interactions=events, items=range(VALIDATION_SCORES // 1_000)),
+                       "loo")  # a len() of 2.5 million items, so 1,000 queries
+    assert len(small.validation.frame) == 1_200 and len(large.validation.frame) == 1_000
+    assert large.notes["validation_sampled_from"] == 1_200
 
 
 def test_loo_split_holds_out_last_two_events_by_time_then_file_order():

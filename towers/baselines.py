@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from towers.evaluate import Queries, Recommend, Split, evaluate, top_k
+from towers.evaluate import CHUNK_SCORES, Queries, Recommend, Split, chunked_top_k, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def popularity(train: pd.DataFrame, items: pd.DataFrame) -> Recommend:
     scores = torch.from_numpy(counts.astype(np.float32))  # (N,)
 
     def recommend(frame: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
-        return top_k(scores.expand(len(frame), -1), catalogue, k, exclude)  # (U, N)
+        return chunked_top_k(lambda i, j: scores.expand(j - i, -1), catalogue, k, exclude)
 
     return recommend
 
@@ -43,19 +43,29 @@ def _user_rows(histories, catalogue: np.ndarray) -> torch.Tensor:
     return x
 
 
+def _gram(histories: list, catalogue: np.ndarray) -> torch.Tensor:
+    """X'X (N, N) of the binary user x item matrix X of the histories, summed over chunks of
+    users (a million users by 5,000 items would be 20 GB at once), each as sparse x dense rows."""
+    gram = torch.zeros(len(catalogue), len(catalogue), dtype=torch.float64)
+    rows = max(1, CHUNK_SCORES // max(len(catalogue), 1))
+    for i in range(0, len(histories), rows):
+        x = _user_rows(histories[i:i + rows], catalogue).double()  # (rows, N)
+        gram += x.T.to_sparse() @ x  # (N, rows) @ (rows, N)
+    return gram
+
+
 def ease(train: pd.DataFrame, items: pd.DataFrame, lam: float) -> Recommend:
     """EASE item-item weights B = I - P / diag(P), P = (X'X + lam I)^-1; scores = x_u B."""
     catalogue = items["item_id"].to_numpy()
-    x = _user_rows(train.groupby("user_id")["item_id"].agg(list), catalogue)  # (U, N)
-    gram = (x.T @ x).double()  # (N, N)
+    gram = _gram(train.groupby("user_id")["item_id"].agg(list).tolist(), catalogue)  # (N, N)
     gram += lam * torch.eye(len(catalogue), dtype=torch.float64)
     p = torch.linalg.inv(gram)  # (N, N)
     b = (-p / p.diagonal()).float()  # (N, N)
     b.fill_diagonal_(0.0)
 
     def recommend(frame: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
-        scores = _user_rows(exclude, catalogue) @ b  # (U, N): a user's row is all they saw
-        return top_k(scores, catalogue, k, exclude)
+        return chunked_top_k(lambda i, j: _user_rows(exclude[i:j], catalogue) @ b,  # all they saw
+                             catalogue, k, exclude)
 
     return recommend
 

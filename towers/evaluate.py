@@ -216,17 +216,26 @@ def top_k(scores: torch.Tensor, columns: np.ndarray, k: int, exclude: list[np.nd
     return columns[scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()]  # (U, k)
 
 
+def chunked_top_k(scores: Callable[[int, int], torch.Tensor], columns: np.ndarray, k: int,
+                  exclude: list[np.ndarray], chunk_scores: int | None = None) -> np.ndarray:
+    """`top_k` of a (U, N) score matrix that is never held whole: `scores(i, j)` gives rows
+    i..j-1 (clipped to U = len(exclude)), as many at a time as keep within `chunk_scores`
+    (default `CHUNK_SCORES`)."""
+    rows = max(1, (chunk_scores or CHUNK_SCORES) // max(len(columns), 1))
+    users = len(exclude)
+    return np.concatenate([top_k(scores(i, min(i + rows, users)), columns, k, exclude[i:i + rows])
+                           for i in range(0, max(users, 1), rows)])  # (rows, N) -> (rows, k)
+
+
 def dense_retrieval(item_ids: np.ndarray, item_vectors: np.ndarray,
                     chunk_scores: int = CHUNK_SCORES) -> Retrieve:
     """Exact maximum inner product over all items, for as many users at a time as keep their
     (users, items) scores within `chunk_scores`."""
     ids, vectors = np.asarray(item_ids), torch.from_numpy(np.asarray(item_vectors))
-    rows = max(1, chunk_scores // max(len(ids), 1))
 
     def retrieve(user_vectors: np.ndarray, k: int, exclude: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([top_k(torch.from_numpy(user_vectors[i:i + rows]) @ vectors.T, ids, k,
-                                     exclude[i:i + rows])  # (rows, N) -> (rows, k)
-                               for i in range(0, max(len(user_vectors), 1), rows)])
+        return chunked_top_k(lambda i, j: torch.from_numpy(user_vectors[i:j]) @ vectors.T, ids, k,
+                             exclude, chunk_scores)
 
     return retrieve
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from towers import baselines
+from towers import evaluate as evaluate_module
 from towers.evaluate import (
     VALIDATION_SCORES,
     Queries,
@@ -158,6 +159,24 @@ def test_ease_recommends_the_item_that_co_occurs_with_the_history():
     frame = pd.DataFrame({"recent_item_ids": [[1], [4]]})
     top = recommend(frame, 1, [np.array([1]), np.array([4])])
     assert top.tolist() == [[2], [3]]
+
+
+def test_baselines_rank_a_chunk_of_users_at_a_time_as_all_at_once(monkeypatch):
+    rng = np.random.default_rng(0)
+    rows = [(u, int(i), 100 * u + t) for u in range(60)
+            for t, i in enumerate(rng.choice(np.arange(1, 41), 8, replace=False))]
+    split = loo_split(_events(rows))
+    items = pd.DataFrame({"item_id": np.arange(1, 41)})
+    q = split.test
+    whole = [make(split.train, items)(q.frame, 10, q.exclude) for make in (
+        baselines.popularity, lambda train, items: baselines.ease(train, items, lam=5.0))]
+    monkeypatch.setattr(evaluate_module, "CHUNK_SCORES", 3 * 40)  # 3 users a chunk
+    monkeypatch.setattr(baselines, "CHUNK_SCORES", 3 * 40)  # EASE's Gram matrix too
+    chunked = [make(split.train, items)(q.frame, 10, q.exclude) for make in (
+        baselines.popularity, lambda train, items: baselines.ease(train, items, lam=5.0))]
+    for one, other in zip(whole, chunked, strict=True):
+        assert one.shape == (60, 10)
+        np.testing.assert_array_equal(one, other)
 
 
 def test_ease_tuning_can_choose_a_lambda_far_beyond_two_thousand():

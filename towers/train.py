@@ -120,7 +120,9 @@ class TrainConfig(Config):
     # validates best, 0 without validation. It lifts TEMPORAL on both MovieLens sets by about
     # 0.03 and is 0 or small on LOO (notes: issue 18, part m).
     popularity_prior: NonNegativeFloat | None = None
-    patience: Count = 5  # validations without gain before stopping, past min_steps and mid-decay
+    # Validations without gain that stop a run, counted past min_steps and mid-decay; before
+    # mid-decay twice as many stop it too.
+    patience: Count = 5
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
     seed: int = 0  # any fixed seed: runs repeat exactly
     nested_dims: NestedDims = ()  # prefixes also trained to rank alone, e.g. 16,32,64 (towers/nested.py)
@@ -242,7 +244,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
              len(frame), len(vocab.user_ids), n_items, len(windows), "full" if full else "sampled",
              world)
 
-    started, step, waited, best_seconds, lr = time.perf_counter(), 0, 0, 0.0, 0.0
+    started, step, waited, since_best, best_seconds, lr = time.perf_counter(), 0, 0, 0, 0.0, 0.0
     best: tuple[float, int, int, dict] = (-np.inf, -1, 0, copy.deepcopy(kept.state_dict()))
     history: list[dict] = []
     schedule: Plan | None = None  # set once the first pass's batches are known
@@ -349,16 +351,19 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         log.info("epoch %d step %d loss %.4f val %.4f temperature %.4f (%.0f s)", epoch, step,
                  np.mean(losses), metric, history[-1]["temperature"], elapsed)
         # Patience counts validations from min_steps and, under a decay, from its midpoint on: at
-        # a high lr validation is noisy, and a long schedule's best comes as the lr falls.
-        settled = step >= min(train.min_steps, schedule.steps) and (
-            not train.decay_epochs or lr <= train.lr / 2)
+        # a high lr validation is noisy, and a long schedule's best comes as the lr falls. Before
+        # the midpoint twice the patience ends a run too: large sparse data can overfit from its
+        # first passes on (notes: issue 18, part r).
+        past_min = step >= min(train.min_steps, schedule.steps)
+        settled = past_min and (not train.decay_epochs or lr <= train.lr / 2)
         if validate is None or metric > best[0]:  # without validation keep the last epoch
-            best, waited = (metric, epoch, step, copy.deepcopy(kept.state_dict())), 0
+            best, waited, since_best = (metric, epoch, step, copy.deepcopy(kept.state_dict())), 0, 0
             best_seconds = elapsed
         else:
             waited += settled
+            since_best += past_min
         tick, seen, losses = time.perf_counter(), 0, []
-        patient = waited >= train.patience
+        patient = waited >= train.patience or since_best >= 2 * train.patience
         stop = _agreed("budget" if ended else "early_stopping" if patient else
                        "cap" if capped else None, world)
         if stop:

@@ -286,20 +286,45 @@ def test_past_min_steps_early_stopping_ends_a_flat_schedule(ml, tiny_split):
     assert artifact.metrics["val"] == max(h["val"] for h in artifact.metrics["history"])
 
 
+class Scripted:
+    """Validation scores as a function of the call count: the schedule is what is tested."""
+
+    def __init__(self, score):
+        self.score, self.calls = score, 0
+
+    def __call__(self, artifact) -> float:
+        self.calls += 1
+        return self.score(self.calls)
+
+    def by_prior(self, artifact, weights) -> dict[float, float]:
+        return {weight: 0.0 for weight in weights}
+
+
 def test_under_a_decay_patience_counts_only_validations_past_the_lr_midpoint(ml, tiny_split):
-    split, frame = tiny_split
+    _, frame = tiny_split
     train = TrainConfig(batch_size=256, lr=0.01, decay_epochs=30, min_steps=1, validate_steps=1,
-                        patience=2)
+                        patience=2, popularity_prior=0.0)
+    # A gain every third validation: `patience` validations without one between gains.
     artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
-                   validate=evaluate.Validator(split.validation, ml.items))
+                   validate=Scripted(lambda n: n // 3))
     history = artifact.metrics["history"]
-    vals = [h["val"] for h in history]
-    assert any(later <= best for best, later in zip(np.maximum.accumulate(vals)[:-1], vals[1:],
-                                                    strict=True))
     settled = [h for h in history if h["lr"] <= train.lr / 2]  # past the decay's midpoint
-    assert settled and history[-1] is settled[-1]  # not stopped before it
-    if artifact.metrics["stopped_by"] == "early_stopping":  # and waited there for `patience`
-        assert len(settled) >= train.patience
+    assert len(history) - len(settled) > 3 * train.patience  # such gaps came before it ...
+    assert settled and history[-1] is settled[-1]  # ... and did not stop the run
+    assert artifact.metrics["stopped_by"] == "early_stopping" and len(settled) <= 3
+
+
+def test_before_the_lr_midpoint_twice_the_patience_without_gain_stops_a_run(ml, tiny_split):
+    _, frame = tiny_split
+    train = TrainConfig(batch_size=256, decay_epochs=30, min_steps=1, validate_steps=1,
+                        patience=2, popularity_prior=0.0)
+    artifact = fit(frame, ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN), train=train,
+                   validate=Scripted(lambda n: 1 / n))  # falls from the first: overfitting
+    history = artifact.metrics["history"]
+    assert artifact.metrics["stopped_by"] == "early_stopping"
+    assert len(history) == 1 + 2 * train.patience
+    assert artifact.metrics["best_step"] == history[0]["step"]
+    assert all(h["lr"] > train.lr / 2 for h in history)  # all before the decay's midpoint
 
 
 @pytest.mark.parametrize("cut", ["cap", "budget"])

@@ -57,9 +57,16 @@ def _gram(histories: list, catalogue: np.ndarray) -> torch.Tensor:
 def ease(train: pd.DataFrame, items: pd.DataFrame, lam: float) -> Recommend:
     """EASE item-item weights B = I - P / diag(P), P = (X'X + lam I)^-1; scores = x_u B."""
     catalogue = items["item_id"].to_numpy()
-    gram = _gram(train.groupby("user_id")["item_id"].agg(list).tolist(), catalogue)  # (N, N)
-    gram += lam * torch.eye(len(catalogue), dtype=torch.float64)
-    p = torch.linalg.inv(gram)  # (N, N)
+    return _ease(_gram(_histories(train), catalogue), catalogue, lam)
+
+
+def _histories(train: pd.DataFrame) -> list:
+    return train.groupby("user_id")["item_id"].agg(list).tolist()
+
+
+def _ease(gram: torch.Tensor, catalogue: np.ndarray, lam: float) -> Recommend:
+    """`ease` on the Gram matrix X'X (N, N) of its training rows: one for every lambda tried."""
+    p = torch.linalg.inv(gram + lam * torch.eye(len(catalogue), dtype=torch.float64))  # (N, N)
     b = (-p / p.diagonal()).float()  # (N, N)
     b.fill_diagonal_(0.0)
 
@@ -73,7 +80,9 @@ def ease(train: pd.DataFrame, items: pd.DataFrame, lam: float) -> Recommend:
 def tune_ease(train: pd.DataFrame, validation: Queries, items: pd.DataFrame,
               lambdas: tuple[float, ...] = EASE_LAMBDAS) -> tuple[float, dict[float, float]]:
     """The lambda with the best validation NDCG@10 of EASE fitted on `train`, and every lambda's."""
-    results = {lam: evaluate(ease(train, items, lam), validation)["ndcg@10"] for lam in lambdas}
+    catalogue = items["item_id"].to_numpy()
+    gram = _gram(_histories(train), catalogue)  # (N, N)
+    results = {lam: evaluate(_ease(gram, catalogue, lam), validation)["ndcg@10"] for lam in lambdas}
     log.info("EASE validation NDCG@10 by lambda: %s", results)
     best = max(results, key=results.__getitem__)
     if best in (min(lambdas), max(lambdas)):

@@ -61,7 +61,7 @@ class Vocab:
     """Everything needed to turn raw ids and content into model indices; saved with the model.
 
     Frozen: its id lookups keep sorted arrays of the id lists, built once (a list of a million
-    ids took 11 ms to convert, at every lookup of a user's history)."""
+    ids took 15 ms to convert, at every lookup of a user's history)."""
 
     item_ids: list[int]  # items with an ID embedding, index i+1; others are cold (index 0)
     user_ids: list[int]

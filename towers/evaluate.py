@@ -38,7 +38,7 @@ CHUNK_SCORES = 2**25
 # every validation; 10,000 keep NDCG@10's standard error near 0.003 (every set measured is smaller).
 VALIDATION_QUERIES = 10_000
 # Above 250,000 items fewer, so that one validation ranks at most this many scores (2,500 queries
-# at a million items, about 9 s on two cores), and never fewer than 1,000 queries.
+# at a million items: a validation of 14 s on two cores), and never fewer than 1,000 queries.
 VALIDATION_SCORES = 2_500_000_000
 
 

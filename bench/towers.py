@@ -161,18 +161,12 @@ def ab(config: dict, ds, split, store, home: str) -> dict:
     rows = split.train.groupby("user_id").size()[users].cumsum()
     enough = rows.searchsorted(config["steps"] * config["batch_size"]) + 1
     frame = examples(store, split.train[split.train["user_id"].isin(users[:enough])])
-    paths = {"frame": f"{home}/ab-frame.parquet", "items": f"{home}/ab-items.pkl"}
-    frame.to_parquet(paths["frame"])
-    ds.items.to_pickle(paths["items"])
+    paths = _inputs(home, frame, ds.items)
     checkouts = {"baseline": str(Path(config["baseline"]).resolve()), "this": str(ROOT)}
     runs = {name: [] for name in checkouts}
     for r in range(config["rounds"]):
         for name in list(checkouts)[::1 if r % 2 == 0 else -1]:  # ABBA: drift hits both alike
-            done = subprocess.run(
-                [sys.executable, __file__, "epoch", json.dumps({**config, **paths})],
-                env={**os.environ, "BENCH_TOWERS_CHECKOUT": checkouts[name]},
-                capture_output=True, text=True, check=True)
-            runs[name].append(json.loads(done.stdout.splitlines()[-1]))
+            runs[name].append(_in_process("epoch", {**config, **paths}, checkouts[name]))
             print(json.dumps({"round": r, "checkout": name, **runs[name][-1]}), flush=True)
     median = {name: {key: float(np.median([run[key] for run in result])) for key in result[0]}
               for name, result in runs.items()}
@@ -248,9 +242,7 @@ def scale(config: dict, ds, split, store, home: str) -> dict:
     """`steps` of fits on the whole training frame: sparse ID tables or not, and the baseline."""
     from towers.features import examples
 
-    paths = {"frame": f"{home}/scale-frame.parquet", "items": f"{home}/scale-items.pkl"}
-    examples(store, split.train).to_parquet(paths["frame"])
-    ds.items.to_pickle(paths["items"])
+    paths = _inputs(home, examples(store, split.train), ds.items)
     return {"runs": _checkouts(config, "steps", {**paths, "train": {}}, {
         "this": {}, "this, dense ID tables": {"train": {"sparse_ids_above": 10**12}}})}
 
@@ -310,10 +302,8 @@ def validation(config: dict, ds, split, store, home: str) -> dict:
 
     from towers.features import examples
 
-    paths = {"frame": f"{home}/validation-frame.parquet", "items": f"{home}/validation-items.pkl",
+    paths = {**_inputs(home, examples(store, split.train), ds.items),
              "queries": f"{home}/validation-queries.pkl"}
-    examples(store, split.train).to_parquet(paths["frame"])
-    ds.items.to_pickle(paths["items"])
     Path(paths["queries"]).write_bytes(pickle.dumps(split.validation))
     return {"runs": _checkouts(config, "validation_parts", paths, {"this": {}})}
 
@@ -326,13 +316,25 @@ def _checkouts(config: dict, work: str, paths: dict, runs: dict) -> dict:
         runs["baseline"] = (Path(config["baseline"]).resolve(), {})
     results = {}
     for name, (checkout, extra) in runs.items():
-        done = subprocess.run(
-            [sys.executable, __file__, work, json.dumps({**config, **paths, **extra})],
-            env={**os.environ, "BENCH_TOWERS_CHECKOUT": str(checkout)},
-            capture_output=True, text=True, check=True)
-        results[name] = json.loads(done.stdout.splitlines()[-1])
+        results[name] = _in_process(work, {**config, **paths, **extra}, checkout)
         print(json.dumps({"checkout": name, **results[name]}), flush=True)
     return results
+
+
+def _inputs(home: str, frame, items) -> dict:
+    """Training rows and catalogue written for the measuring processes to read: their paths."""
+    paths = {"frame": f"{home}/frame.parquet", "items": f"{home}/items.pkl"}
+    frame.to_parquet(paths["frame"])
+    items.to_pickle(paths["items"])
+    return paths
+
+
+def _in_process(work: str, config: dict, checkout: str | Path) -> dict:
+    """`WORK[work](config)` in a fresh process that imports the towers of `checkout`."""
+    done = subprocess.run([sys.executable, __file__, work, json.dumps(config)],
+                          env={**os.environ, "BENCH_TOWERS_CHECKOUT": str(checkout)},
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 WORK = {"epoch": epoch, "steps": steps, "validation_parts": validation_parts}  # subprocesses

@@ -3,7 +3,6 @@
 Each check is named as the claim it verifies and reports its numbers as metadata.
 """
 
-
 import dagster as dg
 import numpy as np
 import pandas as pd

@@ -4,7 +4,9 @@ The towers are trained to name a user's next item. Over a longer horizon (a TEMP
 of months) what users pick is more popular than their next items were, and the towers' ranking
 loses to popularity itself there (ml-1m-dev: 0.2575 against 0.2815). One weight, picked on
 validation after training (`towers.train.fit`; 0 where it does not help), restores that. The
-count is the item's training events: items the model never saw get none.
+count is the item's training events: items the model never saw get none, so with a weight above 0
+an item added after training seldom reaches a user's top 10 until the next training counts it
+(a neutral count for them ranked worse overall: `docs/towers-notes.md`, issue 18 part t).
 
 The prior is served as one more coordinate, so a single dot product (the index's) scores both:
 an item vector ends with its log count times sqrt(weight / the largest log count), a user vector

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from towers.evaluate import CHUNK_SCORES, Queries, Recommend, Split, chunked_top_k, evaluate
+from towers.evaluate import Queries, Recommend, Split, chunk_rows, chunked_top_k, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _gram(histories: list, catalogue: np.ndarray) -> torch.Tensor:
     """X'X (N, N) of the binary user x item matrix X of the histories, summed over chunks of
     users (a million users by 5,000 items would be 20 GB at once), each as sparse x dense rows."""
     gram = torch.zeros(len(catalogue), len(catalogue), dtype=torch.float64)
-    rows = max(1, CHUNK_SCORES // max(len(catalogue), 1))
+    rows = chunk_rows(len(catalogue))
     for i in range(0, len(histories), rows):
         x = _user_rows(histories[i:i + rows], catalogue).double()  # (rows, N)
         gram += x.T.to_sparse() @ x  # (N, rows) @ (rows, N)

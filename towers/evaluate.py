@@ -216,12 +216,17 @@ def top_k(scores: torch.Tensor, columns: np.ndarray, k: int, exclude: list[np.nd
     return columns[scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()]  # (U, k)
 
 
+def chunk_rows(columns: int, chunk_scores: int | None = None) -> int:
+    """Rows of a (rows, columns) block that keep it within `chunk_scores` (default
+    `CHUNK_SCORES`), at least one."""
+    return max(1, (chunk_scores or CHUNK_SCORES) // max(columns, 1))
+
+
 def chunked_top_k(scores: Callable[[int, int], torch.Tensor], columns: np.ndarray, k: int,
                   exclude: list[np.ndarray], chunk_scores: int | None = None) -> np.ndarray:
     """`top_k` of a (U, N) score matrix that is never held whole: `scores(i, j)` gives rows
-    i..j-1 (clipped to U = len(exclude)), as many at a time as keep within `chunk_scores`
-    (default `CHUNK_SCORES`)."""
-    rows = max(1, (chunk_scores or CHUNK_SCORES) // max(len(columns), 1))
+    i..j-1 (clipped to U = len(exclude)), `chunk_rows` of them at a time."""
+    rows = chunk_rows(len(columns), chunk_scores)
     users = len(exclude)
     return np.concatenate([top_k(scores(i, min(i + rows, users)), columns, k, exclude[i:i + rows])
                            for i in range(0, max(users, 1), rows)])  # (rows, N) -> (rows, k)
@@ -268,11 +273,10 @@ class Validator:
         users, items = towers.embed_users(self.queries.frame), towers.embed_items(self.items)
         ids = self.items["item_id"].to_numpy()
         index = artifact.model.vocab.item_index(ids)
-        scores = {}
-        for weight in weights:
+
+        def served(weight: float) -> Recommend:
             prior = artifact.prior.with_weight(weight)
-            ranked = dense_retrieval(ids, prior.items(items, index))(
-                prior.users(users), TOP_K, self.queries.exclude)
-            scores[weight] = ranking_metrics(ranked, self.queries.targets,
-                                             self.queries.protocol)["ndcg@10"]
-        return scores
+            retrieve = dense_retrieval(ids, prior.items(items, index))
+            return lambda frame, k, exclude: retrieve(prior.users(users), k, exclude)
+
+        return {weight: evaluate(served(weight), self.queries)["ndcg@10"] for weight in weights}

@@ -170,8 +170,7 @@ def test_baselines_rank_a_chunk_of_users_at_a_time_as_all_at_once(monkeypatch):
     q = split.test
     whole = [make(split.train, items)(q.frame, 10, q.exclude) for make in (
         baselines.popularity, lambda train, items: baselines.ease(train, items, lam=5.0))]
-    monkeypatch.setattr(evaluate_module, "CHUNK_SCORES", 3 * 40)  # 3 users a chunk
-    monkeypatch.setattr(baselines, "CHUNK_SCORES", 3 * 40)  # EASE's Gram matrix too
+    monkeypatch.setattr(evaluate_module, "CHUNK_SCORES", 3 * 40)  # 3 users a chunk, Gram's too
     chunked = [make(split.train, items)(q.frame, 10, q.exclude) for make in (
         baselines.popularity, lambda train, items: baselines.ease(train, items, lam=5.0))]
     for one, other in zip(whole, chunked, strict=True):

@@ -9,8 +9,8 @@ events; what ended a fit (`stopped_by`) is in its metrics, and a warning says wh
 cap cut it while validation was still improving.
 
 CLI: `python -m towers.train --dataset=movielens-100k:PATH --protocol=loo [--preset=FILE]
-[--key=value ...] [--out=DIR]` trains, evaluates the test split and prints one result line;
-`torchrun --nproc_per_node=2 -m towers.train ...` does the same on two CPU processes.
+[--key=value ...] [--out=DIR] [--threads=N]` trains, evaluates the test split and prints one
+result line; `torchrun --nproc_per_node=2 -m towers.train ...` does the same on two CPU processes.
 """
 
 from __future__ import annotations
@@ -520,6 +520,9 @@ class Run(Config):
     protocol: Literal["loo", "temporal"] = "loo"  # leave-one-out: the published baselines' split
     preset: str = ""  # a TOML file of config keys (towers/configs/); --key=value overrides it
     out: str = ""  # the artifact's directory; "" saves nothing, a CLI run only prints metrics
+    # torch threads per process: 1 is how the notes' runs were made (two runs share two cores);
+    # a run alone on the machine may take every core
+    threads: Count = 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -530,7 +533,7 @@ def main(argv: list[str] | None = None) -> None:
     run, tower, train = parse_cli(sys.argv[1:] if argv is None else argv, Run(), TowerConfig(),
                                   TrainConfig())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(1)
+    torch.set_num_threads(run.threads)
     if "WORLD_SIZE" in os.environ:  # started by torchrun: CPU processes talk over gloo
         dist.init_process_group("gloo")
     rank, _ = _distributed()

@@ -32,8 +32,11 @@ from towers.train import (
     ema_updates,
     fit,
     learning_rate,
+    main,
     plan,
 )
+
+THREADS = torch.get_num_threads()  # restored after a test that sets them
 
 
 def test_every_prefix_is_exactly_its_rows_feast_history(small_frame):
@@ -422,3 +425,15 @@ def test_two_gloo_processes_train_on_shards_and_end_with_identical_weights(ml, s
     single = fit(_tiny(small_frame), ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
                  train=TrainConfig(epochs=2, batch_size=64)).model.state_dict()
     assert any(not torch.equal(v, single[k]) for k, v in ranks[0]["state"].items())
+
+
+def test_the_cli_trains_on_the_threads_asked_and_prints_its_test_line(capsys):
+    torch.set_num_threads(1)
+    try:
+        main(["--dataset=synthetic:items=20,users=40,events=400,seed=0", "--threads=2",
+              "--min_steps=20", "--decay_epochs=2", "--dim=16"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(THREADS)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("two-tower loo {") and "'ndcg@10': " in line and "ranks=1" in line

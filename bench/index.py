@@ -18,7 +18,8 @@ Latency is that of `search_ids` (ids and scores, as the service asks) unless `--
 
 Filters: `none` filters nothing; `stock` is the service's default (stock >= 1, minus `--exclude`
 "seen" items drawn from the query's exact top 100); `category` allows `--query_categories` random
-categories (the worst case); `liked` allows the category of the query's nearest item.
+categories (the worst case); `liked` allows the category of the query's nearest item; `new` is the
+service's new-item place (stock >= 1, created after the model: the last `--new_share` of the ids).
 Peak RSS is the build process's ru_maxrss (it includes the data arrays, reported as rss_data_mb);
 rss_serving_mb is what a fresh process adds to its RSS by opening the version and querying it.
 
@@ -54,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "dims": "64",  # comma list of embedding dimensions (tower data: its own dimension only)
     "quant": "none,int8,binary,product",  # comma list of quantizations
     "data": "mixture",  # mixture | tower:FILE | tower-real:FILE (see the docstring)
-    "filters": "stock,category",  # comma list of query filters: none, stock, category, liked
+    "filters": "stock,category",  # comma list of query filters: none, stock, category, liked, new
     "queries": 300,  # timed queries per configuration and filter
     "warmup": 30,  # untimed queries first (page cache, thread pool)
     "k": 10,  # top-k
@@ -68,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "query_categories": 2,  # categories a `category` query allows
     "exclude": 20,  # `stock` queries: seen items excluded, drawn from the exact top 100
     "out_of_stock": 0.15,  # share of items with stock 0
+    "new_share": 0.001,  # `new` queries: share of items created after the model (the newest ids)
     # Index knobs; -1 keeps the IndexSpec default.
     "m": -1,  # HNSW degree
     "ef_construct": -1,  # HNSW build beam
@@ -276,6 +278,9 @@ def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.
             seen = rng.choice(top, cfg["exclude"], replace=False)
             mask[seen] = False
             filters = SearchFilters(exclude_ids=frozenset(int(i) for i in seen))
+        elif kind == "new":
+            mask &= np.arange(len(mask)) >= _first_new(len(mask), cfg)
+            filters = SearchFilters(created_after=1)
         elif kind in ("category", "liked"):
             if kind == "category":
                 allowed = rng.choice(len(data.names), cfg["query_categories"], replace=False)
@@ -285,11 +290,17 @@ def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.
             mask &= data.member[:, allowed].any(axis=1)
             filters = SearchFilters(categories=frozenset(data.names[c] for c in allowed))
         else:
-            raise SystemExit(f"--filters: unknown filter {kind!r}; choose from none, stock, category, liked")
+            raise SystemExit(f"--filters: unknown filter {kind!r}; choose from none, stock, category, "
+                             "liked, new")
         masked = np.where(mask, scores, -np.inf)
         truth = set(np.argpartition(-masked, k)[:k].tolist())
         cases.append((query, filters, truth, float(mask.mean())))
     return cases
+
+
+def _first_new(n: int, cfg: dict[str, Any]) -> int:
+    """The first id of the items created after the model (`new` queries ask for those)."""
+    return n - max(1, round(cfg["new_share"] * n))
 
 
 def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
@@ -304,7 +315,7 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
         stock=data.stock,
         categories=data.categories,
         price=np.full(n, 10.0),
-        created_at=np.zeros(n, dtype=np.int64),
+        created_at=(np.arange(n) >= _first_new(n, cfg)).astype(np.int64),  # 1: after the model
     )
     rss_data = _rss_mb()
     knobs = {field: cfg[key] for key, field in SPEC_KNOBS.items() if cfg[key] >= 0}

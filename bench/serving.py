@@ -163,7 +163,8 @@ def in_process(config: dict, home: Path) -> dict:
     out = {**loaded, "inproc_rss_mb": round(rss_mb(os.getpid())),
            **_percentiles("inproc", totals[config["warmup"]:])}
     for stage, values in stages.items():
-        out |= _percentiles(stage, values)
+        if values:  # "new_item" runs only when the prior would hide new items
+            out |= _percentiles(stage, values)
     out["ranking"] = engine.snapshot().ranking
     return out
 

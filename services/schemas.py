@@ -99,11 +99,14 @@ class RecommendationRequest(_Model):
 class Reasons(_Model):
     retrieval_score: float = Field(description="Dot product of the user and item vectors.")
     ranker_score: float | None = Field(None, description="Re-ranker score; null in retrieval order.")
+    new_item: bool = Field(False, description="In the last place kept for an item newer than the "
+                                              "model, which its popularity prior cannot rank yet.")
 
 
 class ScoredItem(_Model):
     item_id: int
-    score: float = Field(description="What the order follows: ranker score, else retrieval score.")
+    score: float = Field(description="What the order follows: ranker score, else retrieval score "
+                                      "(a new item's place, `reasons.new_item`, by retrieval).")
     reasons: Reasons
 
 

@@ -6,7 +6,9 @@ loses to popularity itself there (ml-1m-dev: 0.2575 against 0.2815). One weight,
 validation after training (`towers.train.fit`; 0 where it does not help), restores that. The
 count is the item's training events: items the model never saw get none, so with a weight above 0
 an item added after training seldom reaches a user's top 10 until the next training counts it
-(a neutral count for them ranked worse overall: `docs/towers-notes.md`, issue 18 part t).
+(a neutral count for them ranked worse overall: `docs/towers-notes.md`, issue 18 part t). `as_of`,
+the newest counted event, tells the service which items are newer than the counts: it keeps one
+place of a recommendation for the best of them (`services.engine`; part x).
 
 The prior is served as one more coordinate, so a single dot product (the index's) scores both:
 an item vector ends with its log count times sqrt(weight / the largest log count), a user vector
@@ -30,6 +32,7 @@ class PopularityPrior:
 
     weight: float
     counts: np.ndarray  # (N + 1,) training events per vocabulary index
+    as_of: int | None = None  # unix seconds of the newest event counted (None: not recorded)
 
     @classmethod
     def off(cls) -> PopularityPrior:
@@ -37,7 +40,11 @@ class PopularityPrior:
         return cls(0.0, np.zeros(1, dtype=np.int64))
 
     def with_weight(self, weight: float) -> PopularityPrior:
-        return PopularityPrior(weight, self.counts)
+        return PopularityPrior(weight, self.counts, self.as_of)
+
+    def hides_new_items(self) -> bool:
+        """Items created after `as_of` have no count, so the prior ranks them below known ones."""
+        return self.weight > 0 and self.as_of is not None
 
     @property
     def extra_dims(self) -> int:
@@ -77,8 +84,10 @@ class PopularityPrior:
         return np.pad(self.towers(vectors), ((0, 0), (0, self.extra_dims)))
 
     def to_dict(self) -> dict:
-        return {"weight": self.weight, "counts": np.asarray(self.counts).tolist()}
+        return {"weight": self.weight, "counts": np.asarray(self.counts).tolist(),
+                "as_of": self.as_of}
 
     @classmethod
     def from_dict(cls, saved: dict) -> PopularityPrior:
-        return cls(float(saved["weight"]), np.asarray(saved["counts"], dtype=np.int64))
+        return cls(float(saved["weight"]), np.asarray(saved["counts"], dtype=np.int64),
+                   saved.get("as_of"))  # artifacts saved before it have none

@@ -217,7 +217,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         frame, tower.max_len, int(train.window_queries * tower.max_len)))
     n_items = len(vocab.item_ids)
     targets_all = vocab.item_index(frame["item_id"].to_numpy())
-    popularity = Popularity(targets_all, unix_seconds(frame["event_timestamp"]))
+    event_seconds = unix_seconds(frame["event_timestamp"])
+    popularity = Popularity(targets_all, event_seconds)
     content = catalogue_content(vocab, items) | item_encoder_inputs(tower, vocab, frame)
     if tower.item_popularity:  # served as of the newest training day (the index build)
         content["popularity"] = popularity.buckets(np.arange(n_items + 1),
@@ -387,7 +388,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                "seconds_total": round(time.perf_counter() - started, 1), "ranks": world,
                "history": history}
     artifact = Artifact(model, metrics, fingerprint(frame, items), train.model_dump(),
-                        prior=PopularityPrior(train.popularity_prior or 0.0, counts))
+                        prior=PopularityPrior(train.popularity_prior or 0.0, counts,
+                                              int(event_seconds.max())))
     if validate is not None:  # `val` is the served model's: a fixed weight is scored alone
         fixed = train.popularity_prior
         pick_prior(artifact, validate.by_prior(artifact, WEIGHTS if fixed is None else (fixed,)))

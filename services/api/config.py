@@ -42,6 +42,9 @@ class Settings(PlatformSettings):
     # Candidates the re-ranker orders; None = the depth it was trained and evaluated on. Fewer
     # cost less (ANN and re-rank) and can only lose items the ranker would have promoted.
     rerank_candidates: int | None = Field(None, ge=1, le=1000)
+    # The last place of a recommendation goes to the user's best item newer than the model when
+    # the model's popularity prior would hide such items until the next training.
+    new_item_slot: bool = True
     max_body_bytes: int = Field(1_000_000, ge=1)  # a larger request body is a 413, unread
     # Each dependency (online store, index, registry) gets this long before it counts as down:
     # SQLite's lock wait, Redis's socket timeouts, the registry's connection, each health probe.

@@ -44,7 +44,8 @@ def open_engine(settings: Settings) -> Engine:
                   log=settings.event_log(), reload_interval_s=settings.reload_interval_s,
                   replay_interval_s=settings.replay_interval_s,
                   rerank_candidates=settings.rerank_candidates,
-                  probe_timeout_s=settings.dependency_timeout_s)
+                  probe_timeout_s=settings.dependency_timeout_s,
+                  new_item_slot=settings.new_item_slot)
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -1,10 +1,11 @@
 """The request engine behind the API: recommendations, similar items and real-time writes.
 
 Request path: online features (Feast) -> merge session events -> user tower -> filtered ANN search
-(seen and excluded ids removed, oversampled for the re-ranker) -> re-rank -> top k. A user with no
-profile, history or session gets the tower's empty-history state, which training fits to users'
-first events (a popularity prior by time of day), then the re-ranker's popularity features:
-the cold-start answer.
+(seen and excluded ids removed, oversampled for the re-ranker) -> re-rank -> top k, its last place
+kept for the best item newer than the model when the popularity prior would hide such items
+(`_with_new_item`). A user with no profile, history or session gets the tower's empty-history
+state, which training fits to users' first events (a popularity prior by time of day), then the
+re-ranker's popularity features: the cold-start answer.
 
 The tower + ANN step is one method (`_nearest`) shared by `recommend` and `rank`, the offline
 evaluation's entry point, so `twotower eval` measures the retrieval the service runs.
@@ -52,7 +53,7 @@ from towers.ranker import Candidates, UserState, features
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-STAGES = ("features", "tower", "ann", "rerank")
+STAGES = ("features", "tower", "ann", "rerank", "new_item")
 MISSING = -1  # fills an evaluation row when the index holds fewer than k items to return
 
 
@@ -62,8 +63,10 @@ class Engine:
     def __init__(self, *, store, backend: IndexBackend, registry: Registry,
                  log: EventLog | None = None, reload_interval_s: float = 5.0,
                  replay_interval_s: float = 0.25,
-                 rerank_candidates: int | None = None, probe_timeout_s: float = 2.0) -> None:
-        """`log`: where accepted writes are logged (default: beside the registry)."""
+                 rerank_candidates: int | None = None, probe_timeout_s: float = 2.0,
+                 new_item_slot: bool = True) -> None:
+        """`log`: where accepted writes are logged (default: beside the registry).
+        `new_item_slot`: keep a recommendation's last place for an item newer than the model."""
         torch.set_num_threads(1)  # one request = one core; concurrency comes from requests
         self.store = store  # feast.FeatureStore
         self.online = OnlineFeatures(store)
@@ -75,6 +78,7 @@ class Engine:
                                 replay_interval_s=replay_interval_s,
                                 rerank_candidates=rerank_candidates,
                                 probe_timeout_s=probe_timeout_s)
+        self.new_item_slot = new_item_slot
         self.on_stage: list[Callable[[str, float], None]] = []  # metrics hooks: (stage, seconds)
 
     # -- versions ------------------------------------------------------------------------------
@@ -129,7 +133,8 @@ class Engine:
             columns = _user_columns(request.user_id, user, events, now)
         seen = {i for _, i in events} | {i for i in filters.exclude_ids if i in known}
         depth = max(request.k, s.candidates) if s.ranker is not None else request.k
-        ids, scores = self._nearest(s, columns, depth, _search_filters(filters, seen))
+        search = _search_filters(filters, seen)
+        ids, scores, vector = self._nearest(s, columns, depth, search)
         with self._stage("rerank"):
             ranked = (self._rerank(s, ids, scores, events, now)
                       if s.ranker is not None and len(ids) else None)
@@ -137,6 +142,9 @@ class Engine:
                    else np.argsort(-ranked, kind="stable"))[:request.k]
         items = _scored(ids[top].tolist(), scores[top].tolist(),
                         None if ranked is None else ranked[top].tolist())
+        if self.new_item_slot and request.k >= 2 and s.artifact.prior.hides_new_items():
+            with self._stage("new_item"):
+                items = self._with_new_item(s, vector, search, items, request.k, events, now)
         return RecommendationResponse(
             user_id=request.user_id, items=items, model_version=s.model_version,
             index_version=s.index_version, warnings=warnings,
@@ -158,7 +166,7 @@ class Engine:
         ranked = np.full((len(users), k), MISSING, dtype=np.int64)
         for row, seen in zip(range(len(users)), exclude, strict=True):
             user = {c: [values[row]] for c, values in columns.items()}
-            ids, _ = self._nearest(s, user, k, _everything_but(seen))
+            ids, _, _ = self._nearest(s, user, k, _everything_but(seen))
             ranked[row, :len(ids)] = ids
         return ranked
 
@@ -186,12 +194,36 @@ class Engine:
             items=_scored(ids.tolist(), scores.tolist()))
 
     def _nearest(self, s: Snapshot, user: dict[str, list], k: int, filters: SearchFilters
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """The tower + ANN step: one user's vector (served user tower) and its k nearest items."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tower + ANN step: one user's k nearest items (ids, scores) and vector (served user
+        tower)."""
         with self._stage("tower"):
             vector = s.encoder(user)
         with self._stage("ann"):
-            return self._search(s, vector, k, filters)
+            return (*self._search(s, vector, k, filters), vector)
+
+    def _with_new_item(self, s: Snapshot, vector: np.ndarray, filters: SearchFilters,
+                       items: list[ScoredItem], k: int, events: list[tuple[int, int]],
+                       now: float) -> list[ScoredItem]:
+        """`items` with the last of k places given to the user's best item created after the
+        model's newest training event, unless one is shown already; scored as the others are.
+
+        The popularity prior counts training events, so such an item scores by the towers alone
+        and seldom reaches the top k until the next training counts it. One place of ten shows
+        them 15-45 x as often and costs known items 0.003-0.004 NDCG@10 (docs/towers-notes.md,
+        issue 18 part x).
+        """
+        as_of = s.artifact.prior.as_of
+        assert as_of is not None
+        shown = items[:k - 1]
+        if (s.items.columns([item.item_id for item in shown]).created_at > as_of).any():
+            return items
+        ids, scores = self._search(s, vector, 1, filters.model_copy(
+            update={"created_after": as_of + 1}))
+        if not len(ids):
+            return items
+        ranker = self._rerank(s, ids, scores, events, now).tolist() if s.ranker is not None else None
+        return [*shown, *_scored(ids.tolist(), scores.tolist(), ranker, new_item=True)]
 
     def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -294,11 +326,11 @@ def _online(call: Callable[..., R], *args: object) -> R:
         raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
 
-def _scored(ids: list[int], retrieval: list[float], ranker: list[float] | None = None
-            ) -> list[ScoredItem]:
+def _scored(ids: list[int], retrieval: list[float], ranker: list[float] | None = None, *,
+            new_item: bool = False) -> list[ScoredItem]:
     """Answer items in order; each scored by the ranker when it ranked, else by retrieval."""
     return [ScoredItem(item_id=i, score=r if x is None else x,
-                       reasons=Reasons(retrieval_score=r, ranker_score=x))
+                       reasons=Reasons(retrieval_score=r, ranker_score=x, new_item=new_item))
             for i, r, x in zip(ids, retrieval, ranker or [None] * len(ids), strict=True)]
 
 

@@ -12,6 +12,7 @@ from index.model_store import default_quantization
 from tests.towers.conftest import MAX_LEN
 from towers import evaluate
 from towers.artifact import Artifact
+from towers.data import unix_seconds
 from towers.features import with_features
 from towers.model import TowerConfig
 from towers.prior import PopularityPrior
@@ -78,8 +79,12 @@ def test_fit_serves_the_picked_prior_and_counts_its_own_training_events(ml, tiny
     vocab = artifact.model.vocab
     np.testing.assert_array_equal(artifact.prior.counts[vocab.item_index(frame["item_id"])] > 0, True)
     assert artifact.prior.counts.sum() == len(frame)
+    # The newest counted event: items created later have no count (the service's new-item place)
+    assert artifact.prior.as_of == unix_seconds(frame["event_timestamp"]).max()
+    assert artifact.prior.hides_new_items() and artifact.prior.with_weight(0.5).as_of == \
+        artifact.prior.as_of
     loaded = Artifact.load(artifact.save(tmp_path / "a"))
-    assert loaded.prior.weight == weight
+    assert loaded.prior.weight == weight and loaded.prior.as_of == artifact.prior.as_of
     np.testing.assert_allclose(loaded.embed_items(ml.items), artifact.embed_items(ml.items))
     assert artifact.embed_items(ml.items).shape[1] == artifact.dim == 16 + artifact.prior.extra_dims
 
@@ -94,6 +99,8 @@ def test_an_artifact_saved_before_the_prior_loads_without_one(ml, tiny_split, tm
     loaded = Artifact.load(path)
     assert loaded.prior.weight == 0.0 and loaded.embed_items(ml.items).shape[1] == 16
     assert artifact.embed_items(ml.items).shape[1] == 17
+    before_as_of = PopularityPrior.from_dict({"weight": 0.3, "counts": [0, 4]})  # an older artifact
+    assert before_as_of.as_of is None and not before_as_of.hides_new_items()
     # int8 codes every coordinate in one range, too coarse for the prior's: its index is float32
     assert default_quantization(artifact) == "none" and default_quantization(loaded) == "int8"
 
@@ -107,3 +114,4 @@ def test_a_temporal_refit_serves_the_first_fits_weight_with_its_own_counts(ml, s
     assert artifact.prior.weight == 0.3 and artifact.metrics["val_by_prior"] == {"0.3": pytest.approx(
         artifact.metrics["val"], abs=1e-4)}
     assert artifact.prior.counts.sum() == len(split.test_train) > len(split.train)
+    assert artifact.prior.as_of == unix_seconds(split.test_train["event_timestamp"]).max()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,14 +14,19 @@ from feature_repo.store import FeatureStoreConfig, build_store, materialize, onl
 from index.model_store import publish
 from services.engine import Engine
 from services.engine.engine import MISSING
-from services.schemas import RecommendationRequest
+from services.schemas import ItemUpsert, RecommendationRequest
 from tests.services.conftest import Service, active_user
 
 
 @pytest.fixture(scope="module")
 def engine(service: Service, tmp_path_factory) -> Iterator[Engine]:
     """An in-process engine over its own copy of the service's shop (the server owns its shard)."""
-    home = tmp_path_factory.mktemp("engine")
+    with _engine(service, tmp_path_factory.mktemp("engine")) as engine:
+        yield engine
+
+
+@contextmanager
+def _engine(service: Service, home: Path) -> Iterator[Engine]:
     dataset = service.dataset
     store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
     materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
@@ -84,3 +91,30 @@ def test_similar_items_are_scored_by_the_towers_alone_the_prior_not_counted(serv
         (i for i in expected if i != item), key=expected.__getitem__, reverse=True)[:5]
     for hit in answer.items:
         assert hit.score == pytest.approx(expected[hit.item_id], abs=1e-4)
+
+
+def test_the_last_place_goes_to_the_users_best_item_newer_than_the_model(service, tmp_path):
+    """The prior counts training events: an item created later would rank below known items of
+    the same cosine, so one place is kept for the best of them."""
+    with _engine(service, tmp_path) as engine:
+        assert engine.snapshot().artifact.prior.hides_new_items()
+        user = active_user(service, 36)
+        before = engine.recommend(RecommendationRequest(user_id=user, k=10))
+        assert len(before.items) == 10 and not any(i.reasons.new_item for i in before.items)
+        for item_id, category in ((70_001, "new-a"), (70_002, "new-b")):  # created now: after the data
+            engine.upsert_item(item_id, ItemUpsert(title=f"new {category}", categories=[category],
+                                                   price=9.0, stock=2))
+        after = engine.recommend(RecommendationRequest(user_id=user, k=10))
+        assert [i.item_id for i in after.items[:9]] == [i.item_id for i in before.items[:9]]
+        last = after.items[9]
+        assert last.reasons.new_item and not any(i.reasons.new_item for i in after.items[:9])
+        alone = {i: engine.recommend(RecommendationRequest(
+            user_id=user, k=10, filters={"categories": [c]})).items for i, c in
+            ((70_001, "new-a"), (70_002, "new-b"))}
+        assert all(len(hits) == 1 and not hits[0].reasons.new_item for hits in alone.values()), \
+            "a new item shown on its merits takes no extra place"
+        best = max(alone, key=lambda i: alone[i][0].score)
+        assert last.item_id == best and last.score == pytest.approx(alone[best][0].score, abs=1e-4)
+        engine.new_item_slot = False
+        off = engine.recommend(RecommendationRequest(user_id=user, k=10))
+        assert not any(i.reasons.new_item for i in off.items)

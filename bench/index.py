@@ -19,7 +19,8 @@ Latency is that of `search_ids` (ids and scores, as the service asks) unless `--
 Filters: `none` filters nothing; `stock` is the service's default (stock >= 1, minus `--exclude`
 "seen" items drawn from the query's exact top 100); `category` allows `--query_categories` random
 categories (the worst case); `liked` allows the category of the query's nearest item; `new` is the
-service's new-item place (stock >= 1, created after the model: the last `--new_share` of the ids).
+service's new-item place (stock >= 1, created after the model: the last `--new_share` of the ids;
+an exact search, as the service asks it).
 Peak RSS is the build process's ru_maxrss (it includes the data arrays, reported as rss_data_mb);
 rss_serving_mb is what a fresh process adds to its RSS by opening the version and querying it.
 
@@ -293,7 +294,8 @@ def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.
             raise SystemExit(f"--filters: unknown filter {kind!r}; choose from none, stock, category, "
                              "liked, new")
         masked = np.where(mask, scores, -np.inf)
-        truth = set(np.argpartition(-masked, k)[:k].tolist())
+        top = np.argpartition(-masked, k)[:k]
+        truth = set(top[mask[top]].tolist())  # fewer than k when fewer items pass the filter
         cases.append((query, filters, truth, float(mask.mean())))
     return cases
 
@@ -368,12 +370,12 @@ def run_one(cfg: dict[str, Any], dim: int, quant: str) -> list[dict[str, Any]]:
             for i, (query, filters, truth, _) in enumerate(cases[kind]):
                 t0 = time.perf_counter()
                 found = search(query, k=k, filters=filters, location=location, hnsw_ef=ef,
-                               oversampling=oversampling)
+                               oversampling=oversampling, exact=kind == "new")  # as the service
                 elapsed = time.perf_counter() - t0
                 if i >= cfg["warmup"]:
                     latencies.append(elapsed * 1000)
                     ids = [h.item_id for h in found] if cfg["payload"] else found[0].tolist()
-                    recalls.append(len(truth & set(ids)) / k)
+                    recalls.append(len(truth & set(ids)) / max(len(truth), 1))
             rows.append({
                 **common,
                 "ef": ef,

@@ -105,8 +105,7 @@ class Reasons(_Model):
 
 class ScoredItem(_Model):
     item_id: int
-    score: float = Field(description="What the order follows: ranker score, else retrieval score "
-                                      "(a new item's place, `reasons.new_item`, by retrieval).")
+    score: float = Field(description="What the order follows: ranker score, else retrieval score.")
     reasons: Reasons
 
 

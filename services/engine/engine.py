@@ -135,16 +135,22 @@ class Engine:
         depth = max(request.k, s.candidates) if s.ranker is not None else request.k
         search = _search_filters(filters, seen)
         ids, scores, vector = self._nearest(s, columns, depth, search)
+        as_of = s.artifact.prior.as_of if s.artifact.prior.hides_new_items() else None
+        new = None  # the position among the candidates of the best item newer than the model
+        if (self.new_item_slot and request.k >= 2 and as_of is not None
+                and s.items.newest_created_at > as_of):
+            with self._stage("new_item"):
+                ids, scores, new = self._with_new_item(s, vector, search, ids, scores, as_of)
         with self._stage("rerank"):
             ranked = (self._rerank(s, ids, scores, events, now)
                       if s.ranker is not None and len(ids) else None)
-            top = (np.arange(len(ids)) if ranked is None
-                   else np.argsort(-ranked, kind="stable"))[:request.k]
+            order = (np.arange(len(ids)) if ranked is None
+                     else np.argsort(-ranked, kind="stable"))
+            top, placed = order[:request.k], False
+            if new is not None and as_of is not None:
+                top, placed = _new_item_place(s, ids, order, new, request.k, as_of)
         items = _scored(ids[top].tolist(), scores[top].tolist(),
-                        None if ranked is None else ranked[top].tolist())
-        if self.new_item_slot and request.k >= 2 and s.artifact.prior.hides_new_items():
-            with self._stage("new_item"):
-                items = self._with_new_item(s, vector, search, items, request.k, events, now)
+                        None if ranked is None else ranked[top].tolist(), new_item=placed)
         return RecommendationResponse(
             user_id=request.user_id, items=items, model_version=s.model_version,
             index_version=s.index_version, warnings=warnings,
@@ -203,33 +209,34 @@ class Engine:
             return (*self._search(s, vector, k, filters), vector)
 
     def _with_new_item(self, s: Snapshot, vector: np.ndarray, filters: SearchFilters,
-                       items: list[ScoredItem], k: int, events: list[tuple[int, int]],
-                       now: float) -> list[ScoredItem]:
-        """`items` with the last of k places given to the user's best item created after the
-        model's newest training event, unless one is shown already; scored as the others are.
+                       ids: np.ndarray, scores: np.ndarray, as_of: int
+                       ) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """The candidates with the user's best item created after the model's newest training
+        event among them (appended when the search did not return it), and its position (None:
+        there is none under the request's filters).
 
         The popularity prior counts training events, so such an item scores by the towers alone
-        and seldom reaches the top k until the next training counts it. One place of ten shows
-        them 15-45 x as often and costs known items 0.003-0.004 NDCG@10 (docs/towers-notes.md,
-        issue 18 part x).
+        and seldom reaches the top k until the next training counts it; `_new_item_place` keeps
+        it a place. One place of ten shows them 15-45 x as often and costs known items
+        0.003-0.004 NDCG@10 (docs/towers-notes.md, issue 18 part x).
         """
-        as_of = s.artifact.prior.as_of
-        assert as_of is not None
-        shown = items[:k - 1]
-        if (s.items.columns([item.item_id for item in shown]).created_at > as_of).any():
-            return items
-        ids, scores = self._search(s, vector, 1, filters.model_copy(
-            update={"created_after": as_of + 1}))
-        if not len(ids):
-            return items
-        ranker = self._rerank(s, ids, scores, events, now).tolist() if s.ranker is not None else None
-        return [*shown, *_scored(ids.tolist(), scores.tolist(), ranker, new_item=True)]
+        # Exact: a graph walk through a filter on creation time (which has no links of its own)
+        # found the best of 10 % of the items once in 12 (docs/benchmarks.md).
+        new, new_score = self._search(s, vector, 1, filters.model_copy(
+            update={"created_after": as_of + 1}), exact=True)
+        if not len(new):
+            return ids, scores, None
+        where = np.flatnonzero(ids == new[0])
+        if len(where):
+            return ids, scores, int(where[0])
+        return np.append(ids, new), np.append(scores, new_score), len(ids)
 
-    def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, s: Snapshot, vector: np.ndarray, k: int, filters: SearchFilters, *,
+                exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Ids and scores only: the item cache has the content, so the index skips the payload."""
         try:
-            return self.backend.search_ids(vector, k=k, filters=filters, location=s.index_location)
+            return self.backend.search_ids(vector, k=k, filters=filters, location=s.index_location,
+                                           exact=exact)
         except InvalidQueryError:
             raise
         except Exception as exc:  # any failure of the index is the dependency's, not the client's
@@ -326,12 +333,26 @@ def _online(call: Callable[..., R], *args: object) -> R:
         raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
 
+def _new_item_place(s: Snapshot, ids: np.ndarray, order: np.ndarray, new: int, k: int,
+                    as_of: int) -> tuple[np.ndarray, bool]:
+    """The top k of `order`, its last place given to candidate `new` unless an item created after
+    `as_of` is in the first k - 1 already (then False). `new` ranks below those, so the order
+    holds."""
+    shown = order[:k - 1]
+    if (_online(s.items.columns, ids[shown].tolist()).created_at > as_of).any():
+        return order[:k], False
+    return np.append(shown, new), True
+
+
 def _scored(ids: list[int], retrieval: list[float], ranker: list[float] | None = None, *,
             new_item: bool = False) -> list[ScoredItem]:
-    """Answer items in order; each scored by the ranker when it ranked, else by retrieval."""
+    """Answer items in order; each scored by the ranker when it ranked, else by retrieval.
+    `new_item`: the last one holds the place kept for an item newer than the model."""
     return [ScoredItem(item_id=i, score=r if x is None else x,
-                       reasons=Reasons(retrieval_score=r, ranker_score=x, new_item=new_item))
-            for i, r, x in zip(ids, retrieval, ranker or [None] * len(ids), strict=True)]
+                       reasons=Reasons(retrieval_score=r, ranker_score=x,
+                                       new_item=new_item and n == len(ids) - 1))
+            for n, (i, r, x) in enumerate(zip(ids, retrieval, ranker or [None] * len(ids),
+                                              strict=True))]
 
 
 def _search_filters(filters: Filters, exclude: set[int]) -> SearchFilters:

@@ -83,6 +83,7 @@ class ItemCache:
         self._row: dict[int, int] = {}  # item id -> row of self._columns
         self._vocabulary: dict[str, int] = {}  # category name -> code
         self._columns = ItemColumns.of([_NO_ITEM], self._vocabulary)
+        self.newest_created_at = 0.0  # unix seconds: the latest creation time of any item it read
         for start in range(0, len(prefill), PREFILL_CHUNK):  # a chunk's objects at a time
             self._add(online.items(prefill[start:start + PREFILL_CHUNK]))
 
@@ -126,6 +127,7 @@ class ItemCache:
             return
         with self._lock:
             first = len(self._columns.numbers)
-            self._columns = self._columns.concat(ItemColumns.of(list(items.values()),
-                                                                self._vocabulary))
+            added = ItemColumns.of(list(items.values()), self._vocabulary)
+            self._columns = self._columns.concat(added)
+            self.newest_created_at = max(self.newest_created_at, float(added.created_at.max()))
             self._row.update(zip(items, range(first, first + len(items)), strict=True))

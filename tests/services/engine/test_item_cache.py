@@ -55,6 +55,7 @@ def test_candidates_take_price_stock_age_popularity_and_categories_from_the_item
 def test_columns_follow_set_stock_put_and_items_read_on_first_use():
     online = FakeOnline({1: PRICED, 2: UNPRICED})
     cache = ItemCache(online, prefill=[1])
+    assert cache.newest_created_at == 100  # what says whether any item is newer than a model
     cache.set_stock(1, 11)
     cache.set_stock(99, 5)  # unknown: ignored
     assert cache.columns([1]).stock.tolist() == [11]
@@ -62,7 +63,9 @@ def test_columns_follow_set_stock_put_and_items_read_on_first_use():
     first = cache.columns([2, 1])  # 2 was not prefilled: read from the store once, then kept
     assert online.asked == [[2]] and first.created_at.tolist() == [200, 100]
     assert cache.columns([2]).created_at.tolist() == [200] and online.asked == [[2]]
+    assert cache.newest_created_at == 200
     cache.put(3, LATER)  # an upserted item
+    assert cache.newest_created_at == 300
     cache.put(1, LATER)  # replaced content
     got = cache.columns([3, 1, 2])
     np.testing.assert_array_equal(got.price, [9.0, 9.0, np.nan])

@@ -15,6 +15,7 @@ rebuild: each recomputed row is derived from the same events by the same query.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +49,12 @@ DAILY_TABLES = ("user_history", "item_stock", "item_popularity")  # one file per
 TABLES = (*STATIC_TABLES, *DAILY_TABLES)
 SCHEMA_FILE = "schema.parquet"  # a day table's empty file: its folder is never empty
 
+
+def _seconds(column: str) -> str:
+    """SQL: the timestamp as whole Unix seconds, floored as the towers and the index floor it."""
+    return f"fdiv(epoch_us({column}), 1000000)::BIGINT"
+
+
 # Columns are cast to the views' types: an all-empty or all-null column has none to infer.
 # Daily tables add a `day` column (the partition); `{since}` is the first day recomputed:
 # `interactions` holds every event of the users active since then, `recent` the events from 30
@@ -58,13 +65,13 @@ _QUERIES = {
                {EPOCH} AS event_timestamp FROM users""",
     "item_content": f"""
         SELECT item_id, title::VARCHAR AS title, categories::VARCHAR[] AS categories,
-               price::DOUBLE AS price, epoch(created_at)::BIGINT AS created_at_s,
+               price::DOUBLE AS price, {_seconds('created_at')} AS created_at_s,
                {EPOCH} AS event_timestamp FROM items""",
     "user_history": f"""
         WITH ranked AS (
             SELECT user_id, event_timestamp,
                    list(item_id) OVER recent AS recent_item_ids,
-                   list(epoch(event_timestamp)::BIGINT) OVER recent AS recent_timestamps,
+                   list({_seconds('event_timestamp')}) OVER recent AS recent_timestamps,
                    count(*) OVER (PARTITION BY user_id ORDER BY event_timestamp, seq)
                        AS event_count,
                    row_number() OVER (PARTITION BY user_id, event_timestamp ORDER BY seq DESC)
@@ -104,6 +111,8 @@ _QUERIES = {
             FROM merged WINDOW running AS (PARTITION BY item_id ORDER BY starts))
         SELECT * FROM counted WHERE day BETWEEN {since} AND {last}""",
 }
+# Recorded with each write: tables written by other queries (an older version) are rebuilt.
+_QUERIES_FINGERPRINT = hashlib.sha256(json.dumps(_QUERIES, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -146,9 +155,9 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
 
     The static tables are rewritten; of the daily tables only the days from the first whose events
     changed since the last write are (every day when `rebuild`, or when the last write was of
-    another dataset or history length). Tables are written to a scratch folder first, so a
-    failure leaves the previous files as they were; `partitions.json` is written last, so days
-    a failed write left half replaced are recomputed by the next.
+    another dataset, history length or version of the queries). Tables are written to a scratch
+    folder first, so a failure leaves the previous files as they were; `partitions.json` is
+    written last, so days a failed write left half replaced are recomputed by the next.
     """
     dataset.validate()
     out_dir = Path(out_dir)
@@ -157,6 +166,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     previous = _read_partitions(out_dir)
     same_build = (previous.get("dataset") == dataset.fingerprint
                   and previous.get("history_length") == history_length and not rebuild
+                  and previous.get("queries") == _QUERIES_FINGERPRINT
                   and all(table_path(out_dir, t).is_dir() for t in DAILY_TABLES))
     known = previous.get("days", {}) if same_build else {}
     rows, appended = _appended_rows(con, previous.get("rows", {}) if same_build else {})
@@ -184,7 +194,8 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     atomic_write(out_dir / DATASET_FILE, json.dumps(
         {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
     atomic_write(out_dir / PARTITIONS_FILE, json.dumps(
-        {"dataset": dataset.fingerprint, "history_length": history_length, "static": statics,
+        {"dataset": dataset.fingerprint, "history_length": history_length,
+         "queries": _QUERIES_FINGERPRINT, "static": statics,
          "days": fingerprints, "rows": rows}, indent=0) + "\n")
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)

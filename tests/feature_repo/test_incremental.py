@@ -183,3 +183,14 @@ def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(s
 
 def _plain(value):
     return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
+
+
+def test_tables_written_by_other_queries_are_rebuilt(shop, tmp_path):
+    write_feature_tables(shop, tmp_path)
+    partitions = tmp_path / tables.PARTITIONS_FILE
+    record = json.loads(partitions.read_text())
+    partitions.write_text(json.dumps({**record, "queries": "an older version"}))
+    update = write_feature_tables(shop, tmp_path)
+    assert update.days[0] == shop.interactions["event_timestamp"].min().date() and update.kept_days == 0
+    assert set(update.rows) == set(TABLES)
+    assert json.loads(partitions.read_text())["queries"] == record["queries"]

@@ -127,3 +127,15 @@ def test_streamed_training_frame_equals_the_in_memory_one(adversarial_store, tmp
     assert streamed["item_id"].tolist() == in_memory["item_id"].tolist() == [10, 12, 5]
     assert [list(h) for h in streamed["recent_item_ids"]] == [[], [10, 11], []]
     assert not list(tmp_path.glob(".*")), "no scratch file left behind"
+
+
+def test_times_in_features_are_whole_seconds_floored_as_the_index_and_towers_floor_them(tmp_path):
+    dataset = make_dataset([(1, 1, "2024-03-10 12:00:00.7"), (1, 2, "2024-03-10 12:00:05.2")], items=3)
+    dataset.items["created_at"] = utc(pd.Series(
+        ["2020-01-01 00:00:00.7", "1969-12-31 23:59:59.5", "2020-01-01 00:00:00"]))
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path))
+    frame = _lookup(store, [(1, item, "2024-03-10 12:00:06") for item in (1, 2, 3)])
+    second = int(pd.Timestamp("2024-03-10 12:00:00", tz="UTC").timestamp())
+    assert list(frame.loc[0, "recent_timestamps"]) == [second, second + 5]
+    new_year = int(pd.Timestamp("2020-01-01", tz="UTC").timestamp())
+    assert frame["created_at_s"].tolist() == [new_year, -1, new_year]

@@ -184,7 +184,8 @@ def ema_updates(horizon_steps: float) -> tuple[int, float]:
 
 
 def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerConfig | None = None,
-        train: TrainConfig | None = None, validate: evaluate.Validator | None = None) -> Artifact:
+        train: TrainConfig | None = None, validate: evaluate.Validator | None = None,
+        end_share: float = 1.0) -> Artifact:
     """Train both towers on a Feast training frame and return the best artifact seen by `validate`.
 
     Args:
@@ -192,6 +193,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
             wrote): one (user_id, item_id, event_timestamp) per training event with its user
             features; the Feast store's history_length must equal `tower.max_len`.
         items: the catalogue's content (item_id, title, categories, price, created_at).
+        end_share: the share of the schedule after which training ends (a refit ends where its
+            first fit's best was); the learning rate follows the whole schedule.
 
     Under `torchrun` (an initialised process group) every rank trains on its share of each
     epoch's batches and gradients are averaged, so all ranks hold the same weights.
@@ -249,6 +252,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     best: tuple[float, int, int, dict] = (-np.inf, -1, 0, copy.deepcopy(kept.state_dict()))
     history: list[dict] = []
     schedule: Plan | None = None  # set once the first pass's batches are known
+    last_step = 0  # where this run ends: the schedule's end, or `end_share` of it
     stop: StopReason | None = None
     validated = 0  # the step of the last validation
     tick, seen, losses = time.perf_counter(), 0, []
@@ -259,14 +263,16 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         mine = groups[rank:len(groups) // world * world:world]
         if schedule is None:
             schedule = plan(train, len(mine))
-            log.info("schedule: %d steps (%g schedule epochs of %.0f steps; %d steps a pass)",
-                     schedule.steps, train.decay_epochs, schedule.steps_per_epoch, len(mine))
+            last_step = min(schedule.steps, max(1, math.ceil(end_share * schedule.steps)))
+            log.info("schedule: %d steps (%g schedule epochs of %.0f steps; %d steps a pass)%s",
+                     schedule.steps, train.decay_epochs, schedule.steps_per_epoch, len(mine),
+                     f", ending at step {last_step}" if last_step < schedule.steps else "")
             if train.ema_epochs:
                 ema_every, decay = ema_updates(train.ema_epochs * schedule.steps_per_epoch)
                 ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
                 kept = ema.module
         for group in mine:
-            if step >= schedule.steps:
+            if step >= last_step:
                 break
             lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
             for optimizer in optimizers:
@@ -339,7 +345,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                 log.info("step %d loss %.4f lr %.1e %.0f ms/step %.0f examples/s", step,
                          losses[-1], lr, ms, world * seen / (time.perf_counter() - tick))
         elapsed = time.perf_counter() - started
-        ended = step >= schedule.steps or epoch == train.epochs - 1
+        ended = step >= last_step or epoch == train.epochs - 1
         capped = train.max_minutes is not None and elapsed > 60 * train.max_minutes
         if not (ended or capped or step - validated >= train.validate_steps):
             continue
@@ -485,7 +491,8 @@ def _agreed(stop: StopReason | None, world: int) -> StopReason | None:
 
 def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: TowerConfig | None = None,
               train: TrainConfig | None = None) -> Artifact:
-    """Train with early stopping on the split's validation; TEMPORAL then refits up to the test cut.
+    """Train with early stopping on the split's validation; TEMPORAL then refits on every event
+    before the test cut, on the same schedule, and ends where the first fit's best was in it.
 
     `store` is the dataset's Feast store (`towers.features.feature_store`) and `split` carries its
     user features (`towers.features.with_features`).
@@ -502,14 +509,17 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
                    validate=evaluate.Validator(split.validation, items))
     if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
         first = artifact.metrics
-        refit = train.model_copy(update={"epochs": first["best_epoch"] + 1,
-                                         "popularity_prior": artifact.prior.weight})
-        artifact = fit(frame, items, tower=tower, train=refit)
+        # Its lr is where the first fit's was at its best, not annealed in fewer passes: on the
+        # validation period that scored higher (notes: issue 18, part y).
+        share = first["best_step"] / first["schedule_steps"]
+        refit = train.model_copy(update={"popularity_prior": artifact.prior.weight})
+        artifact = fit(frame, items, tower=tower, train=refit, end_share=share)
         artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
-                                val_by_prior=first.get("val_by_prior"),
+                                best_step=first["best_step"], val_by_prior=first.get("val_by_prior"),
                                 seconds_to_best=first["seconds_to_best"],
                                 stopped_by=first["stopped_by"],
                                 improving_at_stop=first["improving_at_stop"],
+                                refit_share=share,
                                 refit_stopped_by=artifact.metrics["stopped_by"],
                                 refit_seconds=artifact.metrics["seconds_total"])
     return artifact

@@ -260,6 +260,19 @@ def test_fit_follows_the_schedule_and_ends_with_it(ml, small_frame, caplog):
     assert lrs[:peak + 1] == sorted(lrs[:peak + 1]) and lrs[peak:] == sorted(lrs[peak:])[::-1]
 
 
+def test_a_run_ended_at_a_share_of_its_schedule_keeps_the_schedules_learning_rate(ml, small_frame):
+    train = TrainConfig(batch_size=256, lr=0.01, warmup_epochs=0.5, decay_epochs=4, min_steps=40,
+                        validate_steps=1, patience=50)
+    artifact = fit(_tiny(small_frame), ml.items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
+                   train=train, end_share=0.5)
+    metrics = artifact.metrics
+    assert metrics["schedule_steps"] == 40 and metrics["steps"] == 20  # the schedule is not squeezed
+    assert metrics["stopped_by"] == "budget"
+    # The last step's lr is the schedule's halfway, not annealed to 0 as at a schedule's end.
+    halfway = learning_rate(train, 20 / 10)
+    assert metrics["history"][-1]["lr"] == pytest.approx(halfway) and halfway > 0.005
+
+
 def _tiny(frame):
     return frame[frame["user_id"] <= 15].reset_index(drop=True)
 

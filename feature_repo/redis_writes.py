@@ -3,8 +3,9 @@
 Feast 0.67's `RedisOnlineStore.online_write_batch` reads every entity's timestamp, then writes the
 rows that are newer: a writer landing between the two (the service appending to a user's history)
 has its newer value replaced by an older one. `guard` gives a store's Redis online store a write
-that compares and sets each row in one Lua script instead (Redis runs a script atomically), with
-Feast's rule: a row not newer than the stored one is skipped. The service's own writes
+that compares and sets each row in one Lua script instead (Redis runs a script atomically): a row
+older than the stored one is skipped. One stamped the same replaces it, as in the SQLite store: a
+static row (stamped 1970) then takes what a rebuild of its table wrote. The service's own writes
 (`services.online_rows`) watch the same hash, so either order of the two keeps the newer value.
 """
 
@@ -45,7 +46,7 @@ if stored then
     if tag == 8 then seconds = value elseif tag == 16 then nanos = value end
   end
   local new_seconds, new_nanos = tonumber(ARGV[2]), tonumber(ARGV[3])
-  if new_seconds < seconds or (new_seconds == seconds and new_nanos <= nanos) then return 0 end
+  if new_seconds < seconds or (new_seconds == seconds and new_nanos < nanos) then return 0 end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 return 1

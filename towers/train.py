@@ -16,6 +16,7 @@ result line; `torchrun --nproc_per_node=2 -m towers.train ...` does the same on 
 from __future__ import annotations
 
 import copy
+import fractions
 import logging
 import math
 import os
@@ -185,7 +186,7 @@ def ema_updates(horizon_steps: float) -> tuple[int, float]:
 
 def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerConfig | None = None,
         train: TrainConfig | None = None, validate: evaluate.Validator | None = None,
-        end_share: float = 1.0) -> Artifact:
+        end_share: fractions.Fraction | float = 1) -> Artifact:
     """Train both towers on a Feast training frame and return the best artifact seen by `validate`.
 
     Args:
@@ -199,8 +200,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     Under `torchrun` (an initialised process group) every rank trains on its share of each
     epoch's batches and gradients are averaged, so all ranks hold the same weights.
 
-    The metrics say what ended the run (`stopped_by`: the schedule's end or `epochs` is
-    "budget", `max_minutes` is "cap") and whether validation was still improving then
+    The metrics say what ended the run (`stopped_by`: the schedule's end, `end_share` of it or
+    `epochs` is "budget", `max_minutes` is "cap") and whether validation was still improving then
     (`improving_at_stop`); a budget or cap that cuts an improving run, or a cap, logs a warning.
     """
     tower, train = tower or TowerConfig(), train or TrainConfig()
@@ -495,7 +496,9 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
     before the test cut, on the same schedule, and ends where the first fit's best was in it.
 
     `store` is the dataset's Feast store (`towers.features.feature_store`) and `split` carries its
-    user features (`towers.features.with_features`).
+    user features (`towers.features.with_features`). A refit's metrics are its own (`steps`,
+    `schedule_steps`, `history`) but for what validation decided, which is the first fit's (`val`,
+    `best_epoch`, `best_step`, `first_schedule_steps`, `stopped_by`, ...).
     """
     from towers.features import examples
 
@@ -511,7 +514,7 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
         first = artifact.metrics
         # Its lr is where the first fit's was at its best, not annealed in fewer passes: on the
         # validation period that scored higher (notes: issue 18, part y).
-        share = first["best_step"] / first["schedule_steps"]
+        share = fractions.Fraction(first["best_step"], first["schedule_steps"])  # exact: no step more
         refit = train.model_copy(update={"popularity_prior": artifact.prior.weight})
         artifact = fit(frame, items, tower=tower, train=refit, end_share=share)
         artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
@@ -519,7 +522,8 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
                                 seconds_to_best=first["seconds_to_best"],
                                 stopped_by=first["stopped_by"],
                                 improving_at_stop=first["improving_at_stop"],
-                                refit_share=share,
+                                first_schedule_steps=first["schedule_steps"],
+                                refit_share=float(share),
                                 refit_stopped_by=artifact.metrics["stopped_by"],
                                 refit_seconds=artifact.metrics["seconds_total"])
     return artifact

@@ -10,6 +10,7 @@ failed half way is completed by its replay.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ def logged_item(event: Event) -> ItemFeatures:
     body = event.body
     created = datetime.fromisoformat(effective(event, "created_at"))
     return ItemFeatures(title=body["title"], categories=tuple(body["categories"]),
-                        price=body.get("price"), created_at_s=int(created.timestamp()),
+                        price=body.get("price"), created_at_s=math.floor(created.timestamp()),
                         stock=int(body.get("stock", 0)))
 
 

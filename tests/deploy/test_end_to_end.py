@@ -8,7 +8,7 @@ through the service's engine (`services.engine`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from feature_repo.store import (
     online_user_features,
     training_frame,
 )
+from feature_repo.tables import write_feature_tables
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.model_store import save_model
@@ -127,3 +128,14 @@ def test_redis_and_postgres_hold_the_rows(deployment, redis_server, shop):
         assert deployment.registry.engine.dialect.name == "postgresql"
         assert registry_db.execute(sa.text("SELECT count(*) FROM index_versions "
                                            "WHERE status = 'live'")).scalar() == 1
+
+
+def test_a_rewritten_static_row_replaces_the_online_one_stamped_the_same(deployment, shop):
+    """Item content is stamped 1970 whatever its version: materializing a rebuilt table updates it."""
+    item = int(shop.items["item_id"].iloc[0])
+    items = shop.items.assign(price=np.where(shop.items["item_id"] == item, 12345.0, shop.items["price"]))
+    write_feature_tables(replace(shop, items=items), Path(deployment.store.repo_path) / "data")
+    materialize(deployment.store, shop.interactions["event_timestamp"].max().to_pydatetime())
+    read = deployment.store.get_online_features(features=["item_content:price"],
+                                                entity_rows=[{"item_id": item}]).to_dict()
+    assert read["price"] == [12345.0]

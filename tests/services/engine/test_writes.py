@@ -15,12 +15,21 @@ from feature_repo.datasets import Dataset
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
-from index.events import LOG_GAPS, LOG_POSITION, EventLog, events, log_gaps, log_position, with_events
+from index.events import (
+    LOG_GAPS,
+    LOG_POSITION,
+    Event,
+    EventLog,
+    events,
+    log_gaps,
+    log_position,
+    with_events,
+)
 from index.model_store import default_quantization, publish
 from index.registry import IndexVersion, Registry
 from services.engine import Engine
 from services.engine.live import LATE_COMMIT_S, LiveVersion
-from services.engine.writes import apply, item_frame
+from services.engine.writes import apply, item_frame, logged_item
 from services.schemas import ItemUpsert
 from tests.services.conftest import Service
 from tests.utils.polling import eventually
@@ -254,3 +263,11 @@ def test_seqs_that_never_commit_are_waited_for_together_then_passed_over():
     assert live._applied == 1
     live._advance(now=LATE_COMMIT_S + 0.1)
     assert live._applied == 8 and not live._missing and not live._done
+
+
+@pytest.mark.parametrize(("created_at", "second"), [("2020-01-01T00:00:00.7+00:00", 1577836800),
+                                                    ("1969-12-31T23:59:59.5+00:00", -1)])
+def test_a_logged_item_is_created_at_its_floored_second_as_the_index_and_tables_have_it(created_at,
+                                                                                       second):
+    body = {"title": "t", "categories": ["c"], "created_at": created_at}
+    assert logged_item(Event(1, "k", "item", body, datetime.now(UTC))).created_at_s == second

@@ -158,7 +158,7 @@ def learning_rate(train: TrainConfig, progress: float) -> float:
 class Plan:
     """A fit's schedule in optimizer steps, fixed once the steps per pass are known."""
 
-    steps: int  # where the schedule (and training) ends
+    steps: int  # where the schedule ends, and training with it unless `fit`'s end_share is below 1
     steps_per_epoch: float  # per schedule epoch: one pass, or more on small data
 
 

@@ -158,17 +158,21 @@ def learning_rate(train: TrainConfig, progress: float) -> float:
 class Plan:
     """A fit's schedule in optimizer steps, fixed once the steps per pass are known."""
 
-    steps: int  # where the schedule ends, and training with it unless `fit`'s end_share is below 1
+    steps: int  # where the schedule ends
     steps_per_epoch: float  # per schedule epoch: one pass, or more on small data
+    end: int  # where training ends: `steps`, or sooner with an end share below 1
 
 
-def plan(train: TrainConfig, steps_per_pass: int) -> Plan:
-    """`decay_epochs` passes, stretched to `min_steps` steps and cut at `epochs` passes."""
+def plan(train: TrainConfig, steps_per_pass: int, end_share: fractions.Fraction | float = 1) -> Plan:
+    """`decay_epochs` passes, stretched to `min_steps` steps and cut at `epochs` passes; training
+    ends after `end_share` of them (rounded up, at least one step)."""
     budget = train.epochs * steps_per_pass
     if not train.decay_epochs:  # a flat lr: `epochs` and early stopping end the run
-        return Plan(budget, steps_per_pass)
-    steps = min(max(math.ceil(train.decay_epochs * steps_per_pass), train.min_steps), budget)
-    return Plan(steps, steps / train.decay_epochs)
+        steps, per_epoch = budget, float(steps_per_pass)
+    else:
+        steps = min(max(math.ceil(train.decay_epochs * steps_per_pass), train.min_steps), budget)
+        per_epoch = steps / train.decay_epochs
+    return Plan(steps, per_epoch, min(steps, max(1, math.ceil(end_share * steps))))
 
 
 EMA_UPDATES = 100  # moving-average updates per horizon: fewer cost less, more change nothing
@@ -253,7 +257,6 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     best: tuple[float, int, int, dict] = (-np.inf, -1, 0, copy.deepcopy(kept.state_dict()))
     history: list[dict] = []
     schedule: Plan | None = None  # set once the first pass's batches are known
-    last_step = 0  # where this run ends: the schedule's end, or `end_share` of it
     stop: StopReason | None = None
     validated = 0  # the step of the last validation
     tick, seen, losses = time.perf_counter(), 0, []
@@ -263,17 +266,16 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
         groups = batch_groups(windows, batch_size=train.batch_size, rng=rng)
         mine = groups[rank:len(groups) // world * world:world]
         if schedule is None:
-            schedule = plan(train, len(mine))
-            last_step = min(schedule.steps, max(1, math.ceil(end_share * schedule.steps)))
+            schedule = plan(train, len(mine), end_share)
             log.info("schedule: %d steps (%g schedule epochs of %.0f steps; %d steps a pass)%s",
                      schedule.steps, train.decay_epochs, schedule.steps_per_epoch, len(mine),
-                     f", ending at step {last_step}" if last_step < schedule.steps else "")
+                     f", ending at step {schedule.end}" if schedule.end < schedule.steps else "")
             if train.ema_epochs:
                 ema_every, decay = ema_updates(train.ema_epochs * schedule.steps_per_epoch)
                 ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
                 kept = ema.module
         for group in mine:
-            if step >= last_step:
+            if step >= schedule.end:
                 break
             lr = learning_rate(train, (step + 1) / schedule.steps_per_epoch)
             for optimizer in optimizers:
@@ -346,7 +348,7 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
                 log.info("step %d loss %.4f lr %.1e %.0f ms/step %.0f examples/s", step,
                          losses[-1], lr, ms, world * seen / (time.perf_counter() - tick))
         elapsed = time.perf_counter() - started
-        ended = step >= last_step or epoch == train.epochs - 1
+        ended = step >= schedule.end or epoch == train.epochs - 1
         capped = train.max_minutes is not None and elapsed > 60 * train.max_minutes
         if not (ended or capped or step - validated >= train.validate_steps):
             continue

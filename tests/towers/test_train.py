@@ -3,6 +3,8 @@ down on real data, the schedule and what ends it, determinism and two-process (g
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -239,10 +241,18 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_decay_epochs():
 
 def test_the_plan_stretches_small_data_to_min_steps_and_squeezes_into_epochs():
     train = TrainConfig(decay_epochs=6, min_steps=1000)
-    assert plan(train, 500) == Plan(3000, 500)  # large data: decay_epochs passes
-    assert plan(train, 4) == Plan(1000, 1000 / 6)  # small data: a schedule epoch is 41+ passes
-    assert plan(train.model_copy(update={"epochs": 2}), 4) == Plan(8, 8 / 6)  # the budget binds
-    assert plan(train.model_copy(update={"decay_epochs": 0, "epochs": 9}), 4) == Plan(36, 4)
+    assert plan(train, 500) == Plan(3000, 500, 3000)  # large data: decay_epochs passes
+    assert plan(train, 4) == Plan(1000, 1000 / 6, 1000)  # small data: a schedule epoch is 41+ passes
+    assert plan(train.model_copy(update={"epochs": 2}), 4) == Plan(8, 8 / 6, 8)  # the budget binds
+    assert plan(train.model_copy(update={"decay_epochs": 0, "epochs": 9}), 4) == Plan(36, 4, 36)
+
+
+def test_the_plan_ends_training_at_a_share_of_its_schedule():
+    train = TrainConfig(decay_epochs=1, min_steps=100)
+    assert plan(train, 100, Fraction(1, 3)) == Plan(100, 100, 34)  # rounded up
+    assert plan(train, 100, Fraction(29, 100)).end == 29  # exact: 0.29 * 100 in floats is 29.000...04
+    assert plan(train, 100, 0).end == 1  # at least one step
+    assert plan(train, 100, 1).end == 100
 
 
 def test_fit_follows_the_schedule_and_ends_with_it(ml, small_frame, caplog):

@@ -99,4 +99,4 @@ def report(dataset: Dataset, home: str | Path, *, tower: TowerConfig | None = No
                                             serve(artifact, catalogue) if serve else None),
                                   queries, k),
             "popularity": evaluate(popularity_before(dataset.interactions, cold), queries, k),
-            "best_epoch": artifact.metrics["best_epoch"]}
+            "best_epoch": artifact.metrics["best_epoch"], "steps": artifact.metrics["steps"]}

@@ -89,18 +89,24 @@ def _eval(args: argparse.Namespace) -> None:
     from feature_repo.datasets import load
     from towers import baselines, evaluate, lightgcn
     from towers.artifact import Artifact
-    from towers.config import ConfigError, override
+    from towers.config import ConfigError, load_preset, override
     from towers.features import feature_store, with_features
     from towers.model import TowerConfig
-    from towers.train import fit_split
+    from towers.train import TrainConfig, fit_split
 
     try:
-        [tower] = override([TowerConfig()], {"item_encoder": args.item_encoder})
+        values = load_preset(args.preset) if args.preset else {}
+    except (OSError, ValueError) as exc:  # missing, unreadable or not TOML
+        raise SystemExit(f"twotower eval: --preset {args.preset}: {exc}") from None
+    if args.item_encoder:  # the option wins over the preset
+        values["item_encoder"] = args.item_encoder
+    try:
+        tower, train = override([TowerConfig(), TrainConfig()], values)
     except ConfigError as exc:
-        raise SystemExit(f"twotower eval: --item-encoder: {exc}") from None
+        raise SystemExit(f"twotower eval: {exc}") from None
     dataset = load(args.data)
     if args.cold_start:
-        return _cold_start(args, dataset, tower)
+        return _cold_start(args, dataset, tower, train)
     split = evaluate.make_split(dataset, args.protocol)
     training = {}  # how the two-tower's (or LightGCN's) training ended
     if args.model == "popularity":
@@ -117,7 +123,7 @@ def _eval(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="twotower-eval-") as home:
             store = feature_store(dataset, max_len, home)
             split = with_features(split, store)
-            artifact = artifact or fit_split(split, dataset.items, store, tower=tower)
+            artifact = artifact or fit_split(split, dataset.items, store, tower=tower, train=train)
             dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
             with _served(artifact, dataset, store=store) as engine:
                 metrics = evaluate.evaluate(engine.rank, split.test)
@@ -133,7 +139,7 @@ def _eval(args: argparse.Namespace) -> None:
                           **({"training": training} if training else {}), **metrics})
 
 
-def _cold_start(args: argparse.Namespace, dataset, tower) -> None:
+def _cold_start(args: argparse.Namespace, dataset, tower, train) -> None:
     """Two-tower (served by the service's engine) vs point-in-time Popularity on held-out items (see
     towers/cold_start.py)."""
     from contextlib import ExitStack
@@ -149,7 +155,7 @@ def _cold_start(args: argparse.Namespace, dataset, tower) -> None:
             # report() embeds the query users itself, so the engine answers the ANN step.
             return engines.enter_context(_served(artifact, dataset, items=cold_items)).retrieve
 
-        result = report(dataset, home, tower=tower, serve=serve)
+        result = report(dataset, home, tower=tower, train=train, serve=serve)
     metrics = {f"{model} {name}": value for model in ("two-tower", "popularity")
                for name, value in _named(result.pop(model)).items() if name != "users"}
     _report(args, f"cold start on {dataset.name} ({result})", {"cold_start": result, **metrics})
@@ -334,9 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
     evaluation.add_argument("--model", choices=["two-tower", "lightgcn", "ease", "popularity"],
                             default="two-tower")
-    evaluation.add_argument("--item-encoder", default="content",
+    evaluation.add_argument("--preset", type=Path,
+                            help="a TOML file of the two-tower's config keys when it trains one "
+                                 "(as python -m towers.train --preset; e.g. towers/configs/)")
+    evaluation.add_argument("--item-encoder",
                             help="the two-tower's item encoder when it trains one: content (ID "
-                                 "and content) or sage (+ the item's graph neighbourhood)")
+                                 "and content; the default) or sage (+ the item's graph "
+                                 "neighbourhood); it wins over a --preset's")
     evaluation.add_argument("--artifact", type=Path, help="a saved two-tower (default: train one)")
     evaluation.add_argument("--json", type=Path, help="write the metrics here as JSON")
     evaluation.add_argument("--cold-start", action="store_true",

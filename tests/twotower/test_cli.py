@@ -74,14 +74,36 @@ def test_cold_start_eval_compares_towers_and_popularity_on_held_out_items(tmp_pa
     from feature_repo.datasets import load
 
     spec = "synthetic:items=150,users=80,events=2000,seed=3"
-    out = tmp_path / "cold.json"
-    main(["eval", "--data", spec, "--cold-start", "--json", str(out)])
+    out, preset = tmp_path / "cold.json", tmp_path / "short.toml"
+    preset.write_text("min_steps = 150\n")  # a schedule of 150 steps, not the default 1,000
+    main(["eval", "--data", spec, "--cold-start", "--preset", str(preset), "--json", str(out)])
     result = json.loads(out.read_text())
     interacted = load(spec).interactions["item_id"].nunique()
     assert result["cold_start"]["cold_items"] == round(0.1 * interacted)
+    assert 0 < result["cold_start"]["steps"] <= 150
     for model in ("two-tower", "popularity"):
         assert 0 <= result[f"{model} Recall@100"] <= 1
         assert result[f"{model} Recall@10"] <= result[f"{model} Recall@100"]
+
+
+def test_eval_preset_errors_name_the_file_or_the_key(tmp_path):
+    spec = "synthetic:items=20,users=10,events=100,seed=0"
+    with pytest.raises(SystemExit, match=r"--preset .*missing\.toml: .*No such file"):
+        main(["eval", "--data", spec, "--preset", str(tmp_path / "missing.toml")])
+    broken = tmp_path / "broken.toml"
+    broken.write_text("min_steps = \n")
+    with pytest.raises(SystemExit, match=r"--preset .*broken\.toml: .*line 1"):
+        main(["eval", "--data", spec, "--preset", str(broken)])
+    preset = tmp_path / "preset.toml"
+    preset.write_text('min_step = 10\n')
+    with pytest.raises(SystemExit, match="unknown key 'min_step'; valid keys: .*min_steps"):
+        main(["eval", "--data", spec, "--preset", str(preset)])
+    preset.write_text('item_encoder = "sage"\nmin_steps = 0\n')
+    with pytest.raises(SystemExit, match="min_steps=0: Input should be greater than or equal to 1"):
+        main(["eval", "--data", spec, "--preset", str(preset)])
+    preset.write_text('item_encoder = "sage"\n')  # --item-encoder wins over the preset
+    with pytest.raises(SystemExit, match="item_encoder='gat'"):
+        main(["eval", "--data", spec, "--preset", str(preset), "--item-encoder", "gat"])
 
 
 def _shop(folder, interactions):

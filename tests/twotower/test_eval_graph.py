@@ -27,5 +27,5 @@ def test_lightgcn_eval_tunes_on_validation_and_beats_popularity(protocol, tmp_pa
 
 
 def test_an_unknown_item_encoder_is_refused_naming_the_registered_ones(capsys):
-    with pytest.raises(SystemExit, match=r"--item-encoder: item_encoder='gat'.*'sage'"):
+    with pytest.raises(SystemExit, match=r"twotower eval: item_encoder='gat'.*'sage'"):
         main(["eval", "--data", SPEC, "--item-encoder", "gat"])

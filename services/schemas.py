@@ -61,11 +61,20 @@ Time = Annotated[AwareDatetime, AfterValidator(_in_time_range),
                  Field(description=f"With a time zone; years {MIN_YEAR} to {MAX_YEAR}.")]
 
 
-class _Model(BaseModel):
+class _Request(BaseModel):
+    """What a client sends: an unknown field is a 422 naming it, never silently dropped."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class Filters(_Model):
+class _Answer(BaseModel):
+    """What the service answers: a field a newer service adds is ignored, so an application's
+    older client keeps working while the service is upgraded under it."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class Filters(_Request):
     """What every recommended item must satisfy."""
 
     categories: list[Category] | None = Field(
@@ -82,37 +91,35 @@ class Filters(_Model):
         return self
 
 
-class SessionEvent(_Model):
+class SessionEvent(_Request):
     """An interaction of the current session not yet in the online store."""
 
     item_id: ItemId
     ts: Time | None = Field(None, description="When it happened; default: request time.")
 
 
-class RecommendationRequest(_Model):
+class RecommendationRequest(_Request):
     user_id: UserId
     k: int = Field(10, ge=1, le=MAX_K)
     filters: Filters = Field(default_factory=Filters)
     session: list[SessionEvent] = Field(default_factory=list, max_length=MAX_SESSION_EVENTS)
 
 
-class Reasons(_Model):
+class Reasons(_Answer):
     retrieval_score: float = Field(description="Dot product of the user and item vectors.")
     ranker_score: float | None = Field(None, description="Re-ranker score; null in retrieval order.")
     new_item: bool = Field(False, description="In the last place kept for an item newer than the "
                                               "model, which its popularity prior cannot rank yet.")
 
 
-class ScoredItem(_Model):
+class ScoredItem(_Answer):
     item_id: int
     score: float = Field(description="What the order follows: ranker score, else retrieval score.")
     reasons: Reasons
 
 
-class Versioned(_Model):
+class Versioned(_Answer):
     """Every answer names the one model version and index version that produced it."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_version: int
     index_version: int
@@ -131,29 +138,29 @@ class SimilarItemsResponse(Versioned):
     items: list[ScoredItem]
 
 
-class InteractionRequest(_Model):
+class InteractionRequest(_Request):
     user_id: UserId
     item_id: ItemId
     ts: Time | None = Field(None, description="When it happened; default: now.")
 
 
-class InteractionResponse(_Model):
+class InteractionResponse(_Answer):
     user_id: int
     item_id: int
     ts: datetime
     history_length: int = Field(description="Items in the user's online history after this one.")
 
 
-class StockUpdate(_Model):
+class StockUpdate(_Request):
     quantity: int = Field(ge=0, le=MAX_QUANTITY)
 
 
-class StockResponse(_Model):
+class StockResponse(_Answer):
     item_id: int
     quantity: int
 
 
-class ItemUpsert(_Model):
+class ItemUpsert(_Request):
     """A new (or changed) item's content; it is embedded by the live item tower."""
 
     title: Text = Field(max_length=MAX_TEXT)
@@ -167,14 +174,14 @@ class ItemResponse(Versioned):
     item_id: int
 
 
-class Dependency(_Model):
+class Dependency(_Answer):
     """One thing the service depends on (online store, index, registry) as a probe found it."""
 
     status: Literal["ok", "degraded"]
     reason: str | None = Field(None, description="What is wrong, when it is degraded.")
 
 
-class Health(_Model):
+class Health(_Answer):
     """`unavailable` (503): requests cannot be answered; `degraded` (200): they are, but a
     dependency they do not wait on is not ok (the registry: no new versions; the features: of
     another dataset than the live model)."""
@@ -186,21 +193,19 @@ class Health(_Model):
         default_factory=dict, description="Each dependency by name: online_store, index, registry.")
 
 
-class FieldError(_Model):
+class FieldError(_Answer):
     field: str = Field(description="Where: e.g. 'body.filters.min_price' or 'query.k'.")
     message: str
 
 
-class ErrorResponse(_Model):
+class ErrorResponse(_Answer):
     """The body of every error status."""
 
     detail: str = Field(description="What went wrong, in words (every bad field of a 422).")
     errors: list[FieldError] = Field(default_factory=list, description="A 422's fields, one each.")
 
 
-class VersionInfo(_Model):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
+class VersionInfo(_Answer):
     model_version: int
     index_version: int
     model_location: str

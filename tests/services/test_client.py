@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+from pydantic import ValidationError
 
 from services.client import (
     APIConnectionError,
@@ -25,6 +26,7 @@ from services.client import (
 )
 from services.client._base import BACKOFF_MAX_S, RETRY_AFTER_MAX_S, backoff
 from services.client.errors import error_for_status
+from services.schemas import RecommendationRequest, RecommendationResponse
 from tests.utils.servers import free_port
 
 
@@ -121,8 +123,8 @@ class _DroppingServer:
     """A loopback HTTP server that answers the first request of a connection (kept alive) and
     drops the connection on the next: closed after reading it, or reset without reading it."""
 
-    def __init__(self, reset: bool) -> None:
-        self.reset, self.connections = reset, 0
+    def __init__(self, reset: bool, body: bytes = HEALTH) -> None:
+        self.reset, self.body, self.connections = reset, body, 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -137,7 +139,7 @@ class _DroppingServer:
             with conn:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(HEALTH)).encode() + b"\r\n\r\n" + HEALTH)
+                             + str(len(self.body)).encode() + b"\r\n\r\n" + self.body)
                 if self.reset and conn.recv(65536, socket.MSG_PEEK):  # the next request, unread:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 else:
@@ -168,3 +170,26 @@ def test_a_dropped_connection_raises_once_retries_are_spent():
                 client.health()
     finally:
         server.close()
+
+
+def test_an_answer_with_fields_this_client_does_not_know_is_read():
+    """A service upgraded before its applications' clients adds fields to its answers."""
+    newer = (b'{"status": "ok", "reason": null, "ranking": "ranker", "region": "eu", '
+             b'"dependencies": {"index": {"status": "ok", "reason": null, "latency_ms": 2}}}')
+    server = _DroppingServer(reset=False, body=newer)
+    try:
+        with RecommenderClient(server.url, max_retries=0) as client:
+            health = client.health()
+        assert health.status == "ok" and health.dependencies["index"].status == "ok"
+    finally:
+        server.close()
+    answer = RecommendationResponse.model_validate({
+        "model_version": 1, "index_version": 2, "user_id": 3, "ranking": "retrieval",
+        "cold_start": False, "explanation": "new", "items": [
+            {"item_id": 4, "score": 0.5, "rank": 1, "reasons": {"retrieval_score": 0.5, "why": "x"}}]})
+    assert answer.items[0].reasons.retrieval_score == 0.5
+
+
+def test_a_request_field_the_service_does_not_know_is_refused_by_name():
+    with pytest.raises(ValidationError, match=r"(?s)filters\.max_prize.*Extra inputs are not permitted"):
+        RecommendationRequest.model_validate({"user_id": 1, "filters": {"max_prize": 9}})

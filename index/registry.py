@@ -8,10 +8,12 @@ copied or moved home serves and writes its own files. An index version moves thr
 
 Promotion and rollback are one transaction each: the old live row is retired, the new one made
 live and the backend's live pointer (Edge LIVE file, server alias) switched before the commit, so
-a failure anywhere leaves the previous live version serving. A partial unique index guarantees
-at most one live row. A builder that is killed cannot mark itself failed, so every build records
-its pid, host and process start time, and `fail_stale_builds` (run on open and before each build)
-marks `building` rows whose process is gone as `failed`.
+a failure anywhere leaves the previous live version serving. Promotion records the version it
+replaced and rollback returns to it; the restored version keeps its own, so successive rollbacks
+walk back the chain of live versions. A partial unique index guarantees at most one live row. A
+builder that is killed cannot mark itself failed, so every build records its pid, host and process
+start time, and `fail_stale_builds` (run on open and before each build) marks `building` rows
+whose process is gone as `failed`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, create_engine, select, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    create_engine,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
@@ -95,6 +109,8 @@ class IndexVersion(Base):
     builder_host: Mapped[str | None] = mapped_column(String(255))
     builder_start: Mapped[str | None] = mapped_column(String(32))  # guards against pid reuse
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The version live when this one was promoted. No foreign key: prune may delete that row.
+    previous_live_id: Mapped[int | None]
 
 
 R = TypeVar("R", ModelVersion, IndexVersion, None)
@@ -132,6 +148,7 @@ class Registry:
             else {"connect_timeout": max(1, round(timeout_s))} if url.startswith("postgresql") else {})
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
+        self._add_previous_live_id()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = backend
         self.fail_stale_builds()
@@ -283,6 +300,7 @@ class Registry:
                 previous.status = Status.RETIRED
                 session.flush()  # the one-live index must see the old row leave first
             version.status, version.promoted_at = Status.LIVE, _now()
+            version.previous_live_id = previous.id if previous is not None else None
             session.flush()
             self._commit_switch(version, previous, session)
         log.info("index version %d is live (was %s)", version_id, previous.id if previous else None)
@@ -301,7 +319,8 @@ class Registry:
                 )
             current.status = Status.RETIRED
             session.flush()
-            previous.status = Status.LIVE  # promoted_at kept, so a second rollback walks further back
+            # promoted_at and previous_live_id kept, so a second rollback walks further back
+            previous.status = Status.LIVE
             session.flush()
             self._commit_switch(previous, current, session)
         log.info("rolled back index version %d -> %d", current.id, previous.id)
@@ -348,6 +367,20 @@ class Registry:
         return deleted
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _add_previous_live_id(self) -> None:
+        """Add `previous_live_id` to a database created before it (create_all adds no columns)."""
+        def present() -> bool:
+            return any(c["name"] == "previous_live_id"
+                       for c in inspect(self.engine).get_columns("index_versions"))
+        if present():
+            return
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE index_versions ADD COLUMN previous_live_id INTEGER"))
+        except DBAPIError:
+            if not present():  # else another process opening the registry added it first
+                raise
+
     def _stored(self, location: str | None) -> str | None:
         """A location as stored: a path under the home as `./` + its path relative to the home;
         other paths and names (a server's collections) as given."""
@@ -395,17 +428,16 @@ class Registry:
 
     @staticmethod
     def _rollback_target(session: Session, current: IndexVersion) -> IndexVersion | None:
-        """The retired version promoted most recently before `current`."""
-        return session.scalar(
-            select(IndexVersion)
-            .where(
-                IndexVersion.status == Status.RETIRED,
-                IndexVersion.promoted_at.is_not(None),
-                IndexVersion.promoted_at < current.promoted_at,
-            )
-            .order_by(IndexVersion.promoted_at.desc())
-            .limit(1)
+        """The version `current` replaced, if still retired; for a row promoted before
+        `previous_live_id` existed, the retired version promoted most recently before it."""
+        query = select(IndexVersion).where(
+            IndexVersion.status == Status.RETIRED,
+            IndexVersion.promoted_at.is_not(None),
+            IndexVersion.promoted_at < current.promoted_at,  # not a pruned id SQLite reused
         )
+        if current.previous_live_id is not None:
+            return session.scalar(query.where(IndexVersion.id == current.previous_live_id))
+        return session.scalar(query.order_by(IndexVersion.promoted_at.desc()).limit(1))
 
     @staticmethod
     def _live(session: Session) -> IndexVersion | None:

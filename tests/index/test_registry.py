@@ -221,3 +221,73 @@ def test_live_model_without_a_live_version_says_so(tmp_path: Path) -> None:
 def test_spec_refuses_product_quantization_of_odd_dimension() -> None:
     with pytest.raises(ValueError, match="dim=15: product quantization needs an even dimension"):
         IndexSpec(dim=15, quantization="product")
+
+
+def _ready_versions(registry: Registry, n: int) -> list[int]:
+    """`n` ready index versions of one model, registered without a backend."""
+    model = registry.register_model("towers-test")
+    ids = []
+    for _ in range(n):
+        build = registry.register_build(model_version_id=model.id, config={}, backend="edge", location="x")
+        ids.append(registry.mark_ready(build.id, item_count=0).id)
+    return ids
+
+
+def test_rollback_after_a_rollback_and_a_promotion_returns_to_the_version_replaced(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    v1, v2, v3, v4 = _ready_versions(registry, 4)
+    for version_id in (v1, v2, v3):
+        registry.promote(version_id)
+    assert registry.rollback().id == v2
+    registry.promote(v4)  # replaces v2, not v3 (the version rolled away from)
+
+    assert registry.rollback_target().id == v2  # type: ignore[union-attr]
+    assert registry.rollback().id == v2
+    registry.close()
+
+
+def test_successive_rollbacks_walk_back_the_chain_of_live_versions(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    v1, v2, v3, v4 = _ready_versions(registry, 4)
+    for version_id in (v1, v2, v3):
+        registry.promote(version_id)
+    registry.rollback()
+    registry.promote(v4)
+
+    assert [registry.rollback().id, registry.rollback().id] == [v2, v1]
+    with pytest.raises(VersionStateError, match=f"index version {v1} has no earlier live version left"):
+        registry.rollback()
+    assert registry.live().id == v1  # type: ignore[union-attr]
+    registry.close()
+
+
+def test_prune_keeps_the_version_the_live_one_replaced(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    v1, v2, v3, v4 = _ready_versions(registry, 4)
+    for version_id in (v1, v2, v3):
+        registry.promote(version_id)
+    registry.rollback()
+    registry.promote(v4)
+
+    assert sorted(registry.prune(keep=0)) == [v1, v3]
+    assert {v.id: v.status for v in registry.versions()} == {v2: Status.RETIRED, v4: Status.LIVE}
+    assert registry.rollback().id == v2
+    registry.close()
+
+
+def test_a_registry_database_from_before_previous_live_id_rolls_back_by_promotion_time(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(data_dir=tmp_path)
+    v1, v2, v3 = _ready_versions(registry, 3)
+    for version_id in (v1, v2, v3):
+        registry.promote(version_id)
+    with registry.engine.begin() as connection:  # the schema as it was before the column
+        connection.exec_driver_sql("ALTER TABLE index_versions DROP COLUMN previous_live_id")
+    registry.close()
+
+    reopened = Registry(data_dir=tmp_path)
+
+    assert reopened.rollback_target().id == v2  # type: ignore[union-attr]
+    assert [reopened.rollback().id, reopened.rollback().id] == [v2, v1]
+    reopened.close()

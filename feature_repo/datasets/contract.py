@@ -202,6 +202,24 @@ def parse_ints(values: pd.Series, *, source: str, column: str) -> pd.Series:
     return numeric.mask(bad).astype("Int64") if bad.any() else numeric.astype("int64")
 
 
+def parse_floats(values: pd.Series, *, source: str, column: str, negative: bool = False
+                 ) -> pd.Series:
+    """Parse an optional number (a price, an event weight) to float64: a blank cell stays missing,
+    anything else must be a finite number, and not below 0 unless `negative`. Bad rows are
+    reported, the first and their count; under `collecting()` they come back missing (NaN)."""
+    numeric = pd.to_numeric(values, errors="coerce").astype("float64")
+    given = values.notna()
+    if not pd.api.types.is_numeric_dtype(values):  # text: a cell of spaces is blank too
+        given &= values.astype(str).str.strip().ne("")
+    frame = _frame(values, source)
+    _check(frame, given & numeric.isna(), column, "not a number: {value!r}", values)
+    ok = np.isfinite(numeric) & (negative | (numeric >= 0))
+    bad = numeric.notna() & ~ok
+    _check(frame, bad, column, f"not a finite number{'' if negative else ' >= 0'}: {{value!r}}",
+           values)
+    return numeric.mask(bad)
+
+
 def drop_unparsed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The rows whose `columns` all parsed (bad ones were reported under `collecting()`), with
     integer columns as int64. Index labels are kept, so later problems still name the file's rows."""

@@ -20,6 +20,7 @@ import pandas as pd
 from feature_repo.datasets.contract import (
     INTERACTIONS,
     ITEMS,
+    OPTIONAL_INTERACTIONS,
     STOCK,
     TIMESTAMP,
     USERS,
@@ -27,6 +28,7 @@ from feature_repo.datasets.contract import (
     Dataset,
     drop_unparsed,
     has_problems,
+    parse_floats,
     parse_ints,
     parse_timestamps,
     report,
@@ -81,7 +83,8 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
     if missing:
         raise missing[0]  # nothing more to check in this table
     parsed = []
-    for column, dtype in TABLES[table].items():
+    optional = OPTIONAL_INTERACTIONS if table == "interactions" else {}
+    for column, dtype in {**TABLES[table], **optional}.items():
         if column not in raw.columns:
             continue
         if column.endswith("_id") or column == "quantity":
@@ -90,6 +93,10 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
             raw[column] = parse_timestamps(raw[column], source=source, column=column,
                                            unit=units.get(column, "s"),
                                            any_year=column == "created_at")
+        elif dtype == "float64":  # price, weight: a blank is missing, so the row stays
+            raw[column] = parse_floats(raw[column], source=source, column=column,
+                                       negative=column == "weight")  # a rating may be -1
+            continue
         else:
             continue
         parsed.append(column)
@@ -99,7 +106,8 @@ def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, 
     if table == "items":
         raw["categories"] = [_categories(c) for c in raw.get("categories", [None] * len(raw))]
         raw["title"] = raw["title"].astype("string")
-        raw["price"] = pd.to_numeric(raw.get("price", np.nan), errors="coerce")
+        if "price" not in raw.columns:
+            raw["price"] = np.nan
     raw.attrs["source"] = source
     return raw
 

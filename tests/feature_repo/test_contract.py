@@ -108,6 +108,24 @@ def test_check_reports_every_problem_at_once(tmp_path):
     ]
 
 
+def test_check_reports_bad_prices_and_weights_and_keeps_their_rows(tmp_path):
+    """A bad number is reported, not nulled in silence; its row stays (a blank is a missing value,
+    the same as a bad one once reported), so no unknown-item noise follows."""
+    spec = _shop(tmp_path / "shop",
+                 interactions="user,item,ts,weight\n1,10,1700000000,4\n2,11,1700000000,4/5\n"
+                              "3,10,1700000000,\n",
+                 items='item,name,price\n10,A,"12,99"\n11,B,\n12,C,-1\n',
+                 mapping={"interactions": {"user_id": "user", "item_id": "item",
+                                           "event_timestamp": "ts"},
+                          "items": {"item_id": "item", "title": "name"}})
+    found = [(p.source.split("/")[-1], p.column, p.row, p.problem) for p in check(spec)]
+    assert found == [
+        ("interactions.csv", "weight", 2, "not a number: '4/5'"),
+        ("items.csv", "price", 1, "not a number: '12,99'"),
+        ("items.csv", "price", 3, "not a finite number >= 0: '-1'"),
+    ]
+
+
 def test_check_of_good_data_finds_nothing_and_load_still_raises_the_first(tmp_path):
     assert check(_shop(tmp_path / "good", interactions="user,item,ts\n1,10,1700000000\n")) == []
     spec = _shop(tmp_path / "bad", interactions="user,item,ts\nx,10,1700000000\n")

@@ -102,6 +102,16 @@ def test_generic_loader_maps_columns(tmp_path):
     ("uid,sku,when\n1,10,2024-01-01\n1,99,2024-01-02\n", None,
      r"interactions.csv, column 'item_id', row 2: unknown item_id 99"),
     ("", None, r"interactions.csv: empty file"),
+    (None, 'sku,name,tags,cost,released\n10,A,x,1.5,2023-01-01\n11,B,y,"12,99",2023-01-01\n',
+     r"items.csv, column 'price', row 2: not a number: '12,99'"),
+    (None, "sku,name,tags,cost,released\n10,A,x,$5,2023-01-01\n11,B,y,,2023-01-01\n",
+     r"items.csv, column 'price', row 1: not a number: '\$5'"),
+    (None, "sku,name,tags,cost,released\n10,A,x,1.5,2023-01-01\n11,B,y,-2,2023-01-01\n",
+     r"items.csv, column 'price', row 2: not a finite number >= 0: -2.0"),
+    ("uid,sku,when,weight\n1,10,2024-01-01,5\n2,11,2024-01-02,five\n", None,
+     r"interactions.csv, column 'weight', row 2: not a number: 'five'"),
+    ("uid,sku,when,weight\n1,10,2024-01-01,inf\n2,11,2024-01-02,4\n", None,
+     r"interactions.csv, column 'weight', row 1: not a finite number: inf"),
     ("uid,sku,when\n", None, r"interactions.csv: no rows"),
 ])
 def test_bad_generic_input_names_file_column_and_row(tmp_path, interactions, items, match):
@@ -110,6 +120,18 @@ def test_bad_generic_input_names_file_column_and_row(tmp_path, interactions, ite
         (folder / "interactions.csv").write_text("")
     with pytest.raises(DataError, match=match):
         load(f"generic:{folder}")
+
+
+def test_blank_prices_and_weights_stay_missing_and_a_weight_may_be_negative(tmp_path):
+    folder = _write_generic(tmp_path / "shop", interactions=(
+        "uid,sku,when,weight\n1,10,2024-01-01,-1\n2,11,2024-01-02,\n1,11,2024-01-03,4.5\n"),
+        items="sku,name,tags,cost,released\n10,A,x,,2023-01-01\n11,B,y,2.5,2023-01-01\n")
+    data = load(f"generic:{folder}")
+    assert data.items["price"].isna().tolist() == [True, False]
+    assert data.items["price"].iloc[1] == 2.5 and data.items["price"].dtype == "float64"
+    weights = data.interactions["weight"]
+    assert weights.dtype == "float64" and weights.isna().tolist() == [False, True, False]
+    assert weights.iloc[[0, 2]].tolist() == [-1.0, 4.5]
 
 
 def test_a_sources_stamp_changes_with_its_files_only(tmp_path):

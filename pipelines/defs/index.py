@@ -86,11 +86,15 @@ def live_index_version(context: dg.AssetExecutionContext, item_index: IndexBuild
                        registry: RegistryResource) -> dg.MaterializeResult:
     """The new index version made live (one transaction); runs only after every blocking check passed.
 
-    A run that selects this asset alone is refused unless the latest evaluation of every check
-    passed, so a version whose checks failed in an earlier run is never promoted.
+    Every check of the assets it is built from must have passed on their latest materialization,
+    whatever the run selected: run alone, it never promotes a version whose checks failed, or were
+    skipped, in an earlier run.
     """
-    unchecked = [key.name for key in context.job_def.asset_layer.asset_graph.asset_check_keys
-                 if not _passed(context.instance.get_latest_asset_check_evaluation_record(key))]
+    # The whole graph the job was selected from: the job's own holds only the run's selection.
+    graph = context.job_def.asset_layer.asset_graph.source_asset_graph
+    built_from = graph.get_ancestor_asset_keys(context.asset_key)
+    unchecked = [key.name for key in graph.asset_check_keys
+                 if key.asset_key in built_from and not _passed_on_latest(context.instance, key)]
     if unchecked:
         raise dg.Failure(f"index version {item_index.index_version_id}: not promoted, checks "
                          f"failed or not run: {', '.join(sorted(unchecked))}")
@@ -104,8 +108,14 @@ def live_index_version(context: dg.AssetExecutionContext, item_index: IndexBuild
         "promoted_at": str(version.promoted_at)})
 
 
-def _passed(record) -> bool:  # an AssetCheckExecutionRecord or None
-    return record is not None and record.status.value == "SUCCEEDED"
+def _passed_on_latest(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> bool:
+    """The check's latest evaluation passed, on its asset's latest materialization."""
+    record = instance.get_latest_asset_check_evaluation_record(key)
+    if record is None or record.status.value != "SUCCEEDED" or record.evaluation is None:
+        return False
+    target = record.evaluation.target_materialization_data
+    latest = instance.get_latest_materialization_event(key.asset_key)
+    return latest is not None and target is not None and target.run_id == latest.run_id
 
 
 class PruneConfig(dg.Config):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from dagster import build_schedule_context, validate_run_config
+from dagster import AssetSelection, build_schedule_context, validate_run_config
 
 from index import SearchFilters
 from index.registry import Registry, Status
@@ -113,6 +113,25 @@ def test_a_failing_check_blocks_promotion_and_the_live_version_keeps_serving(gra
         blocked = registry.versions()[-1]
         assert blocked.status == Status.READY and blocked.item_count == len(ids) - 1
         assert registry.backend.search(vectors[0], k=3, filters=SearchFilters(in_stock_only=False))
+
+
+def test_promotion_run_alone_refuses_a_version_whose_checks_failed_or_were_skipped(graph):
+    _, ids, vectors = new_embeddings(graph)
+    built, live_before = rebuild_index_from(graph, ids[1:], vectors[1:], "item_index")
+    assert not built.success  # its item count check failed
+    alone = materialize_graph(graph.settings, instance=graph.instance,
+                              selection=["live_index_version"], raise_on_error=False)
+    assert not alone.success
+    assert "item_index_holds_the_catalogue" in str(alone.all_events)
+    unchecked = materialize_graph(graph.settings, instance=graph.instance,
+                                  selection=AssetSelection.assets("item_index").without_checks())
+    assert unchecked.success and not unchecked.get_asset_check_evaluations()
+    alone = materialize_graph(graph.settings, instance=graph.instance,
+                              selection=["live_index_version"], raise_on_error=False)
+    # A new build whose checks did not run: the passes on earlier builds do not count.
+    assert not alone.success and "item_index_recall_meets_target" in str(alone.all_events)
+    with open_registry(graph).open() as registry:
+        assert registry.live().id == live_before
 
 
 def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(graph):

@@ -288,6 +288,13 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
     known_users = set(dataset.users["user_id"].tolist())
     new_users = [u for u in dict.fromkeys(interactions["user_id"].tolist()) if u not in known_users]
     kept_items = dataset.items[~dataset.items["item_id"].isin(list(upserts))]
+    # Stock of an item not in the catalogue (a feed ahead of it) changes nothing the catalogue
+    # serves: its rows stay in the log, out of the tables, and the item's upsert brings its stock.
+    unknown = ~stock["item_id"].isin(kept_items["item_id"]) & ~stock["item_id"].isin(list(upserts))
+    if unknown.any():
+        log.warning("event log: %d stock changes of items not in the catalogue left out (item_id "
+                    "%s, ...)", int(unknown.sum()), int(stock.loc[unknown, "item_id"].iloc[0]))
+        stock = stock[~unknown]
     return dataclasses.replace(
         dataset,
         interactions=_concat(dataset.interactions, interactions),

@@ -96,6 +96,20 @@ def test_logged_writes_join_the_dataset(log):
     assert log_position(merged) == last.seq and log_position(data) == 0
 
 
+def test_stock_logged_for_an_item_not_in_the_catalogue_is_left_out_until_it_is(log, caplog):
+    data = load(SHOP)
+    log.record("a", "stock", {"item_id": 8_888, "quantity": 5})  # a stock feed ahead of the catalogue
+    merged = with_events(data, log.read()).validate()  # validates: retraining goes on
+    assert 8_888 not in set(merged.stock["item_id"]) and len(merged.stock) == len(data.stock)
+    assert "1 stock changes of items not in the catalogue left out (item_id 8888" in caplog.text
+    log.record("b", "item", {"item_id": 8_888, "title": "late", "categories": [], "price": None,
+                             "created_at": None, "stock": 2})
+    log.record("c", "stock", {"item_id": 8_888, "quantity": 1})
+    merged = with_events(data, log.read()).validate()
+    stock = merged.stock[merged.stock["item_id"] == 8_888].sort_values("log_seq")
+    assert stock["quantity"].tolist() == [5, 2, 1]  # once the item is in, all of its stock is
+
+
 def test_a_dataset_names_the_seqs_below_its_position_it_lacks(log):
     """What a build read of the log: the seqs it skipped (still uncommitted then, or spent) are
     its gaps, which the service waits for."""

@@ -63,9 +63,12 @@ def _columns(source: str, table: str, mapping: object) -> tuple[dict[str, str], 
     return names, units
 
 
-def _read_table(path: Path, table: str, names: dict[str, str], units: dict[str, str]
-                ) -> pd.DataFrame:
-    source = str(path)
+def read_table(path: Path, table: str, names: dict[str, str] | None = None,
+               units: dict[str, str] | None = None) -> pd.DataFrame:
+    """One contract table's file (`table`: interactions, items, users or stock), its columns renamed
+    by `names` (contract -> file) and parsed, every bad value a `DataError` naming the file, column
+    and row. Timestamp numbers count `units` (default seconds)."""
+    source, names, units = str(path), names or {}, units or {}
     try:
         raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -142,7 +145,7 @@ def load(folder: str | Path) -> Dataset:
                     raise DataError(str(folder / f"{table}.csv"), "file not found (.csv or .parquet)")
                 continue
             names, units = _columns(str(mapping_file), table, mapping.get(table, {}))
-            tables[table] = _read_table(path, table, names, units)
+            tables[table] = read_table(path, table, names, units)
         except DataError as error:
             report(error)  # under collecting(): go on with the other tables
             failed[table] = error

@@ -15,25 +15,21 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from feature_repo.datasets.contract import TIMESTAMP
-from index.catalogue import ITEM_COLUMNS, latest_stock
+from feature_repo.datasets.contract import parse_ints
+from feature_repo.datasets.generic import read_table
+from index.catalogue import latest_stock
 from pipelines.defs.resources import EventLogResource, InboxResource, ServiceResource
 
-STOCK_COLUMNS = ("item_id", "event_timestamp", "quantity")
 SUFFIXES = (".parquet", ".csv")
 
 
-def read_inbox_file(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """One inbox file with the required columns; timestamps as UTC microseconds."""
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column {missing[0]!r}")
-    for column in ("event_timestamp", "created_at"):
-        if column in frame:
-            frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP)
-    if "categories" in frame and path.suffix == ".csv":  # CSV holds "a|b"
-        frame["categories"] = [str(c).split("|") if pd.notna(c) and c else [] for c in frame["categories"]]
+def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
+    """One inbox file of contract `table` rows ("stock" or "items", the latter with an optional
+    `stock` column), parsed as a dataset file is: a bad value fails the run naming file, column
+    and row, before anything is logged."""
+    frame = read_table(path, table)
+    if table == "items" and "stock" in frame:
+        frame["stock"] = parse_ints(frame["stock"].fillna(0), source=str(path), column="stock")
     return frame
 
 
@@ -82,7 +78,7 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
     if not changed:
         return dg.SkipReason(f"no new or changed stock files in {inbox.stock_dir}")
-    rows = pd.concat([read_inbox_file(p, STOCK_COLUMNS) for p in changed], ignore_index=True)
+    rows = pd.concat([read_inbox_file(p, "stock") for p in changed], ignore_index=True)
     if cursor["newest"]:
         rows = rows[rows["event_timestamp"] > pd.Timestamp(cursor["newest"])]
     newest = rows["event_timestamp"].max().isoformat() if not rows.empty else cursor["newest"]
@@ -104,14 +100,16 @@ class NewItemsConfig(dg.Config):
 def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
                      event_log: EventLogResource, service: ServiceResource) -> None:
     """New items, embedded from content by the live item tower and upserted into the live version."""
-    items = pd.concat([read_inbox_file(Path(p), ITEM_COLUMNS) for p in config.files], ignore_index=True)
+    items = pd.concat([read_inbox_file(Path(p), "items") for p in config.files], ignore_index=True)
     items = items.drop_duplicates("item_id", keep="last")
+    if "created_at" not in items:  # none given: created when logged, as the service's default
+        items["created_at"] = pd.NaT
     stock = dict(zip(items["item_id"].astype(int), items["stock"].fillna(0).astype(int), strict=True)
                  ) if "stock" in items else {}
     upserts = [{"item_id": int(row.item_id), "title": str(row.title),
                 "categories": list(row.categories),
                 "price": None if pd.isna(row.price) else float(row.price),
-                "created_at": row.created_at.isoformat(),
+                "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
                 "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()]
     batch = _batch(context)
     if service.url:
@@ -131,15 +129,19 @@ def new_items_job() -> None:
 
 @dg.sensor(job=new_items_job, minimum_interval_seconds=30)
 def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
-    """Item files not seen before (the cursor lists the files handled) become one upsert run."""
-    seen = set(json.loads(context.cursor)) if context.cursor else set()
-    new = [p for p in inbox_files(inbox.items_dir) if p.name not in seen]
+    """Item files new or changed since handled (the cursor keeps each one's size and mtime, so a
+    daily export under the same name is read again) become one upsert run."""
+    stats = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in inbox_files(inbox.items_dir)}
+    seen = json.loads(context.cursor) if context.cursor else {}
+    if isinstance(seen, list):  # a cursor of names only (before sizes and mtimes): as they are now
+        seen = {name: stats.get(name) for name in seen}
+    new = [name for name, stat in stats.items() if seen.get(name) != stat]
     if not new:
-        return dg.SkipReason(f"no new item files in {inbox.items_dir}")
-    context.update_cursor(json.dumps(sorted(seen | {p.name for p in new})))
-    return dg.RunRequest(run_key="items-" + ",".join(p.name for p in new),
+        return dg.SkipReason(f"no new or changed item files in {inbox.items_dir}")
+    context.update_cursor(json.dumps({**seen, **{name: stats[name] for name in new}}))
+    return dg.RunRequest(run_key="items-" + ",".join(f"{name}@{stats[name][1]}" for name in new),
                          run_config={"ops": {"upsert_new_items": {"config": {
-                             "files": [str(p.resolve()) for p in new]}}}})
+                             "files": [str((inbox.items_dir / name).resolve()) for name in new]}}}})
 
 
 def _batch(context: dg.OpExecutionContext) -> str:

@@ -146,3 +146,31 @@ def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
     second, _ = tick(cursor)
     assert second.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"3": 0}, \
         "only rows newer than the last push"
+
+
+def test_a_bad_item_file_fails_naming_the_row_and_is_read_again_once_mended(graph):
+    resources = build_resources(graph.settings)
+    inbox = resources["inbox"].items_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    _, cursor = run_sensor(catalogue_sensor, graph)  # files other tests left: handled
+    lamp = int(graph.dataset.items["item_id"].max()) + 100
+    export = inbox / "export.csv"
+    export.write_text(f"item_id,title,created_at\n{lamp},Lamp,2026-01-01\n{lamp + 1},Chair,soon\n")
+    logged_before = len(logged(graph, "item"))
+
+    request, cursor = run_sensor(catalogue_sensor, graph, cursor)
+    result = new_items_job.execute_in_process(run_config=request.run_config, resources=resources,
+                                              instance=graph.instance, raise_on_error=False)
+    assert not result.success
+    assert f"{export}, column 'created_at', row 2: cannot parse timestamp 'soon'" in str(
+        result.all_events)
+    assert len(logged(graph, "item")) == logged_before, "nothing logged from a bad file"
+
+    export.write_text(f"item_id,title\n{lamp},Lamp\n{lamp + 1},Chair\n")  # mended, same name
+    request, _ = run_sensor(catalogue_sensor, graph, cursor)
+    assert request.run_config["ops"]["upsert_new_items"]["config"]["files"] == [str(export.resolve())]
+    result = new_items_job.execute_in_process(run_config=request.run_config, resources=resources,
+                                              instance=graph.instance)
+    upserts = [e.body for e in logged(graph, "item")[logged_before:]]
+    assert [(u["item_id"], u["title"], u["created_at"]) for u in upserts] == [
+        (lamp, "Lamp", None), (lamp + 1, "Chair", None)]  # created when logged

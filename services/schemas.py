@@ -6,7 +6,7 @@ before any work is done. This module imports only pydantic (the client must stay
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -42,6 +42,22 @@ def _in_time_range(value: datetime) -> datetime:
     return value
 
 
+# An event is logged and trained on: it happened (a client's clock may run a little ahead of the
+# service's) and in the years the data contract admits (feature_repo.datasets.contract.EARLIEST).
+# One stamped far ahead would make every item's recent popularity expire in the feature tables.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+FIRST_EVENT_YEAR = 1990
+
+
+def _happened(value: datetime) -> datetime:
+    if value.year < FIRST_EVENT_YEAR:
+        raise ValueError(f"an event before {FIRST_EVENT_YEAR} is outside the data contract")
+    if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError(f"in the future (more than {MAX_CLOCK_SKEW.seconds // 60} minutes "
+                         "after the service's clock): an event is stamped when it happened")
+    return value
+
+
 def _utf8(value: str) -> str:
     """Text is stored as UTF-8 (Feast protobufs, Qdrant payloads): lone surrogates cannot be."""
     try:
@@ -59,6 +75,8 @@ Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 Time = Annotated[AwareDatetime, AfterValidator(_in_time_range),
                  WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
                  Field(description=f"With a time zone; years {MIN_YEAR} to {MAX_YEAR}.")]
+EventTime = Annotated[Time, AfterValidator(_happened),
+                      Field(description=f"With a time zone; from {FIRST_EVENT_YEAR} up to now.")]
 
 
 class _Request(BaseModel):
@@ -95,7 +113,7 @@ class SessionEvent(_Request):
     """An interaction of the current session not yet in the online store."""
 
     item_id: ItemId
-    ts: Time | None = Field(None, description="When it happened; default: request time.")
+    ts: EventTime | None = Field(None, description="When it happened; default: request time.")
 
 
 class RecommendationRequest(_Request):
@@ -141,7 +159,7 @@ class SimilarItemsResponse(Versioned):
 class InteractionRequest(_Request):
     user_id: UserId
     item_id: ItemId
-    ts: Time | None = Field(None, description="When it happened; default: now.")
+    ts: EventTime | None = Field(None, description="When it happened; default: now.")
 
 
 class InteractionResponse(_Answer):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
-from services.schemas import MAX_EXCLUDE_IDS, MAX_K, MAX_SESSION_EVENTS
+from feature_repo.datasets.contract import EARLIEST
+from services.schemas import FIRST_EVENT_YEAR, MAX_EXCLUDE_IDS, MAX_K, MAX_SESSION_EVENTS
 
 RECOMMEND = "/v1/recommendations"
 MALFORMED = [
@@ -39,6 +42,12 @@ MALFORMED = [
     ("PUT", "/v1/items/5", {"categories": ["a"]}, "title"),
     ("POST", "/v1/interactions", {"user_id": 1}, "item_id"),
     ("POST", "/v1/interactions", {"user_id": 1, "item_id": 999_999}, "999999"),
+    ("POST", "/v1/interactions", {"user_id": 1, "item_id": 1, "ts": "2200-01-01T00:00:00Z"},
+     "ts: Value error, in the future"),
+    ("POST", "/v1/interactions", {"user_id": 1, "item_id": 1, "ts": "1989-12-31T23:59:59Z"},
+     "ts: Value error, an event before 1990"),
+    ("POST", RECOMMEND, {"user_id": 1, "session": [{"item_id": 1, "ts": "2200-01-01T00:00:00Z"}]},
+     "in the future"),
     ("DELETE", "/v1/items/5", None, "method"),
     ("GET", "/v1/nothing-here", None, "not found"),
 ]
@@ -59,10 +68,15 @@ def test_extreme_but_valid_requests_are_answered(client):
     answer = client.recommend(top, k=500, filters={
         "categories": [f"c{i}" for i in range(50)], "min_price": 0, "max_price": 1e12,
         "exclude_ids": [top, 0], "in_stock_only": False},
-        session=[{"item_id": 1, "ts": "1970-01-01T00:00:01Z"}, {"item_id": 2, "ts": "2100-01-01T00:00:00Z"},
+        session=[{"item_id": 1, "ts": "1990-01-01T00:00:00Z"},
+                 {"item_id": 2, "ts": datetime.now(UTC).isoformat()},
                  {"item_id": top}])
     assert answer.items and len(answer.items) <= 500
     assert answer.warnings == [f"session item_id {top}: unknown, ignored",
                                f"exclude_ids item_id {top}: unknown, ignored",
                                "exclude_ids item_id 0: unknown, ignored"]
     assert client.similar_items(1, k=500, in_stock_only=False).items
+
+
+def test_events_start_where_the_data_contract_does():
+    assert FIRST_EVENT_YEAR == EARLIEST.year

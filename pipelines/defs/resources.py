@@ -118,8 +118,11 @@ class RawTablesStore(dg.ConfigurableIOManager):
         files = {}
         for table in RAW_TABLES:
             frame = getattr(obj, table)
-            newest = frame[SEQ].max() if SEQ in frame else None
-            token = f"{obj.identity}|{obj.source_stamp}|{table}|{len(frame)}|{newest}"
+            # Every row's log seq, not only the newest: a late-committed upsert replaces an item
+            # row and leaves the count and the newest seq as they were.
+            seqs = hashlib.sha256(frame[SEQ].to_numpy("float64").tobytes()).hexdigest() \
+                if SEQ in frame else None
+            token = f"{obj.identity}|{obj.source_stamp}|{table}|{len(frame)}|{seqs}"
             files[table] = f"{table}-{hashlib.sha256(token.encode()).hexdigest()[:16]}.pkl"
             if not (self.folder / files[table]).is_file():  # same source, rows and log: same table
                 with atomic_path(self.folder / files[table]) as tmp, open(tmp, "wb") as out:

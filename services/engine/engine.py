@@ -309,7 +309,11 @@ class Engine:
             if event.answer is not None:
                 return StockResponse.model_validate(event.answer)
             if _online(apply, s, self.online, self.backend, [event]):
-                raise UnknownItem(f"item_id {item_id}: not in the live index")
+                # Upserted by another process, not yet replayed into this one's index: the change
+                # is logged and lands with that replay; a retry (same key) then gets its answer.
+                raise ServiceUnavailable(f"item_id {item_id}: not yet in this process's copy of "
+                                         f"index version {s.index_version}; the change is logged, "
+                                         "retry shortly")
             self.live.applied(event.seq)
         return self._answered(event, StockResponse(item_id=item_id, quantity=quantity))
 

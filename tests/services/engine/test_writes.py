@@ -27,7 +27,7 @@ from index.events import (
 )
 from index.model_store import default_quantization, publish
 from index.registry import IndexVersion, Registry
-from services.engine import Engine
+from services.engine import Engine, ServiceUnavailable
 from services.engine.live import LATE_COMMIT_S, LiveVersion
 from services.engine.writes import apply, item_frame, logged_item
 from services.schemas import ItemUpsert
@@ -145,6 +145,35 @@ def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_relo
         assert eventually(lambda: _state(first, item_id)[1] == 0)
         assert _state(first, item_id)[2] == []  # out of stock: no longer served
         assert _state(first, item_id)[0] == _state(second, item_id)[0]
+    finally:
+        for worker in workers:
+            worker.close()
+            worker.backend.close()
+            worker.registry.close()
+            worker.log.close()
+
+
+def test_stock_of_an_item_another_worker_upserted_is_a_retry_not_a_404(service, shop):
+    """The item is in the online store (its catalogue) before this worker's index copy replays it:
+    the change is logged and lands with that replay, so the answer says to retry, not 'unknown'."""
+    workers = []
+    for _ in range(2):
+        registry = Registry(data_dir=shop.home, backend=open_backend(
+            EdgeSettings(path=shop.home / "index", own_copies=True)))
+        workers.append(Engine(store=shop.store, backend=registry.backend, registry=registry,
+                              log=EventLog(data_dir=shop.home), reload_interval_s=3600,
+                              replay_interval_s=0.05))
+    first, second = workers
+    try:
+        for worker in workers:
+            assert worker.refresh()
+        item_id = int(service.dataset.items["item_id"].max()) + 10
+        first.upsert_item(item_id, ItemUpsert(title="Written Once", categories=["Drama"], stock=3))
+        with pytest.raises(ServiceUnavailable, match="not yet in this process's copy"):
+            second.set_stock(item_id, 4, key="ahead-of-the-replay")
+        second.start()  # its replay brings the upsert, then the logged change
+        assert eventually(lambda: _state(second, item_id)[1:] == (4, [4]))
+        assert second.set_stock(item_id, 4, key="ahead-of-the-replay").quantity == 4
     finally:
         for worker in workers:
             worker.close()

@@ -62,6 +62,7 @@ LOG_GAPS = "event_log_gaps"  # an index version's metric: seqs below its positio
 # On PostgreSQL a lower seq can commit after a higher one: the seqs this far below a position
 # that a reader had not seen may still land (the pipeline re-reads them, the service waits).
 LATE_COMMITS = 10_000
+WRITE_LOCK = 0x7477_6C6F67  # PostgreSQL advisory lock key of the log's writers ("twlog")
 
 _metadata = MetaData()
 events = Table(
@@ -138,11 +139,18 @@ class EventLog:
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r}: one of {KINDS}")
         body = json.loads(json.dumps(body, default=str))  # as it will read back
-        at = datetime.now(UTC)
         try:
             with self.engine.begin() as db:
-                seq = db.execute(insert(events).values(key=key, kind=kind, body=body, logged_at=at)
+                # One writer at a time (SQLite: its write lock, taken by the insert; PostgreSQL: a
+                # transaction lock), stamped holding it: seq, time and commit order agree, so the
+                # last change of an item by seq (the index) is also the newest (the online store).
+                if db.dialect.name == "postgresql":
+                    db.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
+                seq = db.execute(insert(events).values(key=key, kind=kind, body=body,
+                                                       logged_at=datetime.now(UTC))
                                  ).inserted_primary_key[0]
+                at = datetime.now(UTC)
+                db.execute(update(events).where(events.c.seq == seq).values(logged_at=at))
             return Event(int(seq), key, kind, body, at)
         except IntegrityError:
             first = self.get(key)

@@ -76,6 +76,24 @@ def test_concurrent_writers_of_the_same_keys_log_each_once(log):
     assert len(log.read()) == 20 and len(set(seqs)) == 20
 
 
+def test_concurrent_writers_stamp_the_log_in_seq_order(opener):
+    """The index applies an item's changes in seq order, the online store keeps the newest stamp:
+    both pick the same last change only if a later seq is never stamped earlier."""
+    logs = [opener() for _ in range(4)]  # four processes' connections
+
+    def write(n: int) -> None:
+        logs[n % 4].record(f"w-{n}", "stock", {"item_id": 1, "quantity": n})
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(400)))
+        stamps = [e.logged_at for e in logs[0].read()]
+        assert len(stamps) == 400 and stamps == sorted(stamps)
+    finally:
+        for events in logs:
+            events.close()
+
+
 def test_logged_writes_join_the_dataset(log):
     data = load(SHOP)
     item, user = int(data.items["item_id"].iloc[0]), int(data.users["user_id"].max()) + 1

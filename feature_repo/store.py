@@ -292,15 +292,19 @@ def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
 
 def stale_since(tables_dir: str | Path, folder: str | Path) -> date | None:
     """The first day whose training-frame file in `folder` is missing or older than the user
-    history partition of that day in `tables_dir` (None: every day is current).
+    history partition of that day in `tables_dir`, or than the user profiles its rows joined
+    (None: every day is current).
 
     A day with events has a history partition, and a table write recomputes every day from its
-    first change on, so the frame is current exactly from the day this returns on.
+    first change on (and rewrites the profiles only when they change), so the frame is current
+    exactly from the day this returns on.
     """
+    profiles = table_path(tables_dir, "user_profile")
+    profiled = profiles.stat().st_mtime_ns if profiles.is_file() else 0
     history = table_path(tables_dir, "user_history")
     for part in sorted(history.glob("????-??-??.parquet")):
         made = Path(folder) / part.name
-        if not made.is_file() or made.stat().st_mtime_ns < part.stat().st_mtime_ns:
+        if not made.is_file() or made.stat().st_mtime_ns < max(part.stat().st_mtime_ns, profiled):
             return date.fromisoformat(part.stem)
     return None
 

@@ -181,6 +181,24 @@ def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(s
         full.sort_values(order, kind="stable").reset_index(drop=True)[daily.columns].map(_plain))
 
 
+def test_changed_user_profiles_make_every_days_training_frame_stale(shop, tmp_path):
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    data, folder = repo / "data", tmp_path / "examples"
+    write_feature_tables(shop, data)
+    store = apply(repo)
+    write_training_frame(store, shop.interactions[ENTITIES], folder)
+    write_feature_tables(shop, data)  # nothing changed: nothing rewritten
+    assert stale_since(data, folder) is None
+    older = dataclasses.replace(shop, users=shop.users.assign(age=shop.users["age"] + 1))
+    assert write_feature_tables(older, data).rows == {"user_profile": len(shop.users)}
+    assert stale_since(data, folder) == shop.interactions["event_timestamp"].min().date()
+    write_training_frame(store, shop.interactions[ENTITIES], folder,
+                         since=stale_since(data, folder))
+    frame = pd.read_parquet(folder)
+    ages = shop.users.set_index("user_id")["age"] + 1
+    assert (frame["age"].to_numpy() == ages.loc[frame["user_id"]].to_numpy()).all()
+
+
 def _plain(value):
     return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
 

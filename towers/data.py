@@ -77,7 +77,7 @@ class Vocab:
         """ID vocabularies from training interactions only, content vocabularies from items."""
         categories = sorted({c for cats in items["categories"] for c in cats})
         price = items["price"].dropna().to_numpy(dtype=float)
-        years = _item_seconds(items)
+        years = item_seconds(items)
         quantiles = np.linspace(0, 1, 9)[1:-1]  # 8 buckets
         return cls(item_ids=sorted(interactions["item_id"].unique().tolist()),
                    user_ids=sorted(interactions["user_id"].unique().tolist()),
@@ -113,7 +113,8 @@ def _lookup(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(known[pos] == ids, pos + 1, 0)
 
 
-def _item_seconds(items: pd.DataFrame) -> np.ndarray:
+def item_seconds(items: pd.DataFrame) -> np.ndarray:
+    """Each item's creation time in Unix seconds, floored; a missing one is 0, as served."""
     if "created_at_s" in items:
         return items["created_at_s"].fillna(0).to_numpy(dtype=np.int64)
     if "created_at" not in items:
@@ -144,7 +145,7 @@ def encode_items(vocab: Vocab, items: pd.DataFrame) -> dict[str, torch.Tensor]:
         "id": torch.from_numpy(vocab.item_index(items["item_id"].to_numpy())),  # (N,)
         "categories": _padded(cats, MAX_CATEGORIES),  # (N, C)
         "price": torch.from_numpy(price_bucket.astype(np.int64)),  # (N,)
-        "year": torch.from_numpy(np.searchsorted(vocab.year_edges, _item_seconds(items)) + 1),
+        "year": torch.from_numpy(np.searchsorted(vocab.year_edges, item_seconds(items)) + 1),
         "title": _padded(titles, MAX_TITLE_TOKENS),  # (N, T)
     }
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from towers.artifact import Artifact
-from towers.data import unix_seconds
+from towers.data import item_seconds, unix_seconds
 from towers.evaluate import TEMPORAL_QUANTILE, Queries, ranking_metrics, temporal_split, top_k
 from towers.features import query_features
 from towers.ranker.features import FEATURES, Candidates, Categories, UserState, features
@@ -162,7 +162,7 @@ def ranking_data(artifact: Artifact, items: pd.DataFrame, queries: Queries, *, s
     position = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())  # in `items`
     categories = Categories.encode(items["categories"].tolist(), {})
     price = items["price"].to_numpy(dtype=np.float64)
-    created = unix_seconds(items["created_at"])
+    created = item_seconds(items)  # a missing date is 0, as the service reads it
     times = queries.frame["event_timestamp"]
     popularity, stock = item_state(store, ids.ravel(), times.repeat(ids.shape[1]))
     popularity, stock = popularity.reshape(*ids.shape, 3), stock.reshape(ids.shape)

@@ -70,7 +70,8 @@ STOCK = [(7, "2024-03-01", 5), (7, "2024-03-10 11:59:59", 4), (7, T, 0), (7, "20
 
 @pytest.fixture(scope="module")
 def at_t(tmp_path_factory):
-    """The toy dataset and the training rows of user 1's query at T: (dataset, data, ids)."""
+    """The toy dataset and the training rows of user 1's query at T: (dataset, data, ids, and
+    what made them: the ranking_data call with other items)."""
     ds = make_dataset(EVENTS, stock=STOCK)
     store = feature_store(ds, TINY_TOWERS.max_len, tmp_path_factory.mktemp("ranker"))
     torch.manual_seed(0)
@@ -79,11 +80,11 @@ def at_t(tmp_path_factory):
     query = pd.DataFrame({"user_id": [1], "item_id": [6], "event_timestamp": utc(pd.Series([T]))})
     queries = Queries("temporal", query, [np.array([3, 4])], [np.array([6])])
     data, ids = ranking_data(artifact, ds.items, queries, store=store, k=28)
-    return ds, data, ids
+    return ds, data, ids, lambda items: ranking_data(artifact, items, queries, store=store, k=28)
 
 
 def test_candidate_features_at_t_use_no_event_at_or_after_t(at_t):
-    ds, data, ids = at_t
+    ds, data, ids, _ = at_t
     x = dict(zip(ids[0].tolist(), data.features, strict=True))
     np.testing.assert_allclose(x[7][[COLUMN["popularity_1d"], COLUMN["popularity_7d"],
                                      COLUMN["popularity_30d"]]], [1, 2, 2])
@@ -100,7 +101,7 @@ def test_candidate_features_at_t_use_no_event_at_or_after_t(at_t):
 def test_training_rows_equal_the_served_features_of_the_same_candidates(at_t):
     """A request at T from the raw catalogue, event log and stock log, with the service's own
     category coding, gets the training rows' features."""
-    ds, data, ids = at_t
+    ds, data, ids, _ = at_t
     items = ds.items.set_index("item_id").loc[ids[0]]
     t = pd.Timestamp(T, tz="UTC")
     events = ds.interactions[(ds.interactions["event_timestamp"] < t)]
@@ -121,6 +122,14 @@ def test_training_rows_equal_the_served_features_of_the_same_candidates(at_t):
                      (history["event_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
                      .to_numpy(np.int64), int(t.timestamp()))
     np.testing.assert_array_equal(features(candidates, user), data.features)
+
+
+def test_an_item_without_a_creation_time_is_as_old_as_the_service_reads_it(at_t):
+    ds, _, _, rows = at_t
+    undated = pd.Series(pd.NaT, index=ds.items.index, dtype="datetime64[us, UTC]")
+    data, _ = rows(ds.items.assign(created_at=undated))  # the online store reads it as second 0
+    since_1970 = pd.Timestamp(T, tz="UTC").timestamp() / DAY
+    np.testing.assert_allclose(data.features[:, COLUMN["item_age_days"]], since_1970)
 
 
 def test_ranker_trained_on_movielens_reports_both_ndcgs_on_the_later_window(ml100k_dir, tmp_path):

@@ -209,6 +209,11 @@ def dataset_record(data_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def history_length(data_dir: str | Path) -> int:
+    """The history length the tables under `data_dir` were written with (the default if none)."""
+    return int(_read_partitions(Path(data_dir)).get("history_length", HISTORY_LENGTH))
+
+
 def _read_partitions(out_dir: Path) -> dict:
     path = out_dir / PARTITIONS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.item_features import item_content_fv, item_popularity_fv, item_stock_fv
 from feature_repo.store import when_absent
-from feature_repo.tables import AFTER, HISTORY_LENGTH
+from feature_repo.tables import AFTER, HISTORY_LENGTH, history_length, table_path
 from feature_repo.user_features import user_history_fv, user_profile_fv
 from services.feast_provider import ProviderAccess, Row
 from services.online_rows import OnlineRows
@@ -58,6 +60,9 @@ class OnlineFeatures:
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
         self._rows_writer = OnlineRows(store, self._rows.views)
+        data = self._data_dir()
+        # An append keeps as many events as the offline history rows hold.
+        self.history_length = history_length(data) if data else HISTORY_LENGTH
 
     def _read(self, view: str, key: str, ids: list[int]) -> list[Row | None]:
         """Rows with absent features filled as the definitions say (a missing row stays None)."""
@@ -99,18 +104,29 @@ class OnlineFeatures:
                 stock=stock.get("quantity") or 0)  # type: ignore[arg-type]  # no stock row: none in stock
         return found
 
+    def popularity(self, ids: list[int]) -> np.ndarray:
+        """(n, 3) events of each item in the last 1, 7 and 30 days (the absent values if none)."""
+        rows = [self._filled(row) for row in self._read(POPULARITY, "item_id", ids)]
+        return np.array([[r["count_1d"], r["count_7d"], r["count_30d"]] for r in rows],
+                        dtype=np.float64).reshape(len(ids), 3)
+
     def catalogue_ids(self) -> list[int]:
         """Every item id of the item_content view's batch source (an online store cannot list keys).
 
         Empty when the source is not a parquet file; items then load on first use.
         """
-        path = getattr(self._rows.views[CONTENT].batch_source, "path", None)
-        if not path or not str(path).endswith(".parquet"):
+        data = self._data_dir()
+        if data is None:
             return []
-        return pq.read_table(path, columns=["item_id"])["item_id"].to_pylist()
+        return pq.read_table(table_path(data, CONTENT), columns=["item_id"])["item_id"].to_pylist()
+
+    def _data_dir(self) -> Path | None:
+        """The folder of the feature tables (None: the item content source is not a parquet file)."""
+        path = getattr(self._rows.views[CONTENT].batch_source, "path", None)
+        return Path(path).parent if path and str(path).endswith(".parquet") else None
 
     def append_interaction(self, user_id: int, item_id: int, ts: datetime, write_id: int) -> int:
-        """Add an event to the user's online history (last HISTORY_LENGTH kept), atomically and once
+        """Add an event to the user's online history (the last `history_length` kept), atomically and once
         per `write_id` (its event log seq: a retry of an appended write appends nothing); returns
         the history's length. The row is stamped just after its newest event, never earlier than
         it was."""
@@ -120,7 +136,7 @@ class OnlineFeatures:
             nonlocal length
             row = {n: self._absent.get(n) if v is None else v for n, v in self._filled(row).items()}
             events = sorted([*zip(row["recent_timestamps"], row["recent_item_ids"], strict=True),  # type: ignore[call-overload]
-                             (seconds, int(item_id))], key=lambda e: e[0])[-HISTORY_LENGTH:]
+                             (seconds, int(item_id))], key=lambda e: e[0])[-self.history_length:]
             length = len(events)
             at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
             return {"recent_item_ids": ValueProto(int64_list_val=Int64List(val=[i for _, i in events])),

@@ -39,6 +39,9 @@ class Settings(PlatformSettings):
     # How often each process applies the stock and item writes other processes (workers, the
     # pipelines) logged: the longest a write answered by one worker is unseen by another.
     replay_interval_s: float = Field(0.25, gt=0)
+    # How often the re-ranker's item popularity (events in the last 1, 7, 30 days) is read again
+    # from the online store, which the hourly materialization moves (docs/pipelines.md).
+    popularity_interval_s: float = Field(3600.0, gt=0)
     # Candidates the re-ranker orders; None = the depth it was trained and evaluated on. Fewer
     # cost less (ANN and re-rank) and can only lose items the ranker would have promoted.
     rerank_candidates: int | None = Field(None, ge=1, le=1000)

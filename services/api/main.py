@@ -43,6 +43,7 @@ def open_engine(settings: Settings) -> Engine:
                                     timeout_s=settings.dependency_timeout_s),
                   log=settings.event_log(), reload_interval_s=settings.reload_interval_s,
                   replay_interval_s=settings.replay_interval_s,
+                  popularity_interval_s=settings.popularity_interval_s,
                   rerank_candidates=settings.rerank_candidates,
                   probe_timeout_s=settings.dependency_timeout_s,
                   new_item_slot=settings.new_item_slot)

@@ -62,7 +62,7 @@ class Engine:
 
     def __init__(self, *, store, backend: IndexBackend, registry: Registry,
                  log: EventLog | None = None, reload_interval_s: float = 5.0,
-                 replay_interval_s: float = 0.25,
+                 replay_interval_s: float = 0.25, popularity_interval_s: float = 3600.0,
                  rerank_candidates: int | None = None, probe_timeout_s: float = 2.0,
                  new_item_slot: bool = True) -> None:
         """`log`: where accepted writes are logged (default: beside the registry).
@@ -76,6 +76,7 @@ class Engine:
         self.live = LiveVersion(online=self.online, backend=backend, registry=registry, log=self.log,
                                 reload_interval_s=reload_interval_s,
                                 replay_interval_s=replay_interval_s,
+                                popularity_interval_s=popularity_interval_s,
                                 rerank_candidates=rerank_candidates,
                                 probe_timeout_s=probe_timeout_s)
         self.new_item_slot = new_item_slot
@@ -142,7 +143,8 @@ class Engine:
             with self._stage("new_item"):
                 ids, scores, new = self._with_new_item(s, vector, search, ids, scores, as_of)
         with self._stage("rerank"):
-            ranked = (self._rerank(s, ids, scores, events, now)
+            # The ranker was trained on Feast's history rows: the last history_length events.
+            ranked = (self._rerank(s, ids, scores, events[-self.online.history_length:], now)
                       if s.ranker is not None and len(ids) else None)
             order = (np.arange(len(ids)) if ranked is None
                      else np.argsort(-ranked, kind="stable"))

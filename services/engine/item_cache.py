@@ -112,6 +112,16 @@ class ItemCache:
         # Read after the rows: the columns then hold every row the ids point to.
         return self._columns.take(np.array(found, dtype=np.int64))
 
+    def refresh_popularity(self) -> None:
+        """Read every item's recent popularity again: the online store's materializations move
+        it, where stock follows the writes. A chunk's rows change in place under the lock."""
+        ids = list(self._row)
+        for start in range(0, len(ids), PREFILL_CHUNK):
+            chunk = ids[start:start + PREFILL_CHUNK]
+            counts = self._online.popularity(chunk)  # (n, 3)
+            with self._lock:
+                self._columns.numbers[[self._row[i] for i in chunk], 3:] = counts
+
     def put(self, item_id: int, item: ItemFeatures) -> None:
         self._add({item_id: item})
 

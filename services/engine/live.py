@@ -90,7 +90,8 @@ class LiveVersion:
 
     def __init__(self, *, online: OnlineFeatures, backend: IndexBackend, registry: Registry,
                  log: EventLog, reload_interval_s: float, rerank_candidates: int | None,
-                 replay_interval_s: float = 0.25, probe_timeout_s: float = 2.0) -> None:
+                 replay_interval_s: float = 0.25, popularity_interval_s: float = 3600.0,
+                 probe_timeout_s: float = 2.0) -> None:
         self.online = online
         self.backend = backend
         self.registry = registry
@@ -102,12 +103,14 @@ class LiveVersion:
         self._missing: dict[int, float] = {}  # seqs not seen yet above it: since when (monotonic)
         self.reload_interval_s = reload_interval_s
         self.replay_interval_s = replay_interval_s
+        self.popularity_interval_s = popularity_interval_s
         self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
         self._snapshot: Snapshot | None = None
         self._retired: str | None = None  # index location the last switch replaced, released next tick
         self._problem = "no live index version yet"
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._popularity: threading.Thread | None = None
         self.probe_timeout_s = probe_timeout_s
         self._probes = {name: Probe(name) for name in ("online_store", "index", "registry")}
 
@@ -116,11 +119,29 @@ class LiveVersion:
         self.refresh()
         self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
         self._poller.start()
+        # Its own thread: at a million items a refresh reads for about half a minute, which
+        # would hold up the replays.
+        self._popularity = threading.Thread(target=self._refresh_popularity, daemon=True,
+                                            name="popularity-refresh")
+        self._popularity.start()
 
     def close(self) -> None:
         self._stop.set()
-        if self._poller is not None:
-            self._poller.join()
+        for thread in (self._poller, self._popularity):
+            if thread is not None:
+                thread.join()
+
+    def _refresh_popularity(self) -> None:
+        """The live item cache's popularity read again every `popularity_interval_s` (a version
+        loaded meanwhile read its own)."""
+        while not self._stop.wait(self.popularity_interval_s):
+            if (snapshot := self._snapshot) is None:
+                continue
+            try:
+                snapshot.items.refresh_popularity()
+            except Exception as exc:  # the next interval tries again
+                log.warning("could not read item popularity of index version %d: %s",
+                            snapshot.index_version, exc)
 
     def _poll(self) -> None:
         """`refresh` every `reload_interval_s`; between, the log's new changes every `replay_interval_s`."""

@@ -63,9 +63,10 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
         try:
             if upsert is not None and upsert.seq not in skip:
                 item = logged_item(upsert)
+                counts = s.items.columns([item_id]).popularity[0]  # its own (0 for a new item)
                 _upsert(s, online, backend, item_id, ItemFeatures(
-                    item.title, item.categories, item.price, item.created_at_s, stock=quantity),
-                    upsert.logged_at)
+                    item.title, item.categories, item.price, item.created_at_s,
+                    popularity=tuple(int(c) for c in counts), stock=quantity), upsert.logged_at)
             if last is stock and stock.seq not in skip:
                 _set_stock(s, online, backend, item_id, quantity, stock.logged_at)
         except UnknownItemError:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import lightgbm as lgb
+import numpy as np
 import pytest
 
 from feature_repo.datasets import Dataset, load
@@ -30,7 +32,7 @@ from tests.utils.servers import twotower_service
 from towers.artifact import Artifact
 from towers.features import examples
 from towers.model import TowerConfig
-from towers.ranker import Ranker
+from towers.ranker import FEATURES, Ranker
 from towers.train import TrainConfig, fit
 
 SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
@@ -86,6 +88,17 @@ def promote_version(service: Service, ranker: Ranker | None = None, *,
     registry.promote(version.id)
     registry.close()
     return model.id, version.id
+
+
+def improving_ranker(candidates: int) -> Ranker:
+    """A small real LambdaMART model, recorded as having beaten retrieval on its holdout."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40 * 20, len(FEATURES))).astype(np.float32)
+    train = lgb.Dataset(x, (x[:, 3] > 0.5).astype(np.float32), group=np.full(40, 20))
+    booster = lgb.train({"objective": "lambdarank", "min_data_in_leaf": 5, "num_threads": 1,
+                         "verbosity": -1}, train, num_boost_round=10)
+    return Ranker(booster, metrics={"ndcg10_retrieval": 0.10, "ndcg10_reranked": 0.12},
+                  improves=True, config={"candidates": candidates})
 
 
 @pytest.fixture(scope="session")

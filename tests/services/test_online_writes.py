@@ -122,3 +122,16 @@ def test_writes_do_not_read_the_registry_a_materialization_rewrites(shop):
     finally:
         aside.rename(registry)
     assert online.user(3).event_count == before + 1
+
+
+def test_an_append_keeps_as_many_events_as_the_stores_history_rows(tmp_path):
+    dataset = load(SHOP)
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path / "feature_repo",
+                                                    history_length=3))
+    materialize(store, _cut(dataset, 1.0))
+    online = OnlineFeatures(store)
+    user = int(dataset.interactions["user_id"].value_counts().index[0])  # more than 3 events
+    assert online.history_length == 3 and len(online.user(user).recent_item_ids) == 3
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    assert online.append_interaction(user, 5, at, write_id=1) == 3
+    assert list(online.user(user).recent_item_ids)[-1] == 5

@@ -8,12 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-import lightgbm as lgb
-import numpy as np
-
 from index.edge import COPIES_DIR
-from tests.services.conftest import Service, promote_version
-from towers.ranker import FEATURES, Ranker
+from tests.services.conftest import Service, improving_ranker, promote_version
 
 
 def test_nothing_live_is_a_503_with_the_reason_and_serving_resumes(service, client):
@@ -28,17 +24,6 @@ def test_nothing_live_is_a_503_with_the_reason_and_serving_resumes(service, clie
     assert error.status_code == 503 and error.message == "no live index version"
     assert client.health().status == "ok" and client.recommend(1).items
     assert client.health().ranking == "retrieval order: no re-ranker trained for this model version"
-
-
-def _improving_ranker(candidates: int) -> Ranker:
-    """A small real LambdaMART model, recorded as having beaten retrieval on its holdout."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40 * 20, len(FEATURES))).astype(np.float32)
-    train = lgb.Dataset(x, (x[:, 3] > 0.5).astype(np.float32), group=np.full(40, 20))
-    booster = lgb.train({"objective": "lambdarank", "min_data_in_leaf": 5, "num_threads": 1,
-                         "verbosity": -1}, train, num_boost_round=10)
-    return Ranker(booster, metrics={"ndcg10_retrieval": 0.10, "ndcg10_reranked": 0.12},
-                  improves=True, config={"candidates": candidates})
 
 
 def test_promotion_during_a_request_stream_fails_no_request(service):
@@ -56,7 +41,7 @@ def test_promotion_during_a_request_stream_fails_no_request(service):
     worker = threading.Thread(target=stream)
     worker.start()
     try:
-        model_version, index_version = promote_version(service, _improving_ranker(candidates=30))
+        model_version, index_version = promote_version(service, improving_ranker(candidates=30))
         service.wait_for_index_version(index_version)
         count = len(answers)
         while len(answers) < count + 20 and worker.is_alive():

@@ -15,7 +15,8 @@ from index.model_store import publish
 from services.engine import Engine
 from services.engine.engine import MISSING
 from services.schemas import ItemUpsert, RecommendationRequest
-from tests.services.conftest import Service, active_user
+from tests.services.conftest import Service, active_user, improving_ranker
+from towers.ranker import FEATURES, Ranker
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,13 @@ def engine(service: Service, tmp_path_factory) -> Iterator[Engine]:
 
 
 @contextmanager
-def _engine(service: Service, home: Path) -> Iterator[Engine]:
+def _engine(service: Service, home: Path, ranker: Ranker | None = None) -> Iterator[Engine]:
     dataset = service.dataset
     store = build_store(dataset, FeatureStoreConfig(repo_dir=home / "feature_repo"))
     materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
     registry = publish(service.artifact, dataset, home)
+    if ranker is not None:
+        ranker.save(Path(registry.live_model().location) / "ranker")
     engine = Engine(store=store, backend=registry.backend, registry=registry)
     assert engine.refresh()
     yield engine
@@ -118,3 +121,22 @@ def test_the_last_place_goes_to_the_users_best_item_newer_than_the_model(service
         engine.new_item_slot = False
         off = engine.recommend(RecommendationRequest(user_id=user, k=10))
         assert not any(i.reasons.new_item for i in off.items)
+
+
+def test_the_ranker_counts_the_history_window_it_was_trained_on(service, tmp_path):
+    """Feast's history rows, the ranker's training input, hold the last history_length events: a
+    session on top of a full stored history does not lengthen what the ranker counts."""
+    with _engine(service, tmp_path, improving_ranker(candidates=20)) as engine:
+        ranker = engine.snapshot().ranker
+        assert ranker is not None
+        scored = []
+        score = ranker.score
+        ranker.score = lambda x: scored.append(x) or score(x)  # the real ranker, observed
+        user = active_user(service, 0)
+        assert len(engine.online.user(user).recent_item_ids) == engine.online.history_length
+        new = [i for i in service.dataset.items["item_id"].tolist()
+               if i not in set(engine.online.user(user).recent_item_ids)][:3]
+        engine.recommend(RecommendationRequest(user_id=user, k=5,
+                                               session=[{"item_id": i} for i in new]))
+        lengths = scored[0][:, FEATURES.index("history_length")]
+        assert (lengths == engine.online.history_length).all()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from services.engine import load_ranker
-from tests.services.api.test_versions import _improving_ranker
+from tests.services.conftest import improving_ranker
 
 
 def test_ranker_that_does_not_improve_leaves_retrieval_order_and_says_why(tmp_path):
-    ranker = _improving_ranker(candidates=10)
+    ranker = improving_ranker(candidates=10)
     ranker.improves = False
     ranker.save(tmp_path / "ranker")
     loaded, status = load_ranker(str(tmp_path))

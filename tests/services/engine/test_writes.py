@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, insert, update
 
@@ -109,6 +110,29 @@ def test_the_last_change_of_an_item_wins_whichever_kind_it_is(service, shop):
     assert engine.online.items([item_id])[item_id].stock == 1
     assert s.items.columns([item_id]).stock[0] == 1
     engine.close()
+
+
+def test_an_upserted_item_keeps_its_popularity_and_the_cache_reads_it_again(service, shop):
+    """The re-ranker's popularity of an item is the online store's: an upsert changes its content,
+    not how often it was bought, and the cache follows the materializations."""
+    engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
+                    log=shop.log, popularity_interval_s=0.05)
+    try:
+        engine.start()
+        s = engine.snapshot()
+        ids = service.dataset.items["item_id"].tolist()
+        counts = engine.online.popularity(ids)
+        popular = ids[int(counts[:, 2].argmax())]
+        before = s.items.columns([popular]).popularity[0].copy()
+        assert before[2] > 0
+        engine.upsert_item(popular, ItemUpsert(title="Renamed", categories=["Drama"], stock=1))
+        np.testing.assert_array_equal(s.items.columns([popular]).popularity[0], before)
+        s.items.columns(ids)  # every id has its row
+        stale = s.items._columns.numbers
+        stale[:, 3:] = 0  # as if materialized since the version loaded
+        assert eventually(lambda: np.array_equal(s.items.columns(ids).popularity, counts))
+    finally:
+        engine.close()
 
 
 def test_an_item_the_version_lacks_is_reported_and_changes_nothing_in_it(service, shop):

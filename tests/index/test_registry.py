@@ -233,27 +233,21 @@ def _ready_versions(registry: Registry, n: int) -> list[int]:
     return ids
 
 
-def test_rollback_after_a_rollback_and_a_promotion_returns_to_the_version_replaced(tmp_path: Path) -> None:
-    registry = Registry(data_dir=tmp_path)
+def _rolled_back_then_promoted(registry: Registry) -> tuple[int, int, int, int]:
+    """v1, v2, v3 promoted in turn, a rollback (v3 -> v2), then v4 promoted: its ids."""
     v1, v2, v3, v4 = _ready_versions(registry, 4)
     for version_id in (v1, v2, v3):
         registry.promote(version_id)
     assert registry.rollback().id == v2
     registry.promote(v4)  # replaces v2, not v3 (the version rolled away from)
-
-    assert registry.rollback_target().id == v2  # type: ignore[union-attr]
-    assert registry.rollback().id == v2
-    registry.close()
+    return v1, v2, v3, v4
 
 
-def test_successive_rollbacks_walk_back_the_chain_of_live_versions(tmp_path: Path) -> None:
+def test_rollbacks_walk_back_the_chain_of_live_versions_not_to_the_one_rolled_away_from(
+        tmp_path: Path) -> None:
     registry = Registry(data_dir=tmp_path)
-    v1, v2, v3, v4 = _ready_versions(registry, 4)
-    for version_id in (v1, v2, v3):
-        registry.promote(version_id)
-    registry.rollback()
-    registry.promote(v4)
-
+    v1, v2, _, _ = _rolled_back_then_promoted(registry)
+    assert registry.rollback_target().id == v2  # type: ignore[union-attr]
     assert [registry.rollback().id, registry.rollback().id] == [v2, v1]
     with pytest.raises(VersionStateError, match=f"index version {v1} has no earlier live version left"):
         registry.rollback()
@@ -263,12 +257,7 @@ def test_successive_rollbacks_walk_back_the_chain_of_live_versions(tmp_path: Pat
 
 def test_prune_keeps_the_version_the_live_one_replaced(tmp_path: Path) -> None:
     registry = Registry(data_dir=tmp_path)
-    v1, v2, v3, v4 = _ready_versions(registry, 4)
-    for version_id in (v1, v2, v3):
-        registry.promote(version_id)
-    registry.rollback()
-    registry.promote(v4)
-
+    v1, v2, v3, v4 = _rolled_back_then_promoted(registry)
     assert sorted(registry.prune(keep=0)) == [v1, v3]
     assert {v.id: v.status for v in registry.versions()} == {v2: Status.RETIRED, v4: Status.LIVE}
     assert registry.rollback().id == v2

@@ -4,6 +4,7 @@ logs it leaves the version as the replay of the same logged write does in anothe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,16 +152,8 @@ def test_an_item_the_version_lacks_is_reported_and_changes_nothing_in_it(service
 def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_reloads(service, shop):
     """Two engines as `twotower serve --workers 2` runs them: each serves its own copy of the live
     shard, and a write one answers reaches the other through the log, with no version reload."""
-    workers = []
-    for _ in range(2):
-        registry = Registry(data_dir=shop.home, backend=open_backend(
-            EdgeSettings(path=shop.home / "index", own_copies=True)))
-        workers.append(Engine(store=shop.store, backend=registry.backend, registry=registry,
-                              log=EventLog(data_dir=shop.home), reload_interval_s=3600,
-                              replay_interval_s=0.05))
-    first, second = workers
-    try:
-        for worker in workers:
+    with _workers(shop) as (first, second):
+        for worker in (first, second):
             worker.start()
         item_id = int(service.dataset.items["item_id"].max()) + 9
         first.upsert_item(item_id, ItemUpsert(title="Written Once", categories=["Drama"], stock=3))
@@ -169,6 +162,21 @@ def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_relo
         assert eventually(lambda: _state(first, item_id)[1] == 0)
         assert _state(first, item_id)[2] == []  # out of stock: no longer served
         assert _state(first, item_id)[0] == _state(second, item_id)[0]
+
+
+@contextmanager
+def _workers(shop: Shop) -> Iterator[tuple[Engine, Engine]]:
+    """Two engines as `twotower serve --workers 2` runs them (not started): each on its own copy
+    of the live shard, replaying the log every 0.05 s once started."""
+    workers = []
+    for _ in range(2):
+        registry = Registry(data_dir=shop.home, backend=open_backend(
+            EdgeSettings(path=shop.home / "index", own_copies=True)))
+        workers.append(Engine(store=shop.store, backend=registry.backend, registry=registry,
+                              log=EventLog(data_dir=shop.home), reload_interval_s=3600,
+                              replay_interval_s=0.05))
+    try:
+        yield workers[0], workers[1]
     finally:
         for worker in workers:
             worker.close()
@@ -180,16 +188,8 @@ def test_workers_each_on_a_copy_of_the_shard_get_each_others_writes_between_relo
 def test_stock_of_an_item_another_worker_upserted_is_a_retry_not_a_404(service, shop):
     """The item is in the online store (its catalogue) before this worker's index copy replays it:
     the change is logged and lands with that replay, so the answer says to retry, not 'unknown'."""
-    workers = []
-    for _ in range(2):
-        registry = Registry(data_dir=shop.home, backend=open_backend(
-            EdgeSettings(path=shop.home / "index", own_copies=True)))
-        workers.append(Engine(store=shop.store, backend=registry.backend, registry=registry,
-                              log=EventLog(data_dir=shop.home), reload_interval_s=3600,
-                              replay_interval_s=0.05))
-    first, second = workers
-    try:
-        for worker in workers:
+    with _workers(shop) as (first, second):
+        for worker in (first, second):
             assert worker.refresh()
         item_id = int(service.dataset.items["item_id"].max()) + 10
         first.upsert_item(item_id, ItemUpsert(title="Written Once", categories=["Drama"], stock=3))
@@ -198,12 +198,6 @@ def test_stock_of_an_item_another_worker_upserted_is_a_retry_not_a_404(service, 
         second.start()  # its replay brings the upsert, then the logged change
         assert eventually(lambda: _state(second, item_id)[1:] == (4, [4]))
         assert second.set_stock(item_id, 4, key="ahead-of-the-replay").quantity == 4
-    finally:
-        for worker in workers:
-            worker.close()
-            worker.backend.close()
-            worker.registry.close()
-            worker.log.close()
 
 
 def _log_stock(db, key: str, item_id: int, quantity: int) -> None:

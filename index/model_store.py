@@ -39,10 +39,17 @@ def ranker_dir(model_location: str | Path) -> Path:
     return Path(model_location) / RANKER_DIR
 
 
+EVALUATED = "evaluated"  # a version's subfolder: the fit its figures and checks come from
+
+
 def save_model(registry: Registry, artifact: Artifact, models_dir: Path, *,
-               config: dict[str, Any] | None = None) -> ModelVersion:
-    """Save the artifact under `models_dir` and register it with its directory as `location`."""
+               config: dict[str, Any] | None = None,
+               evaluated: Artifact | None = None) -> ModelVersion:
+    """Save the artifact under `models_dir` (with the fit it was `evaluated` by, when it is a refit
+    on later events too) and register it with its directory as `location`."""
     location = models_dir.resolve() / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    if evaluated is not None:
+        evaluated.save(location / EVALUATED)
     artifact.save(location)
     metrics = {k: v for k, v in artifact.metrics.items() if k != "history"}
     return registry.register_model(MODEL_NAME, config=config, metrics=metrics, location=str(location))
@@ -58,6 +65,7 @@ class ModelStore:
     """The model versions under one data directory.
 
         models/<created>/          the towers of a version (its registry `location`)
+        models/<created>/evaluated/   the fit they were evaluated by, when they are its refit
         models/<created>/ranker/   its re-ranker, when trained
         embeddings/model_<id>.parquet   its item embeddings: (item_id, vector) rows
     """
@@ -72,10 +80,10 @@ class ModelStore:
     def embeddings_dir(self) -> Path:
         return self.data_dir / "embeddings"
 
-    def save(self, registry: Registry, artifact: Artifact, *,
-             config: dict[str, Any] | None = None) -> ModelVersion:
-        """Save and register the artifact as a new model version."""
-        return save_model(registry, artifact, self.models_dir, config=config)
+    def save(self, registry: Registry, artifact: Artifact, *, config: dict[str, Any] | None = None,
+             evaluated: Artifact | None = None) -> ModelVersion:
+        """Save and register the artifact as a new model version (see `save_model`)."""
+        return save_model(registry, artifact, self.models_dir, config=config, evaluated=evaluated)
 
     @staticmethod
     def load(location: str | Path) -> Artifact:
@@ -84,6 +92,12 @@ class ModelStore:
         A version's directory is never rewritten (see `save_model`), so the location is the key.
         """
         return _load(str(Path(location).resolve()))
+
+    def evaluated(self, location: str | Path) -> Artifact:
+        """The towers a version's figures and checks come from: the fit it was evaluated by (its
+        refit on every event is what it serves), or the served towers themselves."""
+        first = Path(location) / EVALUATED
+        return self.load(first if first.is_dir() else location)
 
     def embeddings_path(self, model_version_id: int) -> Path:
         return self.embeddings_dir / f"model_{model_version_id}.parquet"

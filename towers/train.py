@@ -495,12 +495,10 @@ def _agreed(stop: StopReason | None, world: int) -> StopReason | None:
 def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: TowerConfig | None = None,
               train: TrainConfig | None = None) -> Artifact:
     """Train with early stopping on the split's validation; TEMPORAL then refits on every event
-    before the test cut, on the same schedule, and ends where the first fit's best was in it.
+    before the test cut (`refit`).
 
     `store` is the dataset's Feast store (`towers.features.feature_store`) and `split` carries its
-    user features (`towers.features.with_features`). A refit's metrics are its own (`steps`,
-    `schedule_steps`, `history`) but for what validation decided, which is the first fit's (`val`,
-    `best_epoch`, `best_step`, `first_schedule_steps`, `stopped_by`, ...).
+    user features (`towers.features.with_features`).
     """
     from towers.features import examples
 
@@ -513,21 +511,33 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
     artifact = fit(frame[first_rows].reset_index(drop=True), items, tower=tower, train=train,
                    validate=evaluate.Validator(split.validation, items))
     if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
-        first = artifact.metrics
-        # Its lr is where the first fit's was at its best, not annealed in fewer passes: on the
-        # validation period that scored higher (notes: issue 18, part y).
-        share = fractions.Fraction(first["best_step"], first["schedule_steps"])  # exact: no step more
-        refit = train.model_copy(update={"popularity_prior": artifact.prior.weight})
-        artifact = fit(frame, items, tower=tower, train=refit, end_share=share)
-        artifact.metrics.update(val=first["val"], best_epoch=first["best_epoch"],
-                                best_step=first["best_step"], val_by_prior=first.get("val_by_prior"),
-                                seconds_to_best=first["seconds_to_best"],
-                                stopped_by=first["stopped_by"],
-                                improving_at_stop=first["improving_at_stop"],
-                                first_schedule_steps=first["schedule_steps"],
-                                refit_share=float(share),
-                                refit_stopped_by=artifact.metrics["stopped_by"],
-                                refit_seconds=artifact.metrics["seconds_total"])
+        artifact = refit(artifact, frame, items, tower=tower, train=train)
+    return artifact
+
+
+def refit(first: Artifact, frame: pd.DataFrame, items: pd.DataFrame, *,
+          tower: TowerConfig | None = None, train: TrainConfig | None = None) -> Artifact:
+    """`first`'s run again on `frame` (its events and later ones), with `first`'s prior weight,
+    ended at the share of the schedule where `first`'s validation had its best.
+
+    Its lr is then where the first fit's was at its best, not annealed in fewer passes: on the
+    validation period that scored higher (notes: issue 18, part y). The metrics are the refit's
+    own (`steps`, `schedule_steps`, `history`) but for what validation decided, which is the first
+    fit's (`val`, `best_epoch`, `best_step`, `first_schedule_steps`, `stopped_by`, ...).
+    """
+    decided = first.metrics
+    share = fractions.Fraction(decided["best_step"], decided["schedule_steps"])  # exact: no step more
+    again = (train or TrainConfig()).model_copy(update={"popularity_prior": first.prior.weight})
+    artifact = fit(frame, items, tower=tower, train=again, end_share=share)
+    artifact.metrics.update(val=decided["val"], best_epoch=decided["best_epoch"],
+                            best_step=decided["best_step"], val_by_prior=decided.get("val_by_prior"),
+                            seconds_to_best=decided["seconds_to_best"],
+                            stopped_by=decided["stopped_by"],
+                            improving_at_stop=decided["improving_at_stop"],
+                            first_schedule_steps=decided["schedule_steps"],
+                            refit_share=float(share),
+                            refit_stopped_by=artifact.metrics["stopped_by"],
+                            refit_seconds=artifact.metrics["seconds_total"])
     return artifact
 
 

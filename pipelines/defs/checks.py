@@ -89,12 +89,12 @@ def training_examples_have_no_leakage(training_examples: TrainingExamples, raw_t
 def training_graph_holds_only_edges_before_each_example(
         two_tower_model: ModelVersionRef, raw_tables: Dataset, evaluation_split: evaluate.Split,
         registry: RegistryResource) -> dg.AssetCheckResult:
-    """The towers' interaction graph (an item encoder's input) is exactly the raw events they
+    """The evaluated towers' interaction graph (an item encoder's input) is exactly the raw events they
     trained on, and a sample of training examples reads only edges strictly before its time.
 
     Towers without a graph pass, saying so.
     """
-    model = registry.model_store.load(two_tower_model.location).model
+    model = registry.model_store.evaluated(two_tower_model.location).model
     edges = getattr(model.item_tower, "known_graph", None)
     if edges is None:
         return dg.AssetCheckResult(passed=True, metadata={
@@ -133,7 +133,7 @@ def training_loss_is_finite_and_decreasing(two_tower_model: ModelVersionRef,
     Chance is log(catalogue size), the softmax loss of uniform scores: a model that learned
     nothing sits there. With one epoch (a short time budget) that is the only comparison.
     """
-    artifact = registry.model_store.load(two_tower_model.location)
+    artifact = registry.model_store.evaluated(two_tower_model.location)
     losses = [h["loss"] for h in artifact.metrics["history"]]
     chance = float(np.log(len(artifact.model.vocab.item_ids)))
     finite = bool(np.isfinite(losses).all())
@@ -148,9 +148,10 @@ def training_loss_is_finite_and_decreasing(two_tower_model: ModelVersionRef,
 def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: ModelVersionRef, raw_tables: Dataset,
                             evaluation_split: evaluate.Split,
                             registry: RegistryResource) -> dg.AssetCheckResult:
-    """Test-window NDCG@10 of the new towers is at most `ndcg_tolerance` below the live towers' on it."""
+    """Test-window NDCG@10 of the new towers is at most `ndcg_tolerance` below the live towers' on it
+    (each version's evaluated fit: `ModelStore.evaluated`)."""
     store = registry.model_store
-    new = store.load(two_tower_model.location).metrics["test"]["ndcg@10"]
+    new = store.evaluated(two_tower_model.location).metrics["test"]["ndcg@10"]
     with registry.open() as reg:
         live = reg.live()
         location = reg.get_model(live.model_version_id).location if live else None
@@ -159,7 +160,8 @@ def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: ModelVersi
     if location is None:
         raise ValueError(f"live index version {live.id}: its model version {live.model_version_id} has "
                          "no location, so its towers cannot be evaluated")
-    recommend = evaluate.two_tower(store.load(location), raw_tables.items)
+    # The live version's evaluated fit: a refit on every event has seen this test window.
+    recommend = evaluate.two_tower(store.evaluated(location), raw_tables.items)
     old = evaluate.evaluate(recommend, evaluation_split.test)["ndcg@10"]
     return dg.AssetCheckResult(passed=new >= old - config.ndcg_tolerance, metadata={
         "new_ndcg@10": new, "live_ndcg@10": old, "difference": new - old,
@@ -171,14 +173,14 @@ def ndcg_holds_against_live(config: PromotionConfig, two_tower_model: ModelVersi
 def towers_beat_popularity_on_validation(config: BaselineGateConfig, two_tower_model: ModelVersionRef,
                                          raw_tables: Dataset, evaluation_split: evaluate.Split,
                                          registry: RegistryResource) -> dg.AssetCheckResult:
-    """The saved towers' validation NDCG@10, as served (with their popularity prior, if any), is
+    """The evaluated towers' validation NDCG@10, as served (with their popularity prior, if any), is
     above Popularity's on the same split (by more than `min_margin_over_popularity`); the towers'
     score without the prior is reported beside it.
 
     Popularity and EASE were scored by the training stage (the model's `baselines` metrics); the
     margin over EASE is reported, not required.
     """
-    artifact = registry.model_store.load(two_tower_model.location)
+    artifact = registry.model_store.evaluated(two_tower_model.location)
     if "baselines" not in artifact.metrics:
         raise ValueError(f"model version {two_tower_model.id}: its metrics have no 'baselines' "
                          "(Popularity and EASE validation scores); was it trained by two_tower_model?")

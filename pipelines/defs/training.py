@@ -26,7 +26,7 @@ from towers.config import load_preset, override
 from towers.features import with_features
 from towers.model import TowerConfig
 from towers.ranker import RankerConfig, train_ranker, window_queries
-from towers.train import TrainConfig, fit
+from towers.train import TrainConfig, fit, refit
 
 GROUP = "training"
 
@@ -75,9 +75,12 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
                     registry: RegistryResource) -> dg.Output[ModelVersionRef]:
     """User and item towers, saved as a model version in the registry.
 
-    They learn from the training examples before the validation cut (Feast rows, so the history
-    window is the feature store's `history_length`) and stop early on the validation queries, on
-    which Popularity and EASE are scored too (saved in the model's metrics as `baselines`).
+    A first fit learns from the training examples before the validation cut (Feast rows, so the
+    history window is the feature store's `history_length`) and stops early on the validation
+    queries, on which Popularity and EASE are scored too (`baselines`); its test figures come from
+    the test window. The checks and the re-ranker judge it. The version serves its refit on every
+    example, the newest writes included, ended where validation had the first fit's best
+    (`towers.train.refit`); it carries the first fit's figures.
     """
     tower, train = TowerConfig(), TrainConfig()
     if config.preset:
@@ -87,25 +90,30 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
         train.max_minutes = config.max_minutes
     tower.max_len = feature_store.config.history_length  # the Feast rows hold this many items
     items, split = raw_tables.items, evaluation_split
-    frame = pd.read_parquet(training_examples.path)
-    frame = frame[frame["event_timestamp"] < pd.Timestamp(split.notes["validation"]["cut"])]
+    every = pd.read_parquet(training_examples.path)
+    frame = every[every["event_timestamp"] < pd.Timestamp(split.notes["validation"]["cut"])]
     context.log.info("training on %d of the training examples (before %s)", len(frame),
                      split.notes["validation"]["cut"])
-    artifact = fit(frame, items, tower=tower, train=train,
-                   validate=evaluate.Validator(split.validation, items))
-    metrics = artifact.metrics
+    first = fit(frame, items, tower=tower, train=train,
+                validate=evaluate.Validator(split.validation, items))
+    metrics = first.metrics
     if metrics["stopped_by"] != "early_stopping" and metrics["improving_at_stop"]:
         context.log.warning("the %s ended training while validation was still improving",
                             metrics["stopped_by"])
     started = time.perf_counter()
     metrics["baselines"] = baselines.validation_scores(split, items)
-    test = evaluate.evaluate(evaluate.two_tower(artifact, items), split.test)
+    test = evaluate.evaluate(evaluate.two_tower(first, items), split.test)
     metrics["test"] = test
+    evaluation_seconds = time.perf_counter() - started
+    context.log.info("refitting on all %d training examples", len(every))
+    served = refit(first, every, items, tower=tower, train=train)
+    served.metrics.update(baselines=metrics["baselines"], test=test)
     with registry.open() as reg:
         model = registry.model_store.save(
-            reg, artifact, config={"data": raw_tables.name, FINGERPRINT: raw_tables.fingerprint,
-                                   "protocol": "temporal", "tower": artifact.config.model_dump(),
-                                   "train": artifact.train_config})
+            reg, served, evaluated=first,
+            config={"data": raw_tables.name, FINGERPRINT: raw_tables.fingerprint,
+                    "protocol": "temporal", "tower": served.config.model_dump(),
+                    "train": served.train_config})
     context.log.info("model version %d: test NDCG@10 %.4f", model.id, test["ndcg@10"])
     history = metrics["history"]
     return dg.Output(ModelVersionRef(model.id, model.location), metadata={
@@ -117,7 +125,9 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
         "popularity_prior": metrics["popularity_prior"],
         "best_epoch": metrics["best_epoch"], "epochs": history[-1]["epoch"] + 1,
         "steps": metrics["steps"], "training_seconds": metrics["seconds_total"],
-        "evaluation_seconds": round(time.perf_counter() - started, 2),
+        "refit_examples": len(every), "refit_steps": served.metrics["steps"],
+        "refit_seconds": served.metrics["refit_seconds"],
+        "evaluation_seconds": round(evaluation_seconds, 2),
         "history": table(history), "training_curve": _curve(history)})
 
 
@@ -154,7 +164,8 @@ def reranker(context: dg.AssetExecutionContext, two_tower_model: ModelVersionRef
              registry: RegistryResource) -> dg.MaterializeResult:
     """The LambdaMART re-ranker over the towers' candidates, saved in the model version's ranker dir."""
     started = time.perf_counter()
-    model = train_ranker(registry.model_store.load(two_tower_model.location), raw_tables.items,
+    # Trained on the candidates of the evaluated fit: the served refit has seen these windows.
+    model = train_ranker(registry.model_store.evaluated(two_tower_model.location), raw_tables.items,
                          store=feature_store.open(), train=window_queries(evaluation_split.test_train),
                          holdout=evaluation_split.test, config=RankerConfig())
     path = model.save(ranker_dir(two_tower_model.location))

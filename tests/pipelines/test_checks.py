@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from index.model_store import EVALUATED
 from pipelines.defs.checks import (
     BaselineGateConfig,
     towers_beat_popularity_on_validation,
@@ -24,14 +26,15 @@ from towers.prior import PopularityPrior
 
 
 def model_with_history(graph, tmp_path, losses: list[float]) -> ModelVersionRef:
-    """A copy of the graph's model whose recorded per-epoch losses are `losses`."""
+    """A copy of the graph's model whose evaluated fit recorded per-epoch losses `losses`."""
     model = graph.result.output_for_node("two_tower_model")
     location = tmp_path / "model"
     shutil.copytree(model.location, location)
-    meta = json.loads((location / "artifact.json").read_text())
+    judged = location / EVALUATED / "artifact.json"
+    meta = json.loads(judged.read_text())
     meta["metrics"]["history"] = [{"epoch": i, "loss": loss, "val": 0.0, "seconds": i}
                                   for i, loss in enumerate(losses)]
-    (location / "artifact.json").write_text(json.dumps(meta))
+    judged.write_text(json.dumps(meta))
     return ModelVersionRef(model.id, str(location))
 
 
@@ -78,8 +81,8 @@ def test_popularity_gate_compares_on_validation_and_reports_the_margin_over_ease
     assert result.passed == (metadata["val_ndcg@10"] > metadata["popularity_val_ndcg@10"])
     assert metadata["margin_over_ease"] == metadata["val_ndcg@10"] - metadata["ease_val_ndcg@10"]
     assert metadata["ease_lambda"] > 0
-    # the gate scores the towers as served, prior included, and reports them without it beside
-    artifact = Artifact.load(graph.result.output_for_node("two_tower_model").location)
+    # the gate scores the evaluated towers as served, prior included, and reports them without it
+    artifact = Artifact.load(Path(graph.result.output_for_node("two_tower_model").location, EVALUATED))
     assert metadata["popularity_prior"] == artifact.prior.weight == 0.1
     alone = dataclasses.replace(artifact, prior=PopularityPrior.off())
     validation = graph.result.output_for_node("evaluation_split").validation
@@ -93,11 +96,11 @@ def test_popularity_gate_compares_on_validation_and_reports_the_margin_over_ease
 
 def test_popularity_gate_fails_towers_that_do_not_beat_popularity(graph, tmp_path):
     model = graph.result.output_for_node("two_tower_model")
-    artifact = Artifact.load(model.location)
+    artifact = Artifact.load(Path(model.location, EVALUATED))
     with torch.no_grad():  # every vector zero: all items tie, ranked in catalogue order
         for param in artifact.model.parameters():
             param.zero_()
-    artifact.save(tmp_path / "blank")
+    artifact.save(tmp_path / "blank")  # a version without a refit: its own towers are judged
     result = popularity_gate(graph, ModelVersionRef(model.id, str(tmp_path / "blank")))
     assert not result.passed
     assert result.metadata["margin_over_popularity"].value <= 0

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetSelection, build_schedule_context, validate_run_config
@@ -82,6 +83,21 @@ def test_the_model_store_holds_the_runs_towers_and_embeddings(graph):
     assert artifact is store.load(model.location), "loaded once, then shared"
     served = 32 + artifact.prior.extra_dims  # the served vectors: a popularity prior adds one
     assert sorted(ids) == sorted(graph.dataset.items["item_id"]) and vectors.shape == (len(ids), served)
+
+
+def test_the_version_serves_a_refit_on_every_event_and_keeps_the_fit_it_was_judged_by(graph):
+    model = graph.result.output_for_node("two_tower_model")
+    store = open_registry(graph).model_store
+    served, evaluated = store.load(model.location), store.evaluated(model.location)
+    split = graph.result.output_for_node("evaluation_split")
+    cut = pd.Timestamp(split.notes["validation"]["cut"]).timestamp()
+    last = graph.dataset.interactions["event_timestamp"].max().timestamp()
+    assert evaluated.prior.as_of < cut <= served.prior.as_of == int(last)  # the newest events too
+    assert len(served.model.vocab.user_ids) > len(evaluated.model.vocab.user_ids)
+    for key in ("val", "best_step", "test", "baselines"):  # the figures are the evaluated fit's
+        assert served.metrics[key] == evaluated.metrics[key]
+    assert served.metrics["refit_share"] == evaluated.metrics["best_step"] / evaluated.metrics[
+        "schedule_steps"]
 
 
 def rebuild_index_from(graph, ids, vectors, selection: str):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from feature_repo.datasets import Dataset
 from index.catalogue import latest_stock
+from index.events import EventLog, with_events
 from index.registry import ModelVersion, Registry, Status
 from services.client import RecommenderClient
 from tests.utils.servers import twotower_service
@@ -19,6 +22,15 @@ from twotower.demo import PipelineFailed, recommend, run_demo
 # As the graph fixture: the same NDCG, so it promotes (such towers trail Popularity on the slice).
 FAST = {"tower": {"dim": 32, "encoder": "mean"}, "train": {"epochs": 2},
         "min_margin_over_popularity": -1.0}
+
+
+def written(dataset: Dataset, home: Path) -> Dataset:
+    """The dataset with what other tests wrote into the home's log (a new item, stock, ...)."""
+    log = EventLog(data_dir=home)
+    try:
+        return with_events(dataset, log.read())
+    finally:
+        log.close()
 
 
 def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_it(graph, tmp_path):
@@ -42,8 +54,9 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
     gate = next(c for c in demo.checks if c.name == "towers_beat_popularity_on_validation")
     assert {"margin_over_popularity", "margin_over_ease"} <= set(gate.figures)
     assert len(recommendations) == 10 and len({r.user_id for r in recommendations}) == 2
-    stock = latest_stock(graph.dataset.stock)
-    events = graph.dataset.interactions.sort_values("event_timestamp", kind="stable")  # as histories
+    data = written(graph.dataset, home)
+    stock = latest_stock(data.stock)
+    events = data.interactions.sort_values("event_timestamp", kind="stable")  # as histories
     for rec in recommendations:
         assert stock[rec.item_id] > 0, "out-of-stock items are filtered"
         mine = events[events["user_id"] == rec.user_id].sort_values("event_timestamp", kind="stable")
@@ -53,7 +66,7 @@ def test_rerunning_the_demo_promotes_a_new_checked_version_and_recommends_from_i
 
 def test_demo_answers_are_what_the_service_answers_for_the_same_users(graph, tmp_path):
     users = graph.dataset.interactions["user_id"].value_counts().index[:3].tolist()
-    titles = graph.dataset.items.set_index("item_id")["title"]
+    titles = written(graph.dataset, graph.settings.data_dir).items.set_index("item_id")["title"]
     keys = {"TWOTOWER_READ_KEYS": secrets.token_urlsafe(16),
             "TWOTOWER_WRITE_KEYS": secrets.token_urlsafe(16)}
     for _attempt in range(2):  # the user tower reads the request's hour: both answers in one hour

@@ -33,7 +33,14 @@ from tqdm import tqdm
 from feature_repo.asof_store import STORE_TYPE, SqlRetrievalJob
 from feature_repo.datasets import Dataset
 from feature_repo.files import atomic_path, atomic_write
-from feature_repo.tables import AFTER, HISTORY_LENGTH, STATIC_STAMP, table_path, write_feature_tables
+from feature_repo.tables import (
+    AFTER,
+    HISTORY_LENGTH,
+    STATIC_STAMP,
+    profiles_changed,
+    table_path,
+    write_feature_tables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +299,13 @@ def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
 
 def stale_since(tables_dir: str | Path, folder: str | Path) -> date | None:
     """The first day whose training-frame file in `folder` is missing or older than the user
-    history partition of that day in `tables_dir`, or than the user profiles its rows joined
-    (None: every day is current).
+    history partition of that day in `tables_dir`, or than the last change of a profile its rows
+    may have joined (`tables.profiles_changed`; None: every day is current).
 
     A day with events has a history partition, and a table write recomputes every day from its
-    first change on (and rewrites the profiles only when they change), so the frame is current
-    exactly from the day this returns on.
+    first change on, so the frame is current exactly from the day this returns on.
     """
-    profiles = table_path(tables_dir, "user_profile")
-    profiled = profiles.stat().st_mtime_ns if profiles.is_file() else 0
+    profiled = profiles_changed(tables_dir)
     history = table_path(tables_dir, "user_history")
     for part in sorted(history.glob("????-??-??.parquet")):
         made = Path(folder) / part.name

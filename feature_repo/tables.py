@@ -178,6 +178,13 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     if since is not None and known:  # days without events after the last write have rows too
         since = min(since, date.fromisoformat(max(known)) + timedelta(days=1))
     last = date.fromisoformat(max(fingerprints)) if fingerprints else None
+    # Training examples joined the profiles of the users with events so far: when one of those
+    # changes, every example file is stale (`profiles_changed`); a user added with new events is not.
+    joined = previous.get("profiles", {})
+    profiles_changed = previous.get("profiles_changed") if same_build and joined and (
+        _profiles_fingerprint(con, joined["through"]) == joined["hash"]) else time.time_ns()
+    through = last.isoformat() if last else None
+    profiles = {"through": through, "hash": _profiles_fingerprint(con, through)}
     days = [] if since is None or last is None else [
         since + timedelta(days=n) for n in range((last - since).days + 1)]
     scratch = Path(tempfile.mkdtemp(prefix=".tables-", dir=out_dir))
@@ -195,7 +202,8 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
     atomic_write(out_dir / PARTITIONS_FILE, json.dumps(
         {"dataset": dataset.fingerprint, "history_length": history_length,
-         "queries": _QUERIES_FINGERPRINT, "static": statics,
+         "queries": _QUERIES_FINGERPRINT, "static": statics, "profiles_changed": profiles_changed,
+         "profiles": profiles,
          "days": fingerprints, "rows": rows}, indent=0) + "\n")
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
@@ -212,6 +220,22 @@ def dataset_record(data_dir: str | Path) -> dict | None:
 def history_length(data_dir: str | Path) -> int:
     """The history length the tables under `data_dir` were written with (the default if none)."""
     return int(_read_partitions(Path(data_dir)).get("history_length", HISTORY_LENGTH))
+
+
+def profiles_changed(data_dir: str | Path) -> int:
+    """When (Unix ns) the profile of a user with events last changed in the tables under
+    `data_dir` (0: never written)."""
+    return int(_read_partitions(Path(data_dir)).get("profiles_changed", 0))
+
+
+def _profiles_fingerprint(con: duckdb.DuckDBPyConnection, through: str | None) -> str | None:
+    """A hash of the profiles of the users with events up to day `through` (ISO), in any order."""
+    if through is None:
+        return None
+    return con.execute("""
+        SELECT sum(hash(u))::VARCHAR FROM user_attributes u
+        WHERE user_id IN (SELECT user_id FROM events WHERE event_timestamp::DATE <= $through::DATE)
+        """, {"through": through}).fetchall()[0][0]
 
 
 def _read_partitions(out_dir: Path) -> dict:

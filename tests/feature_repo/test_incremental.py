@@ -199,6 +199,21 @@ def test_changed_user_profiles_make_every_days_training_frame_stale(shop, tmp_pa
     assert (frame["age"].to_numpy() == ages.loc[frame["user_id"]].to_numpy()).all()
 
 
+def test_a_new_user_leaves_the_earlier_days_training_frames_current(shop, tmp_path):
+    last = shop.interactions["event_timestamp"].max().floor("D")
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    data, folder = repo / "data", tmp_path / "examples"
+    write_feature_tables(before(shop, last), data)
+    store = apply(repo)
+    write_training_frame(store, before(shop, last).interactions[ENTITIES], folder)
+    newcomer = shop.users.iloc[[0]].assign(user_id=int(shop.users["user_id"].max()) + 1)
+    event = shop.interactions.iloc[[-1]].assign(user_id=int(newcomer["user_id"].iloc[0]))
+    grown = dataclasses.replace(shop, users=pd.concat([shop.users, newcomer], ignore_index=True),
+                                interactions=pd.concat([shop.interactions, event], ignore_index=True))
+    assert "user_profile" in write_feature_tables(grown, data).rows  # the profiles were rewritten
+    assert stale_since(data, folder) == last.date()  # yet only the new day is joined again
+
+
 def _plain(value):
     return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
 

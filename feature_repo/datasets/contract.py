@@ -170,6 +170,7 @@ def parse_timestamps(values: pd.Series, *, source: str, column: str, unit: str =
     numeric = pd.Series(False, index=values.index)
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = pd.to_datetime(values, utc=True)
+        _check(frame, parsed.isna(), column, "missing timestamp")
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         lo, hi = (bound.value / _NANOS[unit] for bound in (EARLIEST, LATEST))
@@ -180,12 +181,13 @@ def parse_timestamps(values: pd.Series, *, source: str, column: str, unit: str =
         numeric = numbers.notna() & ~outside
         if numeric.any():
             parsed[numeric] = pd.to_datetime(numbers[numeric], unit=unit, utc=True)
-        text = numbers.isna() & values.notna()
+        blank = values.isna() | values.astype(str).str.strip().eq("")
+        _check(frame, blank, column, "missing timestamp")
+        text = numbers.isna() & ~blank
         if text.any():
             parsed[text] = pd.to_datetime(values[text].astype(str), errors="coerce", utc=True,
                                           format="mixed")
-        _check(frame, numbers.isna() & parsed.isna(), column, "cannot parse timestamp {value!r}",
-               values)
+        _check(frame, text & parsed.isna(), column, "cannot parse timestamp {value!r}", values)
     dates = parsed.notna() & ~numeric
     outside = dates & ((parsed >= LATEST) | (not any_year and (parsed < EARLIEST)))
     _check(frame, outside, column, f"{{value!r}} is outside {'' if any_year else EARLIEST.year}-"

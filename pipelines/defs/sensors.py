@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from feature_repo.datasets.contract import parse_ints
+from feature_repo.datasets.contract import DataError, parse_ints
 from feature_repo.datasets.generic import read_table
 from index.catalogue import latest_stock
 from pipelines.defs.resources import EventLogResource, InboxResource, ServiceResource
@@ -78,7 +78,16 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
     if not changed:
         return dg.SkipReason(f"no new or changed stock files in {inbox.stock_dir}")
-    rows = pd.concat([read_inbox_file(p, "stock") for p in changed], ignore_index=True)
+    frames = []
+    for path in changed:
+        try:
+            frames.append(read_inbox_file(path, "stock"))
+        except DataError as error:  # an empty or bad file: read again once it changes
+            context.log.warning("stock file skipped: %s", error)
+    if not frames:
+        context.update_cursor(json.dumps({**cursor, "files": stats}))
+        return dg.SkipReason("no readable stock rows in the new or changed files")
+    rows = pd.concat(frames, ignore_index=True)
     if cursor["newest"]:
         rows = rows[rows["event_timestamp"] > pd.Timestamp(cursor["newest"])]
     newest = rows["event_timestamp"].max().isoformat() if not rows.empty else cursor["newest"]

@@ -113,12 +113,27 @@ def test_generic_loader_maps_columns(tmp_path):
     ("uid,sku,when,weight\n1,10,2024-01-01,inf\n2,11,2024-01-02,4\n", None,
      r"interactions.csv, column 'weight', row 1: not a finite number: inf"),
     ("uid,sku,when\n", None, r"interactions.csv: no rows"),
+    ("uid,sku,when\n1,10,2024-01-01\n2,11, \n", None,
+     r"interactions.csv, column 'event_timestamp', row 2: missing timestamp"),
+    (None, "sku,name,tags,cost,released\n10,A,x,1,2023-01-01\n11,B,y,2,\n",
+     r"items.csv, column 'created_at', row 2: missing timestamp"),
 ])
 def test_bad_generic_input_names_file_column_and_row(tmp_path, interactions, items, match):
     folder = _write_generic(tmp_path / "shop", interactions=interactions, items=items)
     if interactions == "":
         (folder / "interactions.csv").write_text("")
     with pytest.raises(DataError, match=match):
+        load(f"generic:{folder}")
+
+
+def test_a_null_time_in_a_parquet_file_is_named_not_dropped(tmp_path):
+    folder = _write_generic(tmp_path / "shop")
+    items = pd.read_csv(folder / "items.csv")
+    items["released"] = pd.to_datetime(items["released"], utc=True)
+    items.loc[1, "released"] = pd.NaT
+    items.to_parquet(folder / "items.parquet")
+    (folder / "items.csv").unlink()
+    with pytest.raises(DataError, match=r"items.parquet, column 'created_at', row 2: missing timestamp"):
         load(f"generic:{folder}")
 
 

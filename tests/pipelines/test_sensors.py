@@ -174,3 +174,19 @@ def test_a_bad_item_file_fails_naming_the_row_and_is_read_again_once_mended(grap
     upserts = [e.body for e in logged(graph, "item")[logged_before:]]
     assert [(u["item_id"], u["title"], u["created_at"]) for u in upserts] == [
         (lamp, "Lamp", None), (lamp + 1, "Chair", None)]  # created when logged
+
+
+def test_an_empty_or_bad_stock_file_is_skipped_and_the_others_are_pushed(tmp_path, capsys):
+    inbox = InboxResource(data_dir=str(tmp_path))
+    inbox.stock_dir.mkdir(parents=True)
+    (inbox.stock_dir / "empty.csv").write_text("item_id,event_timestamp,quantity\n")  # a quiet day
+    (inbox.stock_dir / "bad.csv").write_text("item_id,event_timestamp,quantity\n4,soon,1\n")
+    (inbox.stock_dir / "good.csv").write_text("item_id,event_timestamp,quantity\n5,2026-01-01,2\n")
+    context = build_sensor_context(resources={"inbox": inbox})
+    request = stock_log_sensor(context)
+    assert request.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"5": 2}
+    said = capsys.readouterr().err
+    assert "empty.csv: no rows" in said
+    assert "bad.csv, column 'event_timestamp', row 1: cannot parse timestamp 'soon'" in said
+    again = build_sensor_context(cursor=context.cursor, resources={"inbox": inbox})
+    assert isinstance(stock_log_sensor(again), SkipReason), "skipped until they change"

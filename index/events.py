@@ -144,14 +144,19 @@ class EventLog:
                 # One writer at a time (SQLite: its write lock, taken by the insert; PostgreSQL: a
                 # transaction lock), stamped holding it: seq, time and commit order agree, so the
                 # last change of an item by seq (the index) is also the newest (the online store).
+                # (PostgreSQL stamps with the database's clock: writers on several hosts.)
                 if db.dialect.name == "postgresql":
                     db.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
-                seq = db.execute(insert(events).values(key=key, kind=kind, body=body,
-                                                       logged_at=datetime.now(UTC))
-                                 ).inserted_primary_key[0]
-                at = datetime.now(UTC)
-                db.execute(update(events).where(events.c.seq == seq).values(logged_at=at))
-            return Event(int(seq), key, kind, body, at)
+                    seq, at = db.execute(insert(events).values(
+                        key=key, kind=kind, body=body, logged_at=func.clock_timestamp()
+                    ).returning(events.c.seq, events.c.logged_at)).one()
+                else:
+                    seq = db.execute(insert(events).values(key=key, kind=kind, body=body,
+                                                           logged_at=datetime.now(UTC))
+                                     ).inserted_primary_key[0]
+                    at = datetime.now(UTC)
+                    db.execute(update(events).where(events.c.seq == seq).values(logged_at=at))
+            return Event(int(seq), key, kind, body, at.astimezone(UTC))
         except IntegrityError:
             first = self.get(key)
             if first is None:  # not the key's constraint that failed

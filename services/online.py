@@ -60,8 +60,13 @@ class OnlineFeatures:
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
         self._rows_writer = OnlineRows(store, self._rows.views)
+        self.history_length = HISTORY_LENGTH
+        self.read_history_length()
+
+    def read_history_length(self) -> None:
+        """Keep as many events per appended history as the offline history rows hold (read again
+        whenever a version loads: the tables may have been written since)."""
         data = self._data_dir()
-        # An append keeps as many events as the offline history rows hold.
         self.history_length = history_length(data) if data else HISTORY_LENGTH
 
     def _read(self, view: str, key: str, ids: list[int]) -> list[Row | None]:

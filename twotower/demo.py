@@ -124,11 +124,14 @@ def _summary(settings: PipelineSettings, checks: list[Check]) -> Demo:
     with registry.open() as versions:
         live = versions.live()
         model = versions.get_model(live.model_version_id)
-    metrics = registry.model_store.load(model.location).metrics
+    metrics = registry.model_store.evaluated(model.location).metrics  # the validated fit
+    served = registry.model_store.load(model.location).metrics
     training = (f"{metrics['steps']} steps, {len(metrics['history'])} validations (best at step "
                 f"{metrics['best_step']}), stopped by {metrics['stopped_by']}"
                 + (" while validation still improved" if metrics.get("improving_at_stop") else "")
-                + f"; popularity prior {metrics.get('popularity_prior', 0.0):g}")
+                + f"; popularity prior {metrics.get('popularity_prior', 0.0):g}"
+                + (f"; served refit on every event: {served['steps']} steps, stopped by "
+                   f"{served['refit_stopped_by']}" if "refit_stopped_by" in served else ""))
     test = metrics.get("test", {})
     return Demo(checks=checks, test={m: float(test[m]) for m in METRICS if m in test},
                 model_version=model.id, index_version=live.id, training=training,

@@ -7,6 +7,7 @@ towers' candidates for queries at cuts between the inner and the test cut; both 
 test window, which neither has seen, and that test NDCG@10 is compared with the live version's.
 """
 
+import math
 import time
 from typing import Any
 
@@ -50,7 +51,7 @@ class TowersConfig(dg.Config):
     by those models when the run config is read."""
 
     preset: str = ""  # a TOML preset such as towers/configs/ml100k.toml
-    max_minutes: float | None = None  # a wall-clock cap on the fit; none: its schedule ends it
+    max_minutes: float | None = None  # wall-clock cap on each fit (first, refit); none: schedules end them
     tower: dict[str, Any] = {}  # TowerConfig fields, e.g. {"encoder": "mean", "item_encoder": "sage"}
     train: dict[str, Any] = {}  # TrainConfig fields, e.g. {"epochs": 2}
 
@@ -108,6 +109,10 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
     context.log.info("refitting on all %d training examples", len(every))
     served = refit(first, every, items, tower=tower, train=train)
     served.metrics.update(baselines=metrics["baselines"], test=test)
+    if served.metrics["refit_stopped_by"] == "cap":
+        context.log.warning("max_minutes ended the refit at step %d of %d: it serves a learning "
+                            "rate above the validated best's", served.metrics["steps"],
+                            math.ceil(served.metrics["refit_share"] * served.metrics["schedule_steps"]))
     with registry.open() as reg:
         model = registry.model_store.save(
             reg, served, evaluated=first,
@@ -126,6 +131,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
         "best_epoch": metrics["best_epoch"], "epochs": history[-1]["epoch"] + 1,
         "steps": metrics["steps"], "training_seconds": metrics["seconds_total"],
         "refit_examples": len(every), "refit_steps": served.metrics["steps"],
+        "refit_stopped_by": served.metrics["refit_stopped_by"],
         "refit_seconds": served.metrics["refit_seconds"],
         "evaluation_seconds": round(evaluation_seconds, 2),
         "history": table(history), "training_curve": _curve(history)})

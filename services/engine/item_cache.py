@@ -112,11 +112,14 @@ class ItemCache:
         # Read after the rows: the columns then hold every row the ids point to.
         return self._columns.take(np.array(found, dtype=np.int64))
 
-    def refresh_popularity(self) -> None:
+    def refresh_popularity(self, stop: threading.Event | None = None) -> None:
         """Read every item's recent popularity again: the online store's materializations move
-        it, where stock follows the writes. A chunk's rows change in place under the lock."""
+        it, where stock follows the writes. A chunk's rows change in place under the lock;
+        `stop` set ends the refresh between chunks."""
         ids = list(self._row)
         for start in range(0, len(ids), PREFILL_CHUNK):
+            if stop is not None and stop.is_set():
+                return
             chunk = ids[start:start + PREFILL_CHUNK]
             counts = self._online.popularity(chunk)  # (n, 3)
             with self._lock:

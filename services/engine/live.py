@@ -138,7 +138,7 @@ class LiveVersion:
             if (snapshot := self._snapshot) is None:
                 continue
             try:
-                snapshot.items.refresh_popularity()
+                snapshot.items.refresh_popularity(self._stop)
             except Exception as exc:  # the next interval tries again
                 log.warning("could not read item popularity of index version %d: %s",
                             snapshot.index_version, exc)
@@ -300,6 +300,7 @@ class LiveVersion:
         candidates = self.rerank_candidates or int(
             (ranker.config if ranker else {}).get("candidates", DEFAULT_CANDIDATES))
         self.backend.count(location=live.location)  # opens the shard now, not on a request
+        self.online.read_history_length()
         return Snapshot(index_version=live.id, model_version=model.id,
                         index_location=live.location, model_location=model.location,
                         artifact=artifact, encoder=UserEncoder(artifact), ranker=ranker,

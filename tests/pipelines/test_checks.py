@@ -25,12 +25,13 @@ from towers.artifact import Artifact
 from towers.prior import PopularityPrior
 
 
-def model_with_history(graph, tmp_path, losses: list[float]) -> ModelVersionRef:
-    """A copy of the graph's model whose evaluated fit recorded per-epoch losses `losses`."""
+def model_with_history(graph, tmp_path, losses: list[float], fit: str = EVALUATED) -> ModelVersionRef:
+    """A copy of the graph's model whose evaluated fit (or, with `fit` "", served refit) recorded
+    per-epoch losses `losses`."""
     model = graph.result.output_for_node("two_tower_model")
     location = tmp_path / "model"
     shutil.copytree(model.location, location)
-    judged = location / EVALUATED / "artifact.json"
+    judged = location / fit / "artifact.json"
     meta = json.loads(judged.read_text())
     meta["metrics"]["history"] = [{"epoch": i, "loss": loss, "val": 0.0, "seconds": i}
                                   for i, loss in enumerate(losses)]
@@ -49,6 +50,14 @@ def test_loss_check_fails_a_nan_or_a_rising_loss(graph, tmp_path):
         result = training_loss_is_finite_and_decreasing(
             model_with_history(graph, tmp_path / str(losses), losses), registry)
         assert not result.passed, losses
+
+
+def test_loss_check_fails_a_nan_in_the_served_refits_losses(graph, tmp_path):
+    registry = build_resources(graph.settings)["registry"]
+    result = training_loss_is_finite_and_decreasing(
+        model_with_history(graph, tmp_path, [6.0, float("nan")], fit=""), registry)
+    assert not result.passed and result.metadata["finite"].value
+    assert not result.metadata["refit_finite"].value
 
 
 def test_leakage_check_passes_the_feast_rows(graph):

@@ -155,12 +155,17 @@ def test_unchanged_events_rewrite_no_day(shop, tmp_path):
         "event_timestamp"].min().date()
 
 
-def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(shop, tmp_path):
+def _tables_before_the_last_day(shop: Dataset, tmp_path: Path) -> tuple[pd.Timestamp, Path, Path, object]:
+    """(the last day, the tables' folder, the training frame's folder, the store) with tables of the
+    events before the last day only."""
     last = shop.interactions["event_timestamp"].max().floor("D")
     repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
-    data, folder = repo / "data", tmp_path / "examples"
-    write_feature_tables(before(shop, last), data)
-    store = apply(repo)
+    write_feature_tables(before(shop, last), repo / "data")
+    return last, repo / "data", tmp_path / "examples", apply(repo)
+
+
+def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(shop, tmp_path):
+    last, data, folder, store = _tables_before_the_last_day(shop, tmp_path)
     # Only the events before `last` have tables.
     write_training_frame(store, shop.interactions[ENTITIES], folder)
     assert stale_since(data, folder) is None
@@ -200,11 +205,7 @@ def test_changed_user_profiles_make_every_days_training_frame_stale(shop, tmp_pa
 
 
 def test_a_new_user_leaves_the_earlier_days_training_frames_current(shop, tmp_path):
-    last = shop.interactions["event_timestamp"].max().floor("D")
-    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
-    data, folder = repo / "data", tmp_path / "examples"
-    write_feature_tables(before(shop, last), data)
-    store = apply(repo)
+    last, data, folder, store = _tables_before_the_last_day(shop, tmp_path)
     write_training_frame(store, before(shop, last).interactions[ENTITIES], folder)
     newcomer = shop.users.iloc[[0]].assign(user_id=int(shop.users["user_id"].max()) + 1)
     event = shop.interactions.iloc[[-1]].assign(user_id=int(newcomer["user_id"].iloc[0]))

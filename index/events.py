@@ -142,21 +142,15 @@ class EventLog:
         try:
             with self.engine.begin() as db:
                 # One writer at a time (SQLite: its write lock, taken by the insert; PostgreSQL: a
-                # transaction lock), stamped holding it: seq, time and commit order agree, so the
-                # last change of an item by seq (the index) is also the newest (the online store).
-                # (PostgreSQL stamps with the database's clock: writers on several hosts.)
+                # transaction lock), stamped by the database's clock holding it: seq, time and
+                # commit order agree, so the last change of an item by seq (the index) is also the
+                # newest (the online store), whichever host wrote it.
                 if db.dialect.name == "postgresql":
                     db.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
-                    seq, at = db.execute(insert(events).values(
-                        key=key, kind=kind, body=body, logged_at=func.clock_timestamp()
-                    ).returning(events.c.seq, events.c.logged_at)).one()
-                else:
-                    seq = db.execute(insert(events).values(key=key, kind=kind, body=body,
-                                                           logged_at=datetime.now(UTC))
-                                     ).inserted_primary_key[0]
-                    at = datetime.now(UTC)
-                    db.execute(update(events).where(events.c.seq == seq).values(logged_at=at))
-            return Event(int(seq), key, kind, body, at.astimezone(UTC))
+                seq, at = db.execute(insert(events).values(
+                    key=key, kind=kind, body=body, logged_at=_now(db.dialect.name)
+                ).returning(events.c.seq, events.c.logged_at)).one()
+            return Event(int(seq), key, kind, body, _utc(at))
         except IntegrityError:
             first = self.get(key)
             if first is None:  # not the key's constraint that failed
@@ -231,6 +225,18 @@ class EventLog:
             return [_event(row) for row in db.execute(query.order_by(events.c.seq))]
 
 
+def _now(dialect: str):
+    """The database's clock as a SQL expression (SQLite's to the millisecond, in UTC)."""
+    if dialect == "postgresql":
+        return func.clock_timestamp()
+    return func.strftime("%Y-%m-%d %H:%M:%f000", "now")
+
+
+def _utc(at: datetime) -> datetime:
+    """A stamp read back: SQLite's are naive UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _sqlite_durable(connection, _record) -> None:
     """WAL with a full fsync per commit: a logged event survives a crash or power loss."""
     cursor = connection.cursor()
@@ -249,8 +255,8 @@ def _sqlite_lazy(connection, _record) -> None:
 
 
 def _event(row) -> Event:
-    at = row.logged_at if row.logged_at.tzinfo else row.logged_at.replace(tzinfo=UTC)
-    return Event(int(row.seq), row.key, row.kind, row.body, at, row.answer, new=False)
+    return Event(int(row.seq), row.key, row.kind, row.body, _utc(row.logged_at), row.answer,
+                 new=False)
 
 
 # -- the log as rows of the data contract ---------------------------------------------------------

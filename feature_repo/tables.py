@@ -180,11 +180,13 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     last = date.fromisoformat(max(fingerprints)) if fingerprints else None
     # Training examples joined the profiles of the users with events so far: when one of those
     # changes, every example file is stale (`profiles_changed`); a user added with new events is not.
-    joined = previous.get("profiles", {})
-    profiles_changed = previous.get("profiles_changed") if same_build and joined and (
-        _profiles_fingerprint(con, joined["through"]) == joined["hash"]) else time.time_ns()
     through = last.isoformat() if last else None
     profiles = {"through": through, "hash": _profiles_fingerprint(con, through)}
+    joined = previous.get("profiles") if same_build else None  # what the last write hashed
+    unchanged = bool(joined) and joined["hash"] == (
+        profiles["hash"] if joined["through"] == through
+        else _profiles_fingerprint(con, joined["through"]))
+    changed_at = previous["profiles_changed"] if unchanged else time.time_ns()
     days = [] if since is None or last is None else [
         since + timedelta(days=n) for n in range((last - since).days + 1)]
     scratch = Path(tempfile.mkdtemp(prefix=".tables-", dir=out_dir))
@@ -202,7 +204,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         {"name": dataset.name, "fingerprint": dataset.fingerprint}) + "\n")
     atomic_write(out_dir / PARTITIONS_FILE, json.dumps(
         {"dataset": dataset.fingerprint, "history_length": history_length,
-         "queries": _QUERIES_FINGERPRINT, "static": statics, "profiles_changed": profiles_changed,
+         "queries": _QUERIES_FINGERPRINT, "static": statics, "profiles_changed": changed_at,
          "profiles": profiles,
          "days": fingerprints, "rows": rows}, indent=0) + "\n")
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])

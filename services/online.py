@@ -18,13 +18,14 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.item_features import item_content_fv, item_popularity_fv, item_stock_fv
 from feature_repo.store import when_absent
-from feature_repo.tables import AFTER, HISTORY_LENGTH, history_length, table_path
+from feature_repo.tables import AFTER, HISTORY_LENGTH, history_length
 from feature_repo.user_features import user_history_fv, user_profile_fv
 from services.feast_provider import ProviderAccess, Row
 from services.online_rows import OnlineRows
 
 PROFILE, HISTORY = user_profile_fv.name, user_history_fv.name
 CONTENT, POPULARITY, STOCK = item_content_fv.name, item_popularity_fv.name, item_stock_fv.name
+POPULARITY_COUNTS = ("count_1d", "count_7d", "count_30d")  # ItemFeatures.popularity, in order
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,13 @@ class OnlineFeatures:
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
         self._rows_writer = OnlineRows(store, self._rows.views)
-        self.history_length = HISTORY_LENGTH
         self.read_history_length()
 
     def read_history_length(self) -> None:
         """Keep as many events per appended history as the offline history rows hold (read again
         whenever a version loads: the tables may have been written since)."""
-        data = self._data_dir()
-        self.history_length = history_length(data) if data else HISTORY_LENGTH
+        content = self._content_file()
+        self.history_length = history_length(content.parent) if content else HISTORY_LENGTH
 
     def _read(self, view: str, key: str, ids: list[int]) -> list[Row | None]:
         """Rows with absent features filled as the definitions say (a missing row stays None)."""
@@ -105,30 +105,30 @@ class OnlineFeatures:
             found[item_id] = ItemFeatures(
                 title=content.get("title") or "", categories=content.get("categories") or (),  # type: ignore[arg-type]
                 price=content.get("price"), created_at_s=content.get("created_at_s") or 0,  # type: ignore[arg-type]
-                popularity=(count["count_1d"], count["count_7d"], count["count_30d"]),  # type: ignore[arg-type]
+                popularity=tuple(count[c] for c in POPULARITY_COUNTS),  # type: ignore[arg-type]
                 stock=stock.get("quantity") or 0)  # type: ignore[arg-type]  # no stock row: none in stock
         return found
 
     def popularity(self, ids: list[int]) -> np.ndarray:
         """(n, 3) events of each item in the last 1, 7 and 30 days (the absent values if none)."""
         rows = [self._filled(row) for row in self._read(POPULARITY, "item_id", ids)]
-        return np.array([[r["count_1d"], r["count_7d"], r["count_30d"]] for r in rows],
-                        dtype=np.float64).reshape(len(ids), 3)
+        return np.array([[r[c] for c in POPULARITY_COUNTS] for r in rows],
+                        dtype=np.float64).reshape(len(ids), len(POPULARITY_COUNTS))
 
     def catalogue_ids(self) -> list[int]:
         """Every item id of the item_content view's batch source (an online store cannot list keys).
 
         Empty when the source is not a parquet file; items then load on first use.
         """
-        data = self._data_dir()
-        if data is None:
-            return []
-        return pq.read_table(table_path(data, CONTENT), columns=["item_id"])["item_id"].to_pylist()
+        content = self._content_file()
+        return [] if content is None else pq.read_table(
+            content, columns=["item_id"])["item_id"].to_pylist()
 
-    def _data_dir(self) -> Path | None:
-        """The folder of the feature tables (None: the item content source is not a parquet file)."""
+    def _content_file(self) -> Path | None:
+        """The item content table (beside the other feature tables); None: its source is not a
+        parquet file."""
         path = getattr(self._rows.views[CONTENT].batch_source, "path", None)
-        return Path(path).parent if path and str(path).endswith(".parquet") else None
+        return Path(path) if path and str(path).endswith(".parquet") else None
 
     def append_interaction(self, user_id: int, item_id: int, ts: datetime, write_id: int) -> int:
         """Add an event to the user's online history (the last `history_length` kept), atomically and once

@@ -7,7 +7,6 @@ towers' candidates for queries at cuts between the inner and the test cut; both 
 test window, which neither has seen, and that test NDCG@10 is compared with the live version's.
 """
 
-import math
 import time
 from typing import Any
 
@@ -110,9 +109,9 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TowersConfig,
     served = refit(first, every, items, tower=tower, train=train)
     served.metrics.update(baselines=metrics["baselines"], test=test)
     if served.metrics["refit_stopped_by"] == "cap":
-        context.log.warning("max_minutes ended the refit at step %d of %d: it serves a learning "
-                            "rate above the validated best's", served.metrics["steps"],
-                            math.ceil(served.metrics["refit_share"] * served.metrics["schedule_steps"]))
+        context.log.warning("max_minutes ended the refit at step %d, before the share of its "
+                            "schedule where validation had its best: it serves a learning rate "
+                            "above the validated best's", served.metrics["steps"])
     with registry.open() as reg:
         model = registry.model_store.save(
             reg, served, evaluated=first,

@@ -8,7 +8,9 @@ copied or moved home serves and writes its own files. An index version moves thr
 
 Promotion and rollback are one transaction each: the old live row is retired, the new one made
 live and the backend's live pointer (Edge LIVE file, server alias) switched before the commit, so
-a failure anywhere leaves the previous live version serving. Promotion records the version it
+a failure anywhere leaves the previous live version serving; a process killed between the two
+leaves the pointer ahead of the registry, and `restore_live_pointer` (on open, and from the
+service's poll) points it back. Promotion records the version it
 replaced and rollback returns to it; the restored version keeps its own, so successive rollbacks
 walk back the chain of live versions. A partial unique index guarantees at most one live row. A
 builder that is killed cannot mark itself failed, so every build records its pid, host and process
@@ -37,6 +39,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -123,6 +126,7 @@ class VersionBackend(Protocol):
 
     def location_for(self, version_id: int) -> str: ...
     def activate(self, location: str) -> None: ...
+    def live_location(self) -> str | None: ...
     def drop(self, location: str) -> None: ...
 
 
@@ -152,6 +156,7 @@ class Registry:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = backend
         self.fail_stale_builds()
+        self.restore_live_pointer()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -263,6 +268,28 @@ class Registry:
         for version_id in stale:
             log.warning("index version %d: builder is gone, marked failed", version_id)
         return stale
+
+    def restore_live_pointer(self) -> bool:
+        """Point the backend at the live version again when a promotion or rollback died between
+        moving the pointer and committing; True when it was moved. A switch still in progress is
+        waited for (its lock is taken first), never undone."""
+        if self.backend is None:
+            return False
+        with self._sessions.begin() as session:
+            # The lock a switch holds until it commits (PostgreSQL: the live row's; SQLite: the
+            # database's write lock), so the read below sees the switch's outcome.
+            session.execute(update(IndexVersion).where(IndexVersion.status == Status.LIVE)
+                            .values(updated_at=IndexVersion.updated_at))
+            live = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+            if live is None or live.location is None or live.backend != self.backend.kind:
+                return False
+            location, pointed = self._here(live.location), self.backend.live_location()
+            if pointed == location:
+                return False
+            self.backend.activate(location)
+        log.warning("index version %d is live, but the backend pointed at %s (a switch that died "
+                    "before its commit): pointed back", live.id, pointed)
+        return True
 
     # -- index versions: serve -------------------------------------------------------------------
     def get(self, version_id: int) -> IndexVersion:

@@ -38,8 +38,9 @@ def open_engine(settings: Settings) -> Engine:
                          "again with `twotower features` or fix TWOTOWER_ONLINE_STORE")
     limit_waits(store, settings.dependency_timeout_s)
     monotonic_online_store(store)  # a repository applied before the trigger existed gets it now
-    return Engine(store=store, backend=open_backend(settings.index_settings()),
-                  registry=Registry(settings.registry_url, data_dir=settings.data_dir,
+    backend = open_backend(settings.index_settings())
+    return Engine(store=store, backend=backend,
+                  registry=Registry(settings.registry_url, data_dir=settings.data_dir, backend=backend,
                                     timeout_s=settings.dependency_timeout_s),
                   log=settings.event_log(), reload_interval_s=settings.reload_interval_s,
                   replay_interval_s=settings.replay_interval_s,

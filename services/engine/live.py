@@ -171,6 +171,8 @@ class LiveVersion:
                 self._problem = "no live index version"
             return False
         if current is not None and current.index_version == live.id:
+            if self.backend.live_location() != current.index_location:
+                self._restore_pointer()  # a switch died before its commit, or is committing now
             self._catch_up_live(current)
             return False
         try:
@@ -207,6 +209,12 @@ class LiveVersion:
         log.info("serving index version %d (model version %d, %s)", snapshot.index_version,
                  snapshot.model_version, snapshot.ranking)
         return True
+
+    def _restore_pointer(self) -> None:
+        try:
+            self.registry.restore_live_pointer()
+        except Exception as exc:  # the next poll tries again; writes answer 503 meanwhile
+            log.warning("could not point the index backend at the live version: %s", exc)
 
     def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> set[int]:
         """Replay the stock and item changes logged after `after` into `s`, but those in `skip`

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from index import (
+    EdgeSettings,
     IndexSpec,
     InvalidItemsError,
     ItemBatch,
@@ -21,9 +23,11 @@ from index import (
     UnknownVersionError,
     VersionStateError,
     build_version,
+    open_backend,
 )
 from index.registry import IndexVersion, Registry, Status
 from tests.index.conftest import DIM, LiveIndex, random_items
+from tests.utils.servers import start_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +76,69 @@ def test_rollback_serves_the_previous_live_version_again(live_index: LiveIndex) 
     assert all(i < 50_000 for i in _served_ids(live_index))
     with pytest.raises(VersionStateError, match=f"index version {first.id} has no earlier"):
         live_index.registry.rollback()
+
+
+def test_a_switch_killed_before_its_commit_is_pointed_back_when_the_registry_opens(
+        live_index: LiveIndex) -> None:
+    first = live_index.registry.live()
+    assert first is not None
+    second = _build(live_index, random_items(300, seed=5, first_id=50_000))
+    live_index.backend.activate(second.location)  # a promotion moved the pointer, then was killed
+
+    reopened = Registry(live_index.registry.url, data_dir=live_index.data_dir, backend=live_index.backend)
+
+    assert reopened.live().id == first.id
+    assert live_index.backend.live_location() == first.location
+    assert all(i < 50_000 for i in _served_ids(live_index))
+    assert not reopened.restore_live_pointer()  # agreeing now: nothing to move
+    reopened.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_restoring_the_pointer_waits_for_a_switch_in_progress_and_keeps_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str) -> None:
+    """A poll that finds the pointer ahead of the registry mid-promotion must not undo it."""
+    server = start_postgres() if database == "postgresql" else None
+    backend = open_backend(EdgeSettings(path=tmp_path / "index"))
+    registry = Registry(server.create_database("switching") if server else None, data_dir=tmp_path,
+                        backend=backend)
+    switched, commit = threading.Event(), threading.Event()
+    try:
+        model = registry.register_model("towers-test", config={"dim": DIM})
+        spec = IndexSpec(dim=DIM)
+        build_version(random_items(300), registry=registry, spec=spec, model_version_id=model.id,
+                      promote=True)
+        second = build_version(random_items(300, first_id=50_000), registry=registry, spec=spec,
+                               model_version_id=model.id)
+        activate = backend.activate
+
+        def activate_then_wait(location: str) -> None:
+            activate(location)
+            switched.set()
+            commit.wait(30)
+
+        monkeypatch.setattr(backend, "activate", activate_then_wait)
+        promoting = threading.Thread(target=registry.promote, args=(second.id,))
+        promoting.start()
+        assert switched.wait(30)
+        monkeypatch.setattr(backend, "activate", activate)
+        restored: list[bool] = []
+        restoring = threading.Thread(target=lambda: restored.append(registry.restore_live_pointer()))
+        restoring.start()
+        time.sleep(0.5)  # let it reach the lock the promotion holds
+        commit.set()
+        promoting.join(30)
+        restoring.join(30)
+
+        assert restored == [False]
+        assert registry.live().id == second.id
+        assert backend.live_location() == second.location
+    finally:
+        commit.set()
+        registry.close()
+        backend.close()
+        if server:
+            server.stop()
 
 
 def test_promoting_a_version_that_is_not_ready_is_refused(live_index: LiveIndex) -> None:

@@ -207,16 +207,40 @@ def _log_stock(db, key: str, item_id: int, quantity: int) -> None:
                                      logged_at=datetime.now(UTC)))
 
 
-def _promote(service: Service, shop: Shop, read: Dataset, metrics: dict) -> IndexVersion:
-    """A new live version of the shop's model, built from the stock `read` holds, with `metrics`."""
+def _build(service: Service, shop: Shop, read: Dataset, metrics: dict, *,
+           promote: bool = True) -> IndexVersion:
+    """A new version of the shop's model (live if `promote`), built from the stock `read` holds,
+    with `metrics`."""
     items = service.dataset.items
     return build_version(item_batch(items, service.artifact.embed_items(items),
                                     latest_stock(read.stock)),
                          registry=shop.registry,
                          spec=IndexSpec(dim=service.artifact.dim,
                                         quantization=default_quantization(service.artifact)),
-                         model_version_id=shop.registry.live().model_version_id, promote=True,
+                         model_version_id=shop.registry.live().model_version_id, promote=promote,
                          metrics=metrics)
+
+
+def test_writes_refused_after_a_switch_died_before_its_commit_are_taken_after_the_next_poll(
+        service, shop):
+    """A promotion killed between moving the backend's pointer and committing: a worker refuses
+    writes while the pointer and the registry disagree, and its next poll points the backend back."""
+    engine = shop.engine()
+    item = int(service.dataset.items["item_id"].iloc[0])
+    try:
+        served = engine.snapshot().index_location
+        stranded = _build(service, shop, service.dataset, {}, promote=False)
+        shop.registry.backend.activate(stranded.location)
+        with pytest.raises(ServiceUnavailable, match="being loaded"):
+            engine.set_stock(item, 3)
+
+        assert not engine.refresh()  # the registry's live version is still the one served
+
+        assert shop.registry.backend.live_location() == served
+        assert engine.set_stock(item, 3).quantity == 3
+        assert _state(engine, item)[1:] == (3, [3])
+    finally:
+        engine.close()
 
 
 def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service, shop):
@@ -261,7 +285,7 @@ def test_writes_a_build_did_not_see_committed_reach_its_version(service, shop):
             read = with_events(service.dataset, log.read())  # what the pipeline's build reads
             position = log_position(read)
             assert log_gaps(read) == [position - 3, position - 2]
-            _promote(service, shop, read, {LOG_POSITION: position, LOG_GAPS: log_gaps(read)})
+            _build(service, shop, read, {LOG_POSITION: position, LOG_GAPS: log_gaps(read)})
         engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
                         log=log, reload_interval_s=3600)
         engine.start()
@@ -284,7 +308,7 @@ def test_a_versions_gap_is_waited_for_from_its_registration(service, shop, regis
     seqs = [shop.log.record(f"w{n}", "stock", {"item_id": item, "quantity": n}).seq for n in range(3)]
     with shop.log.engine.begin() as db:  # the middle one never committed
         db.execute(delete(events).where(events.c.seq == seqs[1]))
-    version = _promote(service, shop, service.dataset, {LOG_POSITION: seqs[2], LOG_GAPS: [seqs[1]]})
+    version = _build(service, shop, service.dataset, {LOG_POSITION: seqs[2], LOG_GAPS: [seqs[1]]})
     with shop.registry.engine.begin() as db:
         db.execute(update(IndexVersion).where(IndexVersion.id == version.id)
                    .values(created_at=datetime.now(UTC) + timedelta(seconds=registered)))

@@ -8,6 +8,9 @@ PostgreSQL by URL (the compose stack: the registry's database). A row per accept
     kind       interaction | stock | item
     body       the write (JSON)
     logged_at  when it was logged (UTC): stock and item changes take effect then
+    dataset    the fingerprint of the dataset it was written against (the live model's, or the
+               pipeline's for its inbox): after a home changes dataset (`--replace`), each
+               dataset's runs replay only its own writes and untagged ones, and keep the others
     answer     the response once applied: a retry with the same key gets it back (stored off the
                request path, in batches: a retry that finds none applies its write again, which
                changes nothing twice)
@@ -50,6 +53,7 @@ from sqlalchemy.exc import IntegrityError
 
 from feature_repo.datasets import Dataset
 from feature_repo.datasets.contract import TIMESTAMP
+from index.migrations import add_column
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ events = Table(
     Column("body", JSON, nullable=False),
     Column("logged_at", DateTime(timezone=True), nullable=False),
     Column("answer", JSON),
+    Column("dataset", String(16)),
 )
 
 
@@ -88,6 +93,7 @@ class Event:
     body: dict[str, Any]
     logged_at: datetime
     answer: dict[str, Any] | None = None
+    dataset: str | None = None  # fingerprint of the dataset written against (None: any)
     new: bool = True  # False: the key was logged before (a retry)
 
 
@@ -108,6 +114,7 @@ class EventLog:
             event.listen(self.engine, "connect", _sqlite_durable)
             event.listen(self._answers, "connect", _sqlite_lazy)
         _metadata.create_all(self.engine)
+        add_column(self.engine, "events", "dataset", "VARCHAR(16)")
         self._pending: dict[int, dict[str, Any]] = {}  # answers not stored yet, by seq
         self._wake = threading.Condition()
         self._closing = False
@@ -131,8 +138,9 @@ class EventLog:
         self.engine.dispose()
         self._answers.dispose()
 
-    def record(self, key: str, kind: str, body: dict[str, Any]) -> Event:
-        """Log a write under `key`, durably; a key seen before returns its first event (`new=False`).
+    def record(self, key: str, kind: str, body: dict[str, Any], *, dataset: str | None = None) -> Event:
+        """Log a write under `key`, durably, written against `dataset` (a fingerprint; None: any);
+        a key seen before returns its first event (`new=False`).
 
         Raises KeyReused when the key was logged with another kind or body.
         """
@@ -148,9 +156,9 @@ class EventLog:
                 if db.dialect.name == "postgresql":
                     db.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
                 seq, at = db.execute(insert(events).values(
-                    key=key, kind=kind, body=body, logged_at=_now(db.dialect.name)
+                    key=key, kind=kind, body=body, logged_at=_now(db.dialect.name), dataset=dataset
                 ).returning(events.c.seq, events.c.logged_at)).one()
-            return Event(int(seq), key, kind, body, _utc(at))
+            return Event(int(seq), key, kind, body, _utc(at), dataset=dataset)
         except IntegrityError:
             first = self.get(key)
             if first is None:  # not the key's constraint that failed
@@ -256,7 +264,7 @@ def _sqlite_lazy(connection, _record) -> None:
 
 def _event(row) -> Event:
     return Event(int(row.seq), row.key, row.kind, row.body, _utc(row.logged_at), row.answer,
-                 new=False)
+                 row.dataset, new=False)
 
 
 # -- the log as rows of the data contract ---------------------------------------------------------
@@ -271,13 +279,27 @@ def _timestamps(values: list) -> pd.Series:
     return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).astype(TIMESTAMP)
 
 
+def of_dataset(logged: list[Event], fingerprint: str | None) -> list[Event]:
+    """The events written against the dataset `fingerprint` names, or against none in particular
+    (None: every event)."""
+    if fingerprint is None:
+        return logged
+    return [e for e in logged if e.dataset is None or e.dataset == fingerprint]
+
+
 def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
-    """The dataset plus the logged writes: interactions appended, items upserted (the last upsert of
-    an id wins), stock changes appended at their log time, unknown users added without attributes
-    (in order of their first event).
+    """The dataset plus the logged writes of it (`of_dataset`): interactions appended, items
+    upserted (the last upsert of an id wins), stock changes appended at their log time, unknown
+    users added without attributes (in order of their first event).
 
     Rows from the log carry their `log_seq`; `log_position` reads the newest back.
     """
+    ours = of_dataset(logged, dataset.fingerprint)
+    if len(ours) < len(logged):
+        others = sorted({e.dataset for e in logged} - {None, dataset.fingerprint})
+        log.warning("event log: %d writes to another dataset (%s) left out of %s; they stay in the "
+                    "log", len(logged) - len(ours), ", ".join(others), dataset.name)
+    logged = ours
     if not logged:
         return dataset
     by_kind = {kind: [e for e in logged if e.kind == kind] for kind in KINDS}

@@ -24,6 +24,7 @@ from feature_repo.files import atomic_path
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.config import Quantization
+from index.home import FINGERPRINT
 from index.registry import ModelVersion, Registry
 from towers.artifact import Artifact
 
@@ -160,12 +161,14 @@ def default_quantization(artifact: Artifact) -> Quantization:
 
 def publish(artifact: Artifact, dataset: Dataset, home: Path, *,
             config: dict | None = None) -> Registry:
-    """Save the model, build an index version of its item embeddings under `home`, make it live.
+    """Save the model (with `dataset`'s fingerprint), build an index version of its item
+    embeddings under `home`, make it live.
 
     Returns the registry, whose `backend` serves the live version; the caller closes it.
     """
     registry = Registry(data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
-    model = ModelStore(home).save(registry, artifact, config=config)
+    model = ModelStore(home).save(registry, artifact,
+                                  config={FINGERPRINT: dataset.fingerprint, **(config or {})})
     vectors = artifact.embed_items(dataset.items)
     batch = item_batch(dataset.items, vectors, latest_stock(dataset.stock))
     spec = IndexSpec(dim=vectors.shape[1], quantization=default_quantization(artifact))

@@ -36,15 +36,14 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
-    inspect,
     select,
     text,
     update,
 )
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
+from index.migrations import add_column
 from index.processes import process_alive, process_start
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ class Registry:
             else {"connect_timeout": max(1, round(timeout_s))} if url.startswith("postgresql") else {})
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
-        self._add_previous_live_id()
+        add_column(self.engine, "index_versions", "previous_live_id", "INTEGER")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = backend
         self.fail_stale_builds()
@@ -394,20 +393,6 @@ class Registry:
         return deleted
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _add_previous_live_id(self) -> None:
-        """Add `previous_live_id` to a database created before it (create_all adds no columns)."""
-        def present() -> bool:
-            return any(c["name"] == "previous_live_id"
-                       for c in inspect(self.engine).get_columns("index_versions"))
-        if present():
-            return
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(text("ALTER TABLE index_versions ADD COLUMN previous_live_id INTEGER"))
-        except DBAPIError:
-            if not present():  # else another process opening the registry added it first
-                raise
-
     def _stored(self, location: str | None) -> str | None:
         """A location as stored: a path under the home as `./` + its path relative to the home;
         other paths and names (a server's collections) as given."""

@@ -11,9 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from feature_repo.datasets import amazon, generic, movielens, synthetic
-from feature_repo.datasets.contract import DataError, Dataset, collecting
+from feature_repo.datasets.contract import DataError, Dataset, collecting, fingerprint_of
 
-__all__ = ["DataError", "Dataset", "check", "identity", "load", "stamp"]
+__all__ = ["DataError", "Dataset", "check", "fingerprint", "identity", "load", "stamp"]
 
 KINDS = ("movielens-100k", "movielens-1m", "generic", "amazon-reviews", "synthetic")
 
@@ -25,6 +25,11 @@ def identity(spec: str) -> str:
         return spec
     path, _, query = arg.partition("?")
     return f"{kind}:{Path(path).resolve()}" + (f"?{query}" if query else "")
+
+
+def fingerprint(spec: str) -> str:
+    """The `Dataset.fingerprint` of what a spec loads, without loading it."""
+    return fingerprint_of(identity(spec))
 
 
 def stamp(spec: str) -> str:

@@ -71,6 +71,11 @@ def has_problems() -> bool:
     return bool(_problems.get())
 
 
+def fingerprint_of(identity: str) -> str:
+    """A short, stable hash of a dataset's identity (`Dataset.fingerprint`)."""
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Dataset:
     """The contract's tables. Row numbers in errors are 1-based data rows of the named file.
@@ -91,7 +96,7 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """A short, stable hash of the dataset's identity (its name when it has none)."""
-        return hashlib.sha256((self.identity or self.name).encode()).hexdigest()[:16]
+        return fingerprint_of(self.identity or self.name)
 
     @property
     def last_event(self) -> pd.Timestamp:

@@ -28,7 +28,7 @@ import dagster as dg
 import httpx
 from pydantic_settings import SettingsConfigDict
 
-from feature_repo.datasets import Dataset, load
+from feature_repo.datasets import Dataset, fingerprint, load
 from feature_repo.files import atomic_path, atomic_write
 from feature_repo.store import FeatureStoreConfig, open_store
 from index import IndexBackend, open_backend, parse_index_settings
@@ -69,6 +69,11 @@ class DatasetResource(dg.ConfigurableResource):
 
     def load(self) -> Dataset:
         return load(self.spec)
+
+    @property
+    def fingerprint(self) -> str:
+        """The loaded dataset's fingerprint, which the pipeline's own log writes are tagged with."""
+        return fingerprint(self.spec)
 
 
 class RawTablesStore(dg.ConfigurableIOManager):

@@ -18,7 +18,7 @@ import pandas as pd
 from feature_repo.datasets.contract import DataError, parse_ints
 from feature_repo.datasets.generic import read_table
 from index.catalogue import latest_stock
-from pipelines.defs.resources import EventLogResource, InboxResource, ServiceResource
+from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 
 SUFFIXES = (".parquet", ".csv")
 
@@ -44,7 +44,7 @@ class StockPushConfig(dg.Config):
 
 
 @dg.op
-def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfig,
+def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfig, dataset: DatasetResource,
                           event_log: EventLogResource, service: ServiceResource) -> None:
     """New quantities for the online store and the live index payload (no retraining)."""
     quantities = {int(k): v for k, v in config.quantities.items()}
@@ -55,7 +55,7 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
         with event_log.open() as log:
             for item_id, quantity in quantities.items():
                 log.record(f"{batch}:stock:{item_id}", "stock",
-                           {"item_id": item_id, "quantity": int(quantity)})
+                           {"item_id": item_id, "quantity": int(quantity)}, dataset=dataset.fingerprint)
     context.log.info("pushed stock of %d items (%s)", len(quantities),
                      "through the service" if service.url else "into the event log")
 
@@ -106,7 +106,7 @@ class NewItemsConfig(dg.Config):
 
 
 @dg.op
-def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
+def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dataset: DatasetResource,
                      event_log: EventLogResource, service: ServiceResource) -> None:
     """New items, embedded from content by the live item tower and upserted into the live version."""
     items = pd.concat([read_inbox_file(Path(p), "items") for p in config.files], ignore_index=True)
@@ -126,7 +126,8 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig,
     else:
         with event_log.open() as log:
             for upsert in upserts:
-                log.record(f"{batch}:item:{upsert['item_id']}", "item", upsert)
+                log.record(f"{batch}:item:{upsert['item_id']}", "item", upsert,
+                           dataset=dataset.fingerprint)
     context.log.info("upserted %d items (%s)", len(items),
                      "through the service" if service.url else "into the event log")
 

@@ -276,9 +276,10 @@ class Engine:
     # way (or lost its answer) is applied again, which changes nothing twice: a quantity is set,
     # an item replaced, and an interaction appended once per log seq.
 
-    def _record(self, key: str | None, kind: str, body: dict) -> Event:
+    def _record(self, s: Snapshot, key: str | None, kind: str, body: dict) -> Event:
+        """Log a write, tagged with the dataset of the version it is written against."""
         try:
-            return self.log.record(key or uuid.uuid4().hex, kind, body)
+            return self.log.record(key or uuid.uuid4().hex, kind, body, dataset=s.dataset)
         except KeyReused as exc:
             raise KeyConflict(str(exc)) from exc
         except Exception as exc:
@@ -295,7 +296,7 @@ class Engine:
                            key: str | None = None) -> InteractionResponse:
         s = self.live.snapshot()
         self._item(s, item_id)
-        event = self._record(key, "interaction", {"user_id": user_id, "item_id": item_id,
+        event = self._record(s, key, "interaction", {"user_id": user_id, "item_id": item_id,
                                                   "ts": ts.isoformat() if ts else None})
         if event.answer is not None:
             return InteractionResponse.model_validate(event.answer)
@@ -307,7 +308,7 @@ class Engine:
     def set_stock(self, item_id: int, quantity: int, *, key: str | None = None) -> StockResponse:
         with self.live.writing() as s:
             self._item(s, item_id)
-            event = self._record(key, "stock", {"item_id": item_id, "quantity": quantity})
+            event = self._record(s, key, "stock", {"item_id": item_id, "quantity": quantity})
             if event.answer is not None:
                 return StockResponse.model_validate(event.answer)
             if _online(apply, s, self.online, self.backend, [event]):
@@ -322,7 +323,7 @@ class Engine:
     def upsert_item(self, item_id: int, item: ItemUpsert, *, key: str | None = None) -> ItemResponse:
         """Embed the item from its content with the live item tower and make it searchable."""
         with self.live.writing() as s:
-            event = self._record(key, "item", {"item_id": item_id, **item.model_dump(mode="json")})
+            event = self._record(s, key, "item", {"item_id": item_id, **item.model_dump(mode="json")})
             if event.answer is not None:
                 return ItemResponse.model_validate(event.answer)
             _online(apply, s, self.online, self.backend, [event])

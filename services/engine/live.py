@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from index import IndexBackend
-from index.events import LOG_GAPS, LOG_POSITION, EventLog
+from index.events import LOG_GAPS, LOG_POSITION, EventLog, of_dataset
 from index.home import FINGERPRINT
 from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry
@@ -217,13 +217,14 @@ class LiveVersion:
             log.warning("could not point the index backend at the live version: %s", exc)
 
     def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> set[int]:
-        """Replay the stock and item changes logged after `after` into `s`, but those in `skip`
-        (applied already: they still decide which of an item's changes is its last); the seqs read."""
+        """Replay the stock and item changes logged after `after` against `s`'s dataset into `s`, but
+        those in `skip` (applied already: they still decide which of an item's changes is its last);
+        the seqs read."""
         events = self.log.read(after=after, kinds=CHANGES)
-        skip = skip or set()
-        fresh = sum(e.seq not in skip for e in events)
+        ours, skip = of_dataset(events, s.dataset), skip or set()
+        fresh = sum(e.seq not in skip for e in ours)
         if fresh:
-            apply(s, self.online, self.backend, events, skip)
+            apply(s, self.online, self.backend, ours, skip)
             log.info("index version %d: replayed %d logged stock and item changes",
                      s.index_version, fresh)
         return {e.seq for e in events}

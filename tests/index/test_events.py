@@ -4,6 +4,7 @@ SQLite (the default) and on a real PostgreSQL (the compose stack's)."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -126,6 +127,45 @@ def test_stock_logged_for_an_item_not_in_the_catalogue_is_left_out_until_it_is(l
     merged = with_events(data, log.read()).validate()
     stock = merged.stock[merged.stock["item_id"] == 8_888].sort_values("log_seq")
     assert stock["quantity"].tolist() == [5, 2, 1]  # once the item is in, all of its stock is
+
+
+def test_writes_to_another_dataset_stay_in_the_log_and_out_of_this_ones_tables(log, opener, caplog):
+    """A home that changed dataset (`--replace`) keeps the old dataset's writes in its log; each
+    dataset's tables take its own writes and untagged ones (a log older than the tags)."""
+    data, other = load(SHOP), load("synthetic:items=60,users=20,events=400,seed=4")
+    item = int(data.items["item_id"].iloc[0])
+    user = int(data.users["user_id"].max()) + 1
+    log.record("old", "interaction", {"user_id": user, "item_id": item, "ts": None},
+               dataset=other.fingerprint)
+    log.record("untagged", "stock", {"item_id": item, "quantity": 7})
+    log.record("ours", "stock", {"item_id": item, "quantity": 3}, dataset=data.fingerprint)
+
+    merged = with_events(data, log.read()).validate()
+
+    assert len(merged.interactions) == len(data.interactions) and user not in set(merged.users["user_id"])
+    assert merged.stock["quantity"].tail(2).tolist() == [7, 3]
+    assert f"1 writes to another dataset ({other.fingerprint}) left out of {data.name}" in caplog.text
+    reopened = opener()  # as another process reads it
+    assert [e.dataset for e in reopened.read()] == [other.fingerprint, None, data.fingerprint]
+    reopened.close()
+    back = with_events(other, log.read())  # switched back: its write is there again
+    assert len(back.interactions) == len(other.interactions) + 1
+
+
+def test_a_log_written_before_the_dataset_tag_gains_it_on_open(tmp_path):
+    with sqlite3.connect(tmp_path / "events.db") as db:  # the table as the first release made it
+        db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, key VARCHAR(200) "
+                   "NOT NULL UNIQUE, kind VARCHAR(16) NOT NULL, body JSON NOT NULL, logged_at DATETIME "
+                   "NOT NULL, answer JSON)")
+        db.execute("INSERT INTO events (key, kind, body, logged_at) VALUES ('k', 'stock', "
+                   "'{\"item_id\": 1, \"quantity\": 2}', '2026-01-01 00:00:00.000000')")
+    log = EventLog(data_dir=tmp_path)
+    try:
+        assert [(e.key, e.dataset) for e in log.read()] == [("k", None)]
+        assert log.record("k2", "stock", {"item_id": 1, "quantity": 3}, dataset="abc").dataset == "abc"
+        assert log.read()[-1].dataset == "abc"
+    finally:
+        log.close()
 
 
 def test_a_dataset_names_the_seqs_below_its_position_it_lacks(log):

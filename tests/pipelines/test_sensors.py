@@ -78,6 +78,7 @@ def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(gr
 
     assert result.success
     assert [e.body for e in logged(graph, "stock")][-1] == {"item_id": item_id, "quantity": 0}
+    assert logged(graph, "stock")[-1].dataset == graph.dataset.fingerprint
     with serving(graph) as (_, registry):
         assert item_id not in [h.item_id for h in registry.backend.search(vector, k=50)]
     online = resources["feature_store"].open().get_online_features(
@@ -110,6 +111,7 @@ def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_versi
     vector = artifact.embed_items(content)[0]
     category = frozenset(twin["categories"].iloc[0][:1])
     assert logged(graph, "item")[-1].body["item_id"] == int(new["item_id"].iloc[0])
+    assert logged(graph, "item")[-1].dataset == graph.dataset.fingerprint
     with serving(graph) as (engine, registry):
         hits = registry.backend.search(vector, k=5, filters=SearchFilters(categories=category))
         assert engine.similar(hits[0].item_id, k=1).items, "its content is read online"

@@ -243,6 +243,27 @@ def test_writes_refused_after_a_switch_died_before_its_commit_are_taken_after_th
         engine.close()
 
 
+def test_writes_are_tagged_with_the_versions_dataset_and_another_datasets_are_not_replayed(service, shop):
+    """After a home changed dataset, the old one's logged changes (other ids, the same numbers) must
+    not reach the new one's version."""
+    engine = shop.engine()
+    first, second = service.dataset.items["item_id"].iloc[:2].astype(int).tolist()
+    try:
+        assert engine.set_stock(first, 5, key="ours").quantity == 5
+        assert shop.log.get("ours").dataset == engine.snapshot().dataset == service.dataset.fingerprint
+        before = _state(engine, second)
+        shop.log.record("theirs", "stock", {"item_id": second, "quantity": 0}, dataset="another-set")
+
+        assert not engine.refresh()  # the poll: replays what other processes logged
+
+        assert _state(engine, second) == before
+        replayed = shop.engine()  # another worker: replays its own dataset's change
+        assert _state(replayed, first)[1:] == (5, [5]) and _state(replayed, second) == before
+        replayed.close()
+    finally:
+        engine.close()
+
+
 def test_a_change_committed_after_a_later_one_is_replayed_when_it_lands(service, shop):
     """On PostgreSQL a lower log seq can commit after a higher one: the replay must not move past
     it for good, and the item's last change in log order still wins."""

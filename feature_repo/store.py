@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -37,8 +37,10 @@ from feature_repo.tables import (
     AFTER,
     HISTORY_LENGTH,
     STATIC_STAMP,
+    mark_loaded,
     profiles_changed,
     table_path,
+    unloaded,
     write_feature_tables,
 )
 
@@ -242,13 +244,38 @@ def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None
 
     Feature rows are stamped just after their event (`tables.AFTER`), so Feast materializes to
     `end + AFTER`: an event at exactly `end` is included. The default start is where static
-    attributes (profiles, item content) are stamped.
+    attributes (profiles, item content) are stamped. A load from before the rows not loaded yet
+    (`tables.unloaded`) and past them clears their mark.
     """
+    data = Path(store.repo_path) / "data"
+    mark = unloaded(data)
+    _load(store, "materialize", start_date=start, end_date=end + AFTER)
+    if mark is not None and start <= mark.since:
+        mark_loaded(data, mark, end)
+
+
+def materialize_incremental(store, end: datetime) -> None:
+    """Load the rows stamped after the last load up to and including `end`
+    (`feast materialize-incremental`), and those written since a load passed their stamps (the
+    hourly load at midnight, before the day's rows are written): from the older of the two on."""
+    mark = unloaded(Path(store.repo_path) / "data")
+    if mark is None:
+        _load(store, "materialize_incremental", end_date=end + AFTER)
+        return
+    marks = [view.most_recent_end_time for view in store.list_feature_views()]
+    start = min([mark.since, *(m if m.tzinfo else m.replace(tzinfo=UTC) for m in marks)]) \
+        if all(marks) else STATIC_STAMP
+    log.info("rows written from %s on were not loaded online yet: loading from %s", mark.since, start)
+    materialize(store, end, start=start)
+
+
+def _load(store, method: str, **dates: datetime) -> None:
+    """Feast's `method`, the online store made monotonic first; what Feast prints is logged."""
     monotonic_online_store(store)
     printed = io.StringIO()  # Feast prints each view (logged at INFO instead)
     with contextlib.redirect_stdout(printed):
-        store.materialize(start_date=start, end_date=end + AFTER)
-    log.info("feast materialize:\n%s", printed.getvalue().strip())
+        getattr(store, method)(**dates)
+    log.info("feast %s:\n%s", method.replace("_", "-"), printed.getvalue().strip())
 
 
 def training_frame(store, entities: pd.DataFrame, *, feature_service: str = TRAINING_SERVICE,

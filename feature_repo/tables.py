@@ -11,6 +11,10 @@ popularity row stamped at the next midnight). `partitions.json` records a finger
 events; a new write recomputes only the days from the first whose events changed (a new day, or a
 late event) to the last, and keeps the others' files as they are. The result is the same as a full
 rebuild: each recomputed row is derived from the same events by the same query.
+
+`online.json` marks the rows written since the online store last loaded them (`Unloaded`): an
+incremental load starts at the watermark Feast keeps, which a load that ran before the write (the
+hourly one at midnight) has already moved past the day's stamps.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ AFTER = timedelta(microseconds=1)  # event features are stamped this long after 
 _AFTER_SQL = f"INTERVAL {AFTER // timedelta(microseconds=1)} MICROSECOND"
 DATASET_FILE = "dataset.json"  # beside the tables: the name and fingerprint of their dataset
 PARTITIONS_FILE = "partitions.json"  # beside the tables: each day's event fingerprint
+ONLINE_FILE = "online.json"  # beside the tables: the stamps written but not loaded online yet
 STATIC_TABLES = ("user_profile", "item_content")  # one file each, rewritten when its input changed
 DAILY_TABLES = ("user_history", "item_stock", "item_popularity")  # one file per day
 TABLES = (*STATIC_TABLES, *DAILY_TABLES)
@@ -196,6 +201,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         written = _write_static(con, scratch, changed_static, dataset.users)
         if since is not None:
             written |= _write_days(con, scratch, since, last or since, history_length)
+        unloaded = _mark_unloaded(out_dir, changed_static, since, last)  # first: a crash keeps it
         _move_into_place(scratch, out_dir, changed_static, since, full=not known)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -207,6 +213,8 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
          "queries": _QUERIES_FINGERPRINT, "static": statics, "profiles_changed": changed_at,
          "profiles": profiles,
          "days": fingerprints, "rows": rows}, indent=0) + "\n")
+    if unloaded is not None:  # again: a load that read the mark before the move must not clear it
+        _mark_unloaded(out_dir, changed_static, since, last)
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
     return TablesUpdate(paths={t: table_path(out_dir, t) for t in TABLES}, days=days,
@@ -238,6 +246,54 @@ def _profiles_fingerprint(con: duckdb.DuckDBPyConnection, through: str | None) -
         SELECT sum(hash(u))::VARCHAR FROM user_attributes u
         WHERE user_id IN (SELECT user_id FROM events WHERE event_timestamp::DATE <= $through::DATE)
         """, {"through": through}).fetchall()[0][0]
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    """Rows written since the online store last loaded them: stamped from `since` to `through`;
+    `token` tells one write's mark from the next's."""
+
+    since: datetime
+    through: datetime
+    token: int
+
+
+def unloaded(out_dir: str | Path) -> Unloaded | None:
+    """The rows under `out_dir` that no online load has read yet (None: none)."""
+    path = Path(out_dir) / ONLINE_FILE
+    try:
+        mark = json.loads(path.read_text())
+        return Unloaded(datetime.fromisoformat(mark["since"]), datetime.fromisoformat(mark["through"]),
+                        int(mark["token"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):  # unreadable: load every row once
+        return Unloaded(STATIC_STAMP, STATIC_STAMP, 0)
+
+
+def mark_loaded(out_dir: str | Path, mark: Unloaded | None, end: datetime) -> None:
+    """An online load up to `end` read `mark`'s rows: clear it, unless a write moved it since or
+    some of its rows are stamped after `end`."""
+    if mark is not None and end >= mark.through and unloaded(out_dir) == mark:
+        (Path(out_dir) / ONLINE_FILE).unlink(missing_ok=True)
+
+
+def _mark_unloaded(out_dir: Path, static: list[str], since: date | None,
+                   last: date | None) -> Unloaded | None:
+    """Add the rows this write stamps (static ones at STATIC_STAMP, a day's up to its next
+    midnight) to the mark of those not loaded online; returns the mark (None: nothing written)."""
+    if not static and since is None:
+        return None
+    first = STATIC_STAMP if static else datetime.combine(since, datetime.min.time(), UTC)
+    through = datetime.combine((last or since or STATIC_STAMP.date()) + timedelta(days=1),
+                               datetime.min.time(), UTC) if since is not None else STATIC_STAMP
+    previous = unloaded(out_dir)
+    if previous is not None:
+        first, through = min(first, previous.since), max(through, previous.through)
+    mark = Unloaded(first, through, time.time_ns())
+    atomic_write(out_dir / ONLINE_FILE, json.dumps(
+        {"since": first.isoformat(), "through": through.isoformat(), "token": mark.token}) + "\n")
+    return mark
 
 
 def _read_partitions(out_dir: Path) -> dict:

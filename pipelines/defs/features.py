@@ -18,11 +18,12 @@ from feature_repo.store import (
     apply,
     example_entities,
     materialize,
+    materialize_incremental,
     render_repo,
     stale_since,
     write_training_frame,
 )
-from feature_repo.tables import write_feature_tables
+from feature_repo.tables import unloaded, write_feature_tables
 from index.events import LATE_COMMITS, LOG_POSITION, log_position, log_seqs, with_events
 from index.home import check_home
 from index.registry import Registry
@@ -191,11 +192,13 @@ def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesCon
     if end.tzinfo is None:
         raise ValueError(f"online_features config end={config.end!r}: needs a timezone (e.g. +00:00)")
     store = feature_store.open()
+    mark = unloaded(Path(feature_store.config.repo_dir) / "data")  # rows written past a load's watermark
     if config.incremental:
-        store.materialize_incremental(end_date=end)
+        materialize_incremental(store, end)
     else:
         materialize(store, end)
     context.log.info("online store loaded up to %s", end)
     return dg.MaterializeResult(metadata={
         "end": end.isoformat(), "incremental": config.incremental,
+        "unloaded_rows_from": mark.since.isoformat() if mark else None,
         "online_store": feature_store.online_store, "seconds": round(time.perf_counter() - started, 2)})

@@ -228,3 +228,29 @@ def test_tables_written_by_other_queries_are_rebuilt(shop, tmp_path):
     assert update.days[0] == shop.interactions["event_timestamp"].min().date() and update.kept_days == 0
     assert set(update.rows) == set(TABLES)
     assert json.loads(partitions.read_text())["queries"] == record["queries"]
+
+
+def test_rows_not_loaded_online_stay_marked_until_a_load_reaches_past_them(shop, tmp_path):
+    """The mark an incremental online load starts from: every write adds its rows' stamps, and only
+    a load that read the mark unchanged and reached past its last stamp clears it."""
+    day = last_day(shop)
+    earlier = before(shop, day)
+    write_feature_tables(earlier, tmp_path)
+    first = tables.unloaded(tmp_path)
+    assert first is not None and first.since == tables.STATIC_STAMP  # a first write: every row
+    assert first.through == (last_day(earlier) + timedelta(days=1)).to_pydatetime()  # its last stamp
+    tables.mark_loaded(tmp_path, first, first.through - timedelta(hours=1))  # a load that stopped short
+    assert tables.unloaded(tmp_path) == first
+    tables.mark_loaded(tmp_path, first, first.through)
+    assert tables.unloaded(tmp_path) is None
+
+    write_feature_tables(shop, tmp_path)  # the new day, written after the last load
+    second = tables.unloaded(tmp_path)
+    assert second is not None and second.since == first.through  # the days after the last write's
+    assert second.through == (day + timedelta(days=1)).to_pydatetime()
+    write_feature_tables(shop, tmp_path)  # nothing changed: the mark stays as it was
+    assert tables.unloaded(tmp_path) == second
+    tables.mark_loaded(tmp_path, first, second.through)  # a load that read an older mark
+    assert tables.unloaded(tmp_path) == second
+    tables.mark_loaded(tmp_path, second, second.through)
+    assert tables.unloaded(tmp_path) is None

@@ -14,7 +14,7 @@ from index.events import Event, EventLog, with_events
 from pipelines.defs.checks import training_examples_have_no_leakage
 from pipelines.defs.features import TRAINING_EXAMPLES
 from pipelines.defs.resources import PipelineSettings, RawTablesStore, build_resources
-from pipelines.defs.schedules import daily_features_job
+from pipelines.defs.schedules import daily_features_job, online_features_job
 from pipelines.local import instance_for, materialize_graph
 
 SHOP = "synthetic:items=60,users=40,events=1500,seed=3"
@@ -179,6 +179,37 @@ def test_online_history_has_the_new_day_and_an_older_load_does_not_move_it_back(
                       run_config={"ops": {"online_features": {"config": {"end": older}}}})
     assert user_1()[0][-3:] == [5, 6, 8] and user_1()[1] == count + 3
 
+
+
+def test_a_day_written_after_the_hourly_load_passed_it_still_reaches_the_online_store(tmp_path):
+    """The hourly load at midnight (and at 01:00) moves Feast's watermark past the day before the
+    01:00 daily run writes that day's rows: the daily run must still load them."""
+    settings = PipelineSettings(data_dir=tmp_path, data=SHOP)
+    with instance_for(tmp_path) as instance:
+        base = materialize_graph(settings, instance=instance, selection=FEATURES
+                                 ).output_for_node("raw_tables")
+        day = base.last_event.floor("D") + pd.Timedelta(days=1)
+        log = EventLog(data_dir=tmp_path)
+        for n, item in enumerate((5, 6, 8)):
+            log.record(f"day-{n}", "interaction", {
+                "user_id": 1, "item_id": item, "ts": (day + pd.Timedelta(hours=10 + n)).isoformat()})
+        log.close()
+
+        def load(job, hours: int) -> None:  # a scheduled run at `hours` past the day's end
+            end = (day + pd.Timedelta(days=1, hours=hours)).isoformat()
+            materialize_graph(settings, instance=instance, selection=job.selection,
+                              run_config={"ops": {"online_features": {"config": {
+                                  "incremental": True, "end": end}}}})
+
+        load(online_features_job, 0)
+        load(online_features_job, 1)
+        load(daily_features_job, 1)
+    store = build_resources(settings)["feature_store"].open()
+    row = store.get_online_features(features=["user_history:recent_item_ids",
+                                              "item_popularity:count_1d"],
+                                    entity_rows=[{"user_id": 1, "item_id": 6}]).to_dict()
+    assert list(row["recent_item_ids"][0])[-3:] == [5, 6, 8]
+    assert row["count_1d"] == [1]  # the day's one event of item 6, stamped at its midnight
 
 
 def test_a_late_committed_upsert_of_an_item_reaches_the_stored_tables(tmp_path):

@@ -244,32 +244,41 @@ def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None
 
     Feature rows are stamped just after their event (`tables.AFTER`), so Feast materializes to
     `end + AFTER`: an event at exactly `end` is included. The default start is where static
-    attributes (profiles, item content) are stamped. A load from before the rows not loaded yet
-    (`tables.unloaded`) and past them clears their mark.
+    attributes (profiles, item content) are stamped. The marks of rows not loaded yet that the
+    load covers are cleared (`tables.unloaded`).
     """
-    data = Path(store.repo_path) / "data"
-    mark = unloaded(data)
+    data, views = Path(store.repo_path) / "data", [view.name for view in store.list_feature_views()]
+    read = unloaded(data)
     _load(store, "materialize", start_date=start, end_date=end + AFTER)
-    if mark is not None and start <= mark.since:
-        mark_loaded(data, mark, end)
+    mark_loaded(data, read, views, start, end)
 
 
 def materialize_incremental(store, end: datetime) -> None:
     """Load the rows stamped after the last load up to and including `end`
-    (`feast materialize-incremental`), and those written since a load passed their stamps (the
-    hourly load at midnight, before the day's rows are written): from the older of the two on."""
-    mark = unloaded(Path(store.repo_path) / "data")
-    if mark is None:
-        _load(store, "materialize_incremental", end_date=end + AFTER)
-        return
-    marks = [view.most_recent_end_time for view in store.list_feature_views()]
-    start = min([mark.since, *(m if m.tzinfo else m.replace(tzinfo=UTC) for m in marks)]) \
-        if all(marks) else STATIC_STAMP
-    log.info("rows written from %s on were not loaded online yet: loading from %s", mark.since, start)
-    materialize(store, end, start=start)
+    (`feast materialize-incremental`). A table with rows written after a load had passed their
+    stamps (the hourly load at midnight, before the 01:00 run writes the day) is loaded from the
+    older of its mark and its watermark instead."""
+    data = Path(store.repo_path) / "data"
+    read = unloaded(data)
+    behind = {view.name: min(read[view.name].since, _watermark(view))
+              for view in store.list_feature_views() if view.name in read}
+    current = [view.name for view in store.list_feature_views() if view.name not in behind]
+    if current:
+        _load(store, "materialize_incremental", end_date=end + AFTER, feature_views=current)
+    for start in sorted(set(behind.values())):
+        views = [name for name, since in behind.items() if since == start]
+        log.info("%s: rows written after a load passed them, loading from %s", ", ".join(views), start)
+        _load(store, "materialize", start_date=start, end_date=end + AFTER, feature_views=views)
+        mark_loaded(data, read, views, start, end)
 
 
-def _load(store, method: str, **dates: datetime) -> None:
+def _watermark(view) -> datetime:
+    """How far Feast has loaded a view (STATIC_STAMP: never)."""
+    end = view.most_recent_end_time
+    return STATIC_STAMP if end is None else end if end.tzinfo else end.replace(tzinfo=UTC)
+
+
+def _load(store, method: str, **dates) -> None:
     """Feast's `method`, the online store made monotonic first; what Feast prints is logged."""
     monotonic_online_store(store)
     printed = io.StringIO()  # Feast prints each view (logged at INFO instead)

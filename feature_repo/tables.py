@@ -12,13 +12,15 @@ events; a new write recomputes only the days from the first whose events changed
 late event) to the last, and keeps the others' files as they are. The result is the same as a full
 rebuild: each recomputed row is derived from the same events by the same query.
 
-`online.json` marks the rows written since the online store last loaded them (`Unloaded`): an
-incremental load starts at the watermark Feast keeps, which a load that ran before the write (the
-hourly one at midnight) has already moved past the day's stamps.
+`online.json` marks, per table, the rows written since the online store last loaded them
+(`unloaded`): an incremental load starts at the watermark Feast keeps, which a load that ran before
+the write (the hourly one at midnight) has already moved past the day's stamps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -26,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -48,7 +51,8 @@ AFTER = timedelta(microseconds=1)  # event features are stamped this long after 
 _AFTER_SQL = f"INTERVAL {AFTER // timedelta(microseconds=1)} MICROSECOND"
 DATASET_FILE = "dataset.json"  # beside the tables: the name and fingerprint of their dataset
 PARTITIONS_FILE = "partitions.json"  # beside the tables: each day's event fingerprint
-ONLINE_FILE = "online.json"  # beside the tables: the stamps written but not loaded online yet
+ONLINE_FILE = "online.json"  # beside the tables: per table, the stamps written but not loaded online
+ONLINE_LOCK = ".online.lock"  # held while the marks in ONLINE_FILE change
 STATIC_TABLES = ("user_profile", "item_content")  # one file each, rewritten when its input changed
 DAILY_TABLES = ("user_history", "item_stock", "item_popularity")  # one file per day
 TABLES = (*STATIC_TABLES, *DAILY_TABLES)
@@ -201,7 +205,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         written = _write_static(con, scratch, changed_static, dataset.users)
         if since is not None:
             written |= _write_days(con, scratch, since, last or since, history_length)
-        unloaded = _mark_unloaded(out_dir, changed_static, since, last)  # first: a crash keeps it
+        _mark_unloaded(out_dir, changed_static, since, last)  # first: a crash after the move keeps it
         _move_into_place(scratch, out_dir, changed_static, since, full=not known)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -213,8 +217,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
          "queries": _QUERIES_FINGERPRINT, "static": statics, "profiles_changed": changed_at,
          "profiles": profiles,
          "days": fingerprints, "rows": rows}, indent=0) + "\n")
-    if unloaded is not None:  # again: a load that read the mark before the move must not clear it
-        _mark_unloaded(out_dir, changed_static, since, last)
+    _mark_unloaded(out_dir, changed_static, since, last)  # renewed: a load that read it before keeps it
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
     return TablesUpdate(paths={t: table_path(out_dir, t) for t in TABLES}, days=days,
@@ -250,50 +253,71 @@ def _profiles_fingerprint(con: duckdb.DuckDBPyConnection, through: str | None) -
 
 @dataclass(frozen=True)
 class Unloaded:
-    """Rows written since the online store last loaded them: stamped from `since` to `through`;
-    `token` tells one write's mark from the next's."""
+    """A table's rows that no online load has read: stamped from `since` to `through`, marked by
+    the write at `written` (ns)."""
 
     since: datetime
     through: datetime
-    token: int
+    written: int
 
 
-def unloaded(out_dir: str | Path) -> Unloaded | None:
-    """The rows under `out_dir` that no online load has read yet (None: none)."""
-    path = Path(out_dir) / ONLINE_FILE
+def unloaded(out_dir: str | Path) -> dict[str, Unloaded]:
+    """Per table under `out_dir`, the rows written since an online load passed their stamps."""
     try:
-        mark = json.loads(path.read_text())
-        return Unloaded(datetime.fromisoformat(mark["since"]), datetime.fromisoformat(mark["through"]),
-                        int(mark["token"]))
+        marks = json.loads((Path(out_dir) / ONLINE_FILE).read_text())
+        return {table: Unloaded(datetime.fromisoformat(m["since"]), datetime.fromisoformat(m["through"]),
+                                int(m["written"])) for table, m in marks.items()}
     except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError):  # unreadable: load every row once
-        return Unloaded(STATIC_STAMP, STATIC_STAMP, 0)
+        return {}
+    except (ValueError, KeyError, TypeError, AttributeError):  # unreadable: load every row once
+        return {table: Unloaded(STATIC_STAMP, STATIC_STAMP, 0) for table in TABLES}
 
 
-def mark_loaded(out_dir: str | Path, mark: Unloaded | None, end: datetime) -> None:
-    """An online load up to `end` read `mark`'s rows: clear it, unless a write moved it since or
-    some of its rows are stamped after `end`."""
-    if mark is not None and end >= mark.through and unloaded(out_dir) == mark:
-        (Path(out_dir) / ONLINE_FILE).unlink(missing_ok=True)
+def mark_loaded(out_dir: str | Path, read: dict[str, Unloaded], tables: list[str], start: datetime,
+                end: datetime) -> None:
+    """A load of `tables` from `start` to `end`, which read the marks `read` before it began: each
+    mark it covers is cleared, or starts at `end` when it has later stamps; a mark a write renewed
+    meanwhile stays."""
+    with _marks(out_dir) as current:
+        for table, mark in read.items():
+            if table in tables and current.get(table) == mark and start <= mark.since:
+                if end >= mark.through:
+                    del current[table]
+                else:
+                    current[table] = Unloaded(max(end, mark.since), mark.through, mark.written)
 
 
-def _mark_unloaded(out_dir: Path, static: list[str], since: date | None,
-                   last: date | None) -> Unloaded | None:
-    """Add the rows this write stamps (static ones at STATIC_STAMP, a day's up to its next
-    midnight) to the mark of those not loaded online; returns the mark (None: nothing written)."""
-    if not static and since is None:
-        return None
-    first = STATIC_STAMP if static else datetime.combine(since, datetime.min.time(), UTC)
-    through = datetime.combine((last or since or STATIC_STAMP.date()) + timedelta(days=1),
-                               datetime.min.time(), UTC) if since is not None else STATIC_STAMP
-    previous = unloaded(out_dir)
-    if previous is not None:
-        first, through = min(first, previous.since), max(through, previous.through)
-    mark = Unloaded(first, through, time.time_ns())
-    atomic_write(out_dir / ONLINE_FILE, json.dumps(
-        {"since": first.isoformat(), "through": through.isoformat(), "token": mark.token}) + "\n")
-    return mark
+def _mark_unloaded(out_dir: Path, static: list[str], since: date | None, last: date | None) -> None:
+    """Add the stamps this write gives to the marks of rows not loaded online: static rows are
+    stamped at STATIC_STAMP, a day's up to its next midnight."""
+    def midnight(day: date) -> datetime:
+        return datetime.combine(day, datetime.min.time(), UTC)
+    written = {table: (STATIC_STAMP, STATIC_STAMP) for table in static}
+    if since is not None:
+        written |= {table: (midnight(since), midnight((last or since) + timedelta(days=1)))
+                    for table in DAILY_TABLES}
+    with _marks(out_dir) as current:
+        for table, (first, through) in written.items():
+            if table in current:
+                first, through = min(first, current[table].since), max(through, current[table].through)
+            current[table] = Unloaded(first, through, time.time_ns())
+
+
+@contextlib.contextmanager
+def _marks(out_dir: str | Path) -> Iterator[dict[str, Unloaded]]:
+    """The marks of unloaded rows, to change in place; written back (atomically) under a lock
+    that writers and loads share."""
+    out_dir = Path(out_dir)
+    with (out_dir / ONLINE_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        marks = unloaded(out_dir)
+        yield marks
+        if marks:
+            atomic_write(out_dir / ONLINE_FILE, json.dumps({table: {
+                "since": m.since.isoformat(), "through": m.through.isoformat(), "written": m.written}
+                for table, m in marks.items()}, indent=0) + "\n")
+        else:
+            (out_dir / ONLINE_FILE).unlink(missing_ok=True)
 
 
 def _read_partitions(out_dir: Path) -> dict:

@@ -192,7 +192,7 @@ def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesCon
     if end.tzinfo is None:
         raise ValueError(f"online_features config end={config.end!r}: needs a timezone (e.g. +00:00)")
     store = feature_store.open()
-    mark = unloaded(Path(feature_store.config.repo_dir) / "data")  # rows written past a load's watermark
+    behind = unloaded(Path(feature_store.config.repo_dir) / "data")  # rows written past a load's watermark
     if config.incremental:
         materialize_incremental(store, end)
     else:
@@ -200,5 +200,5 @@ def online_features(context: dg.AssetExecutionContext, config: OnlineFeaturesCon
     context.log.info("online store loaded up to %s", end)
     return dg.MaterializeResult(metadata={
         "end": end.isoformat(), "incremental": config.incremental,
-        "unloaded_rows_from": mark.since.isoformat() if mark else None,
+        "tables_behind": ", ".join(sorted(behind)) or None,
         "online_store": feature_store.online_store, "seconds": round(time.perf_counter() - started, 2)})

@@ -230,27 +230,38 @@ def test_tables_written_by_other_queries_are_rebuilt(shop, tmp_path):
     assert json.loads(partitions.read_text())["queries"] == record["queries"]
 
 
-def test_rows_not_loaded_online_stay_marked_until_a_load_reaches_past_them(shop, tmp_path):
-    """The mark an incremental online load starts from: every write adds its rows' stamps, and only
-    a load that read the mark unchanged and reached past its last stamp clears it."""
+def test_rows_not_loaded_online_stay_marked_until_a_load_covers_them(shop, tmp_path):
+    """The marks an incremental online load starts from: every write adds its rows' stamps per
+    table, and a load that read a mark unchanged and started before it clears what it reached."""
     day = last_day(shop)
     earlier = before(shop, day)
     write_feature_tables(earlier, tmp_path)
     first = tables.unloaded(tmp_path)
-    assert first is not None and first.since == tables.STATIC_STAMP  # a first write: every row
-    assert first.through == (last_day(earlier) + timedelta(days=1)).to_pydatetime()  # its last stamp
-    tables.mark_loaded(tmp_path, first, first.through - timedelta(hours=1))  # a load that stopped short
-    assert tables.unloaded(tmp_path) == first
-    tables.mark_loaded(tmp_path, first, first.through)
-    assert tables.unloaded(tmp_path) is None
+    assert set(first) == set(TABLES)  # a first write: every row of every table
+    assert first["item_content"].since == tables.STATIC_STAMP
+    assert first["user_history"].since == earlier.interactions["event_timestamp"].min().floor("D")
+    midnight = (last_day(earlier) + timedelta(days=1)).to_pydatetime()  # the last popularity stamp
+    assert first["item_popularity"].through == midnight
+    short = midnight - timedelta(hours=1)
+    tables.mark_loaded(tmp_path, first, list(TABLES), tables.STATIC_STAMP, short)  # stopped short
+    assert set(tables.unloaded(tmp_path)) == set(DAILY_TABLES)
+    assert {m.since for m in tables.unloaded(tmp_path).values()} == {short}
+    tables.mark_loaded(tmp_path, tables.unloaded(tmp_path), list(TABLES), short, midnight)
+    assert tables.unloaded(tmp_path) == {}
 
     write_feature_tables(shop, tmp_path)  # the new day, written after the last load
     second = tables.unloaded(tmp_path)
-    assert second is not None and second.since == first.through  # the days after the last write's
-    assert second.through == (day + timedelta(days=1)).to_pydatetime()
-    write_feature_tables(shop, tmp_path)  # nothing changed: the mark stays as it was
+    assert set(second) == set(DAILY_TABLES) and {m.since for m in second.values()} == {midnight}
+    assert second["user_history"].through == (day + timedelta(days=1)).to_pydatetime()
+    write_feature_tables(shop, tmp_path)  # nothing changed: nothing more to load
     assert tables.unloaded(tmp_path) == second
-    tables.mark_loaded(tmp_path, first, second.through)  # a load that read an older mark
-    assert tables.unloaded(tmp_path) == second
-    tables.mark_loaded(tmp_path, second, second.through)
-    assert tables.unloaded(tmp_path) is None
+    write_feature_tables(dataclasses.replace(shop, items=shop.items.assign(price=1.0)), tmp_path)
+    renewed = tables.unloaded(tmp_path)  # a static table changed: its rows from 1970 on
+    assert renewed["item_content"].since == tables.STATIC_STAMP and "user_profile" not in renewed
+    tables.mark_loaded(tmp_path, second, list(TABLES), midnight, midnight + timedelta(days=2))
+    assert tables.unloaded(tmp_path) == {"item_content": renewed["item_content"]}, \
+        "a mark written after the load read the marks stays"
+    tables.mark_loaded(tmp_path, renewed, list(DAILY_TABLES), midnight, midnight + timedelta(days=2))
+    assert set(tables.unloaded(tmp_path)) == {"item_content"}, "a load of other tables leaves it"
+    tables.mark_loaded(tmp_path, renewed, ["item_content"], tables.STATIC_STAMP, midnight)
+    assert tables.unloaded(tmp_path) == {}

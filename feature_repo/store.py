@@ -247,6 +247,7 @@ def materialize(store, end: datetime, *, start: datetime = STATIC_STAMP) -> None
     attributes (profiles, item content) are stamped. The marks of rows not loaded yet that the
     load covers are cleared (`tables.unloaded`).
     """
+    start, end = _aware(start), _aware(end)
     data, views = Path(store.repo_path) / "data", [view.name for view in store.list_feature_views()]
     read = unloaded(data)
     _load(store, "materialize", start_date=start, end_date=end + AFTER)
@@ -258,24 +259,25 @@ def materialize_incremental(store, end: datetime) -> None:
     (`feast materialize-incremental`). A table with rows written after a load had passed their
     stamps (the hourly load at midnight, before the 01:00 run writes the day) is loaded from the
     older of its mark and its watermark instead."""
-    data = Path(store.repo_path) / "data"
+    data, end = Path(store.repo_path) / "data", _aware(end)
     read = unloaded(data)
-    behind = {view.name: min(read[view.name].since, _watermark(view))
+    behind = {view.name: min(read[view.name].since, _aware(view.most_recent_end_time or STATIC_STAMP))
               for view in store.list_feature_views() if view.name in read}
     current = [view.name for view in store.list_feature_views() if view.name not in behind]
     if current:
         _load(store, "materialize_incremental", end_date=end + AFTER, feature_views=current)
     for start in sorted(set(behind.values())):
+        if start > end:  # a load ending before the marked rows (a late retry): they wait
+            continue
         views = [name for name, since in behind.items() if since == start]
         log.info("%s: rows written after a load passed them, loading from %s", ", ".join(views), start)
         _load(store, "materialize", start_date=start, end_date=end + AFTER, feature_views=views)
         mark_loaded(data, read, views, start, end)
 
 
-def _watermark(view) -> datetime:
-    """How far Feast has loaded a view (STATIC_STAMP: never)."""
-    end = view.most_recent_end_time
-    return STATIC_STAMP if end is None else end if end.tzinfo else end.replace(tzinfo=UTC)
+def _aware(at: datetime) -> datetime:
+    """A time without a zone read as UTC (as Feast reads it)."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _load(store, method: str, **dates) -> None:

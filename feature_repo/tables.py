@@ -207,6 +207,7 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
             written |= _write_days(con, scratch, since, last or since, history_length)
         _mark_unloaded(out_dir, changed_static, since, last)  # first: a crash after the move keeps it
         _move_into_place(scratch, out_dir, changed_static, since, full=not known)
+        _mark_unloaded(out_dir, changed_static, since, last)  # renewed: a load that read it before keeps it
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         con.close()
@@ -217,7 +218,6 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
          "queries": _QUERIES_FINGERPRINT, "static": statics, "profiles_changed": changed_at,
          "profiles": profiles,
          "days": fingerprints, "rows": rows}, indent=0) + "\n")
-    _mark_unloaded(out_dir, changed_static, since, last)  # renewed: a load that read it before keeps it
     kept = len([d for d in fingerprints if since is None or d < since.isoformat()])
     log.info("feature tables: %d days recomputed from %s, %d kept", len(days), since, kept)
     return TablesUpdate(paths={t: table_path(out_dir, t) for t in TABLES}, days=days,

@@ -49,4 +49,6 @@ def check_home(registry: Registry, data_dir: Path, dataset: Dataset, *, replace:
         f"({name or 'fingerprint ' + current}); refusing to write {dataset.name} "
         f"(fingerprint {dataset.fingerprint}) over its features. Use a new --home for "
         f"{dataset.name}, or --replace to overwrite (the service then reports 'degraded' until a "
-        "model of the new dataset is promoted)")
+        "model of the new dataset is promoted, and the writes it logged for the old one stay in "
+        "the event log, out of the new one's training; a moved dataset folder counts as another "
+        "dataset)")

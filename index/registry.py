@@ -154,8 +154,12 @@ class Registry:
         add_column(self.engine, "index_versions", "previous_live_id", "INTEGER")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = backend
+        self.timeout_s = timeout_s
         self.fail_stale_builds()
-        self.restore_live_pointer()
+        try:
+            self.restore_live_pointer()
+        except Exception as exc:  # the backend or the live data may be away: not this open's concern
+            log.warning("could not check the index backend's live pointer: %s", exc)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -275,11 +279,15 @@ class Registry:
         if self.backend is None:
             return False
         with self._sessions.begin() as session:
-            # The lock a switch holds until it commits (PostgreSQL: the live row's; SQLite: the
-            # database's write lock), so the read below sees the switch's outcome.
+            if session.bind.dialect.name == "postgresql":  # a hung switch fails this, not the caller
+                session.execute(text(f"SET LOCAL lock_timeout = {max(1, round(self.timeout_s * 1000))}"))
+            # The lock a switch holds until it commits (SQLite: the database's write lock, taken by
+            # any UPDATE; PostgreSQL: the live row's), so the read sees the switch's outcome. On
+            # PostgreSQL the read locks the row it finds: a switch that began meanwhile is waited
+            # for, and once it commits the row is no longer live, so nothing is moved.
             session.execute(update(IndexVersion).where(IndexVersion.status == Status.LIVE)
                             .values(updated_at=IndexVersion.updated_at))
-            live = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+            live = self._live(session)
             if live is None or live.location is None or live.backend != self.backend.kind:
                 return False
             location, pointed = self._here(live.location), self.backend.live_location()

@@ -231,3 +231,5 @@ class VersionInfo(_Answer):
     ranking: str = Field(description="'ranker' or 'retrieval order: <reason>'.")
     ranker_metrics: dict[str, float] = Field(default_factory=dict)
     loaded_at: datetime
+    dataset: str | None = Field(None, description="Fingerprint of the dataset the model was trained "
+                                "on; writes are logged against it.")

@@ -233,6 +233,14 @@ class ServiceResource(dg.ConfigurableResource):
     api_key: str | None = None  # a write-scope key
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
 
+    def serves(self, fingerprint: str) -> bool:
+        """Whether the live model is of the dataset `fingerprint` names (or of an unrecorded one):
+        writes for another dataset must not reach it, nor be logged against it."""
+        with self._http() as http:
+            response = http.get("/v1/version")
+            response.raise_for_status()
+        return response.json().get("dataset") in (None, fingerprint)
+
     def set_stock(self, quantities: dict[int, int], *, batch: str) -> None:
         with self._http() as http:
             for item_id, quantity in quantities.items():

@@ -49,7 +49,8 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
     """New quantities for the online store and the live index payload (no retraining)."""
     quantities = {int(k): v for k, v in config.quantities.items()}
     batch = _batch(context)
-    if service.url:
+    through = _through_service(service, dataset)
+    if through:
         service.set_stock(quantities, batch=batch)
     else:
         with event_log.open() as log:
@@ -57,7 +58,7 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                 log.record(f"{batch}:stock:{item_id}", "stock",
                            {"item_id": item_id, "quantity": int(quantity)}, dataset=dataset.fingerprint)
     context.log.info("pushed stock of %d items (%s)", len(quantities),
-                     "through the service" if service.url else "into the event log")
+                     "through the service" if through else "into the event log")
 
 
 @dg.job(description="Push new stock quantities to the live index payload and the online store.")
@@ -121,7 +122,8 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                 "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
                 "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()]
     batch = _batch(context)
-    if service.url:
+    through = _through_service(service, dataset)
+    if through:
         service.upsert_items(upserts, batch=batch)
     else:
         with event_log.open() as log:
@@ -129,7 +131,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                 log.record(f"{batch}:item:{upsert['item_id']}", "item", upsert,
                            dataset=dataset.fingerprint)
     context.log.info("upserted %d items (%s)", len(items),
-                     "through the service" if service.url else "into the event log")
+                     "through the service" if through else "into the event log")
 
 
 @dg.job(description="Embed new catalogue items with the live item tower and upsert them into the live index.")
@@ -152,6 +154,12 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     return dg.RunRequest(run_key="items-" + ",".join(f"{name}@{stats[name][1]}" for name in new),
                          run_config={"ops": {"upsert_new_items": {"config": {
                              "files": [str((inbox.items_dir / name).resolve()) for name in new]}}}})
+
+
+def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool:
+    """Whether writes go through the running service (one serves this dataset's model), else only
+    into the event log, tagged with the dataset (they reach its next training and version)."""
+    return bool(service.url) and service.serves(dataset.fingerprint)
 
 
 def _batch(context: dg.OpExecutionContext) -> str:

@@ -279,11 +279,17 @@ class Engine:
     def _record(self, s: Snapshot, key: str | None, kind: str, body: dict) -> Event:
         """Log a write, tagged with the dataset of the version it is written against."""
         try:
-            return self.log.record(key or uuid.uuid4().hex, kind, body, dataset=s.dataset)
+            event = self.log.record(key or uuid.uuid4().hex, kind, body, dataset=s.dataset)
         except KeyReused as exc:
             raise KeyConflict(str(exc)) from exc
         except Exception as exc:
             raise ServiceUnavailable(f"event log unavailable: {exc}") from exc
+        if event.answer is None and s.dataset and event.dataset not in (None, s.dataset):
+            # Unanswered and logged against the version before a change of dataset: applied here,
+            # it would reach this version but neither the other workers' replays nor training.
+            raise KeyConflict(f"Idempotency-Key {key!r}: its write was logged against another "
+                              "dataset's model, which is no longer live; send a new key")
+        return event
 
     def _answered(self, event: Event, response: R) -> R:
         try:

@@ -171,8 +171,7 @@ class LiveVersion:
                 self._problem = "no live index version"
             return False
         if current is not None and current.index_version == live.id:
-            if self.backend.live_location() != current.index_location:
-                self._restore_pointer()  # a switch died before its commit, or is committing now
+            self._restore_pointer(current)
             self._catch_up_live(current)
             return False
         try:
@@ -210,10 +209,13 @@ class LiveVersion:
                  snapshot.model_version, snapshot.ranking)
         return True
 
-    def _restore_pointer(self) -> None:
+    def _restore_pointer(self, s: Snapshot) -> None:
+        """Point the backend back at the live version `s` if a switch died before its commit
+        (writes answer 503 while the two disagree)."""
         try:
-            self.registry.restore_live_pointer()
-        except Exception as exc:  # the next poll tries again; writes answer 503 meanwhile
+            if self.backend.live_location() != s.index_location:
+                self.registry.restore_live_pointer()
+        except Exception as exc:  # the next poll tries again
             log.warning("could not point the index backend at the live version: %s", exc)
 
     def _catch_up(self, s: Snapshot, after: int, skip: set[int] | None = None) -> set[int]:
@@ -355,4 +357,5 @@ class LiveVersion:
                    if isinstance(v, int | float)}
         return VersionInfo(model_version=s.model_version, index_version=s.index_version,
                            model_location=s.model_location, index_location=s.index_location,
-                           ranking=s.ranking, ranker_metrics=metrics, loaded_at=s.loaded_at)
+                           ranking=s.ranking, ranker_metrics=metrics, loaded_at=s.loaded_at,
+                           dataset=s.dataset)

@@ -25,6 +25,7 @@ from feature_repo.tables import HISTORY_LENGTH
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.edge import COPIES_DIR
+from index.home import FINGERPRINT
 from index.model_store import save_model
 from index.registry import Registry
 from services.client import RecommenderClient, ServiceUnavailableError
@@ -70,14 +71,15 @@ class Service:
 
 def promote_version(service: Service, ranker: Ranker | None = None, *,
                     config: dict | None = None) -> tuple[int, int]:
-    """Register the towers (and a ranker) as a new model version with `config`, build its index,
-    make it live.
+    """Register the towers (and a ranker) as a new model version with `config` (by default
+    recording the service's dataset, as the pipeline does), build its index, make it live.
 
     The builder closes its shard before promoting: the serving process must be able to open it.
     """
     home, dataset, artifact = service.home, service.dataset, service.artifact
     registry = Registry(data_dir=home, backend=open_backend(EdgeSettings(path=home / "index")))
-    model = save_model(registry, artifact, home / "models", config=config)
+    model = save_model(registry, artifact, home / "models",
+                       config={FINGERPRINT: dataset.fingerprint, **(config or {})})
     if ranker is not None:
         ranker.save(Path(model.location) / "ranker")
     vectors = artifact.embed_items(dataset.items)

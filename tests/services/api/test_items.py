@@ -64,7 +64,9 @@ def test_sensor_writes_through_service_resource_reach_the_service(service, clien
         position = logged.position()
         resource.set_stock({top: 0}, batch="stock-run-1")  # a re-executed run: the same write ids
         assert logged.position() == position, "the retried batch logged nothing new"
-        assert logged.get(f"stock-run-1:stock:{top}") is not None
+        assert logged.get(f"stock-run-1:stock:{top}").dataset == service.dataset.fingerprint
+        assert resource.serves(service.dataset.fingerprint), "its writes go through the service"
+        assert not resource.serves("0123456789abcdef"), "another dataset's go into the log alone"
         logged.close()
         assert top not in [i.item_id for i in client.recommend(user, k=5).items]
     finally:

@@ -29,7 +29,7 @@ from index.events import (
 )
 from index.model_store import default_quantization, publish
 from index.registry import IndexVersion, Registry
-from services.engine import Engine, ServiceUnavailable
+from services.engine import Engine, KeyConflict, ServiceUnavailable
 from services.engine.live import LATE_COMMIT_S, LiveVersion
 from services.engine.writes import apply, item_frame, logged_item
 from services.schemas import ItemUpsert
@@ -260,6 +260,9 @@ def test_writes_are_tagged_with_the_versions_dataset_and_another_datasets_are_no
         replayed = shop.engine()  # another worker: replays its own dataset's change
         assert _state(replayed, first)[1:] == (5, [5]) and _state(replayed, second) == before
         replayed.close()
+        with pytest.raises(KeyConflict, match="another dataset's model"):  # its retry, unanswered
+            engine.set_stock(second, 0, key="theirs")
+        assert _state(engine, second) == before
     finally:
         engine.close()
 

@@ -177,18 +177,23 @@ def make_split(ds, protocol: str, max_validation: int | None = None) -> Split:
 # ---------------------------------------------------------------- metrics and harness
 
 def ranking_metrics(ranked: np.ndarray, targets: list[np.ndarray], protocol: str) -> dict:
-    """Mean recall@10/@100 (HR for one target) and NDCG@10 with IDCG over min(|targets|, 10)."""
+    """Mean recall@10/@100 (HR for one target) and NDCG@10 (`ndcg_at_10`)."""
     name = "hr" if protocol == "loo" else "recall"
-    discounts = 1.0 / np.log2(np.arange(2, 12))  # ranks 1..10
-    r10, r100, ndcg = [], [], []
+    r10, r100 = [], []
     for row, target in zip(ranked, targets, strict=True):
         hit = np.isin(row, target)  # (k,)
         r10.append(hit[:10].sum() / len(target))
         r100.append(hit[:100].sum() / len(target))
-        ndcg.append((hit[:10] * discounts[:len(hit[:10])]).sum()
-                    / discounts[:min(len(target), 10)].sum())
-    return {f"{name}@10": float(np.mean(r10)), "ndcg@10": float(np.mean(ndcg)),
+    return {f"{name}@10": float(np.mean(r10)), "ndcg@10": float(np.mean(ndcg_at_10(ranked, targets))),
             f"{name}@100": float(np.mean(r100)), "users": len(targets)}
+
+
+def ndcg_at_10(ranked: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
+    """Each query's NDCG@10, with IDCG over min(|targets|, 10)."""
+    discounts = 1.0 / np.log2(np.arange(2, 12))  # ranks 1..10
+    return np.array([(np.isin(row[:10], target) * discounts[:len(row[:10])]).sum()
+                     / discounts[:min(len(target), 10)].sum()
+                     for row, target in zip(ranked, targets, strict=True)])
 
 
 def evaluate(recommend: Recommend, queries: Queries, k: int = TOP_K) -> dict:

@@ -175,8 +175,9 @@ def reranker(context: dg.AssetExecutionContext, two_tower_model: ModelVersionRef
                          holdout=evaluation_split.test, config=RankerConfig())
     path = model.save(ranker_dir(two_tower_model.location))
     if not model.improves:
-        context.log.warning("the re-ranker does not beat retrieval order on the holdout: the service "
-                            "keeps retrieval order")
+        context.log.warning("the re-ranker does not beat retrieval order on the holdout beyond its "
+                            "noise (gain's lower bound %+.4f): the service keeps retrieval order",
+                            model.metrics["ndcg10_gain_low"])
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)), "improves": model.improves,
         **{k: v for k, v in model.metrics.items() if isinstance(v, int | float)},

@@ -80,8 +80,10 @@ def load_ranker(model_location: str) -> tuple[Ranker | None, str]:
     ranker = Ranker.load(path)
     if not ranker.improves:
         m = ranker.metrics
+        low = m.get("ndcg10_gain_low")
         return None, (f"retrieval order: the re-ranker does not improve NDCG@10 on the held-out "
-                      f"window ({m.get('ndcg10_reranked')} vs {m.get('ndcg10_retrieval')})")
+                      f"window ({m.get('ndcg10_reranked')} vs {m.get('ndcg10_retrieval')}"
+                      + (f"; the gain's lower bound is {low:+.4f}" if low is not None else "") + ")")
     return ranker, "ranker"
 
 

@@ -20,13 +20,16 @@ import torch
 
 from towers.artifact import Artifact
 from towers.data import item_seconds, unix_seconds
-from towers.evaluate import TEMPORAL_QUANTILE, Queries, ranking_metrics, temporal_split, top_k
+from towers.evaluate import TEMPORAL_QUANTILE, Queries, ndcg_at_10, temporal_split, top_k
 from towers.features import query_features
 from towers.ranker.features import FEATURES, Candidates, Categories, UserState, features
 from towers.ranker.model import Ranker
 
 log = logging.getLogger(__name__)
 
+# A ranker is served only when its held-out gain over retrieval order is above 0 with this
+# confidence: on a hundred queries a mean gain of 0.001 is noise (docs/ranker.md).
+GAIN_CONFIDENCE = 0.95
 # Ranker queries at 8 cuts from TEMPORAL_QUANTILE of the events before the test cut (the towers'
 # end, T1) on: ~4x the users of one cut, each seen at several points of the window.
 WINDOW_QUANTILES = tuple(TEMPORAL_QUANTILE + i * (1 - TEMPORAL_QUANTILE) / 8 for i in range(8))
@@ -220,12 +223,22 @@ def train_ranker(artifact: Artifact, items: pd.DataFrame, *, store, train: Queri
     booster, fitted = fit_booster(data.select(labelled), folds[labelled], config)
     ranker = Ranker(booster, config=asdict(config))
     held, ids = ranking_data(artifact, items, holdout, store=store, k=config.candidates)
-    before = ranking_metrics(ids, holdout.targets, holdout.protocol)
-    after = ranking_metrics(rerank(ranker, held, ids), holdout.targets, holdout.protocol)
-    ranker.metrics = {"ndcg10_retrieval": before["ndcg@10"], "ndcg10_reranked": after["ndcg@10"],
-                      "holdout_users": before["users"], "train_queries": int(labelled.sum()),
+    before = ndcg_at_10(ids, holdout.targets)
+    gain = ndcg_at_10(rerank(ranker, held, ids), holdout.targets) - before
+    low = gain_lower_bound(gain, config.seed)
+    ranker.metrics = {"ndcg10_retrieval": float(before.mean()),
+                      "ndcg10_reranked": float((before + gain).mean()), "ndcg10_gain_low": low,
+                      "holdout_users": len(gain), "train_queries": int(labelled.sum()),
                       "train_queries_unlabelled": int((~labelled).sum()), **fitted}
-    ranker.improves = after["ndcg@10"] > before["ndcg@10"]
-    log.info("ranker: holdout NDCG@10 retrieval %.4f -> reranked %.4f", before["ndcg@10"],
-             after["ndcg@10"])
+    ranker.improves = low > 0
+    log.info("ranker: holdout NDCG@10 retrieval %.4f -> reranked %.4f (gain's %g%% lower bound %+.4f)",
+             before.mean(), (before + gain).mean(), 100 * (1 - GAIN_CONFIDENCE), low)
     return ranker
+
+
+def gain_lower_bound(gain: np.ndarray, seed: int = 0, resamples: int = 2000) -> float:
+    """The one-sided GAIN_CONFIDENCE lower bound of the mean per-query gain (a paired bootstrap
+    over the held-out queries): above 0, re-ranking beats retrieval order beyond their noise."""
+    rng = np.random.default_rng(seed)
+    means = np.array([gain[rng.integers(0, len(gain), len(gain))].mean() for _ in range(resamples)])
+    return float(np.quantile(means, 1 - GAIN_CONFIDENCE))

@@ -99,7 +99,8 @@ def improving_ranker(candidates: int) -> Ranker:
     train = lgb.Dataset(x, (x[:, 3] > 0.5).astype(np.float32), group=np.full(40, 20))
     booster = lgb.train({"objective": "lambdarank", "min_data_in_leaf": 5, "num_threads": 1,
                          "verbosity": -1}, train, num_boost_round=10)
-    return Ranker(booster, metrics={"ndcg10_retrieval": 0.10, "ndcg10_reranked": 0.12},
+    return Ranker(booster, metrics={"ndcg10_retrieval": 0.10, "ndcg10_reranked": 0.12,
+                                    "ndcg10_gain_low": 0.005, "holdout_users": 400},
                   improves=True, config={"candidates": candidates})
 
 

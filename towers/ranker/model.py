@@ -29,7 +29,7 @@ class Ranker:
 
     booster: lgb.Booster
     metrics: dict = field(default_factory=dict)  # incl. ndcg10_retrieval, ndcg10_reranked
-    improves: bool = False  # reranked beat retrieval on the held-out window
+    improves: bool = False  # its held-out gain over retrieval order clears the noise (`train_ranker`)
     config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

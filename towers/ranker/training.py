@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # A ranker is served only when its held-out gain over retrieval order is above 0 with this
 # confidence: on a hundred queries a mean gain of 0.001 is noise (docs/ranker.md).
 GAIN_CONFIDENCE = 0.95
+MIN_HOLDOUT_USERS = 30  # below this the bootstrap has too few distinct resamples to judge by
 # Ranker queries at 8 cuts from TEMPORAL_QUANTILE of the events before the test cut (the towers'
 # end, T1) on: ~4x the users of one cut, each seen at several points of the window.
 WINDOW_QUANTILES = tuple(TEMPORAL_QUANTILE + i * (1 - TEMPORAL_QUANTILE) / 8 for i in range(8))
@@ -220,6 +221,8 @@ def train_ranker(artifact: Artifact, items: pd.DataFrame, *, store, train: Queri
     if len(np.unique(folds[labelled])) < 2:
         raise ValueError(f"train: {int(labelled.sum())} queries have a target among their "
                          f"{config.candidates} candidates; need users in at least 2 folds")
+    if not holdout.targets:
+        raise ValueError("holdout: no queries to measure the re-ranker on")
     booster, fitted = fit_booster(data.select(labelled), folds[labelled], config)
     ranker = Ranker(booster, config=asdict(config))
     held, ids = ranking_data(artifact, items, holdout, store=store, k=config.candidates)
@@ -230,15 +233,18 @@ def train_ranker(artifact: Artifact, items: pd.DataFrame, *, store, train: Queri
                       "ndcg10_reranked": float((before + gain).mean()), "ndcg10_gain_low": low,
                       "holdout_users": len(gain), "train_queries": int(labelled.sum()),
                       "train_queries_unlabelled": int((~labelled).sum()), **fitted}
-    ranker.improves = low > 0
-    log.info("ranker: holdout NDCG@10 retrieval %.4f -> reranked %.4f (gain's %g%% lower bound %+.4f)",
-             before.mean(), (before + gain).mean(), 100 * (1 - GAIN_CONFIDENCE), low)
+    ranker.improves = len(gain) >= MIN_HOLDOUT_USERS and low > 0
+    log.info("ranker: holdout NDCG@10 retrieval %.4f -> reranked %.4f over %d users (the gain's "
+             "%g%% lower bound %+.4f)", before.mean(), (before + gain).mean(), len(gain),
+             100 * GAIN_CONFIDENCE, low)
     return ranker
 
 
 def gain_lower_bound(gain: np.ndarray, seed: int = 0, resamples: int = 2000) -> float:
     """The one-sided GAIN_CONFIDENCE lower bound of the mean per-query gain (a paired bootstrap
     over the held-out queries): above 0, re-ranking beats retrieval order beyond their noise."""
+    if len(gain) == 0:
+        raise ValueError("gain_lower_bound: no held-out queries")
     rng = np.random.default_rng(seed)
     means = np.array([gain[rng.integers(0, len(gain), len(gain))].mean() for _ in range(resamples)])
     return float(np.quantile(means, 1 - GAIN_CONFIDENCE))

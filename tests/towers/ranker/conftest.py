@@ -41,4 +41,5 @@ def fit_synthetic() -> Callable[[], lgb.Booster]:
 
 @pytest.fixture(scope="module")
 def synthetic_ranker() -> Ranker:
-    return Ranker(_fit(), {"ndcg10_retrieval": 0.1, "ndcg10_reranked": 0.2}, improves=True)
+    return Ranker(_fit(), {"ndcg10_retrieval": 0.1, "ndcg10_reranked": 0.2, "ndcg10_gain_low": 0.05},
+                  improves=True)

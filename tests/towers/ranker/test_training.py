@@ -16,6 +16,7 @@ from towers.features import examples, feature_store
 from towers.model import TowerConfig
 from towers.ranker.features import COLUMN, FEATURES, Candidates, Categories, UserState, features
 from towers.ranker.training import (
+    MIN_HOLDOUT_USERS,
     RankerConfig,
     RankingData,
     gain_lower_bound,
@@ -151,7 +152,8 @@ def test_ranker_trained_on_movielens_reports_both_ndcgs_on_the_later_window(ml10
     assert 0 < ranker.metrics["ndcg10_retrieval"] < 1 and 0 < ranker.metrics["ndcg10_reranked"] < 1
     gain = ranker.metrics["ndcg10_reranked"] - ranker.metrics["ndcg10_retrieval"]
     assert ranker.metrics["ndcg10_gain_low"] < gain or gain == 0
-    assert ranker.improves == (ranker.metrics["ndcg10_gain_low"] > 0)
+    assert ranker.improves == (len(split.test.targets) >= MIN_HOLDOUT_USERS
+                               and ranker.metrics["ndcg10_gain_low"] > 0)
 
 
 def test_a_gain_within_the_holdouts_noise_does_not_count_as_improving():
@@ -161,6 +163,11 @@ def test_a_gain_within_the_holdouts_noise_does_not_count_as_improving():
     noise = rng.choice([-0.3, 0.0, 0.3], size=107, p=[0.2, 0.6, 0.2])
     noisy = noise - noise.mean() + 0.0013
     assert noisy.mean() > 0 and gain_lower_bound(noisy) < 0
+    # The one-sided 95 % bound: about mean - 1.645 standard errors on this many users.
+    normal = noisy.mean() - 1.645 * noisy.std(ddof=1) / np.sqrt(len(noisy))
+    assert abs(gain_lower_bound(noisy) - normal) < 0.003
     steady = np.abs(noise) / 10 + 0.005  # every user a little better
     assert gain_lower_bound(steady) > 0
     assert gain_lower_bound(steady) == gain_lower_bound(steady)  # seeded: the same verdict each run
+    with pytest.raises(ValueError, match="no held-out queries"):
+        gain_lower_bound(np.array([]))

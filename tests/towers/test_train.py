@@ -14,7 +14,6 @@ import torch.multiprocessing as mp
 
 from feature_repo.store import ENTITY_COLUMNS, write_training_frame
 from tests.towers.conftest import MAX_LEN
-from tests.utils.servers import free_port
 from towers import evaluate
 from towers.artifact import Artifact
 from towers.data import (
@@ -422,10 +421,11 @@ def test_fit_reads_the_parquet_frame_feast_streams_with_the_same_windows(ml, sma
     assert np.isfinite(artifact.embed_items(ml.items)).all()
 
 
-def _train_rank(rank: int, port: int, frame, items, out: str) -> None:
-    """One torchrun-like process: gloo over loopback, a few steps, its weights saved."""
+def _train_rank(rank: int, frame, items, out: str) -> None:
+    """One torchrun-like process: gloo (met through a file, so no port to race for), a few steps,
+    its weights saved."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"file://{out}/gloo-rendezvous", rank=rank,
                             world_size=2)
     try:
         artifact = fit(frame, items, tower=TowerConfig(dim=16, max_len=MAX_LEN),
@@ -438,7 +438,7 @@ def _train_rank(rank: int, port: int, frame, items, out: str) -> None:
 
 def test_two_gloo_processes_train_on_shards_and_end_with_identical_weights(ml, small_frame,
                                                                           tmp_path):
-    mp.spawn(_train_rank, args=(free_port(), _tiny(small_frame), ml.items, str(tmp_path)), nprocs=2)
+    mp.spawn(_train_rank, args=(_tiny(small_frame), ml.items, str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["metrics"]["ranks"] == 2
     for name, value in ranks[0]["state"].items():

@@ -17,15 +17,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, ClassVar, TypeVar
 
 START_TIMEOUT_S = 30.0
+START_ATTEMPTS = 3  # each on a new free port
 SERVICE_START_S = 120.0  # importing torch, Feast and FastAPI on a busy 2-core box
 ROOT = Path(__file__).resolve().parents[2]
+S = TypeVar("S")
 INSTALL_HINT = "run .ci/install-servers.sh (Debian: apt-get install -y redis-server postgresql)"
 
 
@@ -103,8 +105,24 @@ class PostgresServer(_Server):
         return self.url(name)
 
 
+def _with_retries(start: Callable[[], S]) -> S:
+    """`start()`, again on a new port when it fails: a free port can be taken by another process
+    (another test worker) between being picked and being bound."""
+    for attempt in range(START_ATTEMPTS):
+        try:
+            return start()
+        except ServerError:
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_redis(*options: str) -> RedisServer:
     """A Redis server without persistence on a free loopback port; `options` are extra flags."""
+    return _with_retries(lambda: _start_redis(*options))
+
+
+def _start_redis(*options: str) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServerError(f"redis-server: not found on PATH; {INSTALL_HINT}")
@@ -171,6 +189,10 @@ def _unprivileged_user() -> str | None:
 
 def start_postgres() -> PostgresServer:
     """A PostgreSQL cluster (trust auth on loopback only, no fsync) on a free port."""
+    return _with_retries(_start_postgres)
+
+
+def _start_postgres() -> PostgresServer:
     bin_dir, user = postgres_bin_dir(), _unprivileged_user()
     root, port = Path(tempfile.mkdtemp(prefix="twotower-postgres-")), free_port()
     if user is not None:  # mkdtemp makes a 0700 folder owned by root

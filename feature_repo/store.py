@@ -260,10 +260,10 @@ def materialize_incremental(store, end: datetime) -> None:
     stamps (the hourly load at midnight, before the 01:00 run writes the day) is loaded from the
     older of its mark and its watermark instead."""
     data, end = Path(store.repo_path) / "data", _aware(end)
-    read = unloaded(data)
+    read, views = unloaded(data), store.list_feature_views()
     behind = {view.name: min(read[view.name].since, _aware(view.most_recent_end_time or STATIC_STAMP))
-              for view in store.list_feature_views() if view.name in read}
-    current = [view.name for view in store.list_feature_views() if view.name not in behind]
+              for view in views if view.name in read}
+    current = [view.name for view in views if view.name not in behind]
     if current:
         _load(store, "materialize_incremental", end_date=end + AFTER, feature_views=current)
     for start in sorted(set(behind.values())):

@@ -40,6 +40,7 @@ VALIDATION_QUERIES = 10_000
 # Above 250,000 items fewer, so that one validation ranks at most this many scores (2,500 queries
 # at a million items: a validation of 14 s on two cores), and never fewer than 1,000 queries.
 VALIDATION_SCORES = 2_500_000_000
+NO_ITEM = -1  # an empty slot of a ranking: the catalogue had no more items to offer (ids are >= 0)
 
 
 @dataclass(frozen=True)
@@ -211,14 +212,16 @@ def evaluate(recommend: Recommend, queries: Queries, k: int = TOP_K) -> dict:
 
 def top_k(scores: torch.Tensor, columns: np.ndarray, k: int, exclude: list[np.ndarray]
           ) -> np.ndarray:
-    """Item ids of the k best columns per row of `scores` (U, N), excluded ids never returned."""
+    """Item ids of the k best columns per row of `scores` (U, N). Excluded ids (and columns scored
+    -inf) are never returned: a row left with fewer than k columns ends in `NO_ITEM` slots."""
     scores = scores.clone()
     order = np.argsort(columns)
     for i, seen in enumerate(exclude):
         pos = np.searchsorted(columns, seen, sorter=order).clip(0, len(columns) - 1)
         cols = order[pos][columns[order[pos]] == seen]
         scores[i, torch.from_numpy(cols)] = -torch.inf
-    return columns[scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()]  # (U, k)
+    best = scores.topk(min(k, scores.shape[1]), dim=1)
+    return np.where(best.values.isneginf().numpy(), NO_ITEM, columns[best.indices.numpy()])  # (U, k)
 
 
 def chunk_rows(columns: int, chunk_scores: int | None = None) -> int:

@@ -12,6 +12,7 @@ import pytest
 from towers import baselines
 from towers import evaluate as evaluate_module
 from towers.evaluate import (
+    NO_ITEM,
     VALIDATION_SCORES,
     Queries,
     dense_retrieval,
@@ -203,6 +204,13 @@ def test_top_k_handles_excluded_ids_missing_from_catalogue():
     import torch
     top = top_k(torch.tensor([[1.0, 2.0, 3.0]]), np.array([7, 8, 9]), 3, [np.array([9, 1234])])
     assert top[0, :2].tolist() == [8, 7]
+
+
+def test_top_k_leaves_empty_slots_where_the_unseen_items_run_out():
+    import torch
+    top = top_k(torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, -torch.inf]]), np.array([7, 8, 9]), 3,
+                [np.array([9]), np.array([])])
+    assert top.tolist() == [[8, 7, NO_ITEM], [7, 8, NO_ITEM]]
 
 
 def test_a_catalogue_smaller_than_the_cut_off_caps_it():

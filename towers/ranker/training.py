@@ -20,7 +20,7 @@ import torch
 
 from towers.artifact import Artifact
 from towers.data import item_seconds, unix_seconds
-from towers.evaluate import TEMPORAL_QUANTILE, Queries, ndcg_at_10, temporal_split, top_k
+from towers.evaluate import NO_ITEM, TEMPORAL_QUANTILE, Queries, ndcg_at_10, temporal_split, top_k
 from towers.features import query_features
 from towers.ranker.features import FEATURES, Candidates, Categories, UserState, features
 from towers.ranker.model import Ranker
@@ -120,14 +120,16 @@ def _dataset(data: RankingData) -> lgb.Dataset:
 
 def retrieve(artifact: Artifact, items: pd.DataFrame, queries: Queries, k: int
              ) -> tuple[np.ndarray, np.ndarray]:
-    """The towers' top k ids and their dot scores, (U, k) each, seen items excluded."""
+    """The towers' top k ids and their dot scores, (U, k) each, seen items excluded: a query that
+    has fewer than k unseen items ends in NO_ITEM slots, scored -inf."""
     ids = items["item_id"].to_numpy()
     scores = torch.from_numpy(artifact.embed_users(queries.frame)
                               @ artifact.embed_items(items).T)  # (U, N)
     ranked = top_k(scores, ids, k, queries.exclude)  # (U, k)
+    found = ranked != NO_ITEM
     order = np.argsort(ids)
-    columns = order[np.searchsorted(ids, ranked, sorter=order)]  # (U, k) positions in items
-    return ranked, np.take_along_axis(scores.numpy(), columns, axis=1)
+    columns = order[np.searchsorted(ids, np.where(found, ranked, ids[order[0]]), sorter=order)]
+    return ranked, np.where(found, np.take_along_axis(scores.numpy(), columns, axis=1), -np.inf)
 
 
 def item_state(store, item_ids: np.ndarray, times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +158,8 @@ def item_state(store, item_ids: np.ndarray, times: pd.Series) -> tuple[np.ndarra
 
 def ranking_data(artifact: Artifact, items: pd.DataFrame, queries: Queries, *, store, k: int
                  ) -> tuple[RankingData, np.ndarray]:
-    """Feature rows of each query's k retrieved candidates, and the (U, k) retrieved ids.
+    """Feature rows of each query's retrieved candidates (at most k: its unseen items), and the
+    (U, k) retrieved ids, NO_ITEM past the last.
 
     The user's history (for the towers and the category features) is Feast's at the query time,
     as the service's online store holds it: `store`'s history_length must be the towers' max_len.
@@ -168,26 +171,32 @@ def ranking_data(artifact: Artifact, items: pd.DataFrame, queries: Queries, *, s
     price = items["price"].to_numpy(dtype=np.float64)
     created = item_seconds(items)  # a missing date is 0, as the service reads it
     times = queries.frame["event_timestamp"]
-    popularity, stock = item_state(store, ids.ravel(), times.repeat(ids.shape[1]))
-    popularity, stock = popularity.reshape(*ids.shape, 3), stock.reshape(ids.shape)
+    found = ids != NO_ITEM  # (U, k)
+    popularity, stock = np.zeros((*ids.shape, 3), dtype=np.int64), np.zeros(ids.shape, dtype=np.int64)
+    popularity[found], stock[found] = item_state(store, ids[found],
+                                                 times.repeat(found.sum(axis=1)))
     now = unix_seconds(times)
     rows = []
     for q, (history, stamps) in enumerate(zip(queries.frame["recent_item_ids"],
                                               queries.frame["recent_timestamps"], strict=True)):
         past = position.loc[np.asarray(history, dtype=np.int64)].to_numpy()
         user = UserState(categories.take(past), np.asarray(stamps, dtype=np.int64), int(now[q]))
-        cand = position.loc[ids[q]].to_numpy()
-        rows.append(features(Candidates(ids[q], scores[q], price[cand], stock[q], created[cand],
-                                        categories.take(cand), popularity[q]), user))
-    labels = np.concatenate([np.isin(row, target) for row, target
-                             in zip(ids, queries.targets, strict=True)]).astype(np.float32)
-    data = RankingData(np.concatenate(rows), labels, np.full(len(ids), ids.shape[1]))
+        m = found[q]
+        cand = position.loc[ids[q, m]].to_numpy()
+        rows.append(features(Candidates(ids[q, m], scores[q, m], price[cand], stock[q, m],
+                                        created[cand], categories.take(cand), popularity[q, m]),
+                             user))
+    labels = np.concatenate([np.isin(row[m], target) for row, m, target
+                             in zip(ids, found, queries.targets, strict=True)]).astype(np.float32)
+    data = RankingData(np.concatenate(rows), labels, found.sum(axis=1))
     return data, ids
 
 
 def rerank(ranker: Ranker, data: RankingData, ids: np.ndarray) -> np.ndarray:
-    """The (U, k) ids of each query ordered by ranker score (ties keep retrieval order)."""
-    scores = ranker.score(data.features).reshape(ids.shape)
+    """The (U, k) ids of each query ordered by ranker score (ties keep retrieval order; NO_ITEM
+    slots stay last)."""
+    scores = np.full(ids.shape, -np.inf)
+    scores[ids != NO_ITEM] = ranker.score(data.features)
     return np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), axis=1)
 
 

@@ -11,7 +11,7 @@ import torch
 from feature_repo.datasets import load
 from feature_repo.datasets.contract import DAY
 from tests.utils.tables import make_dataset, utc
-from towers.evaluate import Queries, temporal_split
+from towers.evaluate import NO_ITEM, Queries, temporal_split
 from towers.features import examples, feature_store
 from towers.model import TowerConfig
 from towers.ranker.features import COLUMN, FEATURES, Candidates, Categories, UserState, features
@@ -21,6 +21,7 @@ from towers.ranker.training import (
     RankingData,
     gain_lower_bound,
     ranking_data,
+    rerank,
     train_ranker,
 )
 from towers.train import TrainConfig, fit
@@ -87,7 +88,7 @@ def at_t(tmp_path_factory):
     query = pd.DataFrame({"user_id": [1], "item_id": [6], "event_timestamp": utc(pd.Series([T]))})
     queries = Queries("temporal", query, [np.array([3, 4])], [np.array([6])])
     data, ids = ranking_data(artifact, ds.items, queries, store=store, k=28)
-    return ds, data, ids, lambda items: ranking_data(artifact, items, queries, store=store, k=28)
+    return ds, data, ids, lambda items, k=28: ranking_data(artifact, items, queries, store=store, k=k)
 
 
 def test_candidate_features_at_t_use_no_event_at_or_after_t(at_t):
@@ -137,6 +138,19 @@ def test_an_item_without_a_creation_time_is_as_old_as_the_service_reads_it(at_t)
     data, _ = rows(ds.items.assign(created_at=undated))  # the online store reads it as second 0
     since_1970 = pd.Timestamp(T, tz="UTC").timestamp() / DAY
     np.testing.assert_allclose(data.features[:, COLUMN["item_age_days"]], since_1970)
+
+
+def test_a_catalogue_smaller_than_the_depth_offers_only_unseen_candidates(at_t, synthetic_ranker):
+    """30 items, 2 seen, 30 asked for: 28 candidates, as the index would return; the seen items
+    are neither rows nor ids, and re-ranking keeps the empty slots last."""
+    ds, _, _, rows = at_t
+    data, ids = rows(ds.items, k=30)
+    assert ids.shape == (1, 30) and ids[0, 28:].tolist() == [NO_ITEM, NO_ITEM]
+    assert not np.isin(ids, [3, 4]).any() and data.groups.tolist() == [28]
+    assert np.isfinite(data.features[:, COLUMN["retrieval_score"]]).all()
+    reranked = rerank(synthetic_ranker, data, ids)
+    assert reranked[0, 28:].tolist() == [NO_ITEM, NO_ITEM]
+    assert sorted(reranked[0, :28].tolist()) == sorted(ids[0, :28].tolist())
 
 
 def test_ranker_trained_on_movielens_reports_both_ndcgs_on_the_later_window(ml100k_dir, tmp_path):

@@ -275,6 +275,11 @@ class InboxResource(dg.ConfigurableResource):
     def items_dir(self) -> Path:
         return Path(self.data_dir) / "inbox" / "items"
 
+    @property
+    def stock_pushed(self) -> Path:
+        """Each item's newest stock row time pushed so far (`sensors.pushed_stock`)."""
+        return Path(self.data_dir) / "inbox" / "stock-pushed.parquet"
+
 
 def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableResource]:
     """One resource per external system, all under `settings.data_dir`."""

@@ -9,7 +9,10 @@ start replays what the version lacks). Each write's key is derived from the run'
 re-executed run logs nothing twice.
 """
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +20,7 @@ import pandas as pd
 
 from feature_repo.datasets.contract import DataError, parse_ints
 from feature_repo.datasets.generic import read_table
-from index.catalogue import latest_stock
+from feature_repo.files import atomic_path
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 
 SUFFIXES = (".parquet", ".csv")
@@ -39,26 +42,72 @@ def inbox_files(folder: Path) -> list[Path]:
 
 # -- stock -------------------------------------------------------------------------------------------
 
+def unpushed(rows: pd.DataFrame, pushed: pd.Series) -> pd.DataFrame:
+    """Each item's newest stock row (item_id, event_timestamp, quantity), where it is newer than
+    the newest row of that item pushed before (`pushed`: item_id -> time). Files may arrive out of
+    order: an item's older row never overwrites a newer quantity, and another item's is kept."""
+    latest = rows.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last")
+    before = latest["item_id"].map(pushed)
+    return latest[before.isna().to_numpy() | (latest["event_timestamp"] > before).to_numpy()]
+
+
+def read_pushed(inbox: InboxResource) -> pd.Series:
+    """`inbox.stock_pushed` as item_id -> time (empty before the first push)."""
+    if not inbox.stock_pushed.exists():
+        return pd.Series(dtype="datetime64[us, UTC]", index=pd.Index([], dtype="int64"))
+    return pd.read_parquet(inbox.stock_pushed).set_index("item_id")["event_timestamp"]
+
+
+@contextmanager
+def pushed_stock(inbox: InboxResource) -> Iterator[tuple[pd.Series, list[pd.DataFrame]]]:
+    """The newest pushed time per item, and a list to append the rows pushed in the block to;
+    written back atomically when the block succeeds. A lock keeps concurrent runs in turn."""
+    inbox.stock_pushed.parent.mkdir(parents=True, exist_ok=True)
+    with inbox.stock_pushed.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        pushed, added = read_pushed(inbox), []
+        yield pushed, added
+        if added:
+            rows = pd.concat([pushed.rename("event_timestamp").reset_index(),
+                              *(a[["item_id", "event_timestamp"]] for a in added)], ignore_index=True)
+            newest = rows.groupby("item_id", as_index=False)["event_timestamp"].max()
+            with atomic_path(inbox.stock_pushed) as tmp:
+                newest.astype({"event_timestamp": "datetime64[us, UTC]"}).to_parquet(tmp, index=False)
+
+
 class StockPushConfig(dg.Config):
     quantities: dict[str, int]  # item id (as text: JSON keys) -> new quantity
+    stamps: dict[str, str]  # item id -> its row's time (ISO 8601): older than one pushed is skipped
 
 
 @dg.op
 def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfig, dataset: DatasetResource,
-                          event_log: EventLogResource, service: ServiceResource) -> None:
-    """New quantities for the online store and the live index payload (no retraining)."""
-    quantities = {int(k): v for k, v in config.quantities.items()}
+                          event_log: EventLogResource, service: ServiceResource,
+                          inbox: InboxResource) -> None:
+    """New quantities for the online store and the live index payload (no retraining); an item
+    whose newer row was pushed meanwhile (by a later run that ran first) keeps that one."""
+    rows = pd.DataFrame({"item_id": [int(k) for k in config.quantities],
+                         "quantity": list(config.quantities.values()),
+                         "event_timestamp": pd.to_datetime([config.stamps[k] for k in config.quantities],
+                                                           utc=True, format="ISO8601")})
     batch = _batch(context)
     through = _through_service(service, dataset)
-    if through:
-        service.set_stock(quantities, batch=batch)
-    else:
-        with event_log.open() as log:
-            for item_id, quantity in quantities.items():
-                log.record(f"{batch}:stock:{item_id}", "stock",
-                           {"item_id": item_id, "quantity": int(quantity)}, dataset=dataset.fingerprint)
-    context.log.info("pushed stock of %d items (%s)", len(quantities),
-                     "through the service" if through else "into the event log")
+    with pushed_stock(inbox) as (pushed, added):
+        fresh = unpushed(rows, pushed)
+        quantities = dict(zip(fresh["item_id"].tolist(), fresh["quantity"].tolist(), strict=True))
+        if through:
+            service.set_stock(quantities, batch=batch)
+        else:
+            with event_log.open() as log:
+                for item_id, quantity in quantities.items():
+                    log.record(f"{batch}:stock:{item_id}", "stock",
+                               {"item_id": item_id, "quantity": int(quantity)},
+                               dataset=dataset.fingerprint)
+        added.append(fresh)
+    context.log.info("pushed stock of %d items (%s)%s", len(quantities),
+                     "through the service" if through else "into the event log",
+                     f"; {len(rows) - len(fresh)} older than a row pushed before, left out"
+                     if len(fresh) < len(rows) else "")
 
 
 @dg.job(description="Push new stock quantities to the live index payload and the online store.")
@@ -68,12 +117,13 @@ def stock_update_job() -> None:
 
 @dg.sensor(job=stock_update_job, minimum_interval_seconds=30)
 def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
-    """Stock rows newer than the newest row pushed so far become one stock update run.
+    """Each item's newest stock row, where newer than the newest row of that item pushed so far
+    (`pushed_stock`), becomes one stock update run.
 
-    The cursor keeps that row's time and each file's size and mtime, so a tick reads only the files
-    that are new or have grown since, not the whole inbox.
+    The cursor keeps each file's size and mtime, so a tick reads only the files that are new or
+    have changed since, not the whole inbox.
     """
-    cursor = json.loads(context.cursor) if context.cursor else {"newest": None, "files": {}}
+    cursor = json.loads(context.cursor) if context.cursor else {"files": {}}
     files = {p.name: p for p in inbox_files(inbox.stock_dir)}
     stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in files.items()}
     changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
@@ -86,18 +136,19 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
         except DataError as error:  # an empty or bad file: read again once it changes
             context.log.warning("stock file skipped: %s", error)
     if not frames:
-        context.update_cursor(json.dumps({**cursor, "files": stats}))
+        context.update_cursor(json.dumps({"files": stats}))
         return dg.SkipReason("no readable stock rows in the new or changed files")
-    rows = pd.concat(frames, ignore_index=True)
-    if cursor["newest"]:
-        rows = rows[rows["event_timestamp"] > pd.Timestamp(cursor["newest"])]
-    newest = rows["event_timestamp"].max().isoformat() if not rows.empty else cursor["newest"]
-    context.update_cursor(json.dumps({"newest": newest, "files": stats}))
-    if rows.empty:
-        return dg.SkipReason("no stock rows newer than the cursor")
-    quantities = {str(k): v for k, v in latest_stock(rows).items()}
-    return dg.RunRequest(run_key=f"stock-{newest}", run_config={"ops": {"push_stock_quantities": {
-        "config": {"quantities": quantities}}}})
+    fresh = unpushed(pd.concat(frames, ignore_index=True), read_pushed(inbox))
+    context.update_cursor(json.dumps({"files": stats}))
+    if fresh.empty:
+        return dg.SkipReason("no stock row newer than its item's last pushed one")
+    keys = [str(i) for i in fresh["item_id"]]
+    return dg.RunRequest(
+        run_key="stock-" + ",".join(f"{path.name}@{stats[path.name][1]}" for path in changed),
+        run_config={"ops": {"push_stock_quantities": {"config": {
+            "quantities": dict(zip(keys, fresh["quantity"].astype(int).tolist(), strict=True)),
+            "stamps": dict(zip(keys, (t.isoformat() for t in fresh["event_timestamp"]), strict=True)),
+        }}}})
 
 
 # -- catalogue ---------------------------------------------------------------------------------------

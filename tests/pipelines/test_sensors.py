@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
 from dagster import RunRequest, SkipReason, build_sensor_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +18,15 @@ from index import SearchFilters
 from index.catalogue import latest_stock
 from index.registry import ModelVersion
 from pipelines.defs.resources import InboxResource, build_resources
-from pipelines.defs.sensors import catalogue_sensor, new_items_job, stock_log_sensor, stock_update_job
+from pipelines.defs.sensors import (
+    catalogue_sensor,
+    new_items_job,
+    pushed_stock,
+    read_pushed,
+    stock_log_sensor,
+    stock_update_job,
+    unpushed,
+)
 from services.engine import Engine
 from towers.artifact import Artifact
 
@@ -88,6 +97,21 @@ def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(gr
     again, _ = run_sensor(stock_log_sensor, graph, cursor=cursor)
     assert isinstance(again, SkipReason), "rows already pushed are not pushed twice"
 
+    # A late export: the sold-out item's older row is left out, another item's row is pushed.
+    other = int(items["item_id"].iloc[-1])
+    hour_ago = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)).isoformat()
+    pd.DataFrame({"item_id": [item_id, other], "event_timestamp": [hour_ago] * 2,
+                  "quantity": [3, 6]}).to_csv(inbox / "late.csv", index=False)
+    late, _ = run_sensor(stock_log_sensor, graph, cursor=cursor)
+    assert late.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {str(other): 6}
+    stale = {"ops": {"push_stock_quantities": {"config": {  # a run asked for before the push
+        "quantities": {str(item_id): 3, str(other): 6}, "stamps": {str(item_id): hour_ago,
+                                                                   str(other): hour_ago}}}}}
+    assert stock_update_job.execute_in_process(run_config=stale, resources=resources,
+                                               instance=graph.instance).success
+    assert [e.body for e in logged(graph, "stock")][-2:] == [
+        {"item_id": item_id, "quantity": 0}, {"item_id": other, "quantity": 6}]
+
 
 def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_version(graph):
     artifact, models_before = live_state(graph)
@@ -146,8 +170,31 @@ def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
 
     write("b.csv", [(2, "2025-12-31T00:00:00Z", 9), (3, "2026-01-02T00:00:00Z", 0)])
     second, _ = tick(cursor)
-    assert second.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"3": 0}, \
-        "only rows newer than the last push"
+    assert second.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {
+        "2": 9, "3": 0}, "read a.csv again: only b.csv's rows, item 2's too though older than 1's"
+
+
+def test_an_items_row_older_than_its_pushed_one_is_left_out_and_other_items_kept(tmp_path):
+    inbox = InboxResource(data_dir=str(tmp_path))
+    with pushed_stock(inbox) as (pushed, added):
+        assert pushed.empty
+        added.append(pd.DataFrame({"item_id": [1, 2], "event_timestamp": pd.to_datetime(
+            ["2026-01-02", "2026-01-01"], utc=True)}))
+    late = pd.DataFrame({"item_id": [1, 1, 2, 3], "quantity": [7, 8, 4, 9],
+                         "event_timestamp": pd.to_datetime(["2026-01-01 00:00", "2026-01-01 12:00",
+                                                            "2026-01-03 00:00", "2025-06-01 00:00"],
+                                                           utc=True)})
+    with pushed_stock(inbox) as (pushed, added):
+        fresh = unpushed(late, pushed)
+        assert fresh.set_index("item_id")["quantity"].to_dict() == {2: 4, 3: 9}
+        added.append(fresh)
+    assert read_pushed(inbox).to_dict() == {
+        1: pd.Timestamp("2026-01-02", tz="UTC"), 2: pd.Timestamp("2026-01-03", tz="UTC"),
+        3: pd.Timestamp("2025-06-01", tz="UTC")}
+    with pytest.raises(RuntimeError), pushed_stock(inbox) as (_, added):
+        added.append(late.assign(event_timestamp=pd.Timestamp("2027-01-01", tz="UTC")))
+        raise RuntimeError("the push failed")
+    assert read_pushed(inbox)[1] == pd.Timestamp("2026-01-02", tz="UTC"), "a failed push records nothing"
 
 
 def test_a_bad_item_file_fails_naming_the_row_and_is_read_again_once_mended(graph):

@@ -40,7 +40,7 @@ VALIDATION_QUERIES = 10_000
 # Above 250,000 items fewer, so that one validation ranks at most this many scores (2,500 queries
 # at a million items: a validation of 14 s on two cores), and never fewer than 1,000 queries.
 VALIDATION_SCORES = 2_500_000_000
-NO_ITEM = -1  # an empty slot of a ranking: the catalogue had no more items to offer (ids are >= 0)
+NO_ITEM = -1  # an empty slot of a ranking: the catalogue or index had no more items (ids are >= 0)
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,13 @@ from services.schemas import (
     VersionInfo,
 )
 from towers.data import USER_COLUMNS, unix_seconds
+from towers.evaluate import NO_ITEM
 from towers.ranker import Candidates, UserState, features
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 STAGES = ("features", "tower", "ann", "rerank", "new_item")
-MISSING = -1  # fills an evaluation row when the index holds fewer than k items to return
 
 
 class Engine:
@@ -166,12 +166,12 @@ class Engine:
         user tower, same search), with the offline evaluation's semantics: the row's own
         point-in-time features (no online read, no session), its `exclude` ids removed, the
         stock filter off and no re-ranking, so the metric is the towers' retrieval metric.
-        Rows the index cannot fill to k end in `MISSING`.
+        Rows the index cannot fill to k end in `NO_ITEM`.
         """
         s = self.live.snapshot()
         columns = {c: users[c].tolist() for c in USER_COLUMNS}
         columns["event_timestamp"] = unix_seconds(users["event_timestamp"]).tolist()
-        ranked = np.full((len(users), k), MISSING, dtype=np.int64)
+        ranked = np.full((len(users), k), NO_ITEM, dtype=np.int64)
         for row, seen in zip(range(len(users)), exclude, strict=True):
             user = {c: [values[row]] for c, values in columns.items()}
             ids, _, _ = self._nearest(s, user, k, _everything_but(seen))
@@ -181,7 +181,7 @@ class Engine:
     def retrieve(self, user_vectors: np.ndarray, k: int, exclude: list[np.ndarray]) -> np.ndarray:
         """`rank`'s ANN step for users embedded elsewhere (a `towers.evaluate.Retrieve`)."""
         s = self.live.snapshot()
-        ranked = np.full((len(user_vectors), k), MISSING, dtype=np.int64)
+        ranked = np.full((len(user_vectors), k), NO_ITEM, dtype=np.int64)
         for row, (vector, seen) in enumerate(zip(user_vectors, exclude, strict=True)):
             ids, _ = self._search(s, vector, k, _everything_but(seen))
             ranked[row, :len(ids)] = ids

@@ -13,9 +13,9 @@ import pytest
 from feature_repo.store import FeatureStoreConfig, build_store, materialize, online_user_features
 from index.model_store import publish
 from services.engine import Engine
-from services.engine.engine import MISSING
 from services.schemas import ItemUpsert, RecommendationRequest
 from tests.services.conftest import Service, active_user, improving_ranker
+from towers.evaluate import NO_ITEM
 from towers.ranker import FEATURES, Ranker
 
 
@@ -66,7 +66,7 @@ def test_rank_excludes_each_rows_ids_keeps_out_of_stock_items_and_fills_missing(
         engine.set_stock(top, 1)
     assert first[0] == top, "out of stock, still ranked: the evaluation ignores stock"
     assert set(first[:catalogue]) == set(service.dataset.items["item_id"])
-    assert (first[catalogue:] == MISSING).all()
+    assert (first[catalogue:] == NO_ITEM).all()
     ranked = engine.rank(rows, 10, [nothing[0], first[:3]])
     assert ranked[0].tolist() == first[:10].tolist()
     assert ranked[1].tolist() == first[3:13].tolist()

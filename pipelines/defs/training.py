@@ -26,6 +26,7 @@ from towers.config import load_preset, override
 from towers.features import with_features
 from towers.model import TowerConfig
 from towers.ranker import RankerConfig, train_ranker, window_queries
+from towers.ranker.model import refuse_existing
 from towers.train import TrainConfig, fit, refit
 
 GROUP = "training"
@@ -169,11 +170,13 @@ def reranker(context: dg.AssetExecutionContext, two_tower_model: ModelVersionRef
              registry: RegistryResource) -> dg.MaterializeResult:
     """The LambdaMART re-ranker over the towers' candidates, saved in the model version's ranker dir."""
     started = time.perf_counter()
+    path = ranker_dir(two_tower_model.location)
+    refuse_existing(path)  # before training, not after it
     # Trained on the candidates of the evaluated fit: the served refit has seen these windows.
     model = train_ranker(registry.model_store.evaluated(two_tower_model.location), raw_tables.items,
                          store=feature_store.open(), train=window_queries(evaluation_split.test_train),
                          holdout=evaluation_split.test, config=RankerConfig())
-    path = model.save(ranker_dir(two_tower_model.location))
+    model.save(path)
     if not model.improves:
         context.log.warning("the re-ranker does not beat retrieval order on the holdout beyond its "
                             "noise (gain's lower bound %+.4f): the service keeps retrieval order",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,15 @@ from towers.ranker.features import FEATURES
 log = logging.getLogger(__name__)
 
 RANKER_VERSION = 1  # bump when the saved layout or the meaning of a feature changes
+
+
+def refuse_existing(path: Path) -> None:
+    """A saved ranker is never replaced: services may be serving it with its model version (train
+    a new version instead)."""
+    if path.exists():
+        raise FileExistsError(f"{path}: a re-ranker is saved there already, and a saved one is "
+                              f"never replaced (a service may be serving it); train a new model "
+                              f"version for a new re-ranker")
 
 
 @dataclass
@@ -45,13 +56,20 @@ class Ranker:
         return predict(self.booster, features)
 
     def save(self, path: str | Path) -> Path:
-        """Write `model.txt` and `ranker.json` (last, so a complete json means a complete ranker)."""
+        """Write the directory `path` (`model.txt`, `ranker.json`) once and whole: into a temporary
+        directory beside it, renamed into place. An existing `path` is refused (`refuse_existing`)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        refuse_existing(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"version": RANKER_VERSION, "features": list(FEATURES), "metrics": self.metrics,
                 "improves": self.improves, "config": self.config}
-        atomic_write(path / "model.txt", self.booster.model_to_string())
-        atomic_write(path / "ranker.json", json.dumps(meta, indent=1))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            atomic_write(tmp / "model.txt", self.booster.model_to_string())
+            atomic_write(tmp / "ranker.json", json.dumps(meta, indent=1))
+            tmp.rename(path)  # fails if another save got there first
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         log.info("saved ranker to %s", path)
         return path
 

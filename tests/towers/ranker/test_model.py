@@ -18,6 +18,24 @@ def test_saved_ranker_scores_identically_after_load(synthetic_ranker, synthetic,
     assert (loaded.metrics, loaded.improves) == (synthetic_ranker.metrics, True)
 
 
+def test_a_saved_ranker_is_never_replaced_and_a_failed_save_leaves_nothing(synthetic_ranker,
+                                                                           tmp_path, monkeypatch):
+    path = synthetic_ranker.save(tmp_path / "ranker")
+    other = Ranker(synthetic_ranker.booster, {"ndcg10_gain_low": -1.0}, improves=False)
+    with pytest.raises(FileExistsError, match="never replaced"):
+        other.save(path)
+    assert Ranker.load(path).improves, "the first one stays whole"
+
+    def write_until_the_disk_fills(file, content):
+        if file.name == "ranker.json":  # model.txt is written first
+            raise OSError("disk full")
+        file.write_text(content)
+    monkeypatch.setattr("towers.ranker.model.atomic_write", write_until_the_disk_fills)
+    with pytest.raises(OSError, match="disk full"):
+        other.save(tmp_path / "second")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranker"], "no partial ranker, no tmp"
+
+
 def test_a_ranker_saved_with_another_feature_layout_is_refused(synthetic_ranker, tmp_path):
     path = synthetic_ranker.save(tmp_path / "ranker")
     meta = json.loads((path / "ranker.json").read_text())

@@ -316,7 +316,8 @@ def serve(cfg: dict[str, Any], npz: Path, protocol: str, transform: str, compres
             registry.close()
     exact = evaluate.top_k(torch.from_numpy(users @ items.T), ids, 10, exclude)  # (U, N) -> (U, 10)
     metrics = evaluate.ranking_metrics(ranked, targets, protocol)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ranked, exact, strict=True)])
+    recall = np.mean([len(set(a) & (truth := set(b) - {evaluate.NO_ITEM})) / max(len(truth), 1)
+                      for a, b in zip(ranked, exact, strict=True)])  # of what there is to find
     return {"ndcg@10": round(metrics["ndcg@10"], 4), "recall_vs_exact": round(float(recall), 4),
             "users": metrics["users"]}
 

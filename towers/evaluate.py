@@ -201,7 +201,8 @@ def evaluate(recommend: Recommend, queries: Queries, k: int = TOP_K) -> dict:
     """Rank the whole catalogue for every query (seen items excluded) and average the metrics.
 
     A catalogue smaller than k caps every cut-off at its size: the recommender returns all of its
-    items, fewer than k columns (recall@100 of 50 items is recall over all 50).
+    items, fewer than k columns (recall@100 of 50 items is recall over all 50), and a row whose
+    unseen items run out ends in NO_ITEM slots, which never hit.
     """
     ranked = recommend(queries.frame, k, queries.exclude)
     if ranked.ndim != 2 or ranked.shape[0] != len(queries.frame) or not 0 < ranked.shape[1] <= k:

@@ -107,7 +107,8 @@ def recommender(model: LightGCN, graph: Graph, items: pd.DataFrame) -> Recommend
         row = np.searchsorted(graph.user_ids, ids).clip(0, n_users - 1)
         known = torch.from_numpy(graph.user_ids[row] == ids)[:, None]  # (U, 1)
         scores = torch.where(known, embedding[torch.from_numpy(row)] @ item_vectors.T, 0.0)
-        return top_k(scores.masked_fill(~has_node, -torch.inf), catalogue, k, exclude)
+        return top_k(scores.masked_fill(~has_node, torch.finfo(scores.dtype).min), catalogue, k,
+                     exclude)  # last, yet offered: -inf would be left out
 
     return recommend
 

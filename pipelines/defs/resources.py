@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -241,11 +241,14 @@ class ServiceResource(dg.ConfigurableResource):
             response.raise_for_status()
         return response.json().get("dataset") in (None, fingerprint)
 
-    def set_stock(self, quantities: dict[int, int], *, batch: str) -> None:
+    def set_stock(self, quantities: dict[int, int], *, batch: str,
+                  written: Callable[[int], None] = lambda item_id: None) -> None:
+        """One write per item, in order; `written(item_id)` after each one the service accepted."""
         with self._http() as http:
             for item_id, quantity in quantities.items():
                 http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)},
                          headers={"Idempotency-Key": f"{batch}:stock:{item_id}"}).raise_for_status()
+                written(item_id)
 
     def upsert_items(self, items: list[dict[str, Any]], *, batch: str) -> None:
         """Each dict is an `ItemUpsert` body plus its `item_id`."""

@@ -10,9 +10,10 @@ re-executed run logs nothing twice.
 """
 
 import fcntl
+import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
@@ -54,30 +55,51 @@ def unpushed(rows: pd.DataFrame, pushed: pd.Series) -> pd.DataFrame:
 def read_pushed(inbox: InboxResource) -> pd.Series:
     """`inbox.stock_pushed` as item_id -> time (empty before the first push)."""
     if not inbox.stock_pushed.exists():
-        return pd.Series(dtype="datetime64[us, UTC]", index=pd.Index([], dtype="int64"))
+        return pd.Series(dtype="datetime64[us, UTC]", index=pd.Index([], dtype="int64", name="item_id"),
+                         name="event_timestamp")
     return pd.read_parquet(inbox.stock_pushed).set_index("item_id")["event_timestamp"]
 
 
 @contextmanager
-def pushed_stock(inbox: InboxResource) -> Iterator[tuple[pd.Series, list[pd.DataFrame]]]:
-    """The newest pushed time per item, and a list to append the rows pushed in the block to;
-    written back atomically when the block succeeds. A lock keeps concurrent runs in turn."""
+def pushed_stock(inbox: InboxResource) -> Iterator[tuple[pd.Series, Callable[[pd.DataFrame], None]]]:
+    """The newest pushed time per item, and a function to record rows as pushed; what was
+    recorded is written back (atomically) when the block ends, even by an error, so a push that
+    failed part way keeps the items it wrote. A lock keeps concurrent runs in turn."""
     inbox.stock_pushed.parent.mkdir(parents=True, exist_ok=True)
     with inbox.stock_pushed.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         pushed, added = read_pushed(inbox), []
-        yield pushed, added
-        if added:
-            rows = pd.concat([pushed.rename("event_timestamp").reset_index(),
-                              *(a[["item_id", "event_timestamp"]] for a in added)], ignore_index=True)
-            newest = rows.groupby("item_id", as_index=False)["event_timestamp"].max()
-            with atomic_path(inbox.stock_pushed) as tmp:
-                newest.astype({"event_timestamp": "datetime64[us, UTC]"}).to_parquet(tmp, index=False)
+        try:
+            yield pushed, added.append
+        finally:
+            if added:
+                rows = pd.concat([pushed.reset_index(),
+                                  *(a[["item_id", "event_timestamp"]] for a in added)], ignore_index=True)
+                newest = rows.groupby("item_id", as_index=False)["event_timestamp"].max()
+                with atomic_path(inbox.stock_pushed) as tmp:
+                    newest.astype({"item_id": "int64", "event_timestamp": "datetime64[us, UTC]"}
+                                  ).to_parquet(tmp, index=False)
+
+
+def _seed_pushed(inbox: InboxResource, files: list[Path], newest: pd.Timestamp) -> None:
+    """Before per-item state, the sensor kept only the newest row time it had pushed: take each
+    item's newest row up to it in the files it had handled as pushed, so no older row overwrites
+    it after the upgrade."""
+    rows = []
+    for path in files:
+        with suppress(DataError):  # a bad file was never pushed
+            rows.append(read_inbox_file(path, "stock"))
+    with pushed_stock(inbox) as (pushed, record):
+        if rows and pushed.empty:
+            every = pd.concat(rows, ignore_index=True)
+            record(every[every["event_timestamp"] <= newest])
 
 
 class StockPushConfig(dg.Config):
     quantities: dict[str, int]  # item id (as text: JSON keys) -> new quantity
-    stamps: dict[str, str]  # item id -> its row's time (ISO 8601): older than one pushed is skipped
+    # item id -> its row's time (ISO 8601): a row not newer than one pushed before is left out. An
+    # item without a stamp (a run asked for before stamps) is pushed as it is.
+    stamps: dict[str, str] = {}
 
 
 @dg.op
@@ -88,25 +110,30 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
     whose newer row was pushed meanwhile (by a later run that ran first) keeps that one."""
     rows = pd.DataFrame({"item_id": [int(k) for k in config.quantities],
                          "quantity": list(config.quantities.values()),
-                         "event_timestamp": pd.to_datetime([config.stamps[k] for k in config.quantities],
+                         "event_timestamp": pd.to_datetime([config.stamps.get(k) for k in config.quantities],
                                                            utc=True, format="ISO8601")})
+    stamped = rows["event_timestamp"].notna()
     batch = _batch(context)
     through = _through_service(service, dataset)
-    with pushed_stock(inbox) as (pushed, added):
-        fresh = unpushed(rows, pushed)
+    with pushed_stock(inbox) as (pushed, record):
+        fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
         quantities = dict(zip(fresh["item_id"].tolist(), fresh["quantity"].tolist(), strict=True))
-        if through:
-            service.set_stock(quantities, batch=batch)
-        else:
-            with event_log.open() as log:
-                for item_id, quantity in quantities.items():
-                    log.record(f"{batch}:stock:{item_id}", "stock",
-                               {"item_id": item_id, "quantity": int(quantity)},
-                               dataset=dataset.fingerprint)
-        added.append(fresh)
+        written: list[int] = []
+        try:
+            if through:
+                service.set_stock(quantities, batch=batch, written=written.append)
+            else:
+                with event_log.open() as log:
+                    for item_id, quantity in quantities.items():
+                        log.record(f"{batch}:stock:{item_id}", "stock",
+                                   {"item_id": item_id, "quantity": int(quantity)},
+                                   dataset=dataset.fingerprint)
+                        written.append(item_id)
+        finally:
+            record(fresh[fresh["item_id"].isin(written) & fresh["event_timestamp"].notna()])
     context.log.info("pushed stock of %d items (%s)%s", len(quantities),
                      "through the service" if through else "into the event log",
-                     f"; {len(rows) - len(fresh)} older than a row pushed before, left out"
+                     f"; {len(rows) - len(fresh)} not newer than a row pushed before, left out"
                      if len(fresh) < len(rows) else "")
 
 
@@ -127,6 +154,9 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     files = {p.name: p for p in inbox_files(inbox.stock_dir)}
     stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in files.items()}
     changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
+    if cursor.get("newest") and not inbox.stock_pushed.exists():  # a cursor from before the state
+        handled = [path for path in files.values() if path not in changed]
+        _seed_pushed(inbox, handled, pd.Timestamp(cursor["newest"]))
     if not changed:
         return dg.SkipReason(f"no new or changed stock files in {inbox.stock_dir}")
     frames = []
@@ -135,16 +165,15 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
             frames.append(read_inbox_file(path, "stock"))
         except DataError as error:  # an empty or bad file: read again once it changes
             context.log.warning("stock file skipped: %s", error)
+    context.update_cursor(json.dumps({"files": stats}))
     if not frames:
-        context.update_cursor(json.dumps({"files": stats}))
         return dg.SkipReason("no readable stock rows in the new or changed files")
     fresh = unpushed(pd.concat(frames, ignore_index=True), read_pushed(inbox))
-    context.update_cursor(json.dumps({"files": stats}))
     if fresh.empty:
         return dg.SkipReason("no stock row newer than its item's last pushed one")
     keys = [str(i) for i in fresh["item_id"]]
     return dg.RunRequest(
-        run_key="stock-" + ",".join(f"{path.name}@{stats[path.name][1]}" for path in changed),
+        run_key=_run_key("stock", {path.name: stats[path.name] for path in changed}),
         run_config={"ops": {"push_stock_quantities": {"config": {
             "quantities": dict(zip(keys, fresh["quantity"].astype(int).tolist(), strict=True)),
             "stamps": dict(zip(keys, (t.isoformat() for t in fresh["event_timestamp"]), strict=True)),
@@ -202,7 +231,7 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     if not new:
         return dg.SkipReason(f"no new or changed item files in {inbox.items_dir}")
     context.update_cursor(json.dumps({**seen, **{name: stats[name] for name in new}}))
-    return dg.RunRequest(run_key="items-" + ",".join(f"{name}@{stats[name][1]}" for name in new),
+    return dg.RunRequest(run_key=_run_key("items", {name: stats[name] for name in new}),
                          run_config={"ops": {"upsert_new_items": {"config": {
                              "files": [str((inbox.items_dir / name).resolve()) for name in new]}}}})
 
@@ -211,6 +240,13 @@ def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool
     """Whether writes go through the running service (one serves this dataset's model), else only
     into the event log, tagged with the dataset (they reach its next training and version)."""
     return bool(service.url) and service.serves(dataset.fingerprint)
+
+
+def _run_key(kind: str, files: dict[str, list[int]]) -> str:
+    """One key per set of file states (name, size, mtime): short, since each write's idempotency
+    key starts with it (at most 200 characters), however many files changed."""
+    digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:24]
+    return f"{kind}-{digest}"
 
 
 def _batch(context: dg.OpExecutionContext) -> str:

@@ -3,6 +3,7 @@ retraining through the engine that serves it."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from index.catalogue import latest_stock
 from index.registry import ModelVersion
 from pipelines.defs.resources import InboxResource, build_resources
 from pipelines.defs.sensors import (
+    _run_key,
     catalogue_sensor,
     new_items_job,
     pushed_stock,
@@ -112,6 +114,31 @@ def test_stock_sensor_hides_an_item_that_sold_out_without_a_new_model_version(gr
     assert [e.body for e in logged(graph, "stock")][-2:] == [
         {"item_id": item_id, "quantity": 0}, {"item_id": other, "quantity": 6}]
 
+    # A push that fails part way keeps the items it wrote: a stale run after it cannot undo them.
+    third, fourth = (int(i) for i in items["item_id"].iloc[-3:-1])
+    now = pd.Timestamp.now(tz="UTC").isoformat()
+    with resources["event_log"].open() as log:  # the key of fourth's write, taken by another write
+        log.record("broken-run:stock:" + str(fourth), "stock", {"item_id": fourth, "quantity": 99},
+                   dataset=graph.dataset.fingerprint)
+    broken = {"ops": {"push_stock_quantities": {"config": {
+        "quantities": {str(third): 1, str(fourth): 2}, "stamps": {str(third): now, str(fourth): now}}}}}
+    failed = stock_update_job.execute_in_process(run_config=broken, resources=resources,
+                                                 instance=graph.instance, raise_on_error=False,
+                                                 tags={"dagster/run_key": "broken-run"})
+    assert not failed.success
+    stale["ops"]["push_stock_quantities"]["config"] = {"quantities": {str(third): 8},
+                                                       "stamps": {str(third): hour_ago}}
+    assert stock_update_job.execute_in_process(run_config=stale, resources=resources,
+                                               instance=graph.instance).success
+    assert [e.body for e in logged(graph, "stock")][-2:] == [
+        {"item_id": fourth, "quantity": 99}, {"item_id": third, "quantity": 1}], "8 is left out"
+
+    # A run asked for before stamps (its config has none) pushes as it is.
+    unstamped = {"ops": {"push_stock_quantities": {"config": {"quantities": {str(third): 4}}}}}
+    assert stock_update_job.execute_in_process(run_config=unstamped, resources=resources,
+                                               instance=graph.instance).success
+    assert logged(graph, "stock")[-1].body == {"item_id": third, "quantity": 4}
+
 
 def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_version(graph):
     artifact, models_before = live_state(graph)
@@ -176,25 +203,50 @@ def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
 
 def test_an_items_row_older_than_its_pushed_one_is_left_out_and_other_items_kept(tmp_path):
     inbox = InboxResource(data_dir=str(tmp_path))
-    with pushed_stock(inbox) as (pushed, added):
+    with pushed_stock(inbox) as (pushed, record):
         assert pushed.empty
-        added.append(pd.DataFrame({"item_id": [1, 2], "event_timestamp": pd.to_datetime(
+        record(pd.DataFrame({"item_id": [1, 2], "event_timestamp": pd.to_datetime(
             ["2026-01-02", "2026-01-01"], utc=True)}))
+    assert pd.read_parquet(inbox.stock_pushed)["item_id"].dtype == "int64"
     late = pd.DataFrame({"item_id": [1, 1, 2, 3], "quantity": [7, 8, 4, 9],
                          "event_timestamp": pd.to_datetime(["2026-01-01 00:00", "2026-01-01 12:00",
                                                             "2026-01-03 00:00", "2025-06-01 00:00"],
                                                            utc=True)})
-    with pushed_stock(inbox) as (pushed, added):
+    with pushed_stock(inbox) as (pushed, record):
         fresh = unpushed(late, pushed)
         assert fresh.set_index("item_id")["quantity"].to_dict() == {2: 4, 3: 9}
-        added.append(fresh)
+        record(fresh)
     assert read_pushed(inbox).to_dict() == {
         1: pd.Timestamp("2026-01-02", tz="UTC"), 2: pd.Timestamp("2026-01-03", tz="UTC"),
         3: pd.Timestamp("2025-06-01", tz="UTC")}
-    with pytest.raises(RuntimeError), pushed_stock(inbox) as (_, added):
-        added.append(late.assign(event_timestamp=pd.Timestamp("2027-01-01", tz="UTC")))
-        raise RuntimeError("the push failed")
-    assert read_pushed(inbox)[1] == pd.Timestamp("2026-01-02", tz="UTC"), "a failed push records nothing"
+    with pytest.raises(RuntimeError), pushed_stock(inbox) as (_, record):
+        record(late[late["item_id"] == 3].assign(event_timestamp=pd.Timestamp("2027-01-01", tz="UTC")))
+        raise RuntimeError("the push failed after item 3")
+    assert read_pushed(inbox)[3] == pd.Timestamp("2027-01-01", tz="UTC"), "what was written counts"
+
+
+def test_a_cursor_from_before_per_item_state_keeps_what_it_pushed(tmp_path):
+    """The sensor kept one time, the newest row it pushed: an item's older row in a late file must
+    not overwrite what was pushed then."""
+    inbox = InboxResource(data_dir=str(tmp_path))
+    inbox.stock_dir.mkdir(parents=True)
+    (inbox.stock_dir / "a.csv").write_text("item_id,event_timestamp,quantity\n1,2026-01-02,0\n"
+                                           "2,2026-01-01,5\n")
+    stats = {"a.csv": [(inbox.stock_dir / "a.csv").stat().st_size,
+                       (inbox.stock_dir / "a.csv").stat().st_mtime_ns]}
+    old = json.dumps({"newest": "2026-01-02T00:00:00+00:00", "files": stats})
+    (inbox.stock_dir / "late.csv").write_text("item_id,event_timestamp,quantity\n1,2026-01-01,7\n"
+                                              "3,2025-12-01,2\n")
+    request = stock_log_sensor(build_sensor_context(cursor=old, resources={"inbox": inbox}))
+    assert request.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"3": 2}
+
+
+def test_run_keys_are_short_and_name_each_files_size_and_mtime():
+    many = {f"warehouse-{i:04d}-stock-export.csv": [1000 + i, 1765000000000000000] for i in range(50)}
+    key = _run_key("stock", many)
+    assert len(key) <= 40, "each write's idempotency key starts with it: at most 200 characters"
+    grown = {**many, "warehouse-0000-stock-export.csv": [2000, 1765000000000000000]}  # same mtime
+    assert _run_key("stock", grown) != key and _run_key("stock", dict(reversed(many.items()))) == key
 
 
 def test_a_bad_item_file_fails_naming_the_row_and_is_read_again_once_mended(graph):

@@ -226,7 +226,8 @@ def train_ranker(artifact: Artifact, items: pd.DataFrame, *, store, train: Queri
     folds = (np.random.default_rng(config.seed).permutation(len(unique)) % config.folds
              )[np.searchsorted(unique, users)]  # (Q,) a random, balanced fold per user
     # Queries without a relevant candidate have no pairs to learn from and no NDCG to measure.
-    labelled = np.add.reduceat(data.labels, np.cumsum(data.groups) - data.groups) > 0
+    labelled = np.bincount(np.repeat(np.arange(len(data.groups)), data.groups), weights=data.labels,
+                           minlength=len(data.groups)) > 0  # (Q,); a query without candidates: False
     if len(np.unique(folds[labelled])) < 2:
         raise ValueError(f"train: {int(labelled.sum())} queries have a target among their "
                          f"{config.candidates} candidates; need users in at least 2 folds")

@@ -55,7 +55,10 @@ ONLINE_FILE = "online.json"  # beside the tables: per table, the stamps written 
 ONLINE_LOCK = ".online.lock"  # held while the marks in ONLINE_FILE change
 STATIC_TABLES = ("user_profile", "item_content")  # one file each, rewritten when its input changed
 DAILY_TABLES = ("user_history", "item_stock", "item_popularity")  # one file per day
-TABLES = (*STATIC_TABLES, *DAILY_TABLES)
+# One file of each entity's latest row, rewritten whenever events changed; its new rows are those
+# stamped from the first day recomputed, as the daily tables' are.
+LATEST_TABLES = ("user_seen",)
+TABLES = (*STATIC_TABLES, *DAILY_TABLES, *LATEST_TABLES)
 SCHEMA_FILE = "schema.parquet"  # a day table's empty file: its folder is never empty
 
 
@@ -91,6 +94,10 @@ _QUERIES = {
         SELECT user_id, recent_item_ids, recent_timestamps, event_count,
                event_timestamp + {_AFTER_SQL} AS event_timestamp, event_timestamp::DATE AS day
         FROM ranked WHERE from_last = 1 AND event_timestamp >= {{since}}""",
+    "user_seen": f"""
+        SELECT user_id, list_sort(list_distinct(list(item_id))) AS seen_item_ids,
+               max(event_timestamp) + {_AFTER_SQL} AS event_timestamp
+        FROM events GROUP BY user_id""",
     "item_stock": f"""
         SELECT item_id, quantity, event_timestamp + {_AFTER_SQL} AS event_timestamp,
                event_timestamp::DATE AS day
@@ -202,11 +209,12 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     try:
         changed_static = [t for t in STATIC_TABLES if not same_build or not table_path(out_dir, t).is_file()
                           or previous.get("static", {}).get(t) != statics[t]]
-        written = _write_static(con, scratch, changed_static, dataset.users)
+        whole = [*changed_static, *(LATEST_TABLES if since is not None else ())]
+        written = _write_whole(con, scratch, whole, dataset.users)
         if since is not None:
             written |= _write_days(con, scratch, since, last or since, history_length)
         _mark_unloaded(out_dir, changed_static, since, last)  # first: a crash after the move keeps it
-        _move_into_place(scratch, out_dir, changed_static, since, full=not known)
+        _move_into_place(scratch, out_dir, whole, since, full=not known)
         _mark_unloaded(out_dir, changed_static, since, last)  # renewed: a load that read it before keeps it
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -289,13 +297,13 @@ def mark_loaded(out_dir: str | Path, read: dict[str, Unloaded], tables: list[str
 
 def _mark_unloaded(out_dir: Path, static: list[str], since: date | None, last: date | None) -> None:
     """Add the stamps this write gives to the marks of rows not loaded online: static rows are
-    stamped at STATIC_STAMP, a day's up to its next midnight."""
+    stamped at STATIC_STAMP, a day's (and a latest table's from that day) up to its next midnight."""
     def midnight(day: date) -> datetime:
         return datetime.combine(day, datetime.min.time(), UTC)
     written = {table: (STATIC_STAMP, STATIC_STAMP) for table in static}
     if since is not None:
         written |= {table: (midnight(since), midnight((last or since) + timedelta(days=1)))
-                    for table in DAILY_TABLES}
+                    for table in (*DAILY_TABLES, *LATEST_TABLES)}
     with _marks(out_dir) as current:
         for table, (first, through) in written.items():
             if table in current:
@@ -397,8 +405,9 @@ def _day_fingerprints(con: duckdb.DuckDBPyConnection, days: list[str] | None = N
     return {day.isoformat(): fingerprint for day, fingerprint in rows}
 
 
-def _write_static(con: duckdb.DuckDBPyConnection, scratch: Path, tables: list[str],
-                  users: pd.DataFrame) -> dict[str, int]:
+def _write_whole(con: duckdb.DuckDBPyConnection, scratch: Path, tables: list[str],
+                 users: pd.DataFrame) -> dict[str, int]:
+    """The one-file tables `tables` (static or latest), each sorted by its entity."""
     if "user_profile" in tables:
         con.register("users", _profile(users))
     rows = {}
@@ -439,14 +448,15 @@ def _write_days(con: duckdb.DuckDBPyConnection, scratch: Path, since: date, last
     return rows
 
 
-def _move_into_place(scratch: Path, out_dir: Path, static: list[str], since: date | None, *,
+def _move_into_place(scratch: Path, out_dir: Path, whole: list[str], since: date | None, *,
                      full: bool) -> None:
-    """Replace the `static` files and the day files from `since` on (all of them when `full`).
+    """Replace the one-file tables `whole` and the day files from `since` on (all of them when
+    `full`).
 
     Each file is replaced atomically; day files of recomputed days that have no rows now are
     removed.
     """
-    for table in static:
+    for table in whole:
         os.replace(table_path(scratch, table), table_path(out_dir, table))
     if since is None:
         return

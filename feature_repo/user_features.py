@@ -42,3 +42,17 @@ user_history_fv = FeatureView(
     ],
     description="The user's recent interactions as known strictly before the lookup time; no row "
                 "before it means no interactions yet (empty history, zero count).")
+
+user_seen_source = file_source(
+    "user_seen",
+    "One row per user with events, stamped 1 microsecond after their last event: a lookup before "
+    "it finds none.")
+
+user_seen_fv = FeatureView(
+    name="user_seen", entities=[user], ttl=timedelta(0), source=user_seen_source,
+    schema=[
+        Field(name="seen_item_ids", dtype=Array(Int64), tags={WHEN_ABSENT: "[]"},
+              description="Every item the user interacted with, ascending."),
+    ],
+    description="What the service leaves out of a user's recommendations: the whole history, not "
+                "only its last N items. Served only: training reads user_history.")

@@ -19,18 +19,19 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feature_repo.item_features import item_content_fv, item_popularity_fv, item_stock_fv
 from feature_repo.store import when_absent
 from feature_repo.tables import AFTER, HISTORY_LENGTH, history_length
-from feature_repo.user_features import user_history_fv, user_profile_fv
+from feature_repo.user_features import user_history_fv, user_profile_fv, user_seen_fv
 from services.feast_provider import ProviderAccess, Row
 from services.online_rows import OnlineRows
 
-PROFILE, HISTORY = user_profile_fv.name, user_history_fv.name
+PROFILE, HISTORY, SEEN = user_profile_fv.name, user_history_fv.name, user_seen_fv.name
 CONTENT, POPULARITY, STOCK = item_content_fv.name, item_popularity_fv.name, item_stock_fv.name
 POPULARITY_COUNTS = ("count_1d", "count_7d", "count_30d")  # ItemFeatures.popularity, in order
 
 
 @dataclass(frozen=True)
 class UserFeatures:
-    """A user's profile and recent history (oldest first); `known` is False without any row."""
+    """A user's profile, recent history (oldest first) and every item seen (ascending); `known` is
+    False without any row."""
 
     known: bool
     age: int | None = None
@@ -38,6 +39,7 @@ class UserFeatures:
     recent_item_ids: tuple[int, ...] = ()
     recent_timestamps: tuple[int, ...] = ()
     event_count: int = 0
+    seen_item_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class OnlineFeatures:
     (`OnlineRows`) and stamped as the offline tables stamp it (just after its event)."""
 
     def __init__(self, store) -> None:  # store: feast.FeatureStore
-        self._rows = ProviderAccess(store, (PROFILE, HISTORY, CONTENT, POPULARITY, STOCK))
+        self._rows = ProviderAccess(store, (PROFILE, HISTORY, SEEN, CONTENT, POPULARITY, STOCK))
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
         self._rows_writer = OnlineRows(store, self._rows.views)
@@ -82,14 +84,16 @@ class OnlineFeatures:
     def user(self, user_id: int) -> UserFeatures:
         (profile,) = self._read(PROFILE, "user_id", [user_id])
         (history,) = self._read(HISTORY, "user_id", [user_id])
-        if profile is None and history is None:
+        (seen,) = self._read(SEEN, "user_id", [user_id])
+        if profile is None and history is None and seen is None:
             return UserFeatures(known=False)
-        profile, history = profile or {}, self._filled(history)
+        profile, history, seen = profile or {}, self._filled(history), self._filled(seen)
         return UserFeatures(known=True, age=profile.get("age"),  # type: ignore[arg-type]
                             profile_tokens=profile.get("profile_tokens") or (),  # type: ignore[arg-type]
                             recent_item_ids=history["recent_item_ids"],  # type: ignore[arg-type]
                             recent_timestamps=history["recent_timestamps"],  # type: ignore[arg-type]
-                            event_count=history["event_count"])  # type: ignore[arg-type]
+                            event_count=history["event_count"],  # type: ignore[arg-type]
+                            seen_item_ids=seen["seen_item_ids"])  # type: ignore[arg-type]
 
     def items(self, ids: Iterable[int]) -> dict[int, ItemFeatures]:
         """Content, popularity and stock of the ids the online store knows (unknown ids are left out)."""
@@ -131,10 +135,10 @@ class OnlineFeatures:
         return Path(path) if path and str(path).endswith(".parquet") else None
 
     def append_interaction(self, user_id: int, item_id: int, ts: datetime, write_id: int) -> int:
-        """Add an event to the user's online history (the last `history_length` kept), atomically and once
-        per `write_id` (its event log seq: a retry of an appended write appends nothing); returns
-        the history's length. The row is stamped just after its newest event, never earlier than
-        it was."""
+        """Add an event to the user's online history (the last `history_length` kept) and to the
+        items they have seen, each atomically and once per `write_id` (its event log seq: a retry
+        of an appended write appends nothing); returns the history's length. Each row is stamped
+        just after its newest event, never earlier than it was."""
         seconds, length = int(ts.timestamp()), 0
 
         def append(row: Row | None, stamp: datetime | None):
@@ -148,6 +152,12 @@ class OnlineFeatures:
                     "recent_timestamps": ValueProto(int64_list_val=Int64List(val=[t for t, _ in events])),
                     "event_count": ValueProto(int64_val=int(row["event_count"]) + 1)}, at  # type: ignore[call-overload]
 
+        def see(row: Row | None, stamp: datetime | None):
+            seen = sorted({*self._filled(row)["seen_item_ids"], int(item_id)})  # type: ignore[arg-type]
+            at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
+            return {"seen_item_ids": ValueProto(int64_list_val=Int64List(val=seen))}, at
+
+        self._rows_writer.update(SEEN, "user_id", user_id, see, write_id=write_id)
         if not self._rows_writer.update(HISTORY, "user_id", user_id, append, write_id=write_id):
             return len(self.user(user_id).recent_item_ids)  # appended before: the history as it is
         return length

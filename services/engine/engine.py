@@ -132,7 +132,8 @@ class Engine:
             events = sorted([*zip(user.recent_timestamps, user.recent_item_ids, strict=True),
                              *session], key=lambda e: e[0])
             columns = _user_columns(request.user_id, user, events, now)
-        seen = {i for _, i in events} | {i for i in filters.exclude_ids if i in known}
+        seen = ({*user.seen_item_ids} | {i for _, i in events}
+                | {i for i in filters.exclude_ids if i in known})  # the whole history, not its last N
         depth = max(request.k, s.candidates) if s.ranker is not None else request.k
         search = _search_filters(filters, seen)
         ids, scores, vector = self._nearest(s, columns, depth, search)

@@ -23,11 +23,12 @@ from feature_repo.store import (
     training_frame,
     write_training_frame,
 )
-from feature_repo.tables import DAILY_TABLES, TABLES, table_path, write_feature_tables
+from feature_repo.tables import DAILY_TABLES, LATEST_TABLES, TABLES, table_path, write_feature_tables
 
 SHOP = "synthetic:items=60,users=40,events=1500,seed=3"
+DATED = {*DAILY_TABLES, *LATEST_TABLES}  # marked unloaded from the first day recomputed
 KEYS = {"user_profile": "user_id", "user_history": "user_id", "item_content": "item_id",
-        "item_stock": "item_id", "item_popularity": "item_id"}
+        "item_stock": "item_id", "item_popularity": "item_id", "user_seen": "user_id"}
 
 
 @pytest.fixture(scope="module")
@@ -244,15 +245,17 @@ def test_rows_not_loaded_online_stay_marked_until_a_load_covers_them(shop, tmp_p
     assert first["item_popularity"].through == midnight
     short = midnight - timedelta(hours=1)
     tables.mark_loaded(tmp_path, first, list(TABLES), tables.STATIC_STAMP, short)  # stopped short
-    assert set(tables.unloaded(tmp_path)) == set(DAILY_TABLES)
+    assert set(tables.unloaded(tmp_path)) == DATED
     assert {m.since for m in tables.unloaded(tmp_path).values()} == {short}
     tables.mark_loaded(tmp_path, tables.unloaded(tmp_path), list(TABLES), short, midnight)
     assert tables.unloaded(tmp_path) == {}
 
     write_feature_tables(shop, tmp_path)  # the new day, written after the last load
     second = tables.unloaded(tmp_path)
-    assert set(second) == set(DAILY_TABLES) and {m.since for m in second.values()} == {midnight}
+    assert set(second) == DATED and {m.since for m in second.values()} == {midnight}
     assert second["user_history"].through == (day + timedelta(days=1)).to_pydatetime()
+    assert (second["user_seen"].since, second["user_seen"].through) == (
+        second["user_history"].since, second["user_history"].through), "new events' users' rows"
     write_feature_tables(shop, tmp_path)  # nothing changed: nothing more to load
     assert tables.unloaded(tmp_path) == second
     write_feature_tables(dataclasses.replace(shop, items=shop.items.assign(price=1.0)), tmp_path)
@@ -261,7 +264,7 @@ def test_rows_not_loaded_online_stay_marked_until_a_load_covers_them(shop, tmp_p
     tables.mark_loaded(tmp_path, second, list(TABLES), midnight, midnight + timedelta(days=2))
     assert tables.unloaded(tmp_path) == {"item_content": renewed["item_content"]}, \
         "a mark written after the load read the marks stays"
-    tables.mark_loaded(tmp_path, renewed, list(DAILY_TABLES), midnight, midnight + timedelta(days=2))
+    tables.mark_loaded(tmp_path, renewed, list(DATED), midnight, midnight + timedelta(days=2))
     assert set(tables.unloaded(tmp_path)) == {"item_content"}, "a load of other tables leaves it"
     tables.mark_loaded(tmp_path, renewed, ["item_content"], tables.STATIC_STAMP, midnight)
     assert tables.unloaded(tmp_path) == {}

@@ -62,6 +62,26 @@ def test_a_retried_append_adds_nothing_and_answers_the_length_as_it_is(online):
     assert another == min(first + 1, len(online.user(1).recent_item_ids))
 
 
+def test_the_items_a_user_has_seen_are_loaded_and_an_append_adds_its_item_once(online, shop):
+    """A user's row is stamped just after their last event: loaded once a load reaches it."""
+    _, dataset = shop
+    last = dataset.interactions.groupby("user_id")["event_timestamp"].max()
+    done = last[last < _cut(dataset, 0.5)].index[:3]  # loaded: every event before the cut
+    for user in done:
+        mine = dataset.interactions.loc[dataset.interactions["user_id"] == user, "item_id"]
+        assert list(online.user(user).seen_item_ids) == sorted(set(mine)), "the whole history"
+    later = last[last >= _cut(dataset, 0.5)].index[0]
+    assert online.user(later).seen_item_ids == (), "not loaded yet: the recent items stand in"
+    user = int(done[0])
+    before = online.user(user).seen_item_ids
+    new = next(int(i) for i in dataset.items["item_id"] if i not in before)
+    at = datetime(2030, 1, 5, tzinfo=UTC)
+    online.append_interaction(user, new, at, write_id=401)
+    online.append_interaction(user, new, at, write_id=401)  # a retry
+    online.append_interaction(user, before[0], at, write_id=402)  # seen before
+    assert list(online.user(user).seen_item_ids) == sorted({*before, new})
+
+
 def test_racing_attempts_of_the_same_writes_append_each_once(online):
     before = online.user(2).event_count
     at = datetime(2030, 1, 2, tzinfo=UTC)

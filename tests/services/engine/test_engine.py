@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.store import FeatureStoreConfig, build_store, materialize, online_user_features
+from feature_repo.tables import HISTORY_LENGTH
 from index.model_store import publish
 from services.engine import Engine
 from services.schemas import ItemUpsert, RecommendationRequest
@@ -52,6 +53,24 @@ def test_rank_of_a_users_feast_row_equals_recommend_without_stock_filter(service
                                                         filters={"in_stock_only": False}))
         assert answer.ranking == "retrieval"
         assert ranked.tolist() == [[i.item_id for i in answer.items]]
+
+
+def test_recommend_leaves_out_the_whole_history_not_only_its_recent_items(service, engine):
+    """The online history holds the last HISTORY_LENGTH events; what a user has seen before them
+    is left out too, as the offline evaluation leaves it out."""
+    events, now = service.dataset.interactions, pd.Timestamp.now(tz="UTC")
+    offered_old = []
+    for rank in (0, 1, 2):
+        user = active_user(service, rank)
+        seen = set(events.loc[events["user_id"] == user, "item_id"])
+        row = online_user_features(engine.store, [user]).assign(event_timestamp=now)
+        recent = np.asarray(row["recent_item_ids"][0])
+        assert len(recent) == HISTORY_LENGTH and seen - set(recent), "a history beyond the window"
+        answer = engine.recommend(RecommendationRequest(user_id=user, k=10,
+                                                        filters={"in_stock_only": False}))
+        assert len(answer.items) == 10 and not {i.item_id for i in answer.items} & seen
+        offered_old += set(engine.rank(row, 10, [recent])[0]) & (seen - set(recent))
+    assert offered_old, "left out the recent items alone, an older one would have been offered"
 
 
 def test_rank_excludes_each_rows_ids_keeps_out_of_stock_items_and_fills_missing(service, engine):

@@ -118,7 +118,9 @@ def save_ranker(config: dict, home: Path) -> None:
                          "num_threads": 1, "verbosity": -1, "seed": config["seed"]}, rows,
                         num_boost_round=config["ranker_trees"])
     depth = RankerConfig().candidates
-    # Timing only: recorded as judged and improving, so the service re-ranks with it.
+    # Timing only: recorded as judged and improving, so the service re-ranks with it. This home's
+    # own, so each run replaces the last run's (`ranker_trees` may differ); nothing serves it now.
+    shutil.rmtree(location / "ranker", ignore_errors=True)
     Ranker(booster, metrics={"ndcg10_gain_low": 0.01}, improves=True,
            config={"candidates": depth}).save(location / "ranker")
 

@@ -12,6 +12,11 @@ events; a new write recomputes only the days from the first whose events changed
 late event) to the last, and keeps the others' files as they are. The result is the same as a full
 rebuild: each recomputed row is derived from the same events by the same query.
 
+`user_seen` (every item each user has seen, for the service to leave out) is one file of each
+user's latest row, stamped just after their last event: rewritten whole by every write whose events
+changed, its rows new to the online store being those of the users with events since the first
+recomputed day.
+
 `online.json` marks, per table, the rows written since the online store last loaded them
 (`unloaded`): an incremental load starts at the watermark Feast keeps, which a load that ran before
 the write (the hourly one at midnight) has already moved past the day's stamps.
@@ -169,9 +174,10 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
                          history_length: int = HISTORY_LENGTH, rebuild: bool = False) -> TablesUpdate:
     """Write the Feast source tables under out_dir, and its `dataset.json`.
 
-    The static tables are rewritten; of the daily tables only the days from the first whose events
-    changed since the last write are (every day when `rebuild`, or when the last write was of
-    another dataset, history length or version of the queries). Tables are written to a scratch
+    The static tables are rewritten (when their input changed) and `user_seen` (when events did);
+    of the daily tables only the days from the first whose events changed since the last write
+    are (every day when `rebuild`, or when the last write was of another dataset, history length
+    or version of the queries). Tables are written to a scratch
     folder first, so a failure leaves the previous files as they were; `partitions.json` is
     written last, so days a failed write left half replaced are recomputed by the next.
     """
@@ -183,7 +189,8 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     same_build = (previous.get("dataset") == dataset.fingerprint
                   and previous.get("history_length") == history_length and not rebuild
                   and previous.get("queries") == _QUERIES_FINGERPRINT
-                  and all(table_path(out_dir, t).is_dir() for t in DAILY_TABLES))
+                  and all(table_path(out_dir, t).is_dir() for t in DAILY_TABLES)
+                  and all(table_path(out_dir, t).is_file() for t in LATEST_TABLES))
     known = previous.get("days", {}) if same_build else {}
     rows, appended = _appended_rows(con, previous.get("rows", {}) if same_build else {})
     fingerprints = _day_fingerprints(con) if appended is None else {

@@ -1,4 +1,5 @@
-"""User feature views: the static profile and the point-in-time recent history."""
+"""User feature views: the static profile, the point-in-time recent history, and every item seen
+(what the service leaves out)."""
 
 from datetime import timedelta
 

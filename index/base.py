@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from index.config import IndexSpec, SearchFilters
+from index.config import DROPPED_EXCLUSIONS_MAX, IndexSpec, SearchFilters
 from index.errors import InvalidItemsError, InvalidQueryError, UnknownItemError
 
 log = logging.getLogger(__name__)
@@ -309,13 +309,25 @@ class IndexBackend(ABC):
 
         A few excluded ids are not part of the graph walk's filter: the engine is asked for
         `k + len(dropped)` points and they are dropped here (`SearchFilters.without_exclusions`).
+        Of more (a user's whole history), the walk filters them only when the nearest
+        `k + DROPPED_EXCLUSIONS_MAX` points, asked for first without them, leave fewer than k.
         """
         kept, dropped = (filters if filters is not None else SearchFilters()).without_exclusions()
         target, spec, name = self._query_target(location)
         query = query_vector(vector, spec.dim, name)
-        plan = QueryPlan.of(spec, kept, limit=k + len(dropped), hnsw_ef=hnsw_ef,
-                            oversampling=oversampling, exact=exact)
-        points = self._query(target, query, plan, with_payload=with_payload)
+
+        def nearest(f: SearchFilters, limit: int) -> list[Any]:
+            plan = QueryPlan.of(spec, f, limit=limit, hnsw_ef=hnsw_ef, oversampling=oversampling,
+                                exact=exact)
+            return list(self._query(target, query, plan, with_payload=with_payload))
+
+        if kept.exclude_ids:
+            many = kept.exclude_ids
+            points = [p for p in nearest(kept.model_copy(update={"exclude_ids": frozenset()}),
+                                         k + DROPPED_EXCLUSIONS_MAX) if p.id not in many]
+            if len(points) >= k:
+                return points[:k], spec.score_offset(query)
+        points = nearest(kept, k + len(dropped))
         return [p for p in points if p.id not in dropped][:k], spec.score_offset(query)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:

@@ -2,8 +2,8 @@
 
 Depends on `feast==0.67.0`: `FeatureStore._get_provider()` is private, and the provider's
 `online_read` takes and returns Feast's value protos. `get_online_features` spends
-milliseconds of Python per call (registry lookups, response assembly); a request reads two views of
-one user, so the service resolves its views once and converts protos itself.
+milliseconds of Python per call (registry lookups, response assembly); a request reads two or
+three views of one user, so the service resolves its views once and converts protos itself.
 `tests/services/test_online.py` keeps these reads equal to `get_online_features`: rerun it on any
 Feast upgrade.
 """

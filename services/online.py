@@ -6,6 +6,7 @@ View names and the values of absent features come from the Feast definitions; th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,8 @@ from feature_repo.tables import AFTER, HISTORY_LENGTH, history_length
 from feature_repo.user_features import user_history_fv, user_profile_fv, user_seen_fv
 from services.feast_provider import ProviderAccess, Row
 from services.online_rows import OnlineRows
+
+log = logging.getLogger(__name__)
 
 PROFILE, HISTORY, SEEN = user_profile_fv.name, user_history_fv.name, user_seen_fv.name
 CONTENT, POPULARITY, STOCK = item_content_fv.name, item_popularity_fv.name, item_stock_fv.name
@@ -59,7 +62,15 @@ class OnlineFeatures:
     (`OnlineRows`) and stamped as the offline tables stamp it (just after its event)."""
 
     def __init__(self, store) -> None:  # store: feast.FeatureStore
-        self._rows = ProviderAccess(store, (PROFILE, HISTORY, SEEN, CONTENT, POPULARITY, STOCK))
+        # A repository applied before `user_seen` existed: the recent items stand in for the seen
+        # ones until it is applied again (as the pipeline's feature_repository asset does).
+        self._has_seen = SEEN in {view.name for view in store.list_feature_views()}
+        if not self._has_seen:
+            log.warning("the online store has no %r view: recommendations leave out only the recent "
+                        "items until the feature repository is applied and loaded, and the service "
+                        "restarted", SEEN)
+        views = (PROFILE, HISTORY, *((SEEN,) if self._has_seen else ()), CONTENT, POPULARITY, STOCK)
+        self._rows = ProviderAccess(store, views)
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
         self._rows_writer = OnlineRows(store, self._rows.views)
@@ -84,16 +95,20 @@ class OnlineFeatures:
     def user(self, user_id: int) -> UserFeatures:
         (profile,) = self._read(PROFILE, "user_id", [user_id])
         (history,) = self._read(HISTORY, "user_id", [user_id])
-        (seen,) = self._read(SEEN, "user_id", [user_id])
+        # A history that holds every event holds every item seen: no third read.
+        whole = history is None or history["event_count"] <= len(history["recent_item_ids"] or ())
+        (seen,) = [None] if whole or not self._has_seen else self._read(SEEN, "user_id", [user_id])
         if profile is None and history is None and seen is None:
             return UserFeatures(known=False)
-        profile, history, seen = profile or {}, self._filled(history), self._filled(seen)
+        profile, history = profile or {}, self._filled(history)
+        seen_ids = (tuple(sorted(set(history["recent_item_ids"])))  # type: ignore[arg-type]
+                    if seen is None else seen["seen_item_ids"])  # stored ascending
         return UserFeatures(known=True, age=profile.get("age"),  # type: ignore[arg-type]
                             profile_tokens=profile.get("profile_tokens") or (),  # type: ignore[arg-type]
                             recent_item_ids=history["recent_item_ids"],  # type: ignore[arg-type]
                             recent_timestamps=history["recent_timestamps"],  # type: ignore[arg-type]
                             event_count=history["event_count"],  # type: ignore[arg-type]
-                            seen_item_ids=seen["seen_item_ids"])  # type: ignore[arg-type]
+                            seen_item_ids=seen_ids)  # type: ignore[arg-type]
 
     def items(self, ids: Iterable[int]) -> dict[int, ItemFeatures]:
         """Content, popularity and stock of the ids the online store knows (unknown ids are left out)."""
@@ -157,7 +172,8 @@ class OnlineFeatures:
             at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
             return {"seen_item_ids": ValueProto(int64_list_val=Int64List(val=seen))}, at
 
-        self._rows_writer.update(SEEN, "user_id", user_id, see, write_id=write_id)
+        if self._has_seen:
+            self._rows_writer.update(SEEN, "user_id", user_id, see, write_id=write_id)
         if not self._rows_writer.update(HISTORY, "user_id", user_id, append, write_id=write_id):
             return len(self.user(user_id).recent_item_ids)  # appended before: the history as it is
         return length

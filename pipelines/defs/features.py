@@ -105,7 +105,7 @@ class FeatureTablesConfig(dg.Config):
 def feature_tables(context: dg.AssetExecutionContext, config: FeatureTablesConfig, raw_tables: Dataset,
                    feature_store: FeatureStoreResource,
                    registry: RegistryResource) -> dg.MaterializeResult:
-    """The five point-in-time Feast source tables, written by DuckDB into the rendered repository:
+    """The six point-in-time Feast source tables, written by DuckDB into the rendered repository:
     the static ones whole, the event-derived ones from the first day whose events changed.
 
     Refused when the home's live model serves another dataset (`index.home`), unless `replace`.

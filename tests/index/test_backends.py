@@ -124,6 +124,18 @@ def test_excluding_the_nearest_items_returns_the_next_ones(live_index: LiveIndex
     assert [h.item_id for h in hits] == exact_top_k(items, query, in_stock & ~np.isin(items.ids, list(seen)))
 
 
+def test_many_excluded_items_mostly_far_away_return_the_nearest_others(live_index: LiveIndex) -> None:
+    """A long history whose items are mostly far from the query: the nearest unseen ones, as an
+    exact search gives them, whether the first, loose search finds enough or not."""
+    items, query = live_index.items, _queries(1, seed=19)[0]
+    in_stock = items.stock >= 1
+    ranked = exact_top_k(items, query, in_stock, k=int(in_stock.sum()))
+    for near in (5, 105):  # found by the loose search / left to the filtered walk
+        seen = frozenset(ranked[:near] + ranked[-200:])
+        hits = live_index.backend.search(query, k=10, filters=SearchFilters(exclude_ids=seen))
+        assert [h.item_id for h in hits] == ranked[near:near + 10]
+
+
 def test_out_of_stock_items_are_skipped_by_default(live_index: LiveIndex) -> None:
     out_of_stock = set(live_index.items.ids[live_index.items.stock == 0].tolist())
     for query in _queries(10, seed=5):

@@ -62,17 +62,27 @@ def test_a_retried_append_adds_nothing_and_answers_the_length_as_it_is(online):
     assert another == min(first + 1, len(online.user(1).recent_item_ids))
 
 
-def test_the_items_a_user_has_seen_are_loaded_and_an_append_adds_its_item_once(online, shop):
-    """A user's row is stamped just after their last event: loaded once a load reaches it."""
-    _, dataset = shop
-    last = dataset.interactions.groupby("user_id")["event_timestamp"].max()
-    done = last[last < _cut(dataset, 0.5)].index[:3]  # loaded: every event before the cut
-    for user in done:
-        mine = dataset.interactions.loc[dataset.interactions["user_id"] == user, "item_id"]
+def test_the_items_a_user_has_seen_are_loaded_and_an_append_adds_its_item_once(tmp_path):
+    """A history of 3 events, the whole of what each user saw beside it: loaded once a load
+    reaches the user's row (stamped just after their last event); until then the recent items
+    stand in."""
+    dataset = load(SHOP)
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path / "feature_repo", history_length=3))
+    materialize(store, _cut(dataset, 0.9))
+    online = OnlineFeatures(store)
+    events = dataset.interactions
+    last = events.groupby("user_id")["event_timestamp"].max()
+    loaded = [u for u in last[last < _cut(dataset, 0.9)].index
+              if events.loc[events["user_id"] == u, "item_id"].nunique() > 3][:3]
+    assert loaded, "users whose whole history is loaded and longer than the window"
+    for user in loaded:
+        mine = events.loc[events["user_id"] == user, "item_id"]
+        assert len(online.user(user).recent_item_ids) == 3
         assert list(online.user(user).seen_item_ids) == sorted(set(mine)), "the whole history"
-    later = last[last >= _cut(dataset, 0.5)].index[0]
-    assert online.user(later).seen_item_ids == (), "not loaded yet: the recent items stand in"
-    user = int(done[0])
+    later = next(u for u in last[last >= _cut(dataset, 0.9)].index if online.user(u).event_count > 3)
+    assert online.user(later).seen_item_ids == tuple(sorted(set(online.user(later).recent_item_ids))), \
+        "not loaded yet: the recent items stand in"
+    user = int(loaded[0])
     before = online.user(user).seen_item_ids
     new = next(int(i) for i in dataset.items["item_id"] if i not in before)
     at = datetime(2030, 1, 5, tzinfo=UTC)

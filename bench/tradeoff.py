@@ -115,9 +115,10 @@ def configurations(cfg: dict[str, Any]) -> list[Served]:
 
 
 def towers_code_hash() -> str:
-    """Hash of the towers' source: a changed model invalidates its cached pieces."""
+    """Hash of the towers' and the index's source: a changed model or search invalidates its
+    cached pieces."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "towers").rglob("*.py")):
+    for path in sorted([*(ROOT / "towers").rglob("*.py"), *(ROOT / "index").rglob("*.py")]):
         digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 

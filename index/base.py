@@ -310,7 +310,8 @@ class IndexBackend(ABC):
         A few excluded ids are not part of the graph walk's filter: the engine is asked for
         `k + len(dropped)` points and they are dropped here (`SearchFilters.without_exclusions`).
         Of more (a user's whole history), the walk filters them only when the nearest
-        `k + DROPPED_EXCLUSIONS_MAX` points, asked for first without them, leave fewer than k.
+        `k + DROPPED_EXCLUSIONS_MAX` points, asked for first without them, leave fewer than k; what
+        those left joins the filtered walk's points.
         """
         kept, dropped = (filters if filters is not None else SearchFilters()).without_exclusions()
         target, spec, name = self._query_target(location)
@@ -321,14 +322,18 @@ class IndexBackend(ABC):
                                 exact=exact)
             return list(self._query(target, query, plan, with_payload=with_payload))
 
+        found: list[Any] = []
         if kept.exclude_ids:
-            many = kept.exclude_ids
-            points = [p for p in nearest(kept.model_copy(update={"exclude_ids": frozenset()}),
-                                         k + DROPPED_EXCLUSIONS_MAX) if p.id not in many]
-            if len(points) >= k:
-                return points[:k], spec.score_offset(query)
-        points = nearest(kept, k + len(dropped))
-        return [p for p in points if p.id not in dropped][:k], spec.score_offset(query)
+            loose = nearest(kept.model_copy(update={"exclude_ids": frozenset()}),
+                            k + DROPPED_EXCLUSIONS_MAX)
+            found = [p for p in loose if p.id not in kept.exclude_ids]
+            if len(found) >= k or (exact and len(loose) < k + DROPPED_EXCLUSIONS_MAX):
+                return found[:k], spec.score_offset(query)  # (exact: nothing more passes)
+        points = [p for p in nearest(kept, k + len(dropped)) if p.id not in dropped]
+        if found:  # the walk may miss some of what the loose search found: both, by score
+            ids = {p.id for p in points}
+            points = sorted([*points, *(p for p in found if p.id not in ids)], key=lambda p: -p.score)
+        return points[:k], spec.score_offset(query)
 
     def set_stock(self, stock: Mapping[int, int], *, location: str | None = None) -> None:
         """Change the stock payload in place (no re-index); visible to the next query.

@@ -188,7 +188,9 @@ def hnsw_ef_for(count: int) -> int:
     return int(round(ef0 * (count / n0) ** slope))
 
 
-DROPPED_EXCLUSIONS_MAX = 100  # excluded ids dropped from the results; more go into the graph walk's filter
+# Excluded ids dropped from the results; of more, the k + this many nearest are asked for first
+# without them, and only when those leave fewer than k do they go into the graph walk's filter.
+DROPPED_EXCLUSIONS_MAX = 100
 
 
 class SearchFilters(BaseModel):

@@ -62,25 +62,34 @@ class OnlineFeatures:
     (`OnlineRows`) and stamped as the offline tables stamp it (just after its event)."""
 
     def __init__(self, store) -> None:  # store: feast.FeatureStore
-        # A repository applied before `user_seen` existed: the recent items stand in for the seen
-        # ones until it is applied again (as the pipeline's feature_repository asset does).
-        self._has_seen = SEEN in {view.name for view in store.list_feature_views()}
-        if not self._has_seen:
-            log.warning("the online store has no %r view: recommendations leave out only the recent "
-                        "items until the feature repository is applied and loaded, and the service "
-                        "restarted", SEEN)
-        views = (PROFILE, HISTORY, *((SEEN,) if self._has_seen else ()), CONTENT, POPULARITY, STOCK)
-        self._rows = ProviderAccess(store, views)
+        self._store = store
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
-        self._rows_writer = OnlineRows(store, self._rows.views)
+        self._has_seen = False
+        self._resolve_views()
         self.read_history_length()
+
+    def _resolve_views(self) -> None:
+        """The views read and written, resolved once. A repository applied before `user_seen`
+        existed: the recent items stand in for the seen ones until it is applied again (as the
+        pipeline's feature_repository asset does), checked again at each version load."""
+        has_seen = SEEN in {view.name for view in self._store.list_feature_views()}
+        views = (PROFILE, HISTORY, *((SEEN,) if has_seen else ()), CONTENT, POPULARITY, STOCK)
+        rows = ProviderAccess(self._store, views)
+        self._rows, self._rows_writer = rows, OnlineRows(self._store, rows.views)
+        self._has_seen = has_seen  # last: a request that sees it finds the view resolved
+        if not self._has_seen:
+            log.warning("the online store has no %r view: recommendations leave out only the recent "
+                        "items until the feature repository is applied and loaded", SEEN)
 
     def read_history_length(self) -> None:
         """Keep as many events per appended history as the offline history rows hold (read again
-        whenever a version loads: the tables may have been written since)."""
+        whenever a version loads: the tables may have been written since), and look for the
+        `user_seen` view again while it is missing."""
         content = self._content_file()
         self.history_length = history_length(content.parent) if content else HISTORY_LENGTH
+        if not self._has_seen:
+            self._resolve_views()
 
     def _read(self, view: str, key: str, ids: list[int]) -> list[Row | None]:
         """Rows with absent features filled as the definitions say (a missing row stays None)."""

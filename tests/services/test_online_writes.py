@@ -14,7 +14,7 @@ import redis
 
 from feature_repo.datasets import Dataset, load
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
-from services.online import HISTORY, OnlineFeatures
+from services.online import HISTORY, SEEN, OnlineFeatures
 from tests.utils.servers import start_redis
 
 SHOP = "synthetic:items=30,users=200,events=2000,seed=3"
@@ -90,6 +90,25 @@ def test_the_items_a_user_has_seen_are_loaded_and_an_append_adds_its_item_once(t
     online.append_interaction(user, new, at, write_id=401)  # a retry
     online.append_interaction(user, before[0], at, write_id=402)  # seen before
     assert list(online.user(user).seen_item_ids) == sorted({*before, new})
+
+
+def test_a_repository_applied_before_user_seen_serves_and_finds_the_view_once_applied(tmp_path):
+    dataset = load(SHOP)
+    store = build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path / "feature_repo", history_length=3))
+    materialize(store, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    store.delete_feature_view(SEEN)  # as an older release applied it
+    online = OnlineFeatures(store)
+    user = int(dataset.interactions["user_id"].value_counts().index[0])
+    recent = online.user(user).recent_item_ids
+    assert online.user(user).seen_item_ids == tuple(sorted(set(recent))), "the recent items stand in"
+    online.append_interaction(user, 0, datetime(2030, 1, 6, tzinfo=UTC), write_id=501)  # no seen row
+
+    applied = build_store(dataset, FeatureStoreConfig(repo_dir=tmp_path / "feature_repo",
+                                                      history_length=3))  # the pipeline, again
+    materialize(applied, dataset.interactions["event_timestamp"].max().to_pydatetime())
+    online.read_history_length()  # a version load
+    mine = dataset.interactions.loc[dataset.interactions["user_id"] == user, "item_id"]
+    assert list(online.user(user).seen_item_ids) == sorted(set(mine))
 
 
 def test_racing_attempts_of_the_same_writes_append_each_once(online):

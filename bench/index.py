@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "fit_clusters": 1000,  # tower: components fitted to the real items; ~10 items each matches
     # the real items' HNSW recall at 10k (fewer, smoother components make the search easier)
     "query_categories": 2,  # categories a `category` query allows
-    "exclude": 20,  # `stock` queries: seen items excluded, drawn from the exact top 100
+    "exclude": 20,  # `stock` queries: seen items excluded, drawn from the exact top max(100, 5x)
     "out_of_stock": 0.15,  # share of items with stock 0
     "new_share": 0.001,  # `new` queries: share of items created after the model (the newest ids)
     # Index knobs; -1 keeps the IndexSpec default.
@@ -275,7 +275,8 @@ def query_cases(data: Catalogue, kind: str, cfg: dict[str, Any], rng: np.random.
             mask, filters = np.ones_like(in_stock), SearchFilters(in_stock_only=False)
         elif kind == "stock":
             candidates = np.where(in_stock, scores, -np.inf)
-            top = np.argpartition(-candidates, 100)[:100]
+            pool = max(100, 5 * cfg["exclude"])  # a long history reaches further out
+            top = np.argpartition(-candidates, pool)[:pool]
             seen = rng.choice(top, cfg["exclude"], replace=False)
             mask[seen] = False
             filters = SearchFilters(exclude_ids=frozenset(int(i) for i in seen))

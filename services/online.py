@@ -177,7 +177,10 @@ class OnlineFeatures:
                     "event_count": ValueProto(int64_val=int(row["event_count"]) + 1)}, at  # type: ignore[call-overload]
 
         def see(row: Row | None, stamp: datetime | None):
-            seen = sorted({*self._filled(row)["seen_item_ids"], int(item_id)})  # type: ignore[arg-type]
+            before = tuple((row or {}).get("seen_item_ids") or ())  # type: ignore[arg-type]
+            if int(item_id) in before:
+                return None  # seen already: nothing to write
+            seen = sorted({*before, int(item_id)})
             at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
             return {"seen_item_ids": ValueProto(int64_list_val=Int64List(val=seen))}, at
 

@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a part."""
+"""Atomic file writes (a reader sees the old file or the complete new one, never a part), and an
+exclusive lock between processes."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,3 +35,12 @@ def atomic_write(path: str | Path, content: str | bytes) -> None:
             tmp.write_bytes(content)
         else:
             tmp.write_text(content)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if missing): another process taking it
+    waits until the block ends."""
+    with Path(path).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import importlib
 import io
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from feature_repo.asof_store import STORE_TYPE, SqlRetrievalJob
 from feature_repo.datasets import Dataset
-from feature_repo.files import atomic_path, atomic_write
+from feature_repo.files import atomic_path, atomic_write, locked
 from feature_repo.tables import (
     AFTER,
     HISTORY_LENGTH,
@@ -116,8 +115,7 @@ def definition_modules(repo: Path) -> list[str]:
 @contextlib.contextmanager
 def _applying(repo: Path) -> Iterator[None]:
     """Hold the repository's apply lock: another process applying it waits until this one is done."""
-    with (repo / APPLY_LOCK).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with locked(repo / APPLY_LOCK):
         yield
 
 

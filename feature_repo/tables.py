@@ -25,7 +25,6 @@ the write (the hourly one at midnight) has already moved past the day's stamps.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -44,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 
 from feature_repo.datasets import Dataset
-from feature_repo.files import atomic_write
+from feature_repo.files import atomic_write, locked
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +322,7 @@ def _marks(out_dir: str | Path) -> Iterator[dict[str, Unloaded]]:
     """The marks of unloaded rows, to change in place; written back (atomically) under a lock
     that writers and loads share."""
     out_dir = Path(out_dir)
-    with (out_dir / ONLINE_LOCK).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with locked(out_dir / ONLINE_LOCK):
         marks = unloaded(out_dir)
         yield marks
         if marks:

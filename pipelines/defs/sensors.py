@@ -9,7 +9,6 @@ start replays what the version lacks). Each write's key is derived from the run'
 re-executed run logs nothing twice.
 """
 
-import fcntl
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ import pandas as pd
 
 from feature_repo.datasets.contract import DataError, parse_ints
 from feature_repo.datasets.generic import read_table
-from feature_repo.files import atomic_path
+from feature_repo.files import atomic_path, locked
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 
 SUFFIXES = (".parquet", ".csv")
@@ -66,8 +65,7 @@ def pushed_stock(inbox: InboxResource) -> Iterator[tuple[pd.Series, Callable[[pd
     recorded is written back (atomically) when the block ends, even by an error, so a push that
     failed part way keeps the items it wrote. A lock keeps concurrent runs in turn."""
     inbox.stock_pushed.parent.mkdir(parents=True, exist_ok=True)
-    with inbox.stock_pushed.with_suffix(".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with locked(inbox.stock_pushed.with_suffix(".lock")):
         pushed, added = read_pushed(inbox), []
         try:
             yield pushed, added.append

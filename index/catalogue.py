@@ -12,9 +12,15 @@ from index import ItemBatch
 ITEM_COLUMNS = ("item_id", "title", "categories", "price", "created_at")
 
 
+def latest_rows(stock_log: pd.DataFrame) -> pd.DataFrame:
+    """Each item's last row of a stock log (item_id, event_timestamp, quantity), by time; of rows
+    at the same time, the later one."""
+    return stock_log.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last")
+
+
 def latest_stock(stock_log: pd.DataFrame) -> dict[int, int]:
     """The last logged quantity of every item in a stock log (item_id, event_timestamp, quantity)."""
-    latest = stock_log.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last")
+    latest = latest_rows(stock_log)
     return dict(zip(latest["item_id"].astype("int64").tolist(), latest["quantity"].astype("int64").tolist(),
                     strict=True))
 

@@ -21,6 +21,7 @@ import pandas as pd
 from feature_repo.datasets.contract import DataError, parse_ints
 from feature_repo.datasets.generic import read_table
 from feature_repo.files import atomic_path, locked
+from index.catalogue import latest_rows
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 
 SUFFIXES = (".parquet", ".csv")
@@ -46,7 +47,7 @@ def unpushed(rows: pd.DataFrame, pushed: pd.Series) -> pd.DataFrame:
     """Each item's newest stock row (item_id, event_timestamp, quantity), where it is newer than
     the newest row of that item pushed before (`pushed`: item_id -> time). Files may arrive out of
     order: an item's older row never overwrites a newer quantity, and another item's is kept."""
-    latest = rows.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last")
+    latest = latest_rows(rows)
     before = latest["item_id"].map(pushed)
     return latest[before.isna().to_numpy() | (latest["event_timestamp"] > before).to_numpy()]
 

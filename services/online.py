@@ -65,7 +65,6 @@ class OnlineFeatures:
         self._store = store
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
-        self._has_seen = False
         self._resolve_views()
         self.read_history_length()
 
@@ -107,7 +106,7 @@ class OnlineFeatures:
         # A history that holds every event holds every item seen: no third read.
         whole = history is None or history["event_count"] <= len(history["recent_item_ids"] or ())
         (seen,) = [None] if whole or not self._has_seen else self._read(SEEN, "user_id", [user_id])
-        if profile is None and history is None and seen is None:
+        if profile is None and history is None:  # (no history: no seen row is read either)
             return UserFeatures(known=False)
         profile, history = profile or {}, self._filled(history)
         seen_ids = (tuple(sorted(set(history["recent_item_ids"])))  # type: ignore[arg-type]

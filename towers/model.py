@@ -173,7 +173,7 @@ class ItemTower(nn.Module):
         if state is None:
             return self._logits(users, h + terms[0], buckets, day, temperature)
         return by_state(state, lambda rows, s: self._logits(
-            users[rows], h + terms[s], buckets, None if day is None else day[rows], temperature))
+            at(users, rows), h + terms[s], buckets, None if day is None else day[rows], temperature))
 
     def _logits(self, users: torch.Tensor, h: torch.Tensor, buckets: torch.Tensor | None,
                 day: torch.Tensor | None, temperature: float | torch.Tensor) -> torch.Tensor:
@@ -192,9 +192,9 @@ class ItemTower(nn.Module):
         t = self.trend(codes[:, None] // POPULARITY_BUCKETS ** torch.arange(W)
                        % POPULARITY_BUCKETS)  # (M, D)
         norm = ((h * h).sum(-1) + 2 * (h @ t.T).gather(1, combo.T).T  # (K, C)
-                + (t * t).sum(-1)[combo]).clamp(min=1e-12).sqrt()
+                + at((t * t).sum(-1), combo.flatten()).view(K, C)).clamp(min=1e-12).sqrt()
         dot = users @ h.T + (users @ t.T).gather(1, combo[day])  # (Q, C)
-        return dot / norm[day] / temperature  # (Q, C)
+        return dot / at(norm, day) / temperature  # (Q, C)
 
 
 class MeanBag:
@@ -252,6 +252,16 @@ class Dropout(nn.Dropout):
         return x * keep_mask(x.shape, 1 - self.p) / (1 - self.p)
 
 
+def at(x: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+    """x[rows] (or x[rows, pos]) by `index_select`, whose gradient is an ordered `index_add`:
+    indexing's gradient adds up with several CPU threads in no fixed order, so runs would not
+    repeat exactly."""
+    if pos is not None:
+        rows = rows * x.shape[1] + pos  # into x flattened to (B * L, ...)
+        x = x.flatten(0, 1)
+    return x.index_select(0, rows)
+
+
 class Block(nn.Module):
     """Pre-norm causal transformer block (SASRec, nanoGPT): y = x + attn(norm1(x)),
     out = y + mlp(norm2(y)); position i attends to positions <= i only.
@@ -289,8 +299,7 @@ class Block(nn.Module):
         if rows is not None:
             # Attention over every window position costs less than gathering each query's keys
             # and values (Q > B in training); the projection and MLP run at the queries alone.
-            flat = rows * L + pos  # (Q,) into (B * L); index_select: its backward is an index_add
-            x, out = (t.flatten(0, 1).index_select(0, flat) for t in (x, out))  # (Q, D)
+            x, out = at(x, rows, pos), at(out, rows, pos)  # (Q, D)
         y = x + self.drop1(self.proj(out))
         return y + self.drop2(self.mlp(self.norm2(y)))
 
@@ -332,7 +341,7 @@ class MeanPool(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
                 pos: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(tokens.dtype)  # (B, L, 1)
-        return ((tokens * m).cumsum(1) / m.cumsum(1).clamp(min=1))[rows, pos]  # (Q, D)
+        return at((tokens * m).cumsum(1) / m.cumsum(1).clamp(min=1), rows, pos)  # (Q, D)
 
 
 @user_encoder("gru")
@@ -344,7 +353,7 @@ class GRUEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
                 pos: torch.Tensor) -> torch.Tensor:
-        return self.gru(tokens)[0][rows, pos]  # (Q, D); causal, so right padding never leaks
+        return at(self.gru(tokens)[0], rows, pos)  # (Q, D); causal: right padding never leaks
 
 
 class UserTower(nn.Module):
@@ -390,10 +399,10 @@ class UserTower(nn.Module):
         context = self.hour(batch.hour) + self.weekday(batch.weekday)  # (Q, D)
         if self.query_gap is not None:
             context = context + self.query_gap(batch.query_gap)  # (Q, D)
-        parts = [seq, profile[batch.query_row], context]
+        parts = [seq, at(profile, batch.query_row), context]
         if self.users is not None:
             user = drop_ids(batch.user, self.id_dropout) if self.training else batch.user  # (B,)
-            parts.append(self.users(user)[batch.query_row])
+            parts.append(at(self.users(user), batch.query_row))
         return F.normalize(seq + self.head(torch.cat(parts, dim=-1)), dim=-1)  # (Q, D)
 
 

@@ -125,7 +125,7 @@ class TrainConfig(Config):
     # mid-decay twice as many stop it too.
     patience: Count = 5
     max_minutes: PositiveFloat | None = None  # checked each pass; none: a busy machine ends no run early
-    seed: int = 0  # any fixed seed: runs repeat exactly
+    seed: int = 0  # any fixed seed: runs on as many threads repeat exactly
     nested_dims: NestedDims = ()  # prefixes also trained to rank alone, e.g. 16,32,64 (towers/nested.py)
     log_every: Count = 50  # steps between log lines: a few per epoch on ML-100K
 

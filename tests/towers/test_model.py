@@ -14,8 +14,16 @@ from torch import nn
 
 from tests.towers.conftest import MAX_LEN
 from towers.artifact import Artifact, upgrade_v1
-from towers.data import encode_users
-from towers.model import Block, CausalTransformer, Dropout, MeanBag, TowerConfig, keep_mask
+from towers.data import Vocab, Windows, catalogue_content, encode_users, frame_windows
+from towers.model import (
+    Block,
+    CausalTransformer,
+    Dropout,
+    MeanBag,
+    TowerConfig,
+    TwoTower,
+    keep_mask,
+)
 from towers.train import TrainConfig, fit
 
 
@@ -270,3 +278,32 @@ def test_the_catalogue_follows_content_loaded_after_its_first_use(artifact):
                                "known_title": items.known_title.roll(1, dims=0),
                                "known_categories": items.known_categories.roll(1, dims=0)})
         torch.testing.assert_close(items.catalogue(), items.represent(items.known(everything)))
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "mean", "gru"])
+def test_the_user_towers_gradients_repeat_exactly_on_two_threads(ml, small_frame, encoder):
+    """Indexing's gradient adds up on several threads in no fixed order; a fit must repeat."""
+    vocab = Vocab.build(small_frame, ml.items, title_buckets=64, profile_buckets=32)
+    chunks = frame_windows(small_frame, MAX_LEN)
+    users, _, _ = Windows.build(vocab, chunks).batch(np.arange(len(chunks)))
+    order = torch.randperm(len(users.query_row), generator=torch.Generator().manual_seed(0))
+    users = dataclasses.replace(users, **{name: getattr(users, name)[order] for name in
+                                          ("query_row", "query_pos", "hour", "weekday", "query_gap")})
+    model = TwoTower(TowerConfig(max_len=MAX_LEN, encoder=encoder), vocab,
+                     catalogue_content(vocab, ml.items)).eval()  # no dropout: equal draws
+    upstream = torch.randn(len(order), model.config.dim, generator=torch.Generator().manual_seed(1))
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        (model.users(users) * upstream).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = gradients(), gradients()
+    finally:
+        torch.set_num_threads(before)
+    assert "user_tower.users.weight" in first
+    for name, gradient in first.items():
+        assert torch.equal(gradient, second[name]), name

@@ -70,7 +70,7 @@ class SageItems(nn.Module):
             table = F.pad(represented, (0, 0, 1, 0))  # row 0 (unknown) has no edges
         else:
             table = items.catalogue()  # (N + 1, D)
-        terms = [self.neighbourhood(table, edges[:, :size])[index] if size else
+        terms = [self.neighbourhood(table, edges[:, :size]).index_select(0, index) if size else
                  table.new_zeros(len(index), table.shape[1]) for size in sizes.tolist()]
         return torch.stack(terms), torch.from_numpy(state)  # (S, C, D), (Q,)
 

@@ -87,8 +87,9 @@ def live_index_version(context: dg.AssetExecutionContext, item_index: IndexBuild
     """The new index version made live (one transaction); runs only after every blocking check passed.
 
     Every check of the assets it is built from must have passed on their latest materialization,
-    whatever the run selected: run alone, it never promotes a version whose checks failed, or were
-    skipped, in an earlier run.
+    and each of those must be newer than its inputs' latest, whatever the run selected: run alone,
+    it never promotes a version whose checks failed, or were skipped, in an earlier run, nor an
+    index built from towers older than the checked ones.
     """
     # The whole graph the job was selected from: the job's own holds only the run's selection.
     graph = context.job_def.asset_layer.asset_graph.source_asset_graph
@@ -98,6 +99,11 @@ def live_index_version(context: dg.AssetExecutionContext, item_index: IndexBuild
     if unchecked:
         raise dg.Failure(f"index version {item_index.index_version_id}: not promoted, checks "
                          f"failed or not run: {', '.join(sorted(unchecked))}")
+    stale = _stale(context.instance, graph, built_from)
+    if stale:
+        raise dg.Failure(f"index version {item_index.index_version_id}: not promoted, built from "
+                         f"inputs older than their latest: {'; '.join(stale)} (materialize them "
+                         "again, with what follows them)")
     with registry.open() as reg:
         version = reg.promote(item_index.index_version_id)
     context.log.info("index version %d is live (was %s)", version.id,
@@ -116,6 +122,23 @@ def _passed_on_latest(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> bo
     target = record.evaluation.target_materialization_data
     latest = instance.get_latest_materialization_event(key.asset_key)
     return latest is not None and target is not None and target.run_id == latest.run_id
+
+
+def _stale(instance: dg.DagsterInstance, graph, keys: set[dg.AssetKey]) -> list[str]:
+    """Assets among `keys` whose latest materialization is older than an input's latest: e.g. an
+    index built before the towers that were trained (and checked) since."""
+    def latest(key: dg.AssetKey) -> float | None:
+        event = instance.get_latest_materialization_event(key)
+        return None if event is None else event.timestamp
+
+    stale = []
+    for key in sorted(keys, key=lambda k: k.to_user_string()):
+        built = latest(key)
+        newer = [p.to_user_string() for p in sorted(graph.get(key).parent_keys & keys)
+                 if built is not None and (latest(p) or 0) > built]
+        if newer:
+            stale.append(f"{key.to_user_string()} is older than {', '.join(newer)}")
+    return stale
 
 
 class PruneConfig(dg.Config):

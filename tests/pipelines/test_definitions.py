@@ -150,6 +150,22 @@ def test_promotion_run_alone_refuses_a_version_whose_checks_failed_or_were_skipp
         assert registry.live().id == live_before
 
 
+def test_promotion_run_alone_refuses_an_index_older_than_its_inputs(graph):
+    with open_registry(graph).open() as registry:
+        live_before = registry.live().id
+    built = materialize_graph(graph.settings, instance=graph.instance,
+                              selection=["item_embeddings", "item_index"])
+    assert built.success and all(e.passed for e in built.get_asset_check_evaluations())
+    # New embeddings (as new towers would bring) after the index: its checks passed, on older ones.
+    assert materialize_graph(graph.settings, instance=graph.instance,
+                             selection=["item_embeddings"]).success
+    alone = materialize_graph(graph.settings, instance=graph.instance,
+                              selection=["live_index_version"], raise_on_error=False)
+    assert not alone.success and "item_index is older than item_embeddings" in str(alone.all_events)
+    with open_registry(graph).open() as registry:
+        assert registry.live().id == live_before
+
+
 def test_a_nan_embedding_fails_the_build_and_the_live_version_keeps_serving(graph):
     _, ids, vectors = new_embeddings(graph)
     corrupted = vectors.copy()

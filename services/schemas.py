@@ -176,6 +176,10 @@ class StockUpdate(_Request):
 class StockResponse(_Answer):
     item_id: int
     quantity: int
+    indexed: bool = Field(True, description=(
+        "Whether the live index version holds the item. False: the quantity is logged and in the "
+        "online store, and reaches the index with the item (another worker's upsert, replayed "
+        "shortly, or the next version built from the catalogue)."))
 
 
 class ItemUpsert(_Request):

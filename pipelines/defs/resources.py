@@ -242,13 +242,21 @@ class ServiceResource(dg.ConfigurableResource):
         return response.json().get("dataset") in (None, fingerprint)
 
     def set_stock(self, quantities: dict[int, int], *, batch: str,
-                  written: Callable[[int], None] = lambda item_id: None) -> None:
-        """One write per item, in order; `written(item_id)` after each one the service accepted."""
+                  written: Callable[[int], None] = lambda item_id: None) -> list[int]:
+        """One write per item, in order; `written(item_id)` after each one the service accepted.
+        Returns the items the catalogue does not hold (404: not logged; their upsert brings their
+        stock), past which the batch goes on; any other error stops it."""
+        unknown = []
         with self._http() as http:
             for item_id, quantity in quantities.items():
-                http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)},
-                         headers={"Idempotency-Key": f"{batch}:stock:{item_id}"}).raise_for_status()
+                response = http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)},
+                                    headers={"Idempotency-Key": f"{batch}:stock:{item_id}"})
+                if response.status_code == 404:
+                    unknown.append(item_id)
+                    continue
+                response.raise_for_status()
                 written(item_id)
+        return unknown
 
     def upsert_items(self, items: list[dict[str, Any]], *, batch: str) -> None:
         """Each dict is an `ItemUpsert` body plus its `item_id`."""

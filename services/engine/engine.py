@@ -318,14 +318,13 @@ class Engine:
             event = self._record(s, key, "stock", {"item_id": item_id, "quantity": quantity})
             if event.answer is not None:
                 return StockResponse.model_validate(event.answer)
-            if _online(apply, s, self.online, self.backend, [event]):
-                # Upserted by another process, not yet replayed into this one's index: the change
-                # is logged and lands with that replay; a retry (same key) then gets its answer.
-                raise ServiceUnavailable(f"item_id {item_id}: not yet in this process's copy of "
-                                         f"index version {s.index_version}; the change is logged, "
-                                         "retry shortly")
-            self.live.applied(event.seq)
-        return self._answered(event, StockResponse(item_id=item_id, quantity=quantity))
+            indexed = not _online(apply, s, self.online, self.backend, [event])
+            if indexed:
+                self.live.applied(event.seq)
+            # else logged and online, not in this index: an upsert another process logged brings
+            # it with the replay, which applies this quantity too (it is not marked applied)
+        return self._answered(event, StockResponse(item_id=item_id, quantity=quantity,
+                                                   indexed=indexed))
 
     def upsert_item(self, item_id: int, item: ItemUpsert, *, key: str | None = None) -> ItemResponse:
         """Embed the item from its content with the live item tower and make it searchable."""

@@ -79,3 +79,17 @@ def test_sensor_writes_through_service_resource_reach_the_service(service, clien
     assert [i.item_id for i in client.similar_items(50_002, k=1).items] == [50_001]
     answer = client.recommend(user, k=5, filters={"categories": ["lamps-sensor"]})
     assert sorted(i.item_id for i in answer.items) == [50_001, 50_002]
+
+
+def test_a_sensor_batch_goes_on_past_an_item_the_catalogue_lacks(service, client):
+    resource = ServiceResource(url=service.url, api_key=service.write_key)
+    user = active_user(service, 13)
+    top = client.recommend(user, k=5).items[0].item_id
+    written: list[int] = []
+    try:
+        unknown = resource.set_stock({999_998: 5, top: 0}, batch="stock-run-2",
+                                     written=written.append)
+        assert (unknown, written) == ([999_998], [top])
+        assert top not in [i.item_id for i in client.recommend(user, k=5).items]
+    finally:
+        client.set_stock(top, max(latest_stock(service.dataset.stock).get(top, 1), 1))

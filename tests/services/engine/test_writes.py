@@ -185,19 +185,24 @@ def _workers(shop: Shop) -> Iterator[tuple[Engine, Engine]]:
             worker.log.close()
 
 
-def test_stock_of_an_item_another_worker_upserted_is_a_retry_not_a_404(service, shop):
+def test_stock_of_an_item_another_worker_upserted_is_taken_and_reaches_the_index_with_it(service,
+                                                                                       shop):
     """The item is in the online store (its catalogue) before this worker's index copy replays it:
-    the change is logged and lands with that replay, so the answer says to retry, not 'unknown'."""
+    the change is logged and online, and lands in the index with that replay; not a 404, nor a 503
+    that a retry could not mend while the version lacks the item."""
     with _workers(shop) as (first, second):
         for worker in (first, second):
             assert worker.refresh()
         item_id = int(service.dataset.items["item_id"].max()) + 10
         first.upsert_item(item_id, ItemUpsert(title="Written Once", categories=["Drama"], stock=3))
-        with pytest.raises(ServiceUnavailable, match="not yet in this process's copy"):
-            second.set_stock(item_id, 4, key="ahead-of-the-replay")
+        answer = second.set_stock(item_id, 4, key="ahead-of-the-replay")
+        assert (answer.quantity, answer.indexed) == (4, False)
+        assert second.online.items([item_id])[item_id].stock == 4
+        assert [e.body for e in shop.log.read(kinds=("stock",))][-1] == {"item_id": item_id,
+                                                                          "quantity": 4}
         second.start()  # its replay brings the upsert, then the logged change
         assert eventually(lambda: _state(second, item_id)[1:] == (4, [4]))
-        assert second.set_stock(item_id, 4, key="ahead-of-the-replay").quantity == 4
+        assert second.set_stock(item_id, 4, key="ahead-of-the-replay") == answer  # a retry
 
 
 def _log_stock(db, key: str, item_id: int, quantity: int) -> None:

@@ -275,6 +275,20 @@ def effective(event: Event, field: str) -> str:
     return event.body.get(field) or event.logged_at.isoformat()
 
 
+def created_at(upserts: Iterable[Event], before: str | None) -> str:
+    """An item's creation time after `upserts` (in log order): the `created_at` one sent, else the
+    time the item had (`before`), else (a new item) the first upsert's log time."""
+    for upsert in upserts:
+        before = upsert.body.get("created_at") or before or upsert.logged_at.isoformat()
+    assert before is not None, "no upserts and no creation time"
+    return before
+
+
+def sets_stock(event: Event | None) -> bool:
+    """Whether a logged stock or item event sets the item's quantity (an upsert may leave it out)."""
+    return event is not None and (event.kind == "stock" or event.body.get("stock") is not None)
+
+
 def _timestamps(values: list) -> pd.Series:
     return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).astype(TIMESTAMP)
 
@@ -312,18 +326,23 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
     # with the next events gives the same tables as reading the whole log at once.
     upserts = {e.body["item_id"]: e for e in by_kind["item"]}  # last upsert of an id wins
     upserts = dict(sorted(upserts.items(), key=lambda pair: pair[1].seq))
+    created = dict(zip(dataset.items["item_id"].tolist(),
+                       (None if pd.isna(t) else t.isoformat() for t in dataset.items["created_at"]),
+                       strict=True))
+    for e in by_kind["item"]:
+        created[e.body["item_id"]] = created_at([e], created.get(e.body["item_id"]))
     items = pd.DataFrame({
         "item_id": pd.Series(list(upserts), dtype="int64"),
         "title": pd.Series([e.body["title"] for e in upserts.values()], dtype="string"),
         "categories": pd.Series([list(e.body["categories"]) for e in upserts.values()], dtype=object),
         "price": pd.Series([e.body.get("price") for e in upserts.values()], dtype="float64"),
-        "created_at": _timestamps([effective(e, "created_at") for e in upserts.values()]),
+        "created_at": _timestamps([created[item_id] for item_id in upserts]),
         SEQ: pd.Series([e.seq for e in upserts.values()], dtype="int64")})
-    changes = [e for e in logged if e.kind in ("stock", "item")]
+    changes = [e for e in logged if sets_stock(e)]
     stock = pd.DataFrame({
         "item_id": pd.Series([e.body["item_id"] for e in changes], dtype="int64"),
         "event_timestamp": _timestamps([e.logged_at.isoformat() for e in changes]),
-        "quantity": pd.Series([e.body.get("quantity", e.body.get("stock", 0)) for e in changes],
+        "quantity": pd.Series([e.body["quantity" if e.kind == "stock" else "stock"] for e in changes],
                               dtype="int64"),
         SEQ: pd.Series([e.seq for e in changes], dtype="int64")})
     known_users = set(dataset.users["user_id"].tolist())

@@ -195,9 +195,9 @@ class OnlineFeatures:
             "title": ValueProto(string_val=item.title),
             "categories": ValueProto(string_list_val=StringList(val=list(item.categories))),
             "created_at_s": ValueProto(int64_val=item.created_at_s),
+            # no price: an empty value, so a price stored before does not stay
+            "price": ValueProto() if item.price is None else ValueProto(double_val=item.price),
         }
-        if item.price is not None:
-            values["price"] = ValueProto(double_val=item.price)
         return self._rows_writer.update(CONTENT, "item_id", item_id, lambda row, ts: (values, at))
 
     def write_stock(self, item_id: int, quantity: int, at: datetime) -> bool:

@@ -188,8 +188,10 @@ class ItemUpsert(_Request):
     title: Text = Field(max_length=MAX_TEXT)
     categories: list[Category] = Field(default_factory=list, max_length=MAX_CATEGORIES)
     price: Price | None = None
-    created_at: Time | None = Field(None, description="Release time; default: now.")
-    stock: int = Field(0, ge=0, le=MAX_QUANTITY)
+    created_at: Time | None = Field(
+        None, description="Release time; left out: unchanged (now for a new item).")
+    stock: int | None = Field(None, ge=0, le=MAX_QUANTITY,
+                              description="Units in stock; left out: unchanged (0 for a new item).")
 
 
 class ItemResponse(Versioned):

@@ -117,9 +117,7 @@ class Dataset:
             for column in missing:
                 report(DataError(source, "missing", column=column))
             complete = complete and not missing
-            for column in ("user_id", "item_id"):
-                if column in schema and column in frame.columns:
-                    _check(frame, frame[column] < 0, column, "ids must be non-negative integers")
+            check_non_negative(frame, [c for c in ("user_id", "item_id") if c in schema])
         if not complete:
             return self
         for frame, column in ((self.items, "item_id"), (self.users, "user_id")):
@@ -131,6 +129,14 @@ class Dataset:
         _check(self.interactions, ~self.interactions["user_id"].isin(users), "user_id",
                "unknown user_id {value}")
         return self
+
+
+def check_non_negative(frame: pd.DataFrame, columns: list[str]) -> None:
+    """Report the first row whose id (or quantity) in `columns` is negative, naming its column."""
+    for column in columns:
+        if column in frame.columns:
+            kind = "ids" if column.endswith("_id") else "quantities"
+            _check(frame, frame[column] < 0, column, f"{kind} must be non-negative integers")
 
 
 def _first_row(frame: pd.DataFrame, mask: pd.Series) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from feature_repo.datasets.contract import DataError, parse_ints
+from feature_repo.datasets.contract import DataError, check_non_negative, parse_ints
 from feature_repo.datasets.generic import read_table
 from feature_repo.files import atomic_path, locked
 from index.catalogue import latest_rows
@@ -29,11 +29,15 @@ SUFFIXES = (".parquet", ".csv")
 
 def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
     """One inbox file of contract `table` rows ("stock" or "items", the latter with an optional
-    `stock` column), parsed as a dataset file is: a bad value fails the run naming file, column
-    and row, before anything is logged."""
+    `stock` column: a blank leaves the item's stock as it is), parsed as a dataset file is: a bad
+    value fails the run naming file, column and row, before anything is logged."""
     frame = read_table(path, table)
     if table == "items" and "stock" in frame:
-        frame["stock"] = parse_ints(frame["stock"].fillna(0), source=str(path), column="stock")
+        given = frame["stock"].notna()
+        frame["stock"] = parse_ints(frame["stock"][given], source=str(path), column="stock"
+                                    ).reindex(frame.index).astype("Int64")
+    # what a logged row must hold: one the tables refused would fail every later training run
+    check_non_negative(frame, ["item_id", "quantity", "stock"])
     return frame
 
 
@@ -197,13 +201,14 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
     items = items.drop_duplicates("item_id", keep="last")
     if "created_at" not in items:  # none given: created when logged, as the service's default
         items["created_at"] = pd.NaT
-    stock = dict(zip(items["item_id"].astype(int), items["stock"].fillna(0).astype(int), strict=True)
-                 ) if "stock" in items else {}
+    if "stock" not in items:  # none given: each item's stock stays as it is (0 for a new one)
+        items["stock"] = pd.NA
     upserts = [{"item_id": int(row.item_id), "title": str(row.title),
                 "categories": list(row.categories),
                 "price": None if pd.isna(row.price) else float(row.price),
                 "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
-                "stock": stock.get(int(row.item_id), 0)} for row in items.itertuples()]
+                "stock": None if pd.isna(row.stock) else int(row.stock)}
+               for row in items.itertuples()]
     batch = _batch(context)
     through = _through_service(service, dataset)
     if through:

@@ -74,8 +74,9 @@ class RecommenderClient(BaseClient):
 
     def upsert_item(self, item_id: int, *, title: str, categories: Sequence[str] = (),
                     price: float | None = None, created_at: datetime | None = None,
-                    stock: int = 0, idempotency_key: str | None = None) -> ItemResponse:
-        """Add (or replace) an item from its content; it is searchable on return."""
+                    stock: int | None = None, idempotency_key: str | None = None) -> ItemResponse:
+        """Add (or replace) an item from its content; it is searchable on return. Without `stock`
+        or `created_at`, the item keeps its own (a new item: 0, and now)."""
         item = ItemUpsert(title=title, categories=list(categories), price=price, created_at=created_at,
                           stock=stock)
         return self._send(self._upsert_item(item_id, item, idempotency_key))
@@ -136,8 +137,9 @@ class AsyncRecommenderClient(BaseClient):
 
     async def upsert_item(self, item_id: int, *, title: str, categories: Sequence[str] = (),
                           price: float | None = None, created_at: datetime | None = None,
-                          stock: int = 0, idempotency_key: str | None = None) -> ItemResponse:
-        """Add (or replace) an item from its content; it is searchable on return."""
+                          stock: int | None = None, idempotency_key: str | None = None) -> ItemResponse:
+        """Add (or replace) an item from its content; it is searchable on return. Without `stock`
+        or `created_at`, the item keeps its own (a new item: 0, and now)."""
         item = ItemUpsert(title=title, categories=list(categories), price=price, created_at=created_at,
                           stock=stock)
         return await self._send(self._upsert_item(item_id, item, idempotency_key))

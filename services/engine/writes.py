@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +19,7 @@ import pandas as pd
 
 from index import IndexBackend, UnknownItemError
 from index.catalogue import item_batch
-from index.events import Event, effective
+from index.events import Event, created_at, effective, sets_stock
 from services.online import ItemFeatures, OnlineFeatures
 
 if TYPE_CHECKING:  # live.py applies the log through this module
@@ -36,13 +36,14 @@ def item_frame(item_id: int, item: ItemFeatures) -> pd.DataFrame:
                          "created_at": [pd.Timestamp(item.created_at_s, unit="s", tz="UTC")]})
 
 
-def logged_item(event: Event) -> ItemFeatures:
-    """The item an `item` event upserted."""
+def logged_item(event: Event, created: str | None = None) -> ItemFeatures:
+    """The item an `item` event upserted, created at `created` (ISO 8601; default: as the event
+    says, else when it was logged)."""
     body = event.body
-    created = datetime.fromisoformat(effective(event, "created_at"))
+    created = datetime.fromisoformat(created or effective(event, "created_at"))
     return ItemFeatures(title=body["title"], categories=tuple(body["categories"]),
                         price=body.get("price"), created_at_s=math.floor(created.timestamp()),
-                        stock=int(body.get("stock", 0)))
+                        stock=int(body.get("stock") or 0))
 
 
 def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: list[Event],
@@ -53,21 +54,30 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
     sensors) and those a version switched to has not built in. Events in `skip` were applied
     already. Returns the ids of items the version does not hold (their events change nothing in
     its index)."""
-    upserts = {e.body["item_id"]: e for e in events if e.kind == "item"}
-    quantities = {e.body["item_id"]: e for e in events if e.kind == "stock"}
+    changes: dict[int, list[Event]] = {}
+    for event in sorted(events, key=lambda e: e.seq):
+        changes.setdefault(event.body["item_id"], []).append(event)
     missing = set()
-    for item_id in {**upserts, **quantities}:
-        upsert, stock = upserts.get(item_id), quantities.get(item_id)
-        last = max((e for e in (upsert, stock) if e is not None), key=lambda e: e.seq)
-        quantity = int(last.body["quantity"] if last is stock else last.body.get("stock", 0))
+    for item_id, ours in changes.items():
+        upserts = [e for e in ours if e.kind == "item"]
+        stocks = [e for e in ours if e.kind == "stock"]
+        upsert, stock = (upserts or [None])[-1], (stocks or [None])[-1]
+        # An upsert may leave out the stock (then the last change that set it counts, else the
+        # version's own; 0 for a new item) and the creation time (then the item keeps its own)
+        setters = [e for e in ours if sets_stock(e)]
+        last = setters[-1] if setters else None
+        quantity = (int(s.items.columns([item_id]).stock[0]) if last is None
+                    else int(last.body["quantity"] if last is stock else last.body["stock"]))
         try:
             if upsert is not None and upsert.seq not in skip:
-                item = logged_item(upsert)
+                known = s.items.item(item_id)
+                had = None if known is None else datetime.fromtimestamp(known.created_at_s, UTC)
+                item = logged_item(upsert, created_at(upserts, had and had.isoformat()))
                 counts = s.items.columns([item_id]).popularity[0]  # its own (0 for a new item)
                 _upsert(s, online, backend, item_id, ItemFeatures(
                     item.title, item.categories, item.price, item.created_at_s,
                     popularity=tuple(int(c) for c in counts), stock=quantity), upsert.logged_at)
-            if last is stock and stock.seq not in skip:
+            if stock is not None and last is stock and stock.seq not in skip:
                 _set_stock(s, online, backend, item_id, quantity, stock.logged_at)
         except UnknownItemError:
             missing.add(item_id)

@@ -15,6 +15,7 @@ from dagster import RunRequest, SkipReason, build_sensor_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from feature_repo.datasets.contract import DataError
 from index import SearchFilters
 from index.catalogue import latest_stock
 from index.registry import ModelVersion
@@ -24,6 +25,7 @@ from pipelines.defs.sensors import (
     catalogue_sensor,
     new_items_job,
     pushed_stock,
+    read_inbox_file,
     read_pushed,
     stock_log_sensor,
     stock_update_job,
@@ -273,8 +275,8 @@ def test_a_bad_item_file_fails_naming_the_row_and_is_read_again_once_mended(grap
     result = new_items_job.execute_in_process(run_config=request.run_config, resources=resources,
                                               instance=graph.instance)
     upserts = [e.body for e in logged(graph, "item")[logged_before:]]
-    assert [(u["item_id"], u["title"], u["created_at"]) for u in upserts] == [
-        (lamp, "Lamp", None), (lamp + 1, "Chair", None)]  # created when logged
+    assert [(u["item_id"], u["title"], u["created_at"], u["stock"]) for u in upserts] == [
+        (lamp, "Lamp", None, None), (lamp + 1, "Chair", None, None)]  # each its own, or new ones
 
 
 def test_an_empty_or_bad_stock_file_is_skipped_and_the_others_are_pushed(tmp_path, capsys):
@@ -291,3 +293,25 @@ def test_an_empty_or_bad_stock_file_is_skipped_and_the_others_are_pushed(tmp_pat
     assert "bad.csv, column 'event_timestamp', row 1: cannot parse timestamp 'soon'" in said
     again = build_sensor_context(cursor=context.cursor, resources={"inbox": inbox})
     assert isinstance(stock_log_sensor(again), SkipReason), "skipped until they change"
+
+
+@pytest.mark.parametrize(("table", "text", "error"), [
+    ("items", "item_id,title\n3,Lamp\n-5,Chair\n", "column 'item_id', row 2: ids must be non-negative"),
+    ("items", "item_id,title,stock\n3,Lamp,-1\n", "column 'stock', row 1: quantities must be non-neg"),
+    ("stock", "item_id,event_timestamp,quantity\n3,2026-01-01,-2\n",
+     "column 'quantity', row 1: quantities must be non-negative"),
+])
+def test_an_inbox_row_the_tables_would_refuse_fails_naming_file_column_and_row(tmp_path, table,
+                                                                              text, error):
+    """Logged, such a row would fail every later training run's tables."""
+    path = tmp_path / "export.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=f"{path}, {error}"):
+        read_inbox_file(path, table)
+
+
+def test_an_items_blank_stock_leaves_that_items_stock_as_it_is(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("item_id,title,stock\n3,Lamp,\n4,Chair,2\n")
+    stock = read_inbox_file(path, "items")["stock"]
+    assert stock.isna().tolist() == [True, False] and stock[1] == 2

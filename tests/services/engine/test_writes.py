@@ -113,6 +113,43 @@ def test_the_last_change_of_an_item_wins_whichever_kind_it_is(service, shop):
     engine.close()
 
 
+def test_an_upsert_without_stock_or_created_at_keeps_the_items_own_in_version_replay_and_tables(
+        service, shop):
+    live = shop.engine()
+    item_id = int(service.dataset.items["item_id"].max()) + 9
+    live.upsert_item(item_id, ItemUpsert(title="Stocked", categories=["Drama"], price=3.0, stock=6))
+    first = _state(live, item_id)[0].created_at_s
+    live.upsert_item(item_id, ItemUpsert(title="Renamed", categories=["Drama"]))  # no price either
+    existing = int(service.dataset.items["item_id"].iloc[0])
+    before = _state(live, existing)
+    live.upsert_item(existing, ItemUpsert(title="Renamed Too", categories=["Drama"]))
+    new = int(service.dataset.items["item_id"].max()) + 11
+    live.upsert_item(new, ItemUpsert(title="Never Stocked", categories=["Drama"]))
+    applied = {i: _state(live, i) for i in (item_id, existing, new)}
+    live.close()
+    assert applied[item_id][1:] == (6, [6])
+    assert (applied[item_id][0].title, applied[item_id][0].price) == ("Renamed", None)
+    assert applied[item_id][0].created_at_s == first
+    assert applied[existing][1:] == (before[1], [before[1]])
+    assert applied[existing][0].created_at_s == before[0].created_at_s
+    assert applied[new][1:] == (0, [])  # none in stock: not searched
+
+    # Another process: its own online store, loaded from the tables as every store is
+    store = build_store(service.dataset, FeatureStoreConfig(repo_dir=shop.home / "replica"))
+    materialize(store, service.dataset.interactions["event_timestamp"].max().to_pydatetime())
+    replica = Engine(store=store, backend=shop.registry.backend, registry=shop.registry,
+                     log=shop.log)
+    assert replica.refresh()
+    assert {i: _state(replica, i) for i in applied} == applied
+    replica.close()
+    tables = with_events(service.dataset, shop.log.read())
+    stock = latest_stock(tables.stock)
+    assert (stock[item_id], stock[existing]) == (6, before[1]) and new not in stock
+    created = tables.items.set_index("item_id")["created_at"]
+    assert created[existing] == service.dataset.items.set_index("item_id")["created_at"][existing]
+    assert created[item_id].timestamp() // 1 == first
+
+
 def test_an_upserted_item_keeps_its_popularity_and_the_cache_reads_it_again(service, shop):
     """The re-ranker's popularity of an item is the online store's: an upsert changes its content,
     not how often it was bought, and the cache follows the materializations."""

@@ -53,6 +53,7 @@ from sqlalchemy.exc import IntegrityError
 
 from feature_repo.datasets import Dataset
 from feature_repo.datasets.contract import TIMESTAMP
+from index.catalogue import latest_stock
 from index.migrations import add_column
 
 log = logging.getLogger(__name__)
@@ -338,12 +339,19 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
         "price": pd.Series([e.body.get("price") for e in upserts.values()], dtype="float64"),
         "created_at": _timestamps([created[item_id] for item_id in upserts]),
         SEQ: pd.Series([e.seq for e in upserts.values()], dtype="int64")})
-    changes = [e for e in logged if sets_stock(e)]
+    # Every stock and item write leaves a stock row (`log_seqs` counts it held); an upsert that
+    # leaves the stock out states the quantity the item had
+    changes = [e for e in logged if e.kind in ("stock", "item")]
+    current, quantities = latest_stock(dataset.stock), []
+    for e in changes:
+        item_id = e.body["item_id"]
+        current[item_id] = (e.body["quantity"] if e.kind == "stock" else e.body["stock"]
+                            if sets_stock(e) else current.get(item_id, 0))
+        quantities.append(current[item_id])
     stock = pd.DataFrame({
         "item_id": pd.Series([e.body["item_id"] for e in changes], dtype="int64"),
         "event_timestamp": _timestamps([e.logged_at.isoformat() for e in changes]),
-        "quantity": pd.Series([e.body["quantity" if e.kind == "stock" else "stock"] for e in changes],
-                              dtype="int64"),
+        "quantity": pd.Series(quantities, dtype="int64"),
         SEQ: pd.Series([e.seq for e in changes], dtype="int64")})
     known_users = set(dataset.users["user_id"].tolist())
     new_users = [u for u in dict.fromkeys(interactions["user_id"].tolist()) if u not in known_users]

@@ -136,7 +136,8 @@ def check_non_negative(frame: pd.DataFrame, columns: list[str]) -> None:
     for column in columns:
         if column in frame.columns:
             kind = "ids" if column.endswith("_id") else "quantities"
-            _check(frame, frame[column] < 0, column, f"{kind} must be non-negative integers")
+            bad = (frame[column] < 0).fillna(False).astype(bool)  # a blank is not negative
+            _check(frame, bad, column, f"{kind} must be non-negative integers")
 
 
 def _first_row(frame: pd.DataFrame, mask: pd.Series) -> int:

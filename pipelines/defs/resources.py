@@ -224,7 +224,8 @@ class ServiceResource(dg.ConfigurableResource):
     """The running recommendation service, if any: writes go through it, so its workers serve them at once.
 
     The writes speak the service's HTTP API (`PUT /v1/items/...`) with a write key; connection
-    failures are retried by the transport, any error status fails the op (and so the run). Each
+    failures are retried by the transport; an error status fails the op (and so the run),
+    except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on). Each
     write's `Idempotency-Key` is derived from `batch` (the run's key), so a re-executed run
     records nothing twice in the service's event log.
     """

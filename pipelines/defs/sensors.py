@@ -127,7 +127,7 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                 unknown = service.set_stock(quantities, batch=batch, written=written.append)
                 if unknown:
                     context.log.warning("stock of %d items the catalogue does not hold left out "
-                                        "(their upsert brings their stock): item_id %s",
+                                        "(refused by the service, not logged): item_id %s",
                                         len(unknown), ", ".join(map(str, unknown[:20])))
             else:
                 with event_log.open() as log:

@@ -66,13 +66,14 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
         # version's own; 0 for a new item) and the creation time (then the item keeps its own)
         setters = [e for e in ours if sets_stock(e)]
         last = setters[-1] if setters else None
-        quantity = (int(s.items.columns([item_id]).stock[0]) if last is None
-                    else int(last.body["quantity"] if last is stock else last.body["stock"]))
+        known = s.items.item(item_id) if upsert is not None else None  # as the online store has it
+        quantity = (int(last.body["quantity"] if last is stock else last.body["stock"]) if last
+                    else 0 if known is None else known.stock)
         try:
             if upsert is not None and upsert.seq not in skip:
-                known = s.items.item(item_id)
-                had = None if known is None else datetime.fromtimestamp(known.created_at_s, UTC)
-                item = logged_item(upsert, created_at(upserts, had and had.isoformat()))
+                had = datetime.fromtimestamp(known.created_at_s, UTC).isoformat() \
+                    if known is not None and known.created_at_s else None  # 0: none stored
+                item = logged_item(upsert, created_at(upserts, had))
                 counts = s.items.columns([item_id]).popularity[0]  # its own (0 for a new item)
                 _upsert(s, online, backend, item_id, ItemFeatures(
                     item.title, item.categories, item.price, item.created_at_s,

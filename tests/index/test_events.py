@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from feature_repo.datasets import load
-from index.events import EventLog, KeyReused, log_gaps, log_position, with_events
+from index.catalogue import latest_stock
+from index.events import EventLog, KeyReused, log_gaps, log_position, log_seqs, with_events
 from tests.utils.servers import PostgresServer, start_postgres
 
 SHOP = "synthetic:items=50,users=20,events=400,seed=3"
@@ -166,6 +167,22 @@ def test_a_log_written_before_the_dataset_tag_gains_it_on_open(tmp_path):
         assert log.read()[-1].dataset == "abc"
     finally:
         log.close()
+
+
+def test_an_upsert_without_stock_states_the_items_quantity_and_is_held(log):
+    """Every logged upsert leaves a stock row, so a build holds its seq: one that left the stock out
+    is never a gap read again over a later upsert of the item."""
+    data = load(SHOP)
+    item = int(data.items["item_id"].iloc[0])
+    had = latest_stock(data.stock)[item]
+    body = {"item_id": item, "categories": [], "price": None, "created_at": None}
+    kept = log.record("a", "item", {**body, "title": "old", "stock": None})
+    log.record("b", "item", {**body, "title": "new", "stock": had + 3})
+    merged = with_events(data, log.read())
+    assert log_gaps(merged) == [] and kept.seq in log_seqs(merged, since=kept.seq)
+    logged = merged.stock[(merged.stock["item_id"] == item) & merged.stock["log_seq"].notna()]
+    assert logged.sort_values("log_seq")["quantity"].tolist() == [had, had + 3]
+    assert merged.items.set_index("item_id")["title"][item] == "new"
 
 
 def test_a_dataset_names_the_seqs_below_its_position_it_lacks(log):

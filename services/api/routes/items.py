@@ -43,7 +43,9 @@ async def similar_items(item_id: ItemPath, request: Request, engine: Engine = li
             responses=documented(400, 401, 403, 404, 413, 422, 503))
 def set_stock(item_id: ItemPath, body: StockUpdate, key: IdempotencyKey = None,
               engine: Engine = live_engine) -> StockResponse:
-    """Logged, then set in the online store and the live index payload; the next request sees it."""
+    """Logged, then set in the online store and the live index payload; the next request sees it.
+    An item the live index lacks yet answers `indexed: false`: its quantity reaches the index
+    with the item."""
     return engine.set_stock(item_id, body.quantity, key=key)
 
 

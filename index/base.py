@@ -4,7 +4,7 @@ Payload per item (the same on both backends):
 
 - `stock`: integer quantity; `stock >= 1` means in stock (integer index, range only).
 - `categories`: list of strings (keyword index; the HNSW graph gets per-category links).
-- `price`: float (float index).
+- `price`: float (float index); absent for an item without one, which no price range matches.
 - `created_at`: integer epoch seconds (integer index), so range filters need no date parsing.
 """
 
@@ -84,12 +84,15 @@ class ItemBatch:
             yield self.slice(start, start + size)
 
     def payload(self, row: int) -> dict[str, object]:
-        return {
+        """The row's payload; an item without a price (NaN) has none, so price filters skip it."""
+        payload: dict[str, object] = {
             "stock": int(self.stock[row]),
             "categories": list(self.categories[row]),
-            "price": float(self.price[row]),
             "created_at": int(self.created_at[row]),
         }
+        if not np.isnan(self.price[row]):
+            payload["price"] = float(self.price[row])
+        return payload
 
     def validate(self, *, dim: int, version: str) -> None:
         """Raise `InvalidItemsError` naming the first bad row, item id and version."""
@@ -121,7 +124,7 @@ class ItemBatch:
             raise InvalidItemsError(
                 f"{where}: created_at must be integer epoch seconds, got {self.created_at.dtype}"
             )
-        self._check_rows(_first_bad(~np.isfinite(self.price)), "price is NaN or infinite", where)
+        self._check_rows(_first_bad(np.isinf(self.price)), "price is infinite", where)  # NaN: none
         for row, cats in enumerate(self.categories):
             if isinstance(cats, str) or not all(isinstance(c, str) for c in cats):
                 self._check_rows(row, f"categories must be a list of strings, got {cats!r}", where)
@@ -155,7 +158,7 @@ class Hit:
     score: float
     stock: int
     categories: list[str] = field(default_factory=list)
-    price: float = 0.0
+    price: float | None = None  # None: the item has no price
     created_at: int = 0
 
     @classmethod
@@ -166,7 +169,7 @@ class Hit:
             score=float(score),
             stock=int(p.get("stock", 0)),  # type: ignore[call-overload]
             categories=list(p.get("categories", [])),  # type: ignore[call-overload]
-            price=float(p.get("price", 0.0)),  # type: ignore[arg-type]
+            price=None if p.get("price") is None else float(p["price"]),  # type: ignore[arg-type]
             created_at=int(p.get("created_at", 0)),  # type: ignore[call-overload]
         )
 
@@ -203,8 +206,8 @@ class Conditions:
             ranges.append(("stock", 1, None))
         if filters.min_price is not None or filters.max_price is not None:
             ranges.append(("price", filters.min_price, filters.max_price))
-        if filters.created_after is not None:
-            ranges.append(("created_at", filters.created_after, None))
+        if filters.created_after is not None or filters.created_before is not None:
+            ranges.append(("created_at", filters.created_after, filters.created_before))
         categories = None if filters.categories is None else tuple(sorted(filters.categories))
         if not ranges and categories is None and not filters.exclude_ids:
             return None

@@ -35,5 +35,5 @@ def item_batch(items: pd.DataFrame, vectors: np.ndarray, stock: Mapping[int, int
         ids=items["item_id"].to_numpy(dtype=np.int64), vectors=vectors,
         stock=np.array([int(stock.get(int(i), 0)) for i in items["item_id"]], dtype=np.int64),
         categories=[list(c) for c in items["categories"]],
-        price=items["price"].fillna(0.0).to_numpy(dtype=np.float64),
+        price=items["price"].to_numpy(dtype=np.float64),  # NaN: no price, no price filter match
         created_at=(created.astype("datetime64[us, UTC]").astype("int64") // 1_000_000).to_numpy())

@@ -207,6 +207,7 @@ class SearchFilters(BaseModel):
     min_price: float | None = None
     max_price: float | None = None
     created_after: int | None = None  # epoch seconds, inclusive
+    created_before: int | None = None  # epoch seconds, inclusive
     exclude_ids: frozenset[int] = frozenset()  # e.g. items the user already saw
 
     def without_exclusions(self) -> tuple[SearchFilters, frozenset[int]]:

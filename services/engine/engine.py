@@ -142,7 +142,8 @@ class Engine:
         if (self.new_item_slot and request.k >= 2 and as_of is not None
                 and s.items.newest_created_at > as_of):
             with self._stage("new_item"):
-                ids, scores, new = self._with_new_item(s, vector, search, ids, scores, as_of)
+                ids, scores, new = self._with_new_item(s, vector, search, ids, scores, as_of,
+                                                       int(now))
         with self._stage("rerank"):
             # The ranker was trained on Feast's history rows: the last history_length events.
             ranked = (self._rerank(s, ids, scores, events[-self.online.history_length:], now)
@@ -151,7 +152,7 @@ class Engine:
                      else np.argsort(-ranked, kind="stable"))
             top, placed = order[:request.k], False
             if new is not None and as_of is not None:
-                top, placed = _new_item_place(s, ids, order, new, request.k, as_of)
+                top, placed = _new_item_place(s, ids, order, new, request.k, as_of, int(now))
         items = _scored(ids[top].tolist(), scores[top].tolist(),
                         None if ranked is None else ranked[top].tolist(), new_item=placed)
         return RecommendationResponse(
@@ -212,11 +213,12 @@ class Engine:
             return (*self._search(s, vector, k, filters), vector)
 
     def _with_new_item(self, s: Snapshot, vector: np.ndarray, filters: SearchFilters,
-                       ids: np.ndarray, scores: np.ndarray, as_of: int
+                       ids: np.ndarray, scores: np.ndarray, as_of: int, now: int
                        ) -> tuple[np.ndarray, np.ndarray, int | None]:
         """The candidates with the user's best item created after the model's newest training
-        event among them (appended when the search did not return it), and its position (None:
-        there is none under the request's filters).
+        event and by `now` among them (appended when the search did not return it), and its
+        position (None: there is none under the request's filters). An item dated later (a
+        release to come, or a typo) is not new yet.
 
         The popularity prior counts training events, so such an item scores by the towers alone
         and seldom reaches the top k until the next training counts it; `_new_item_place` keeps
@@ -226,7 +228,7 @@ class Engine:
         # Exact: a graph walk through a filter on creation time (which has no links of its own)
         # found the best of 10 % of the items once in 12 (docs/benchmarks.md).
         new, new_score = self._search(s, vector, 1, filters.model_copy(
-            update={"created_after": as_of + 1}), exact=True)
+            update={"created_after": as_of + 1, "created_before": now}), exact=True)
         if not len(new):
             return ids, scores, None
         where = np.flatnonzero(ids == new[0])
@@ -347,12 +349,13 @@ def _online(call: Callable[..., R], *args: object) -> R:
 
 
 def _new_item_place(s: Snapshot, ids: np.ndarray, order: np.ndarray, new: int, k: int,
-                    as_of: int) -> tuple[np.ndarray, bool]:
+                    as_of: int, now: int) -> tuple[np.ndarray, bool]:
     """The top k of `order`, its last place given to candidate `new` unless an item created after
-    `as_of` is in the first k - 1 already (then False). `new` ranks below those, so the order
-    holds."""
+    `as_of` (and by `now`) is in the first k - 1 already (then False). `new` ranks below those, so
+    the order holds."""
     shown = order[:k - 1]
-    if (_online(s.items.columns, ids[shown].tolist()).created_at > as_of).any():
+    created = _online(s.items.columns, ids[shown].tolist()).created_at
+    if ((created > as_of) & (created <= now)).any():
         return order[:k], False
     return np.append(shown, new), True
 

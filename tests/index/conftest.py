@@ -25,7 +25,8 @@ DIM = 16
 
 
 def random_items(n: int, *, dim: int = DIM, seed: int = 0, first_id: int = 0) -> ItemBatch:
-    """`n` items with clustered unit vectors, ~20% out of stock, 1-2 categories each."""
+    """`n` items with clustered unit vectors, ~20% out of stock, ~10% without a price, 1-2
+    categories each."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(8, dim))
     vectors = centers[rng.integers(0, 8, n)] + rng.normal(size=(n, dim))
@@ -40,7 +41,7 @@ def random_items(n: int, *, dim: int = DIM, seed: int = 0, first_id: int = 0) ->
         vectors=vectors,
         stock=stock,
         categories=categories,
-        price=np.round(rng.uniform(1, 100, n), 2),
+        price=np.where(rng.random(n) < 0.1, np.nan, np.round(rng.uniform(1, 100, n), 2)),
         created_at=rng.integers(1_600_000_000, 1_700_000_000, n),
     )
 

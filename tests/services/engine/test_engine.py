@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,19 @@ def test_the_last_place_goes_to_the_users_best_item_newer_than_the_model(service
         engine.new_item_slot = False
         off = engine.recommend(RecommendationRequest(user_id=user, k=10))
         assert not any(i.reasons.new_item for i in off.items)
+
+
+def test_an_item_dated_after_now_is_not_new_yet(service, tmp_path):
+    """A release to come (or a typo'd year) would hold the new-item place for every user until
+    its date."""
+    with _engine(service, tmp_path) as engine:
+        user = active_user(service, 37)
+        before = engine.recommend(RecommendationRequest(user_id=user, k=10))
+        engine.upsert_item(70_003, ItemUpsert(title="to come", categories=["soon"], price=9.0,
+                                              stock=2, created_at=datetime(2261, 1, 1, tzinfo=UTC)))
+        after = engine.recommend(RecommendationRequest(user_id=user, k=10))
+        assert [i.item_id for i in after.items] == [i.item_id for i in before.items]
+        assert not any(i.reasons.new_item for i in after.items)
 
 
 def test_the_ranker_counts_the_history_window_it_was_trained_on(service, tmp_path):

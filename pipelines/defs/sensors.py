@@ -11,7 +11,6 @@ re-executed run logs nothing twice.
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -26,6 +25,10 @@ from index.catalogue import latest_rows
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 
 SUFFIXES = (".parquet", ".csv")
+# What reading an inbox file can raise: a bad value (DataError, naming file, column and row), a
+# ragged CSV (pandas' ParserError is a ValueError), a truncated parquet (pyarrow's ArrowInvalid
+# is too), an unreadable file or encoding
+UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 
 
 def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
@@ -40,6 +43,11 @@ def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
     # what a logged row must hold: one the tables refused would fail every later training run
     check_non_negative(frame, ["item_id", "quantity", "stock"])
     return frame
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why a file was not read, naming it (a DataError names it, and its column and row)."""
+    return str(error) if isinstance(error, DataError) else f"{path}: {error}"
 
 
 def inbox_files(folder: Path) -> list[Path]:
@@ -153,40 +161,39 @@ def stock_update_job() -> None:
 @dg.sensor(job=stock_update_job, minimum_interval_seconds=30)
 def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     """Each item's newest stock row, where newer than the newest row of that item pushed so far
-    (`pushed_stock`), becomes one stock update run; a run that fails is asked for again.
+    (`pushed_stock`), becomes one stock update run.
 
     The cursor keeps each file's size and mtime, so a tick reads only the files that are new or
-    have changed since (and those of failed runs), not the whole inbox.
+    have changed since, not the whole inbox.
     """
     cursor = json.loads(context.cursor) if context.cursor else {"files": {}}
     files = {p.name: p for p in inbox_files(inbox.stock_dir)}
     stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in files.items()}
-    changed = [name for name, stat in stats.items() if cursor["files"].get(name) != stat]
+    changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
     if cursor.get("newest") and not inbox.stock_pushed.exists():  # a cursor from before the state
-        handled = [path for name, path in files.items() if name not in changed]
+        handled = [path for path in files.values() if path not in changed]
         _seed_pushed(inbox, handled, pd.Timestamp(cursor["newest"]))
-    pending, again = _unfinished(context, cursor.get("pending", {}))
-    if not changed and not again:
-        context.update_cursor(json.dumps({"files": stats, "pending": pending}))
+    if not changed:
         return dg.SkipReason(f"no new or changed stock files in {inbox.stock_dir}")
-    pushed, requests = read_pushed(inbox), []
-    for asked in [{"files": changed, "attempt": 0}, *again]:
-        frames = []
-        for name in asked["files"]:
-            try:
-                frames.append(read_inbox_file(files[name], "stock"))
-            except (DataError, KeyError) as error:  # bad, or gone: read again once it changes
-                context.log.warning("stock file skipped: %s", error)
-        fresh = unpushed(pd.concat(frames, ignore_index=True), pushed) if frames else None
-        if fresh is not None and not fresh.empty:
-            keys = [str(i) for i in fresh["item_id"]]
-            requests.append(_request("stock", asked, stats, pending, {"push_stock_quantities": {
-                "config": {
-                    "quantities": dict(zip(keys, fresh["quantity"].astype(int).tolist(), strict=True)),
-                    "stamps": dict(zip(keys, (t.isoformat() for t in fresh["event_timestamp"]),
-                                       strict=True))}}}))
-    context.update_cursor(json.dumps({"files": stats, "pending": pending}))
-    return requests or dg.SkipReason("no stock row newer than its item's last pushed one")
+    frames = []
+    for path in changed:
+        try:
+            frames.append(read_inbox_file(path, "stock"))
+        except UNREADABLE as error:  # an empty, bad or half-written file: read again once it changes
+            context.log.warning("stock file skipped: %s", _unreadable(path, error))
+    context.update_cursor(json.dumps({"files": stats}))
+    if not frames:
+        return dg.SkipReason("no readable stock rows in the new or changed files")
+    fresh = unpushed(pd.concat(frames, ignore_index=True), read_pushed(inbox))
+    if fresh.empty:
+        return dg.SkipReason("no stock row newer than its item's last pushed one")
+    keys = [str(i) for i in fresh["item_id"]]
+    return dg.RunRequest(
+        run_key=_run_key("stock", {path.name: stats[path.name] for path in changed}),
+        run_config={"ops": {"push_stock_quantities": {"config": {
+            "quantities": dict(zip(keys, fresh["quantity"].astype(int).tolist(), strict=True)),
+            "stamps": dict(zip(keys, (t.isoformat() for t in fresh["event_timestamp"]), strict=True)),
+        }}}})
 
 
 # -- catalogue ---------------------------------------------------------------------------------------
@@ -232,67 +239,29 @@ def new_items_job() -> None:
 @dg.sensor(job=new_items_job, minimum_interval_seconds=30)
 def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     """Readable item files new or changed since handled (the cursor keeps each one's size and
-    mtime, so a daily export under the same name is read again) become one upsert run; a bad file
-    is skipped until it changes, and a run that fails is asked for again."""
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    if "files" not in cursor:  # a cursor from before runs were followed: the files it had seen
-        cursor = {"files": cursor}
+    mtime, so a daily export under the same name is read again) become one upsert run; a bad one
+    is skipped with a warning, not holding back the others, and read again once it changes."""
     paths = {p.name: p for p in inbox_files(inbox.items_dir)}
     stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in paths.items()}
-    seen = cursor["files"]
+    seen = json.loads(context.cursor) if context.cursor else {}
     if isinstance(seen, list):  # a cursor of names only (before sizes and mtimes): as they are now
         seen = {name: stats.get(name) for name in seen}
-    pending, again = _unfinished(context, cursor.get("pending", {}))
+    new = [name for name, stat in stats.items() if seen.get(name) != stat]
+    if not new:
+        return dg.SkipReason(f"no new or changed item files in {inbox.items_dir}")
     readable = []
-    for name in (name for name, stat in stats.items() if seen.get(name) != stat):
+    for name in new:
         try:
             read_inbox_file(paths[name], "items")
             readable.append(name)
-        except DataError as error:  # read again once it changes
-            context.log.warning("item file skipped: %s", error)
-    requests = []
-    for asked in [{"files": readable, "attempt": 0}, *again]:
-        there = [name for name in asked["files"] if name in paths]  # a file may have gone since
-        if there:
-            requests.append(_request("items", {**asked, "files": there}, stats, pending, {
-                "upsert_new_items": {"config": {"files": [str(paths[n].resolve()) for n in there]}}}))
-    context.update_cursor(json.dumps({"files": {**seen, **stats}, "pending": pending}))
-    return requests or dg.SkipReason(f"no new or changed readable item files in {inbox.items_dir}")
-
-
-# -- runs the sensors asked for ------------------------------------------------------------------
-
-RETRY_AFTER_S = (30, 120, 600, 3600)  # after a run's first, second, ... failure; then hourly
-
-
-def _unfinished(context: dg.SensorEvaluationContext, pending: dict[str, dict]
-                ) -> tuple[dict[str, dict], list[dict]]:
-    """The runs asked for before that have not succeeded yet, and of the failed or canceled ones
-    those whose wait is over (to ask for again, one attempt later): their rows would be lost."""
-    still, again, now = {}, [], time.time()
-    for key, asked in pending.items():
-        [record, *_] = context.instance.get_run_records(
-            filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1) or [None]
-        if record is None or not record.dagster_run.is_finished:  # not launched yet, or running
-            still[key] = asked
-        elif record.dagster_run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-            wait = RETRY_AFTER_S[min(asked["attempt"], len(RETRY_AFTER_S) - 1)]
-            if now - (record.end_time or now) >= wait:
-                context.log.warning("run %s failed: asking again for %s", key, ", ".join(asked["files"]))
-                again.append({**asked, "attempt": asked["attempt"] + 1})
-            else:
-                still[key] = asked
-    return still, again
-
-
-def _request(kind: str, asked: dict, stats: dict[str, list[int]], pending: dict[str, dict],
-             ops: dict) -> dg.RunRequest:
-    """A run for the files `asked` names, followed in `pending` until it succeeds. A repeated
-    request keeps the first one's batch, so what that one logged is not logged again."""
-    key = _run_key(kind, {name: stats.get(name) for name in asked["files"]}, asked["attempt"])
-    batch = asked.get("batch", key)
-    pending[key] = {"files": asked["files"], "attempt": asked["attempt"], "batch": batch}
-    return dg.RunRequest(run_key=key, run_config={"ops": ops}, tags={BATCH_TAG: batch})
+        except UNREADABLE as error:
+            context.log.warning("item file skipped: %s", _unreadable(paths[name], error))
+    context.update_cursor(json.dumps({**seen, **{name: stats[name] for name in new}}))
+    if not readable:
+        return dg.SkipReason("no readable item files among the new or changed ones")
+    return dg.RunRequest(run_key=_run_key("items", {name: stats[name] for name in readable}),
+                         run_config={"ops": {"upsert_new_items": {"config": {
+                             "files": [str(paths[name].resolve()) for name in readable]}}}})
 
 
 def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool:
@@ -301,18 +270,13 @@ def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool
     return bool(service.url) and service.serves(dataset.fingerprint)
 
 
-BATCH_TAG = "twotower/batch"
-
-
-def _run_key(kind: str, files: dict[str, list[int] | None], attempt: int = 0) -> str:
-    """One key per set of file states (name, size, mtime) and attempt: short, since each write's
-    idempotency key starts with the batch (at most 200 characters), however many files changed."""
+def _run_key(kind: str, files: dict[str, list[int]]) -> str:
+    """One key per set of file states (name, size, mtime): short, since each write's idempotency
+    key starts with it (at most 200 characters), however many files changed."""
     digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:24]
-    return f"{kind}-{digest}" + (f"-{attempt}" if attempt else "")
+    return f"{kind}-{digest}"
 
 
 def _batch(context: dg.OpExecutionContext) -> str:
-    """The sensor's batch (its first request's key, kept by a repeated request and a
-    re-execution), else the run's key, else its id: one write id per item."""
-    tags = context.run.tags
-    return tags.get(BATCH_TAG) or tags.get("dagster/run_key") or context.run_id
+    """The run's key (the sensor's, kept by a re-execution), else its id: one write id per item."""
+    return context.run.tags.get("dagster/run_key") or context.run_id

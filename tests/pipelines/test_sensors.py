@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunRequest, SkipReason, build_sensor_context
-from dagster._core.storage.dagster_run import DagsterRun, make_new_run_id
+from dagster import RunRequest, SkipReason, build_sensor_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,7 +19,6 @@ from feature_repo.datasets.contract import DataError
 from index import SearchFilters
 from index.catalogue import latest_stock
 from index.registry import ModelVersion
-from pipelines.defs import sensors
 from pipelines.defs.resources import InboxResource, build_resources
 from pipelines.defs.sensors import (
     _run_key,
@@ -37,18 +35,11 @@ from services.engine import Engine
 from towers.artifact import Artifact
 
 
-def one(result):
-    """A tick's one run request (or its skip reason)."""
-    if isinstance(result, list):
-        [result] = result
-    return result
-
-
 def run_sensor(sensor, graph, cursor=None):
     resources = build_resources(graph.settings)
     context = build_sensor_context(cursor=cursor, resources={"inbox": resources["inbox"]},
                                    instance=graph.instance)
-    return one(sensor(context)), context.cursor
+    return sensor(context), context.cursor
 
 
 @contextmanager
@@ -187,11 +178,9 @@ def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
     inbox = InboxResource(data_dir=str(tmp_path))
     inbox.stock_dir.mkdir(parents=True)
 
-    instance = DagsterInstance.ephemeral()
-
     def tick(cursor):
-        context = build_sensor_context(cursor=cursor, resources={"inbox": inbox}, instance=instance)
-        return one(stock_log_sensor(context)), context.cursor
+        context = build_sensor_context(cursor=cursor, resources={"inbox": inbox})
+        return stock_log_sensor(context), context.cursor
 
     def write(name, rows):
         pd.DataFrame(rows, columns=["item_id", "event_timestamp", "quantity"]).to_csv(
@@ -250,7 +239,7 @@ def test_a_cursor_from_before_per_item_state_keeps_what_it_pushed(tmp_path):
     old = json.dumps({"newest": "2026-01-02T00:00:00+00:00", "files": stats})
     (inbox.stock_dir / "late.csv").write_text("item_id,event_timestamp,quantity\n1,2026-01-01,7\n"
                                               "3,2025-12-01,2\n")
-    request = one(stock_log_sensor(build_sensor_context(cursor=old, resources={"inbox": inbox})))
+    request = stock_log_sensor(build_sensor_context(cursor=old, resources={"inbox": inbox}))
     assert request.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"3": 2}
 
 
@@ -295,13 +284,12 @@ def test_an_empty_or_bad_stock_file_is_skipped_and_the_others_are_pushed(tmp_pat
     (inbox.stock_dir / "bad.csv").write_text("item_id,event_timestamp,quantity\n4,soon,1\n")
     (inbox.stock_dir / "good.csv").write_text("item_id,event_timestamp,quantity\n5,2026-01-01,2\n")
     context = build_sensor_context(resources={"inbox": inbox})
-    request = one(stock_log_sensor(context))
+    request = stock_log_sensor(context)
     assert request.run_config["ops"]["push_stock_quantities"]["config"]["quantities"] == {"5": 2}
     said = capsys.readouterr().err
     assert "empty.csv: no rows" in said
     assert "bad.csv, column 'event_timestamp', row 1: cannot parse timestamp 'soon'" in said
-    again = build_sensor_context(cursor=context.cursor, resources={"inbox": inbox},
-                                 instance=DagsterInstance.ephemeral())
+    again = build_sensor_context(cursor=context.cursor, resources={"inbox": inbox})
     assert isinstance(stock_log_sensor(again), SkipReason), "skipped until they change"
 
 
@@ -327,46 +315,20 @@ def test_an_items_blank_stock_leaves_that_items_stock_as_it_is(tmp_path):
     assert stock.isna().tolist() == [True, False] and stock[1] == 2
 
 
-@pytest.mark.parametrize("sensor", ["stock", "items"])
-def test_a_failed_run_is_asked_for_again_in_the_same_batch_until_one_succeeds(tmp_path, monkeypatch,
-                                                                               sensor):
-    """The cursor moves on when a run is asked for: without a retry, a failed run's rows (the
-    service down, a timeout) would never reach the live version or training."""
-    monkeypatch.setattr(sensors, "RETRY_AFTER_S", (0,))
-    inbox, instance = InboxResource(data_dir=str(tmp_path)), DagsterInstance.ephemeral()
-    folder, watch = ((inbox.stock_dir, stock_log_sensor) if sensor == "stock"
-                     else (inbox.items_dir, catalogue_sensor))
-    folder.mkdir(parents=True)
-    (folder / "a.csv").write_text("item_id,event_timestamp,quantity\n1,2026-01-01,5\n"
-                                  if sensor == "stock" else "item_id,title\n1,Lamp\n")
-    cursor = None
-
-    def tick():
-        nonlocal cursor
-        context = build_sensor_context(cursor=cursor, resources={"inbox": inbox}, instance=instance)
-        result, cursor = watch(context), context.cursor
-        return result
-
-    def ended(key: str, status: DagsterRunStatus) -> None:
-        instance.add_run(DagsterRun(job_name="job", run_id=make_new_run_id(), status=status,
-                                    tags={"dagster/run_key": key}))
-
-    [first] = tick()
-    assert isinstance(tick(), SkipReason), "running (or not launched yet): not asked again"
-    ended(first.run_key, DagsterRunStatus.FAILURE)
-    [retry] = tick()
-    assert retry.run_key != first.run_key and retry.run_config == first.run_config
-    assert retry.tags[sensors.BATCH_TAG] == first.tags[sensors.BATCH_TAG] == first.run_key
-    ended(retry.run_key, DagsterRunStatus.SUCCESS)
-    assert isinstance(tick(), SkipReason) and json.loads(cursor)["pending"] == {}
-
-
-def test_a_bad_item_file_does_not_hold_back_the_good_ones_beside_it(tmp_path):
+def test_bad_or_half_written_item_files_do_not_hold_back_the_good_ones_beside_them(tmp_path,
+                                                                                 capsys):
     inbox = InboxResource(data_dir=str(tmp_path))
     inbox.items_dir.mkdir(parents=True)
     (inbox.items_dir / "bad.csv").write_text("item_id,title\n-1,Lamp\n")
+    (inbox.items_dir / "ragged.csv").write_text("item_id,title\n3,Lamp\n4,Desk,extra,more\n")
+    (inbox.items_dir / "truncated.parquet").write_bytes(b"PAR1 still being written")
     (inbox.items_dir / "good.csv").write_text("item_id,title\n2,Chair\n")
-    context = build_sensor_context(resources={"inbox": inbox}, instance=DagsterInstance.ephemeral())
-    [request] = catalogue_sensor(context)
+    context = build_sensor_context(resources={"inbox": inbox})
+    request = catalogue_sensor(context)
     assert request.run_config["ops"]["upsert_new_items"]["config"]["files"] == [
         str((inbox.items_dir / "good.csv").resolve())]
+    said = capsys.readouterr().err
+    assert all(f"item file skipped: {inbox.items_dir / name}" in said
+               for name in ("bad.csv", "ragged.csv", "truncated.parquet"))
+    again = build_sensor_context(cursor=context.cursor, resources={"inbox": inbox})
+    assert isinstance(catalogue_sensor(again), SkipReason), "read again once they change"

@@ -327,9 +327,11 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
     # with the next events gives the same tables as reading the whole log at once.
     upserts = {e.body["item_id"]: e for e in by_kind["item"]}  # last upsert of an id wins
     upserts = dict(sorted(upserts.items(), key=lambda pair: pair[1].seq))
-    created = dict(zip(dataset.items["item_id"].tolist(),
-                       (None if pd.isna(t) else t.isoformat() for t in dataset.items["created_at"]),
-                       strict=True))
+    # Only the upserted items' own times and quantities are read: the catalogue and the stock log
+    # may hold millions of rows
+    had = dataset.items[dataset.items["item_id"].isin(list(upserts))]
+    created = dict(zip(had["item_id"].tolist(),
+                       (None if pd.isna(t) else t.isoformat() for t in had["created_at"]), strict=True))
     for e in by_kind["item"]:
         created[e.body["item_id"]] = created_at([e], created.get(e.body["item_id"]))
     items = pd.DataFrame({
@@ -342,7 +344,8 @@ def with_events(dataset: Dataset, logged: list[Event]) -> Dataset:
     # Every stock and item write leaves a stock row (`log_seqs` counts it held); an upsert that
     # leaves the stock out states the quantity the item had
     changes = [e for e in logged if e.kind in ("stock", "item")]
-    current, quantities = latest_stock(dataset.stock), []
+    kept = [e.body["item_id"] for e in by_kind["item"] if not sets_stock(e)]
+    current, quantities = latest_stock(dataset.stock[dataset.stock["item_id"].isin(kept)]), []
     for e in changes:
         item_id = e.body["item_id"]
         current[item_id] = (e.body["quantity"] if e.kind == "stock" else e.body["stock"]

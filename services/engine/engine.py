@@ -341,9 +341,12 @@ class Engine:
 
 
 def _online(call: Callable[..., R], *args: object) -> R:
-    """Run an online-store read or write; its failure (Redis down, file gone) is a 503."""
+    """Run an online-store read or write; its failure (Redis down, file gone) is a 503 (one that
+    names another dependency, e.g. the index a write reaches, is kept)."""
     try:
         return call(*args)
+    except ServiceUnavailable:
+        raise
     except Exception as exc:
         raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 

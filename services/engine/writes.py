@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ import pandas as pd
 from index import IndexBackend, UnknownItemError
 from index.catalogue import item_batch
 from index.events import Event, created_at, effective, sets_stock
+from services.engine.errors import ServiceUnavailable
 from services.online import ItemFeatures, OnlineFeatures
 
 if TYPE_CHECKING:  # live.py applies the log through this module
@@ -92,7 +94,7 @@ def _set_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_
                quantity: int, at: datetime) -> None:
     """Online store first, then the index payload (which refuses unknown items), then the cache."""
     online.write_stock(item_id, quantity, at)
-    backend.set_stock({item_id: quantity}, location=s.index_location)
+    _in_index(s, backend.set_stock, {item_id: quantity})
     s.items.set_stock(item_id, quantity)
 
 
@@ -103,6 +105,16 @@ def _upsert(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id:
     online.write_item(item_id, item, at)
     online.write_stock(item_id, item.stock, at)
     frame = item_frame(item_id, item)
-    backend.upsert(item_batch(frame, s.artifact.embed_items(frame), {item_id: item.stock}),
-                   location=s.index_location)
+    _in_index(s, backend.upsert, item_batch(frame, s.artifact.embed_items(frame), {item_id: item.stock}))
     s.items.put(item_id, item)
+
+
+def _in_index(s: Snapshot, write: Callable[..., None], change: object) -> None:
+    """A write to the version's index; its failure (beyond an unknown item) is a 503 naming the
+    index, not the online store written before it."""
+    try:
+        write(change, location=s.index_location)
+    except UnknownItemError:
+        raise
+    except Exception as exc:
+        raise ServiceUnavailable(f"index version {s.index_version} unavailable: {exc}") from exc

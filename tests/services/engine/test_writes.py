@@ -3,6 +3,7 @@ logs it leaves the version as the replay of the same logged write does in anothe
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from feature_repo.datasets import Dataset
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
+from index.edge import SHARD_DIR
 from index.events import (
     LOG_GAPS,
     LOG_POSITION,
@@ -183,6 +185,22 @@ def test_an_item_the_version_lacks_is_reported_and_changes_nothing_in_it(service
     skipped = shop.log.record("skipped", "stock", {"item_id": known, "quantity": before + 1})
     assert apply(s, engine.online, engine.backend, [skipped], skip={skipped.seq}) == set()
     assert engine.online.items([known])[known].stock == before
+    engine.close()
+
+
+def test_an_index_that_fails_a_write_is_named_in_the_503_not_the_online_store(service, shop):
+    """The index's files gone from under a write: the 503 says the index failed (the online store
+    took the change), so an operator looks at the right dependency."""
+    engine = shop.engine()
+    s = engine.snapshot()
+    item = int(service.dataset.items["item_id"].iloc[0])
+    engine.backend.close()
+    shutil.rmtree(Path(s.index_location) / SHARD_DIR)
+    with pytest.raises(ServiceUnavailable, match=rf"^index version {s.index_version} unavailable"):
+        engine.set_stock(item, 7)
+    assert engine.online.items([item])[item].stock == 7
+    with pytest.raises(ServiceUnavailable, match=rf"^index version {s.index_version} unavailable"):
+        engine.upsert_item(item, ItemUpsert(title="Gone", categories=["Drama"]))
     engine.close()
 
 

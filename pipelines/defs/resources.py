@@ -21,11 +21,11 @@ import os
 import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-import httpx
 from pydantic_settings import SettingsConfigDict
 
 from feature_repo.datasets import Dataset, fingerprint, load
@@ -36,6 +36,7 @@ from index.events import SEQ, EventLog, log_position
 from index.model_store import ModelStore
 from index.registry import Registry
 from index.settings import PlatformSettings
+from services.client import NotFoundError, RecommenderClient
 
 RAW_TABLES = ("interactions", "items", "users", "stock")
 RAW_MANIFEST = "tables.json"  # in <data dir>/raw: the pickle of each raw table, and the dataset's names
@@ -223,24 +224,24 @@ class RegistryResource(dg.ConfigurableResource):
 class ServiceResource(dg.ConfigurableResource):
     """The running recommendation service, if any: writes go through it, so its workers serve them at once.
 
-    The writes speak the service's HTTP API (`PUT /v1/items/...`) with a write key; connection
-    failures are retried by the transport; an error status fails the op (and so the run),
-    except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on). Each
-    write's `Idempotency-Key` is derived from `batch` (the run's key), so a re-executed run
-    records nothing twice in the service's event log.
+    The writes go through the service's Python client with a write key. It retries what a moment
+    mends (a 503 while a version loads or a dependency restarts, a refused connection while the
+    service restarts) for about a minute, under the same key; any other error fails the op (and
+    so the run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
+    Each write's `Idempotency-Key` is derived from `batch` (the run's key), so a retried write or a
+    re-executed run records nothing twice in the service's event log.
     """
 
     url: str | None = None
     api_key: str | None = None  # a write-scope key
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
+    max_retries: int = 60  # of each write: 503s come with `Retry-After: 1`
 
     def serves(self, fingerprint: str) -> bool:
         """Whether the live model is of the dataset `fingerprint` names (or of an unrecorded one):
         writes for another dataset must not reach it, nor be logged against it."""
-        with self._http() as http:
-            response = http.get("/v1/version")
-            response.raise_for_status()
-        return response.json().get("dataset") in (None, fingerprint)
+        with self._client() as client:
+            return client.version().dataset in (None, fingerprint)
 
     def set_stock(self, quantities: dict[int, int], *, batch: str,
                   written: Callable[[int], None] = lambda item_id: None) -> list[int]:
@@ -248,30 +249,33 @@ class ServiceResource(dg.ConfigurableResource):
         Returns the items the catalogue does not hold (404: not logged; their upsert brings their
         stock), past which the batch goes on; any other error stops it."""
         unknown = []
-        with self._http() as http:
+        with self._client() as client:
             for item_id, quantity in quantities.items():
-                response = http.put(f"/v1/items/{item_id}/stock", json={"quantity": int(quantity)},
-                                    headers={"Idempotency-Key": f"{batch}:stock:{item_id}"})
-                if response.status_code == 404:
+                try:
+                    client.set_stock(item_id, int(quantity),
+                                     idempotency_key=f"{batch}:stock:{item_id}")
+                except NotFoundError:
                     unknown.append(item_id)
                     continue
-                response.raise_for_status()
                 written(item_id)
         return unknown
 
     def upsert_items(self, items: list[dict[str, Any]], *, batch: str) -> None:
-        """Each dict is an `ItemUpsert` body plus its `item_id`."""
-        with self._http() as http:
+        """Each dict is an `ItemUpsert` body (`created_at` in ISO 8601) plus its `item_id`."""
+        with self._client() as client:
             for item in items:
-                body = {k: v for k, v in item.items() if k != "item_id"}
-                http.put(f"/v1/items/{item['item_id']}", json=body,
-                         headers={"Idempotency-Key": f"{batch}:item:{item['item_id']}"}).raise_for_status()
+                created = item.get("created_at")
+                client.upsert_item(item["item_id"], title=item["title"],
+                                   categories=item["categories"], price=item.get("price"),
+                                   created_at=datetime.fromisoformat(created) if created else None,
+                                   stock=item.get("stock"),
+                                   idempotency_key=f"{batch}:item:{item['item_id']}")
 
-    def _http(self) -> httpx.Client:
+    def _client(self) -> RecommenderClient:
         if not self.url:
             raise ValueError("ServiceResource.url: not set (TWOTOWER_SERVICE_URL)")
-        return httpx.Client(base_url=self.url, headers={"X-API-Key": self.api_key or ""},
-                            timeout=self.timeout_s, transport=httpx.HTTPTransport(retries=2))
+        return RecommenderClient(self.url, api_key=self.api_key, timeout_s=self.timeout_s,
+                                 max_retries=self.max_retries)
 
 
 class InboxResource(dg.ConfigurableResource):

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from index.edge import COPIES_DIR
 from index.home import FINGERPRINT
 from index.model_store import save_model
 from index.registry import Registry
+from pipelines.defs.resources import ServiceResource
 from services.client import RecommenderClient, ServiceUnavailableError
 from tests.utils.servers import twotower_service
 from towers.artifact import Artifact
@@ -126,8 +128,14 @@ def service(tmp_path_factory) -> Iterator[Service]:
                 client.recommend(1)
             except ServiceUnavailableError as error:
                 svc.before_live["recommend"] = error
-        _, index_version = promote_version(svc)
-        svc.wait_for_index_version(index_version)
+        # A sensor's stock write sent now (a 503 until a version is live), its quantity as it is
+        item, quantity = max(latest_stock(dataset.stock).items())
+        sensor = ServiceResource(url=svc.url, api_key=write_key)
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(sensor.set_stock, {int(item): int(quantity)}, batch="before-live")
+            _, index_version = promote_version(svc)
+            svc.wait_for_index_version(index_version)
+            svc.before_live["sensor_write"] = (int(item), sent.exception() or sent.result())
         yield svc
 
 

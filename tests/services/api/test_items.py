@@ -81,6 +81,19 @@ def test_sensor_writes_through_service_resource_reach_the_service(service, clien
     assert sorted(i.item_id for i in answer.items) == [50_001, 50_002]
 
 
+def test_a_sensor_write_sent_while_nothing_was_live_waits_for_a_version_and_lands(service):
+    """Sent before the first version was live (503s until then): retried under its key until the
+    version is live, then logged and applied, not a failed run whose rows wait for a re-execution."""
+    item, outcome = service.before_live["sensor_write"]
+    assert outcome == [], f"the write failed: {outcome!r}"
+    logged = EventLog.beside(f"sqlite:///{service.home / 'registry.db'}")
+    try:
+        event = logged.get(f"before-live:stock:{item}")
+        assert event is not None and event.answer["indexed"] is True
+    finally:
+        logged.close()
+
+
 def test_a_sensor_batch_goes_on_past_an_item_the_catalogue_lacks(service, client):
     resource = ServiceResource(url=service.url, api_key=service.write_key)
     user = active_user(service, 13)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch_geometric.utils import to_torch_csr_tensor
 
 from towers.data import Vocab, unix_seconds
 
@@ -59,4 +58,6 @@ def visible_edges(seconds: np.ndarray, snapshots: int, at: np.ndarray) -> np.nda
 def adjacency(edges: torch.Tensor, source: int, target: int, shape: tuple[int, int]) -> torch.Tensor:
     """Sparse CSR (targets x sources) of `edges`' rows `target` <- `source`: PyG's layers then
     aggregate with one sparse product instead of a gather and a scatter over the edge list."""
+    from torch_geometric.utils import to_torch_csr_tensor  # here: only graph encoders need PyG
+
     return to_torch_csr_tensor(edges[[target, source]], size=shape)

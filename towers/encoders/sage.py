@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import SAGEConv
 
 from towers import graph
 from towers.data import Vocab
@@ -33,6 +32,8 @@ class SageItems(nn.Module):
         return {"graph": graph.interaction_edges(vocab, frame)}  # (3, E)
 
     def __init__(self, config, vocab: Vocab):
+        from torch_geometric.nn import SAGEConv  # here: PyG costs every process 2 s to import
+
         super().__init__()
         d = config.dim
         self.users = len(vocab.user_ids) + 1

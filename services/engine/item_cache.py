@@ -73,8 +73,10 @@ class ItemCache:
     where an `ItemFeatures` object per item as well added 738 MB (docs/benchmarks.md). `known` says
     which ids the catalogue holds; an item's whole features (`item`: title, category names) are
     read from the store.
-    Requests read without a lock; writes hold one, add rows by publishing longer columns before
-    the ids that point into them, and change stock in place.
+    Requests read without a lock; writes hold one. New rows go into spare room at the end of the
+    arrays (doubled when full, so adding an item costs the same at any catalogue size), published
+    as longer columns before the ids that point into them. An upserted item with as many
+    categories as before, and stock, change its row in place; other upserts take a new row.
     """
 
     def __init__(self, online: OnlineFeatures, prefill: list[int]) -> None:
@@ -82,7 +84,11 @@ class ItemCache:
         self._lock = threading.Lock()
         self._row: dict[int, int] = {}  # item id -> row of self._columns
         self._vocabulary: dict[str, int] = {}  # category name -> code
-        self._columns = ItemColumns.of([_NO_ITEM], self._vocabulary)
+        self._columns = ItemColumns.of([_NO_ITEM], self._vocabulary)  # views of the arrays below
+        self._numbers, self._codes = self._columns.numbers, self._columns.categories.codes
+        self._offsets = self._columns.categories.offsets  # each with room beyond the views
+        self._numbers = _room(self._numbers, 1, len(prefill) + 1)  # the catalogue: no doubling
+        self._offsets = _room(self._offsets, 2, len(prefill) + 2)
         self.newest_created_at = 0.0  # unix seconds: the latest creation time of any item it read
         for start in range(0, len(prefill), PREFILL_CHUNK):  # a chunk's objects at a time
             self._add(online.items(prefill[start:start + PREFILL_CHUNK]))
@@ -135,12 +141,47 @@ class ItemCache:
                 self._columns.stock[row] = quantity
 
     def _add(self, items: dict[int, ItemFeatures]) -> None:
-        """New rows for `items` (an id already known points to its new row)."""
+        """Rows for `items`: a known id's own row when its categories fit it, else a new one (the
+        id then points to it)."""
         if not items:
             return
         with self._lock:
-            first = len(self._columns.numbers)
             added = ItemColumns.of(list(items.values()), self._vocabulary)
-            self._columns = self._columns.concat(added)
             self.newest_created_at = max(self.newest_created_at, float(added.created_at.max()))
-            self._row.update(zip(items, range(first, first + len(items)), strict=True))
+            ids, offsets, fresh = list(items), added.categories.offsets, []
+            for i, item_id in enumerate(ids):
+                row = self._row.get(item_id)
+                first, end = offsets[i], offsets[i + 1]
+                if row is None or self._offsets[row + 1] - self._offsets[row] != end - first:
+                    fresh.append(i)
+                    continue
+                self._numbers[row] = added.numbers[i]
+                self._codes[self._offsets[row]:self._offsets[row + 1]] = added.categories.codes[first:end]
+            if fresh:
+                n = len(self._columns.numbers)
+                self._append(added if len(fresh) == len(ids) else added.take(np.array(fresh)))
+                self._row.update(zip([ids[i] for i in fresh], range(n, n + len(fresh)), strict=True))
+
+    def _append(self, more: ItemColumns) -> None:
+        """`more`'s rows after the current ones, in the arrays' spare room (doubled when full),
+        published as longer columns; readers of the shorter ones are untouched."""
+        n, m = len(self._columns.numbers), len(self._columns.categories.codes)
+        k, c = len(more.numbers), len(more.categories.codes)
+        self._numbers = _room(self._numbers, n, n + k)
+        self._offsets = _room(self._offsets, n + 1, n + k + 1)
+        self._codes = _room(self._codes, m, m + c)
+        self._numbers[n:n + k] = more.numbers
+        self._offsets[n + 1:n + k + 1] = more.categories.offsets[1:] + m
+        self._codes[m:m + c] = more.categories.codes
+        self._columns = ItemColumns(self._numbers[:n + k],
+                                    Categories(self._codes[:m + c], self._offsets[:n + k + 1]))
+
+
+def _room(array: np.ndarray, used: int, needed: int) -> np.ndarray:
+    """`array` if it holds `needed` rows, else a copy of its first `used` rows in one twice as
+    large (at least `needed`)."""
+    if len(array) >= needed:
+        return array
+    grown = np.empty((max(needed, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
+    grown[:used] = array[:used]
+    return grown

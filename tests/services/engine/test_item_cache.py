@@ -83,3 +83,53 @@ def test_known_ids_are_the_catalogues_and_items_are_read_whole_from_the_store():
     assert cache.known([3, 7]) == {3} and len(cache) == 3  # 3 is kept, as its columns
     online.known[1] = LATER  # the store holds the item's current content
     assert cache.item(1) == LATER and cache.item(8) is None
+
+
+def _shop(n: int) -> dict[int, ItemFeatures]:
+    return {i: ItemFeatures(title=f"t{i}", categories=tuple(f"c{j}" for j in range(i % 3)),
+                            price=float(i), created_at_s=i, stock=i % 5) for i in range(1, n + 1)}
+
+
+def _assert_holds(cache: ItemCache, items: dict[int, ItemFeatures]) -> None:
+    ids = list(items)
+    got = cache.columns(ids)
+    np.testing.assert_array_equal(got.price, [items[i].price for i in ids])
+    np.testing.assert_array_equal(got.stock, [items[i].stock for i in ids])
+    assert _names(cache, ids) == [list(items[i].categories) for i in ids]
+
+
+def test_an_item_upserted_again_keeps_its_row_while_its_number_of_categories_does():
+    """A daily re-upsert of the catalogue must not grow the cache (nor copy it: docs/benchmarks.md)."""
+    items = _shop(1000)
+    cache = ItemCache(FakeOnline(items), prefill=list(items))
+    _assert_holds(cache, items)
+    rows = len(cache._columns.numbers)
+    for i in range(1, 1001):  # new content, price and stock, as many categories
+        items[i] = ItemFeatures(title="new", categories=tuple(f"d{j}" for j in range(i % 3)),
+                                price=i + 0.5, created_at_s=i, stock=7)
+        cache.put(i, items[i])
+    assert len(cache._columns.numbers) == rows
+    _assert_holds(cache, items)
+    items[5] = ItemFeatures(title="more", categories=("a", "b", "c", "d"), price=1.0, created_at_s=5)
+    cache.put(5, items[5])  # more categories than its row holds: a new row
+    assert len(cache._columns.numbers) == rows + 1
+    _assert_holds(cache, items)
+
+
+def test_columns_a_request_holds_stay_as_they_were_while_items_are_added():
+    """A request takes its rows from the columns it read (views of the cache's arrays, without a
+    lock): rows added after, into spare room or arrays grown to twice the size, leave them as
+    they were."""
+    items = _shop(10)
+    cache = ItemCache(FakeOnline(items), prefill=list(items))
+    before = cache._columns
+    held = (before.numbers.copy(), before.categories.codes.copy(), before.categories.offsets.copy())
+    more = {i: item for i, item in _shop(5000).items() if i > 10}
+    for i, item in more.items():  # one at a time, as writes come
+        cache.put(i, item)
+    np.testing.assert_array_equal(before.numbers, held[0])
+    np.testing.assert_array_equal(before.categories.codes, held[1])
+    np.testing.assert_array_equal(before.categories.offsets, held[2])
+    _assert_holds(cache, {**items, **more})
+    cache.set_stock(4999, 3)  # stock follows into the grown arrays
+    assert cache.columns([4999]).stock.tolist() == [3]

@@ -28,7 +28,7 @@ import torch
 from index import IndexBackend, InvalidQueryError, SearchFilters
 from index.events import Event, EventLog, KeyReused, effective
 from index.registry import Registry
-from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem
+from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem, online_call
 from services.engine.item_cache import ItemColumns
 from services.engine.live import LiveVersion, Snapshot
 from services.engine.writes import apply, item_frame
@@ -120,9 +120,9 @@ class Engine:
         warnings: list[str] = []
         with self._stage("features"):
             filters = request.filters
-            user = _online(self.online.user, request.user_id)
+            user = online_call(self.online.user, request.user_id)
             asked = [e.item_id for e in request.session] + filters.exclude_ids
-            known = _online(s.items.known, asked)
+            known = online_call(s.items.known, asked)
             session = [(int(e.ts.timestamp()) if e.ts else int(now), e.item_id)
                        for e in request.session if e.item_id in known]
             warnings += [f"session item_id {e.item_id}: unknown, ignored" for e in request.session
@@ -252,7 +252,7 @@ class Engine:
         """The ranker's score of each candidate (in retrieval order) for this user's history."""
         assert s.ranker is not None
         # One read of the item cache for the candidates and the history items.
-        found = _online(s.items.columns, [*ids.tolist(), *(i for _, i in events)])
+        found = online_call(s.items.columns, [*ids.tolist(), *(i for _, i in events)])
         candidates, history = found.split(len(ids))
         user = UserState(history.categories, np.array([t for t, _ in events], dtype=np.int64),
                          int(now) + 1)  # session events stamped with the request second count
@@ -268,7 +268,7 @@ class Engine:
 
     @staticmethod
     def _item(s: Snapshot, item_id: int) -> ItemFeatures:
-        item = _online(s.items.item, item_id)
+        item = online_call(s.items.item, item_id)
         if item is None:
             raise UnknownItem(f"item_id {item_id}: not in the catalogue")
         return item
@@ -310,7 +310,7 @@ class Engine:
         if event.answer is not None:
             return InteractionResponse.model_validate(event.answer)
         ts = datetime.fromisoformat(effective(event, "ts"))
-        length = _online(self.online.append_interaction, user_id, item_id, ts, event.seq)
+        length = online_call(self.online.append_interaction, user_id, item_id, ts, event.seq)
         return self._answered(event, InteractionResponse(user_id=user_id, item_id=item_id, ts=ts,
                                                          history_length=length))
 
@@ -320,7 +320,7 @@ class Engine:
             event = self._record(s, key, "stock", {"item_id": item_id, "quantity": quantity})
             if event.answer is not None:
                 return StockResponse.model_validate(event.answer)
-            indexed = not _online(apply, s, self.online, self.backend, [event])
+            indexed = not apply(s, self.online, self.backend, [event])
             if indexed:
                 self.live.applied(event.seq)
             # else logged and online, not in this index: an upsert another process logged brings
@@ -334,21 +334,10 @@ class Engine:
             event = self._record(s, key, "item", {"item_id": item_id, **item.model_dump(mode="json")})
             if event.answer is not None:
                 return ItemResponse.model_validate(event.answer)
-            _online(apply, s, self.online, self.backend, [event])
+            apply(s, self.online, self.backend, [event])
             self.live.applied(event.seq)
         return self._answered(event, ItemResponse(item_id=item_id, model_version=s.model_version,
                                                   index_version=s.index_version))
-
-
-def _online(call: Callable[..., R], *args: object) -> R:
-    """Run an online-store read or write; its failure (Redis down, file gone) is a 503 (one that
-    names another dependency, e.g. the index a write reaches, is kept)."""
-    try:
-        return call(*args)
-    except ServiceUnavailable:
-        raise
-    except Exception as exc:
-        raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
 
 
 def _new_item_place(s: Snapshot, ids: np.ndarray, order: np.ndarray, new: int, k: int,
@@ -357,7 +346,7 @@ def _new_item_place(s: Snapshot, ids: np.ndarray, order: np.ndarray, new: int, k
     `as_of` (and by `now`) is in the first k - 1 already (then False). `new` ranks below those, so
     the order holds."""
     shown = order[:k - 1]
-    created = _online(s.items.columns, ids[shown].tolist()).created_at
+    created = online_call(s.items.columns, ids[shown].tolist()).created_at
     if ((created > as_of) & (created <= now)).any():
         return order[:k], False
     return np.append(shown, new), True

@@ -21,7 +21,7 @@ import pandas as pd
 from index import IndexBackend, UnknownItemError
 from index.catalogue import item_batch
 from index.events import Event, created_at, effective, sets_stock
-from services.engine.errors import ServiceUnavailable
+from services.engine.errors import online_call, unavailable
 from services.online import ItemFeatures, OnlineFeatures
 
 if TYPE_CHECKING:  # live.py applies the log through this module
@@ -68,7 +68,7 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
         # version's own; 0 for a new item) and the creation time (then the item keeps its own)
         setters = [e for e in ours if sets_stock(e)]
         last = setters[-1] if setters else None
-        known = s.items.item(item_id) if upsert is not None else None  # as the online store has it
+        known = online_call(s.items.item, item_id) if upsert is not None else None  # as stored
         quantity = (int(last.body["quantity"] if last is stock else last.body["stock"]) if last
                     else 0 if known is None else known.stock)
         try:
@@ -76,7 +76,7 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
                 had = datetime.fromtimestamp(known.created_at_s, UTC).isoformat() \
                     if known is not None and known.created_at_s else None  # 0: none stored
                 item = logged_item(upsert, created_at(upserts, had))
-                counts = s.items.columns([item_id]).popularity[0]  # its own (0 for a new item)
+                counts = online_call(s.items.columns, [item_id]).popularity[0]  # its own (0: new)
                 _upsert(s, online, backend, item_id, ItemFeatures(
                     item.title, item.categories, item.price, item.created_at_s,
                     popularity=tuple(int(c) for c in counts), stock=quantity), upsert.logged_at)
@@ -93,7 +93,7 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
 def _set_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
                quantity: int, at: datetime) -> None:
     """Online store first, then the index payload (which refuses unknown items), then the cache."""
-    online.write_stock(item_id, quantity, at)
+    online_call(online.write_stock, item_id, quantity, at)
     _in_index(s, backend.set_stock, {item_id: quantity})
     s.items.set_stock(item_id, quantity)
 
@@ -102,19 +102,16 @@ def _upsert(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id:
             item: ItemFeatures, at: datetime) -> None:
     """Content and stock online, then the vector (embedded by the version's item tower) in its
     index: an item is never searchable before its content can be read."""
-    online.write_item(item_id, item, at)
-    online.write_stock(item_id, item.stock, at)
     frame = item_frame(item_id, item)
-    _in_index(s, backend.upsert, item_batch(frame, s.artifact.embed_items(frame), {item_id: item.stock}))
+    batch = item_batch(frame, s.artifact.embed_items(frame), {item_id: item.stock})  # nothing written yet
+    online_call(online.write_item, item_id, item, at)
+    online_call(online.write_stock, item_id, item.stock, at)
+    _in_index(s, backend.upsert, batch)
     s.items.put(item_id, item)
 
 
 def _in_index(s: Snapshot, write: Callable[..., None], change: object) -> None:
     """A write to the version's index; its failure (beyond an unknown item) is a 503 naming the
-    index, not the online store written before it."""
-    try:
-        write(change, location=s.index_location)
-    except UnknownItemError:
-        raise
-    except Exception as exc:
-        raise ServiceUnavailable(f"index version {s.index_version} unavailable: {exc}") from exc
+    index version, not the online store written before it."""
+    unavailable(f"index version {s.index_version}", lambda: write(change, location=s.index_location),
+                keep=(UnknownItemError,))

@@ -21,7 +21,6 @@ import os
 import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +36,7 @@ from index.model_store import ModelStore
 from index.registry import Registry
 from index.settings import PlatformSettings
 from services.client import NotFoundError, RecommenderClient
+from services.schemas import ItemUpsert
 
 RAW_TABLES = ("interactions", "items", "users", "stock")
 RAW_MANIFEST = "tables.json"  # in <data dir>/raw: the pickle of each raw table, and the dataset's names
@@ -226,8 +226,9 @@ class ServiceResource(dg.ConfigurableResource):
 
     The writes go through the service's Python client with a write key. It retries what a moment
     mends (a 503 while a version loads or a dependency restarts, a refused connection while the
-    service restarts) for about a minute, under the same key; any other error fails the op (and
-    so the run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
+    service restarts) for about a minute, under the same key; a host that never answers fails
+    after a few minutes (2 s per connection attempt). Any other error fails the op (and so the
+    run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
     Each write's `Idempotency-Key` is derived from `batch` (the run's key), so a retried write or a
     re-executed run records nothing twice in the service's event log.
     """
@@ -235,6 +236,7 @@ class ServiceResource(dg.ConfigurableResource):
     url: str | None = None
     api_key: str | None = None  # a write-scope key
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
+    connect_timeout_s: float = 2.0
     max_retries: int = 60  # of each write: 503s come with `Retry-After: 1`
 
     def serves(self, fingerprint: str) -> bool:
@@ -261,21 +263,18 @@ class ServiceResource(dg.ConfigurableResource):
         return unknown
 
     def upsert_items(self, items: list[dict[str, Any]], *, batch: str) -> None:
-        """Each dict is an `ItemUpsert` body (`created_at` in ISO 8601) plus its `item_id`."""
+        """Each dict is an `ItemUpsert` body plus its `item_id` (validated before it is sent)."""
         with self._client() as client:
             for item in items:
-                created = item.get("created_at")
-                client.upsert_item(item["item_id"], title=item["title"],
-                                   categories=item["categories"], price=item.get("price"),
-                                   created_at=datetime.fromisoformat(created) if created else None,
-                                   stock=item.get("stock"),
+                body = ItemUpsert.model_validate({k: v for k, v in item.items() if k != "item_id"})
+                client.upsert_item(item["item_id"], **body.model_dump(),
                                    idempotency_key=f"{batch}:item:{item['item_id']}")
 
     def _client(self) -> RecommenderClient:
         if not self.url:
             raise ValueError("ServiceResource.url: not set (TWOTOWER_SERVICE_URL)")
         return RecommenderClient(self.url, api_key=self.api_key, timeout_s=self.timeout_s,
-                                 max_retries=self.max_retries)
+                                 connect_timeout_s=self.connect_timeout_s, max_retries=self.max_retries)
 
 
 class InboxResource(dg.ConfigurableResource):

@@ -114,11 +114,15 @@ class BaseClient:
     """Configuration and the I/O-free half of every call."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_retries: int = DEFAULT_MAX_RETRIES,
+                 connect_timeout_s: float | None = None) -> None:
+        """`timeout_s` bounds each wait on the service; `connect_timeout_s` (default: the same)
+        the wait for a connection, so a host that never answers fails fast and is retried."""
         if max_retries < 0:
             raise ValueError(f"max_retries={max_retries}: must be >= 0")
         self.base_url = base_url or os.environ.get(ENV_URL, DEFAULT_URL)
         self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s)
         key = api_key or os.environ.get(ENV_API_KEY)
         self.headers = {"X-API-Key": key} if key else {}
 
@@ -185,6 +189,8 @@ class BaseClient:
                       type(error).__name__, retry.delay_s)
             return retry
         where = f"{call.method} {self.base_url}{call.path}"
+        if isinstance(error, httpx.ConnectTimeout):
+            raise APITimeoutError(f"{where}: no connection within {self.timeout.connect}s") from error
         if isinstance(error, httpx.TimeoutException):
             raise APITimeoutError(f"{where}: no answer within {self.timeout_s}s") from error
         raise APIConnectionError(f"{where}: {type(error).__name__}: {error}") from error

@@ -42,7 +42,7 @@ class RecommenderClient(BaseClient):
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, **options: Any) -> None:
         super().__init__(base_url, api_key, **options)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout_s)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     def _send(self, call: Call[T]) -> T:
         for attempt in itertools.count():
@@ -103,7 +103,7 @@ class AsyncRecommenderClient(BaseClient):
     def __init__(self, base_url: str | None = None, api_key: str | None = None, **options: Any) -> None:
         super().__init__(base_url, api_key, **options)
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers,
-                                       timeout=self.timeout_s)
+                                       timeout=self.timeout)
 
     async def _send(self, call: Call[T]) -> T:
         for attempt in itertools.count():

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from services.client import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AsyncRecommenderClient,
     AuthenticationError,
     InternalServerError,
@@ -86,6 +87,25 @@ def test_connection_failures_are_retried_then_raised(caplog):
         with pytest.raises(APIConnectionError, match="ConnectError"):
             client.health()
     assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_host_that_takes_no_connection_fails_after_the_connect_timeout(caplog):
+    """A listener whose accept queue is full drops new connections, as a host gone from the network
+    does: each attempt waits `connect_timeout_s`, not the whole `timeout_s`, and is retried."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    queued = [socket.create_connection(listener.getsockname())]  # its accept queue, now full
+    caplog.set_level(logging.DEBUG, logger="services.client")
+    try:
+        with RecommenderClient(url, timeout_s=60, connect_timeout_s=0.2, max_retries=1) as client:
+            with pytest.raises(APITimeoutError, match=r"no connection within 0\.2s"):
+                client.health()
+        assert sum("retrying" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        for sock in (*queued, listener):
+            sock.close()
 
 
 def test_client_errors_are_not_retried(service, caplog):

@@ -115,7 +115,10 @@ class Engine:
             hook(name, time.perf_counter() - started)
 
     def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        s = self.live.snapshot()
+        with self.live.reading() as s:
+            return self._recommend(s, request)
+
+    def _recommend(self, s: Snapshot, request: RecommendationRequest) -> RecommendationResponse:
         now = time.time()
         warnings: list[str] = []
         with self._stage("features"):
@@ -170,7 +173,10 @@ class Engine:
         stock filter off and no re-ranking, so the metric is the towers' retrieval metric.
         Rows the index cannot fill to k end in `NO_ITEM`.
         """
-        s = self.live.snapshot()
+        with self.live.reading() as s:
+            return self._rank(s, users, k, exclude)
+
+    def _rank(self, s: Snapshot, users: pd.DataFrame, k: int, exclude: list[np.ndarray]) -> np.ndarray:
         columns = {c: users[c].tolist() for c in USER_COLUMNS}
         columns["event_timestamp"] = unix_seconds(users["event_timestamp"]).tolist()
         ranked = np.full((len(users), k), NO_ITEM, dtype=np.int64)
@@ -182,23 +188,23 @@ class Engine:
 
     def retrieve(self, user_vectors: np.ndarray, k: int, exclude: list[np.ndarray]) -> np.ndarray:
         """`rank`'s ANN step for users embedded elsewhere (a `towers.evaluate.Retrieve`)."""
-        s = self.live.snapshot()
         ranked = np.full((len(user_vectors), k), NO_ITEM, dtype=np.int64)
-        for row, (vector, seen) in enumerate(zip(user_vectors, exclude, strict=True)):
-            ids, _ = self._search(s, vector, k, _everything_but(seen))
-            ranked[row, :len(ids)] = ids
+        with self.live.reading() as s:
+            for row, (vector, seen) in enumerate(zip(user_vectors, exclude, strict=True)):
+                ids, _ = self._search(s, vector, k, _everything_but(seen))
+                ranked[row, :len(ids)] = ids
         return ranked
 
     def similar(self, item_id: int, *, k: int, in_stock_only: bool = True) -> SimilarItemsResponse:
         """Items nearest to an item's own vector (embedded from its content by the live tower), by
         the towers alone: the popularity prior is picked for users' next items, not for likeness."""
-        s = self.live.snapshot()
-        item = self._item(s, item_id)
-        with torch.inference_mode():
-            served = s.artifact.embed_items(item_frame(item_id, item))
-        vector = s.artifact.prior.alone(served)[0]
         filters = SearchFilters(in_stock_only=in_stock_only, exclude_ids=frozenset([item_id]))
-        ids, scores = self._search(s, vector, k, filters)
+        with self.live.reading() as s:
+            item = self._item(s, item_id)
+            with torch.inference_mode():
+                served = s.artifact.embed_items(item_frame(item_id, item))
+            vector = s.artifact.prior.alone(served)[0]
+            ids, scores = self._search(s, vector, k, filters)
         return SimilarItemsResponse(
             item_id=item_id, model_version=s.model_version, index_version=s.index_version,
             items=_scored(ids.tolist(), scores.tolist()))

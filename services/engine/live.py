@@ -2,8 +2,8 @@
 
 `LiveVersion` loads the registry's live version, swaps it in atomically when a promotion changes
 it (a background thread polls every `reload_interval_s` and loads the new one off the request
-path), and releases the replaced version's shard one poll later. Each request takes one snapshot
-reference, so an answer never mixes versions.
+path), and releases the replaced version's shard at the first poll no request reads it. Each
+request takes one snapshot (`reading`), so an answer never mixes versions.
 
 The event log keeps versions current: a version switched to (promotion or rollback) first gets the
 logged stock and item changes newer than its build, the last of them under the write lock, so
@@ -111,7 +111,9 @@ class LiveVersion:
         self.popularity_interval_s = popularity_interval_s
         self.rerank_candidates = rerank_candidates  # None: as many as the ranker was trained on
         self._snapshot: Snapshot | None = None
-        self._retired: str | None = None  # index location the last switch replaced, released next tick
+        self._retired: list[Snapshot] = []  # replaced, released once no request reads them
+        self._readers: dict[int, int] = {}  # id(snapshot) -> requests reading it now
+        self._readers_lock = threading.Lock()
         self._problem = "no live index version yet"
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -161,8 +163,9 @@ class LiveVersion:
     def refresh(self) -> bool:
         """Switch to the registry's live version if it changed; True when a new one was loaded.
 
-        First releases the version the previous switch replaced: one tick later, no request
-        still reads it (requests take milliseconds).
+        First releases the versions switches replaced that no request reads any more (a request
+        past its deadline still reads its version until its thread ends: released at a later
+        poll, not reopened by it).
         """
         self._release_retired()
         try:
@@ -206,7 +209,7 @@ class LiveVersion:
             self._problem = f"index version {live.id} could not be loaded: {exc}"
             return False
         if current is not None and current.index_location != snapshot.index_location:
-            self._retired = current.index_location
+            self._retired.append(current)
         # The snapshot's ~10^5-10^6 long-lived objects (item cache, model) would otherwise be
         # traversed by every full garbage collection, a multi-millisecond pause on the hot path.
         gc.freeze()
@@ -291,15 +294,36 @@ class LiveVersion:
         """A stock or item event this process applied itself (call under `writing`)."""
         self._own.add(seq)
 
-    def _release_retired(self) -> None:
-        """Close the replaced index version's shard and collect its snapshot's memory."""
-        retired, self._retired = self._retired, None
-        if retired is None:
-            return
+    @contextmanager
+    def reading(self) -> Iterator[Snapshot]:
+        """The live snapshot for one read request: its index version is not released while the
+        request reads it."""
+        with self._readers_lock:
+            s = self.snapshot()
+            self._readers[id(s)] = self._readers.get(id(s), 0) + 1
         try:
-            self.backend.release(retired)
-        except Exception as exc:  # a cleanup: serving the live version goes on regardless
-            log.warning("could not release index version at %s: %s", retired, exc)
+            yield s
+        finally:
+            with self._readers_lock:
+                self._readers[id(s)] -= 1
+                if not self._readers[id(s)]:
+                    del self._readers[id(s)]
+
+    def _release_retired(self) -> None:
+        """Close the shards of replaced versions no request reads, and collect their memory."""
+        with self._readers_lock:  # no request takes a replaced snapshot any more
+            idle = [s.index_location for s in self._retired if id(s) not in self._readers]
+            self._retired = [s for s in self._retired if id(s) in self._readers]
+        if self._retired:
+            log.debug("index versions %s: still read by a request, released later",
+                      [s.index_version for s in self._retired])
+        if not idle:
+            return
+        for location in idle:
+            try:
+                self.backend.release(location)  # the live one (after a rollback) is kept
+            except Exception as exc:  # a cleanup: serving the live version goes on regardless
+                log.warning("could not release index version at %s: %s", location, exc)
         # gc.freeze() exempted the old snapshot from collection; one full pass per switch frees it.
         gc.unfreeze()
         gc.collect()

@@ -18,7 +18,7 @@ from feature_repo.datasets import Dataset
 from feature_repo.store import FeatureStoreConfig, build_store, materialize
 from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
-from index.edge import SHARD_DIR
+from index.edge import COPIES_DIR, SHARD_DIR
 from index.events import (
     LOG_GAPS,
     LOG_POSITION,
@@ -258,6 +258,25 @@ def test_stock_of_an_item_another_worker_upserted_is_taken_and_reaches_the_index
         second.start()  # its replay brings the upsert, then the logged change
         assert eventually(lambda: _state(second, item_id)[1:] == (4, [4]))
         assert second.set_stock(item_id, 4, key="ahead-of-the-replay") == answer  # a retry
+
+
+def test_a_version_a_request_still_reads_is_released_after_it_not_reopened_by_it(service, shop):
+    """A request that outlives a switch and the next poll (past its deadline, its thread still
+    running) reads its version to the end; the version's shard and its own copy are released at
+    the first poll after, not reopened by the request and kept until the process ends."""
+    copies = shop.home / "index" / COPIES_DIR
+    with _workers(shop) as (worker, _):
+        assert worker.refresh()
+        with worker.live.reading() as old:
+            _build(service, shop, service.dataset, {})
+            assert worker.refresh()  # the switch
+            assert not worker.refresh()  # a poll while the old version is read
+            vector = old.artifact.embed_items(service.dataset.items.head(1))[0]
+            assert worker.backend.search(vector, k=3, location=old.index_location)
+        assert not worker.refresh()  # the poll after the request
+        held = {p.name for p in copies.glob("*/*")}
+        assert Path(worker.snapshot().index_location).name in held
+        assert Path(old.index_location).name not in held
 
 
 def _log_stock(db, key: str, item_id: int, quantity: int) -> None:

@@ -76,7 +76,9 @@ class ItemCache:
     Requests read without a lock; writes hold one. New rows go into spare room at the end of the
     arrays (doubled when full, so adding an item costs the same at any catalogue size), published
     as longer columns before the ids that point into them. An upserted item with as many
-    categories as before, and stock, change its row in place; other upserts take a new row.
+    categories as before, and stock, change its row in place (a request reading that item just
+    then may see some old and some new values of it); other upserts take a new row, the old one
+    left unused until the next version load.
     """
 
     def __init__(self, online: OnlineFeatures, prefill: list[int]) -> None:

@@ -312,8 +312,12 @@ class LiveVersion:
     def _release_retired(self) -> None:
         """Close the shards of replaced versions no request reads, and collect their memory."""
         with self._readers_lock:  # no request takes a replaced snapshot any more
-            idle = [s.index_location for s in self._retired if id(s) not in self._readers]
-            self._retired = [s for s in self._retired if id(s) in self._readers]
+            read = [s for s in self._retired if id(s) in self._readers]
+            # a location served again (a rollback) or still read through another snapshot is kept
+            served = self._snapshot
+            kept = {s.index_location for s in read} | ({served.index_location} if served else set())
+            idle = {s.index_location for s in self._retired} - kept
+            self._retired = read
         if self._retired:
             log.debug("index versions %s: still read by a request, released later",
                       [s.index_version for s in self._retired])
@@ -363,7 +367,7 @@ class LiveVersion:
         checks = {"online_store": lambda: self.online.user(PROBE_USER),
                   "registry": self.registry.live}
         if snapshot is not None:
-            checks["index"] = lambda: self.backend.count(location=snapshot.index_location)
+            checks["index"] = self._count_served
         dependencies = probe_all({name: (self._probes[name], check) for name, check in checks.items()},
                                  self.probe_timeout_s)
         if snapshot is None:
@@ -379,6 +383,12 @@ class LiveVersion:
                   else "degraded" if bad else "ok")
         return Health(status=status, reason=self._problem if snapshot is None else reason,
                       ranking=snapshot.ranking if snapshot else None, dependencies=dependencies)
+
+    def _count_served(self) -> int:
+        """The index probe: the points of the version served, read as a request reads it (a
+        probe past its timeout must not reopen a version released meanwhile)."""
+        with self.reading() as s:
+            return self.backend.count(location=s.index_location)
 
     def version(self) -> VersionInfo:
         s = self.snapshot()

@@ -55,7 +55,8 @@ def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: li
     applies a write it just logged, the changes logged elsewhere (another process, the pipeline's
     sensors) and those a version switched to has not built in. Events in `skip` were applied
     already. Returns the ids of items the version does not hold (their events change nothing in
-    its index)."""
+    its index). A failing online store or index is a 503 naming it; the item tower failing to
+    embed an upsert is an error of its own, raised before the online store or index is written."""
     changes: dict[int, list[Event]] = {}
     for event in sorted(events, key=lambda e: e.seq):
         changes.setdefault(event.body["item_id"], []).append(event)

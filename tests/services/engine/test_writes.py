@@ -279,6 +279,25 @@ def test_a_version_a_request_still_reads_is_released_after_it_not_reopened_by_it
         assert Path(old.index_location).name not in held
 
 
+def test_a_version_served_again_after_a_rollback_is_not_released_with_its_old_snapshot(service,
+                                                                                       shop):
+    """A request reads version 1 across a switch to 2 and a rollback to 1; once it ends, and
+    before the next promotion (3) is loaded, releasing the replaced versions leaves version 1's
+    shard and copy to the requests it serves."""
+    copies = shop.home / "index" / COPIES_DIR
+    with _workers(shop) as (worker, _):
+        assert worker.refresh()
+        with worker.live.reading() as old:
+            _build(service, shop, service.dataset, {})
+            assert worker.refresh()  # version 2
+            shop.registry.rollback()
+            assert worker.refresh()  # version 1 again, a new snapshot of the same location
+        _build(service, shop, service.dataset, {})  # version 3 live in the registry
+        worker.live._release_retired()  # what the next poll does first
+        assert Path(old.index_location).name in {p.name for p in copies.glob("*/*")}
+        assert worker.snapshot().index_location == old.index_location
+
+
 def _log_stock(db, key: str, item_id: int, quantity: int) -> None:
     """A stock change logged in `db`'s transaction: committed when the caller's transaction is."""
     db.execute(insert(events).values(key=key, kind="stock",

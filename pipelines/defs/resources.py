@@ -273,6 +273,9 @@ class ServiceResource(dg.ConfigurableResource):
     def _client(self) -> RecommenderClient:
         if not self.url:
             raise ValueError("ServiceResource.url: not set (TWOTOWER_SERVICE_URL)")
+        if not self.api_key:  # not the client's own TWOTOWER_API_KEY: the sensors' key is theirs
+            raise ValueError(f"ServiceResource.api_key: not set ({SERVICE_KEY_ENV}, a write key "
+                             f"of the service at {self.url})")
         return RecommenderClient(self.url, api_key=self.api_key, timeout_s=self.timeout_s,
                                  connect_timeout_s=self.connect_timeout_s, max_retries=self.max_retries)
 

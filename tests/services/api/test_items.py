@@ -94,6 +94,14 @@ def test_a_sensor_write_sent_while_nothing_was_live_waits_for_a_version_and_land
         logged.close()
 
 
+def test_sensor_writes_without_their_key_fail_naming_it_not_borrowing_the_clients(service,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("TWOTOWER_API_KEY", service.read_key)  # an application's key, not theirs
+    resource = ServiceResource(url=service.url)
+    with pytest.raises(ValueError, match="TWOTOWER_SERVICE_KEY"):
+        resource.set_stock({1: 1}, batch="no-key")
+
+
 def test_a_sensor_batch_goes_on_past_an_item_the_catalogue_lacks(service, client):
     resource = ServiceResource(url=service.url, api_key=service.write_key)
     user = active_user(service, 13)

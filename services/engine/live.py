@@ -132,11 +132,16 @@ class LiveVersion:
                                             name="popularity-refresh")
         self._popularity.start()
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 5.0) -> None:
+        """Stop polling; wait up to `wait_s` for requests still reading a version (threads past
+        their deadline included), since the caller closes the backend next."""
         self._stop.set()
         for thread in (self._poller, self._popularity):
             if thread is not None:
                 thread.join()
+        deadline = time.monotonic() + wait_s
+        while self._readers and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _refresh_popularity(self) -> None:
         """The live item cache's popularity read again every `popularity_interval_s` (a version

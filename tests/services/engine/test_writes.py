@@ -4,6 +4,8 @@ logs it leaves the version as the replay of the same logged write does in anothe
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -296,6 +298,26 @@ def test_a_version_served_again_after_a_rollback_is_not_released_with_its_old_sn
         worker.live._release_retired()  # what the next poll does first
         assert Path(old.index_location).name in {p.name for p in copies.glob("*/*")}
         assert worker.snapshot().index_location == old.index_location
+
+
+def test_closing_waits_for_a_request_still_reading_its_version(shop):
+    """The backend is closed right after the engine: a request still searching (a thread past its
+    deadline) ends first, rather than reopening the shard under the shutdown."""
+    engine = shop.engine()
+    reading, done = threading.Event(), threading.Event()
+
+    def request() -> None:
+        with engine.live.reading():
+            reading.set()
+            time.sleep(0.5)
+            done.set()
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    assert reading.wait(30)
+    engine.close()
+    assert done.is_set()
+    worker.join()
 
 
 def _log_stock(db, key: str, item_id: int, quantity: int) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from index import IndexBackend
-from index.events import LOG_GAPS, LOG_POSITION, EventLog, of_dataset
+from index.events import LOG_GAPS, LOG_POSITION, Event, EventLog, of_dataset
 from index.home import FINGERPRINT
 from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry
@@ -239,10 +239,31 @@ class LiveVersion:
         ours, skip = of_dataset(events, s.dataset), skip or set()
         fresh = sum(e.seq not in skip for e in ours)
         if fresh:
-            apply(s, self.online, self.backend, ours, skip)
+            try:
+                apply(s, self.online, self.backend, ours, skip)
+            except ServiceUnavailable:  # a dependency: the next poll tries them all again
+                raise
+            except Exception:  # a change no retry mends (e.g. a body the item tower fails on)
+                self._apply_each_item(s, ours, skip)
             log.info("index version %d: replayed %d logged stock and item changes",
                      s.index_version, fresh)
         return {e.seq for e in events}
+
+    def _apply_each_item(self, s: Snapshot, events: list[Event], skip: set[int]) -> None:
+        """`events` applied item by item, passing over (with an error in the log) the items whose
+        changes fail other than by a dependency: one bad change must not hold back every later
+        one. Passed over here, they stay in the log."""
+        by_item: dict[int, list[Event]] = {}
+        for event in events:
+            by_item.setdefault(event.body.get("item_id"), []).append(event)
+        for item_id, changes in by_item.items():
+            try:
+                apply(s, self.online, self.backend, changes, skip)
+            except ServiceUnavailable:
+                raise
+            except Exception:
+                log.exception("index version %d: logged changes %s of item %s cannot be applied; "
+                              "passed over", s.index_version, [e.seq for e in changes], item_id)
 
     def _catch_up_live(self, s: Snapshot) -> None:
         """The changes other processes logged since the last poll, into the live version.

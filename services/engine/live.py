@@ -142,6 +142,9 @@ class LiveVersion:
         deadline = time.monotonic() + wait_s
         while self._readers and time.monotonic() < deadline:
             time.sleep(0.01)
+        if self._readers:
+            log.warning("closing with %d requests still reading an index version",
+                        sum(self._readers.values()))
 
     def _refresh_popularity(self) -> None:
         """The live item cache's popularity read again every `popularity_interval_s` (a version
@@ -250,20 +253,28 @@ class LiveVersion:
         return {e.seq for e in events}
 
     def _apply_each_item(self, s: Snapshot, events: list[Event], skip: set[int]) -> None:
-        """`events` applied item by item, passing over (with an error in the log) the items whose
-        changes fail other than by a dependency: one bad change must not hold back every later
-        one. Passed over here, they stay in the log."""
+        """`events` applied item by item. An item whose changes fail other than by a dependency
+        (e.g. an upsert body the item tower cannot embed) loses its last upsert, passed over with
+        an error in the log (it stays in the log), and its other changes are applied again: its
+        upsert before that and its later stock still land. One bad change must not hold back
+        every later one."""
         by_item: dict[int, list[Event]] = {}
         for event in events:
             by_item.setdefault(event.body.get("item_id"), []).append(event)
         for item_id, changes in by_item.items():
-            try:
-                apply(s, self.online, self.backend, changes, skip)
-            except ServiceUnavailable:
-                raise
-            except Exception:
-                log.exception("index version %d: logged changes %s of item %s cannot be applied; "
-                              "passed over", s.index_version, [e.seq for e in changes], item_id)
+            while changes:
+                try:
+                    apply(s, self.online, self.backend, changes, skip)
+                    break
+                except ServiceUnavailable:
+                    raise
+                except Exception:
+                    upserts = [e for e in changes if e.kind == "item"]
+                    bad = upserts[-1:] or changes  # the last upsert, else (stock alone) all
+                    log.exception("index version %d: logged changes %s of item %s cannot be "
+                                  "applied; passed over", s.index_version, [e.seq for e in bad],
+                                  item_id)
+                    changes = [e for e in changes if e not in bad]
 
     def _catch_up_live(self, s: Snapshot) -> None:
         """The changes other processes logged since the last poll, into the live version.
@@ -343,11 +354,11 @@ class LiveVersion:
             served = self._snapshot
             kept = {s.index_location for s in read} | ({served.index_location} if served else set())
             idle = {s.index_location for s in self._retired} - kept
-            self._retired = read
+            dropped, self._retired = len(self._retired) - len(read), read
         if self._retired:
             log.debug("index versions %s: still read by a request, released later",
                       [s.index_version for s in self._retired])
-        if not idle:
+        if not dropped:
             return
         for location in idle:
             try:

@@ -321,19 +321,23 @@ def test_closing_waits_for_a_request_still_reading_its_version(shop):
 
 
 def test_a_logged_change_that_cannot_be_applied_does_not_hold_back_the_later_ones(service, shop):
-    """An item change whose body the version cannot apply (here: no title, as a faulty producer
-    could log it) is passed over with an error in the log; the changes logged around it land."""
+    """An item upsert whose body the version cannot apply (here: no title, as a faulty producer
+    could log it) is passed over with an error in the log; the changes logged around it land,
+    the same item's later stock included."""
     engine = Engine(store=shop.store, backend=shop.registry.backend, registry=shop.registry,
                     log=shop.log, replay_interval_s=0.05)
     assert engine.refresh()
     dataset = engine.snapshot().dataset
     first, last = (int(i) for i in service.dataset.items["item_id"].iloc[[0, -1]])
-    shop.log.record("before-the-bad-one", "stock", {"item_id": first, "quantity": 41}, dataset=dataset)
-    shop.log.record("the-bad-one", "item", {"item_id": 10**8, "categories": []}, dataset=dataset)
-    shop.log.record("after-the-bad-one", "stock", {"item_id": last, "quantity": 42}, dataset=dataset)
+    for key, kind, body in [("before", "stock", {"item_id": first, "quantity": 41}),
+                            ("bad", "item", {"item_id": 10**8, "categories": []}),
+                            ("bad-of-first", "item", {"item_id": first, "categories": []}),
+                            ("then", "stock", {"item_id": first, "quantity": 43}),
+                            ("after", "stock", {"item_id": last, "quantity": 42})]:
+        shop.log.record(key, kind, body, dataset=dataset)
     engine.start()
     try:
-        assert eventually(lambda: (_state(engine, first)[1], _state(engine, last)[1]) == (41, 42))
+        assert eventually(lambda: (_state(engine, first)[1], _state(engine, last)[1]) == (43, 42))
         assert engine.online.items([10**8]) == {}
     finally:
         engine.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "two-tower"
 RANKER_DIR = "ranker"
+UNBUILT_MODEL_GRACE = timedelta(days=1)  # a run trains, then builds its index within hours
 LOADED_ARTIFACTS = 4  # a run reads the new model and the live one; a few more cover reruns
 
 
@@ -129,14 +130,19 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
     """Delete old index versions (`Registry.prune`: never the live one or the rollback target),
     then every model version no index version uses any more: its directory and embeddings.
 
-    Model versions newer than the newest one in use are kept: a run may be building from them.
+    A model version no index version was ever built from is kept while newer than the newest one
+    in use, or for `UNBUILT_MODEL_GRACE` after it was registered: a run (perhaps one that started
+    before another that finished first) may be building from it.
     """
+    built = {v.model_version_id for v in registry.versions()}
     indexes = registry.prune(keep)
     used = {v.model_version_id for v in registry.versions()}
     newest = max(used, default=0)
+    young = datetime.now(UTC) - UNBUILT_MODEL_GRACE
     models = []
     for model in registry.models():
-        if model.id in used or model.id > newest:
+        if model.id in used or (model.id not in built
+                                and (model.id > newest or _aware(model.created_at) > young)):
             continue
         registry.delete_model(model.id)
         store.embeddings_path(model.id).unlink(missing_ok=True)
@@ -146,6 +152,11 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
         models.append(model.id)
     log.info("pruned index versions %s and model versions %s", indexes, models)
     return {"index_versions": indexes, "model_versions": models}
+
+
+def _aware(moment: datetime) -> datetime:
+    """A registry time as UTC (SQLite hands it back without its zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def default_quantization(artifact: Artifact) -> Quantization:

@@ -3,11 +3,15 @@ reclaims the directories and embeddings of models no index version uses."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from index import IndexSpec, build_version
-from index.model_store import ModelStore, prune_versions
+from index.model_store import UNBUILT_MODEL_GRACE, ModelStore, prune_versions
+from index.registry import ModelVersion
 from tests.index.conftest import DIM, open_live_index, random_items
 
 
@@ -52,5 +56,29 @@ def test_pruning_reclaims_unused_model_directories_and_embeddings(tmp_path):
         assert (store.models_dir / f"m{n}").is_dir() == kept
         assert store.embeddings_path(model.id).is_file() == kept
     assert {m.id for m in registry.models()} == {models[1][0].id, models[3][0].id}
+    live.backend.close()
+    registry.close()
+
+
+def test_a_model_no_index_was_built_from_yet_is_kept_for_a_day(tmp_path):
+    """Two runs at once: the one that started first is still building from its model when the
+    other one, finished first, prunes. Its model stays; a day later, abandoned, it goes."""
+    live = open_live_index("edge", tmp_path, random_items(40))
+    registry, store = live.registry, ModelStore(tmp_path)
+    (store.models_dir / "early").mkdir(parents=True)
+    early = registry.register_model("towers", location=str(store.models_dir / "early"))
+    later = registry.register_model("towers", location=str(store.models_dir / "later"))
+    version = build_version(random_items(40, seed=2, first_id=1000), registry=registry,
+                            spec=IndexSpec(dim=DIM), model_version_id=later.id)
+    registry.promote(version.id)
+
+    assert prune_versions(registry, store, keep=0)["model_versions"] == []
+    assert (store.models_dir / "early").is_dir()
+
+    with registry.engine.begin() as db:
+        db.execute(update(ModelVersion).where(ModelVersion.id == early.id)
+                   .values(created_at=datetime.now(UTC) - UNBUILT_MODEL_GRACE - timedelta(hours=1)))
+    assert prune_versions(registry, store, keep=0)["model_versions"] == [early.id]
+    assert not (store.models_dir / "early").exists()
     live.backend.close()
     registry.close()

@@ -15,7 +15,7 @@ replaced and rollback returns to it; the restored version keeps its own, so succ
 walk back the chain of live versions. A partial unique index guarantees at most one live row. A
 builder that is killed cannot mark itself failed, so every build records its pid, host and process
 start time, and `fail_stale_builds` (run on open and before each build) marks `building` rows
-whose process is gone as `failed`.
+whose process is gone as `failed`, and another host's rows once they are a day old.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".twotower")
 SQLITE_BUSY_TIMEOUT_S = 30  # a builder and the service may write at the same moment
+STALE_BUILD_AFTER = timedelta(days=1)  # another host's build still `building` after it: gone
 HOME = "./"  # a stored location that starts so is a path relative to the registry's home
 
 
@@ -256,17 +257,25 @@ class Registry:
         return self._out(version)
 
     def fail_stale_builds(self) -> list[int]:
-        """Mark `building` versions whose builder process (on this host) is gone as failed."""
+        """Mark `building` versions whose builder process (on this host) is gone as failed, and
+        those of other hosts started over `STALE_BUILD_AFTER` ago (a host may be gone for good,
+        e.g. a recreated container: no registry open of its own will judge them)."""
         host, stale = socket.gethostname(), []
+        started_before = _now() - STALE_BUILD_AFTER
         with self._sessions.begin() as session:
             rows = session.scalars(select(IndexVersion).where(IndexVersion.status == Status.BUILDING))
             for version in rows:
                 if version.builder_host != host or version.builder_pid is None:
-                    continue  # another host's builder: its own registry open will judge it
-                if process_alive(version.builder_pid, version.builder_start):
+                    created = version.created_at
+                    if (created if created.tzinfo else created.replace(tzinfo=UTC)) > started_before:
+                        continue  # another host's builder: its own registry open judges it first
+                    version.error = (f"building since {created:%Y-%m-%d %H:%M} on "
+                                     f"{version.builder_host}, which never finished it")
+                elif process_alive(version.builder_pid, version.builder_start):
                     continue
+                else:
+                    version.error = f"builder process {version.builder_pid} on {host} exited mid-build"
                 version.status = Status.FAILED
-                version.error = f"builder process {version.builder_pid} on {host} exited mid-build"
                 stale.append(version.id)
         for version_id in stale:
             log.warning("index version %d: builder is gone, marked failed", version_id)

@@ -9,10 +9,12 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from index import (
     EdgeSettings,
@@ -25,7 +27,7 @@ from index import (
     build_version,
     open_backend,
 )
-from index.registry import IndexVersion, Registry, Status
+from index.registry import STALE_BUILD_AFTER, IndexVersion, Registry, Status
 from tests.index.conftest import DIM, LiveIndex, random_items
 from tests.utils.servers import start_postgres
 
@@ -203,6 +205,24 @@ def _wait_for_building(registry: Registry, proc: subprocess.Popen[bytes]) -> Ind
             return building[0]
         time.sleep(0.05)
     raise AssertionError("the builder never started building")
+
+
+def test_a_build_another_host_never_finished_is_marked_failed_after_a_day(
+        live_index: LiveIndex) -> None:
+    """A builder on a container that was recreated: no registry open of its host will ever judge
+    its row, so one day after it started any registry open marks it failed."""
+    registry = live_index.registry
+    recent = registry.register_build(model_version_id=live_index.model_version_id, config={})
+    gone = registry.register_build(model_version_id=live_index.model_version_id, config={})
+    with registry.engine.begin() as db:
+        db.execute(update(IndexVersion).where(IndexVersion.id.in_([recent.id, gone.id]))
+                   .values(builder_host="a-container-long-gone"))
+        db.execute(update(IndexVersion).where(IndexVersion.id == gone.id).values(
+            created_at=datetime.now(UTC) - STALE_BUILD_AFTER - timedelta(minutes=1)))
+    assert registry.fail_stale_builds() == [gone.id]
+    assert registry.get(gone.id).status == Status.FAILED
+    assert "a-container-long-gone, which never finished it" in (registry.get(gone.id).error or "")
+    assert registry.get(recent.id).status == Status.BUILDING
 
 
 @pytest.mark.parametrize("backend_name", ["edge"])

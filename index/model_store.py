@@ -130,9 +130,10 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
     """Delete old index versions (`Registry.prune`: never the live one or the rollback target),
     then every model version no index version uses any more: its directory and embeddings.
 
-    A model version no index version was ever built from is kept while newer than the newest one
-    in use, or for `UNBUILT_MODEL_GRACE` after it was registered: a run (perhaps one that started
-    before another that finished first) may be building from it.
+    Model versions newer than the newest one in use are kept, and so is, for
+    `UNBUILT_MODEL_GRACE` after it was registered, an older one no index version was built from
+    yet: a run (perhaps one that started before another that finished first) may be building
+    from it.
     """
     built = {v.model_version_id for v in registry.versions()}
     indexes = registry.prune(keep)
@@ -141,8 +142,8 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
     young = datetime.now(UTC) - UNBUILT_MODEL_GRACE
     models = []
     for model in registry.models():
-        if model.id in used or (model.id not in built
-                                and (model.id > newest or _aware(model.created_at) > young)):
+        if model.id in used or model.id > newest or (
+                model.id not in built and _aware(model.created_at) > young):
             continue
         registry.delete_model(model.id)
         store.embeddings_path(model.id).unlink(missing_ok=True)

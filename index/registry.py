@@ -264,19 +264,23 @@ class Registry:
         started_before = _now() - STALE_BUILD_AFTER
         with self._sessions.begin() as session:
             rows = session.scalars(select(IndexVersion).where(IndexVersion.status == Status.BUILDING))
-            for version in rows:
+            for version in list(rows):
                 if version.builder_host != host or version.builder_pid is None:
                     created = version.created_at
                     if (created if created.tzinfo else created.replace(tzinfo=UTC)) > started_before:
                         continue  # another host's builder: its own registry open judges it first
-                    version.error = (f"building since {created:%Y-%m-%d %H:%M} on "
-                                     f"{version.builder_host}, which never finished it")
+                    error = (f"building since {created:%Y-%m-%d %H:%M} on "
+                             f"{version.builder_host}, which never finished it")
                 elif process_alive(version.builder_pid, version.builder_start):
                     continue
                 else:
-                    version.error = f"builder process {version.builder_pid} on {host} exited mid-build"
-                version.status = Status.FAILED
-                stale.append(version.id)
+                    error = f"builder process {version.builder_pid} on {host} exited mid-build"
+                marked = session.execute(  # only while still building: its builder may finish now
+                    update(IndexVersion)
+                    .where(IndexVersion.id == version.id, IndexVersion.status == Status.BUILDING)
+                    .values(status=Status.FAILED, error=error))
+                if marked.rowcount:
+                    stale.append(version.id)
         for version_id in stale:
             log.warning("index version %d: builder is gone, marked failed", version_id)
         return stale

@@ -207,22 +207,29 @@ def _wait_for_building(registry: Registry, proc: subprocess.Popen[bytes]) -> Ind
     raise AssertionError("the builder never started building")
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_build_another_host_never_finished_is_marked_failed_after_a_day(
-        live_index: LiveIndex) -> None:
+        tmp_path: Path, database: str) -> None:
     """A builder on a container that was recreated: no registry open of its host will ever judge
-    its row, so one day after it started any registry open marks it failed."""
-    registry = live_index.registry
-    recent = registry.register_build(model_version_id=live_index.model_version_id, config={})
-    gone = registry.register_build(model_version_id=live_index.model_version_id, config={})
-    with registry.engine.begin() as db:
-        db.execute(update(IndexVersion).where(IndexVersion.id.in_([recent.id, gone.id]))
-                   .values(builder_host="a-container-long-gone"))
-        db.execute(update(IndexVersion).where(IndexVersion.id == gone.id).values(
-            created_at=datetime.now(UTC) - STALE_BUILD_AFTER - timedelta(minutes=1)))
-    assert registry.fail_stale_builds() == [gone.id]
-    assert registry.get(gone.id).status == Status.FAILED
-    assert "a-container-long-gone, which never finished it" in (registry.get(gone.id).error or "")
-    assert registry.get(recent.id).status == Status.BUILDING
+    its row, so one day after it started any registry open marks it failed (SQLite hands back
+    times without their zone, PostgreSQL with it)."""
+    server = start_postgres() if database == "postgresql" else None
+    registry = Registry(server.create_database("stale") if server else None, data_dir=tmp_path)
+    try:
+        model = registry.register_model("towers-test", config={"dim": DIM})
+        recent, gone = (registry.register_build(model_version_id=model.id, config={}, backend="edge")
+                        for _ in range(2))
+        with registry.engine.begin() as db:
+            db.execute(update(IndexVersion).where(IndexVersion.id.in_([recent.id, gone.id]))
+                       .values(builder_host="a-container-long-gone"))
+            db.execute(update(IndexVersion).where(IndexVersion.id == gone.id).values(
+                created_at=datetime.now(UTC) - STALE_BUILD_AFTER - timedelta(minutes=1)))
+        assert registry.fail_stale_builds() == [gone.id]
+        assert registry.get(gone.id).status == Status.FAILED
+        assert "a-container-long-gone, which never finished it" in (registry.get(gone.id).error or "")
+        assert registry.get(recent.id).status == Status.BUILDING
+    finally:
+        registry.close()
 
 
 @pytest.mark.parametrize("backend_name", ["edge"])

@@ -25,7 +25,7 @@ from index import EdgeSettings, IndexSpec, build_version, open_backend
 from index.catalogue import item_batch, latest_stock
 from index.config import Quantization
 from index.home import FINGERPRINT
-from index.registry import ModelVersion, Registry
+from index.registry import ModelVersion, Registry, as_utc
 from towers.artifact import Artifact
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
     models = []
     for model in registry.models():
         if model.id in used or model.id > newest or (
-                model.id not in built and _aware(model.created_at) > young):
+                model.id not in built and as_utc(model.created_at) > young):
             continue
         registry.delete_model(model.id)
         store.embeddings_path(model.id).unlink(missing_ok=True)
@@ -153,11 +153,6 @@ def prune_versions(registry: Registry, store: ModelStore, keep: int) -> dict[str
         models.append(model.id)
     log.info("pruned index versions %s and model versions %s", indexes, models)
     return {"index_versions": indexes, "model_versions": models}
-
-
-def _aware(moment: datetime) -> datetime:
-    """A registry time as UTC (SQLite hands it back without its zone)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def default_quantization(artifact: Artifact) -> Quantization:

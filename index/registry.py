@@ -66,6 +66,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A registry time as UTC (SQLite hands it back without its zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -267,7 +272,7 @@ class Registry:
             for version in list(rows):
                 if version.builder_host != host or version.builder_pid is None:
                     created = version.created_at
-                    if (created if created.tzinfo else created.replace(tzinfo=UTC)) > started_before:
+                    if as_utc(created) > started_before:
                         continue  # another host's builder: its own registry open judges it first
                     error = (f"building since {created:%Y-%m-%d %H:%M} on "
                              f"{version.builder_host}, which never finished it")

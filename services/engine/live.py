@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from index import IndexBackend
-from index.events import LOG_GAPS, LOG_POSITION, Event, EventLog, of_dataset
+from index.events import LOG_GAPS, LOG_POSITION, EventLog, of_dataset
 from index.home import FINGERPRINT
 from index.model_store import ranker_dir
-from index.registry import IndexVersion, Registry
+from index.registry import IndexVersion, Registry, as_utc
 from services.encoder import UserEncoder
 from services.engine.errors import ServiceUnavailable
 from services.engine.item_cache import ItemCache
@@ -68,8 +68,7 @@ class Snapshot:
 
 def _seconds_since(moment: datetime) -> float:
     """Seconds from `moment` (a registry time; SQLite keeps no zone: UTC) to now, at least 0."""
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return max((datetime.now(UTC) - moment).total_seconds(), 0.0)
+    return max((datetime.now(UTC) - as_utc(moment)).total_seconds(), 0.0)
 
 
 def load_ranker(model_location: str) -> tuple[Ranker | None, str]:
@@ -242,39 +241,11 @@ class LiveVersion:
         ours, skip = of_dataset(events, s.dataset), skip or set()
         fresh = sum(e.seq not in skip for e in ours)
         if fresh:
-            try:
-                apply(s, self.online, self.backend, ours, skip)
-            except ServiceUnavailable:  # a dependency: the next poll tries them all again
-                raise
-            except Exception:  # a change no retry mends (e.g. a body the item tower fails on)
-                self._apply_each_item(s, ours, skip)
+            # a dependency's failure raises (the next poll tries again); a bad change is passed over
+            apply(s, self.online, self.backend, ours, skip, pass_over=True)
             log.info("index version %d: replayed %d logged stock and item changes",
                      s.index_version, fresh)
         return {e.seq for e in events}
-
-    def _apply_each_item(self, s: Snapshot, events: list[Event], skip: set[int]) -> None:
-        """`events` applied item by item. An item whose changes fail other than by a dependency
-        (e.g. an upsert body the item tower cannot embed) loses its last upsert, passed over with
-        an error in the log (it stays in the log), and its other changes are applied again: its
-        upsert before that and its later stock still land. One bad change must not hold back
-        every later one."""
-        by_item: dict[int, list[Event]] = {}
-        for event in events:
-            by_item.setdefault(event.body.get("item_id"), []).append(event)
-        for item_id, changes in by_item.items():
-            while changes:
-                try:
-                    apply(s, self.online, self.backend, changes, skip)
-                    break
-                except ServiceUnavailable:
-                    raise
-                except Exception:
-                    upserts = [e for e in changes if e.kind == "item"]
-                    bad = upserts[-1:] or changes  # the last upsert, else (stock alone) all
-                    log.exception("index version %d: logged changes %s of item %s cannot be "
-                                  "applied; passed over", s.index_version, [e.seq for e in bad],
-                                  item_id)
-                    changes = [e for e in changes if e not in bad]
 
     def _catch_up_live(self, s: Snapshot) -> None:
         """The changes other processes logged since the last poll, into the live version.

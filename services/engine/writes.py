@@ -21,7 +21,7 @@ import pandas as pd
 from index import IndexBackend, UnknownItemError
 from index.catalogue import item_batch
 from index.events import Event, created_at, effective, sets_stock
-from services.engine.errors import online_call, unavailable
+from services.engine.errors import ServiceUnavailable, online_call, unavailable
 from services.online import ItemFeatures, OnlineFeatures
 
 if TYPE_CHECKING:  # live.py applies the log through this module
@@ -49,46 +49,69 @@ def logged_item(event: Event, created: str | None = None) -> ItemFeatures:
 
 
 def apply(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, events: list[Event],
-          skip: frozenset[int] | set[int] = frozenset()) -> set[int]:
+          skip: frozenset[int] | set[int] = frozenset(), *, pass_over: bool = False) -> set[int]:
     """Apply logged stock and item events to a version: per item, its last upsert and its last
     quantity (whichever event set it last). The one way a change reaches a version: the service
     applies a write it just logged, the changes logged elsewhere (another process, the pipeline's
     sensors) and those a version switched to has not built in. Events in `skip` were applied
     already. Returns the ids of items the version does not hold (their events change nothing in
     its index). A failing online store or index is a 503 naming it; the item tower failing to
-    embed an upsert is an error of its own, raised before the online store or index is written."""
+    embed an upsert is an error of its own, raised before the online store or index is written.
+
+    `pass_over` (the replay): an item whose changes fail other than by a dependency (e.g. an
+    upsert body the item tower cannot embed) loses its last upsert, passed over with an error in
+    the log (it stays in the log), and its other changes are applied again: one bad change must
+    not hold back every later one."""
     changes: dict[int, list[Event]] = {}
     for event in sorted(events, key=lambda e: e.seq):
         changes.setdefault(event.body["item_id"], []).append(event)
     missing = set()
     for item_id, ours in changes.items():
-        upserts = [e for e in ours if e.kind == "item"]
-        stocks = [e for e in ours if e.kind == "stock"]
-        upsert, stock = (upserts or [None])[-1], (stocks or [None])[-1]
-        # An upsert may leave out the stock (then the last change that set it counts, else the
-        # version's own; 0 for a new item) and the creation time (then the item keeps its own)
-        setters = [e for e in ours if sets_stock(e)]
-        last = setters[-1] if setters else None
-        known = online_call(s.items.item, item_id) if upsert is not None else None  # as stored
-        quantity = (int(last.body["quantity"] if last is stock else last.body["stock"]) if last
-                    else 0 if known is None else known.stock)
-        try:
-            if upsert is not None and upsert.seq not in skip:
-                had = datetime.fromtimestamp(known.created_at_s, UTC).isoformat() \
-                    if known is not None and known.created_at_s else None  # 0: none stored
-                item = logged_item(upsert, created_at(upserts, had))
-                counts = online_call(s.items.columns, [item_id]).popularity[0]  # its own (0: new)
-                _upsert(s, online, backend, item_id, ItemFeatures(
-                    item.title, item.categories, item.price, item.created_at_s,
-                    popularity=tuple(int(c) for c in counts), stock=quantity), upsert.logged_at)
-            if stock is not None and last is stock and stock.seq not in skip:
-                _set_stock(s, online, backend, item_id, quantity, stock.logged_at)
-        except UnknownItemError:
-            missing.add(item_id)
+        while ours:
+            try:
+                _apply_item(s, online, backend, item_id, ours, skip)
+            except UnknownItemError:
+                missing.add(item_id)
+            except ServiceUnavailable:
+                raise
+            except Exception:
+                if not pass_over:
+                    raise
+                bad = [e for e in ours if e.kind == "item"][-1:] or ours  # else (stock alone) all
+                log.exception("index version %d: logged changes %s of item %s cannot be applied; "
+                              "passed over", s.index_version, [e.seq for e in bad], item_id)
+                ours = [e for e in ours if e not in bad]
+                continue
+            break
     if missing:
         log.warning("index version %d: items %s are not in it; their logged stock is skipped",
                     s.index_version, sorted(missing))
     return missing
+
+
+def _apply_item(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,
+                ours: list[Event], skip: frozenset[int] | set[int]) -> None:
+    """One item's changes (in log order) applied: its last upsert and its last quantity."""
+    upserts = [e for e in ours if e.kind == "item"]
+    stocks = [e for e in ours if e.kind == "stock"]
+    upsert, stock = (upserts or [None])[-1], (stocks or [None])[-1]
+    # An upsert may leave out the stock (then the last change that set it counts, else the
+    # version's own; 0 for a new item) and the creation time (then the item keeps its own)
+    setters = [e for e in ours if sets_stock(e)]
+    last = setters[-1] if setters else None
+    known = online_call(s.items.item, item_id) if upsert is not None else None  # as stored
+    quantity = (int(last.body["quantity"] if last is stock else last.body["stock"]) if last
+                else 0 if known is None else known.stock)
+    if upsert is not None and upsert.seq not in skip:
+        had = datetime.fromtimestamp(known.created_at_s, UTC).isoformat() \
+            if known is not None and known.created_at_s else None  # 0: none stored
+        item = logged_item(upsert, created_at(upserts, had))
+        counts = online_call(s.items.columns, [item_id]).popularity[0]  # its own (0: new)
+        _upsert(s, online, backend, item_id, ItemFeatures(
+            item.title, item.categories, item.price, item.created_at_s,
+            popularity=tuple(int(c) for c in counts), stock=quantity), upsert.logged_at)
+    if stock is not None and last is stock and stock.seq not in skip:
+        _set_stock(s, online, backend, item_id, quantity, stock.logged_at)
 
 
 def _set_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,

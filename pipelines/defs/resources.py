@@ -227,9 +227,11 @@ class ServiceResource(dg.ConfigurableResource):
     The writes go through the service's Python client with a write key. It retries what a moment
     mends (a 503 while a version loads or a dependency restarts, a refused connection while the
     service restarts) for about a minute, under the same key; a host that never answers fails
-    after a few minutes (2 s per connection attempt). Any other error fails the op (and so the
+    after a few minutes (2 s per connection attempt). A write that still fails so has the step
+    retried (`step_retries` times, waiting `step_retry_wait_s`, doubled each time: about half an
+    hour in all, `sensors.retried_while_unavailable`). Any other error fails the op (and so the
     run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
-    Each write's `Idempotency-Key` is derived from `batch` (the run's key), so a retried write or a
+    Each write's `Idempotency-Key` is derived from the run's key, so a retried write or a
     re-executed run records nothing twice in the service's event log.
     """
 
@@ -238,6 +240,8 @@ class ServiceResource(dg.ConfigurableResource):
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
     connect_timeout_s: float = 2.0
     max_retries: int = 60  # of each write: 503s come with `Retry-After: 1`
+    step_retries: int = 6  # of the op, once a write's own retries are spent
+    step_retry_wait_s: float = 30.0  # before the first; doubled for each next one
 
     def serves(self, fingerprint: str) -> bool:
         """Whether the live model is of the dataset `fingerprint` names (or of an unrecorded one):
@@ -262,13 +266,16 @@ class ServiceResource(dg.ConfigurableResource):
                 written(item_id)
         return unknown
 
-    def upsert_items(self, items: list[dict[str, Any]], *, batch: str) -> None:
-        """Each dict is an `ItemUpsert` body plus its `item_id` (validated before it is sent)."""
+    def upsert_items(self, items: list[dict[str, Any]], keys: list[str], *,
+                     written: Callable[[int], None] = lambda item_id: None) -> None:
+        """Each dict is an `ItemUpsert` body plus its `item_id` (validated before it is sent),
+        written under its key in `keys`, in order; `written(item_id)` after each one the service
+        accepted."""
         with self._client() as client:
-            for item in items:
+            for item, key in zip(items, keys, strict=True):
                 body = ItemUpsert.model_validate({k: v for k, v in item.items() if k != "item_id"})
-                client.upsert_item(item["item_id"], **body.model_dump(),
-                                   idempotency_key=f"{batch}:item:{item['item_id']}")
+                client.upsert_item(item["item_id"], **body.model_dump(), idempotency_key=key)
+                written(item["item_id"])
 
     def _client(self) -> RecommenderClient:
         if not self.url:
@@ -295,8 +302,13 @@ class InboxResource(dg.ConfigurableResource):
 
     @property
     def stock_pushed(self) -> Path:
-        """Each item's newest stock row time pushed so far (`sensors.pushed_stock`)."""
+        """Each item's newest stock row time pushed so far (`sensors.pushed_rows`)."""
         return Path(self.data_dir) / "inbox" / "stock-pushed.parquet"
+
+    @property
+    def items_pushed(self) -> Path:
+        """Each item's newest items file (by mtime) pushed so far (`sensors.pushed_rows`)."""
+        return Path(self.data_dir) / "inbox" / "items-pushed.parquet"
 
 
 def build_resources(settings: PipelineSettings) -> dict[str, dg.ConfigurableResource]:

@@ -23,12 +23,16 @@ from feature_repo.datasets.generic import read_table
 from feature_repo.files import atomic_path, locked
 from index.catalogue import latest_rows
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
+from services.client import APIConnectionError, ServiceUnavailableError
 
 SUFFIXES = (".parquet", ".csv")
 # What reading an inbox file can raise: a bad value (DataError, naming file, column and row), a
 # ragged CSV (pandas' ParserError is a ValueError), a truncated parquet (pyarrow's ArrowInvalid
 # is too), an unreadable file or encoding
 UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
+# What the service answers while it cannot take writes yet: a version loading or a dependency
+# down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
+UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
 
 
 def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
@@ -65,22 +69,23 @@ def unpushed(rows: pd.DataFrame, pushed: pd.Series) -> pd.DataFrame:
     return latest[before.isna().to_numpy() | (latest["event_timestamp"] > before).to_numpy()]
 
 
-def read_pushed(inbox: InboxResource) -> pd.Series:
-    """`inbox.stock_pushed` as item_id -> time (empty before the first push)."""
-    if not inbox.stock_pushed.exists():
+def read_pushed(path: Path) -> pd.Series:
+    """A pushed state (`pushed_rows`) as item_id -> time (empty before the first push)."""
+    if not path.exists():
         return pd.Series(dtype="datetime64[us, UTC]", index=pd.Index([], dtype="int64", name="item_id"),
                          name="event_timestamp")
-    return pd.read_parquet(inbox.stock_pushed).set_index("item_id")["event_timestamp"]
+    return pd.read_parquet(path).set_index("item_id")["event_timestamp"]
 
 
 @contextmanager
-def pushed_stock(inbox: InboxResource) -> Iterator[tuple[pd.Series, Callable[[pd.DataFrame], None]]]:
-    """The newest pushed time per item, and a function to record rows as pushed; what was
-    recorded is written back (atomically) when the block ends, even by an error, so a push that
-    failed part way keeps the items it wrote. A lock keeps concurrent runs in turn."""
-    inbox.stock_pushed.parent.mkdir(parents=True, exist_ok=True)
-    with locked(inbox.stock_pushed.with_suffix(".lock")):
-        pushed, added = read_pushed(inbox), []
+def pushed_rows(path: Path) -> Iterator[tuple[pd.Series, Callable[[pd.DataFrame], None]]]:
+    """The newest pushed row time per item kept at `path`, and a function to record rows
+    (item_id, event_timestamp) as pushed; what was recorded is written back (atomically) when the
+    block ends, even by an error, so a push that failed part way keeps the items it wrote. A lock
+    keeps concurrent runs in turn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.with_suffix(".lock")):
+        pushed, added = read_pushed(path), []
         try:
             yield pushed, added.append
         finally:
@@ -88,9 +93,25 @@ def pushed_stock(inbox: InboxResource) -> Iterator[tuple[pd.Series, Callable[[pd
                 rows = pd.concat([pushed.reset_index(),
                                   *(a[["item_id", "event_timestamp"]] for a in added)], ignore_index=True)
                 newest = rows.groupby("item_id", as_index=False)["event_timestamp"].max()
-                with atomic_path(inbox.stock_pushed) as tmp:
+                with atomic_path(path) as tmp:
                     newest.astype({"item_id": "int64", "event_timestamp": "datetime64[us, UTC]"}
                                   ).to_parquet(tmp, index=False)
+
+
+@contextmanager
+def retried_while_unavailable(context: dg.OpExecutionContext, service: ServiceResource) -> Iterator[None]:
+    """A write the service still cannot take after the client's own retries (503, no connection,
+    no answer) has the step retried later (`ServiceResource.step_retries`, the wait doubling from
+    `step_retry_wait_s`) with the same config and write keys, so a longer outage delays the rows
+    rather than dropping them; any other error fails the run."""
+    try:
+        yield
+    except UNAVAILABLE as error:
+        wait = service.step_retry_wait_s * 2 ** context.retry_number
+        if context.retry_number < service.step_retries:
+            context.log.warning("service unavailable (%s); retry %d of %d in %.0f s", error,
+                                context.retry_number + 1, service.step_retries, wait)
+        raise dg.RetryRequested(max_retries=service.step_retries, seconds_to_wait=wait) from error
 
 
 def _seed_pushed(inbox: InboxResource, files: list[Path], newest: pd.Timestamp) -> None:
@@ -101,7 +122,7 @@ def _seed_pushed(inbox: InboxResource, files: list[Path], newest: pd.Timestamp) 
     for path in files:
         with suppress(DataError):  # a bad file was never pushed
             rows.append(read_inbox_file(path, "stock"))
-    with pushed_stock(inbox) as (pushed, record):
+    with pushed_rows(inbox.stock_pushed) as (pushed, record):
         if rows and pushed.empty:
             every = pd.concat(rows, ignore_index=True)
             record(every[every["event_timestamp"] <= newest])
@@ -126,8 +147,8 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                                                            utc=True, format="ISO8601")})
     stamped = rows["event_timestamp"].notna()
     batch = _batch(context)
-    through = _through_service(service, dataset)
-    with pushed_stock(inbox) as (pushed, record):
+    with retried_while_unavailable(context, service), pushed_rows(inbox.stock_pushed) as (pushed, record):
+        through = _through_service(service, dataset)
         fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
         quantities = dict(zip(fresh["item_id"].tolist(), fresh["quantity"].tolist(), strict=True))
         written: list[int] = []
@@ -161,7 +182,7 @@ def stock_update_job() -> None:
 @dg.sensor(job=stock_update_job, minimum_interval_seconds=30)
 def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     """Each item's newest stock row, where newer than the newest row of that item pushed so far
-    (`pushed_stock`), becomes one stock update run.
+    (`pushed_rows`), becomes one stock update run.
 
     The cursor keeps each file's size and mtime, so a tick reads only the files that are new or
     have changed since, not the whole inbox.
@@ -184,7 +205,7 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     context.update_cursor(json.dumps({"files": stats}))
     if not frames:
         return dg.SkipReason("no readable stock rows in the new or changed files")
-    fresh = unpushed(pd.concat(frames, ignore_index=True), read_pushed(inbox))
+    fresh = unpushed(pd.concat(frames, ignore_index=True), read_pushed(inbox.stock_pushed))
     if fresh.empty:
         return dg.SkipReason("no stock row newer than its item's last pushed one")
     keys = [str(i) for i in fresh["item_id"]]
@@ -204,31 +225,52 @@ class NewItemsConfig(dg.Config):
 
 @dg.op
 def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dataset: DatasetResource,
-                     event_log: EventLogResource, service: ServiceResource) -> None:
-    """New items, embedded from content by the live item tower and upserted into the live version."""
-    items = pd.concat([read_inbox_file(Path(p), "items") for p in config.files], ignore_index=True)
-    items = items.drop_duplicates("item_id", keep="last")
+                     event_log: EventLogResource, service: ServiceResource, inbox: InboxResource) -> None:
+    """New items, embedded from content by the live item tower and upserted into the live version.
+
+    Each row is as new as its file (its mtime): an item whose row from a newer file was pushed
+    meanwhile (by a later run that ran first, or before this run's retry) keeps that one."""
+    items = pd.concat([stamped_items(Path(p)) for p in config.files], ignore_index=True)
     if "created_at" not in items:  # none given: created when logged, as the service's default
         items["created_at"] = pd.NaT
     if "stock" not in items:  # none given: each item's stock stays as it is (0 for a new one)
         items["stock"] = pd.NA
-    upserts = [{"item_id": int(row.item_id), "title": str(row.title),
-                "categories": list(row.categories),
-                "price": None if pd.isna(row.price) else float(row.price),
-                "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
-                "stock": None if pd.isna(row.stock) else int(row.stock)}
-               for row in items.itertuples()]
     batch = _batch(context)
-    through = _through_service(service, dataset)
-    if through:
-        service.upsert_items(upserts, batch=batch)
-    else:
-        with event_log.open() as log:
-            for upsert in upserts:
-                log.record(f"{batch}:item:{upsert['item_id']}", "item", upsert,
-                           dataset=dataset.fingerprint)
-    context.log.info("upserted %d items (%s)", len(items),
-                     "through the service" if through else "into the event log")
+    with retried_while_unavailable(context, service), pushed_rows(inbox.items_pushed) as (pushed, record):
+        through = _through_service(service, dataset)
+        fresh = unpushed(items, pushed)
+        # A file's rows are keyed by its version too: a retry that reads a changed file sends its
+        # new rows as new writes, not as other bodies under the first ones' keys
+        keys = [f"{batch}:item:{row.item_id}:{row.event_timestamp.value // 1000}"
+                for row in fresh.itertuples()]
+        upserts = [{"item_id": int(row.item_id), "title": str(row.title),
+                    "categories": list(row.categories),
+                    "price": None if pd.isna(row.price) else float(row.price),
+                    "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
+                    "stock": None if pd.isna(row.stock) else int(row.stock)}
+                   for row in fresh.itertuples()]
+        written: list[int] = []
+        try:
+            if through:
+                service.upsert_items(upserts, keys, written=written.append)
+            else:
+                with event_log.open() as log:
+                    for key, upsert in zip(keys, upserts, strict=True):
+                        log.record(key, "item", upsert, dataset=dataset.fingerprint)
+                        written.append(upsert["item_id"])
+        finally:
+            record(fresh[fresh["item_id"].isin(written)])
+    context.log.info("upserted %d items (%s)%s", len(fresh),
+                     "through the service" if through else "into the event log",
+                     f"; {items['item_id'].nunique() - len(fresh)} with a newer row pushed before, "
+                     "left out" if items["item_id"].nunique() > len(fresh) else "")
+
+
+def stamped_items(path: Path) -> pd.DataFrame:
+    """An items file's rows, each stamped (`event_timestamp`) with the file's mtime taken before it
+    is read: a file changing meanwhile is read again under its newer mtime, never the reverse."""
+    mtime = pd.Timestamp(path.stat().st_mtime_ns, unit="ns", tz="UTC").floor("us")
+    return read_inbox_file(path, "items").assign(event_timestamp=mtime)
 
 
 @dg.job(description="Embed new catalogue items with the live item tower and upsert them into the live index.")

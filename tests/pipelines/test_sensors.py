@@ -24,7 +24,7 @@ from pipelines.defs.sensors import (
     _run_key,
     catalogue_sensor,
     new_items_job,
-    pushed_stock,
+    pushed_rows,
     read_inbox_file,
     read_pushed,
     stock_log_sensor,
@@ -174,6 +174,37 @@ def test_catalogue_sensor_makes_a_new_item_retrievable_without_a_new_model_versi
     assert isinstance(again, SkipReason), "a file is upserted once"
 
 
+def test_an_items_file_run_after_a_newer_ones_run_leaves_the_newer_rows(graph):
+    """Runs can end out of order (one retried while a later one ran): each item keeps the row of
+    its newest file (by mtime), and the older file's other items are upserted."""
+    resources = build_resources(graph.settings)
+    folder = resources["inbox"].items_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    lamp = int(graph.dataset.items["item_id"].max()) + 200
+    monday, tuesday = folder / "monday.csv", folder / "tuesday.csv"
+    monday.write_text(f"item_id,title\n{lamp},Lamp\n{lamp + 1},Desk\n")
+    tuesday.write_text(f"item_id,title\n{lamp},Brass Lamp\n")
+    os.utime(monday, ns=(1_765_000_000_000_000_000,) * 2)
+    os.utime(tuesday, ns=(1_765_086_400_000_000_000,) * 2)
+
+    def run(path, key):
+        config = {"ops": {"upsert_new_items": {"config": {"files": [str(path)]}}}}
+        return new_items_job.execute_in_process(run_config=config, resources=resources,
+                                                instance=graph.instance, tags={"dagster/run_key": key})
+
+    def titles():  # the last upsert of each of the two items, as the log orders them
+        return {e.body["item_id"]: e.body["title"] for e in logged(graph, "item")
+                if e.body["item_id"] in (lamp, lamp + 1)}
+
+    assert run(tuesday, "items-tuesday").success and run(monday, "items-monday").success
+    assert titles() == {lamp: "Brass Lamp", lamp + 1: "Desk"}
+    # Its retry reads the file as it is now: a newer version, sent as new writes (the first
+    # version's write keys took other bodies), and newer than Tuesday's row
+    monday.write_text(f"item_id,title\n{lamp},Reading Lamp\n")
+    assert run(monday, "items-monday").success
+    assert titles() == {lamp: "Reading Lamp", lamp + 1: "Desk"}
+
+
 def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
     inbox = InboxResource(data_dir=str(tmp_path))
     inbox.stock_dir.mkdir(parents=True)
@@ -205,7 +236,7 @@ def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
 
 def test_an_items_row_older_than_its_pushed_one_is_left_out_and_other_items_kept(tmp_path):
     inbox = InboxResource(data_dir=str(tmp_path))
-    with pushed_stock(inbox) as (pushed, record):
+    with pushed_rows(inbox.stock_pushed) as (pushed, record):
         assert pushed.empty
         record(pd.DataFrame({"item_id": [1, 2], "event_timestamp": pd.to_datetime(
             ["2026-01-02", "2026-01-01"], utc=True)}))
@@ -214,17 +245,18 @@ def test_an_items_row_older_than_its_pushed_one_is_left_out_and_other_items_kept
                          "event_timestamp": pd.to_datetime(["2026-01-01 00:00", "2026-01-01 12:00",
                                                             "2026-01-03 00:00", "2025-06-01 00:00"],
                                                            utc=True)})
-    with pushed_stock(inbox) as (pushed, record):
+    with pushed_rows(inbox.stock_pushed) as (pushed, record):
         fresh = unpushed(late, pushed)
         assert fresh.set_index("item_id")["quantity"].to_dict() == {2: 4, 3: 9}
         record(fresh)
-    assert read_pushed(inbox).to_dict() == {
+    assert read_pushed(inbox.stock_pushed).to_dict() == {
         1: pd.Timestamp("2026-01-02", tz="UTC"), 2: pd.Timestamp("2026-01-03", tz="UTC"),
         3: pd.Timestamp("2025-06-01", tz="UTC")}
-    with pytest.raises(RuntimeError), pushed_stock(inbox) as (_, record):
+    with pytest.raises(RuntimeError), pushed_rows(inbox.stock_pushed) as (_, record):
         record(late[late["item_id"] == 3].assign(event_timestamp=pd.Timestamp("2027-01-01", tz="UTC")))
         raise RuntimeError("the push failed after item 3")
-    assert read_pushed(inbox)[3] == pd.Timestamp("2027-01-01", tz="UTC"), "what was written counts"
+    assert read_pushed(inbox.stock_pushed)[3] == pd.Timestamp("2027-01-01", tz="UTC"), \
+        "what was written counts"
 
 
 def test_a_cursor_from_before_per_item_state_keeps_what_it_pushed(tmp_path):

@@ -11,10 +11,11 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import lightgbm as lgb
 import numpy as np
@@ -29,7 +30,8 @@ from index.edge import COPIES_DIR
 from index.home import FINGERPRINT
 from index.model_store import save_model
 from index.registry import Registry
-from pipelines.defs.resources import ServiceResource
+from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
+from pipelines.defs.sensors import stock_update_job
 from services.client import RecommenderClient, ServiceUnavailableError
 from tests.utils.servers import twotower_service
 from towers.artifact import Artifact
@@ -128,15 +130,39 @@ def service(tmp_path_factory) -> Iterator[Service]:
                 client.recommend(1)
             except ServiceUnavailableError as error:
                 svc.before_live["recommend"] = error
-        # A sensor's stock write sent now (a 503 until a version is live), its quantity as it is
-        item, quantity = max(latest_stock(dataset.stock).items())
+        # A sensor's stock write sent now (a 503 until a version is live), its quantity as it is;
+        # and a stock run whose writes are not retried by the client: its step is, once failed
+        (item, quantity), (other, other_quantity) = sorted(latest_stock(dataset.stock).items())[-2:]
         sensor = ServiceResource(url=svc.url, api_key=write_key)
-        with ThreadPoolExecutor(1) as pool:
+        instance = dg.DagsterInstance.ephemeral()
+        with ThreadPoolExecutor(2) as pool:
             sent = pool.submit(sensor.set_stock, {int(item): int(quantity)}, batch="before-live")
+            run = pool.submit(
+                stock_update_job.execute_in_process, instance=instance, raise_on_error=False,
+                tags={"dagster/run_key": "before-live-run"},
+                run_config={"ops": {"push_stock_quantities": {"config": {
+                    "quantities": {str(other): int(other_quantity)}}}}},
+                resources={"dataset": DatasetResource(spec=SHOP),
+                           "event_log": EventLogResource(data_dir=str(home)),
+                           "inbox": InboxResource(data_dir=str(home / "pipeline")),
+                           "service": ServiceResource(url=svc.url, api_key=write_key, max_retries=0,
+                                                      step_retries=12, step_retry_wait_s=0.2)})
+            _wait_for_a_step_retry(instance, run)
             _, index_version = promote_version(svc)
             svc.wait_for_index_version(index_version)
             svc.before_live["sensor_write"] = (int(item), sent.exception() or sent.result())
+            svc.before_live["sensor_run"] = (int(other), run.result(), instance)
         yield svc
+
+
+def _wait_for_a_step_retry(instance: dg.DagsterInstance, run: Future, timeout_s: float = 60) -> None:
+    """Until a step of the one run in `instance` is up for retry, or the run has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not run.done():
+        if any(e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+               for r in instance.get_runs() for e in instance.all_logs(r.run_id)):
+            return
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

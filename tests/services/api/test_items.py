@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import dagster as dg
 import pytest
 
 from index.catalogue import latest_stock
 from index.events import EventLog
-from pipelines.defs.resources import ServiceResource
+from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
+from pipelines.defs.sensors import stock_update_job
 from services.client import NotFoundError
-from tests.services.conftest import active_user
+from tests.services.conftest import SHOP, active_user
+from tests.utils.servers import free_port
 
 
 def test_zero_stock_removes_the_item_from_the_next_answer(service, client):
@@ -75,7 +78,7 @@ def test_sensor_writes_through_service_resource_reach_the_service(service, clien
     content = {"title": "sensor lamp", "categories": ["lamps-sensor"], "price": 4.0,
                "created_at": datetime.now(UTC).isoformat(), "stock": 2}
     resource.upsert_items([{"item_id": 50_001, **content}, {"item_id": 50_002, **content}],
-                          batch="items-run-1")
+                          ["items-run-1:item:50001", "items-run-1:item:50002"])
     assert [i.item_id for i in client.similar_items(50_002, k=1).items] == [50_001]
     answer = client.recommend(user, k=5, filters={"categories": ["lamps-sensor"]})
     assert sorted(i.item_id for i in answer.items) == [50_001, 50_002]
@@ -92,6 +95,44 @@ def test_a_sensor_write_sent_while_nothing_was_live_waits_for_a_version_and_land
         assert event is not None and event.answer["indexed"] is True
     finally:
         logged.close()
+
+
+def test_a_stock_run_whose_writes_fail_past_the_clients_retries_is_retried_and_lands(service):
+    """Its client retries nothing here (`max_retries=0`): the service's 503s before the first
+    version was live failed the step, which Dagster retried until the version was live, under the
+    same write key; on its own, the failed run's rows would wait for someone to re-execute it."""
+    item, result, instance = service.before_live["sensor_run"]
+    retries = [e for e in instance.all_logs(result.run_id)
+               if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert result.success and retries, "failed while nothing was live, then retried and landed"
+    logged = EventLog.beside(f"sqlite:///{service.home / 'registry.db'}")
+    try:
+        event = logged.get(f"before-live-run:stock:{item}")
+        assert event is not None and event.answer["indexed"] is True
+    finally:
+        logged.close()
+
+
+@pytest.mark.parametrize("url, api_key, retried, error", [
+    (None, "wrong key", 0, "401"),  # the service's answer: retrying cannot mend it
+    (f"http://127.0.0.1:{free_port()}", "any key", 2, "ConnectError"),  # down for longer
+])
+def test_a_stock_run_retries_its_step_only_while_the_service_cannot_be_reached(
+        service, tmp_path, url, api_key, retried, error):
+    resources = {"dataset": DatasetResource(spec=SHOP), "inbox": InboxResource(data_dir=str(tmp_path)),
+                 "event_log": EventLogResource(data_dir=str(tmp_path)),
+                 "service": ServiceResource(url=url or service.url, api_key=api_key, max_retries=0,
+                                            connect_timeout_s=0.5, step_retries=2,
+                                            step_retry_wait_s=0.01)}
+    instance = dg.DagsterInstance.ephemeral()
+    result = stock_update_job.execute_in_process(
+        run_config={"ops": {"push_stock_quantities": {"config": {"quantities": {"1": 1}}}}},
+        resources=resources, instance=instance, raise_on_error=False)
+    steps = [e.dagster_event for e in instance.all_logs(result.run_id) if e.dagster_event is not None]
+    assert not result.success
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in steps) == retried
+    failure = next(e for e in steps if e.event_type_value == "STEP_FAILURE")
+    assert error in str(failure.step_failure_data.error.to_string())
 
 
 def test_sensor_writes_without_their_key_fail_naming_it_not_borrowing_the_clients(service,

@@ -155,12 +155,17 @@ def service(tmp_path_factory) -> Iterator[Service]:
         yield svc
 
 
+def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[dg.DagsterEvent]:
+    """The run's Dagster events of one type (e.g. "STEP_UP_FOR_RETRY")."""
+    return [e.dagster_event for e in instance.all_logs(run_id)
+            if e.dagster_event is not None and e.dagster_event.event_type_value == kind]
+
+
 def _wait_for_a_step_retry(instance: dg.DagsterInstance, run: Future, timeout_s: float = 60) -> None:
     """Until a step of the one run in `instance` is up for retry, or the run has ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not run.done():
-        if any(e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
-               for r in instance.get_runs() for e in instance.all_logs(r.run_id)):
+        if any(step_events(instance, r.run_id, "STEP_UP_FOR_RETRY") for r in instance.get_runs()):
             return
         time.sleep(0.1)
 

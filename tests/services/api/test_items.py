@@ -13,7 +13,7 @@ from index.events import EventLog
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 from pipelines.defs.sensors import stock_update_job
 from services.client import NotFoundError
-from tests.services.conftest import SHOP, active_user
+from tests.services.conftest import SHOP, active_user, step_events
 from tests.utils.servers import free_port
 
 
@@ -89,12 +89,7 @@ def test_a_sensor_write_sent_while_nothing_was_live_waits_for_a_version_and_land
     version is live, then logged and applied, not a failed run whose rows wait for a re-execution."""
     item, outcome = service.before_live["sensor_write"]
     assert outcome == [], f"the write failed: {outcome!r}"
-    logged = EventLog.beside(f"sqlite:///{service.home / 'registry.db'}")
-    try:
-        event = logged.get(f"before-live:stock:{item}")
-        assert event is not None and event.answer["indexed"] is True
-    finally:
-        logged.close()
+    assert indexed(service, f"before-live:stock:{item}")
 
 
 def test_a_stock_run_whose_writes_fail_past_the_clients_retries_is_retried_and_lands(service):
@@ -102,13 +97,17 @@ def test_a_stock_run_whose_writes_fail_past_the_clients_retries_is_retried_and_l
     version was live failed the step, which Dagster retried until the version was live, under the
     same write key; on its own, the failed run's rows would wait for someone to re-execute it."""
     item, result, instance = service.before_live["sensor_run"]
-    retries = [e for e in instance.all_logs(result.run_id)
-               if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"]
+    retries = step_events(instance, result.run_id, "STEP_UP_FOR_RETRY")
     assert result.success and retries, "failed while nothing was live, then retried and landed"
+    assert indexed(service, f"before-live-run:stock:{item}")
+
+
+def indexed(service, key: str) -> bool:
+    """Whether the write logged under `key` was answered as applied to the index."""
     logged = EventLog.beside(f"sqlite:///{service.home / 'registry.db'}")
     try:
-        event = logged.get(f"before-live-run:stock:{item}")
-        assert event is not None and event.answer["indexed"] is True
+        event = logged.get(key)
+        return event is not None and event.answer["indexed"] is True
     finally:
         logged.close()
 
@@ -128,11 +127,10 @@ def test_a_stock_run_retries_its_step_only_while_the_service_cannot_be_reached(
     result = stock_update_job.execute_in_process(
         run_config={"ops": {"push_stock_quantities": {"config": {"quantities": {"1": 1}}}}},
         resources=resources, instance=instance, raise_on_error=False)
-    steps = [e.dagster_event for e in instance.all_logs(result.run_id) if e.dagster_event is not None]
     assert not result.success
-    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in steps) == retried
-    failure = next(e for e in steps if e.event_type_value == "STEP_FAILURE")
-    assert error in str(failure.step_failure_data.error.to_string())
+    assert len(step_events(instance, result.run_id, "STEP_UP_FOR_RETRY")) == retried
+    failure, = step_events(instance, result.run_id, "STEP_FAILURE")
+    assert error in failure.step_failure_data.error.to_string()
 
 
 def test_sensor_writes_without_their_key_fail_naming_it_not_borrowing_the_clients(service,

@@ -228,9 +228,9 @@ class ServiceResource(dg.ConfigurableResource):
     mends (a 503 while a version loads or a dependency restarts, a refused connection while the
     service restarts) for about a minute, under the same key; a host that never answers fails
     after a few minutes (2 s per connection attempt). A write that still fails so has the step
-    retried (`step_retries` times, waiting `step_retry_wait_s`, doubled each time: about half an
-    hour in all, `sensors.retried_while_unavailable`). Any other error fails the op (and so the
-    run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
+    retried (`step_retries` times, waiting `step_retry_wait_s`, doubled each time up to 5 minutes:
+    about half an hour of waits, `sensors.retried_while_unavailable`). Any other error fails the
+    op (and so the run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
     Each write's `Idempotency-Key` is derived from the run's key, so a retried write or a
     re-executed run records nothing twice in the service's event log.
     """
@@ -240,7 +240,7 @@ class ServiceResource(dg.ConfigurableResource):
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
     connect_timeout_s: float = 2.0
     max_retries: int = 60  # of each write: 503s come with `Retry-After: 1`
-    step_retries: int = 6  # of the op, once a write's own retries are spent
+    step_retries: int = 8  # of the op, once a write's own retries are spent
     step_retry_wait_s: float = 30.0  # before the first; doubled for each next one
 
     def serves(self, fingerprint: str) -> bool:

@@ -33,6 +33,10 @@ UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 # What the service answers while it cannot take writes yet: a version loading or a dependency
 # down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
 UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
+STEP_RETRY_WAIT_MAX_S = 300.0  # a service back up waits this long at most for the next attempt
+# The inbox jobs' runs carry it; deploy/dagster.yaml lets one such run go at a time, so a run that
+# waits out an outage holds no other run back, and the runs go in the order they were asked for
+INBOX_TAG = {"twotower/inbox": "writes"}
 
 
 def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
@@ -60,29 +64,37 @@ def inbox_files(folder: Path) -> list[Path]:
 
 # -- stock -------------------------------------------------------------------------------------------
 
-def unpushed(rows: pd.DataFrame, pushed: pd.Series) -> pd.DataFrame:
-    """Each item's newest stock row (item_id, event_timestamp, quantity), where it is newer than
-    the newest row of that item pushed before (`pushed`: item_id -> time). Files may arrive out of
-    order: an item's older row never overwrites a newer quantity, and another item's is kept."""
-    latest = latest_rows(rows)
-    before = latest["item_id"].map(pushed)
-    return latest[before.isna().to_numpy() | (latest["event_timestamp"] > before).to_numpy()]
+def unpushed(rows: pd.DataFrame, pushed: pd.DataFrame) -> pd.DataFrame:
+    """Each item's newest row (item_id, event_timestamp, ...), where it is newer than the newest
+    row of that item pushed before (`read_pushed`), or as new with another `digest` (rows that
+    carry one: two item files of the same mtime). Files may arrive out of order: an item's older
+    row never overwrites a newer one, and another item's is kept."""
+    latest = latest_rows(rows).reset_index(drop=True)
+    before = pushed.reindex(latest["item_id"]).reset_index(drop=True)
+    time, pushed_time = latest["event_timestamp"], before["event_timestamp"]
+    newer = pushed_time.isna() | (time > pushed_time)
+    if "digest" in latest:
+        differs = latest["digest"].astype(str).to_numpy() != before["digest"].fillna("").astype(str)
+        newer |= (time == pushed_time) & differs
+    return latest[newer.to_numpy()]
 
 
-def read_pushed(path: Path) -> pd.Series:
-    """A pushed state (`pushed_rows`) as item_id -> time (empty before the first push)."""
+def read_pushed(path: Path) -> pd.DataFrame:
+    """A pushed state (`pushed_rows`), indexed by item_id: the newest pushed row's
+    `event_timestamp` (and `digest`, if its rows carry one); empty before the first push."""
     if not path.exists():
-        return pd.Series(dtype="datetime64[us, UTC]", index=pd.Index([], dtype="int64", name="item_id"),
-                         name="event_timestamp")
-    return pd.read_parquet(path).set_index("item_id")["event_timestamp"]
+        return pd.DataFrame({"event_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
+                             "digest": pd.Series(dtype=object)},
+                            index=pd.Index([], dtype="int64", name="item_id"))
+    return pd.read_parquet(path).set_index("item_id").reindex(columns=["event_timestamp", "digest"])
 
 
 @contextmanager
-def pushed_rows(path: Path) -> Iterator[tuple[pd.Series, Callable[[pd.DataFrame], None]]]:
-    """The newest pushed row time per item kept at `path`, and a function to record rows
-    (item_id, event_timestamp) as pushed; what was recorded is written back (atomically) when the
-    block ends, even by an error, so a push that failed part way keeps the items it wrote. A lock
-    keeps concurrent runs in turn."""
+def pushed_rows(path: Path) -> Iterator[tuple[pd.DataFrame, Callable[[pd.DataFrame], None]]]:
+    """The newest pushed row per item kept at `path` (`read_pushed`), and a function to record
+    rows (item_id, event_timestamp, optional digest) as pushed; what was recorded is written back
+    (atomically) when the block ends, even by an error, so a push that failed part way keeps the
+    items it wrote. A lock keeps concurrent runs in turn."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.with_suffix(".lock")):
         pushed, added = read_pushed(path), []
@@ -90,24 +102,25 @@ def pushed_rows(path: Path) -> Iterator[tuple[pd.Series, Callable[[pd.DataFrame]
             yield pushed, added.append
         finally:
             if added:
-                rows = pd.concat([pushed.reset_index(),
-                                  *(a[["item_id", "event_timestamp"]] for a in added)], ignore_index=True)
-                newest = rows.groupby("item_id", as_index=False)["event_timestamp"].max()
+                columns = ["item_id", "event_timestamp", "digest"]
+                rows = pd.concat([pushed.reset_index(), *(a.reindex(columns=columns) for a in added)],
+                                 ignore_index=True)
                 with atomic_path(path) as tmp:
-                    newest.astype({"item_id": "int64", "event_timestamp": "datetime64[us, UTC]"}
-                                  ).to_parquet(tmp, index=False)
+                    latest_rows(rows).astype({"item_id": "int64", "event_timestamp": "datetime64[us, UTC]",
+                                              "digest": "string"}).to_parquet(tmp, index=False)
 
 
 @contextmanager
 def retried_while_unavailable(context: dg.OpExecutionContext, service: ServiceResource) -> Iterator[None]:
     """A write the service still cannot take after the client's own retries (503, no connection,
     no answer) has the step retried later (`ServiceResource.step_retries`, the wait doubling from
-    `step_retry_wait_s`) with the same config and write keys, so a longer outage delays the rows
-    rather than dropping them; any other error fails the run."""
+    `step_retry_wait_s` up to `STEP_RETRY_WAIT_MAX_S`) with the same config and write keys, so a
+    longer outage delays the rows rather than dropping them; any other error fails the run. The
+    run keeps its slot while it waits: the inbox jobs share one (`INBOX_TAG`)."""
     try:
         yield
     except UNAVAILABLE as error:
-        wait = service.step_retry_wait_s * 2 ** context.retry_number
+        wait = min(service.step_retry_wait_s * 2 ** context.retry_number, STEP_RETRY_WAIT_MAX_S)
         if context.retry_number < service.step_retries:
             context.log.warning("service unavailable (%s); retry %d of %d in %.0f s", error,
                                 context.retry_number + 1, service.step_retries, wait)
@@ -174,7 +187,8 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                      if len(fresh) < len(rows) else "")
 
 
-@dg.job(description="Push new stock quantities to the live index payload and the online store.")
+@dg.job(description="Push new stock quantities to the live index payload and the online store.",
+        tags=INBOX_TAG)
 def stock_update_job() -> None:
     push_stock_quantities()
 
@@ -189,7 +203,7 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     """
     cursor = json.loads(context.cursor) if context.cursor else {"files": {}}
     files = {p.name: p for p in inbox_files(inbox.stock_dir)}
-    stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in files.items()}
+    stats = {name: stat for name, p in files.items() if (stat := file_stat(p)) is not None}
     changed = [files[name] for name, stat in stats.items() if cursor["files"].get(name) != stat]
     if cursor.get("newest") and not inbox.stock_pushed.exists():  # a cursor from before the state
         handled = [path for path in files.values() if path not in changed]
@@ -221,6 +235,9 @@ def stock_log_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
 
 class NewItemsConfig(dg.Config):
     files: list[str]  # inbox files of new items (contract item columns, optional `stock`)
+    # path -> [size, mtime_ns] as the sensor read it: a file changed or gone since is left to the
+    # run the sensor asks for it next. A file without (a run asked for before) is read as it is.
+    stats: dict[str, list[int]] = {}
 
 
 @dg.op
@@ -229,51 +246,80 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
     """New items, embedded from content by the live item tower and upserted into the live version.
 
     Each row is as new as its file (its mtime): an item whose row from a newer file was pushed
-    meanwhile (by a later run that ran first, or before this run's retry) keeps that one."""
-    items = pd.concat([stamped_items(Path(p)) for p in config.files], ignore_index=True)
+    meanwhile (by a later run that ran first, or before this run's retry) keeps that one; of two
+    files as new, the one pushed last."""
+    frames = [rows for p in config.files
+              if (rows := _as_the_sensor_read(context, Path(p), config.stats.get(p))) is not None]
+    if not frames:
+        context.log.info("no items file as the sensor read it: nothing upserted")
+        return
+    items = pd.concat(frames, ignore_index=True)
     if "created_at" not in items:  # none given: created when logged, as the service's default
         items["created_at"] = pd.NaT
     if "stock" not in items:  # none given: each item's stock stays as it is (0 for a new one)
         items["stock"] = pd.NA
+    items["upsert"] = [{"item_id": int(row.item_id), "title": str(row.title),
+                        "categories": list(row.categories),
+                        "price": None if pd.isna(row.price) else float(row.price),
+                        "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
+                        "stock": None if pd.isna(row.stock) else int(row.stock)}
+                       for row in items.itertuples()]
+    items["digest"] = [hashlib.sha256(json.dumps(u, sort_keys=True).encode()).hexdigest()[:16]
+                       for u in items["upsert"]]
     batch = _batch(context)
+    # The lock is held while the client retries (up to a minute, a few against a host that takes
+    # no connection): other items runs wait their turn, as they would for the service
     with retried_while_unavailable(context, service), pushed_rows(inbox.items_pushed) as (pushed, record):
         through = _through_service(service, dataset)
         fresh = unpushed(items, pushed)
-        # A file's rows are keyed by its version too: a retry that reads a changed file sends its
-        # new rows as new writes, not as other bodies under the first ones' keys
-        keys = [f"{batch}:item:{row.item_id}:{row.event_timestamp.value // 1000}"
-                for row in fresh.itertuples()]
-        upserts = [{"item_id": int(row.item_id), "title": str(row.title),
-                    "categories": list(row.categories),
-                    "price": None if pd.isna(row.price) else float(row.price),
-                    "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
-                    "stock": None if pd.isna(row.stock) else int(row.stock)}
-                   for row in fresh.itertuples()]
+        # Keyed by content: a retry sends what it sent before under the same keys, and an item
+        # whose row changed since (a file rewritten within its mtime's tick) as a new write
+        keys = [f"{batch}:item:{row.item_id}:{row.digest}" for row in fresh.itertuples()]
         written: list[int] = []
         try:
             if through:
-                service.upsert_items(upserts, keys, written=written.append)
+                service.upsert_items(fresh["upsert"].tolist(), keys, written=written.append)
             else:
                 with event_log.open() as log:
-                    for key, upsert in zip(keys, upserts, strict=True):
+                    for key, upsert in zip(keys, fresh["upsert"], strict=True):
                         log.record(key, "item", upsert, dataset=dataset.fingerprint)
                         written.append(upsert["item_id"])
         finally:
             record(fresh[fresh["item_id"].isin(written)])
+    left_out = items["item_id"].nunique() - len(fresh)
     context.log.info("upserted %d items (%s)%s", len(fresh),
                      "through the service" if through else "into the event log",
-                     f"; {items['item_id'].nunique() - len(fresh)} with a newer row pushed before, "
-                     "left out" if items["item_id"].nunique() > len(fresh) else "")
+                     f"; {left_out} with a row as new pushed before, left out" if left_out else "")
 
 
-def stamped_items(path: Path) -> pd.DataFrame:
-    """An items file's rows, each stamped (`event_timestamp`) with the file's mtime taken before it
-    is read: a file changing meanwhile is read again under its newer mtime, never the reverse."""
-    mtime = pd.Timestamp(path.stat().st_mtime_ns, unit="ns", tz="UTC").floor("us")
-    return read_inbox_file(path, "items").assign(event_timestamp=mtime)
+def _as_the_sensor_read(context: dg.OpExecutionContext, path: Path, seen: list[int] | None
+                        ) -> pd.DataFrame | None:
+    """An items file's rows, each stamped (`event_timestamp`) with the file's mtime, if the file
+    is as the sensor read it (`seen`: its size and mtime; None: as it is); else None, logged."""
+    stat = file_stat(path) if seen is not None else None
+    if seen is not None and stat != seen:
+        context.log.warning("%s %s since the sensor read it: left to the run it asks for next",
+                            path, "is gone" if stat is None else "changed")
+        return None
+    stat = stat or file_stat(path)
+    rows = read_inbox_file(path, "items")
+    if file_stat(path) != stat:
+        context.log.warning("%s changed while read: left to the run the sensor asks for next", path)
+        return None
+    return rows.assign(event_timestamp=pd.Timestamp(stat[1], unit="ns", tz="UTC").floor("us"))
 
 
-@dg.job(description="Embed new catalogue items with the live item tower and upsert them into the live index.")
+def file_stat(path: Path) -> list[int] | None:
+    """A file's [size, mtime in ns], the state the sensors key it by; None if it is gone."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+@dg.job(description="Embed new catalogue items with the live item tower and upsert them into the live index.",
+        tags=INBOX_TAG)
 def new_items_job() -> None:
     upsert_new_items()
 
@@ -284,7 +330,7 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     mtime, so a daily export under the same name is read again) become one upsert run; a bad one
     is skipped with a warning, not holding back the others, and read again once it changes."""
     paths = {p.name: p for p in inbox_files(inbox.items_dir)}
-    stats = {name: [p.stat().st_size, p.stat().st_mtime_ns] for name, p in paths.items()}
+    stats = {name: stat for name, p in paths.items() if (stat := file_stat(p)) is not None}
     seen = json.loads(context.cursor) if context.cursor else {}
     if isinstance(seen, list):  # a cursor of names only (before sizes and mtimes): as they are now
         seen = {name: stats.get(name) for name in seen}
@@ -301,9 +347,10 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     context.update_cursor(json.dumps({**seen, **{name: stats[name] for name in new}}))
     if not readable:
         return dg.SkipReason("no readable item files among the new or changed ones")
+    files = {str(paths[name].resolve()): stats[name] for name in readable}
     return dg.RunRequest(run_key=_run_key("items", {name: stats[name] for name in readable}),
                          run_config={"ops": {"upsert_new_items": {"config": {
-                             "files": [str(paths[name].resolve()) for name in readable]}}}})
+                             "files": list(files), "stats": files}}}})
 
 
 def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool:

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
+from pipelines.defs.sensors import INBOX_TAG, new_items_job, stock_update_job
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
@@ -51,6 +53,16 @@ def test_a_run_on_the_yaml_instance_is_stored_in_postgres(dagster_env, postgres_
         stored = connection.execute("SELECT run_id, status FROM runs").fetchall()
     assert stored == [(result.run_id, "SUCCESS")]
     assert (dagster_env / "storage" / "storage" / "answer").is_file(), "step output on the shared volume"
+
+
+def test_the_inbox_jobs_go_one_run_at_a_time(dagster_env):
+    """A run waiting out an outage of the service (its step retries) holds one slot, not both."""
+    (key, value), = INBOX_TAG.items()
+    assert stock_update_job.tags[key] == value and new_items_job.tags[key] == value
+    with dg.DagsterInstance.from_config(str(DEPLOY)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+    assert queue.max_concurrent_runs == 2
+    assert queue.tag_concurrency_limits == [{"key": key, "limit": 1}]
 
 
 def test_unset_dagster_env_var_is_named(dagster_env, monkeypatch):

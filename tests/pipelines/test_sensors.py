@@ -181,28 +181,43 @@ def test_an_items_file_run_after_a_newer_ones_run_leaves_the_newer_rows(graph):
     folder = resources["inbox"].items_dir
     folder.mkdir(parents=True, exist_ok=True)
     lamp = int(graph.dataset.items["item_id"].max()) + 200
-    monday, tuesday = folder / "monday.csv", folder / "tuesday.csv"
+    monday, tuesday, copy = folder / "monday.csv", folder / "tuesday.csv", folder / "copy.csv"
     monday.write_text(f"item_id,title\n{lamp},Lamp\n{lamp + 1},Desk\n")
     tuesday.write_text(f"item_id,title\n{lamp},Brass Lamp\n")
     os.utime(monday, ns=(1_765_000_000_000_000_000,) * 2)
     os.utime(tuesday, ns=(1_765_086_400_000_000_000,) * 2)
 
-    def run(path, key):
-        config = {"ops": {"upsert_new_items": {"config": {"files": [str(path)]}}}}
-        return new_items_job.execute_in_process(run_config=config, resources=resources,
-                                                instance=graph.instance, tags={"dagster/run_key": key})
+    def run(key, *paths, stats=None):
+        config = {"files": [str(p) for p in paths], **({"stats": stats} if stats else {})}
+        return new_items_job.execute_in_process(
+            run_config={"ops": {"upsert_new_items": {"config": config}}}, resources=resources,
+            instance=graph.instance, tags={"dagster/run_key": key})
 
     def titles():  # the last upsert of each of the two items, as the log orders them
         return {e.body["item_id"]: e.body["title"] for e in logged(graph, "item")
                 if e.body["item_id"] in (lamp, lamp + 1)}
 
-    assert run(tuesday, "items-tuesday").success and run(monday, "items-monday").success
+    assert run("items-tuesday", tuesday).success and run("items-monday", monday).success
     assert titles() == {lamp: "Brass Lamp", lamp + 1: "Desk"}
-    # Its retry reads the file as it is now: a newer version, sent as new writes (the first
-    # version's write keys took other bodies), and newer than Tuesday's row
+    # A run without the sensor's stats reads a file as it is now: a newer version, sent as new
+    # writes (its first version's write keys took other bodies)
     monday.write_text(f"item_id,title\n{lamp},Reading Lamp\n")
-    assert run(monday, "items-monday").success
+    assert run("items-monday", monday).success
     assert titles() == {lamp: "Reading Lamp", lamp + 1: "Desk"}
+    # A file copied with its mtime (cp -p, tar, rsync -a) is as new: pushed when it differs
+    copy.write_text(f"item_id,title\n{lamp},Desk Lamp\n")
+    os.utime(copy, ns=(monday.stat().st_atime_ns, monday.stat().st_mtime_ns))
+    assert run("items-copy", copy).success
+    assert titles() == {lamp: "Desk Lamp", lamp + 1: "Desk"}
+    count = len(logged(graph, "item"))
+    assert run("items-copy-again", copy).success and len(logged(graph, "item")) == count
+    # The sensor asked for the run with the files' states: one changed since is left to the run
+    # it asks for next, the others beside it are upserted
+    monday.write_text(f"item_id,title\n{lamp},Floor Lamp\n{lamp + 1},Writing Desk\n")
+    stats = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in (monday, tuesday)}
+    tuesday.write_text(f"item_id,title\n{lamp + 1},Standing Desk\n")
+    assert run("items-both", tuesday, monday, stats=stats).success
+    assert titles() == {lamp: "Floor Lamp", lamp + 1: "Writing Desk"}
 
 
 def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
@@ -249,13 +264,13 @@ def test_an_items_row_older_than_its_pushed_one_is_left_out_and_other_items_kept
         fresh = unpushed(late, pushed)
         assert fresh.set_index("item_id")["quantity"].to_dict() == {2: 4, 3: 9}
         record(fresh)
-    assert read_pushed(inbox.stock_pushed).to_dict() == {
+    assert read_pushed(inbox.stock_pushed)["event_timestamp"].to_dict() == {
         1: pd.Timestamp("2026-01-02", tz="UTC"), 2: pd.Timestamp("2026-01-03", tz="UTC"),
         3: pd.Timestamp("2025-06-01", tz="UTC")}
     with pytest.raises(RuntimeError), pushed_rows(inbox.stock_pushed) as (_, record):
         record(late[late["item_id"] == 3].assign(event_timestamp=pd.Timestamp("2027-01-01", tz="UTC")))
         raise RuntimeError("the push failed after item 3")
-    assert read_pushed(inbox.stock_pushed)[3] == pd.Timestamp("2027-01-01", tz="UTC"), \
+    assert read_pushed(inbox.stock_pushed)["event_timestamp"][3] == pd.Timestamp("2027-01-01", tz="UTC"), \
         "what was written counts"
 
 

@@ -31,7 +31,7 @@ from index.home import FINGERPRINT
 from index.model_store import save_model
 from index.registry import Registry
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
-from pipelines.defs.sensors import stock_update_job
+from pipelines.defs.sensors import new_items_job, stock_update_job
 from services.client import RecommenderClient, ServiceUnavailableError
 from tests.utils.servers import twotower_service
 from towers.artifact import Artifact
@@ -41,6 +41,7 @@ from towers.ranker import FEATURES, Ranker
 from towers.train import TrainConfig, fit
 
 SHOP = "synthetic:items=200,users=60,events=3000,seed=7"
+LAMP = 60_001  # the item the inbox's items run upserts before the first version is live
 
 
 @dataclass
@@ -131,27 +132,37 @@ def service(tmp_path_factory) -> Iterator[Service]:
             except ServiceUnavailableError as error:
                 svc.before_live["recommend"] = error
         # A sensor's stock write sent now (a 503 until a version is live), its quantity as it is;
-        # and a stock run whose writes are not retried by the client: its step is, once failed
+        # and a stock and an items run whose writes the client does not retry: their steps are
         (item, quantity), (other, other_quantity) = sorted(latest_stock(dataset.stock).items())[-2:]
         sensor = ServiceResource(url=svc.url, api_key=write_key)
-        instance = dg.DagsterInstance.ephemeral()
-        with ThreadPoolExecutor(2) as pool:
+        inbox = InboxResource(data_dir=str(home / "pipeline"))
+        inbox.items_dir.mkdir(parents=True)
+        (inbox.items_dir / "lamp.csv").write_text(f"item_id,title,stock\n{LAMP},Inbox Lamp,3\n")
+        configs = {"stock": (stock_update_job, {"push_stock_quantities": {
+                       "quantities": {str(other): int(other_quantity)}}}),
+                   "items": (new_items_job, {"upsert_new_items": {
+                       "files": [str(inbox.items_dir / "lamp.csv")]}})}
+        resources = {"dataset": DatasetResource(spec=SHOP), "inbox": inbox,
+                     "event_log": EventLogResource(data_dir=str(home / "pipeline")),
+                     "service": ServiceResource(url=svc.url, api_key=write_key, max_retries=0,
+                                                step_retries=12, step_retry_wait_s=0.2)}
+        with ThreadPoolExecutor(3) as pool:
             sent = pool.submit(sensor.set_stock, {int(item): int(quantity)}, batch="before-live")
-            run = pool.submit(
-                stock_update_job.execute_in_process, instance=instance, raise_on_error=False,
-                tags={"dagster/run_key": "before-live-run"},
-                run_config={"ops": {"push_stock_quantities": {"config": {
-                    "quantities": {str(other): int(other_quantity)}}}}},
-                resources={"dataset": DatasetResource(spec=SHOP),
-                           "event_log": EventLogResource(data_dir=str(home)),
-                           "inbox": InboxResource(data_dir=str(home / "pipeline")),
-                           "service": ServiceResource(url=svc.url, api_key=write_key, max_retries=0,
-                                                      step_retries=12, step_retry_wait_s=0.2)})
-            _wait_for_a_step_retry(instance, run)
+            runs = {}
+            for name, (job, config) in configs.items():
+                instance = dg.DagsterInstance.ephemeral()
+                runs[name] = pool.submit(
+                    job.execute_in_process, instance=instance, raise_on_error=False,
+                    tags={"dagster/run_key": f"before-live-{name}"}, resources=resources,
+                    run_config={"ops": {op: {"config": c} for op, c in config.items()}}), instance
+            for run, instance in runs.values():
+                _wait_for_a_step_retry(instance, run)
             _, index_version = promote_version(svc)
             svc.wait_for_index_version(index_version)
             svc.before_live["sensor_write"] = (int(item), sent.exception() or sent.result())
-            svc.before_live["sensor_run"] = (int(other), run.result(), instance)
+            svc.before_live["sensor_runs"] = {name: (run.result(), instance)
+                                              for name, (run, instance) in runs.items()}
+            svc.before_live["stock_run_item"] = int(other)
         yield svc
 
 
@@ -162,7 +173,7 @@ def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[dg
 
 
 def _wait_for_a_step_retry(instance: dg.DagsterInstance, run: Future, timeout_s: float = 60) -> None:
-    """Until a step of the one run in `instance` is up for retry, or the run has ended."""
+    """Until the step of the one run in `instance` is up for retry, or the run has ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not run.done():
         if any(step_events(instance, r.run_id, "STEP_UP_FOR_RETRY") for r in instance.get_runs()):

@@ -13,7 +13,7 @@ from index.events import EventLog
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 from pipelines.defs.sensors import stock_update_job
 from services.client import NotFoundError
-from tests.services.conftest import SHOP, active_user, step_events
+from tests.services.conftest import LAMP, SHOP, active_user, step_events
 from tests.utils.servers import free_port
 
 
@@ -92,14 +92,19 @@ def test_a_sensor_write_sent_while_nothing_was_live_waits_for_a_version_and_land
     assert indexed(service, f"before-live:stock:{item}")
 
 
-def test_a_stock_run_whose_writes_fail_past_the_clients_retries_is_retried_and_lands(service):
+@pytest.mark.parametrize("kind", ["stock", "items"])
+def test_an_inbox_run_whose_writes_fail_past_the_clients_retries_is_retried_and_lands(service, kind):
     """Its client retries nothing here (`max_retries=0`): the service's 503s before the first
     version was live failed the step, which Dagster retried until the version was live, under the
-    same write key; on its own, the failed run's rows would wait for someone to re-execute it."""
-    item, result, instance = service.before_live["sensor_run"]
+    same write keys; on its own, the failed run's rows would wait for someone to re-execute it."""
+    result, instance = service.before_live["sensor_runs"][kind]
     retries = step_events(instance, result.run_id, "STEP_UP_FOR_RETRY")
     assert result.success and retries, "failed while nothing was live, then retried and landed"
-    assert indexed(service, f"before-live-run:stock:{item}")
+    if kind == "stock":
+        assert indexed(service, f"before-live-stock:stock:{service.before_live['stock_run_item']}")
+    else:
+        with service.client() as client:
+            assert client.similar_items(LAMP, k=1, in_stock_only=False).items, "its vector is indexed"
 
 
 def indexed(service, key: str) -> bool:
@@ -112,15 +117,16 @@ def indexed(service, key: str) -> bool:
         logged.close()
 
 
-@pytest.mark.parametrize("url, api_key, retried, error", [
-    (None, "wrong key", 0, "401"),  # the service's answer: retrying cannot mend it
-    (f"http://127.0.0.1:{free_port()}", "any key", 2, "ConnectError"),  # down for longer
+@pytest.mark.parametrize("down, api_key, retried, error", [
+    (False, "wrong key", 0, "401"),  # the service's answer: retrying cannot mend it
+    (True, "any key", 2, "ConnectError"),  # down for longer than the step's retries
 ])
 def test_a_stock_run_retries_its_step_only_while_the_service_cannot_be_reached(
-        service, tmp_path, url, api_key, retried, error):
+        service, tmp_path, down, api_key, retried, error):
+    url = f"http://127.0.0.1:{free_port()}" if down else service.url
     resources = {"dataset": DatasetResource(spec=SHOP), "inbox": InboxResource(data_dir=str(tmp_path)),
                  "event_log": EventLogResource(data_dir=str(tmp_path)),
-                 "service": ServiceResource(url=url or service.url, api_key=api_key, max_retries=0,
+                 "service": ServiceResource(url=url, api_key=api_key, max_retries=0,
                                             connect_timeout_s=0.5, step_retries=2,
                                             step_retry_wait_s=0.01)}
     instance = dg.DagsterInstance.ephemeral()

@@ -241,7 +241,8 @@ class ServiceResource(dg.ConfigurableResource):
     connect_timeout_s: float = 2.0
     max_retries: int = 60  # of each write: 503s come with `Retry-After: 1`
     step_retries: int = 8  # of the op, once a write's own retries are spent
-    step_retry_wait_s: float = 30.0  # before the first; doubled for each next one
+    step_retry_wait_s: float = 30.0  # before the first; doubled for each next one...
+    step_retry_wait_max_s: float = 300.0  # ...up to this: a service back up waits this long at most
 
     def serves(self, fingerprint: str) -> bool:
         """Whether the live model is of the dataset `fingerprint` names (or of an unrecorded one):

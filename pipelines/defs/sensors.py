@@ -33,9 +33,8 @@ UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 # What the service answers while it cannot take writes yet: a version loading or a dependency
 # down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
 UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
-STEP_RETRY_WAIT_MAX_S = 300.0  # a service back up waits this long at most for the next attempt
 # The inbox jobs' runs carry it; deploy/dagster.yaml lets one such run go at a time, so a run that
-# waits out an outage holds no other run back, and the runs go in the order they were asked for
+# waits out an outage holds back no other job's run, and the runs go in the order asked for
 INBOX_TAG = {"twotower/inbox": "writes"}
 
 
@@ -103,8 +102,8 @@ def pushed_rows(path: Path) -> Iterator[tuple[pd.DataFrame, Callable[[pd.DataFra
         finally:
             if added:
                 columns = ["item_id", "event_timestamp", "digest"]
-                rows = pd.concat([pushed.reset_index(), *(a.reindex(columns=columns) for a in added)],
-                                 ignore_index=True)
+                rows = pd.concat([*([pushed.reset_index()] if len(pushed) else []),
+                                  *(a.reindex(columns=columns) for a in added)], ignore_index=True)
                 with atomic_path(path) as tmp:
                     latest_rows(rows).astype({"item_id": "int64", "event_timestamp": "datetime64[us, UTC]",
                                               "digest": "string"}).to_parquet(tmp, index=False)
@@ -114,13 +113,13 @@ def pushed_rows(path: Path) -> Iterator[tuple[pd.DataFrame, Callable[[pd.DataFra
 def retried_while_unavailable(context: dg.OpExecutionContext, service: ServiceResource) -> Iterator[None]:
     """A write the service still cannot take after the client's own retries (503, no connection,
     no answer) has the step retried later (`ServiceResource.step_retries`, the wait doubling from
-    `step_retry_wait_s` up to `STEP_RETRY_WAIT_MAX_S`) with the same config and write keys, so a
+    `step_retry_wait_s` up to `step_retry_wait_max_s`) with the same config and write keys, so a
     longer outage delays the rows rather than dropping them; any other error fails the run. The
     run keeps its slot while it waits: the inbox jobs share one (`INBOX_TAG`)."""
     try:
         yield
     except UNAVAILABLE as error:
-        wait = min(service.step_retry_wait_s * 2 ** context.retry_number, STEP_RETRY_WAIT_MAX_S)
+        wait = min(service.step_retry_wait_s * 2 ** context.retry_number, service.step_retry_wait_max_s)
         if context.retry_number < service.step_retries:
             context.log.warning("service unavailable (%s); retry %d of %d in %.0f s", error,
                                 context.retry_number + 1, service.step_retries, wait)
@@ -298,11 +297,16 @@ def _as_the_sensor_read(context: dg.OpExecutionContext, path: Path, seen: list[i
     is as the sensor read it (`seen`: its size and mtime; None: as it is); else None, logged."""
     stat = file_stat(path) if seen is not None else None
     if seen is not None and stat != seen:
-        context.log.warning("%s %s since the sensor read it: left to the run it asks for next",
-                            path, "is gone" if stat is None else "changed")
+        context.log.warning("%s since the sensor read it: %s", path,
+                            "gone, left out" if stat is None else "changed, left to the run it asks for next")
         return None
     stat = stat or file_stat(path)
-    rows = read_inbox_file(path, "items")
+    try:
+        rows = read_inbox_file(path, "items")
+    except UNREADABLE:
+        if file_stat(path) == stat:
+            raise
+        rows = None  # rewritten while read
     if file_stat(path) != stat:
         context.log.warning("%s changed while read: left to the run the sensor asks for next", path)
         return None

@@ -132,7 +132,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
             except ServiceUnavailableError as error:
                 svc.before_live["recommend"] = error
         # A sensor's stock write sent now (a 503 until a version is live), its quantity as it is;
-        # and a stock and an items run whose writes the client does not retry: their steps are
+        # and a stock and an items run whose writes the client does not retry (their steps are)
         (item, quantity), (other, other_quantity) = sorted(latest_stock(dataset.stock).items())[-2:]
         sensor = ServiceResource(url=svc.url, api_key=write_key)
         inbox = InboxResource(data_dir=str(home / "pipeline"))
@@ -145,7 +145,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
         resources = {"dataset": DatasetResource(spec=SHOP), "inbox": inbox,
                      "event_log": EventLogResource(data_dir=str(home / "pipeline")),
                      "service": ServiceResource(url=svc.url, api_key=write_key, max_retries=0,
-                                                step_retries=12, step_retry_wait_s=0.2)}
+                                                step_retries=30, step_retry_wait_s=0.2,
+                                                step_retry_wait_max_s=1)}
         with ThreadPoolExecutor(3) as pool:
             sent = pool.submit(sensor.set_stock, {int(item): int(quantity)}, batch="before-live")
             runs = {}
@@ -179,6 +180,8 @@ def _wait_for_a_step_retry(instance: dg.DagsterInstance, run: Future, timeout_s:
         if any(step_events(instance, r.run_id, "STEP_UP_FOR_RETRY") for r in instance.get_runs()):
             return
         time.sleep(0.1)
+    if not run.done():
+        raise TimeoutError(f"no step of the run was up for retry within {timeout_s}s")
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,8 @@ UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 # What the service answers while it cannot take writes yet: a version loading or a dependency
 # down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
 UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
+# A pushed state's columns (`pushed_rows`)
+PUSHED_DTYPES = {"item_id": "int64", "event_timestamp": "datetime64[us, UTC]", "digest": "string"}
 # The inbox jobs' runs carry it; deploy/dagster.yaml lets one such run go at a time, so a run that
 # waits out an outage holds back no other job's run, and the runs go in the order asked for
 INBOX_TAG = {"twotower/inbox": "writes"}
@@ -81,11 +83,8 @@ def unpushed(rows: pd.DataFrame, pushed: pd.DataFrame) -> pd.DataFrame:
 def read_pushed(path: Path) -> pd.DataFrame:
     """A pushed state (`pushed_rows`), indexed by item_id: the newest pushed row's
     `event_timestamp` (and `digest`, if its rows carry one); empty before the first push."""
-    if not path.exists():
-        return pd.DataFrame({"event_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
-                             "digest": pd.Series(dtype=object)},
-                            index=pd.Index([], dtype="int64", name="item_id"))
-    return pd.read_parquet(path).set_index("item_id").reindex(columns=["event_timestamp", "digest"])
+    rows = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(PUSHED_DTYPES))
+    return rows.reindex(columns=list(PUSHED_DTYPES)).astype(PUSHED_DTYPES).set_index("item_id")
 
 
 @contextmanager
@@ -100,13 +99,11 @@ def pushed_rows(path: Path) -> Iterator[tuple[pd.DataFrame, Callable[[pd.DataFra
         try:
             yield pushed, added.append
         finally:
-            if added:
-                columns = ["item_id", "event_timestamp", "digest"]
-                rows = pd.concat([*([pushed.reset_index()] if len(pushed) else []),
-                                  *(a.reindex(columns=columns) for a in added)], ignore_index=True)
+            if any(len(frame) for frame in added):
+                frames = [frame.reindex(columns=list(PUSHED_DTYPES)).astype(PUSHED_DTYPES)
+                          for frame in (pushed.reset_index(), *added) if len(frame)]
                 with atomic_path(path) as tmp:
-                    latest_rows(rows).astype({"item_id": "int64", "event_timestamp": "datetime64[us, UTC]",
-                                              "digest": "string"}).to_parquet(tmp, index=False)
+                    latest_rows(pd.concat(frames, ignore_index=True)).to_parquet(tmp, index=False)
 
 
 @contextmanager
@@ -153,34 +150,45 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                           inbox: InboxResource) -> None:
     """New quantities for the online store and the live index payload (no retraining); an item
     whose newer row was pushed meanwhile (by a later run that ran first) keeps that one."""
+    batch = _batch(context)
     rows = pd.DataFrame({"item_id": [int(k) for k in config.quantities],
                          "quantity": list(config.quantities.values()),
                          "event_timestamp": pd.to_datetime([config.stamps.get(k) for k in config.quantities],
-                                                           utc=True, format="ISO8601")})
+                                                           utc=True, format="ISO8601"),
+                         "key": [f"{batch}:stock:{k}" for k in config.quantities]})
+    with retried_while_unavailable(context, service):
+        _push_stock(context, rows, through=_through_service(service, dataset), dataset=dataset,
+                    event_log=event_log, service=service, inbox=inbox)
+
+
+def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, *, through: bool,
+                dataset: DatasetResource, event_log: EventLogResource, service: ServiceResource,
+                inbox: InboxResource) -> None:
+    """Each item's stock row of `rows` (item_id, event_timestamp (NaT: a run asked for before
+    stamps, pushed as it is), quantity, its write's key, optional digest) newer than the newest
+    of that item pushed before, written through the service or into the log."""
     stamped = rows["event_timestamp"].notna()
-    batch = _batch(context)
-    with retried_while_unavailable(context, service), pushed_rows(inbox.stock_pushed) as (pushed, record):
-        through = _through_service(service, dataset)
+    with pushed_rows(inbox.stock_pushed) as (pushed, record):
         fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
-        quantities = dict(zip(fresh["item_id"].tolist(), fresh["quantity"].tolist(), strict=True))
         written: list[int] = []
         try:
             if through:
-                unknown = service.set_stock(quantities, batch=batch, written=written.append)
+                unknown = service.set_stock(dict(zip(fresh["item_id"], fresh["quantity"], strict=True)),
+                                            fresh["key"].tolist(), written=written.append)
                 if unknown:
                     context.log.warning("stock of %d items the catalogue does not hold left out "
                                         "(refused by the service, not logged): item_id %s",
                                         len(unknown), ", ".join(map(str, unknown[:20])))
             else:
                 with event_log.open() as log:
-                    for item_id, quantity in quantities.items():
-                        log.record(f"{batch}:stock:{item_id}", "stock",
-                                   {"item_id": item_id, "quantity": int(quantity)},
+                    for row in fresh.itertuples():
+                        log.record(row.key, "stock", {"item_id": int(row.item_id),
+                                                      "quantity": int(row.quantity)},
                                    dataset=dataset.fingerprint)
-                        written.append(item_id)
+                        written.append(row.item_id)
         finally:
             record(fresh[fresh["item_id"].isin(written) & fresh["event_timestamp"].notna()])
-    context.log.info("pushed stock of %d items (%s)%s", len(quantities),
+    context.log.info("pushed stock of %d items (%s)%s", len(fresh),
                      "through the service" if through else "into the event log",
                      f"; {len(rows) - len(fresh)} not newer than a row pushed before, left out"
                      if len(fresh) < len(rows) else "")
@@ -261,10 +269,11 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                         "categories": list(row.categories),
                         "price": None if pd.isna(row.price) else float(row.price),
                         "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
-                        "stock": None if pd.isna(row.stock) else int(row.stock)}
+                        "stock": None}  # unchanged: a given stock is pushed as a stock row below
                        for row in items.itertuples()]
-    items["digest"] = [hashlib.sha256(json.dumps(u, sort_keys=True).encode()).hexdigest()[:16]
-                       for u in items["upsert"]]
+    items["digest"] = [hashlib.sha256(json.dumps([u, None if pd.isna(q) else int(q)],
+                                                 sort_keys=True).encode()).hexdigest()[:16]
+                       for u, q in zip(items["upsert"], items["stock"], strict=True)]
     batch = _batch(context)
     # The lock is held while the client retries (up to a minute, a few against a host that takes
     # no connection): other items runs wait their turn, as they would for the service
@@ -285,10 +294,18 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                         written.append(upsert["item_id"])
         finally:
             record(fresh[fresh["item_id"].isin(written)])
-    left_out = items["item_id"].nunique() - len(fresh)
-    context.log.info("upserted %d items (%s)%s", len(fresh),
-                     "through the service" if through else "into the event log",
-                     f"; {left_out} with a row as new pushed before, left out" if left_out else "")
+        left_out = items["item_id"].nunique() - len(fresh)
+        context.log.info("upserted %d items (%s)%s", len(fresh),
+                         "through the service" if through else "into the event log",
+                         f"; {left_out} with a row as new pushed before, left out" if left_out else "")
+        # A file's stock column is a stock row as of its mtime, after the items it names
+        stock = latest_rows(items)
+        stock = stock[stock["stock"].notna()]
+        keys = [f"{batch}:stock:{i}:{d}" for i, d in zip(stock["item_id"], stock["digest"], strict=True)]
+        _push_stock(context, pd.DataFrame({
+            "item_id": stock["item_id"], "event_timestamp": stock["event_timestamp"],
+            "quantity": stock["stock"].astype("int64"), "digest": stock["digest"], "key": keys}),
+            through=through, dataset=dataset, event_log=event_log, service=service, inbox=inbox)
 
 
 def _as_the_sensor_read(context: dg.OpExecutionContext, path: Path, seen: list[int] | None

@@ -220,6 +220,37 @@ def test_an_items_file_run_after_a_newer_ones_run_leaves_the_newer_rows(graph):
     assert titles() == {lamp: "Floor Lamp", lamp + 1: "Writing Desk"}
 
 
+def test_an_items_files_stock_is_a_stock_row_as_of_its_mtime(graph):
+    """Items and stock files can arrive in any order: the newer row of an item's stock wins,
+    whichever kind of file it came in."""
+    resources = build_resources(graph.settings)
+    folder = resources["inbox"].items_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    lamp = int(graph.dataset.items["item_id"].max()) + 300
+
+    def push_stock(quantity, at):
+        config = {"quantities": {str(lamp): quantity}, "stamps": {str(lamp): at}}
+        return stock_update_job.execute_in_process(
+            run_config={"ops": {"push_stock_quantities": {"config": config}}}, resources=resources,
+            instance=graph.instance, tags={"dagster/run_key": f"stock-{quantity}"})
+
+    def upsert(name, quantity, at):
+        path = folder / name
+        path.write_text(f"item_id,title,stock\n{lamp},Lamp,{quantity}\n")
+        os.utime(path, ns=(pd.Timestamp(at).value,) * 2)
+        return new_items_job.execute_in_process(
+            run_config={"ops": {"upsert_new_items": {"config": {"files": [str(path)]}}}},
+            resources=resources, instance=graph.instance, tags={"dagster/run_key": f"items-{name}"})
+
+    assert push_stock(7, "2025-12-08T00:00:00Z").success
+    assert upsert("monday.csv", 2, "2025-12-07T00:00:00Z").success  # older: its stock is left out
+    assert upsert("wednesday.csv", 5, "2025-12-09T00:00:00Z").success
+    assert push_stock(9, "2025-12-08T12:00:00Z").success  # older than Wednesday's file
+    stock = [e.body["quantity"] for e in logged(graph, "stock") if e.body["item_id"] == lamp]
+    assert stock == [7, 5]
+    assert all(e.body["stock"] is None for e in logged(graph, "item") if e.body["item_id"] == lamp)
+
+
 def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):
     inbox = InboxResource(data_dir=str(tmp_path))
     inbox.stock_dir.mkdir(parents=True)

@@ -250,14 +250,14 @@ class ServiceResource(dg.ConfigurableResource):
         with self._client() as client:
             return client.version().dataset in (None, fingerprint)
 
-    def set_stock(self, quantities: dict[int, int], keys: list[str], *,
+    def set_stock(self, writes: list[tuple[int, int, str]], *,
                   written: Callable[[int], None] = lambda item_id: None) -> list[int]:
-        """One write per item, in order, under its key in `keys`; `written(item_id)` after each
-        one the service accepted. Returns the items the catalogue does not hold (404: not logged;
-        their upsert brings their stock), past which the batch goes on; any other error stops it."""
+        """One write per (item_id, quantity, key), in order; `written(item_id)` after each one the
+        service accepted. Returns the items the catalogue does not hold (404: not logged), past
+        which the batch goes on; any other error stops it."""
         unknown = []
         with self._client() as client:
-            for (item_id, quantity), key in zip(quantities.items(), keys, strict=True):
+            for item_id, quantity, key in writes:
                 try:
                     client.set_stock(item_id, int(quantity), idempotency_key=key)
                 except NotFoundError:

@@ -156,38 +156,37 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                          "event_timestamp": pd.to_datetime([config.stamps.get(k) for k in config.quantities],
                                                            utc=True, format="ISO8601"),
                          "key": [f"{batch}:stock:{k}" for k in config.quantities]})
-    with retried_while_unavailable(context, service):
-        _push_stock(context, rows, through=_through_service(service, dataset), dataset=dataset,
-                    event_log=event_log, service=service, inbox=inbox)
+    with retried_while_unavailable(context, service), pushed_rows(inbox.stock_pushed) as state:
+        _push_stock(context, rows, *state, through=_through_service(service, dataset), dataset=dataset,
+                    event_log=event_log, service=service)
 
 
-def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, *, through: bool,
-                dataset: DatasetResource, event_log: EventLogResource, service: ServiceResource,
-                inbox: InboxResource) -> None:
+def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, pushed: pd.DataFrame,
+                record: Callable[[pd.DataFrame], None], *, through: bool, dataset: DatasetResource,
+                event_log: EventLogResource, service: ServiceResource) -> None:
     """Each item's stock row of `rows` (item_id, event_timestamp (NaT: a run asked for before
     stamps, pushed as it is), quantity, its write's key, optional digest) newer than the newest
-    of that item pushed before, written through the service or into the log."""
+    of that item pushed before (the stock state, held: `pushed_rows`), written through the
+    service or into the log."""
     stamped = rows["event_timestamp"].notna()
-    with pushed_rows(inbox.stock_pushed) as (pushed, record):
-        fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
-        written: list[int] = []
-        try:
-            if through:
-                unknown = service.set_stock(dict(zip(fresh["item_id"], fresh["quantity"], strict=True)),
-                                            fresh["key"].tolist(), written=written.append)
-                if unknown:
-                    context.log.warning("stock of %d items the catalogue does not hold left out "
-                                        "(refused by the service, not logged): item_id %s",
-                                        len(unknown), ", ".join(map(str, unknown[:20])))
-            else:
-                with event_log.open() as log:
-                    for row in fresh.itertuples():
-                        log.record(row.key, "stock", {"item_id": int(row.item_id),
-                                                      "quantity": int(row.quantity)},
-                                   dataset=dataset.fingerprint)
-                        written.append(row.item_id)
-        finally:
-            record(fresh[fresh["item_id"].isin(written) & fresh["event_timestamp"].notna()])
+    fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
+    written: list[int] = []
+    try:
+        if through:
+            writes = list(zip(fresh["item_id"], fresh["quantity"], fresh["key"], strict=True))
+            unknown = service.set_stock(writes, written=written.append)
+            if unknown:
+                context.log.warning("stock of %d items the catalogue does not hold left out "
+                                    "(refused by the service, not logged): item_id %s",
+                                    len(unknown), ", ".join(map(str, unknown[:20])))
+        else:
+            with event_log.open() as log:
+                for row in fresh.itertuples():
+                    log.record(row.key, "stock", {"item_id": int(row.item_id), "quantity": int(row.quantity)},
+                               dataset=dataset.fingerprint)
+                    written.append(row.item_id)
+    finally:
+        record(fresh[fresh["item_id"].isin(written) & fresh["event_timestamp"].notna()])
     context.log.info("pushed stock of %d items (%s)%s", len(fresh),
                      "through the service" if through else "into the event log",
                      f"; {len(rows) - len(fresh)} not newer than a row pushed before, left out"
@@ -269,43 +268,51 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                         "categories": list(row.categories),
                         "price": None if pd.isna(row.price) else float(row.price),
                         "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
-                        "stock": None}  # unchanged: a given stock is pushed as a stock row below
+                        "stock": None if pd.isna(row.stock) else int(row.stock)}
                        for row in items.itertuples()]
-    items["digest"] = [hashlib.sha256(json.dumps([u, None if pd.isna(q) else int(q)],
-                                                 sort_keys=True).encode()).hexdigest()[:16]
-                       for u, q in zip(items["upsert"], items["stock"], strict=True)]
+    items["digest"] = [hashlib.sha256(json.dumps(u, sort_keys=True).encode()).hexdigest()[:16]
+                       for u in items["upsert"]]
     batch = _batch(context)
-    # The lock is held while the client retries (up to a minute, a few against a host that takes
-    # no connection): other items runs wait their turn, as they would for the service
-    with retried_while_unavailable(context, service), pushed_rows(inbox.items_pushed) as (pushed, record):
+    # The locks are held while the client retries (up to a minute, a few against a host that
+    # takes no connection): other inbox runs wait their turn, as they would for the service
+    with retried_while_unavailable(context, service), pushed_rows(inbox.items_pushed) as (pushed, record), \
+            pushed_rows(inbox.stock_pushed) as (stock_pushed, record_stock):
         through = _through_service(service, dataset)
         fresh = unpushed(items, pushed)
-        # Keyed by content: a retry sends what it sent before under the same keys, and an item
-        # whose row changed since (a file rewritten within its mtime's tick) as a new write
-        keys = [f"{batch}:item:{row.item_id}:{row.digest}" for row in fresh.itertuples()]
+        # A file's stock is a stock row as of its mtime: an item upserted here carries it when
+        # no newer stock row was pushed (one write, as the service applies an upsert); else it
+        # keeps its stock. The stock of an item whose newer row left it blank is pushed after.
+        stock = unpushed(items[items["stock"].notna()], stock_pushed)
+        carried = fresh["digest"].isin(stock["digest"]).to_numpy()
+        bodies = [u if c else {**u, "stock": None} for u, c in zip(fresh["upsert"], carried, strict=True)]
+        # Keyed by what is sent: a retry sends what it sent before under the same keys, and an
+        # item whose row or stock changed since as a new write
+        keys = [f"{batch}:item:{row.item_id}:{row.digest}{'' if c else ':kept'}"
+                for row, c in zip(fresh.itertuples(), carried, strict=True)]
         written: list[int] = []
         try:
             if through:
-                service.upsert_items(fresh["upsert"].tolist(), keys, written=written.append)
+                service.upsert_items(bodies, keys, written=written.append)
             else:
                 with event_log.open() as log:
-                    for key, upsert in zip(keys, fresh["upsert"], strict=True):
-                        log.record(key, "item", upsert, dataset=dataset.fingerprint)
-                        written.append(upsert["item_id"])
+                    for key, body in zip(keys, bodies, strict=True):
+                        log.record(key, "item", body, dataset=dataset.fingerprint)
+                        written.append(body["item_id"])
         finally:
-            record(fresh[fresh["item_id"].isin(written)])
+            done = fresh["item_id"].isin(written).to_numpy()
+            record(fresh[done])
+            record_stock(fresh[done & carried])
         left_out = items["item_id"].nunique() - len(fresh)
         context.log.info("upserted %d items (%s)%s", len(fresh),
                          "through the service" if through else "into the event log",
                          f"; {left_out} with a row as new pushed before, left out" if left_out else "")
-        # A file's stock column is a stock row as of its mtime, after the items it names
-        stock = latest_rows(items)
-        stock = stock[stock["stock"].notna()]
-        keys = [f"{batch}:stock:{i}:{d}" for i, d in zip(stock["item_id"], stock["digest"], strict=True)]
-        _push_stock(context, pd.DataFrame({
-            "item_id": stock["item_id"], "event_timestamp": stock["event_timestamp"],
-            "quantity": stock["stock"].astype("int64"), "digest": stock["digest"], "key": keys}),
-            through=through, dataset=dataset, event_log=event_log, service=service, inbox=inbox)
+        rest = stock[~stock["digest"].isin(fresh["digest"][carried])]
+        if len(rest):
+            _push_stock(context, rest.assign(
+                quantity=rest["stock"].astype("int64"),
+                key=[f"{batch}:stock:{i}:{d}" for i, d in zip(rest["item_id"], rest["digest"], strict=True)]),
+                stock_pushed, record_stock, through=through, dataset=dataset, event_log=event_log,
+                service=service)
 
 
 def _as_the_sensor_read(context: dg.OpExecutionContext, path: Path, seen: list[int] | None

@@ -56,9 +56,9 @@ def serving(graph) -> Iterator[tuple[Engine, object]]:
             engine.close()
 
 
-def logged(graph, kind: str) -> list:
+def logged(graph, *kinds: str) -> list:
     with build_resources(graph.settings)["event_log"].open() as log:
-        return log.read(kinds=[kind])
+        return log.read(kinds=list(kinds))
 
 
 def live_state(graph):
@@ -246,9 +246,23 @@ def test_an_items_files_stock_is_a_stock_row_as_of_its_mtime(graph):
     assert upsert("monday.csv", 2, "2025-12-07T00:00:00Z").success  # older: its stock is left out
     assert upsert("wednesday.csv", 5, "2025-12-09T00:00:00Z").success
     assert push_stock(9, "2025-12-08T12:00:00Z").success  # older than Wednesday's file
-    stock = [e.body["quantity"] for e in logged(graph, "stock") if e.body["item_id"] == lamp]
-    assert stock == [7, 5]
-    assert all(e.body["stock"] is None for e in logged(graph, "item") if e.body["item_id"] == lamp)
+    stock = [e.body["quantity"] if e.kind == "stock" else e.body["stock"]
+             for e in logged(graph, "stock", "item") if e.body["item_id"] == lamp]
+    assert stock == [7, None, 5], "Monday's upsert keeps the stock; Wednesday's sets it, as one write"
+
+    # A newer file that leaves the stock blank upserts the item; an older file's stock in the
+    # same run still counts, as a stock row of its own (it is newer than any pushed)
+    older, newer = folder / "thursday.csv", folder / "friday.csv"
+    older.write_text(f"item_id,title,stock\n{lamp},Lamp,3\n")
+    newer.write_text(f"item_id,title,stock\n{lamp},Lamp in Brass,\n")
+    os.utime(older, ns=(pd.Timestamp("2025-12-10T00:00:00Z").value,) * 2)
+    os.utime(newer, ns=(pd.Timestamp("2025-12-11T00:00:00Z").value,) * 2)
+    assert new_items_job.execute_in_process(
+        run_config={"ops": {"upsert_new_items": {"config": {"files": [str(older), str(newer)]}}}},
+        resources=resources, instance=graph.instance, tags={"dagster/run_key": "items-both-days"}).success
+    last = [(e.kind, e.body.get("title"), e.body.get("stock", e.body.get("quantity")))
+            for e in logged(graph, "stock", "item") if e.body["item_id"] == lamp][-2:]
+    assert last == [("item", "Lamp in Brass", None), ("stock", None, 3)]
 
 
 def test_stock_sensor_reads_only_new_or_grown_files(tmp_path):

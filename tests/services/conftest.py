@@ -148,7 +148,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
                                                 step_retries=30, step_retry_wait_s=0.2,
                                                 step_retry_wait_max_s=1)}
         with ThreadPoolExecutor(3) as pool:
-            sent = pool.submit(sensor.set_stock, {int(item): int(quantity)}, [f"before-live:stock:{item}"])
+            sent = pool.submit(sensor.set_stock, [(int(item), int(quantity), f"before-live:stock:{item}")])
             runs = {}
             for name, (job, config) in configs.items():
                 instance = dg.DagsterInstance.ephemeral()

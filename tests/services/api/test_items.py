@@ -62,10 +62,10 @@ def test_sensor_writes_through_service_resource_reach_the_service(service, clien
     user = active_user(service, 12)
     top = client.recommend(user, k=5).items[0].item_id
     try:
-        resource.set_stock({top: 0}, [f"stock-run-1:stock:{top}"])
+        resource.set_stock([(top, 0, f"stock-run-1:stock:{top}")])
         logged = EventLog.beside(f"sqlite:///{service.home / 'registry.db'}")
         position = logged.position()
-        resource.set_stock({top: 0}, [f"stock-run-1:stock:{top}"])  # a re-executed run: the same keys
+        resource.set_stock([(top, 0, f"stock-run-1:stock:{top}")])  # a re-executed run: the same keys
         assert logged.position() == position, "the retried batch logged nothing new"
         assert logged.get(f"stock-run-1:stock:{top}").dataset == service.dataset.fingerprint
         assert resource.serves(service.dataset.fingerprint), "its writes go through the service"
@@ -144,7 +144,7 @@ def test_sensor_writes_without_their_key_fail_naming_it_not_borrowing_the_client
     monkeypatch.setenv("TWOTOWER_API_KEY", service.read_key)  # an application's key, not theirs
     resource = ServiceResource(url=service.url)
     with pytest.raises(ValueError, match="TWOTOWER_SERVICE_KEY"):
-        resource.set_stock({1: 1}, ["no-key:stock:1"])
+        resource.set_stock([(1, 1, "no-key:stock:1")])
 
 
 def test_a_sensor_batch_goes_on_past_an_item_the_catalogue_lacks(service, client):
@@ -153,9 +153,8 @@ def test_a_sensor_batch_goes_on_past_an_item_the_catalogue_lacks(service, client
     top = client.recommend(user, k=5).items[0].item_id
     written: list[int] = []
     try:
-        unknown = resource.set_stock({999_998: 5, top: 0}, ["stock-run-2:stock:999998",
-                                                            f"stock-run-2:stock:{top}"],
-                                     written=written.append)
+        unknown = resource.set_stock([(999_998, 5, "stock-run-2:stock:999998"),
+                                      (top, 0, f"stock-run-2:stock:{top}")], written=written.append)
         assert (unknown, written) == ([999_998], [top])
         assert top not in [i.item_id for i in client.recommend(user, k=5).items]
     finally:

@@ -281,7 +281,8 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
         fresh = unpushed(items, pushed)
         # A file's stock is a stock row as of its mtime: an item upserted here carries it when
         # no newer stock row was pushed (one write, as the service applies an upsert); else it
-        # keeps its stock. The stock of an item whose newer row left it blank is pushed after.
+        # keeps its stock. The stock of an item not upserted with it (a newer row of the item,
+        # here or pushed before, left it blank) is pushed after, as a stock write.
         stock = unpushed(items[items["stock"].notna()], stock_pushed)
         carried = fresh["digest"].isin(stock["digest"]).to_numpy()
         bodies = [u if c else {**u, "stock": None} for u, c in zip(fresh["upsert"], carried, strict=True)]

@@ -136,6 +136,13 @@ class OnlineFeatures:
                 stock=stock.get("quantity") or 0)  # type: ignore[arg-type]  # no stock row: none in stock
         return found
 
+    def quantities(self, ids: Iterable[int]) -> dict[int, int]:
+        """The stored quantity of the ids that have one, content or not (a logged stock change
+        may reach the store before its item's first upsert)."""
+        ids = [int(i) for i in ids]
+        return {i: int(row.get("quantity") or 0)
+                for i, row in zip(ids, self._read(STOCK, "item_id", ids), strict=True) if row is not None}
+
     def popularity(self, ids: list[int]) -> np.ndarray:
         """(n, 3) events of each item in the last 1, 7 and 30 days (the absent values if none)."""
         rows = [self._filled(row) for row in self._read(POPULARITY, "item_id", ids)]

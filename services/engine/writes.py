@@ -96,12 +96,17 @@ def _apply_item(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item
     stocks = [e for e in ours if e.kind == "stock"]
     upsert, stock = (upserts or [None])[-1], (stocks or [None])[-1]
     # An upsert may leave out the stock (then the last change that set it counts, else the
-    # version's own; 0 for a new item) and the creation time (then the item keeps its own)
+    # version's own; for a new item, what a stock change before it left online, else 0) and the
+    # creation time (then the item keeps its own)
     setters = [e for e in ours if sets_stock(e)]
     last = setters[-1] if setters else None
     known = online_call(s.items.item, item_id) if upsert is not None else None  # as stored
-    quantity = (int(last.body["quantity"] if last is stock else last.body["stock"]) if last
-                else 0 if known is None else known.stock)
+    if last is not None:
+        quantity = int(last.body["quantity"] if last is stock else last.body["stock"])
+    elif known is not None:
+        quantity = known.stock
+    else:  # a new item: what a stock change logged before it (applied online alone) left, else 0
+        quantity = online_call(online.quantities, [item_id]).get(item_id, 0)
     if upsert is not None and upsert.seq not in skip:
         had = datetime.fromtimestamp(known.created_at_s, UTC).isoformat() \
             if known is not None and known.created_at_s else None  # 0: none stored

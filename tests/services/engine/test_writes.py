@@ -154,6 +154,22 @@ def test_an_upsert_without_stock_or_created_at_keeps_the_items_own_in_version_re
     assert created[item_id].timestamp() // 1 == first
 
 
+def test_a_new_items_first_upsert_takes_the_stock_logged_before_it(service, shop):
+    """Written into the log alone (the inbox jobs without the service), a stock change may come
+    before its item's first upsert: applied, it reaches the online store alone. The upsert, which
+    leaves the stock out, takes that quantity, as the tables and a replay of both together do."""
+    engine = shop.engine()
+    s = engine.snapshot()
+    item_id = int(service.dataset.items["item_id"].max()) + 12
+    stock = shop.log.record("stock-before-item", "stock", {"item_id": item_id, "quantity": 4})
+    assert apply(s, engine.online, engine.backend, [stock]) == {item_id}, "not in the version yet"
+    body = {"item_id": item_id, "title": "Stocked Before", "categories": ["Drama"], "stock": None}
+    apply(s, engine.online, engine.backend, [shop.log.record("item-after-stock", "item", body)])
+    assert _state(engine, item_id)[1:] == (4, [4])
+    engine.close()
+    assert latest_stock(with_events(service.dataset, shop.log.read()).stock)[item_id] == 4
+
+
 def test_an_upserted_item_keeps_its_popularity_and_the_cache_reads_it_again(service, shop):
     """The re-ranker's popularity of an item is the online store's: an upsert changes its content,
     not how often it was bought, and the cache follows the materializations."""

@@ -11,9 +11,10 @@ re-executed run logs nothing twice.
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -83,8 +84,13 @@ def unpushed(rows: pd.DataFrame, pushed: pd.DataFrame) -> pd.DataFrame:
 def read_pushed(path: Path) -> pd.DataFrame:
     """A pushed state (`pushed_rows`), indexed by item_id: the newest pushed row's
     `event_timestamp` (and `digest`, if its rows carry one); empty before the first push."""
-    rows = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(PUSHED_DTYPES))
-    return rows.reindex(columns=list(PUSHED_DTYPES)).astype(PUSHED_DTYPES).set_index("item_id")
+    rows = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    return _as_pushed(rows).set_index("item_id")
+
+
+def _as_pushed(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows in a pushed state's columns and types (`digest` empty where they carry none)."""
+    return rows.reindex(columns=list(PUSHED_DTYPES)).astype(PUSHED_DTYPES)
 
 
 @contextmanager
@@ -100,8 +106,7 @@ def pushed_rows(path: Path) -> Iterator[tuple[pd.DataFrame, Callable[[pd.DataFra
             yield pushed, added.append
         finally:
             if any(len(frame) for frame in added):
-                frames = [frame.reindex(columns=list(PUSHED_DTYPES)).astype(PUSHED_DTYPES)
-                          for frame in (pushed.reset_index(), *added) if len(frame)]
+                frames = [_as_pushed(frame) for frame in (pushed.reset_index(), *added) if len(frame)]
                 with atomic_path(path) as tmp:
                     latest_rows(pd.concat(frames, ignore_index=True)).to_parquet(tmp, index=False)
 
@@ -180,11 +185,9 @@ def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, pushed: pd.D
                                     "(refused by the service, not logged): item_id %s",
                                     len(unknown), ", ".join(map(str, unknown[:20])))
         else:
-            with event_log.open() as log:
-                for row in fresh.itertuples():
-                    log.record(row.key, "stock", {"item_id": int(row.item_id), "quantity": int(row.quantity)},
-                               dataset=dataset.fingerprint)
-                    written.append(row.item_id)
+            _into_log(event_log, dataset, "stock", fresh["key"], [
+                {"item_id": int(row.item_id), "quantity": int(row.quantity)} for row in fresh.itertuples()],
+                written=written.append)
     finally:
         record(fresh[fresh["item_id"].isin(written) & fresh["event_timestamp"].notna()])
     context.log.info("pushed stock of %d items (%s)%s", len(fresh),
@@ -295,10 +298,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
             if through:
                 service.upsert_items(bodies, keys, written=written.append)
             else:
-                with event_log.open() as log:
-                    for key, body in zip(keys, bodies, strict=True):
-                        log.record(key, "item", body, dataset=dataset.fingerprint)
-                        written.append(body["item_id"])
+                _into_log(event_log, dataset, "item", keys, bodies, written=written.append)
         finally:
             done = fresh["item_id"].isin(written).to_numpy()
             record(fresh[done])
@@ -320,12 +320,11 @@ def _as_the_sensor_read(context: dg.OpExecutionContext, path: Path, seen: list[i
                         ) -> pd.DataFrame | None:
     """An items file's rows, each stamped (`event_timestamp`) with the file's mtime, if the file
     is as the sensor read it (`seen`: its size and mtime; None: as it is); else None, logged."""
-    stat = file_stat(path) if seen is not None else None
+    stat = file_stat(path)
     if seen is not None and stat != seen:
         context.log.warning("%s since the sensor read it: %s", path,
                             "gone, left out" if stat is None else "changed, left to the run it asks for next")
         return None
-    stat = stat or file_stat(path)
     try:
         rows = read_inbox_file(path, "items")
     except UNREADABLE:
@@ -380,6 +379,16 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     return dg.RunRequest(run_key=_run_key("items", {name: stats[name] for name in readable}),
                          run_config={"ops": {"upsert_new_items": {"config": {
                              "files": list(files), "stats": files}}}})
+
+
+def _into_log(event_log: EventLogResource, dataset: DatasetResource, kind: str, keys: Iterable[str],
+              bodies: list[dict[str, Any]], *, written: Callable[[int], None]) -> None:
+    """Writes logged here, not through the service, tagged with the pipeline's dataset, in order;
+    `written(item_id)` after each one."""
+    with event_log.open() as log:
+        for key, body in zip(keys, bodies, strict=True):
+            log.record(key, kind, body, dataset=dataset.fingerprint)
+            written(body["item_id"])
 
 
 def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool:

@@ -61,6 +61,15 @@ def logged(graph, *kinds: str) -> list:
         return log.read(kinds=list(kinds))
 
 
+def run_items(graph, key: str, *paths, stats: dict | None = None):
+    """The items job on `paths` (as the sensor asks for it when `stats` are given), keyed `key`."""
+    config = {"files": [str(p) for p in paths], **({"stats": stats} if stats else {})}
+    return new_items_job.execute_in_process(
+        run_config={"ops": {"upsert_new_items": {"config": config}}},
+        resources=build_resources(graph.settings), instance=graph.instance,
+        tags={"dagster/run_key": key})
+
+
 def live_state(graph):
     """The live artifact and the number of model versions registered so far."""
     with build_resources(graph.settings)["registry"].open() as registry:
@@ -187,36 +196,31 @@ def test_an_items_file_run_after_a_newer_ones_run_leaves_the_newer_rows(graph):
     os.utime(monday, ns=(1_765_000_000_000_000_000,) * 2)
     os.utime(tuesday, ns=(1_765_086_400_000_000_000,) * 2)
 
-    def run(key, *paths, stats=None):
-        config = {"files": [str(p) for p in paths], **({"stats": stats} if stats else {})}
-        return new_items_job.execute_in_process(
-            run_config={"ops": {"upsert_new_items": {"config": config}}}, resources=resources,
-            instance=graph.instance, tags={"dagster/run_key": key})
-
     def titles():  # the last upsert of each of the two items, as the log orders them
         return {e.body["item_id"]: e.body["title"] for e in logged(graph, "item")
                 if e.body["item_id"] in (lamp, lamp + 1)}
 
-    assert run("items-tuesday", tuesday).success and run("items-monday", monday).success
+    assert run_items(graph, "items-tuesday", tuesday).success
+    assert run_items(graph, "items-monday", monday).success
     assert titles() == {lamp: "Brass Lamp", lamp + 1: "Desk"}
     # A run without the sensor's stats reads a file as it is now: a newer version, sent as new
     # writes (its first version's write keys took other bodies)
     monday.write_text(f"item_id,title\n{lamp},Reading Lamp\n")
-    assert run("items-monday", monday).success
+    assert run_items(graph, "items-monday", monday).success
     assert titles() == {lamp: "Reading Lamp", lamp + 1: "Desk"}
     # A file copied with its mtime (cp -p, tar, rsync -a) is as new: pushed when it differs
     copy.write_text(f"item_id,title\n{lamp},Desk Lamp\n")
     os.utime(copy, ns=(monday.stat().st_atime_ns, monday.stat().st_mtime_ns))
-    assert run("items-copy", copy).success
+    assert run_items(graph, "items-copy", copy).success
     assert titles() == {lamp: "Desk Lamp", lamp + 1: "Desk"}
     count = len(logged(graph, "item"))
-    assert run("items-copy-again", copy).success and len(logged(graph, "item")) == count
+    assert run_items(graph, "items-copy-again", copy).success and len(logged(graph, "item")) == count
     # The sensor asked for the run with the files' states: one changed since is left to the run
     # it asks for next, the others beside it are upserted
     monday.write_text(f"item_id,title\n{lamp},Floor Lamp\n{lamp + 1},Writing Desk\n")
     stats = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in (monday, tuesday)}
     tuesday.write_text(f"item_id,title\n{lamp + 1},Standing Desk\n")
-    assert run("items-both", tuesday, monday, stats=stats).success
+    assert run_items(graph, "items-both", tuesday, monday, stats=stats).success
     assert titles() == {lamp: "Floor Lamp", lamp + 1: "Writing Desk"}
 
 
@@ -238,9 +242,7 @@ def test_an_items_files_stock_is_a_stock_row_as_of_its_mtime(graph):
         path = folder / name
         path.write_text(f"item_id,title,stock\n{lamp},Lamp,{quantity}\n")
         os.utime(path, ns=(pd.Timestamp(at).value,) * 2)
-        return new_items_job.execute_in_process(
-            run_config={"ops": {"upsert_new_items": {"config": {"files": [str(path)]}}}},
-            resources=resources, instance=graph.instance, tags={"dagster/run_key": f"items-{name}"})
+        return run_items(graph, f"items-{name}", path)
 
     assert push_stock(7, "2025-12-08T00:00:00Z").success
     assert upsert("monday.csv", 2, "2025-12-07T00:00:00Z").success  # older: its stock is left out
@@ -257,9 +259,7 @@ def test_an_items_files_stock_is_a_stock_row_as_of_its_mtime(graph):
     newer.write_text(f"item_id,title,stock\n{lamp},Lamp in Brass,\n")
     os.utime(older, ns=(pd.Timestamp("2025-12-10T00:00:00Z").value,) * 2)
     os.utime(newer, ns=(pd.Timestamp("2025-12-11T00:00:00Z").value,) * 2)
-    assert new_items_job.execute_in_process(
-        run_config={"ops": {"upsert_new_items": {"config": {"files": [str(older), str(newer)]}}}},
-        resources=resources, instance=graph.instance, tags={"dagster/run_key": "items-both-days"}).success
+    assert run_items(graph, "items-both-days", older, newer).success
     last = [(e.kind, e.body.get("title"), e.body.get("stock", e.body.get("quantity")))
             for e in logged(graph, "stock", "item") if e.body["item_id"] == lamp][-2:]
     assert last == [("item", "Lamp in Brass", None), ("stock", None, 3)]

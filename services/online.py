@@ -123,17 +123,17 @@ class OnlineFeatures:
         ids = [int(i) for i in ids]
         contents = self._read(CONTENT, "item_id", ids)
         counts = self._read(POPULARITY, "item_id", ids)
-        stocks = self._read(STOCK, "item_id", ids)
+        stocks = self.quantities(ids)
         found = {}
-        for item_id, content, count, stock in zip(ids, contents, counts, stocks, strict=True):
+        for item_id, content, count in zip(ids, contents, counts, strict=True):
             if content is None:
                 continue
-            count, stock = self._filled(count), stock or {}
+            count = self._filled(count)
             found[item_id] = ItemFeatures(
                 title=content.get("title") or "", categories=content.get("categories") or (),  # type: ignore[arg-type]
                 price=content.get("price"), created_at_s=content.get("created_at_s") or 0,  # type: ignore[arg-type]
                 popularity=tuple(count[c] for c in POPULARITY_COUNTS),  # type: ignore[arg-type]
-                stock=stock.get("quantity") or 0)  # type: ignore[arg-type]  # no stock row: none in stock
+                stock=stocks.get(item_id, 0))  # no stock row: none in stock
         return found
 
     def quantities(self, ids: Iterable[int]) -> dict[int, int]:

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -153,10 +153,19 @@ class RawTablesStore(dg.ConfigurableIOManager):
 
 
 class EventLogResource(dg.ConfigurableResource):
-    """The service's event log, which the pipeline reads on top of the dataset."""
+    """The service's event log, which the pipeline reads on top of the dataset.
+
+    The inbox jobs log into it when the service cannot take their writes. While the log itself
+    cannot be written (its database down or locked), such a job's step is retried
+    (`step_retries` times, waiting `step_retry_wait_s`, doubled each time up to
+    `step_retry_wait_max_s`: about half an hour of waits, `sensors.retried_while_unavailable`).
+    """
 
     data_dir: str
     url: str | None = None  # SQLAlchemy URL; None = events.db in the data directory
+    step_retries: int = 8  # of an inbox job's step
+    step_retry_wait_s: float = 30.0  # before the first; doubled for each next one...
+    step_retry_wait_max_s: float = 300.0  # ...up to this: a log back up waits this long at most
 
     @contextmanager
     def open(self) -> Iterator[EventLog]:
@@ -227,10 +236,9 @@ class ServiceResource(dg.ConfigurableResource):
     The writes go through the service's Python client with a write key. It retries what a moment
     mends (a 503 while a version loads or a dependency restarts, a refused connection while the
     service restarts) for about a minute, under the same key; a host that never answers fails
-    after a few minutes (2 s per connection attempt). A write that still fails so has the step
-    retried (`step_retries` times, waiting `step_retry_wait_s`, doubled each time up to 5 minutes:
-    about half an hour of waits, `sensors.retried_while_unavailable`). Any other error fails the
-    op (and so the run), except a stock write's 404 for an item the catalogue lacks (`set_stock` goes on).
+    after a few minutes (2 s per connection attempt). The inbox jobs then log the writes left
+    into the event log themselves, which the service replays (`sensors.write`). Any other error
+    fails the op (and so the run), except a stock write's 404 for an item the catalogue lacks.
     Each write's `Idempotency-Key` is derived from the run's key, so a retried write or a
     re-executed run records nothing twice in the service's event log.
     """
@@ -240,9 +248,6 @@ class ServiceResource(dg.ConfigurableResource):
     timeout_s: float = 30.0  # an item upsert embeds the item and writes the index and online store
     connect_timeout_s: float = 2.0
     max_retries: int = 60  # of each write: 503s come with `Retry-After: 1`
-    step_retries: int = 8  # of the op, once a write's own retries are spent
-    step_retry_wait_s: float = 30.0  # before the first; doubled for each next one...
-    step_retry_wait_max_s: float = 300.0  # ...up to this: a service back up waits this long at most
 
     def serves(self, fingerprint: str) -> bool:
         """Whether the live model is of the dataset `fingerprint` names (or of an unrecorded one):
@@ -250,32 +255,25 @@ class ServiceResource(dg.ConfigurableResource):
         with self._client() as client:
             return client.version().dataset in (None, fingerprint)
 
-    def set_stock(self, writes: list[tuple[int, int, str]], *,
-                  written: Callable[[int], None] = lambda item_id: None) -> list[int]:
-        """One write per (item_id, quantity, key), in order; `written(item_id)` after each one the
-        service accepted. Returns the items the catalogue does not hold (404: not logged), past
-        which the batch goes on; any other error stops it."""
-        unknown = []
+    def send(self, kind: Literal["stock", "item"], writes: Iterable[tuple[str, dict[str, Any]]]
+             ) -> Iterator[bool]:
+        """Each (key, body) write in order, yielding after each whether the service took it; a
+        body is the event log's: `item_id` and `quantity` (stock), or `item_id` and an
+        `ItemUpsert` (item, validated before it is sent). False: stock of an item the catalogue
+        does not hold (404, not logged). Any other error stops the writes."""
         with self._client() as client:
-            for item_id, quantity, key in writes:
-                try:
-                    client.set_stock(item_id, int(quantity), idempotency_key=key)
-                except NotFoundError:
-                    unknown.append(item_id)
-                    continue
-                written(item_id)
-        return unknown
-
-    def upsert_items(self, items: list[dict[str, Any]], keys: list[str], *,
-                     written: Callable[[int], None] = lambda item_id: None) -> None:
-        """Each dict is an `ItemUpsert` body plus its `item_id` (validated before it is sent),
-        written under its key in `keys`, in order; `written(item_id)` after each one the service
-        accepted."""
-        with self._client() as client:
-            for item, key in zip(items, keys, strict=True):
-                body = ItemUpsert.model_validate({k: v for k, v in item.items() if k != "item_id"})
-                client.upsert_item(item["item_id"], **body.model_dump(), idempotency_key=key)
-                written(item["item_id"])
+            for key, body in writes:
+                item_id = body["item_id"]
+                if kind == "stock":
+                    try:
+                        client.set_stock(item_id, int(body["quantity"]), idempotency_key=key)
+                    except NotFoundError:
+                        yield False
+                        continue
+                else:
+                    item = ItemUpsert.model_validate({k: v for k, v in body.items() if k != "item_id"})
+                    client.upsert_item(item_id, **item.model_dump(), idempotency_key=key)
+                yield True
 
     def _client(self) -> RecommenderClient:
         if not self.url:

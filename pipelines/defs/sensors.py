@@ -3,21 +3,23 @@
 Files dropped in the inbox (`<data dir>/inbox/stock/` and `<data dir>/inbox/items/`, parquet or CSV)
 reach the live version in seconds. Either way the writes go through the event log, as every write
 does: with `TWOTOWER_SERVICE_URL` set, through the running service's HTTP API (it logs and applies
-each at once); without it, logged here, and the engine applies them where it serves the live
-version (a service replays what other processes logged on its next poll, a version switch or a
-start replays what the version lacks). Each write's key is derived from the run's key, so a
-re-executed run logs nothing twice.
+each at once); without it, or while the service cannot take them, logged here, and the engine
+applies them where it serves the live version (a service replays what other processes logged on
+its next poll, a version switch or a start replays what the version lacks). Each write's key is
+derived from the run's key, so a re-executed run logs nothing twice.
 """
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from feature_repo.datasets.contract import DataError, check_non_negative, parse_ints
 from feature_repo.datasets.generic import read_table
@@ -25,6 +27,7 @@ from feature_repo.files import atomic_path, locked
 from index.catalogue import latest_rows
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
 from services.client import APIConnectionError, ServiceUnavailableError
+from services.schemas import ItemUpsert
 
 SUFFIXES = (".parquet", ".csv")
 # What reading an inbox file can raise: a bad value (DataError, naming file, column and row), a
@@ -34,6 +37,8 @@ UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 # What the service answers while it cannot take writes yet: a version loading or a dependency
 # down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
 UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
+# What the event log raises while it cannot be written: its database down, unreachable or locked
+LOG_UNAVAILABLE = (OperationalError,)
 # A pushed state's columns (`pushed_rows`)
 PUSHED_DTYPES = {"item_id": "int64", "event_timestamp": "datetime64[us, UTC]", "digest": "string"}
 # The inbox jobs' runs carry it; deploy/dagster.yaml lets one such run go at a time, so a run that
@@ -43,8 +48,9 @@ INBOX_TAG = {"twotower/inbox": "writes"}
 
 def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
     """One inbox file of contract `table` rows ("stock" or "items", the latter with an optional
-    `stock` column: a blank leaves the item's stock as it is), parsed as a dataset file is: a bad
-    value fails the run naming file, column and row, before anything is logged."""
+    `stock` column: a blank leaves the item's stock as it is, and each row's `upsert` body added),
+    parsed as a dataset file is: a bad value fails the run naming file, column and row, before
+    anything is logged."""
     frame = read_table(path, table)
     if table == "items" and "stock" in frame:
         given = frame["stock"].notna()
@@ -52,7 +58,31 @@ def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
                                     ).reindex(frame.index).astype("Int64")
     # what a logged row must hold: one the tables refused would fail every later training run
     check_non_negative(frame, ["item_id", "quantity", "stock"])
+    if table == "items":
+        frame["upsert"] = _upserts(frame, str(path))
     return frame
+
+
+def _upserts(items: pd.DataFrame, source: str) -> list[dict[str, Any]]:
+    """Each item row as the service logs its upsert: the `item_id` and an `ItemUpsert`, validated
+    as the service validates it (a bad row a DataError naming it). A missing or blank `created_at`
+    or `stock` leaves the item's own as they are (for a new item: created when logged, none in
+    stock), as the service's `PUT /v1/items/{id}` does when they are left out."""
+    bodies = []
+    for label, row in zip(items.index, items.to_dict("records"), strict=True):
+        given = {"title": None if pd.isna(row["title"]) else str(row["title"]),
+                 "categories": list(row["categories"]),
+                 "price": None if pd.isna(row["price"]) else float(row["price"])}
+        given |= {column: None if pd.isna(row.get(column)) else row[column]
+                  for column in ("created_at", "stock")}
+        try:
+            upsert = ItemUpsert.model_validate(given)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise DataError(source, f"item_id {row['item_id']}: {first['msg']}",
+                            column=str(first["loc"][0]), row=int(label) + 1) from None
+        bodies.append({"item_id": int(row["item_id"]), **upsert.model_dump(mode="json")})
+    return bodies
 
 
 def _unreadable(path: Path, error: Exception) -> str:
@@ -112,20 +142,20 @@ def pushed_rows(path: Path) -> Iterator[tuple[pd.DataFrame, Callable[[pd.DataFra
 
 
 @contextmanager
-def retried_while_unavailable(context: dg.OpExecutionContext, service: ServiceResource) -> Iterator[None]:
-    """A write the service still cannot take after the client's own retries (503, no connection,
-    no answer) has the step retried later (`ServiceResource.step_retries`, the wait doubling from
-    `step_retry_wait_s` up to `step_retry_wait_max_s`) with the same config and write keys, so a
-    longer outage delays the rows rather than dropping them; any other error fails the run. The
-    run keeps its slot while it waits: the inbox jobs share one (`INBOX_TAG`)."""
+def retried_while_unavailable(context: dg.OpExecutionContext, event_log: EventLogResource) -> Iterator[None]:
+    """A write the event log cannot take (its database down, unreachable or locked) has the step
+    retried later (`EventLogResource.step_retries`, the wait doubling from `step_retry_wait_s` up
+    to `step_retry_wait_max_s`) with the same config and write keys, so a longer outage delays the
+    rows rather than dropping them; any other error fails the run. The run keeps its slot while it
+    waits: the inbox jobs share one (`INBOX_TAG`)."""
     try:
         yield
-    except UNAVAILABLE as error:
-        wait = min(service.step_retry_wait_s * 2 ** context.retry_number, service.step_retry_wait_max_s)
-        if context.retry_number < service.step_retries:
-            context.log.warning("service unavailable (%s); retry %d of %d in %.0f s", error,
-                                context.retry_number + 1, service.step_retries, wait)
-        raise dg.RetryRequested(max_retries=service.step_retries, seconds_to_wait=wait) from error
+    except LOG_UNAVAILABLE as error:
+        wait = min(event_log.step_retry_wait_s * 2 ** context.retry_number, event_log.step_retry_wait_max_s)
+        if context.retry_number < event_log.step_retries:
+            context.log.warning("event log unavailable (%s); retry %d of %d in %.0f s", error,
+                                context.retry_number + 1, event_log.step_retries, wait)
+        raise dg.RetryRequested(max_retries=event_log.step_retries, seconds_to_wait=wait) from error
 
 
 def _seed_pushed(inbox: InboxResource, files: list[Path], newest: pd.Timestamp) -> None:
@@ -161,9 +191,9 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                          "event_timestamp": pd.to_datetime([config.stamps.get(k) for k in config.quantities],
                                                            utc=True, format="ISO8601"),
                          "key": [f"{batch}:stock:{k}" for k in config.quantities]})
-    with retried_while_unavailable(context, service), pushed_rows(inbox.stock_pushed) as state:
-        _push_stock(context, rows, *state, through=_through_service(service, dataset), dataset=dataset,
-                    event_log=event_log, service=service)
+    with retried_while_unavailable(context, event_log), pushed_rows(inbox.stock_pushed) as state:
+        _push_stock(context, rows, *state, through=_through_service(context, service, dataset),
+                    dataset=dataset, event_log=event_log, service=service)
 
 
 def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, pushed: pd.DataFrame,
@@ -171,29 +201,24 @@ def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, pushed: pd.D
                 event_log: EventLogResource, service: ServiceResource) -> None:
     """Each item's stock row of `rows` (item_id, event_timestamp (NaT: a run asked for before
     stamps, pushed as it is), quantity, its write's key, optional digest) newer than the newest
-    of that item pushed before (the stock state, held: `pushed_rows`), written through the
-    service or into the log."""
+    of that item pushed before (the stock state, held: `pushed_rows`), written (`write`)."""
     stamped = rows["event_timestamp"].notna()
     fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
     written: list[int] = []
     try:
-        if through:
-            writes = list(zip(fresh["item_id"], fresh["quantity"], fresh["key"], strict=True))
-            unknown = service.set_stock(writes, written=written.append)
-            if unknown:
-                context.log.warning("stock of %d items the catalogue does not hold left out "
-                                    "(refused by the service, not logged): item_id %s",
-                                    len(unknown), ", ".join(map(str, unknown[:20])))
-        else:
-            _into_log(event_log, dataset, "stock", fresh["key"], [
-                {"item_id": int(row.item_id), "quantity": int(row.quantity)} for row in fresh.itertuples()],
-                written=written.append)
+        unknown = write(context, "stock", [
+            (row.key, {"item_id": int(row.item_id), "quantity": int(row.quantity)})
+            for row in fresh.itertuples()], through=through, service=service, event_log=event_log,
+            dataset=dataset, written=written.append)
+        if unknown:
+            context.log.warning("stock of %d items the catalogue does not hold left out "
+                                "(refused by the service, not logged): item_id %s",
+                                len(unknown), ", ".join(map(str, unknown[:20])))
     finally:
         record(fresh[fresh["item_id"].isin(written) & fresh["event_timestamp"].notna()])
-    context.log.info("pushed stock of %d items (%s)%s", len(fresh),
-                     "through the service" if through else "into the event log",
-                     f"; {len(rows) - len(fresh)} not newer than a row pushed before, left out"
-                     if len(fresh) < len(rows) else "")
+    if len(fresh) < len(rows):
+        context.log.info("stock of %d items not newer than a row pushed before, left out",
+                         len(rows) - len(fresh))
 
 
 @dg.job(description="Push new stock quantities to the live index payload and the online store.",
@@ -263,24 +288,15 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
         context.log.info("no items file as the sensor read it: nothing upserted")
         return
     items = pd.concat(frames, ignore_index=True)
-    if "created_at" not in items:  # none given: created when logged, as the service's default
-        items["created_at"] = pd.NaT
-    if "stock" not in items:  # none given: each item's stock stays as it is (0 for a new one)
-        items["stock"] = pd.NA
-    items["upsert"] = [{"item_id": int(row.item_id), "title": str(row.title),
-                        "categories": list(row.categories),
-                        "price": None if pd.isna(row.price) else float(row.price),
-                        "created_at": None if pd.isna(row.created_at) else row.created_at.isoformat(),
-                        "stock": None if pd.isna(row.stock) else int(row.stock)}
-                       for row in items.itertuples()]
+    items["stock"] = [u["stock"] for u in items["upsert"]]  # None where left as it is
     items["digest"] = [hashlib.sha256(json.dumps(u, sort_keys=True).encode()).hexdigest()[:16]
                        for u in items["upsert"]]
     batch = _batch(context)
     # The locks are held while the client retries (up to a minute, a few against a host that
     # takes no connection): other inbox runs wait their turn, as they would for the service
-    with retried_while_unavailable(context, service), pushed_rows(inbox.items_pushed) as (pushed, record), \
+    with retried_while_unavailable(context, event_log), pushed_rows(inbox.items_pushed) as (pushed, record), \
             pushed_rows(inbox.stock_pushed) as (stock_pushed, record_stock):
-        through = _through_service(service, dataset)
+        through = _through_service(context, service, dataset)
         fresh = unpushed(items, pushed)
         # A file's stock is a stock row as of its mtime: an item upserted here carries it when
         # no newer stock row was pushed (one write, as the service applies an upsert); else it
@@ -295,18 +311,14 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                 for row, c in zip(fresh.itertuples(), carried, strict=True)]
         written: list[int] = []
         try:
-            if through:
-                service.upsert_items(bodies, keys, written=written.append)
-            else:
-                _into_log(event_log, dataset, "item", keys, bodies, written=written.append)
+            write(context, "item", list(zip(keys, bodies, strict=True)), through=through, service=service,
+                  event_log=event_log, dataset=dataset, written=written.append)
         finally:
             done = fresh["item_id"].isin(written).to_numpy()
             record(fresh[done])
             record_stock(fresh[done & carried])
-        left_out = items["item_id"].nunique() - len(fresh)
-        context.log.info("upserted %d items (%s)%s", len(fresh),
-                         "through the service" if through else "into the event log",
-                         f"; {left_out} with a row as new pushed before, left out" if left_out else "")
+        if left_out := items["item_id"].nunique() - len(fresh):
+            context.log.info("%d items with a row as new pushed before, left out", left_out)
         rest = stock[~stock["digest"].isin(fresh["digest"][carried])]
         if len(rest):
             _push_stock(context, rest.assign(
@@ -381,20 +393,52 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
                              "files": list(files), "stats": files}}}})
 
 
-def _into_log(event_log: EventLogResource, dataset: DatasetResource, kind: str, keys: Iterable[str],
-              bodies: list[dict[str, Any]], *, written: Callable[[int], None]) -> None:
-    """Writes logged here, not through the service, tagged with the pipeline's dataset, in order;
-    `written(item_id)` after each one."""
-    with event_log.open() as log:
-        for key, body in zip(keys, bodies, strict=True):
-            log.record(key, kind, body, dataset=dataset.fingerprint)
-            written(body["item_id"])
+def write(context: dg.OpExecutionContext, kind: str, writes: list[tuple[str, dict[str, Any]]], *,
+          through: bool, service: ServiceResource, event_log: EventLogResource, dataset: DatasetResource,
+          written: Callable[[int], None]) -> list[int]:
+    """Each (key, body) write in order, through the service (`through`) or logged here;
+    `written(item_id)` after each one taken. Returns the items whose stock the service refused
+    (the catalogue lacks them: not logged).
+
+    A service that cannot take a write after its client's retries (`UNAVAILABLE`) leaves it and
+    the rest to the log, under the same keys: the service replays them once it can, and one it
+    logged without answering is found there, not logged twice."""
+    sent, unknown = 0, []
+    if through:
+        try:
+            for taken in service.send(kind, writes):
+                item_id = writes[sent][1]["item_id"]
+                if taken:
+                    written(item_id)
+                else:
+                    unknown.append(item_id)
+                sent += 1
+        except UNAVAILABLE as error:
+            context.log.warning("service unavailable (%s): %d %s writes left go into the event log, "
+                                "which it replays", error, len(writes) - sent, kind)
+    if sent < len(writes):
+        with event_log.open() as log:
+            for key, body in writes[sent:]:
+                log.record(key, kind, body, dataset=dataset.fingerprint)
+                written(body["item_id"])
+    context.log.info("%d %s writes: %d through the service, %d into the event log", len(writes),
+                     kind, sent, len(writes) - sent)
+    return unknown
 
 
-def _through_service(service: ServiceResource, dataset: DatasetResource) -> bool:
-    """Whether writes go through the running service (one serves this dataset's model), else only
-    into the event log, tagged with the dataset (they reach its next training and version)."""
-    return bool(service.url) and service.serves(dataset.fingerprint)
+def _through_service(context: dg.OpExecutionContext, service: ServiceResource, dataset: DatasetResource
+                     ) -> bool:
+    """Whether writes go through the running service (one that serves this dataset's model), else
+    into the event log, tagged with the dataset: they reach its next training and version, and the
+    service replays them once it serves that dataset (while it cannot answer, once it can)."""
+    if not service.url:
+        return False
+    try:
+        return service.serves(dataset.fingerprint)
+    except UNAVAILABLE as error:
+        context.log.warning("service unavailable (%s): writes go into the event log, which it replays",
+                            error)
+        return False
 
 
 def _run_key(kind: str, files: dict[str, list[int]]) -> str:

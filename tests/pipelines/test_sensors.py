@@ -390,10 +390,14 @@ def test_an_empty_or_bad_stock_file_is_skipped_and_the_others_are_pushed(tmp_pat
     ("items", "item_id,title,stock\n3,Lamp,-1\n", "column 'stock', row 1: quantities must be non-neg"),
     ("stock", "item_id,event_timestamp,quantity\n3,2026-01-01,-2\n",
      "column 'quantity', row 1: quantities must be non-negative"),
+    # what the service would refuse of an upsert: logged, no version could apply it
+    ("items", f"item_id,title\n3,Lamp\n4,{'x' * 501}\n",
+     "column 'title', row 2: item_id 4: String should have at most 500 characters"),
+    ("items", "item_id,title,categories\n3,,lamps\n", "column 'title', row 1: item_id 3: Input should be"),
 ])
 def test_an_inbox_row_the_tables_would_refuse_fails_naming_file_column_and_row(tmp_path, table,
                                                                               text, error):
-    """Logged, such a row would fail every later training run's tables."""
+    """Logged, such a row would fail every later training run's tables, or every replay."""
     path = tmp_path / "export.csv"
     path.write_text(text)
     with pytest.raises(DataError, match=f"{path}, {error}"):

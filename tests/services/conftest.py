@@ -11,7 +11,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,38 +132,31 @@ def service(tmp_path_factory) -> Iterator[Service]:
             except ServiceUnavailableError as error:
                 svc.before_live["recommend"] = error
         # A sensor's stock write sent now (a 503 until a version is live), its quantity as it is;
-        # and a stock and an items run whose writes the client does not retry (their steps are)
-        (item, quantity), (other, other_quantity) = sorted(latest_stock(dataset.stock).items())[-2:]
+        # and an items run and a stock run whose client gives up at once: their writes go into
+        # the service's event log, for the version to replay when it goes live
+        item, quantity = sorted(latest_stock(dataset.stock).items())[-1]
         sensor = ServiceResource(url=svc.url, api_key=write_key)
         inbox = InboxResource(data_dir=str(home / "pipeline"))
         inbox.items_dir.mkdir(parents=True)
         (inbox.items_dir / "lamp.csv").write_text(f"item_id,title,stock\n{LAMP},Inbox Lamp,3\n")
-        configs = {"stock": (stock_update_job, {"push_stock_quantities": {
-                       "quantities": {str(other): int(other_quantity)}}}),
-                   "items": (new_items_job, {"upsert_new_items": {
-                       "files": [str(inbox.items_dir / "lamp.csv")]}})}
         resources = {"dataset": DatasetResource(spec=SHOP), "inbox": inbox,
-                     "event_log": EventLogResource(data_dir=str(home / "pipeline")),
-                     "service": ServiceResource(url=svc.url, api_key=write_key, max_retries=0,
-                                                step_retries=30, step_retry_wait_s=0.2,
-                                                step_retry_wait_max_s=1)}
-        with ThreadPoolExecutor(3) as pool:
-            sent = pool.submit(sensor.set_stock, [(int(item), int(quantity), f"before-live:stock:{item}")])
-            runs = {}
-            for name, (job, config) in configs.items():
-                instance = dg.DagsterInstance.ephemeral()
-                runs[name] = pool.submit(
-                    job.execute_in_process, instance=instance, raise_on_error=False,
-                    tags={"dagster/run_key": f"before-live-{name}"}, resources=resources,
-                    run_config={"ops": {op: {"config": c} for op, c in config.items()}}), instance
-            for run, instance in runs.values():
-                _wait_for_a_step_retry(instance, run)
+                     "event_log": EventLogResource(data_dir=str(home)),
+                     "service": ServiceResource(url=svc.url, api_key=write_key, max_retries=0)}
+        runs = {}
+        for name, job, op, config in [
+                ("items", new_items_job, "upsert_new_items", {"files": [str(inbox.items_dir / "lamp.csv")]}),
+                ("stock", stock_update_job, "push_stock_quantities", {"quantities": {str(LAMP): 4}})]:
+            instance = dg.DagsterInstance.ephemeral()
+            runs[name] = job.execute_in_process(
+                instance=instance, raise_on_error=False, tags={"dagster/run_key": f"before-live-{name}"},
+                resources=resources, run_config={"ops": {op: {"config": config}}}), instance
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(lambda: list(sensor.send(
+                "stock", [(f"before-live:stock:{item}", {"item_id": int(item), "quantity": int(quantity)})])))
             _, index_version = promote_version(svc)
             svc.wait_for_index_version(index_version)
             svc.before_live["sensor_write"] = (int(item), sent.exception() or sent.result())
-            svc.before_live["sensor_runs"] = {name: (run.result(), instance)
-                                              for name, (run, instance) in runs.items()}
-            svc.before_live["stock_run_item"] = int(other)
+        svc.before_live["sensor_runs"] = runs
         yield svc
 
 
@@ -171,17 +164,6 @@ def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[dg
     """The run's Dagster events of one type (e.g. "STEP_UP_FOR_RETRY")."""
     return [e.dagster_event for e in instance.all_logs(run_id)
             if e.dagster_event is not None and e.dagster_event.event_type_value == kind]
-
-
-def _wait_for_a_step_retry(instance: dg.DagsterInstance, run: Future, timeout_s: float = 60) -> None:
-    """Until the step of the one run in `instance` is up for retry, or the run has ended."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not run.done():
-        if any(step_events(instance, r.run_id, "STEP_UP_FOR_RETRY") for r in instance.get_runs()):
-            return
-        time.sleep(0.1)
-    if not run.done():
-        raise TimeoutError(f"no step of the run was up for retry within {timeout_s}s")
 
 
 @pytest.fixture(scope="session")

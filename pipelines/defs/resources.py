@@ -237,7 +237,7 @@ class ServiceResource(dg.ConfigurableResource):
     mends (a 503 while a version loads or a dependency restarts, a refused connection while the
     service restarts) for about a minute, under the same key; a host that never answers fails
     after a few minutes (2 s per connection attempt). The inbox jobs then log the writes left
-    into the event log themselves, which the service replays (`sensors.write`). Any other error
+    into the event log themselves, which the service replays (`sensors.Writer`). Any other error
     fails the op (and so the run), except a stock write's 404 for an item the catalogue lacks.
     Each write's `Idempotency-Key` is derived from the run's key, so a retried write or a
     re-executed run records nothing twice in the service's event log.

@@ -13,12 +13,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dagster as dg
 import pandas as pd
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from feature_repo.datasets.contract import DataError, check_non_negative, parse_ints
@@ -37,6 +38,8 @@ UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 # What the service answers while it cannot take writes yet: a version loading or a dependency
 # down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
 UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
+# An inbox file's item rows, validated as the service validates an upsert
+UPSERTS = TypeAdapter(list[ItemUpsert])
 # What the event log raises while it cannot be written: its database down, unreachable or locked
 LOG_UNAVAILABLE = (OperationalError,)
 # A pushed state's columns (`pushed_rows`)
@@ -65,24 +68,23 @@ def read_inbox_file(path: Path, table: str) -> pd.DataFrame:
 
 def _upserts(items: pd.DataFrame, source: str) -> list[dict[str, Any]]:
     """Each item row as the service logs its upsert: the `item_id` and an `ItemUpsert`, validated
-    as the service validates it (a bad row a DataError naming it). A missing or blank `created_at`
-    or `stock` leaves the item's own as they are (for a new item: created when logged, none in
-    stock), as the service's `PUT /v1/items/{id}` does when they are left out."""
-    bodies = []
-    for label, row in zip(items.index, items.to_dict("records"), strict=True):
-        given = {"title": None if pd.isna(row["title"]) else str(row["title"]),
-                 "categories": list(row["categories"]),
-                 "price": None if pd.isna(row["price"]) else float(row["price"])}
-        given |= {column: None if pd.isna(row.get(column)) else row[column]
-                  for column in ("created_at", "stock")}
-        try:
-            upsert = ItemUpsert.model_validate(given)
-        except ValidationError as error:
-            first = error.errors()[0]
-            raise DataError(source, f"item_id {row['item_id']}: {first['msg']}",
-                            column=str(first["loc"][0]), row=int(label) + 1) from None
-        bodies.append({"item_id": int(row["item_id"]), **upsert.model_dump(mode="json")})
-    return bodies
+    as the service validates it (a bad row a DataError naming it). No `created_at` column, or no
+    `stock` (the column or a blank cell), leaves the item's own as they are (for a new item:
+    created when logged, none in stock), as the service's `PUT /v1/items/{id}` does when they are
+    left out."""
+    fields = list(ItemUpsert.model_fields)
+    columns = [items[f].astype(object).where(items[f].notna(), None).tolist() if f in items
+               else [None] * len(items) for f in fields]
+    rows = [dict(zip(fields, values, strict=True)) for values in zip(*columns, strict=True)]
+    try:
+        upserts = UPSERTS.validate_python(rows)
+    except ValidationError as error:
+        first = error.errors()[0]
+        position, column = first["loc"][:2]
+        raise DataError(source, f"item_id {items['item_id'].iloc[position]}: {first['msg']}",
+                        column=str(column), row=int(items.index[position]) + 1) from None
+    return [{"item_id": int(i), **body} for i, body in
+            zip(items["item_id"], UPSERTS.dump_python(upserts, mode="json"), strict=True)]
 
 
 def _unreadable(path: Path, error: Exception) -> str:
@@ -158,6 +160,66 @@ def retried_while_unavailable(context: dg.OpExecutionContext, event_log: EventLo
         raise dg.RetryRequested(max_retries=event_log.step_retries, seconds_to_wait=wait) from error
 
 
+@dataclass
+class Writer:
+    """Where a run's writes go: through the running service while it serves the pipeline's dataset
+    and takes them (`through_service`); else, and from the first write it cannot take on, into
+    the event log, tagged with the dataset: the service replays them once it can, and the next
+    training reads them."""
+
+    context: dg.OpExecutionContext
+    service: ServiceResource
+    event_log: EventLogResource
+    dataset: DatasetResource
+    through_service: bool
+
+    @classmethod
+    def of_run(cls, context: dg.OpExecutionContext, service: ServiceResource,
+               event_log: EventLogResource, dataset: DatasetResource) -> Self:
+        """Through the service if one is set, answers and serves this dataset's model."""
+        through = bool(service.url)
+        if through:
+            try:
+                through = service.serves(dataset.fingerprint)
+            except UNAVAILABLE as error:
+                context.log.warning("service unavailable (%s): writes go into the event log, "
+                                    "which it replays", error)
+                through = False
+        return cls(context, service, event_log, dataset, through)
+
+    def write(self, kind: str, writes: list[tuple[str, dict[str, Any]]], *,
+              written: Callable[[int], None]) -> list[int]:
+        """Each (key, body) write in order; `written(item_id)` after each one taken. Returns the
+        items whose stock the service refused (the catalogue lacks them: not logged).
+
+        A write the service cannot take after its client's retries (`UNAVAILABLE`) goes into the
+        log with the rest of the run's writes, under the same keys: one the service logged
+        without answering is found there, not logged twice."""
+        sent, unknown = 0, []
+        if self.through_service:
+            try:
+                for taken in self.service.send(kind, writes):
+                    item_id = writes[sent][1]["item_id"]
+                    if taken:
+                        written(item_id)
+                    else:
+                        unknown.append(item_id)
+                    sent += 1
+            except UNAVAILABLE as error:
+                self.through_service = False
+                self.context.log.warning("service unavailable (%s): this run's %d %s writes left "
+                                         "go into the event log, which it replays",
+                                         error, len(writes) - sent, kind)
+        if sent < len(writes):
+            with self.event_log.open() as log:
+                for key, body in writes[sent:]:
+                    log.record(key, kind, body, dataset=self.dataset.fingerprint)
+                    written(body["item_id"])
+        self.context.log.info("%d %s writes: %d through the service, %d into the event log",
+                              len(writes), kind, sent, len(writes) - sent)
+        return unknown
+
+
 def _seed_pushed(inbox: InboxResource, files: list[Path], newest: pd.Timestamp) -> None:
     """Before per-item state, the sensor kept only the newest row time it had pushed: take each
     item's newest row up to it in the files it had handled as pushed, so no older row overwrites
@@ -192,24 +254,21 @@ def push_stock_quantities(context: dg.OpExecutionContext, config: StockPushConfi
                                                            utc=True, format="ISO8601"),
                          "key": [f"{batch}:stock:{k}" for k in config.quantities]})
     with retried_while_unavailable(context, event_log), pushed_rows(inbox.stock_pushed) as state:
-        _push_stock(context, rows, *state, through=_through_service(context, service, dataset),
-                    dataset=dataset, event_log=event_log, service=service)
+        _push_stock(context, rows, *state, Writer.of_run(context, service, event_log, dataset))
 
 
 def _push_stock(context: dg.OpExecutionContext, rows: pd.DataFrame, pushed: pd.DataFrame,
-                record: Callable[[pd.DataFrame], None], *, through: bool, dataset: DatasetResource,
-                event_log: EventLogResource, service: ServiceResource) -> None:
+                record: Callable[[pd.DataFrame], None], writer: Writer) -> None:
     """Each item's stock row of `rows` (item_id, event_timestamp (NaT: a run asked for before
     stamps, pushed as it is), quantity, its write's key, optional digest) newer than the newest
-    of that item pushed before (the stock state, held: `pushed_rows`), written (`write`)."""
+    of that item pushed before (the stock state, held: `pushed_rows`), written by `writer`."""
     stamped = rows["event_timestamp"].notna()
     fresh = pd.concat([unpushed(rows[stamped], pushed), rows[~stamped]], ignore_index=True)
     written: list[int] = []
     try:
-        unknown = write(context, "stock", [
+        unknown = writer.write("stock", [
             (row.key, {"item_id": int(row.item_id), "quantity": int(row.quantity)})
-            for row in fresh.itertuples()], through=through, service=service, event_log=event_log,
-            dataset=dataset, written=written.append)
+            for row in fresh.itertuples()], written=written.append)
         if unknown:
             context.log.warning("stock of %d items the catalogue does not hold left out "
                                 "(refused by the service, not logged): item_id %s",
@@ -296,7 +355,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
     # takes no connection): other inbox runs wait their turn, as they would for the service
     with retried_while_unavailable(context, event_log), pushed_rows(inbox.items_pushed) as (pushed, record), \
             pushed_rows(inbox.stock_pushed) as (stock_pushed, record_stock):
-        through = _through_service(context, service, dataset)
+        writer = Writer.of_run(context, service, event_log, dataset)
         fresh = unpushed(items, pushed)
         # A file's stock is a stock row as of its mtime: an item upserted here carries it when
         # no newer stock row was pushed (one write, as the service applies an upsert); else it
@@ -311,8 +370,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
                 for row, c in zip(fresh.itertuples(), carried, strict=True)]
         written: list[int] = []
         try:
-            write(context, "item", list(zip(keys, bodies, strict=True)), through=through, service=service,
-                  event_log=event_log, dataset=dataset, written=written.append)
+            writer.write("item", list(zip(keys, bodies, strict=True)), written=written.append)
         finally:
             done = fresh["item_id"].isin(written).to_numpy()
             record(fresh[done])
@@ -324,8 +382,7 @@ def upsert_new_items(context: dg.OpExecutionContext, config: NewItemsConfig, dat
             _push_stock(context, rest.assign(
                 quantity=rest["stock"].astype("int64"),
                 key=[f"{batch}:stock:{i}:{d}" for i, d in zip(rest["item_id"], rest["digest"], strict=True)]),
-                stock_pushed, record_stock, through=through, dataset=dataset, event_log=event_log,
-                service=service)
+                stock_pushed, record_stock, writer)
 
 
 def _as_the_sensor_read(context: dg.OpExecutionContext, path: Path, seen: list[int] | None
@@ -391,54 +448,6 @@ def catalogue_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource):
     return dg.RunRequest(run_key=_run_key("items", {name: stats[name] for name in readable}),
                          run_config={"ops": {"upsert_new_items": {"config": {
                              "files": list(files), "stats": files}}}})
-
-
-def write(context: dg.OpExecutionContext, kind: str, writes: list[tuple[str, dict[str, Any]]], *,
-          through: bool, service: ServiceResource, event_log: EventLogResource, dataset: DatasetResource,
-          written: Callable[[int], None]) -> list[int]:
-    """Each (key, body) write in order, through the service (`through`) or logged here;
-    `written(item_id)` after each one taken. Returns the items whose stock the service refused
-    (the catalogue lacks them: not logged).
-
-    A service that cannot take a write after its client's retries (`UNAVAILABLE`) leaves it and
-    the rest to the log, under the same keys: the service replays them once it can, and one it
-    logged without answering is found there, not logged twice."""
-    sent, unknown = 0, []
-    if through:
-        try:
-            for taken in service.send(kind, writes):
-                item_id = writes[sent][1]["item_id"]
-                if taken:
-                    written(item_id)
-                else:
-                    unknown.append(item_id)
-                sent += 1
-        except UNAVAILABLE as error:
-            context.log.warning("service unavailable (%s): %d %s writes left go into the event log, "
-                                "which it replays", error, len(writes) - sent, kind)
-    if sent < len(writes):
-        with event_log.open() as log:
-            for key, body in writes[sent:]:
-                log.record(key, kind, body, dataset=dataset.fingerprint)
-                written(body["item_id"])
-    context.log.info("%d %s writes: %d through the service, %d into the event log", len(writes),
-                     kind, sent, len(writes) - sent)
-    return unknown
-
-
-def _through_service(context: dg.OpExecutionContext, service: ServiceResource, dataset: DatasetResource
-                     ) -> bool:
-    """Whether writes go through the running service (one that serves this dataset's model), else
-    into the event log, tagged with the dataset: they reach its next training and version, and the
-    service replays them once it serves that dataset (while it cannot answer, once it can)."""
-    if not service.url:
-        return False
-    try:
-        return service.serves(dataset.fingerprint)
-    except UNAVAILABLE as error:
-        context.log.warning("service unavailable (%s): writes go into the event log, which it replays",
-                            error)
-        return False
 
 
 def _run_key(kind: str, files: dict[str, list[int]]) -> str:

@@ -12,7 +12,7 @@ from feature_repo.store import FeatureStoreConfig, open_store
 from index.catalogue import latest_stock
 from index.events import EventLog
 from pipelines.defs.resources import DatasetResource, EventLogResource, InboxResource, ServiceResource
-from pipelines.defs.sensors import read_inbox_file, stock_update_job, write
+from pipelines.defs.sensors import Writer, read_inbox_file, stock_update_job
 from services.client import NotFoundError
 from services.online import OnlineFeatures
 from tests.services.conftest import LAMP, SHOP, active_user, step_events
@@ -178,8 +178,7 @@ def test_a_stock_run_whose_service_is_down_logs_its_rows_and_succeeds(tmp_path):
     is done; before, its step was retried for half an hour and the run then failed."""
     resources = {"dataset": DatasetResource(spec=SHOP), "inbox": InboxResource(data_dir=str(tmp_path)),
                  "event_log": EventLogResource(data_dir=str(tmp_path)),
-                 "service": ServiceResource(url=f"http://127.0.0.1:{free_port()}", api_key="k",
-                                            max_retries=0, connect_timeout_s=0.5)}
+                 "service": _down()}
     instance = dg.DagsterInstance.ephemeral()
     result = stock_update_job.execute_in_process(
         run_config={"ops": {"push_stock_quantities": {"config": {"quantities": {"7": 3}}}}},
@@ -201,19 +200,46 @@ def test_a_write_the_service_logged_but_never_answered_is_not_logged_again_by_th
     (no second event, no key conflict), so the item counts as pushed at once."""
     path = tmp_path / "chair.csv"
     path.write_text("item_id,title,categories,price,created_at,stock\n"
-                    "60002,Inbox Chair,chairs|oak,19.5,2024-03-01T10:00:00Z,2\n")
+                    "60002,Inbox Chair,chairs|oak,19.5,2024-03-01T10:00:00+02:00,2\n")
     key, body = "lost-answer:item:60002", read_inbox_file(path, "items")["upsert"][0]
     assert list(ServiceResource(url=service.url, api_key=service.write_key).send(
         "item", [(key, body)])) == [True]
     log = EventLog(data_dir=service.home)
     try:
         position, written = log.position(), []
-        down = ServiceResource(url=f"http://127.0.0.1:{free_port()}", api_key="k", max_retries=0,
-                               connect_timeout_s=0.5)
-        write(dg.build_op_context(), "item", [(key, body)], through=True, service=down,
-              event_log=EventLogResource(data_dir=str(service.home)),
-              dataset=DatasetResource(spec=SHOP), written=written.append)
+        writer = Writer(dg.build_op_context(), _down(), EventLogResource(data_dir=str(service.home)),
+                        DatasetResource(spec=SHOP), through_service=True)
+        writer.write("item", [(key, body)], written=written.append)
         assert (written, log.position()) == ([60_002], position)
         assert log.get(key).body == body
     finally:
         log.close()
+
+
+def test_once_the_service_could_not_take_a_write_the_runs_later_writes_go_into_the_log(
+        service, tmp_path):
+    """Its upserts went into the log: the run's stock writes after them go there too, behind them,
+    not to a service that may not have replayed those upserts yet (it would refuse the new item's
+    stock, 404, and the stock would be lost)."""
+    writer = Writer(dg.build_op_context(), _down(), EventLogResource(data_dir=str(tmp_path)),
+                    DatasetResource(spec=SHOP), through_service=True)
+    written: list[int] = []
+    writer.write("item", [("split:item:60003", {"item_id": 60_003, "title": "Inbox Shelf",
+                                                "categories": [], "price": None,
+                                                "created_at": None, "stock": None})],
+                 written=written.append)
+    writer.service = ServiceResource(url=service.url, api_key=service.write_key)  # back up
+    unknown = writer.write("stock", [("split:stock:60003", {"item_id": 60_003, "quantity": 5})],
+                           written=written.append)
+    assert (unknown, written, writer.through_service) == ([], [60_003, 60_003], False)
+    log = EventLog(data_dir=tmp_path)
+    try:
+        assert [log.get(k).kind for k in ("split:item:60003", "split:stock:60003")] == ["item", "stock"]
+    finally:
+        log.close()
+
+
+def _down() -> ServiceResource:
+    """A service that takes no connection."""
+    return ServiceResource(url=f"http://127.0.0.1:{free_port()}", api_key="k", max_retries=0,
+                           connect_timeout_s=0.5)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import dagster as dg
 import pandas as pd
@@ -36,7 +36,8 @@ SUFFIXES = (".parquet", ".csv")
 # is too), an unreadable file or encoding
 UNREADABLE = (DataError, ValueError, OSError, UnicodeError)
 # What the service answers while it cannot take writes yet: a version loading or a dependency
-# down (503), a restart (no connection), a stuck host (no answer; APITimeoutError is one)
+# down (503; a gateway's 502 or 504), a restart (no connection), a stuck host (no answer;
+# APITimeoutError is one)
 UNAVAILABLE = (ServiceUnavailableError, APIConnectionError)
 # An inbox file's item rows, validated as the service validates an upsert
 UPSERTS = TypeAdapter(list[ItemUpsert])
@@ -81,8 +82,10 @@ def _upserts(items: pd.DataFrame, source: str) -> list[dict[str, Any]]:
     except ValidationError as error:
         first = error.errors()[0]
         position, column = first["loc"][:2]
+        label = items.index[position]  # numbered as `read_table` numbers rows
+        row = (int(label) if pd.api.types.is_integer_dtype(items.index) else position) + 1
         raise DataError(source, f"item_id {items['item_id'].iloc[position]}: {first['msg']}",
-                        column=str(column), row=int(items.index[position]) + 1) from None
+                        column=str(column), row=row) from None
     return [{"item_id": int(i), **body} for i, body in
             zip(items["item_id"], UPSERTS.dump_python(upserts, mode="json"), strict=True)]
 
@@ -181,13 +184,16 @@ class Writer:
         if through:
             try:
                 through = service.serves(dataset.fingerprint)
+                if not through:
+                    context.log.warning("the service serves another dataset's model: writes go into "
+                                        "the event log, for this dataset's next version")
             except UNAVAILABLE as error:
                 context.log.warning("service unavailable (%s): writes go into the event log, "
                                     "which it replays", error)
                 through = False
         return cls(context, service, event_log, dataset, through)
 
-    def write(self, kind: str, writes: list[tuple[str, dict[str, Any]]], *,
+    def write(self, kind: Literal["stock", "item"], writes: list[tuple[str, dict[str, Any]]], *,
               written: Callable[[int], None]) -> list[int]:
         """Each (key, body) write in order; `written(item_id)` after each one taken. Returns the
         items whose stock the service refused (the catalogue lacks them: not logged).
@@ -196,6 +202,8 @@ class Writer:
         log with the rest of the run's writes, under the same keys: one the service logged
         without answering is found there, not logged twice."""
         sent, unknown = 0, []
+        if not writes:
+            return unknown
         if self.through_service:
             try:
                 for taken in self.service.send(kind, writes):

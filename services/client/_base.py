@@ -44,7 +44,10 @@ DEFAULT_MAX_RETRIES = 2  # 0 turns retries off
 BACKOFF_INITIAL_S = 0.1  # first retry delay, doubled each attempt...
 BACKOFF_MAX_S = 2.0  # ...up to this cap, with jitter
 RETRY_AFTER_MAX_S = 10.0  # a server's Retry-After is honoured up to this
-RETRY_STATUSES = frozenset({503})  # the service is up but a dependency is not (yet)
+# The service is up but a dependency is not (yet): 503; or a gateway in front of it cannot reach
+# it (502) or had no answer in time (504). Every call is safe to send again: a read changes
+# nothing, and every write carries its Idempotency-Key (`write_key`).
+RETRY_STATUSES = frozenset({502, 503, 504})
 # The request never reached the application: safe to send again, even a write.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 # A read changes nothing, and a write carries its Idempotency-Key (the service applies it once),

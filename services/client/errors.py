@@ -55,13 +55,14 @@ class InternalServerError(APIStatusError):
 
 
 class ServiceUnavailableError(InternalServerError):
-    """503: a dependency (live version, index, online store) cannot answer right now."""
+    """503: a dependency (live version, index, online store) cannot answer right now; or 502 /
+    504 from a gateway in front of the service, which cannot reach it or had no answer in time."""
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
     404: NotFoundError, 422: UnprocessableEntityError, 429: RateLimitError,
-    503: ServiceUnavailableError,
+    502: ServiceUnavailableError, 503: ServiceUnavailableError, 504: ServiceUnavailableError,
 }
 
 

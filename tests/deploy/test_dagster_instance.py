@@ -56,7 +56,7 @@ def test_a_run_on_the_yaml_instance_is_stored_in_postgres(dagster_env, postgres_
 
 
 def test_the_inbox_jobs_go_one_run_at_a_time(dagster_env):
-    """A run waiting out an outage of the service (its step retries) holds one slot, not both."""
+    """A run waiting out an outage of the event log (its step retries) holds one slot, not both."""
     (key, value), = INBOX_TAG.items()
     assert stock_update_job.run_tags[key] == value and new_items_job.run_tags[key] == value
     with dg.DagsterInstance.from_config(str(DEPLOY)) as instance:

@@ -404,6 +404,14 @@ def test_an_inbox_row_the_tables_would_refuse_fails_naming_file_column_and_row(t
         read_inbox_file(path, table)
 
 
+def test_a_bad_item_row_of_a_parquet_file_with_its_own_index_is_named_by_position(tmp_path):
+    path = tmp_path / "export.parquet"
+    pd.DataFrame({"item_id": [3, 4], "title": ["Lamp", "x" * 501]},
+                 index=pd.Index(["sku-a", "sku-b"], name="sku")).to_parquet(path)
+    with pytest.raises(DataError, match=f"{path}, column 'title', row 2: item_id 4: String should"):
+        read_inbox_file(path, "items")
+
+
 def test_an_items_blank_stock_leaves_that_items_stock_as_it_is(tmp_path):
     path = tmp_path / "export.csv"
     path.write_text("item_id,title,stock\n3,Lamp,\n4,Chair,2\n")

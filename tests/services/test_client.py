@@ -128,6 +128,7 @@ def test_backoff_grows_with_jitter_up_to_a_cap_and_honours_retry_after():
 @pytest.mark.parametrize(("status", "cls"), [
     (401, AuthenticationError), (403, PermissionDeniedError), (404, NotFoundError),
     (422, UnprocessableEntityError), (500, InternalServerError), (503, ServiceUnavailableError),
+    (502, ServiceUnavailableError), (504, ServiceUnavailableError),  # from a gateway
     (418, APIStatusError),
 ])
 def test_each_status_maps_to_one_error_carrying_the_server_message(status, cls):
@@ -190,6 +191,52 @@ def test_a_dropped_connection_raises_once_retries_are_spent():
                 client.health()
     finally:
         server.close()
+
+
+class _Gateway:
+    """A loopback HTTP server standing for a proxy in front of the service: answers the first
+    requests with `statuses` (502, 504: the service behind it down or slow), then health."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses, self.requests = list(statuses), 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                status = self.statuses[self.requests] if self.requests < len(self.statuses) else 200
+                self.requests += 1
+                body = HEALTH if status == 200 else b'{"detail": "upstream unavailable"}'
+                conn.sendall(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                             f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_gateways_502_and_504_are_retried_as_a_503_is():
+    """Behind a proxy, a restarting service is a 502 or a 504, not a refused connection."""
+    gateway = _Gateway([502, 504])
+    try:
+        with RecommenderClient(gateway.url, max_retries=2) as client:
+            assert client.health().status == "ok"
+        assert gateway.requests == 3
+    finally:
+        gateway.close()
+    gateway = _Gateway([502, 504])
+    try:
+        with RecommenderClient(gateway.url, max_retries=1) as client, \
+                pytest.raises(ServiceUnavailableError, match="504: upstream unavailable"):
+            client.health()
+    finally:
+        gateway.close()
 
 
 def test_an_answer_with_fields_this_client_does_not_know_is_read():

@@ -140,12 +140,10 @@ def test_each_status_maps_to_one_error_carrying_the_server_message(status, cls):
 HEALTH = b'{"status": "ok", "reason": null, "ranking": "ranker", "dependencies": {}}'
 
 
-class _DroppingServer:
-    """A loopback HTTP server that answers the first request of a connection (kept alive) and
-    drops the connection on the next: closed after reading it, or reset without reading it."""
+class _LoopbackServer:
+    """A loopback HTTP server of the tests' own, each connection handled by `_answer`."""
 
-    def __init__(self, reset: bool, body: bytes = HEALTH) -> None:
-        self.reset, self.body, self.connections = reset, body, 0
+    def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -156,18 +154,38 @@ class _DroppingServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.connections += 1
             with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(self.body)).encode() + b"\r\n\r\n" + self.body)
-                if self.reset and conn.recv(65536, socket.MSG_PEEK):  # the next request, unread:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                else:
-                    conn.recv(65536)
+                conn.recv(65536)  # the request
+                self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _send(conn: socket.socket, status: int, body: bytes, *, close: bool = False) -> None:
+        head = "\r\n".join([f"HTTP/1.1 {status} X", "content-type: application/json",
+                            f"content-length: {len(body)}", *(["connection: close"] if close else [])])
+        conn.sendall(f"{head}\r\n\r\n".encode() + body)
 
     def close(self) -> None:
         self.sock.close()
+
+
+class _DroppingServer(_LoopbackServer):
+    """Answers the first request of a connection (kept alive) and drops the connection on the
+    next: closed after reading it, or reset without reading it."""
+
+    def __init__(self, reset: bool, body: bytes = HEALTH) -> None:
+        self.reset, self.body, self.connections = reset, body, 0
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        self.connections += 1
+        self._send(conn, 200, self.body)
+        if self.reset and conn.recv(65536, socket.MSG_PEEK):  # the next request, unread:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            conn.recv(65536)
 
 
 @pytest.mark.parametrize("reset", [False, True])
@@ -193,32 +211,19 @@ def test_a_dropped_connection_raises_once_retries_are_spent():
         server.close()
 
 
-class _Gateway:
-    """A loopback HTTP server standing for a proxy in front of the service: answers the first
-    requests with `statuses` (502, 504: the service behind it down or slow), then health."""
+class _Gateway(_LoopbackServer):
+    """Stands for a proxy in front of the service: answers the first requests with `statuses`
+    (502, 504: the service behind it down or slow), then health."""
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses, self.requests = list(statuses), 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                status = self.statuses[self.requests] if self.requests < len(self.statuses) else 200
-                self.requests += 1
-                body = HEALTH if status == 200 else b'{"detail": "upstream unavailable"}'
-                conn.sendall(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-                             f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
-
-    def close(self) -> None:
-        self.sock.close()
+    def _answer(self, conn: socket.socket) -> None:
+        status = self.statuses[self.requests] if self.requests < len(self.statuses) else 200
+        self.requests += 1
+        self._send(conn, status, HEALTH if status == 200 else b'{"detail": "upstream unavailable"}',
+                   close=True)
 
 
 def test_a_gateways_502_and_504_are_retried_as_a_503_is():

@@ -283,7 +283,8 @@ class Engine:
     # Each write is logged (durably) before it is applied, under the client's idempotency key: a
     # retry of an applied write gets the first answer back; one whose first attempt failed half
     # way (or lost its answer) is applied again, which changes nothing twice: a quantity is set,
-    # an item replaced, and an interaction appended once per log seq.
+    # an item replaced, and an interaction appended once per log seq. A stock or item change is
+    # applied again in log order (`_apply`): a later change of the item stays.
 
     def _record(self, s: Snapshot, key: str | None, kind: str, body: dict) -> Event:
         """Log a write, tagged with the dataset of the version it is written against."""
@@ -299,6 +300,19 @@ class Engine:
             raise KeyConflict(f"Idempotency-Key {key!r}: its write was logged against another "
                               "dataset's model, which is no longer live; send a new key")
         return event
+
+    def _apply(self, s: Snapshot, event: Event) -> set[int]:
+        """Apply a stock or item write just logged; `apply`'s missing items. One logged before
+        without an answer (a retry, or a request that reached the service late, after the inbox
+        jobs logged it themselves) is applied in log order: the item's changes logged since (which
+        are applied, or replayed, on their own) decide which change is its last."""
+        if event.new:
+            return apply(s, self.online, self.backend, [event])
+        try:
+            since = self.live.changes_since(s, event)
+        except Exception as exc:
+            raise ServiceUnavailable(f"event log unavailable: {exc}") from exc
+        return apply(s, self.online, self.backend, [event, *since], {e.seq for e in since})
 
     def _answered(self, event: Event, response: R) -> R:
         try:
@@ -326,7 +340,7 @@ class Engine:
             event = self._record(s, key, "stock", {"item_id": item_id, "quantity": quantity})
             if event.answer is not None:
                 return StockResponse.model_validate(event.answer)
-            indexed = not apply(s, self.online, self.backend, [event])
+            indexed = not self._apply(s, event)
             if indexed:
                 self.live.applied(event.seq)
             # else logged and online, not in this index: an upsert another process logged brings
@@ -340,7 +354,7 @@ class Engine:
             event = self._record(s, key, "item", {"item_id": item_id, **item.model_dump(mode="json")})
             if event.answer is not None:
                 return ItemResponse.model_validate(event.answer)
-            apply(s, self.online, self.backend, [event])
+            self._apply(s, event)
             self.live.applied(event.seq)
         return self._answered(event, ItemResponse(item_id=item_id, model_version=s.model_version,
                                                   index_version=s.index_version))

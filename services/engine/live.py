@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from index import IndexBackend
-from index.events import LOG_GAPS, LOG_POSITION, EventLog, of_dataset
+from index.events import LOG_GAPS, LOG_POSITION, Event, EventLog, of_dataset
 from index.home import FINGERPRINT
 from index.model_store import ranker_dir
 from index.registry import IndexVersion, Registry, as_utc
@@ -301,6 +301,12 @@ class LiveVersion:
     def applied(self, seq: int) -> None:
         """A stock or item event this process applied itself (call under `writing`)."""
         self._own.add(seq)
+
+    def changes_since(self, s: Snapshot, event: Event) -> list[Event]:
+        """The stock and item changes of `event`'s item logged after it against `s`'s dataset."""
+        item_id = event.body["item_id"]
+        return [e for e in of_dataset(self.log.read(after=event.seq, kinds=CHANGES), s.dataset)
+                if e.body["item_id"] == item_id]
 
     @contextmanager
     def reading(self) -> Iterator[Snapshot]:

@@ -117,6 +117,29 @@ def test_the_last_change_of_an_item_wins_whichever_kind_it_is(service, shop):
     engine.close()
 
 
+def test_a_write_logged_before_and_reaching_the_engine_late_does_not_undo_a_later_change(service,
+                                                                                         shop):
+    """The inbox jobs logged a write themselves (the service had not answered it in time), and
+    the item changed again since; then the first request reached the service after all. It finds
+    its write in the log, unanswered: applied in log order, it leaves the later change in place."""
+    engine = shop.engine()
+    item_id, other = (int(i) for i in service.dataset.items["item_id"].iloc[[3, 4]])
+    shop.log.record("late:stock", "stock", {"item_id": item_id, "quantity": 5})
+    shop.log.record("late:item", "item", {"item_id": other, "title": "Late Title", "categories": [],
+                                          "price": None, "created_at": None, "stock": None})
+    engine.set_stock(item_id, 7, key="newer:stock")
+    engine.upsert_item(other, ItemUpsert(title="Newer Title", categories=["Drama"]))
+
+    assert engine.set_stock(item_id, 5, key="late:stock").quantity == 5  # its own answer
+    engine.upsert_item(other, ItemUpsert(title="Late Title"), key="late:item")
+    assert _state(engine, item_id)[1:] == (7, [7])
+    assert engine.online.items([item_id])[item_id].stock == 7
+    assert engine.online.items([other])[other].title == "Newer Title"
+    assert engine.set_stock(item_id, 9, key="late:stock-2").quantity == 9  # a new write applies
+    assert _state(engine, item_id)[1:] == (9, [9])
+    engine.close()
+
+
 def test_an_upsert_without_stock_or_created_at_keeps_the_items_own_in_version_replay_and_tables(
         service, shop):
     live = shop.engine()

@@ -42,6 +42,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
@@ -224,12 +225,14 @@ class EventLog:
             return list(db.execute(select(events.c.seq).where(events.c.seq > after)
                                    .order_by(events.c.seq)).scalars())
 
-    def read(self, *, after: int = 0, upto: int | None = None,
-             kinds: Iterable[str] = KINDS) -> list[Event]:
-        """Events with after < seq <= upto, in log order."""
+    def read(self, *, after: int = 0, upto: int | None = None, kinds: Iterable[str] = KINDS,
+             item_id: int | None = None) -> list[Event]:
+        """Events with after < seq <= upto (of one item if `item_id` is given), in log order."""
         query = select(events).where(events.c.seq > after, events.c.kind.in_(list(kinds)))
         if upto is not None:
             query = query.where(events.c.seq <= upto)
+        if item_id is not None:
+            query = query.where(cast(events.c.body["item_id"].as_string(), BigInteger) == item_id)
         with self.engine.connect() as db:
             return [_event(row) for row in db.execute(query.order_by(events.c.seq))]
 

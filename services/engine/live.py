@@ -304,9 +304,8 @@ class LiveVersion:
 
     def changes_since(self, s: Snapshot, event: Event) -> list[Event]:
         """The stock and item changes of `event`'s item logged after it against `s`'s dataset."""
-        item_id = event.body["item_id"]
-        return [e for e in of_dataset(self.log.read(after=event.seq, kinds=CHANGES), s.dataset)
-                if e.body["item_id"] == item_id]
+        return of_dataset(self.log.read(after=event.seq, kinds=CHANGES, item_id=event.body["item_id"]),
+                          s.dataset)
 
     @contextmanager
     def reading(self) -> Iterator[Snapshot]:

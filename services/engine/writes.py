@@ -115,8 +115,11 @@ def _apply_item(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item
         _upsert(s, online, backend, item_id, ItemFeatures(
             item.title, item.categories, item.price, item.created_at_s,
             popularity=tuple(int(c) for c in counts), stock=quantity), upsert.logged_at)
-    if stock is not None and last is stock and stock.seq not in skip:
-        _set_stock(s, online, backend, item_id, quantity, stock.logged_at)
+    # The last quantity, unless the upsert applied here carried it: a stock change, or an earlier
+    # upsert's stock when the last upsert (leaving the stock out) was applied before it was read
+    if last is not None and last.seq not in skip and (
+            last is stock or upsert is None or upsert.seq in skip):
+        _set_stock(s, online, backend, item_id, quantity, last.logged_at)
 
 
 def _set_stock(s: Snapshot, online: OnlineFeatures, backend: IndexBackend, item_id: int,

@@ -60,6 +60,16 @@ def test_a_key_is_logged_once_and_a_retry_gets_the_first_event_and_answer(log, o
     reopened.close()
 
 
+def test_one_items_events_are_read_in_log_order(log):
+    big = 2**40  # item ids are int64
+    for n, (item_id, kind) in enumerate([(big, "stock"), (3, "stock"), (big, "item"), (big, "interaction")]):
+        body = {"item_id": item_id, "quantity": n} if kind == "stock" else {"item_id": item_id, "n": n}
+        log.record(f"k{n}", kind, body)
+    assert [e.key for e in log.read(item_id=big, kinds=("stock", "item"))] == ["k0", "k2"]
+    assert [e.key for e in log.read(after=1, item_id=big, kinds=("stock", "item"))] == ["k2"]
+    assert [e.key for e in log.read(item_id=3)] == ["k1"]
+
+
 def test_an_answer_is_read_back_while_the_background_writer_stores_it(log):
     # The answer moves from memory to the table while `get` runs: it must be found in one of them.
     for n in range(300):

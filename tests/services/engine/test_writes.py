@@ -140,6 +140,21 @@ def test_a_write_logged_before_and_reaching_the_engine_late_does_not_undo_a_late
     engine.close()
 
 
+def test_an_upserts_stock_replayed_after_a_later_upsert_that_keeps_the_stock_is_taken(service,
+                                                                                      shop):
+    """Another process logged an upsert with stock 5, then this engine applied a later upsert that
+    leaves the stock out (before replaying the first): the replay sets 5, as the log orders it."""
+    engine = shop.engine()
+    item_id = int(service.dataset.items["item_id"].iloc[6])
+    shop.log.record("elsewhere:item", "item", {"item_id": item_id, "title": "Elsewhere", "categories": [],
+                                               "price": None, "created_at": None, "stock": 5})
+    engine.upsert_item(item_id, ItemUpsert(title="Here", categories=["Drama"]), key="here:item")
+    engine.live._catch_up_live(engine.snapshot())
+    item, cached, indexed = _state(engine, item_id)
+    assert (item.title, item.stock, cached, indexed) == ("Here", 5, 5, [5])
+    engine.close()
+
+
 def test_an_upsert_without_stock_or_created_at_keeps_the_items_own_in_version_replay_and_tables(
         service, shop):
     live = shop.engine()

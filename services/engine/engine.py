@@ -28,7 +28,7 @@ import torch
 from index import IndexBackend, InvalidQueryError, SearchFilters
 from index.events import Event, EventLog, KeyReused, effective
 from index.registry import Registry
-from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem, online_call
+from services.engine.errors import KeyConflict, ServiceUnavailable, UnknownItem, online_call, unavailable
 from services.engine.item_cache import ItemColumns
 from services.engine.live import LiveVersion, Snapshot
 from services.engine.writes import apply, item_frame
@@ -308,10 +308,7 @@ class Engine:
         are applied, or replayed, on their own) decide which change is its last."""
         if event.new:
             return apply(s, self.online, self.backend, [event])
-        try:
-            since = self.live.changes_since(s, event)
-        except Exception as exc:
-            raise ServiceUnavailable(f"event log unavailable: {exc}") from exc
+        since = unavailable("event log", self.live.changes_since, s, event)
         return apply(s, self.online, self.backend, [event, *since], {e.seq for e in since})
 
     def _answered(self, event: Event, response: R) -> R:

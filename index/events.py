@@ -68,6 +68,7 @@ LOG_GAPS = "event_log_gaps"  # an index version's metric: seqs below its positio
 # On PostgreSQL a lower seq can commit after a higher one: the seqs this far below a position
 # that a reader had not seen may still land (the pipeline re-reads them, the service waits).
 LATE_COMMITS = 10_000
+SEQS_PER_QUERY = 10_000  # seqs bound in one `IN` list: below SQLite's and PostgreSQL's limits
 WRITE_LOCK = 0x7477_6C6F67  # PostgreSQL advisory lock key of the log's writers ("twlog")
 
 _metadata = MetaData()
@@ -224,6 +225,15 @@ class EventLog:
         with self.engine.connect() as db:
             return list(db.execute(select(events.c.seq).where(events.c.seq > after)
                                    .order_by(events.c.seq)).scalars())
+
+    def at(self, seqs: Iterable[int]) -> list[Event]:
+        """The events logged at `seqs` (those that exist), in log order."""
+        wanted, found = sorted(set(seqs)), []
+        with self.engine.connect() as db:
+            for start in range(0, len(wanted), SEQS_PER_QUERY):
+                chunk = wanted[start:start + SEQS_PER_QUERY]
+                found += [_event(row) for row in db.execute(select(events).where(events.c.seq.in_(chunk)))]
+        return sorted(found, key=lambda e: e.seq)
 
     def read(self, *, after: int = 0, upto: int | None = None, kinds: Iterable[str] = KINDS,
              item_id: int | None = None) -> list[Event]:
@@ -383,6 +393,14 @@ def _concat(base: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([base, more], ignore_index=True)
     frame.attrs = base.attrs
     return frame
+
+
+def unplaced(dataset: Dataset, logged: list[Event]) -> list[int]:
+    """The seqs of the logged stock writes of `dataset` its tables left out: their item is not in
+    the catalogue yet (`with_events`). A later read needs them again when the item arrives."""
+    placed = set(dataset.stock[SEQ].dropna().astype("int64").tolist()) if SEQ in dataset.stock else set()
+    return [e.seq for e in of_dataset(logged, dataset.fingerprint)
+            if e.kind == "stock" and e.seq not in placed]
 
 
 def log_position(dataset: Dataset) -> int:

@@ -24,7 +24,7 @@ from feature_repo.store import (
     write_training_frame,
 )
 from feature_repo.tables import unloaded, write_feature_tables
-from index.events import LATE_COMMITS, LOG_POSITION, log_position, log_seqs, with_events
+from index.events import LATE_COMMITS, LOG_POSITION, log_position, log_seqs, unplaced, with_events
 from index.home import check_home
 from index.registry import Registry
 from pipelines.defs.resources import (
@@ -39,7 +39,9 @@ from pipelines.defs.values import TrainingExamples
 
 GROUP = "features"
 TRAINING_EXAMPLES = "training_examples.parquet"  # a folder of day files, in the rendered repository's data/
-LOG_MARK = "log.json"  # beside the stored raw tables: the log position they reached and its event's key
+# Beside the stored raw tables: the log position they reached, its event's key and the seqs of the
+# stock they left out (`index.events.unplaced`)
+LOG_MARK = "log.json"
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_tables_store")
@@ -54,22 +56,25 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
     started = time.perf_counter()
     stored, mark = raw_tables_store.manifest(), raw_tables_store.folder / LOG_MARK
     with event_log.open() as log:
-        base = raw_tables_store.stored() if stored and _extends(stored, mark, dataset, log) else None
-        extend = base is not None
-        if not extend:
-            base = dataset.load()
+        noted = _extends(stored, mark, dataset, log) if stored else None
+        extend = noted is not None
+        base = raw_tables_store.stored() if extend else dataset.load()
         position = log_position(base)
         # Re-read a margin before the position: on PostgreSQL a lower seq can commit after a higher.
         logged = log.read(after=max(position - LATE_COMMITS, 0) if extend else 0)
         if extend:
             held = log_seqs(base, since=position - LATE_COMMITS)
             logged = [e for e in logged if e.seq not in held]
+            # and the stock written ahead of its item, left out before: the item may be here now
+            logged = sorted({e.seq: e for e in log.at(noted.get("unplaced", [])) + logged}.values(),
+                            key=lambda e: e.seq)
         data = with_events(base, logged).validate()
         newest = log_position(data)
         key = log.key_at(newest) if newest else None
     if not extend:
         raw_tables_store.clear()  # tables stored from another source or log are not reused
-    atomic_write(mark, json.dumps({"position": newest, "key": key}) + "\n")
+    atomic_write(mark, json.dumps({"position": newest, "key": key,
+                                   "unplaced": unplaced(data, logged)}) + "\n")
     context.log.info("%s: %d interactions (%d logged events read, %s)", data.name,
                      len(data.interactions), len(logged),
                      "extending the last run's tables" if extend else "dataset loaded")
@@ -82,18 +87,19 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
         "seconds": round(time.perf_counter() - started, 2)})
 
 
-def _extends(stored: dict, mark: Path, dataset: DatasetResource, log) -> bool:
-    """Whether the stored raw tables can be extended: the same source, unchanged, and the log
-    still the one they read (its event at their position has the key this asset noted)."""
+def _extends(stored: dict, mark: Path, dataset: DatasetResource, log) -> dict | None:
+    """What this asset noted of the stored raw tables when they can be extended (the same source,
+    unchanged, and the log still the one they read: its event at their position has the key
+    noted), else None."""
     try:
         noted = json.loads(mark.read_text())
     except (OSError, ValueError):
-        return False
+        return None
     position = stored["log_position"]
     if (stored["identity"], stored["source_stamp"]) != (identity(dataset.spec), stamp(dataset.spec)) \
             or noted.get("position") != position or log.position() < position:
-        return False
-    return position == 0 or log.key_at(position) == noted["key"]
+        return None
+    return noted if position == 0 or log.key_at(position) == noted["key"] else None
 
 
 class FeatureTablesConfig(dg.Config):

@@ -3,7 +3,8 @@
 Each item has a capacity C and a restock period P (days), drawn from a seeded generator. At the start
 of every period the item is restocked to C; each interaction in the period takes one unit while any
 is left, so popular items run out and come back at the next restock. The log holds one row per
-change: every restock at the start of a period that has events or follows one, and every sale.
+change: every restock at the start of a period that has events or follows one, up to the last
+interaction, and every sale.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ PERIOD_DAYS = (3, 21)  # days between restocks
 
 
 def stock_plan(item_ids: np.ndarray, *, seed: int) -> pd.DataFrame:
-    """Capacity and restock period per item, a pure function of (item_id, seed)."""
+    """Capacity and restock period per item, a pure function of the catalogue's ids and the seed
+    (drawn in id order: a new item changes other items' draws)."""
     rng = np.random.default_rng(seed)
     order = np.argsort(item_ids, kind="stable")
     capacity = rng.integers(*CAPACITY, size=len(item_ids), endpoint=True)
@@ -69,6 +71,9 @@ def simulate_sales(interactions: pd.DataFrame, items: pd.DataFrame, *,
         "event_timestamp": origin + pd.to_timedelta(restocks["period"] * restocks["period_days"],
                                                     unit="D"),
         "quantity": restocks["capacity"]})
+    # Nothing after the data ends: for data that runs up to today a later restock lies in the
+    # future, where it would outdate every quantity the shop writes until then
+    restocks = restocks[restocks["event_timestamp"] <= interactions["event_timestamp"].max()]
     # Items never interacted with are stocked once at the origin.
     idle = plan[~plan["item_id"].isin(periods["item_id"])]
     idle = pd.DataFrame({"item_id": idle["item_id"], "event_timestamp": origin,

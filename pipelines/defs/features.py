@@ -57,8 +57,10 @@ def raw_tables(context: dg.AssetExecutionContext, dataset: DatasetResource, even
     stored, mark = raw_tables_store.manifest(), raw_tables_store.folder / LOG_MARK
     with event_log.open() as log:
         noted = _extends(stored, mark, dataset, log) if stored else None
-        extend = noted is not None
-        base = raw_tables_store.stored() if extend else dataset.load()
+        base = raw_tables_store.stored() if noted is not None else None  # None: unreadable
+        extend = base is not None
+        if not extend:
+            base = dataset.load()
         position = log_position(base)
         # Re-read a margin before the position: on PostgreSQL a lower seq can commit after a higher.
         logged = log.read(after=max(position - LATE_COMMITS, 0) if extend else 0)

@@ -150,17 +150,20 @@ def test_stock_logged_ahead_of_its_item_reaches_the_tables_however_many_writes_c
 
 
 def test_a_full_load_reaches_the_stock_changes_after_the_last_interaction(tmp_path):
-    settings = PipelineSettings(data_dir=tmp_path, data=SHOP)
-    with instance_for(tmp_path) as instance:
-        result = materialize_graph(settings, instance=instance, selection=FEATURES)
-    raw = result.output_for_node("raw_tables")
-    late = raw.stock[raw.stock["event_timestamp"] > raw.interactions["event_timestamp"].max()]
-    assert len(late) > 0, "the simulated stock log runs on after the last interaction"
-    latest = raw.stock.groupby("item_id")["quantity"].last()[late["item_id"].unique()]
+    shop, folder = load(SHOP), tmp_path / "shop"
+    folder.mkdir()
+    after = shop.interactions["event_timestamp"].max() + pd.Timedelta(days=2)
+    late = pd.DataFrame({"item_id": [1, 2, 3], "event_timestamp": [after] * 3, "quantity": [0, 5, 9]})
+    for table in ("interactions", "items", "users"):
+        getattr(shop, table).to_parquet(folder / f"{table}.parquet")
+    pd.concat([shop.stock, late.astype(shop.stock.dtypes.to_dict())]).to_parquet(folder / "stock.parquet")
+    settings = PipelineSettings(data_dir=tmp_path / "home", data=f"generic:{folder}")
+    with instance_for(settings.data_dir) as instance:
+        materialize_graph(settings, instance=instance, selection=FEATURES)
     store = build_resources(settings)["feature_store"].open()
     online = store.get_online_features(features=["item_stock:quantity"],
-                                       entity_rows=[{"item_id": int(i)} for i in latest.index]).to_dict()
-    assert online["quantity"] == latest.tolist()
+                                       entity_rows=[{"item_id": i} for i in (1, 2, 3)]).to_dict()
+    assert online["quantity"] == [0, 5, 9]
 
 
 def test_only_the_new_day_is_recomputed_and_joined(daily):

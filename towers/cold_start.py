@@ -52,13 +52,15 @@ def cold_items(interactions: pd.DataFrame, fraction: float = COLD_FRACTION, seed
 
 
 def cold_queries(interactions: pd.DataFrame, cold: np.ndarray) -> Queries:
-    """One query per interaction with a cold item, at its time; earlier cold items excluded."""
+    """One query per user's first interaction with a cold item, at its time; earlier cold items
+    excluded (a repeat of one is no query: no ranking could name an excluded item)."""
     events = sort_events(interactions[interactions["item_id"].isin(cold)])
     items = events["item_id"].to_numpy()
     earlier = events.groupby("user_id").cumcount().to_numpy()  # the user's cold events before it
-    frame = events[["user_id", "item_id", "event_timestamp"]].reset_index(drop=True)
-    return Queries("cold", frame, [items[i - n:i] for i, n in enumerate(earlier)],
-                   [items[i:i + 1] for i in range(len(items))])
+    first = np.flatnonzero(~events.duplicated(["user_id", "item_id"]).to_numpy())
+    frame = events[["user_id", "item_id", "event_timestamp"]].iloc[first].reset_index(drop=True)
+    return Queries("cold", frame, [items[i - earlier[i]:i] for i in first],
+                   [items[i:i + 1] for i in first])
 
 
 def popularity_before(interactions: pd.DataFrame, cold: np.ndarray) -> Recommend:

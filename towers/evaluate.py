@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.datasets import DataError
 from towers.artifact import Artifact
 from towers.data import sort_events, unix_micros, unix_seconds
 from towers.prior import PopularityPrior
@@ -82,7 +83,8 @@ def loo_split(interactions: pd.DataFrame) -> Split:
     A query sees every earlier event in that order, the validation item included for the test.
     It looks up just after its last visible event, as a request made then would: the held-out
     event's own time (its hour, the gap to it) is never an input. `visible` trims same-second
-    events after the last visible one.
+    events after the last visible one. A held-out item the user already had (a repeat purchase)
+    is no query: seen items are never recommended, so no ranking could name it (counted in notes).
     """
     events = sort_events(interactions)
     position = events.groupby("user_id").cumcount(ascending=False)  # 0 = last
@@ -93,19 +95,25 @@ def loo_split(interactions: pd.DataFrame) -> Split:
     all_items = kept["item_id"].to_numpy()
     all_micros = unix_micros(kept["event_timestamp"])
     queries = {"validation": ([], [], []), "test": ([], [], [])}
+    repeats = dict.fromkeys(queries, 0)
     for user, idx in kept.groupby("user_id").indices.items():
         items, micros = all_items[idx], all_micros[idx]
         for name, last in (("validation", -2), ("test", -1)):
+            seen = items[:len(items) + last]
+            if items[last] in seen:
+                repeats[name] += 1
+                continue
             rows, exclude, targets = queries[name]
             rows.append((user, items[last], micros[last - 1] + 1))  # >= 3 events: one visible
-            exclude.append(items[:len(items) + last])
+            exclude.append(seen)
             targets.append(items[last:len(items) + last + 1])
     val, test = ({"frame": _entities(rows), "exclude": exclude, "targets": targets,
                   "visible": np.array([len(e) for e in exclude], dtype=np.int64)}
                  for rows, exclude, targets in queries.values())
     return Split("loo", train, Queries("loo", **val), Queries("loo", **test), test_train=train,
                  notes={"users": len(test["targets"]),
-                        "users_skipped_under_3_events": int((~evaluated).sum())})
+                        "users_skipped_under_3_events": int((events.groupby("user_id").size() < 3).sum()),
+                        "repeat_targets_dropped": repeats})
 
 
 def _temporal_queries(events: pd.DataFrame, cut: int) -> tuple[pd.DataFrame, Queries, dict]:
@@ -148,6 +156,12 @@ def temporal_split(interactions: pd.DataFrame, quantile: float = TEMPORAL_QUANTI
                  notes={**notes, "validation": val_notes})
 
 
+EVALUABLE = {  # what a split needs of some user to ask a query
+    "loo": "a user of 3 events or more, each held-out event of an item new to them",
+    "temporal": "a user with events on both sides of the cut, after it of an item known before "
+                "the cut and new to them"}
+
+
 def validation_queries(n_items: int) -> int:
     """How many validation queries a catalogue of `n_items` keeps (`VALIDATION_SCORES`)."""
     return max(1_000, min(VALIDATION_QUERIES, VALIDATION_SCORES // max(n_items, 1)))
@@ -163,6 +177,10 @@ def make_split(ds, protocol: str, max_validation: int | None = None) -> Split:
         split = temporal_split(ds.interactions)
     else:
         raise ValueError(f"protocol {protocol!r}: expected 'loo' or 'temporal'")
+    for name in ("validation", "test"):
+        if getattr(split, name).frame.empty:
+            raise DataError(getattr(ds, "name", "dataset"), f"the {protocol} split has no {name} "
+                            f"query: it needs {EVALUABLE[protocol]}")
     queries = len(split.validation.frame)
     if max_validation is None:
         max_validation = validation_queries(len(ds.items))

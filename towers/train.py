@@ -60,6 +60,7 @@ from towers.nested import NestedDims, check_nested_dims, nested_loss
 from towers.prior import WEIGHTS, PopularityPrior
 
 log = logging.getLogger(__name__)
+TRAINED_ON_SPLIT = "trained_on_split"  # an artifact's metric: `trained_on_split` of what fitted it
 
 Loss = Literal["auto", "full", "sampled"]
 StopReason = Literal["early_stopping", "budget", "cap"]
@@ -512,7 +513,13 @@ def fit_split(split: evaluate.Split, items: pd.DataFrame, store, *, tower: Tower
                    validate=evaluate.Validator(split.validation, items))
     if split.test_train is not split.train:  # TEMPORAL: refit on everything before the test cut
         artifact = refit(artifact, frame, items, tower=tower, train=train)
+    artifact.metrics[TRAINED_ON_SPLIT] = trained_on_split(split, items)
     return artifact
+
+
+def trained_on_split(split: evaluate.Split, items: pd.DataFrame) -> str:
+    """The protocol and a fingerprint of the events a model of `split` may know before its test."""
+    return f"{split.protocol}:{fingerprint(split.test_train, items)}"
 
 
 def refit(first: Artifact, frame: pd.DataFrame, items: pd.DataFrame, *,

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "synthetic:shop-small"
 DEFAULT_HOME = Path(".twotower")  # the data directory: feature repository, registry, indexes
+log = logging.getLogger(__name__)
 # What `twotower eval` reports of a two-tower's training (its artifact's metrics).
 TRAINING = ("stopped_by", "improving_at_stop", "best_epoch", "steps", "val", "popularity_prior",
             "seconds_to_best", "seconds_total")
@@ -92,7 +93,7 @@ def _eval(args: argparse.Namespace) -> None:
     from towers.config import ConfigError, load_preset, override
     from towers.features import feature_store, with_features
     from towers.model import TowerConfig
-    from towers.train import TrainConfig, fit_split
+    from towers.train import TRAINED_ON_SPLIT, TrainConfig, fit_split, trained_on_split
 
     try:
         values = load_preset(args.preset) if args.preset else {}
@@ -119,6 +120,11 @@ def _eval(args: argparse.Namespace) -> None:
         metrics = evaluate.evaluate(recommend, split.test)
     else:  # user features from a Feast store of the dataset, histories as long as the model's
         artifact = Artifact.load(args.artifact) if args.artifact else None
+        if artifact and artifact.metrics.get(TRAINED_ON_SPLIT) != trained_on_split(split, dataset.items):
+            training["fitted_on_this_split"] = False
+            log.warning("--artifact %s was not fitted on the training part of this %s split of %s: "
+                        "it may have trained on the test targets, and its figures then flatter it",
+                        args.artifact, args.protocol.upper(), dataset.name)
         max_len = artifact.config.max_len if artifact else tower.max_len
         with tempfile.TemporaryDirectory(prefix="twotower-eval-") as home:
             store = feature_store(dataset, max_len, home)
@@ -127,7 +133,7 @@ def _eval(args: argparse.Namespace) -> None:
             dense = evaluate.evaluate(evaluate.two_tower(artifact, dataset.items), split.test)
             with _served(artifact, dataset, store=store) as engine:
                 metrics = evaluate.evaluate(engine.rank, split.test)
-        training = {k: artifact.metrics[k] for k in TRAINING if k in artifact.metrics}
+        training |= {k: artifact.metrics[k] for k in TRAINING if k in artifact.metrics}
     metrics = _named(metrics)
     if args.model == "two-tower":  # served by the service's engine above; also by an exact dense product
         metrics |= {f"dense {name}": v for name, v in _named(dense).items() if name != "users"}

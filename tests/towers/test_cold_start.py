@@ -23,9 +23,9 @@ def test_cold_items_are_a_seeded_tenth_of_the_interacted_items():
 
 
 def test_each_cold_interaction_is_a_query_excluding_the_users_earlier_cold_items():
-    events = _events([(1, 7, 30), (1, 5, 10), (1, 2, 20), (2, 7, 5), (1, 9, 40)])
+    events = _events([(1, 7, 30), (1, 5, 10), (1, 2, 20), (2, 7, 5), (1, 9, 40), (1, 5, 50)])
     queries = cold_queries(events, np.array([5, 7, 9]))
-    assert queries.frame["user_id"].tolist() == [1, 1, 1, 2]
+    assert queries.frame["user_id"].tolist() == [1, 1, 1, 2]  # user 1's second 5 is no query
     assert [t.tolist() for t in queries.targets] == [[5], [7], [9], [7]]
     assert [e.tolist() for e in queries.exclude] == [[], [5], [5, 7], []]
 

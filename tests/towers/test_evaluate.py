@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.datasets import DataError
 from towers import baselines
 from towers import evaluate as evaluate_module
 from towers.evaluate import (
@@ -116,7 +117,27 @@ def test_loo_split_holds_out_last_two_events_by_time_then_file_order():
     assert [t.tolist() for t in split.test.targets] == [[3]]
     assert [e.tolist() for e in split.test.exclude] == [[1, 2, 4]]  # validation joins history
     assert split.test.visible.tolist() == [3] and split.validation.visible.tolist() == [2]
-    assert split.notes["users_skipped_under_3_events"] == 2
+    assert split.notes["users_skipped_under_3_events"] == 1  # user 2, of two events
+
+
+@pytest.mark.parametrize("protocol", ["loo", "temporal"])
+def test_a_split_without_queries_is_a_data_error_naming_the_split_and_what_it_needs(protocol):
+    events = _events([(1, 1, 10), (1, 2, 20), (2, 1, 30), (2, 3, 40)])  # two events a user
+    with pytest.raises(DataError, match=f"tiny: the {protocol} split has no validation query: "
+                                        "it needs a user"):
+        make_split(SimpleNamespace(name="tiny", interactions=events, items=range(3)), protocol)
+
+
+def test_loo_asks_no_query_whose_held_out_item_the_user_already_had():
+    """A repeat purchase is no target: seen items are never recommended, so no ranking names it."""
+    events = _events([(1, 1, 10), (1, 2, 20), (1, 1, 30),  # test repeats item 1
+                      (2, 5, 10), (2, 5, 20), (2, 6, 30),  # validation repeats item 5
+                      (3, 7, 10), (3, 8, 20), (3, 9, 30)])
+    split = loo_split(events)
+    assert split.validation.frame["user_id"].tolist() == [1, 3]
+    assert split.test.frame["user_id"].tolist() == [2, 3]
+    assert [t.tolist() for t in split.test.targets] == [[6], [9]]
+    assert split.notes["repeat_targets_dropped"] == {"validation": 1, "test": 1}
 
 
 def test_loo_queries_are_made_just_after_the_last_visible_event_never_at_the_targets_time():

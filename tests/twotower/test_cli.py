@@ -47,19 +47,19 @@ def test_eval_writes_the_issue_metric_names_for_popularity_on_ml100k(ml100k_dir,
     assert "NDCG@10" in capsys.readouterr().out
 
 
-def test_two_tower_eval_reports_served_and_dense_metrics(tmp_path):
+def test_two_tower_eval_reports_served_and_dense_metrics(tmp_path, caplog):
     from feature_repo.datasets import load
     from towers import evaluate
-    from towers.features import examples, feature_store
+    from towers.features import feature_store, with_features
     from towers.model import TowerConfig
-    from towers.train import TrainConfig, fit
+    from towers.train import TrainConfig, fit_split
 
     spec = "synthetic:items=300,users=200,events=6000,seed=2"
     dataset = load(spec)
-    split = evaluate.make_split(dataset, "loo")
     store = feature_store(dataset, TowerConfig().max_len, tmp_path)
-    fit(examples(store, split.train), dataset.items,
-        train=TrainConfig(epochs=2, max_minutes=0.5)).save(tmp_path / "model")
+    split = with_features(evaluate.make_split(dataset, "loo"), store)
+    fit_split(split, dataset.items, store,
+              train=TrainConfig(epochs=2, max_minutes=0.5)).save(tmp_path / "model")
     out = tmp_path / "two-tower.json"
     main(["eval", "--data", spec, "--model", "two-tower", "--artifact", str(tmp_path / "model"),
           "--json", str(out)])
@@ -68,6 +68,14 @@ def test_two_tower_eval_reports_served_and_dense_metrics(tmp_path):
     assert result["NDCG@10"] > 0
     assert abs(result["NDCG@10"] - result["dense NDCG@10"]) < 0.01
     assert abs(result["HR@100"] - result["dense HR@100"]) < 0.02
+    assert "fitted_on_this_split" not in result["training"] and "not fitted" not in caplog.text
+    # On another split the model has trained on test targets (TEMPORAL's come from its training
+    # events here): said, not scored as if honest
+    main(["eval", "--data", spec, "--protocol", "temporal", "--model", "two-tower",
+          "--artifact", str(tmp_path / "model"), "--json", str(out)])
+    assert json.loads(out.read_text())["training"]["fitted_on_this_split"] is False
+    assert f"--artifact {tmp_path / 'model'} was not fitted on the training part of this TEMPORAL" \
+        in caplog.text
 
 
 def test_cold_start_eval_compares_towers_and_popularity_on_held_out_items(tmp_path):

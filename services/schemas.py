@@ -13,6 +13,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -67,8 +68,16 @@ def _utf8(value: str) -> str:
     return value
 
 
-ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="Catalogue item id (int64, >= 0).")]
-UserId = Annotated[int, Field(ge=0, le=MAX_ID, description="User id (int64, >= 0).")]
+def _not_bool(value: object) -> object:
+    """JSON true and false are no numbers (lax validation would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_not_bool)]
+ItemId = Annotated[Whole, Field(ge=0, le=MAX_ID, description="Catalogue item id (int64, >= 0).")]
+UserId = Annotated[Whole, Field(ge=0, le=MAX_ID, description="User id (int64, >= 0).")]
 Text = Annotated[str, AfterValidator(_utf8)]
 Category = Annotated[Text, Field(min_length=1, max_length=MAX_TEXT)]
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
@@ -118,7 +127,7 @@ class SessionEvent(_Request):
 
 class RecommendationRequest(_Request):
     user_id: UserId
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: Whole = Field(10, ge=1, le=MAX_K)
     filters: Filters = Field(default_factory=Filters)
     session: list[SessionEvent] = Field(default_factory=list, max_length=MAX_SESSION_EVENTS)
 
@@ -170,7 +179,7 @@ class InteractionResponse(_Answer):
 
 
 class StockUpdate(_Request):
-    quantity: int = Field(ge=0, le=MAX_QUANTITY)
+    quantity: Whole = Field(ge=0, le=MAX_QUANTITY)
 
 
 class StockResponse(_Answer):
@@ -190,7 +199,7 @@ class ItemUpsert(_Request):
     price: Price | None = None
     created_at: Time | None = Field(
         None, description="Release time; left out: unchanged (now for a new item).")
-    stock: int | None = Field(None, ge=0, le=MAX_QUANTITY,
+    stock: Whole | None = Field(None, ge=0, le=MAX_QUANTITY,
                               description="Units in stock; left out: unchanged (0 for a new item).")
 
 

@@ -77,13 +77,17 @@ def neighbour_sets(vectors: np.ndarray, rows: np.ndarray, k: int = 10) -> np.nda
 
 def neighbour_overlap(old: np.ndarray, new: np.ndarray, *, k: int = 10, sample: int = 500,
                       seed: int = 0) -> np.ndarray:
-    """Per sampled item, the share of its k nearest neighbours in `old` still among them in `new`.
+    """Per sampled item, the share of its k nearest neighbours in `old` still among them in `new`
+    (of all the others, in a catalogue of k items or fewer: 1 when an item has none).
 
     Row i of `old` and `new` is the same item (two embeddings of one catalogue).
     """
     if old.shape[0] != new.shape[0]:
         raise ValueError(f"neighbour_overlap: {old.shape[0]} old rows, {new.shape[0]} new rows")
     rows = np.random.default_rng(seed).permutation(len(old))[:sample]
+    k = min(k, len(old) - 1)  # an item is not its own neighbour
+    if k < 1:
+        return np.ones(len(rows))
     before, after = neighbour_sets(old, rows, k), neighbour_sets(new, rows, k)
     return np.array([len(set(a) & set(b)) / k for a, b in zip(before, after, strict=True)])
 

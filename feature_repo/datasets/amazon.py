@@ -24,6 +24,7 @@ import gzip
 import html
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -139,6 +140,7 @@ def read_meta(path: Path) -> pd.DataFrame:
         item = record.get("parent_asin") or record.get("asin")
         if item and item not in records:
             categories = record.get("categories") or record.get("category") or []
+            categories = [categories] if isinstance(categories, str) else categories  # one, not its letters
             records[item] = (clean_title(record.get("title")),
                              list(dict.fromkeys(html.unescape(str(c)).strip() for c in categories
                                                 if str(c).strip())),
@@ -154,11 +156,12 @@ def clean_title(title: object) -> str:
 
 
 def parse_price(price: object) -> float:
-    """A price from a number or text like "$1,234.56" (a range gives its low end); else NaN."""
+    """A price from a number or text like "$1,234.56" (a range gives its low end); else (also for
+    a negative or infinite number) NaN."""
     if isinstance(price, int | float):
-        return float(price)
+        return float(price) if 0 <= price < math.inf else math.nan
     found = NUMBER.search(str(price or ""))
-    return float(found.group().replace(",", "")) if found else float("nan")
+    return float(found.group().replace(",", "")) if found else math.nan
 
 
 def k_core(events: pd.DataFrame, k: int) -> pd.DataFrame:

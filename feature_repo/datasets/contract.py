@@ -117,7 +117,7 @@ class Dataset:
             for column in missing:
                 report(DataError(source, "missing", column=column))
             complete = complete and not missing
-            check_non_negative(frame, [c for c in ("user_id", "item_id") if c in schema])
+            check_non_negative(frame, [c for c in ("user_id", "item_id", "quantity") if c in schema])
         if not complete:
             return self
         for frame, column in ((self.items, "item_id"), (self.users, "user_id")):

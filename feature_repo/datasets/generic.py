@@ -77,6 +77,11 @@ def read_table(path: Path, table: str, names: dict[str, str] | None = None,
         raise DataError(source, "no rows")
     renamed = {theirs: ours for ours, theirs in names.items()}
     raw.columns = [renamed.get(column, column) for column in raw.columns]  # no copy of the rows
+    twice = raw.columns[raw.columns.duplicated()]
+    if len(twice):
+        mapped = names.get(twice[0])
+        raise DataError(source, "two columns of this name" + (
+            f" once {mapped!r} is mapped to it" if mapped else ""), column=twice[0])
     missing = [DataError(source, "missing" + (f" (mapped from {theirs!r})" if theirs != ours
                                               else ""), column=theirs)
                for ours, theirs in ((c, names.get(c, c)) for c in TABLES[table])
@@ -132,6 +137,8 @@ def load(folder: str | Path) -> Dataset:
         mapping = json.loads(mapping_file.read_text()) if mapping_file.is_file() else {}
     except json.JSONDecodeError as exc:
         raise DataError(str(mapping_file), f"not JSON: {exc}") from None
+    if not isinstance(mapping, dict):
+        raise DataError(str(mapping_file), f"expected an object of tables, got {type(mapping).__name__}")
     unknown = set(mapping) - set(TABLES)
     if unknown:
         raise DataError(str(mapping_file), f"unknown table {sorted(unknown)[0]!r}")

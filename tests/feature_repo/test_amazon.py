@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.datasets import DataError, load
-from feature_repo.datasets.amazon import clean_title, parse_price
+from feature_repo.datasets.amazon import clean_title, parse_price, read_meta
 
 
 def _lines(path, records, *, gz):
@@ -99,6 +99,12 @@ def test_titles_and_prices_are_cleaned():
     assert clean_title("Tea &amp; <b>Coffee</b>\n Mug") == "Tea & Coffee Mug"
     assert parse_price("$1,234.56") == 1234.56 and parse_price(12) == 12.0
     assert pd.isna(parse_price("")) and pd.isna(parse_price(None))
+    assert pd.isna(parse_price(-3.5)) and pd.isna(parse_price(float("inf")))
+
+
+def test_a_category_given_as_one_string_is_one_category(tmp_path):
+    _lines(tmp_path / "meta.json", [{"asin": "a", "title": "Atlas", "category": "Books"}], gz=False)
+    assert read_meta(tmp_path / "meta.json").loc["a", "categories"] == ["Books"]
 
 
 def test_check_counts_bad_amazon_lines_per_problem(tmp_path):

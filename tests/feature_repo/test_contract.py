@@ -97,15 +97,30 @@ def test_check_reports_every_problem_at_once(tmp_path):
                  interactions="user,item,ts\n1,10,1700000000\nx,11,1700000000\n2,99,yesterday\n"
                               "3,98,1700000000\n",
                  items="item,name\n10,A\n10,B\n",
-                 stock="item_id,event_timestamp,quantity\n10,1700000000,many\n")
+                 stock="item_id,event_timestamp,quantity\n10,1700000000,many\n10,1700000001,-5\n")
     found = [(p.source.split("/")[-1], p.column, p.row, p.problem) for p in check(spec)]
     assert found == [
         ("interactions.csv", "user_id", 2, "not an integer: 'x'"),
         ("interactions.csv", "event_timestamp", 3, "cannot parse timestamp 'yesterday'"),
         ("stock.csv", "quantity", 1, "not an integer: 'many'"),
+        ("stock.csv", "quantity", 2, "quantities must be non-negative integers"),
         ("items.csv", "item_id", 2, "duplicate item_id 10"),
         ("interactions.csv", "item_id", 4, "unknown item_id 98"),
     ]
+
+
+@pytest.mark.parametrize(("mapping", "problem"), [
+    ([], "mapping.json: expected an object of tables, got list"),
+    (None, "mapping.json: expected an object of tables, got NoneType"),
+    ({"interactions": {"user_id": "user", "item_id": "sku", "event_timestamp": "ts"}},
+     "interactions.csv, column 'item_id': two columns of this name once 'sku' is mapped to it"),
+])
+def test_a_mapping_that_is_no_object_or_lands_on_a_taken_name_is_named(tmp_path, mapping, problem):
+    folder = tmp_path / "shop"
+    _shop(folder, interactions="user,sku,item_id,ts\n1,10,99,1700000000\n")
+    (folder / "mapping.json").write_text(json.dumps(mapping))
+    with pytest.raises(DataError, match=problem):
+        load(f"generic:{folder}")
 
 
 def test_check_reports_bad_prices_and_weights_and_keeps_their_rows(tmp_path):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BeforeValidator, PositiveInt
 
+from towers.encoders import CONTENT
+
 
 def _split(value: object) -> object:
     """A command line's "16,32" as (16, 32); "" as ()."""
@@ -24,10 +26,12 @@ def _split(value: object) -> object:
 NestedDims = Annotated[tuple[PositiveInt, ...], BeforeValidator(_split)]  # TrainConfig.nested_dims
 
 
-def check_nested_dims(dims: Sequence[int], dim: int, *, item_popularity: bool) -> None:
-    """Refuse prefixes the model cannot serve: not below its dimension, or with the popularity trend.
+def check_nested_dims(dims: Sequence[int], dim: int, *, item_popularity: bool,
+                      item_encoder: str = CONTENT) -> None:
+    """Refuse prefixes the model cannot serve: not below its dimension, or with the popularity trend
+    or an item encoder's graph term.
 
-    The trend is added to the item vector before normalising, which a prefix loss does not model.
+    Those are added to the item vector before normalising, which a prefix loss does not model.
     """
     wrong = [d for d in dims if not 0 < d < dim]
     if wrong:
@@ -35,6 +39,9 @@ def check_nested_dims(dims: Sequence[int], dim: int, *, item_popularity: bool) -
     if dims and item_popularity:
         raise ValueError("nested_dims: the prefix losses do not score the popularity trend; "
                          "set item_popularity=false")
+    if dims and item_encoder != CONTENT:
+        raise ValueError(f"nested_dims: the prefix losses do not score item_encoder={item_encoder!r}'s "
+                         f"graph term; set item_encoder={CONTENT!r}")
 
 
 def nested_loss(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, dims: Sequence[int],

@@ -210,7 +210,8 @@ def fit(frame: pd.DataFrame | str | Path, items: pd.DataFrame, *, tower: TowerCo
     (`improving_at_stop`); a budget or cap that cuts an improving run, or a cap, logs a warning.
     """
     tower, train = tower or TowerConfig(), train or TrainConfig()
-    check_nested_dims(train.nested_dims, tower.dim, item_popularity=tower.item_popularity)
+    check_nested_dims(train.nested_dims, tower.dim, item_popularity=tower.item_popularity,
+                      item_encoder=tower.item_encoder)
     if not isinstance(frame, pd.DataFrame):
         frame = pd.read_parquet(frame)
     rank, world = _distributed()

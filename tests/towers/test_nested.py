@@ -34,6 +34,8 @@ def test_nested_dims_parse_from_the_command_line_and_are_checked_against_the_tow
         check_nested_dims((16, 64), 64, item_popularity=False)
     with pytest.raises(ValueError, match="item_popularity=false"):
         check_nested_dims((16,), 64, item_popularity=True)
+    with pytest.raises(ValueError, match="item_encoder='sage'"):
+        check_nested_dims((16,), 64, item_popularity=False, item_encoder="sage")
 
 
 def test_a_prefix_is_the_first_coordinates_renormalised():

@@ -307,9 +307,9 @@ def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
     parquet file per day, `folder/<YYYY-MM-DD>.parquet`, rows ordered by user and time; returns
     the rows written.
 
-    The days from `since` on are replaced: each day's file appears only once complete, and files
-    of those days without entity rows now are removed; earlier days' files are kept (all files
-    are replaced when `since` is None). Memory stays bounded by one chunk.
+    The days from `since` on are replaced, each day's file appearing only once complete; earlier
+    days' files are kept (all files are replaced when `since` is None), but for those of days
+    without entity rows now (`drop_removed_days`). Memory stays bounded by one chunk.
     """
     folder = Path(folder)
     frame = _entity_frame(entities, since=since)
@@ -326,11 +326,19 @@ def write_training_frame(store, entities: pd.DataFrame, folder: str | Path, *,
             for day in pc.unique(day_column).to_pylist():
                 files.write(day, chunk.filter(pc.equal(day_column, day)))
             rows += chunk.num_rows
-        written = files.days
-    for path in folder.glob("*.parquet"):
-        if path.stem not in written and (since is None or path.stem >= since.isoformat()):
-            path.unlink()
+    drop_removed_days(folder, entities)
     return rows
+
+
+def drop_removed_days(folder: str | Path, entities: pd.DataFrame) -> list[str]:
+    """Remove the training-frame files in `folder` of days without entity rows now: their events
+    left the dataset (a deletion, a corrected export), so no table write marks them stale. Returns
+    those days."""
+    days = set(pd.DatetimeIndex(entities["event_timestamp"].dt.floor("D").unique()).strftime("%Y-%m-%d"))
+    removed = sorted(p.stem for p in Path(folder).glob("????-??-??.parquet") if p.stem not in days)
+    for day in removed:
+        (Path(folder) / f"{day}.parquet").unlink()
+    return removed
 
 
 def stale_since(tables_dir: str | Path, folder: str | Path) -> date | None:

@@ -16,6 +16,7 @@ from feature_repo.datasets import Dataset, identity, stamp
 from feature_repo.files import atomic_write
 from feature_repo.store import (
     apply,
+    drop_removed_days,
     example_entities,
     materialize,
     materialize_incremental,
@@ -162,9 +163,13 @@ def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
     path = data / TRAINING_EXAMPLES
     if path.is_file():  # a single file, as written before examples were kept per day
         path.unlink()
+    entities = example_entities(raw_tables.interactions)
+    removed = drop_removed_days(path, entities)
+    if removed:
+        context.log.info("training examples of %d days whose events are gone removed: %s", len(removed),
+                         ", ".join(removed))
     since = stale_since(data, path)
-    rows = 0 if since is None else write_training_frame(
-        feature_store.open(), example_entities(raw_tables.interactions), path, since=since)
+    rows = 0 if since is None else write_training_frame(feature_store.open(), entities, path, since=since)
     context.log.info("%d training examples joined from %s in %s", rows, since, path)
     dataset = pq.ParquetDataset(path)
     return dg.Output(TrainingExamples(str(path), since if rows else None), metadata={

@@ -18,6 +18,7 @@ from feature_repo.store import (
 from feature_repo.store import (
     FeatureStoreConfig,
     apply,
+    drop_removed_days,
     render_repo,
     stale_since,
     training_frame,
@@ -185,6 +186,29 @@ def test_the_new_days_training_frame_is_joined_alone_and_equals_the_full_frame(s
     pd.testing.assert_frame_equal(
         daily.sort_values(order, kind="stable").reset_index(drop=True).map(_plain),
         full.sort_values(order, kind="stable").reset_index(drop=True)[daily.columns].map(_plain))
+
+
+def test_days_whose_events_left_the_dataset_leave_the_training_frame(shop, tmp_path):
+    """A deletion or a corrected export that empties a day takes that day's training rows with
+    it: the last day (no table write marks anything stale), or one before those that are."""
+    repo = render_repo(FeatureStoreConfig(repo_dir=tmp_path / "repo"))
+    data, folder = repo / "data", tmp_path / "examples"
+    write_feature_tables(shop, data)
+    store = apply(repo)
+    write_training_frame(store, shop.interactions[ENTITIES], folder)
+    days = shop.interactions["event_timestamp"].dt.floor("D")
+    last, second = days.max(), days.min() + pd.Timedelta(days=1)
+    assert days.isin([second]).any()
+    left = shop.interactions[days != last]
+    write_feature_tables(dataclasses.replace(shop, interactions=left), data)
+    assert stale_since(data, folder) is None  # every day still has its file, none is older
+    assert drop_removed_days(folder, left[ENTITIES]) == [last.strftime("%Y-%m-%d")]
+    left = left[days[days != last] != second]
+    write_feature_tables(dataclasses.replace(shop, interactions=left), data)
+    write_training_frame(store, left[ENTITIES], folder, since=stale_since(data, folder))
+    frame = pd.read_parquet(folder)
+    assert len(frame) == len(left)
+    assert not frame["event_timestamp"].dt.floor("D").isin([last, second]).any()
 
 
 def test_changed_user_profiles_make_every_days_training_frame_stale(shop, tmp_path):

@@ -99,6 +99,26 @@ def test_a_new_day_extends_the_tables_to_what_a_full_rebuild_writes(shop, tmp_pa
     assert_same_tables(tmp_path / "daily", tmp_path / "rebuilt")
 
 
+def test_a_rebuild_killed_while_it_moves_the_days_in_is_completed_by_the_next_write(
+        shop, tmp_path, monkeypatch):
+    write_feature_tables(shop, tmp_path / "whole")
+    write_feature_tables(shop, tmp_path / "daily")
+    real, moves = tables.os.replace, []
+
+    def killed_part_way(source, target):
+        moves.append(target)
+        if len(moves) == 20:
+            raise KeyboardInterrupt("killed")
+        real(source, target)
+
+    monkeypatch.setattr(tables.os, "replace", killed_part_way)
+    with pytest.raises(KeyboardInterrupt):
+        write_feature_tables(shop, tmp_path / "daily", rebuild=True)
+    monkeypatch.setattr(tables.os, "replace", real)
+    assert write_feature_tables(shop, tmp_path / "daily").days  # recomputed, not taken as current
+    assert_same_tables(tmp_path / "daily", tmp_path / "whole")
+
+
 def test_a_late_event_recomputes_from_its_day_on(shop, tmp_path):
     write_feature_tables(shop, tmp_path / "daily")
     late_day = last_day(shop) - timedelta(days=10)

@@ -71,16 +71,20 @@ def _utf8(value: str) -> str:
 def _not_bool(value: object) -> object:
     """JSON true and false are no numbers (lax validation would read them as 1 and 0)."""
     if isinstance(value, bool):
-        raise ValueError("must be an integer, not a boolean")
+        raise ValueError("must be a number, not a boolean")
     return value
 
 
 Whole = Annotated[int, BeforeValidator(_not_bool)]
-ItemId = Annotated[Whole, Field(ge=0, le=MAX_ID, description="Catalogue item id (int64, >= 0).")]
-UserId = Annotated[Whole, Field(ge=0, le=MAX_ID, description="User id (int64, >= 0).")]
+# Bounds before the validator, so that they stay `minimum` and `maximum` in the OpenAPI document
+ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="Catalogue item id (int64, >= 0)."),
+                   BeforeValidator(_not_bool)]
+UserId = Annotated[int, Field(ge=0, le=MAX_ID, description="User id (int64, >= 0)."),
+                   BeforeValidator(_not_bool)]
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY), BeforeValidator(_not_bool)]
 Text = Annotated[str, AfterValidator(_utf8)]
 Category = Annotated[Text, Field(min_length=1, max_length=MAX_TEXT)]
-Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False), BeforeValidator(_not_bool)]
 Time = Annotated[AwareDatetime, AfterValidator(_in_time_range),
                  WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
                  Field(description=f"With a time zone; years {MIN_YEAR} to {MAX_YEAR}.")]
@@ -179,7 +183,7 @@ class InteractionResponse(_Answer):
 
 
 class StockUpdate(_Request):
-    quantity: Whole = Field(ge=0, le=MAX_QUANTITY)
+    quantity: Quantity
 
 
 class StockResponse(_Answer):
@@ -199,7 +203,7 @@ class ItemUpsert(_Request):
     price: Price | None = None
     created_at: Time | None = Field(
         None, description="Release time; left out: unchanged (now for a new item).")
-    stock: Whole | None = Field(None, ge=0, le=MAX_QUANTITY,
+    stock: Quantity | None = Field(None,
                               description="Units in stock; left out: unchanged (0 for a new item).")
 
 

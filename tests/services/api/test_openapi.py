@@ -92,3 +92,13 @@ def test_every_error_status_shares_one_schema_and_503_says_when_to_retry(service
                 if status == "503" and path != "/v1/health":
                     assert "Retry-After" in answer["headers"]
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_the_document_states_the_bounds_of_ids_and_quantities(service):
+    """The fuzz draws from these bounds, and a client generated from the document checks them."""
+    schemas = _document(service)["components"]["schemas"]
+    integer = {"type": "integer", "minimum": 0}
+    assert schemas["RecommendationRequest"]["properties"]["user_id"].items() >= integer.items()
+    assert schemas["InteractionRequest"]["properties"]["item_id"].items() >= integer.items()
+    assert schemas["StockUpdate"]["properties"]["quantity"].items() >= integer.items()
+    assert integer.items() <= schemas["ItemUpsert"]["properties"]["stock"]["anyOf"][0].items()

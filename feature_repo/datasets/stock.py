@@ -3,8 +3,8 @@
 Each item has a capacity C and a restock period P (days), drawn from a seeded generator. At the start
 of every period the item is restocked to C; each interaction in the period takes one unit while any
 is left, so popular items run out and come back at the next restock. The log holds one row per
-change: every restock at the start of a period that has events or follows one, up to the last
-interaction, and every sale.
+change: every restock at the start of a period that has events or follows one (one due after the
+last interaction stamped just after it), and every sale.
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ def simulate_sales(interactions: pd.DataFrame, items: pd.DataFrame, *,
         "event_timestamp": origin + pd.to_timedelta(restocks["period"] * restocks["period_days"],
                                                     unit="D"),
         "quantity": restocks["capacity"]})
-    # Nothing after the data ends: for data that runs up to today a later restock lies in the
-    # future, where it would outdate every quantity the shop writes until then
-    restocks = restocks[restocks["event_timestamp"] <= interactions["event_timestamp"].max()]
+    # A restock due after the data ends is stamped just after its last interaction: for data that
+    # runs up to today it would lie in the future and outdate every quantity written until then
+    end = interactions["event_timestamp"].max() + pd.Timedelta(microseconds=1)
+    restocks["event_timestamp"] = restocks["event_timestamp"].clip(upper=end)
     # Items never interacted with are stocked once at the origin.
     idle = plan[~plan["item_id"].isin(periods["item_id"])]
     idle = pd.DataFrame({"item_id": idle["item_id"], "event_timestamp": origin,

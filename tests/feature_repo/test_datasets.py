@@ -35,19 +35,22 @@ def test_simulated_stock_runs_out_and_is_restocked(ml100k):
     quantities = log.loc[log["item_id"] == popular, "quantity"].tolist()
     first_empty = quantities.index(0)
     assert any(q > 0 for q in quantities[first_empty:]), "a sold-out item comes back"
+    last = log.sort_values("event_timestamp", kind="stable").groupby("item_id")["quantity"].last()
+    assert (last > 0).all(), "and is in stock when the data ends"
     assert set(log["item_id"]) == set(ml100k.items["item_id"]), "every item has a stock history"
 
 
 def test_simulated_stock_ends_with_the_last_interaction_for_data_that_runs_up_to_today(tmp_path):
-    """No restock after the data's end: for a shop whose events run up to now it would lie in the
-    future and outdate every quantity written until then."""
+    """A restock due after the data's end comes just after its last interaction: for a shop whose
+    events run up to now it would lie in the future and outdate every quantity written until then."""
     now = pd.Timestamp.now(tz="UTC").floor("s")
     pd.DataFrame({"user_id": [1, 2, 3, 1], "item_id": [1, 1, 2, 2],
                   "event_timestamp": [now - pd.Timedelta(days=d) for d in (9, 6, 3, 0)]}).to_csv(
         tmp_path / "interactions.csv", index=False)
     pd.DataFrame({"item_id": [1, 2], "title": ["lamp", "desk"]}).to_csv(tmp_path / "items.csv", index=False)
     data = load(f"generic:{tmp_path}")
-    assert data.stock["event_timestamp"].max() <= data.interactions["event_timestamp"].max()
+    end = data.interactions["event_timestamp"].max() + pd.Timedelta(microseconds=1)
+    assert data.stock["event_timestamp"].max() == end
     assert set(data.stock["item_id"]) == {1, 2}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ SECRET_KEY = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN", re.IGNORECASE)
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@\s]+)@")  # scheme://user:PASSWORD@host
 INLINE_PASSWORD = re.compile(r"password=([^,\s]+)", re.IGNORECASE)  # Feast's redis string
-DEFAULT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")  # ${VAR:-default}
+DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")  # ${VAR:-default}
 # An exact release: major.minor.patch (redis:7.4.5, qdrant:v1.19.0), or major.minor for PostgreSQL,
 # whose releases have two parts (postgres:16.9); a suffix such as -slim may follow.
 EXACT_TAG = re.compile(r"(:v?\d+\.\d+\.\d+|^postgres:\d+\.\d+)(-[A-Za-z0-9.]+)?$")
@@ -118,7 +119,7 @@ def check(compose: dict, env_example: str, settings_fields: set[str] | None = No
         problems += [f"services.{name}.environment: {var} (read by deploy/dagster.yaml) is not set"
                      for var in missing]
     problems += _check_cluster(services)
-    problems += _check_images(services)
+    problems += _check_images(services, env_example)
     problems += _check_secrets(services, compose, env_example)
     readers = [(("api",), settings_fields, "services.api.config.Settings"),
                (DAGSTER, pipeline_fields, "pipelines.defs.resources.PipelineSettings")]
@@ -130,12 +131,19 @@ def check(compose: dict, env_example: str, settings_fields: set[str] | None = No
     return problems
 
 
-def _check_images(services: dict) -> list[str]:
-    """Every image tag is an exact version (`${VAR:-default}` by its default): no `latest`, no
-    moving `7.4` or `16` that changes under the same compose file."""
-    problems = []
+def _env_values(env_example: str) -> dict[str, str]:
+    """The `NAME=value` lines of `.env.example`."""
+    return dict(line.split("=", 1) for line in map(str.strip, env_example.splitlines())
+                if "=" in line and not line.startswith("#"))
+
+
+def _check_images(services: dict, env_example: str) -> list[str]:
+    """Every image tag is an exact version (`${VAR:-default}` by the value `.env.example` gives,
+    else its default): no `latest`, no moving `7.4` or `16` that changes under the same compose
+    file."""
+    problems, values = [], _env_values(env_example)
     for name, service in services.items():
-        image = DEFAULT.sub(r"\1", str(service.get("image", "")))
+        image = DEFAULT.sub(lambda m: values.get(m[1], m[2]), str(service.get("image", "")))
         if image and not EXACT_TAG.search(image):
             problems.append(f"services.{name}.image: {image!r} is not pinned to an exact version "
                             "(e.g. redis:7.4.5)")
@@ -172,8 +180,7 @@ def _check_secrets(services: dict, compose: dict, env_example: str) -> list[str]
         for flag, value in zip(command, command[1:], strict=False):
             if flag == "--requirepass" and not value.startswith("${"):
                 problems.append(f"services.{name}.command: a literal --requirepass; use ${{VAR}} from .env")
-    listed = {line.partition("=")[0].strip() for line in env_example.splitlines()
-              if "=" in line and not line.lstrip().startswith("#")}
+    listed = set(_env_values(env_example))
     used = set(REFERENCE.findall(yaml.safe_dump(compose)))
     problems += [f"${{{var}}}: used in the compose file but missing from .env.example"
                  for var in sorted(used - listed)]
@@ -224,7 +231,17 @@ def check_files(compose_file: Path = ROOT / "docker-compose.yml",
 
     return check(yaml.safe_load(compose_file.read_text()), env_example.read_text(),
                  settings_env_names(Settings), dagster_env_names(),
-                 settings_env_names(PipelineSettings) | {SERVICE_KEY_ENV})
+                 settings_env_names(PipelineSettings) | {SERVICE_KEY_ENV}) + check_dockerfile()
+
+
+def check_dockerfile(dockerfile: Path = ROOT / "deploy" / "Dockerfile",
+                     pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The image copies in every package the project installs (`pip install .` finds no other)."""
+    packages = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile.read_text(), re.MULTILINE))
+    where = f"{dockerfile.parent.name}/{dockerfile.name}"
+    return [f"{where}: package {name!r} is not copied in (COPY {name} {name})"
+            for name in (p.rstrip("*") for p in packages) if name not in copied]
 
 
 def main(argv: list[str] | None = None) -> None:

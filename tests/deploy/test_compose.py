@@ -216,18 +216,35 @@ def test_cluster_values_from_env_reach_the_index_settings(monkeypatch, env_file_
         PipelineSettings()
 
 
-@pytest.mark.parametrize(("image", "pinned"), [
-    ("redis:7.4", False), ("redis:latest", False), ("postgres:16", False), ("twotower", False),
-    ("twotower:${TWOTOWER_IMAGE_TAG:-latest}", False), ("redis:7.4.5", True),
-    ("postgres:16.9", True), ("qdrant/qdrant:v1.19.0", True),
-    ("twotower:${TWOTOWER_IMAGE_TAG:-0.1.0}", True)])
-def test_image_tags_must_be_exact_versions(image, pinned):
-    problems = _broken(lambda s: s["redis"].update(image=image))
+@pytest.mark.parametrize(("image", "env", "pinned"), [
+    ("redis:7.4", "", False), ("redis:latest", "", False), ("postgres:16", "", False),
+    ("twotower", "", False), ("twotower:${TWOTOWER_IMAGE_TAG:-latest}", "", False),
+    ("redis:7.4.5", "", True), ("postgres:16.9", "", True), ("qdrant/qdrant:v1.19.0", "", True),
+    ("twotower:${TWOTOWER_IMAGE_TAG:-0.1.0}", "", True),
+    # what `cp .env.example .env` sets wins over the default
+    ("twotower:${TWOTOWER_IMAGE_TAG:-0.1.0}", "TWOTOWER_IMAGE_TAG=latest", False),
+    ("twotower:${TWOTOWER_IMAGE_TAG:-latest}", "TWOTOWER_IMAGE_TAG=0.1.0", True)])
+def test_image_tags_must_be_exact_versions(image, env, pinned):
+    compose = _copy()
+    compose["services"]["redis"]["image"] = image
+    env_example = "\n".join(line for line in ENV_EXAMPLE.splitlines()
+                             if not line.startswith("TWOTOWER_IMAGE_TAG=")) + f"\n{env}\n"
+    problems = [p for p in compose_check.check(compose, env_example) if p.startswith("services.redis.")]
     assert (problems == []) == pinned
-    resolved = compose_check.DEFAULT.sub(r"\1", image)
+    resolved = image.replace("${TWOTOWER_IMAGE_TAG:-latest}", env.partition("=")[2] or "latest") \
+        .replace("${TWOTOWER_IMAGE_TAG:-0.1.0}", env.partition("=")[2] or "0.1.0")
     if not pinned:
         assert problems == [f"services.redis.image: {resolved!r} is not pinned to an exact version "
                             "(e.g. redis:7.4.5)"]
+
+
+def test_the_image_copies_in_every_package_the_project_installs(tmp_path):
+    assert compose_check.check_dockerfile() == []
+    dockerfile = tmp_path / "deploy" / "Dockerfile"
+    dockerfile.parent.mkdir()
+    dockerfile.write_text((ROOT / "deploy" / "Dockerfile").read_text().replace("COPY index index\n", ""))
+    assert compose_check.check_dockerfile(dockerfile) == [
+        "deploy/Dockerfile: package 'index' is not copied in (COPY index index)"]
 
 
 def test_the_bootstrap_service_materializes_and_turns_schedules_and_sensors_on():

@@ -255,6 +255,8 @@ def _versions(args: argparse.Namespace) -> None:
     from index import VectorIndexError
     from twotower import versions
 
+    if not args.home.is_dir():
+        raise SystemExit(f"twotower versions: --home {args.home}: no such data directory")
     with versions.open_registry(args.home) as registry:
         try:
             if args.action == "list":
@@ -370,16 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "live version in memory)")
     serve.set_defaults(run=_serve)
     versions = commands.add_parser("versions", help="list, promote, roll back or prune index versions")
-    versions.add_argument("--home", type=Path, default=DEFAULT_HOME,
-                          help=f"data directory (default {DEFAULT_HOME})")
-    versions.add_argument("--json", action="store_true", help="print JSON")
+    common = argparse.ArgumentParser(add_help=False)  # after the action: versions list --home DIR
+    common.add_argument("--home", type=Path, default=DEFAULT_HOME,
+                        help=f"data directory (default {DEFAULT_HOME})")
+    common.add_argument("--json", action="store_true", help="print JSON")
     actions = versions.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every index version with its status")
-    actions.add_parser("promote", help="make a ready version live").add_argument("version_id", type=int)
-    actions.add_parser("rollback", help="make the previously live version live again")
-    actions.add_parser("prune", help="delete old versions (never the live one or the rollback "
-                       "target)").add_argument("--keep", type=int, default=3,
-                                               help="ready or retired versions kept besides them")
+    actions.add_parser("list", parents=[common], help="every index version with its status")
+    actions.add_parser("promote", parents=[common], help="make a ready version live").add_argument(
+        "version_id", type=int)
+    actions.add_parser("rollback", parents=[common], help="make the previously live version live again")
+    actions.add_parser("prune", parents=[common], help="delete old versions (never the live one or "
+                       "the rollback target)").add_argument(
+        "--keep", type=int, default=3, help="ready or retired versions kept besides them")
     versions.set_defaults(run=_versions)
     retrain = commands.add_parser("retrain", help="run the retraining job (dataset plus event log; "
                                   "promotes only if every check passes, then prunes) in this process")

@@ -25,7 +25,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def run(capsys: pytest.CaptureFixture[str], home: Path, *action: str) -> object:
-    main(["versions", "--home", str(home), "--json", *action])
+    main(["versions", action[0], "--home", str(home), "--json", *action[1:]])  # as the demo prints
     return json.loads(capsys.readouterr().out)
 
 
@@ -44,10 +44,16 @@ def test_versions_promote_rollback_and_prune_keep_the_live_and_rollback_target(h
 
 def test_promoting_an_unknown_version_is_one_clear_line(home):
     with pytest.raises(SystemExit, match="twotower versions promote: index version 42: not registered"):
-        main(["versions", "--home", str(home), "promote", "42"])
+        main(["versions", "promote", "42", "--home", str(home)])
 
 
 def test_versions_list_prints_a_table(home, capsys):
-    main(["versions", "--home", str(home), "list"])
+    main(["versions", "list", "--home", str(home)])
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["id", "status", "model", "items"] and "live" in out[1]
+
+
+def test_a_home_that_does_not_exist_is_refused_not_created(tmp_path):
+    with pytest.raises(SystemExit, match=f"--home {tmp_path / 'typo'}: no such data directory"):
+        main(["versions", "list", "--home", str(tmp_path / "typo")])
+    assert not (tmp_path / "typo").exists()

@@ -19,11 +19,14 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench._args import parse
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench._args import parse  # noqa: E402 (after the path insert)
 
 DEFAULTS = {"part": "serving", "data": "movielens-100k:../shared/datasets/ml-100k", "threads": 1,
             "repeats": 5, "requests": 500, "rounds": 2}

@@ -216,12 +216,22 @@ def _serve(args: argparse.Namespace) -> None:
     """Run the API with uvicorn in `--workers` processes, each serving its own copy of the live
     Qdrant Edge shard (`EdgeSettings.own_copies`) and replaying the others' writes from the log."""
     import uvicorn
+    from pydantic import ValidationError
 
     from services.api.config import Settings
 
     if args.home:  # the workers read their settings from the environment, as uvicorn starts them
         os.environ["TWOTOWER_DATA_DIR"] = str(args.home)
-    Settings()  # type: ignore[call-arg]  # a settings error is told here, once, not per worker
+    try:  # a settings error is told here, once, not per worker
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise SystemExit("twotower serve: " + "; ".join(
+            ("TWOTOWER_" + "__".join(str(p) for p in e["loc"]).upper() + ": " if e["loc"] else "")
+            + e["msg"] for e in error.errors())) from None
+    repo = Path(settings.feature_store().repo_dir)
+    if not (repo / "feature_store.yaml").is_file():
+        raise SystemExit(f"twotower serve: no feature repository in {repo}: build the data directory "
+                         f"first (twotower demo --home {settings.data_dir})")
     shared = tempfile.TemporaryDirectory(prefix="twotower-metrics-") if args.workers > 1 \
         else contextlib.nullcontext()
     with shared as folder:

@@ -121,6 +121,21 @@ def _shop(folder, interactions):
     return f"generic:{folder}"
 
 
+def test_serve_names_a_missing_setting_or_an_unbuilt_home_in_one_line(tmp_path, monkeypatch):
+    for name in ("TWOTOWER_READ_KEYS", "TWOTOWER_WRITE_KEYS", "TWOTOWER_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TWOTOWER_DATA_DIR", str(tmp_path))  # serve sets it: restored after the test
+    with pytest.raises(SystemExit) as missing:
+        main(["serve", "--home", str(tmp_path)])
+    assert str(missing.value) == ("twotower serve: TWOTOWER_READ_KEYS: Field required; "
+                                  "TWOTOWER_WRITE_KEYS: Field required")
+    monkeypatch.setenv("TWOTOWER_READ_KEYS", "r" * 32)
+    monkeypatch.setenv("TWOTOWER_WRITE_KEYS", "w" * 32)
+    with pytest.raises(SystemExit, match=f"no feature repository in {tmp_path / 'feature_repo'}: "
+                                         f"build the data directory first"):
+        main(["serve", "--home", str(tmp_path)])
+
+
 def test_data_check_prints_every_problem_as_a_table_and_exits_1(tmp_path, capsys):
     spec = _shop(tmp_path / "shop", "user_id,item_id,event_timestamp\nx,10,1700000000\n"
                                     "2,11,1700000000000\n3,12,1700000000\n")

@@ -298,7 +298,7 @@ def _versions(args: argparse.Namespace) -> None:
 def _retrain(args: argparse.Namespace) -> None:
     from twotower.retrain import retrain
 
-    result = retrain(args.home, args.data)
+    result = retrain(args.home, args.data, replace=args.replace, verbose=args.verbose)
     _print_checks(result.checks)
     print(f"live index version {result.live_index_version} (model version "
           f"{result.live_model_version})")
@@ -399,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "promotes only if every check passes, then prunes) in this process")
     retrain.add_argument("--home", type=Path, default=DEFAULT_HOME,
                          help=f"data directory (default {DEFAULT_HOME})")
-    retrain.add_argument("--data", help="dataset spec (default TWOTOWER_DATA or synthetic:shop-small)")
+    retrain.add_argument("--data", help="dataset spec (default TWOTOWER_DATA, else the dataset the "
+                         "home's last run read)")
+    retrain.add_argument("--replace", action="store_true",
+                         help="overwrite the features of another dataset that the home's live "
+                              "model serves (default: refuse)")
     retrain.set_defaults(run=_retrain)
     bench = commands.add_parser("bench", help="run a benchmark from bench/ (bench NAME --key=value)")
     bench.add_argument("name", help="benchmark script in bench/, e.g. features")

@@ -6,11 +6,12 @@ only if every blocking check passed, then prunes old versions (keep 3).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.registry import Registry
-from pipelines.defs.resources import PipelineSettings
+from pipelines.defs.resources import PipelineSettings, RawTablesStore
 from pipelines.defs.schedules import retraining_job
 from pipelines.local import instance_for, materialize_graph
 from twotower.demo import Check, checks_of, failure_cause
@@ -25,9 +26,18 @@ class Retrained:
     live_model_version: int | None
 
 
-def retrain(home: Path, data: str | None = None, *, run_config: dict | None = None) -> Retrained:
-    """Run the retraining job on `home` (dataset spec `data`, default TWOTOWER_DATA)."""
+def retrain(home: Path, data: str | None = None, *, replace: bool = False, verbose: bool = False,
+            run_config: dict | None = None) -> Retrained:
+    """Run the retraining job on `home`: dataset spec `data`, default TWOTOWER_DATA, else the
+    dataset the home's last run read. `replace` lets another dataset's features overwrite the
+    home's (`index.home`); Dagster's log shows every step event only when `verbose`."""
+    stored = RawTablesStore(data_dir=str(home)).manifest()
+    data = data or os.environ.get("TWOTOWER_DATA") or (stored or {}).get("identity")
     settings = PipelineSettings(data_dir=home, **({"data": data} if data else {}))
+    run_config = run_config or {}
+    run_config = {**run_config,
+                  "ops": {"feature_tables": {"config": {"replace": replace}}, **run_config.get("ops", {})},
+                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
     with instance_for(home) as instance:
         result = materialize_graph(settings, instance=instance, selection=retraining_job.selection,
                                    run_config=run_config, raise_on_error=False)

@@ -136,6 +136,27 @@ def test_serve_names_a_missing_setting_or_an_unbuilt_home_in_one_line(tmp_path, 
         main(["serve", "--home", str(tmp_path)])
 
 
+def test_retrain_reads_the_dataset_its_home_was_built_from_and_fails_in_one_line(tmp_path, monkeypatch,
+                                                                                capfd):
+    from pipelines.defs.resources import PipelineSettings
+    from pipelines.local import instance_for, materialize_graph
+
+    folder, home = tmp_path / "shop", tmp_path / "home"
+    folder.mkdir()
+    (folder / "items.csv").write_text("item_id,title\n10,A\n11,B\n")
+    (folder / "interactions.csv").write_text("user_id,item_id,event_timestamp\n1,10,1700000000\n")
+    with instance_for(home) as instance:
+        materialize_graph(PipelineSettings(data_dir=home, data=f"generic:{folder}"), instance=instance,
+                          selection=["raw_tables"])
+    (folder / "interactions.csv").write_text("user_id,item_id,event_timestamp\n1,12,1700000000\n")
+    monkeypatch.delenv("TWOTOWER_DATA", raising=False)
+    capfd.readouterr()
+    with pytest.raises(SystemExit, match=r"twotower retrain: the run failed: step raw_tables: DataError: "
+                                         r".*shop/interactions.csv, column 'item_id', row 1: unknown"):
+        main(["retrain", "--home", str(home)])
+    assert "DEBUG" not in capfd.readouterr().err, "Dagster's step events are not shown without -v"
+
+
 def test_data_check_prints_every_problem_as_a_table_and_exits_1(tmp_path, capsys):
     spec = _shop(tmp_path / "shop", "user_id,item_id,event_timestamp\nx,10,1700000000\n"
                                     "2,11,1700000000000\n3,12,1700000000\n")

@@ -334,7 +334,8 @@ def drop_removed_days(folder: str | Path, entities: pd.DataFrame) -> list[str]:
     """Remove the training-frame files in `folder` of days without entity rows now: their events
     left the dataset (a deletion, a corrected export), so no table write marks them stale. Returns
     those days."""
-    days = set(pd.DatetimeIndex(entities["event_timestamp"].dt.floor("D").unique()).strftime("%Y-%m-%d"))
+    utc_days = entities["event_timestamp"].dt.tz_convert("UTC").dt.floor("D")  # as the files are named
+    days = set(pd.DatetimeIndex(utc_days.unique()).strftime("%Y-%m-%d"))
     removed = sorted(p.stem for p in Path(folder).glob("????-??-??.parquet") if p.stem not in days)
     for day in removed:
         (Path(folder) / f"{day}.parquet").unlink()

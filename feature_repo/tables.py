@@ -178,8 +178,8 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
     are (every day when `rebuild`, or when the last write was of another dataset, history length
     or version of the queries). Tables are written to a scratch
     folder first, so a failure leaves the previous files as they were; `partitions.json` is
-    written last (and removed before a full rewrite moves its files in), so days a failed write
-    left half replaced are recomputed by the next.
+    written last (and its days emptied before a full rewrite moves its files in), so days a failed
+    write left half replaced are recomputed by the next.
     """
     dataset.validate()
     out_dir = Path(out_dir)
@@ -221,8 +221,9 @@ def write_feature_tables(dataset: Dataset, out_dir: str | Path, *,
         if since is not None:
             written |= _write_days(con, scratch, since, last or since, history_length)
         _mark_unloaded(out_dir, changed_static, since, last)  # first: a crash after the move keeps it
-        if not known:  # a full move deletes every day first: until it is done, no day is known
-            (out_dir / PARTITIONS_FILE).unlink(missing_ok=True)
+        if not known and previous:  # a full move deletes every day first: until it is done, no
+            # day is known (the rest, e.g. the history length the service reads, stays)
+            atomic_write(out_dir / PARTITIONS_FILE, json.dumps({**previous, "days": {}, "rows": {}}) + "\n")
         _move_into_place(scratch, out_dir, whole, since, full=not known)
         _mark_unloaded(out_dir, changed_static, since, last)  # renewed: a load that read it before keeps it
     finally:

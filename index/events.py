@@ -398,9 +398,12 @@ def _concat(base: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
 def unplaced(dataset: Dataset, logged: list[Event]) -> list[int]:
     """The seqs of the logged stock writes of `dataset` its tables left out: their item is not in
     the catalogue yet (`with_events`). A later read needs them again when the item arrives."""
-    placed = set(dataset.stock[SEQ].dropna().astype("int64").tolist()) if SEQ in dataset.stock else set()
-    return [e.seq for e in of_dataset(logged, dataset.fingerprint)
-            if e.kind == "stock" and e.seq not in placed]
+    read = [e.seq for e in of_dataset(logged, dataset.fingerprint) if e.kind == "stock"]
+    if not read or SEQ not in dataset.stock:
+        return read
+    seqs = dataset.stock[SEQ]
+    placed = set(seqs[seqs >= min(read)].astype("int64").tolist())  # not every stock row ever logged
+    return [seq for seq in read if seq not in placed]
 
 
 def log_position(dataset: Dataset) -> int:

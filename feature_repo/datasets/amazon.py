@@ -158,10 +158,13 @@ def clean_title(title: object) -> str:
 def parse_price(price: object) -> float:
     """A price from a number or text like "$1,234.56" (a range gives its low end); else (also for
     a negative or infinite number) NaN."""
+    if isinstance(price, bool):
+        return math.nan
     if isinstance(price, int | float):
         return float(price) if 0 <= price < math.inf else math.nan
     found = NUMBER.search(str(price or ""))
-    return float(found.group().replace(",", "")) if found else math.nan
+    negative = found is not None and str(price)[:found.start()].rstrip().endswith("-")
+    return float(found.group().replace(",", "")) if found and not negative else math.nan
 
 
 def k_core(events: pd.DataFrame, k: int) -> pd.DataFrame:

@@ -101,8 +101,8 @@ def test_a_new_day_extends_the_tables_to_what_a_full_rebuild_writes(shop, tmp_pa
 
 def test_a_rebuild_killed_while_it_moves_the_days_in_is_completed_by_the_next_write(
         shop, tmp_path, monkeypatch):
-    write_feature_tables(shop, tmp_path / "whole")
-    write_feature_tables(shop, tmp_path / "daily")
+    write_feature_tables(shop, tmp_path / "whole", history_length=20)
+    write_feature_tables(shop, tmp_path / "daily", history_length=20)
     real, moves = tables.os.replace, []
 
     def killed_part_way(source, target):
@@ -113,9 +113,10 @@ def test_a_rebuild_killed_while_it_moves_the_days_in_is_completed_by_the_next_wr
 
     monkeypatch.setattr(tables.os, "replace", killed_part_way)
     with pytest.raises(KeyboardInterrupt):
-        write_feature_tables(shop, tmp_path / "daily", rebuild=True)
+        write_feature_tables(shop, tmp_path / "daily", rebuild=True, history_length=20)
     monkeypatch.setattr(tables.os, "replace", real)
-    assert write_feature_tables(shop, tmp_path / "daily").days  # recomputed, not taken as current
+    assert tables.history_length(tmp_path / "daily") == 20  # what a service loading now reads
+    assert write_feature_tables(shop, tmp_path / "daily", history_length=20).days  # not taken as current
     assert_same_tables(tmp_path / "daily", tmp_path / "whole")
 
 
@@ -229,6 +230,14 @@ def test_days_whose_events_left_the_dataset_leave_the_training_frame(shop, tmp_p
     frame = pd.read_parquet(folder)
     assert len(frame) == len(left)
     assert not frame["event_timestamp"].dt.floor("D").isin([last, second]).any()
+
+
+def test_removed_days_are_utc_days_whatever_zone_the_entities_are_in(tmp_path):
+    (tmp_path / "2024-01-02.parquet").write_bytes(b"")  # named by UTC day, as every file is
+    (tmp_path / "2024-01-03.parquet").write_bytes(b"")
+    at = pd.Series([pd.Timestamp("2024-01-02 02:00", tz="UTC").tz_convert("America/New_York")])
+    assert drop_removed_days(tmp_path, pd.DataFrame({"event_timestamp": at})) == ["2024-01-03"]
+    assert (tmp_path / "2024-01-02.parquet").exists()
 
 
 def test_changed_user_profiles_make_every_days_training_frame_stale(shop, tmp_path):

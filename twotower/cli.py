@@ -95,6 +95,7 @@ def _eval(args: argparse.Namespace) -> None:
     from towers.model import TowerConfig
     from towers.train import TRAINED_ON_SPLIT, TrainConfig, fit_split, trained_on_split
 
+    _check_eval_options(args)
     try:
         values = load_preset(args.preset) if args.preset else {}
     except (OSError, ValueError) as exc:  # missing, unreadable or not TOML
@@ -145,16 +146,30 @@ def _eval(args: argparse.Namespace) -> None:
                           **({"training": training} if training else {}), **metrics})
 
 
+def _check_eval_options(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen evaluation would ignore, before the data is read; then fill in
+    the defaults."""
+    two_tower = not args.cold_start and (args.model or "two-tower") == "two-tower"
+    trains = args.cold_start or (two_tower and not args.artifact)
+    for name, given, applies, why in (
+            ("--protocol", args.protocol, not args.cold_start, "--cold-start makes its own split"),
+            ("--model", args.model, not args.cold_start, "--cold-start compares two-tower and popularity"),
+            ("--artifact", args.artifact, two_tower, "it is a saved two-tower, for --model two-tower"),
+            ("--preset", args.preset, trains, "it configures a two-tower this command trains"),
+            ("--item-encoder", args.item_encoder, trains, "it configures a two-tower this command trains")):
+        if given and not applies:
+            raise SystemExit(f"twotower eval: {name} does not apply here: {why}")
+    if args.json and not args.json.parent.is_dir():
+        raise SystemExit(f"twotower eval: --json {args.json}: no folder {args.json.parent}")
+    args.protocol, args.model = args.protocol or "loo", args.model or "two-tower"
+
+
 def _cold_start(args: argparse.Namespace, dataset, tower, train) -> None:
     """Two-tower (served by the service's engine) vs point-in-time Popularity on held-out items (see
     towers/cold_start.py)."""
     from contextlib import ExitStack
 
     from towers.cold_start import report
-
-    if args.artifact:
-        raise SystemExit("twotower eval --cold-start trains its own model without the held-out "
-                         "items; drop --artifact")
 
     with tempfile.TemporaryDirectory(prefix="twotower-cold-") as home, ExitStack() as engines:
         def serve(artifact, cold_items):  # an index version of the held-out items only
@@ -355,9 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_data_check)
     evaluation = commands.add_parser("eval", help="offline evaluation on the LOO or TEMPORAL split")
     evaluation.add_argument("--data", required=True, help="dataset spec, e.g. movielens-100k:PATH")
-    evaluation.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
+    evaluation.add_argument("--protocol", choices=["loo", "temporal"], help="the split (default loo)")
     evaluation.add_argument("--model", choices=["two-tower", "lightgcn", "ease", "popularity"],
-                            default="two-tower")
+                            help="what is evaluated (default two-tower)")
     evaluation.add_argument("--preset", type=Path,
                             help="a TOML file of the two-tower's config keys when it trains one "
                                  "(as python -m towers.train --preset; e.g. towers/configs/)")

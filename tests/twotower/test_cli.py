@@ -114,6 +114,20 @@ def test_eval_preset_errors_name_the_file_or_the_key(tmp_path):
         main(["eval", "--data", spec, "--preset", str(preset), "--item-encoder", "gat"])
 
 
+@pytest.mark.parametrize(("options", "refused"), [
+    (["--model", "ease", "--artifact", "model"], "--artifact does not apply here: it is a saved two-tower"),
+    (["--model", "popularity", "--preset", "p.toml"], "--preset does not apply here"),
+    (["--artifact", "model", "--item-encoder", "sage"], "--item-encoder does not apply here"),
+    (["--cold-start", "--protocol", "temporal"], "--protocol does not apply here: --cold-start"),
+    (["--cold-start", "--model", "ease"], "--model does not apply here: --cold-start"),
+    (["--cold-start", "--artifact", "model"], "--artifact does not apply here"),
+    (["--json", "no/such/folder/out.json"], "--json no/such/folder/out.json: no folder no/such/folder"),
+])
+def test_eval_refuses_an_option_it_would_ignore_before_reading_the_data(options, refused):
+    with pytest.raises(SystemExit, match=refused):
+        main(["eval", "--data", "generic:/no/such/folder", *options])
+
+
 def _shop(folder, interactions):
     folder.mkdir()
     (folder / "interactions.csv").write_text(interactions)

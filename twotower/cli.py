@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import runpy
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -62,11 +63,12 @@ def _demo(args: argparse.Namespace) -> None:
             current = rec.user_id
             print(f"\nuser {rec.user_id}:   {'item':>7}  {'score':>6}  title")
         print(f"  {'':>10}{rec.item_id:>7}  {rec.score:6.3f}  {rec.title}")
-    home = args.home
+    home, q = args.home, lambda value: shlex.quote(str(value))
     print(f"""
 next:
   twotower serve --home {home}    # the API at http://127.0.0.1:8000/docs (TWOTOWER_*_KEYS: README)
-  DAGSTER_HOME={(home / "dagster").resolve()} dagster dev    # these runs at http://localhost:3000
+  cd {q(ROOT)} && DAGSTER_HOME={q((home / "dagster").resolve())} TWOTOWER_DATA_DIR={q(home.resolve())} \\
+    TWOTOWER_DATA={q(args.data)} dagster dev    # these runs, and new ones, at http://localhost:3000
   twotower versions list --home {home}    # index versions: promote, rollback, prune""")
 
 

@@ -95,6 +95,9 @@ def test_the_demo_runs_on_twenty_items_and_prints_a_summary_and_the_next_command
     assert "test window: NDCG@10 " in out and "Recall@100 " in out
     assert "live: model version 1, index version 1; training: " in out and "; ranking: " in out
     assert f"twotower serve --home {tmp_path / 'home'}" in out and "dagster dev" in out
+    # the UI's runs read and write the demo's data directory and dataset
+    assert f"TWOTOWER_DATA_DIR={(tmp_path / 'home').resolve()}" in out
+    assert "TWOTOWER_DATA=synthetic:items=20,users=40,events=800,seed=5 dagster dev" in out
     assert out.count("\nuser ") == 3
 
 

@@ -133,8 +133,9 @@ def check(compose: dict, env_example: str, settings_fields: set[str] | None = No
 
 def _env_values(env_example: str) -> dict[str, str]:
     """The `NAME=value` lines of `.env.example`."""
-    return dict(line.split("=", 1) for line in map(str.strip, env_example.splitlines())
-                if "=" in line and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, _, value in (
+        line.partition("=") for line in map(str.strip, env_example.splitlines())
+        if "=" in line and not line.startswith("#"))}
 
 
 def _check_images(services: dict, env_example: str) -> list[str]:

@@ -47,6 +47,7 @@ def _features(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    from feature_repo.datasets import identity
     from twotower.demo import run_demo
 
     demo = run_demo(args.data, args.home, replace=args.replace, verbose=args.verbose)
@@ -67,8 +68,8 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"""
 next:
   twotower serve --home {home}    # the API at http://127.0.0.1:8000/docs (TWOTOWER_*_KEYS: README)
-  cd {q(ROOT)} && DAGSTER_HOME={q((home / "dagster").resolve())} TWOTOWER_DATA_DIR={q(home.resolve())} \\
-    TWOTOWER_DATA={q(args.data)} dagster dev    # these runs, and new ones, at http://localhost:3000
+  (cd {q(ROOT)} && DAGSTER_HOME={q((home / "dagster").resolve())} TWOTOWER_DATA_DIR={q(home.resolve())} \\
+    TWOTOWER_DATA={q(identity(args.data))} dagster dev)    # these runs, and new ones: localhost:3000
   twotower versions list --home {home}    # index versions: promote, rollback, prune""")
 
 
@@ -229,6 +230,12 @@ def _served(artifact, dataset, *, items=None, store=None) -> Iterator:  # -> ser
             registry.close()
 
 
+def _field_names(location: tuple) -> list[str]:
+    """A settings error's location as the variable's parts: without the index backend's union
+    tag, which is no field (`TWOTOWER_INDEX__TIMEOUT_S`, not `..._INDEX__SERVER__TIMEOUT_S`)."""
+    return [str(part) for part in location if part not in ("edge", "server")]
+
+
 def _serve(args: argparse.Namespace) -> None:
     """Run the API with uvicorn in `--workers` processes, each serving its own copy of the live
     Qdrant Edge shard (`EdgeSettings.own_copies`) and replaying the others' writes from the log."""
@@ -243,7 +250,7 @@ def _serve(args: argparse.Namespace) -> None:
         settings = Settings()  # type: ignore[call-arg]
     except ValidationError as error:
         raise SystemExit("twotower serve: " + "; ".join(
-            ("TWOTOWER_" + "__".join(str(p) for p in e["loc"]).upper() + ": " if e["loc"] else "")
+            ("TWOTOWER_" + "__".join(_field_names(e["loc"])).upper() + ": " if e["loc"] else "")
             + e["msg"] for e in error.errors())) from None
     repo = Path(settings.feature_store().repo_dir)
     if not (repo / "feature_store.yaml").is_file():
@@ -399,10 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "live version in memory)")
     serve.set_defaults(run=_serve)
     versions = commands.add_parser("versions", help="list, promote, roll back or prune index versions")
-    common = argparse.ArgumentParser(add_help=False)  # after the action: versions list --home DIR
-    common.add_argument("--home", type=Path, default=DEFAULT_HOME,
+    common = argparse.ArgumentParser(add_help=False)  # before the action or after it
+    common.add_argument("--home", type=Path, default=argparse.SUPPRESS,
                         help=f"data directory (default {DEFAULT_HOME})")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    versions.add_argument("--home", type=Path, default=DEFAULT_HOME, help=argparse.SUPPRESS)
+    versions.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     actions = versions.add_subparsers(dest="action", required=True)
     actions.add_parser("list", parents=[common], help="every index version with its status")
     actions.add_parser("promote", parents=[common], help="make a ready version live").add_argument(

@@ -81,7 +81,7 @@ def run_demo(spec: str, home: Path, *, users: int = 3, k: int = 5,
                           "two_tower_model_towers_beat_popularity_on_validation": {"config": gate},
                           "feature_tables": {"config": {"replace": replace}}},
                   # quiet: a failure ends as PipelineFailed's one line, the summary says the rest
-                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}},
+                  "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}},
                               "progress": {}}}  # Dagster starts only the loggers named here
     with instance_for(home) as instance, _StepBar(enabled=not verbose) as bar:
         result = materialize_graph(settings, instance=instance, raise_on_error=False,

@@ -6,6 +6,7 @@ only if every blocking check passed, then prunes old versions (keep 3).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,11 @@ def retrain(home: Path, data: str | None = None, *, replace: bool = False, verbo
     stored = RawTablesStore(data_dir=str(home)).manifest()
     data = data or os.environ.get("TWOTOWER_DATA") or (stored or {}).get("identity")
     settings = PipelineSettings(data_dir=home, **({"data": data} if data else {}))
-    run_config = run_config or {}
-    run_config = {**run_config,
-                  "ops": {"feature_tables": {"config": {"replace": replace}}, **run_config.get("ops", {})},
-                  "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
+    run_config = copy.deepcopy(run_config or {})  # the caller's settings win over these defaults
+    run_config.setdefault("ops", {}).setdefault("feature_tables", {}).setdefault("config", {}) \
+        .setdefault("replace", replace)
+    run_config.setdefault("loggers", {}).setdefault(  # step events are DEBUG records
+        "console", {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}})
     with instance_for(home) as instance:
         result = materialize_graph(settings, instance=instance, selection=retraining_job.selection,
                                    run_config=run_config, raise_on_error=False)

@@ -163,7 +163,7 @@ def parse_price(price: object) -> float:
     if isinstance(price, int | float):
         return float(price) if 0 <= price < math.inf else math.nan
     found = NUMBER.search(str(price or ""))
-    negative = found is not None and str(price)[:found.start()].rstrip().endswith("-")
+    negative = found is not None and re.search(r"-\W*$", str(price)[:found.start()]) is not None
     return float(found.group().replace(",", "")) if found and not negative else math.nan
 
 

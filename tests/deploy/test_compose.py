@@ -97,6 +97,7 @@ def test_reference_missing_from_env_example_is_reported():
     compose["services"]["api"]["environment"]["EXTRA"] = "${NEW_SECRET}"
     assert compose_check.check(compose, ENV_EXAMPLE) == [
         "${NEW_SECRET}: used in the compose file but missing from .env.example"]
+    assert compose_check.check(compose, ENV_EXAMPLE + "\nNEW_SECRET = s3cret\n") == []  # spaces allowed
 
 
 def test_cluster_nodes_must_join_the_first_node():

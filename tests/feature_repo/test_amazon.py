@@ -100,7 +100,8 @@ def test_titles_and_prices_are_cleaned():
     assert parse_price("$1,234.56") == 1234.56 and parse_price(12) == 12.0
     assert pd.isna(parse_price("")) and pd.isna(parse_price(None))
     assert pd.isna(parse_price(-3.5)) and pd.isna(parse_price(float("inf")))
-    assert pd.isna(parse_price("-5.99")) and pd.isna(parse_price("$ -5")) and pd.isna(parse_price(True))
+    assert pd.isna(parse_price("-5.99")) and pd.isna(parse_price("$ -5")) and pd.isna(parse_price("-$5"))
+    assert pd.isna(parse_price(True))
     assert parse_price("$10 - $20") == 10.0
 
 

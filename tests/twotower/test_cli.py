@@ -145,6 +145,12 @@ def test_serve_names_a_missing_setting_or_an_unbuilt_home_in_one_line(tmp_path, 
                                   "TWOTOWER_WRITE_KEYS: Field required")
     monkeypatch.setenv("TWOTOWER_READ_KEYS", "r" * 32)
     monkeypatch.setenv("TWOTOWER_WRITE_KEYS", "w" * 32)
+    monkeypatch.setenv("TWOTOWER_INDEX__BACKEND", "server")
+    monkeypatch.setenv("TWOTOWER_INDEX__TIMEOUT_S", "soon")
+    with pytest.raises(SystemExit, match="twotower serve: TWOTOWER_INDEX__TIMEOUT_S: Input should be"):
+        main(["serve", "--home", str(tmp_path)])  # the variable's name, without the backend's tag
+    monkeypatch.delenv("TWOTOWER_INDEX__BACKEND")
+    monkeypatch.delenv("TWOTOWER_INDEX__TIMEOUT_S")
     with pytest.raises(SystemExit, match=f"no feature repository in {tmp_path / 'feature_repo'}: "
                                          f"build the data directory first"):
         main(["serve", "--home", str(tmp_path)])

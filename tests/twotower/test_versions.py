@@ -48,7 +48,7 @@ def test_promoting_an_unknown_version_is_one_clear_line(home):
 
 
 def test_versions_list_prints_a_table(home, capsys):
-    main(["versions", "list", "--home", str(home)])
+    main(["versions", "--home", str(home), "list"])  # the options before the action parse too
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["id", "status", "model", "items"] and "live" in out[1]
 

@@ -79,6 +79,7 @@ class ModelVersion(Base):
     """A trained tower pair whose item embeddings feed index versions."""
 
     __tablename__ = "model_versions"
+    __table_args__ = {"sqlite_autoincrement": True}  # a pruned id is never handed out again
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -100,6 +101,9 @@ class IndexVersion(Base):
             sqlite_where=text("status = 'live'"),
             postgresql_where=text("status = 'live'"),
         ),
+        # A pruned id is never handed out again: a location (a collection name, a shard folder)
+        # and a served version number then always mean one build
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -408,13 +412,20 @@ class Registry:
                     doomed.append(version)
         deleted = []
         for version in doomed:
-            if self.backend is not None and version.location and version.backend == self.backend.kind:
-                self.backend.drop(self._here(version.location))
+            # Checked again as the row goes: a promotion since the scan may have made it live or
+            # the rollback target. The row goes first, so no promotion or rollback finds it
+            # without its data.
             with self._sessions.begin() as session:
                 row = session.get(IndexVersion, version.id)
-                if row is not None and row.status not in (Status.LIVE, Status.BUILDING):
-                    session.delete(row)
-                    deleted.append(version.id)
+                current = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
+                now_target = self._rollback_target(session, current) if current is not None else None
+                if row is None or row.status in (Status.LIVE, Status.BUILDING) or (
+                        now_target is not None and now_target.id == row.id):
+                    continue
+                session.delete(row)
+            deleted.append(version.id)
+            if self.backend is not None and version.location and version.backend == self.backend.kind:
+                self.backend.drop(self._here(version.location))
         log.info("pruned index versions %s", deleted)
         return deleted
 

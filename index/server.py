@@ -251,7 +251,9 @@ class ServerBackend(IndexBackend):
         log.info("dropped collection %s", location)
 
     def release(self, location: str) -> None:
-        """Nothing to free: the server holds the collection, this client holds no handle to it."""
+        """Forget the settings read of `location` (the server holds the collection; this client
+        holds no handle to it): a version loaded again reads them again."""
+        self._specs.pop(location, None)
 
     def close(self) -> None:
         self.client.close()

@@ -358,6 +358,40 @@ def test_prune_keeps_the_version_the_live_one_replaced(tmp_path: Path) -> None:
     registry.close()
 
 
+def test_prune_keeps_a_version_a_promotion_made_the_rollback_target_while_it_ran(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, other = Registry(data_dir=tmp_path), Registry(data_dir=tmp_path)
+    v1, v2, v3 = _ready_versions(registry, 3)
+    registry.promote(v1)
+    registry.promote(v2)  # live; v1 the rollback target; v3 ready
+    scanned = registry.rollback_target
+
+    def promoted_meanwhile():  # another process promotes v3 once prune has read the target
+        target = scanned()
+        other.promote(v3)
+        return target
+
+    monkeypatch.setattr(registry, "rollback_target", promoted_meanwhile)
+    assert registry.prune(keep=0) == []  # not v2, the version v3 replaced (v1 waits for the next)
+    monkeypatch.undo()
+    assert registry.prune(keep=0) == [v1]
+    assert registry.rollback().id == v2
+    registry.close()
+    other.close()
+
+
+def test_a_pruned_id_is_never_handed_out_again(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    v1, v2, v3 = _ready_versions(registry, 3)
+    registry.promote(v1)
+    assert sorted(registry.prune(keep=0)) == [v2, v3]
+    model = registry.register_model("again")
+    assert registry.register_build(model_version_id=model.id, config={}, backend="edge",
+                                   location="y").id == v3 + 1
+    assert model.id == 2
+    registry.close()
+
+
 def test_a_registry_database_from_before_previous_live_id_rolls_back_by_promotion_time(
     tmp_path: Path,
 ) -> None:

@@ -1,9 +1,10 @@
-"""Columns added after a table's first release: `create_all` creates tables, never columns."""
+"""Changes to tables after their first release: `create_all` creates tables, never changes them."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, MetaData, inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 
 def add_column(engine: Engine, table: str, column: str, sql_type: str) -> None:
@@ -18,3 +19,49 @@ def add_column(engine: Engine, table: str, column: str, sql_type: str) -> None:
     except DBAPIError:
         if not present():  # else another process opening the database added it first
             raise
+
+
+def autoincrement_ids(engine: Engine, metadata: MetaData, tables: list[str]) -> None:
+    """Rebuild SQLite `tables` created before their ids were AUTOINCREMENT (a no-op elsewhere and
+    once done), rows and indexes kept: SQLite otherwise hands the id of a deleted newest row out
+    again. One transaction per table, holding the write lock, so a crash or a second process
+    opening the database at once leaves either the old table or the new one."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    def done(cursor, name: str) -> bool:
+        (sql,) = cursor.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (name,)).fetchone()
+        return "AUTOINCREMENT" in sql.upper()
+
+    with engine.connect() as connection:  # a read first: no write lock for a migrated database
+        cursor = connection.connection.driver_connection.cursor()
+        tables = [name for name in tables if not done(cursor, name)]
+    for name in tables:
+        table = metadata.tables[name]
+        scratch = MetaData()  # beside copies of the tables its foreign keys name
+        for other in metadata.tables.values():
+            other.to_metadata(scratch)
+        rebuilt = table.to_metadata(scratch, name=f"{name}_rebuilt")
+        columns = ", ".join(c.name for c in table.columns)
+        connection = engine.raw_connection()
+        sqlite = connection.driver_connection
+        isolation, sqlite.isolation_level = sqlite.isolation_level, None  # ours: the whole transaction
+        try:
+            cursor = sqlite.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                if not done(cursor, name):  # another process may have rebuilt it meanwhile
+                    cursor.execute(str(CreateTable(rebuilt).compile(engine)))
+                    cursor.execute(f"INSERT INTO {rebuilt.name} ({columns}) SELECT {columns} FROM {name}")
+                    cursor.execute(f"DROP TABLE {name}")
+                    cursor.execute(f"ALTER TABLE {rebuilt.name} RENAME TO {name}")
+                    for index in table.indexes:
+                        cursor.execute(str(CreateIndex(index).compile(engine)))
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+        finally:
+            sqlite.isolation_level = isolation  # as the pool hands it out
+            connection.close()

@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from index.errors import NoLiveVersionError, UnknownVersionError, VersionStateError
-from index.migrations import add_column
+from index.migrations import add_column, autoincrement_ids
 from index.processes import process_alive, process_start
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class Registry:
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
         add_column(self.engine, "index_versions", "previous_live_id", "INTEGER")
+        autoincrement_ids(self.engine, Base.metadata, ["model_versions", "index_versions"])
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = backend
         self.timeout_s = timeout_s

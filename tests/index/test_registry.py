@@ -392,6 +392,40 @@ def test_a_pruned_id_is_never_handed_out_again(tmp_path: Path) -> None:
     registry.close()
 
 
+def test_a_registry_database_from_before_autoincrement_is_rebuilt_with_its_rows(tmp_path: Path) -> None:
+    registry = Registry(data_dir=tmp_path)
+    v1, v2, v3 = _ready_versions(registry, 3)
+    registry.promote(v1)
+    with registry.engine.begin() as connection:  # the tables as they were: ids SQLite may reuse
+        for table in ("model_versions", "index_versions"):
+            sql = connection.exec_driver_sql(
+                f"SELECT sql FROM sqlite_master WHERE name = '{table}'").scalar()
+            columns = ", ".join(c.name for c in IndexVersion.metadata.tables[table].columns)
+            connection.exec_driver_sql(sql.replace(f"TABLE {table}", "TABLE old")
+                                       .replace(" AUTOINCREMENT", ""))
+            connection.exec_driver_sql(f"INSERT INTO old ({columns}) SELECT {columns} FROM {table}")
+            connection.exec_driver_sql(f"DROP TABLE {table}")
+            connection.exec_driver_sql(f"ALTER TABLE old RENAME TO {table}")
+        connection.exec_driver_sql("DROP INDEX IF EXISTS ix_index_versions_one_live")
+        connection.exec_driver_sql(
+            "CREATE UNIQUE INDEX ix_index_versions_one_live ON index_versions (status) WHERE status = 'live'")
+        assert "AUTOINCREMENT" not in connection.exec_driver_sql(
+            "SELECT group_concat(sql) FROM sqlite_master WHERE type = 'table'").scalar()
+    registry.close()
+
+    reopened = Registry(data_dir=tmp_path)
+    assert {v.id: v.status for v in reopened.versions()} == {
+        v1: Status.LIVE, v2: Status.READY, v3: Status.READY}
+    assert sorted(reopened.prune(keep=0)) == [v2, v3]
+    model = reopened.register_model("again")
+    assert reopened.register_build(model_version_id=model.id, config={}, backend="edge",
+                                   location="y").id == v3 + 1
+    with pytest.raises(Exception, match="UNIQUE"):  # the one-live index came back with the table
+        with reopened.engine.begin() as connection:
+            connection.execute(update(IndexVersion).values(status=Status.LIVE))
+    reopened.close()
+
+
 def test_a_registry_database_from_before_previous_live_id_rolls_back_by_promotion_time(
     tmp_path: Path,
 ) -> None:

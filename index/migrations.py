@@ -21,11 +21,13 @@ def add_column(engine: Engine, table: str, column: str, sql_type: str) -> None:
             raise
 
 
-def autoincrement_ids(engine: Engine, metadata: MetaData, tables: list[str]) -> None:
+def autoincrement_ids(engine: Engine, metadata: MetaData, tables: dict[str, str]) -> None:
     """Rebuild SQLite `tables` created before their ids were AUTOINCREMENT (a no-op elsewhere and
     once done), rows and indexes kept: SQLite otherwise hands the id of a deleted newest row out
-    again. One transaction per table, holding the write lock, so a crash or a second process
-    opening the database at once leaves either the old table or the new one."""
+    again. Each table's counter starts past its rows and past what its query (`tables[name]`)
+    finds the highest id named elsewhere; an id deleted above both cannot be known. One
+    transaction per table, holding the write lock, so a crash or a second process opening the
+    database at once leaves either the old table or the new one."""
     if engine.dialect.name != "sqlite":
         return
 
@@ -36,8 +38,8 @@ def autoincrement_ids(engine: Engine, metadata: MetaData, tables: list[str]) -> 
 
     with engine.connect() as connection:  # a read first: no write lock for a migrated database
         cursor = connection.connection.driver_connection.cursor()
-        tables = [name for name in tables if not done(cursor, name)]
-    for name in tables:
+        tables = {name: named for name, named in tables.items() if not done(cursor, name)}
+    for name, named in tables.items():
         table = metadata.tables[name]
         scratch = MetaData()  # beside copies of the tables its foreign keys name
         for other in metadata.tables.values():
@@ -58,9 +60,14 @@ def autoincrement_ids(engine: Engine, metadata: MetaData, tables: list[str]) -> 
                     cursor.execute(f"ALTER TABLE {rebuilt.name} RENAME TO {name}")
                     for index in table.indexes:
                         cursor.execute(str(CreateIndex(index).compile(engine)))
+                    cursor.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, 0 WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM sqlite_sequence WHERE name = ?)", (name, name))
+                    cursor.execute(f"UPDATE sqlite_sequence SET seq = max(seq, coalesce(({named}), 0)) "
+                                   "WHERE name = ?", (name,))
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                if sqlite.in_transaction:  # SQLite may have rolled back itself (disk full, I/O)
+                    cursor.execute("ROLLBACK")
                 raise
         finally:
             sqlite.isolation_level = isolation  # as the pool hands it out

@@ -162,7 +162,9 @@ class Registry:
         self.engine = create_engine(url, connect_args=connect_args)
         Base.metadata.create_all(self.engine)
         add_column(self.engine, "index_versions", "previous_live_id", "INTEGER")
-        autoincrement_ids(self.engine, Base.metadata, ["model_versions", "index_versions"])
+        autoincrement_ids(self.engine, Base.metadata, {  # and the highest id anything still names
+            "model_versions": "SELECT max(model_version_id) FROM index_versions",
+            "index_versions": "SELECT max(previous_live_id) FROM index_versions"})
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = backend
         self.timeout_s = timeout_s
@@ -413,11 +415,15 @@ class Registry:
                     doomed.append(version)
         deleted = []
         for version in doomed:
-            # Checked again as the row goes: a promotion since the scan may have made it live or
-            # the rollback target. The row goes first, so no promotion or rollback finds it
-            # without its data.
+            # Checked again as the row goes, under the lock a switch holds until it commits (as in
+            # `restore_live_pointer`): a promotion or rollback since the scan may have made it live
+            # or the rollback target. A row a promotion has locked is left for the next prune. The
+            # row goes first, so no promotion or rollback finds it without its data.
             with self._sessions.begin() as session:
-                row = session.get(IndexVersion, version.id)
+                session.execute(update(IndexVersion).where(IndexVersion.status == Status.LIVE)
+                                .values(updated_at=IndexVersion.updated_at))
+                row = session.scalar(select(IndexVersion).where(IndexVersion.id == version.id)
+                                     .with_for_update(skip_locked=True))
                 current = session.scalar(select(IndexVersion).where(IndexVersion.status == Status.LIVE))
                 now_target = self._rollback_target(session, current) if current is not None else None
                 if row is None or row.status in (Status.LIVE, Status.BUILDING) or (
@@ -426,7 +432,11 @@ class Registry:
                 session.delete(row)
             deleted.append(version.id)
             if self.backend is not None and version.location and version.backend == self.backend.kind:
-                self.backend.drop(self._here(version.location))
+                try:
+                    self.backend.drop(self._here(version.location))
+                except Exception:  # the row is gone: say where its data stays, and go on
+                    log.exception("index version %d: pruned, but its data at %s could not be "
+                                  "dropped; delete it by hand", version.id, version.location)
         log.info("pruned index versions %s", deleted)
         return deleted
 

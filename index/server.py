@@ -211,12 +211,13 @@ class ServerBackend(IndexBackend):
 
     def spec(self, location: str | None = None) -> IndexSpec:
         name = self._resolve(location)
-        if location is None or name not in self._specs:  # the alias may have moved: re-read it
+        spec = self._specs.get(name) if location is not None else None  # the alias may have moved
+        if spec is None:  # read (again): not cached, or released meanwhile
             metadata = self.client.get_collection(name).config.metadata or {}
             if SPEC_KEY not in metadata:
                 raise UnknownVersionError(f"index version {name}: collection has no {SPEC_KEY} metadata")
-            self._specs[name] = IndexSpec.model_validate(metadata[SPEC_KEY])
-        return self._specs[name]
+            spec = self._specs[name] = IndexSpec.model_validate(metadata[SPEC_KEY])
+        return spec
 
     def _cached_live_spec(self) -> IndexSpec:
         # Saves three round trips per query; the data itself is always read through the alias.

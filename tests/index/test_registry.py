@@ -358,9 +358,11 @@ def test_prune_keeps_the_version_the_live_one_replaced(tmp_path: Path) -> None:
     registry.close()
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_prune_keeps_a_version_a_promotion_made_the_rollback_target_while_it_ran(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    registry, other = Registry(data_dir=tmp_path), Registry(data_dir=tmp_path)
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str) -> None:
+    url = start_postgres().create_database("pruning") if database == "postgresql" else None
+    registry, other = Registry(url, data_dir=tmp_path), Registry(url, data_dir=tmp_path)
     v1, v2, v3 = _ready_versions(registry, 3)
     registry.promote(v1)
     registry.promote(v2)  # live; v1 the rollback target; v3 ready
@@ -378,6 +380,25 @@ def test_prune_keeps_a_version_a_promotion_made_the_rollback_target_while_it_ran
     assert registry.rollback().id == v2
     registry.close()
     other.close()
+
+
+def test_prune_goes_on_past_data_it_cannot_drop_and_names_it(
+        live_index: LiveIndex, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    registry = live_index.registry
+    built = [build_version(live_index.items, registry=registry, spec=live_index.spec,
+                           model_version_id=live_index.model_version_id).id for _ in range(2)]
+    drop, refused = live_index.backend.drop, []
+
+    def unreachable_once(location: str) -> None:
+        if not refused:
+            refused.append(location)
+            raise ConnectionError("index unreachable")
+        drop(location)
+
+    monkeypatch.setattr(live_index.backend, "drop", unreachable_once)
+    assert sorted(registry.prune(keep=0)) == sorted(built)
+    assert f"index version {max(built)}: pruned, but its data at" in caplog.text
+    assert {v.status for v in registry.versions()} == {Status.LIVE}
 
 
 def test_a_pruned_id_is_never_handed_out_again(tmp_path: Path) -> None:
@@ -411,15 +432,20 @@ def test_a_registry_database_from_before_autoincrement_is_rebuilt_with_its_rows(
             "CREATE UNIQUE INDEX ix_index_versions_one_live ON index_versions (status) WHERE status = 'live'")
         assert "AUTOINCREMENT" not in connection.exec_driver_sql(
             "SELECT group_concat(sql) FROM sqlite_master WHERE type = 'table'").scalar()
+        # a row still names version 9, pruned before the upgrade
+        connection.exec_driver_sql(f"UPDATE index_versions SET previous_live_id = 9 WHERE id = {v2}")
     registry.close()
 
     reopened = Registry(data_dir=tmp_path)
     assert {v.id: v.status for v in reopened.versions()} == {
         v1: Status.LIVE, v2: Status.READY, v3: Status.READY}
-    assert sorted(reopened.prune(keep=0)) == [v2, v3]
     model = reopened.register_model("again")
+    build = reopened.register_build(model_version_id=model.id, config={}, backend="edge", location="y")
+    assert build.id == 10  # past every id still named
+    reopened.mark_ready(build.id, item_count=0)
+    assert sorted(reopened.prune(keep=0)) == [v2, v3, 10]
     assert reopened.register_build(model_version_id=model.id, config={}, backend="edge",
-                                   location="y").id == v3 + 1
+                                   location="z").id == 11
     with pytest.raises(Exception, match="UNIQUE"):  # the one-live index came back with the table
         with reopened.engine.begin() as connection:
             connection.execute(update(IndexVersion).values(status=Status.LIVE))

@@ -167,8 +167,8 @@ def _apply(repo: Path):  # -> feast.FeatureStore
 def monotonic_online_store(store) -> None:
     """Make the online store refuse a value older than the stored one: materializing older feature
     rows never replaces newer ones (a history the service appended to, a quantity it set). Redis:
-    each row compared and set in one step (`redis_writes.guard`). SQLite: one trigger per table;
-    Feast writes `event_ts` as ISO text, so text order is time order."""
+    each row compared and set in one step (`redis_writes.guard`). SQLite: one trigger per table
+    (Feast keeps `event_ts` there in whole seconds)."""
     if store.config.online_store.type == "redis":
         from feature_repo.redis_writes import guard  # loads Feast: only when a store is open
 

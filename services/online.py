@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,9 @@ class OnlineFeatures:
 
     def __init__(self, store) -> None:  # store: feast.FeatureStore
         self._store = store
+        # The smallest step past a stored stamp that the store keeps: Feast's SQLite store keeps
+        # whole seconds, Redis the microsecond
+        self._past = timedelta(seconds=1) if store.config.online_store.type == "sqlite" else AFTER
         absent = {name: value.as_py() for name, value in when_absent().items()}
         self._absent = {name: tuple(v) if isinstance(v, list) else v for name, v in absent.items()}
         self._resolve_views()
@@ -168,7 +171,9 @@ class OnlineFeatures:
         """Add an event to the user's online history (the last `history_length` kept) and to the
         items they have seen, each atomically and once per `write_id` (its event log seq: a retry
         of an appended write appends nothing); returns the history's length. Each row is stamped
-        just after its newest event, never earlier than it was."""
+        just after its newest event and past its stamp before, as the store keeps stamps: a load
+        of tables written before the event was logged (their row at the old stamp, without it)
+        never replaces it."""
         seconds, length = int(ts.timestamp()), 0
 
         def append(row: Row | None, stamp: datetime | None):
@@ -177,7 +182,7 @@ class OnlineFeatures:
             events = sorted([*zip(row["recent_timestamps"], row["recent_item_ids"], strict=True),  # type: ignore[call-overload]
                              (seconds, int(item_id))], key=lambda e: e[0])[-self.history_length:]
             length = len(events)
-            at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
+            at = ts + AFTER if stamp is None else max(stamp + self._past, ts + AFTER)
             return {"recent_item_ids": ValueProto(int64_list_val=Int64List(val=[i for _, i in events])),
                     "recent_timestamps": ValueProto(int64_list_val=Int64List(val=[t for t, _ in events])),
                     "event_count": ValueProto(int64_val=int(row["event_count"]) + 1)}, at  # type: ignore[call-overload]
@@ -187,7 +192,7 @@ class OnlineFeatures:
             if int(item_id) in before:
                 return None  # seen already: nothing to write
             seen = sorted({*before, int(item_id)})
-            at = ts + AFTER if stamp is None else max(stamp, ts + AFTER)
+            at = ts + AFTER if stamp is None else max(stamp + self._past, ts + AFTER)
             return {"seen_item_ids": ValueProto(int64_list_val=Int64List(val=seen))}, at
 
         if self._has_seen:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -154,6 +154,27 @@ def test_a_materialization_racing_an_append_keeps_the_newer_history(shop):
     appender.join()
     history = online.user(user)
     assert (history.recent_item_ids[-1], history.recent_timestamps[-1]) == (1, int(at.timestamp()))
+
+
+@pytest.mark.parametrize("when", ["at_the_last_event", "before_it", "in_the_same_second"])
+def test_a_load_of_tables_from_before_an_append_leaves_it_in_place(shop, when):
+    """An event at (or before, or within the second of) the user's last one: the tables written
+    before it was logged hold the user's row at the stamp the store had, without the event."""
+    store, dataset = shop
+    online = OnlineFeatures(store)
+    half = _cut(dataset, 0.5)
+    before = dataset.interactions[dataset.interactions["event_timestamp"] <= half]
+    last = before.groupby("user_id")["event_timestamp"].max()
+    user, at = int(last.index[0]), last.iloc[0].to_pydatetime()
+    at += {"at_the_last_event": timedelta(0), "before_it": timedelta(minutes=-5),
+           "in_the_same_second": timedelta(microseconds=2)}[when]
+    item = next(i for i in dataset.items["item_id"].tolist() if i not in online.user(user).recent_item_ids)
+    online.append_interaction(user, item, at, write_id=7)
+    appended = online.user(user)
+    materialize(store, half)  # the same rows again, stamped as they were
+    again = online.user(user)
+    assert (again.event_count, again.recent_item_ids) == (appended.event_count, appended.recent_item_ids)
+    assert item in again.recent_item_ids and item in again.seen_item_ids
 
 
 @pytest.mark.parametrize("shop", ["sqlite"], indirect=True)

@@ -364,7 +364,7 @@ class _DayFiles:
     is complete, and a failure leaves the unfinished day's previous file as it was."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.days = folder, set()
+        self.folder = folder
         self._day: str | None = None
         self._stack = contextlib.ExitStack()
         self._writer: pq.ParquetWriter | None = None
@@ -377,7 +377,6 @@ class _DayFiles:
             self._finish()
             tmp = self._stack.enter_context(atomic_path(self.folder / f"{day}.parquet"))
             self._writer, self._day = pq.ParquetWriter(tmp, table.schema), day
-            self.days.add(day)
         self._writer.write_table(table)
 
     def _finish(self) -> None:

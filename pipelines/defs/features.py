@@ -164,11 +164,12 @@ def training_examples(context: dg.AssetExecutionContext, raw_tables: Dataset,
     if path.is_file():  # a single file, as written before examples were kept per day
         path.unlink()
     entities = example_entities(raw_tables.interactions)
-    removed = drop_removed_days(path, entities)
-    if removed:
-        context.log.info("training examples of %d days whose events are gone removed: %s", len(removed),
-                         ", ".join(removed))
     since = stale_since(data, path)
+    if since is None:  # nothing to join; the days whose events are gone still go (a write does that)
+        removed = drop_removed_days(path, entities)
+        if removed:
+            context.log.info("training examples of %d days whose events are gone removed: %s",
+                             len(removed), ", ".join(removed))
     rows = 0 if since is None else write_training_frame(feature_store.open(), entities, path, since=since)
     context.log.info("%d training examples joined from %s in %s", rows, since, path)
     dataset = pq.ParquetDataset(path)

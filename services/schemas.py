@@ -75,7 +75,6 @@ def _not_bool(value: object) -> object:
     return value
 
 
-Whole = Annotated[int, BeforeValidator(_not_bool)]
 # Bounds before the validator, so that they stay `minimum` and `maximum` in the OpenAPI document
 ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="Catalogue item id (int64, >= 0)."),
                    BeforeValidator(_not_bool)]
@@ -131,7 +130,7 @@ class SessionEvent(_Request):
 
 class RecommendationRequest(_Request):
     user_id: UserId
-    k: Whole = Field(10, ge=1, le=MAX_K)
+    k: Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_not_bool)] = 10
     filters: Filters = Field(default_factory=Filters)
     session: list[SessionEvent] = Field(default_factory=list, max_length=MAX_SESSION_EVENTS)
 
